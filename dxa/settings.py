@@ -1,0 +1,102 @@
+"""One typed, validated settings object, read from the environment (DESIGN.md §6).
+
+Every process (embedded server, Celery worker, CLI) builds its settings here and nowhere
+else. Secrets may come from files (`DXA_SECRET_KEY_FILE=/run/secrets/key`), the usual way
+under docker-compose, so they never have to sit in the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_FILE_VARIANTS = ("DXA_DATABASE_URL", "DXA_BROKER_URL", "DXA_SECRET_KEY", "DXA_DEMO_PASSWORD")
+
+
+def _read_file_variants() -> dict[str, str]:
+    """`DXA_X_FILE=path` stands for `DXA_X=<contents of path>` (trailing newline dropped)."""
+    values: dict[str, str] = {}
+    for name in _FILE_VARIANTS:
+        path = os.environ.get(f"{name}_FILE")
+        if path and name not in os.environ:
+            values[name.removeprefix("DXA_").lower()] = Path(path).read_text(encoding="utf-8").strip()
+    return values
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DXA_", extra="ignore", frozen=True)
+
+    data_dir: Path = Path("var")
+    inbox: Path | None = None
+    database_url: str | None = None
+    broker_url: str | None = None  # unset = embedded mode, no broker
+    host: str = "127.0.0.1"
+    port: int = 8000
+    secret_key: str | None = None
+    demo_user: str = "demo"
+    demo_password: str | None = None
+
+    # parsing limits (per file)
+    max_file_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
+    max_pdf_pages: int = Field(default=40, gt=0)
+    parse_timeout_s: float = Field(default=60.0, gt=0)
+    parse_memory_mb: int = Field(default=1024, gt=0)
+    max_attempts: int = Field(default=3, gt=0)  # a file that kills its worker this often is quarantined
+
+    # watched folder
+    scan_interval_s: float = Field(default=2.0, gt=0)
+    min_file_age_s: float = Field(default=2.0, ge=0)
+
+    # DICOM receiver
+    storescp_ae_title: str = "DXAMONITOR"
+    storescp_port: int = 11112
+    storescp_allowed_aes: str = ""  # comma-separated calling AE titles; empty = accept none but echo
+
+    monitoring_config: Path | None = None  # a TOML file overriding dxa/monitoring.toml
+
+    @field_validator("data_dir", "inbox", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return value.expanduser().resolve() if value is not None else None
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.database_url is not None and not self.database_url.strip():
+            raise ValueError("DXA_DATABASE_URL is set but empty")
+        return self
+
+    @property
+    def inbox_dir(self) -> Path:
+        return self.inbox or self.data_dir / "inbox"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.data_dir / "work"
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.data_dir / "archive"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.data_dir / "quarantine"
+
+    @cached_property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'dxa.db'}"
+
+    @property
+    def embedded(self) -> bool:
+        return not self.broker_url
+
+    @property
+    def allowed_ae_titles(self) -> frozenset[str]:
+        return frozenset(t.strip() for t in self.storescp_allowed_aes.split(",") if t.strip())
+
+
+def load_settings() -> Settings:
+    return Settings(**_read_file_variants())  # type: ignore[arg-type]

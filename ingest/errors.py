@@ -1,0 +1,66 @@
+"""Typed parse failures, each worded for the technologist who has to act on the file.
+
+`code` is stable and names the quarantine folder (`quarantine/<code>/`); `message` is the
+plain-words reason stored in the sidecar and shown on the QA page. Messages never contain
+patient data: name what was wrong with the file, not whose file it was.
+"""
+
+from __future__ import annotations
+
+
+class ParseError(Exception):
+    code = "parse_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class EmptyFile(ParseError):
+    code = "empty_file"
+
+
+class NotDicom(ParseError):
+    """Not a DICOM file nor a PDF: unrecognised format."""
+
+    code = "unrecognised_format"
+
+
+class UnreadableFile(ParseError):
+    """Truncated or corrupt: the bytes cannot be read completely."""
+
+    code = "unreadable"
+
+
+class EncryptedPdf(ParseError):
+    code = "encrypted_pdf"
+
+
+class NotDxaResult(ParseError):
+    """A readable file that carries no bone-density results (an image, a questionnaire, an IVA page)."""
+
+    code = "not_dxa_result"
+
+
+class UnsupportedLayout(ParseError):
+    """Results seem to be there but in a layout we do not know; the message names what was recognised."""
+
+    code = "unsupported_layout"
+
+
+class MalformedResults(ParseError):
+    """A known layout whose results table is damaged (for example no BMD column)."""
+
+    code = "malformed_results"
+
+
+class MissingField(ParseError):
+    """A required field (patient ID, exam date, device model…) is absent; the message names it."""
+
+    code = "missing_field"
+
+
+class TooLarge(ParseError):
+    """Over the configured file-size or page limit."""
+
+    code = "too_large"

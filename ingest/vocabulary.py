@@ -1,0 +1,174 @@
+"""The DESIGN.md §4 vocabulary, and the small readers every parser shares.
+
+Vendors write the same site a dozen ways ("Neck", "Femoral Neck", "股骨颈", "Radius 33%",
+"1/3"). Parsers translate labels here and nowhere else, so that a new synonym is one line
+in one table, and a site can never land on the wrong name in one parser but not another.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+SITES_FIXED = frozenset(
+    {
+        "femoral_neck",
+        "total_hip",
+        "trochanter",
+        "intertrochanter",
+        "wards",
+        "radius_33",
+        "radius_ud",
+        "radius_total",
+        "total_body",
+    }
+)
+SIDES = frozenset({"left", "right", "mean"})
+MONITORED_SITES = frozenset({"femoral_neck", "total_hip", "radius_33"})  # plus the analysed spine range
+
+_SITE_SYNONYMS: dict[str, str] = {
+    # femur
+    "neck": "femoral_neck",
+    "femoral neck": "femoral_neck",
+    "femur neck": "femoral_neck",
+    "fn": "femoral_neck",
+    "股骨颈": "femoral_neck",
+    "total": "total_hip",  # only meaningful inside a hip context; callers pass context-free labels
+    "total hip": "total_hip",
+    "total femur": "total_hip",
+    "hip total": "total_hip",
+    "femur total": "total_hip",
+    "全髋": "total_hip",
+    "全髋部": "total_hip",
+    "髋部总计": "total_hip",
+    "troch": "trochanter",
+    "trochanter": "trochanter",
+    "大转子": "trochanter",
+    "转子": "trochanter",
+    "inter": "intertrochanter",
+    "intertrochanter": "intertrochanter",
+    "intertroch": "intertrochanter",
+    "转子间": "intertrochanter",
+    "wards": "wards",
+    "ward's": "wards",
+    "ward": "wards",
+    "wards triangle": "wards",
+    "wards区": "wards",
+    "ward三角": "wards",
+    # forearm
+    "1/3": "radius_33",
+    "radius 1/3": "radius_33",
+    "radius 33%": "radius_33",
+    "33%": "radius_33",
+    "radius33": "radius_33",
+    "radius 33": "radius_33",
+    "1/3 radius": "radius_33",
+    "桡骨1/3": "radius_33",
+    "ud": "radius_ud",
+    "radius ud": "radius_ud",
+    "ultradistal": "radius_ud",
+    "radius ultradistal": "radius_ud",
+    "桡骨远端": "radius_ud",
+    "radius total": "radius_total",
+    "total radius": "radius_total",
+    # whole body
+    "total body": "total_body",
+    "whole body": "total_body",
+    "全身": "total_body",
+}
+
+_SIDE_SYNONYMS: dict[str, str] = {
+    "left": "left",
+    "l": "left",
+    "lt": "left",
+    "左": "left",
+    "左侧": "left",
+    "right": "right",
+    "r": "right",
+    "rt": "right",
+    "右": "right",
+    "右侧": "right",
+    "mean": "mean",
+    "dual": "mean",
+    "average": "mean",
+    "avg": "mean",
+    "均值": "mean",
+    "平均": "mean",
+    "双侧": "mean",
+}
+
+_LUMBAR_RANGE = re.compile(r"^l\s*([1-5])\s*[-–—~至到]\s*l?\s*([1-5])$")
+_LUMBAR_SINGLE = re.compile(r"^l\s*([1-5])$")
+
+
+def _fold(label: str) -> str:
+    text = unicodedata.normalize("NFKC", label).strip().lower()
+    text = re.sub(r"<[^>]+>", " ", text)  # HTML inside Hologic header cells
+    text = text.replace("\u00a0", " ")
+    return re.sub(r"\s+", " ", text)
+
+
+def lumbar_site(label: str) -> str | None:
+    """"L1 - L4", "L1-L4", "l2–l4", "L3" → "L1-L4", "L2-L4", "L3"; a reversed or one-vertebra
+    range is not a range. Non-contiguous sets ("L1,L3") are not vocabulary and give None."""
+    text = _fold(label).replace("腰椎", "").strip()
+    m = _LUMBAR_RANGE.match(text)
+    if m:
+        lo, hi = int(m.group(1)), int(m.group(2))
+        if lo < hi:
+            return f"L{lo}-L{hi}"
+        return None
+    m = _LUMBAR_SINGLE.match(text)
+    if m:
+        return f"L{m.group(1)}"
+    return None
+
+
+def canonical_site(label: str) -> str | None:
+    """Map a vendor's region label to a vocabulary site, or None when it is not one."""
+    lumbar = lumbar_site(label)
+    if lumbar:
+        return lumbar
+    text = _fold(label)
+    if text in SITES_FIXED:
+        return text
+    return _SITE_SYNONYMS.get(text)
+
+
+def canonical_side(label: str | None) -> str | None:
+    if label is None:
+        return None
+    return _SIDE_SYNONYMS.get(_fold(label))
+
+
+def is_monitoring_site(site: str) -> bool:
+    """A contiguous lumbar range, femoral neck, total hip or 1/3 radius; never a single vertebra."""
+    return site in MONITORED_SITES or bool(re.fullmatch(r"L[1-5]-L[1-5]", site))
+
+
+_NUMBER = re.compile(r"[-+−–]?\d+(?:[.,]\d+)?")
+
+
+def parse_decimal(text: str | None) -> float | None:
+    """Read "0,912", "−1.3", " -0.012 " or "1.2%*" as a float; "", "-", "--", "N/A" as None.
+
+    Decimal commas are read as decimal points: DXA values never carry thousands separators
+    (BMD < 2 g/cm², mg/cm² < 2000 printed without grouping).
+    """
+    if text is None:
+        return None
+    m = _NUMBER.search(unicodedata.normalize("NFKC", text))
+    if not m:
+        return None
+    raw = m.group(0).replace("−", "-").replace("–", "-").replace(",", ".")
+    return float(raw)
+
+
+def bmd_to_g_cm2(value: float, unit: str | None) -> float:
+    """Convert a BMD to g/cm² from the unit the file states (g/cm², mg/cm², kg/m²)."""
+    u = (unit or "g/cm2").strip().lower().replace("²", "2").replace(" ", "").replace("^", "")
+    if u in ("mg/cm2", "mg/cm-2", "mgcm-2", "mg.cm-2"):
+        return round(value / 1000.0, 6)
+    if u in ("kg/m2",):
+        return round(value / 10.0, 6)
+    return value

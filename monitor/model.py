@@ -1,0 +1,144 @@
+"""Plain data the monitoring core takes and gives back (DESIGN.md §4–5).
+
+Nothing here knows about files, databases or the clock: callers build these from whatever
+they store, and `today` is always passed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Literal
+
+ComparisonStatus = Literal["ok", "ok_cross_calibrated", "rejected_cross_machine", "rejected_unknown_machine"]
+Reference = Literal["baseline", "previous"]
+Significance = Literal["gain", "loss", "stable"]
+LscSource = Literal["study", "default", "crosscal"]
+
+DRUG_CLASSES = (
+    "none",
+    "oral_bisphosphonate",
+    "iv_bisphosphonate",
+    "denosumab",
+    "anabolic_pth",
+    "romosozumab",
+    "serm",
+    "hrt",
+    "calcitonin",
+    "drug_holiday",
+)
+
+
+@dataclass(frozen=True)
+class Machine:
+    """A densitometer as (manufacturer, model, serial). See `monitor.identity` for sameness."""
+
+    manufacturer: str
+    model: str
+    serial: str | None
+
+    def label(self) -> str:
+        serial = f"S/N {self.serial}" if self.serial else "no serial"
+        return f"{self.manufacturer} {self.model} ({serial})"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    site: str
+    side: str | None
+    bmd: float  # g/cm²
+    t_score: float | None = None
+    z_score: float | None = None
+    area_cm2: float | None = None
+
+
+@dataclass(frozen=True)
+class Exam:
+    """One visit on one machine: every file of that visit merged."""
+
+    exam_id: str
+    date: date
+    machine: Machine
+    measurements: tuple[Measurement, ...]
+    scan_mode: str | None = None
+    analysis_protocol: str | None = None
+
+
+@dataclass(frozen=True)
+class SiteLsc:
+    """A machine's least significant change at one site, from its precision study."""
+
+    machine: Machine
+    site: str
+    lsc_g_cm2: float
+    rms_sd_g_cm2: float
+
+
+@dataclass(frozen=True)
+class CrossCalibration:
+    """A record that makes two machines comparable at some sites.
+
+    `kind` is "phantom" (same model: accepted within tolerance, pooled LSC) or "in_vivo"
+    (different models: regression new = slope × old + intercept, generalized LSC).
+    `lsc_g_cm2` maps site -> the LSC to use for comparisons through this calibration.
+    """
+
+    machine_a: Machine
+    machine_b: Machine
+    kind: Literal["phantom", "in_vivo"]
+    sites: frozenset[str]
+    lsc_g_cm2: tuple[tuple[str, float], ...] = ()
+    slope: float = 1.0
+    intercept: float = 0.0
+    performed_on: date | None = None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One pair of exams at one site and side, in the export shape of DESIGN.md §6."""
+
+    site: str
+    side: str | None
+    from_exam: str
+    to_exam: str
+    reference: Reference
+    status: ComparisonStatus
+    delta_g_cm2: float | None
+    percent_change: float | None
+    lsc_g_cm2: float | None
+    lsc_source: LscSource | None
+    significance: Significance | None
+    dissimilar: bool
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class Therapy:
+    agent: str
+    drug_class: str
+    start: date
+    stop: date | None = None
+    glucocorticoid: bool = False
+
+
+@dataclass(frozen=True)
+class Alert:
+    code: str  # e.g. "denosumab_stopped", "loss_on_treatment", "scan_too_early"
+    message: str  # a sentence a clinician reads
+
+
+@dataclass(frozen=True)
+class NextScan:
+    due: date | None
+    rule_id: str | None
+    reason: str
+    alerts: tuple[Alert, ...] = ()
+
+
+@dataclass(frozen=True)
+class PatientEvaluation:
+    comparisons: tuple[Comparison, ...]
+    next_scan: NextScan
+    who_category: str | None = None  # "normal", "low_bone_mass", "osteoporosis"
+    z_below_expected: bool = False
+    alerts: tuple[Alert, ...] = field(default_factory=tuple)
