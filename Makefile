@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export DXA_DATA_DIR ?= $(CURDIR)/var
 export DXA_INBOX ?= $(CURDIR)/var/inbox
 
-.PHONY: run test lint typecheck unit bench clean install
+.PHONY: run test lint typecheck unit bench clean install system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +17,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Headless Chromium for the browser tests comes from Debian (Playwright's own download cannot run here).
-chromium:
-	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+# Test-only system packages from Debian: headless Chromium for the browser tests (Playwright's own
+# browser download cannot run in a hospital network or here) and docker-compose to validate
+# docker-compose.yml without a Docker engine.
+system-deps:
+	@need=""; command -v chromium >/dev/null 2>&1 || need="$$need chromium"; \
+	command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || need="$$need docker-compose"; \
+	if [ -n "$$need" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; \
+	  else echo "missing system packages:$$need (install them with apt-get as root)"; fi; \
+	fi
 
 run: $(STAMP)
 	mkdir -p $(DXA_INBOX)
@@ -32,7 +39,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy dxa ingest monitor workers db web
 
-test: $(STAMP) chromium
+test: $(STAMP) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy dxa ingest monitor workers db web
 	DXA_REQUIRE_SERVICES=$${DXA_REQUIRE_SERVICES:-$$( [ "$$CI" = "true" ] && echo 1 || echo 0 )} $(BIN)/pytest -q

@@ -109,6 +109,9 @@ class ParsedReport:
 
     @property
     def vertebral_set(self) -> str | None:
-        """The analysed lumbar range (e.g. "L1-L4"), the spine site that is monitored."""
+        """The analysed lumbar range (e.g. "L1-L4"), the spine site that is monitored: the widest
+        range reported, since vendors also print partial sums (L1-L2, L1-L3) beside it."""
         ranges = [m.site for m in self.measurements if m.site.startswith("L") and "-" in m.site]
-        return ranges[0] if ranges else None
+        if not ranges:
+            return None
+        return max(ranges, key=lambda site: (int(site[4]) - int(site[1]), -int(site[1])))

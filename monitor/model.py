@@ -62,6 +62,9 @@ class Exam:
     measurements: tuple[Measurement, ...]
     scan_mode: str | None = None
     analysis_protocol: str | None = None
+    # The analysed lumbar range ("L1-L4", "L2-L4" after excluding L1…) when the source says it;
+    # None lets the monitor take the widest contiguous range measured.
+    vertebral_set: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,15 @@ class CrossCalibration:
     slope: float = 1.0
     intercept: float = 0.0
     performed_on: date | None = None
+    # Per-site in-vivo regressions (site, slope, intercept) when one record covers several
+    # sites; a site not listed uses `slope`/`intercept`.
+    regressions: tuple[tuple[str, float, float], ...] = ()
+
+    def regression_for(self, site: str) -> tuple[float, float]:
+        for name, slope, intercept in self.regressions:
+            if name == site:
+                return slope, intercept
+        return self.slope, self.intercept
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,158 @@
+"""Users (Argon2 password hashes), API tokens (SHA-256 of a random secret) and the audit trail.
+
+Verification does the same Argon2 work for an unknown user as for a known one, so response
+time does not reveal which usernames exist.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import secrets
+from datetime import datetime
+from typing import Any, Literal
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.models import ROLES, ApiToken, AuditEvent, User, utcnow
+
+RoleName = Literal["clinician", "qa", "admin"]
+TOKEN_PREFIX = "dxa_"
+
+_hasher = PasswordHasher()
+_DUMMY_HASH = _hasher.hash("not a password anyone has")
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def get_user(session: Session, username: str) -> User | None:
+    return session.scalars(select(User).where(User.username == username.strip())).one_or_none()
+
+
+def create_user(session: Session, username: str, password: str, role: RoleName) -> User:
+    name = username.strip()
+    if not name:
+        raise ValueError("username is empty")
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}")
+    if not password:
+        raise ValueError("password is empty")
+    if get_user(session, name) is not None:
+        raise ValueError(f"user {name!r} exists")
+    user = User(username=name, password_hash=hash_password(password), role=role, active=True)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def set_password(session: Session, user: User, password: str) -> None:
+    if not password:
+        raise ValueError("password is empty")
+    user.password_hash = hash_password(password)
+    session.flush()
+
+
+def set_active(session: Session, user: User, active: bool) -> None:
+    user.active = active
+    session.flush()
+
+
+def verify_user(
+    session: Session, username: str, password: str, *, now: datetime | None = None
+) -> User | None:
+    """The active user with this password, or None. Upgrades the stored hash when Argon2's
+    parameters have been raised since it was made."""
+    user = get_user(session, username)
+    if user is None or not user.active:
+        with contextlib.suppress(VerificationError):
+            _hasher.verify(_DUMMY_HASH, password)
+        return None
+    try:
+        _hasher.verify(user.password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    user.last_login_at = now or utcnow()
+    session.flush()
+    return user
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def create_api_token(session: Session, user: User, name: str) -> tuple[ApiToken, str]:
+    """A new token; the secret is returned once and only its hash is kept."""
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(user_id=user.id, name=name.strip() or "token", token_hash=_token_hash(secret))
+    session.add(row)
+    session.flush()
+    return row, secret
+
+
+def verify_api_token(session: Session, token: str, *, now: datetime | None = None) -> User | None:
+    row = session.scalars(
+        select(ApiToken).where(ApiToken.token_hash == _token_hash(token.strip()))
+    ).one_or_none()
+    if row is None or row.revoked_at is not None or not row.user.active:
+        return None
+    row.last_used_at = now or utcnow()
+    session.flush()
+    return row.user
+
+
+def revoke_api_token(session: Session, token_id: int, *, now: datetime | None = None) -> bool:
+    row = session.get(ApiToken, token_id)
+    if row is None or row.revoked_at is not None:
+        return False
+    row.revoked_at = now or utcnow()
+    session.flush()
+    return True
+
+
+def record_audit(
+    session: Session,
+    *,
+    actor: str,
+    action: str,
+    patient_id: int | None = None,
+    user_id: int | None = None,
+    detail: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> AuditEvent:
+    """Append an audit event (e.g. action "patient_viewed", "patient_exported")."""
+    event = AuditEvent(
+        occurred_at=now or utcnow(),
+        actor=actor,
+        user_id=user_id,
+        action=action,
+        patient_id=patient_id,
+        detail=dict(detail or {}),
+    )
+    session.add(event)
+    session.flush()
+    return event
+
+
+def list_audit_events(
+    session: Session,
+    *,
+    action: str | None = None,
+    patient_id: int | None = None,
+    since: datetime | None = None,
+    limit: int = 100,
+) -> list[AuditEvent]:
+    stmt = select(AuditEvent).order_by(AuditEvent.occurred_at.desc(), AuditEvent.id.desc()).limit(limit)
+    if action is not None:
+        stmt = stmt.where(AuditEvent.action == action)
+    if patient_id is not None:
+        stmt = stmt.where(AuditEvent.patient_id == patient_id)
+    if since is not None:
+        stmt = stmt.where(AuditEvent.occurred_at >= since)
+    return list(session.scalars(stmt))

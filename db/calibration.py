@@ -1,0 +1,170 @@
+"""Precision studies (raw repeats kept) and cross-calibrations, and their monitor views.
+
+The RMS-SD and LSC of a study are computed by `monitor.precision` from the raw repeats; this
+module stores what the caller computed (so the QA page shows the figures that were accepted)
+and, given a calculator, can recompute them from the raw rows when loading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from db.converters import cross_calibration_to_domain, machine_from_device
+from db.models import CrossCalibrationRow, Device, PrecisionMeasurement, PrecisionStudy
+from monitor.model import CrossCalibration, SiteLsc
+
+
+@dataclass(frozen=True)
+class PrecisionRepeat:
+    """One scan of a precision study: the technologist, the study subject's code (not a patient
+    identifier), which repeat it was, and the BMD in g/cm²."""
+
+    technologist: str
+    patient_code: str
+    scan_index: int
+    bmd: float
+
+
+# Raw repeats of one device and site -> (RMS-SD g/cm², LSC g/cm²).
+PrecisionCalculator = Callable[[Sequence[PrecisionRepeat]], tuple[float, float]]
+
+
+def save_precision_study(
+    session: Session,
+    device: Device,
+    site: str,
+    repeats: Iterable[PrecisionRepeat],
+    *,
+    rms_sd_g_cm2: float | None = None,
+    lsc_g_cm2: float | None = None,
+    performed_on: date | None = None,
+    notes: str | None = None,
+) -> PrecisionStudy:
+    study = PrecisionStudy(
+        device_id=device.id,
+        site=site,
+        performed_on=performed_on,
+        rms_sd_g_cm2=rms_sd_g_cm2,
+        lsc_g_cm2=lsc_g_cm2,
+        notes=notes,
+    )
+    for r in repeats:
+        if r.bmd <= 0:
+            raise ValueError("precision BMD must be positive")
+        study.measurements.append(
+            PrecisionMeasurement(
+                technologist=r.technologist, patient_code=r.patient_code, scan_index=r.scan_index, bmd=r.bmd
+            )
+        )
+    session.add(study)
+    session.flush()
+    return study
+
+
+def study_repeats(study: PrecisionStudy) -> tuple[PrecisionRepeat, ...]:
+    return tuple(
+        PrecisionRepeat(m.technologist, m.patient_code, m.scan_index, m.bmd) for m in study.measurements
+    )
+
+
+def latest_studies(session: Session, *, device_ids: Iterable[int] | None = None) -> list[PrecisionStudy]:
+    """The study in force per (device, site): the latest performed (undated ones count as
+    oldest), the last entered among equals."""
+    stmt = select(PrecisionStudy).options(
+        selectinload(PrecisionStudy.measurements), selectinload(PrecisionStudy.device)
+    )
+    if device_ids is not None:
+        stmt = stmt.where(PrecisionStudy.device_id.in_(list(device_ids)))
+    chosen: dict[tuple[int, str], PrecisionStudy] = {}
+    for study in session.scalars(stmt):
+        key = (study.device_id, study.site)
+        best = chosen.get(key)
+        if best is None or (study.performed_on or date.min, study.id) > (
+            best.performed_on or date.min,
+            best.id,
+        ):
+            chosen[key] = study
+    return [chosen[k] for k in sorted(chosen)]
+
+
+def load_site_lscs(
+    session: Session,
+    *,
+    calculator: PrecisionCalculator | None = None,
+    device_ids: Iterable[int] | None = None,
+) -> tuple[SiteLsc, ...]:
+    """Per machine and site LSCs for the monitor. With a calculator they are recomputed from the
+    raw repeats; without one the stored figures are used and studies without them are skipped
+    (the monitor then falls back to its default LSC, saying so)."""
+    out: list[SiteLsc] = []
+    for study in latest_studies(session, device_ids=device_ids):
+        if calculator is not None:
+            rms_sd, lsc = calculator(study_repeats(study))
+        elif study.rms_sd_g_cm2 is not None and study.lsc_g_cm2 is not None:
+            rms_sd, lsc = study.rms_sd_g_cm2, study.lsc_g_cm2
+        else:
+            continue
+        out.append(
+            SiteLsc(
+                machine=machine_from_device(study.device), site=study.site, lsc_g_cm2=lsc, rms_sd_g_cm2=rms_sd
+            )
+        )
+    return tuple(out)
+
+
+def save_cross_calibration(
+    session: Session,
+    device_a: Device,
+    device_b: Device,
+    *,
+    kind: Literal["phantom", "in_vivo"],
+    sites: Iterable[str],
+    lsc_g_cm2: Mapping[str, float] | None = None,
+    slope: float = 1.0,
+    intercept: float = 0.0,
+    performed_on: date | None = None,
+    notes: str | None = None,
+) -> CrossCalibrationRow:
+    if device_a.id == device_b.id:
+        raise ValueError("a cross-calibration needs two different devices")
+    if device_a.identity_strength != "serial" or device_b.identity_strength != "serial":
+        raise ValueError("a cross-calibration needs two devices with serial numbers")
+    site_list = sorted(set(sites))
+    lscs = {str(k): float(v) for k, v in (lsc_g_cm2 or {}).items()}
+    if not set(lscs) <= set(site_list):
+        raise ValueError("LSC given for a site the cross-calibration does not cover")
+    row = CrossCalibrationRow(
+        device_a_id=device_a.id,
+        device_b_id=device_b.id,
+        kind=kind,
+        sites=site_list,
+        lsc_g_cm2=lscs,
+        slope=slope,
+        intercept=intercept,
+        performed_on=performed_on,
+        notes=notes,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def load_cross_calibrations(
+    session: Session, *, device_ids: Iterable[int] | None = None
+) -> tuple[CrossCalibration, ...]:
+    """Cross-calibrations (any involving one of `device_ids`, when given) in the monitor's shape."""
+    stmt = (
+        select(CrossCalibrationRow)
+        .options(selectinload(CrossCalibrationRow.device_a), selectinload(CrossCalibrationRow.device_b))
+        .order_by(CrossCalibrationRow.id)
+    )
+    if device_ids is not None:
+        ids = list(device_ids)
+        stmt = stmt.where(CrossCalibrationRow.device_a_id.in_(ids) | CrossCalibrationRow.device_b_id.in_(ids))
+    return tuple(cross_calibration_to_domain(r) for r in session.scalars(stmt))

@@ -1,0 +1,418 @@
+"""Patients, devices, exam assembly and measurements: storing what a parsed file says.
+
+Every function works inside the caller's transaction and never commits, so the pipeline can store
+a file's rows and mark the file in one commit (issue 4). Concurrency is handled in the database:
+unique constraints catch two workers creating the same patient, device or exam (the loser re-reads
+inside a savepoint), and the patient row is locked (`SELECT … FOR UPDATE` on PostgreSQL; SQLite
+serialises writers anyway) while a patient's exams are assembled, so two files of one exam
+processed at once cannot both create it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from typing import TypeVar
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from db.converters import device_values, measurement_provenance, measurement_row, patient_values
+from db.models import (
+    ComparisonRow,
+    Device,
+    Exam,
+    Measurement,
+    MeasurementConflict,
+    Patient,
+    SourceFile,
+)
+from ingest.report import DeviceIdentity, ParsedReport, PatientInfo, SiteMeasurement
+
+# Two files of one exam "agree" on a BMD when they differ by no more than half the last printed
+# digit (vendors print g/cm² to 3 decimals); beyond that the second value is a conflict for QA.
+BMD_AGREEMENT_G_CM2 = 0.0005
+_FLOAT_SLACK = 1e-9
+
+_T = TypeVar("_T")
+
+
+def _insert_or_get(session: Session, row: _T, lookup: Callable[[], _T | None]) -> _T:
+    """Insert `row` in a savepoint; if a concurrent transaction inserted the same key first,
+    return that one instead."""
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        found = lookup()
+        if found is None:
+            raise
+        return found
+    return row
+
+
+def lock_patient(session: Session, patient_id: int) -> Patient:
+    """Serialise work on one patient's exams (a row lock on PostgreSQL; a no-op on SQLite, where
+    `BEGIN IMMEDIATE` already serialises writers)."""
+    patient = session.scalars(select(Patient).where(Patient.id == patient_id).with_for_update()).one()
+    return patient
+
+
+# --------------------------------------------------------------------------- patients and devices
+
+
+def find_patient(session: Session, identifier: str, issuer: str | None = None) -> Patient | None:
+    return session.scalars(
+        select(Patient).where(
+            Patient.identifier == identifier.strip(), Patient.issuer == (issuer or "").strip()
+        )
+    ).one_or_none()
+
+
+def upsert_patient(session: Session, info: PatientInfo) -> Patient:
+    """The patient row for (identifier, issuer); demographics fill gaps but never overwrite, since
+    an old archive back-loaded later must not replace what newer files said."""
+    values = patient_values(info)
+    if not values["identifier"]:
+        raise ValueError("patient identifier is empty")
+
+    def lookup() -> Patient | None:
+        return find_patient(session, values["identifier"], values["issuer"])
+
+    patient = lookup()
+    if patient is None:
+        patient = _insert_or_get(session, Patient(**values), lookup)
+    for name in ("name", "birth_date", "sex"):
+        if getattr(patient, name) is None and values[name] is not None:
+            setattr(patient, name, values[name])
+    return patient
+
+
+def find_or_create_device(session: Session, identity: DeviceIdentity) -> Device:
+    """The device row for a (manufacturer, model, serial), recording its software version."""
+    values = device_values(identity)
+
+    def lookup() -> Device | None:
+        return session.scalars(
+            select(Device).where(Device.identity_key == values["identity_key"])
+        ).one_or_none()
+
+    device = lookup()
+    if device is None:
+        device = _insert_or_get(session, Device(**values, software_versions=[]), lookup)
+    version = (identity.software_version or "").strip()
+    if version and version not in device.software_versions:
+        session.refresh(device, with_for_update=True)  # the list is read-modify-write
+        if version not in device.software_versions:
+            device.software_versions = sorted({*device.software_versions, version})
+    return device
+
+
+# --------------------------------------------------------------------------- exam assembly
+
+
+def _exams_on(
+    session: Session, patient_id: int, exam_date: date, *, model_key: str, strength: str
+) -> list[Exam]:
+    return list(
+        session.scalars(
+            select(Exam)
+            .join(Device, Exam.device_id == Device.id)
+            .where(
+                Exam.patient_id == patient_id,
+                Exam.exam_date == exam_date,
+                Device.model_key == model_key,
+                Device.identity_strength == strength,
+            )
+            .order_by(Exam.id)
+        )
+    )
+
+
+def _exact_exam(session: Session, patient_id: int, exam_date: date, device_id: int) -> Exam | None:
+    return session.scalars(
+        select(Exam).where(
+            Exam.patient_id == patient_id, Exam.exam_date == exam_date, Exam.device_id == device_id
+        )
+    ).one_or_none()
+
+
+def find_or_create_exam(session: Session, patient: Patient, exam_date: date, device: Device) -> Exam:
+    """The one exam of `patient` on `exam_date` on `device`; files of one visit never make two.
+
+    A file without a serial (weak identity) joins the same-day exam of the same manufacturer and
+    model that has a serial, when there is exactly one such; otherwise it gets a weak exam of its
+    own. A file with a serial adopts a same-day weak exam of its model (upgrading that exam's
+    device) and absorbs any further ones, unless another unit of that model also has an exam that
+    day, when a weak file cannot be attributed and is left alone.
+    """
+    lock_patient(session, patient.id)
+    if device.identity_strength == "weak":
+        serial_exams = _exams_on(
+            session, patient.id, exam_date, model_key=device.model_key, strength="serial"
+        )
+        if len(serial_exams) == 1:
+            return serial_exams[0]
+        exam = _exact_exam(session, patient.id, exam_date, device.id)
+        return exam if exam is not None else _create_exam(session, patient.id, exam_date, device.id)
+
+    exam = _exact_exam(session, patient.id, exam_date, device.id)
+    others = [
+        e
+        for e in _exams_on(session, patient.id, exam_date, model_key=device.model_key, strength="serial")
+        if e.device_id != device.id
+    ]
+    weak = (
+        []
+        if others
+        else _exams_on(session, patient.id, exam_date, model_key=device.model_key, strength="weak")
+    )
+    if exam is None and weak:
+        exam = weak.pop(0)
+        exam.device_id = device.id
+        exam.device = device
+        session.flush()
+    if exam is None:
+        exam = _create_exam(session, patient.id, exam_date, device.id)
+    for other in weak:
+        merge_exams(session, source=other, target=exam)
+    return exam
+
+
+def _create_exam(session: Session, patient_id: int, exam_date: date, device_id: int) -> Exam:
+    row = Exam(patient_id=patient_id, exam_date=exam_date, device_id=device_id, scan_types=[])
+    exam = _insert_or_get(session, row, lambda: _exact_exam(session, patient_id, exam_date, device_id))
+    session.flush()
+    return exam
+
+
+def merge_exam_details(
+    exam: Exam,
+    *,
+    scan_type: str | None = None,
+    vertebral_set: str | None = None,
+    scan_mode: str | None = None,
+    analysis_protocol: str | None = None,
+    reference_database: str | None = None,
+    software_version: str | None = None,
+) -> None:
+    """Add one file's description of the exam: scan types accumulate, other fields fill gaps
+    (the first file to say it wins, like measurements)."""
+    if scan_type and scan_type not in exam.scan_types:
+        exam.scan_types = sorted({*exam.scan_types, scan_type})
+    for name, value in (
+        ("vertebral_set", vertebral_set),
+        ("scan_mode", scan_mode),
+        ("analysis_protocol", analysis_protocol),
+        ("reference_database", reference_database),
+        ("software_version", software_version),
+    ):
+        if value and getattr(exam, name) is None:
+            setattr(exam, name, value)
+
+
+def merge_exams(session: Session, *, source: Exam, target: Exam) -> None:
+    """Fold `source` into `target` (same visit, found to be one exam late): measurements move
+    unless `target` has the site already (then they are compared like a new file's), files and
+    conflicts follow, comparisons that named `source` are dropped for re-evaluation."""
+    if source.id == target.id or source.patient_id != target.patient_id:
+        raise ValueError("can only merge two different exams of one patient")
+    merge_exam_details(
+        target,
+        vertebral_set=source.vertebral_set,
+        scan_mode=source.scan_mode,
+        analysis_protocol=source.analysis_protocol,
+        reference_database=source.reference_database,
+        software_version=source.software_version,
+    )
+    for scan_type in source.scan_types:
+        merge_exam_details(target, scan_type=scan_type)
+    existing = {(m.site, m.side): m for m in target.measurements}
+    for moving in list(source.measurements):
+        kept = existing.get((moving.site, moving.side))
+        if kept is None:
+            source.measurements.remove(moving)
+            target.measurements.append(moving)
+            existing[(moving.site, moving.side)] = moving
+            session.execute(
+                update(MeasurementConflict)
+                .where(MeasurementConflict.measurement_id == moving.id)
+                .values(exam_id=target.id)
+                .execution_options(synchronize_session=False)
+            )
+        elif not _agree(kept.bmd, moving.bmd):
+            _record_conflict(session, kept, _as_site(moving), moving.source_file_id)
+    session.flush()
+    session.execute(
+        update(SourceFile)
+        .where(SourceFile.exam_id == source.id)
+        .values(exam_id=target.id)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        delete(ComparisonRow)
+        .where((ComparisonRow.from_exam_id == source.id) | (ComparisonRow.to_exam_id == source.id))
+        .execution_options(synchronize_session=False)
+    )
+    session.delete(source)
+    session.flush()
+
+
+def _as_site(row: Measurement) -> SiteMeasurement:
+    at = row.provenance.get("bmd", {}).get("at", "") if isinstance(row.provenance, dict) else ""
+    return SiteMeasurement(
+        site=row.site,
+        side=row.side,
+        bmd=row.bmd,
+        t_score=row.t_score,
+        z_score=row.z_score,
+        bmc_g=row.bmc_g,
+        area_cm2=row.area_cm2,
+        provenance=str(at),
+    )
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+@dataclass
+class MeasurementMerge:
+    """What adding one file's measurements to an exam did."""
+
+    added: list[Measurement] = field(default_factory=list)
+    confirmed: list[Measurement] = field(default_factory=list)
+    conflicts: list[MeasurementConflict] = field(default_factory=list)
+
+
+def _agree(a: float, b: float) -> bool:
+    return abs(a - b) <= BMD_AGREEMENT_G_CM2 + _FLOAT_SLACK
+
+
+def _record_conflict(
+    session: Session, kept: Measurement, value: SiteMeasurement, source_file_id: int | None
+) -> MeasurementConflict:
+    if source_file_id is not None:
+        already = session.scalars(
+            select(MeasurementConflict).where(
+                MeasurementConflict.measurement_id == kept.id,
+                MeasurementConflict.source_file_id == source_file_id,
+            )
+        ).one_or_none()
+        if already is not None:
+            return already
+    conflict = MeasurementConflict(
+        measurement_id=kept.id,
+        exam_id=kept.exam_id,
+        source_file_id=source_file_id,
+        site=kept.site,
+        side=kept.side,
+        accepted_bmd=kept.bmd,
+        conflicting_bmd=value.bmd,
+        conflicting_t_score=value.t_score,
+        conflicting_z_score=value.z_score,
+        provenance=value.provenance or None,
+        state="open",
+    )
+    session.add(conflict)
+    return conflict
+
+
+def add_measurements(
+    session: Session,
+    exam: Exam,
+    measurements: Iterable[SiteMeasurement],
+    *,
+    source_file_id: int | None = None,
+) -> MeasurementMerge:
+    """Add a file's site results to an exam without ever overwriting one.
+
+    A new site and side is added. The same BMD from another file (within `BMD_AGREEMENT_G_CM2`)
+    confirms the row and may fill its empty T/Z/BMC/area. A different BMD is recorded as a
+    `MeasurementConflict` for QA and the accepted value stays. Running the same file again changes
+    nothing.
+    """
+    lock_patient(session, exam.patient_id)
+    result = MeasurementMerge()
+    current = {(m.site, m.side): m for m in exam.measurements}
+    for value in measurements:
+        key = (value.site, value.side)
+        kept = current.get(key)
+        if kept is None:
+            row = measurement_row(value, exam_id=exam.id, source_file_id=source_file_id)
+            exam.measurements.append(row)
+            current[key] = row
+            result.added.append(row)
+        elif _agree(kept.bmd, value.bmd):
+            _fill_gaps(kept, value, source_file_id)
+            result.confirmed.append(kept)
+        elif kept.source_file_id is not None and kept.source_file_id == source_file_id:
+            continue  # one file listing a site twice: its first value stands, nothing to audit
+        else:
+            session.flush()  # the kept row needs its id
+            result.conflicts.append(_record_conflict(session, kept, value, source_file_id))
+    session.flush()
+    return result
+
+
+def _fill_gaps(kept: Measurement, value: SiteMeasurement, source_file_id: int | None) -> None:
+    origin = measurement_provenance(value, source_file_id)
+    provenance = dict(kept.provenance or {})
+    for name in ("t_score", "z_score", "bmc_g", "area_cm2"):
+        if getattr(kept, name) is None and getattr(value, name) is not None:
+            setattr(kept, name, getattr(value, name))
+            provenance[name] = origin[name]
+    if provenance != kept.provenance:
+        kept.provenance = provenance
+
+
+def list_conflicts(
+    session: Session, *, state: str | None = "open", exam_id: int | None = None
+) -> list[MeasurementConflict]:
+    stmt = select(MeasurementConflict).order_by(MeasurementConflict.id)
+    if state is not None:
+        stmt = stmt.where(MeasurementConflict.state == state)
+    if exam_id is not None:
+        stmt = stmt.where(MeasurementConflict.exam_id == exam_id)
+    return list(session.scalars(stmt))
+
+
+# --------------------------------------------------------------------------- a whole parsed file
+
+
+@dataclass
+class StoredReport:
+    patient: Patient
+    device: Device
+    exam: Exam
+    measurements: MeasurementMerge
+
+
+def store_report(
+    session: Session, report: ParsedReport, *, source_file: SourceFile | None = None
+) -> StoredReport:
+    """Everything one parsed file contributes, in the caller's transaction: patient, device, the
+    exam it belongs to, the exam's description and the measurements; the file row is linked to
+    its patient and exam. The caller commits, then archives the file and enqueues evaluation."""
+    patient = upsert_patient(session, report.patient)
+    device = find_or_create_device(session, report.device)
+    exam = find_or_create_exam(session, patient, report.exam_date, device)
+    merge_exam_details(
+        exam,
+        scan_type=report.scan_type,
+        vertebral_set=report.vertebral_set,
+        scan_mode=report.scan_mode,
+        analysis_protocol=report.analysis_protocol,
+        reference_database=report.extras.reference_database,
+        software_version=report.device.software_version,
+    )
+    merged = add_measurements(
+        session, exam, report.measurements, source_file_id=source_file.id if source_file is not None else None
+    )
+    if source_file is not None:
+        source_file.patient_id = patient.id
+        source_file.exam_id = exam.id
+        source_file.format = report.format
+    session.flush()
+    return StoredReport(patient=patient, device=device, exam=exam, measurements=merged)

@@ -1,0 +1,187 @@
+"""Received files: registration by content hash, SOP Instance UID ownership, status changes.
+
+A file is known by its SHA-256: the same bytes dropped again find the existing row (outcome
+`duplicate`, `times_seen` goes up) and change nothing else. A DICOM SOP Instance UID belongs to
+the first file that claims it; another file with the same UID but other bytes is quarantined as a
+`uid_conflict` pointing at the owner, for QA to decide. Nothing here commits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from db.converters import sanitise_name
+from db.models import SourceFile, utcnow
+
+UID_CONFLICT = "uid_conflict"
+UID_CONFLICT_TEXT = (
+    "Another file with different contents already carries this DICOM instance UID. "
+    "Check which of the two is the correct result before re-processing."
+)
+
+
+@dataclass(frozen=True)
+class Registration:
+    file: SourceFile
+    outcome: Literal["new", "duplicate"]
+
+
+def get_source_file(session: Session, sha256: str) -> SourceFile | None:
+    return session.scalars(select(SourceFile).where(SourceFile.sha256 == sha256.lower())).one_or_none()
+
+
+def register_source_file(
+    session: Session,
+    *,
+    sha256: str,
+    original_name: str,
+    size_bytes: int | None = None,
+    stored_path: str | None = None,
+    now: datetime | None = None,
+) -> Registration:
+    """Record a claimed file, or recognise its bytes as already known (`duplicate`)."""
+    digest = sha256.strip().lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError("sha256 must be 64 hex digits")
+    moment = now or utcnow()
+    existing = get_source_file(session, digest)
+    if existing is None:
+        row = SourceFile(
+            sha256=digest,
+            original_name=sanitise_name(original_name),
+            size_bytes=size_bytes,
+            stored_path=stored_path,
+            status="pending",
+            attempts=0,
+            times_seen=1,
+            received_at=moment,
+            last_seen_at=moment,
+        )
+        try:
+            with session.begin_nested():
+                session.add(row)
+            return Registration(file=row, outcome="new")
+        except IntegrityError:
+            existing = get_source_file(session, digest)
+            if existing is None:
+                raise
+    existing.times_seen += 1
+    existing.last_seen_at = moment
+    return Registration(file=existing, outcome="duplicate")
+
+
+def claim_sop_instance_uid(session: Session, file: SourceFile, uid: str | None) -> SourceFile | None:
+    """Give `uid` to `file`; returns None when it now owns it (or there is no UID). When another
+    file already owns it, `file` is quarantined as a UID conflict and the owner is returned; the
+    caller moves the bytes to `quarantine/uid_conflict/`."""
+    uid = (uid or "").strip()
+    if not uid or file.sop_instance_uid == uid:
+        return None
+
+    def owner() -> SourceFile | None:
+        return session.scalars(
+            select(SourceFile).where(SourceFile.sop_instance_uid == uid, SourceFile.id != file.id)
+        ).one_or_none()
+
+    holder = owner()
+    if holder is None:
+        try:
+            with session.begin_nested():
+                file.sop_instance_uid = uid
+                session.flush()
+            return None
+        except IntegrityError:
+            holder = owner()
+            if holder is None:
+                raise
+    file.sop_instance_uid = None
+    file.conflict_with_id = holder.id
+    mark_quarantined(session, file, reason_code=UID_CONFLICT, reason_text=UID_CONFLICT_TEXT)
+    return holder
+
+
+def mark_processing(session: Session, file: SourceFile, *, parser_version: str | None = None) -> None:
+    """Counts attempts, so a file that keeps killing its worker can be quarantined (issue 4)."""
+    file.status = "processing"
+    file.attempts += 1
+    if parser_version:
+        file.parser_version = parser_version
+    session.flush()
+
+
+def mark_ingested(
+    session: Session,
+    file: SourceFile,
+    *,
+    stored_path: str | None = None,
+    parser_version: str | None = None,
+    now: datetime | None = None,
+) -> None:
+    file.status = "ingested"
+    file.reason_code = None
+    file.reason_text = None
+    if stored_path is not None:
+        file.stored_path = stored_path
+    if parser_version:
+        file.parser_version = parser_version
+    file.finished_at = now or utcnow()
+    session.flush()
+
+
+def mark_quarantined(
+    session: Session,
+    file: SourceFile,
+    *,
+    reason_code: str,
+    reason_text: str,
+    stored_path: str | None = None,
+    parser_version: str | None = None,
+    now: datetime | None = None,
+) -> None:
+    """`reason_code` names the quarantine folder; `reason_text` is the technologist's sentence
+    (no patient data: it is shown on the QA page and written to the sidecar)."""
+    file.status = "quarantined"
+    file.reason_code = reason_code
+    file.reason_text = reason_text
+    if stored_path is not None:
+        file.stored_path = stored_path
+    if parser_version:
+        file.parser_version = parser_version
+    file.finished_at = now or utcnow()
+    session.flush()
+
+
+def mark_duplicate(
+    session: Session, file: SourceFile, *, reason_text: str, now: datetime | None = None
+) -> None:
+    """For content recognised as already ingested under other bytes (the caller decides when)."""
+    file.status = "duplicate"
+    file.reason_code = "duplicate"
+    file.reason_text = reason_text
+    file.finished_at = now or utcnow()
+    session.flush()
+
+
+def reset_for_reprocess(session: Session, file: SourceFile) -> None:
+    """A quarantined file goes back to `pending` after a fix (QA's re-process button)."""
+    file.status = "pending"
+    file.reason_code = None
+    file.reason_text = None
+    file.attempts = 0
+    file.finished_at = None
+    session.flush()
+
+
+def list_source_files(
+    session: Session, *, status: str | None = None, limit: int = 100, offset: int = 0
+) -> list[SourceFile]:
+    stmt = select(SourceFile).order_by(SourceFile.received_at.desc(), SourceFile.id.desc())
+    if status is not None:
+        stmt = stmt.where(SourceFile.status == status)
+    return list(session.scalars(stmt.limit(limit).offset(offset)))

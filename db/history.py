@@ -1,0 +1,195 @@
+"""A patient's history for the monitor, and the monitor's verdict stored back atomically.
+
+`load_patient_history` gives everything `evaluate_patient` needs in monitor types (exam ids
+are the string of the database id). `save_evaluation` replaces the patient's comparisons and
+next scan in the caller's transaction, keeps alerts open while they are raised, and writes an
+audit event for each refused comparison the first time it is refused, so re-running an
+evaluation leaves the same rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, selectinload
+
+from db.calibration import PrecisionCalculator, load_cross_calibrations, load_site_lscs
+from db.converters import alerts_to_json, comparison_row, comparison_to_domain, exam_id_str, exam_to_domain
+from db.exams import lock_patient
+from db.models import AlertRow, AuditEvent, ComparisonRow, NextScanRow, Patient, utcnow
+from db.models import Exam as ExamRow
+from db.therapies import load_therapies
+from monitor.model import Alert, Comparison, CrossCalibration, Exam, PatientEvaluation, SiteLsc, Therapy
+
+REFUSED_COMPARISON = "comparison_refused"
+_REJECTED = ("rejected_cross_machine", "rejected_unknown_machine")
+
+
+@dataclass(frozen=True)
+class PatientHistory:
+    patient_id: int
+    identifier: str
+    birth_date: date | None
+    sex: str | None
+    exams: tuple[Exam, ...]
+    therapies: tuple[Therapy, ...]
+    lscs: tuple[SiteLsc, ...]
+    cross_calibrations: tuple[CrossCalibration, ...]
+
+
+def exam_rows(session: Session, patient_id: int) -> list[ExamRow]:
+    return list(
+        session.scalars(
+            select(ExamRow)
+            .where(ExamRow.patient_id == patient_id)
+            .options(selectinload(ExamRow.measurements))
+            .order_by(ExamRow.exam_date, ExamRow.id)
+        )
+    )
+
+
+def load_exams(session: Session, patient_id: int) -> tuple[Exam, ...]:
+    return tuple(exam_to_domain(r) for r in exam_rows(session, patient_id))
+
+
+def load_patient_history(
+    session: Session, patient_id: int, *, precision_calculator: PrecisionCalculator | None = None
+) -> PatientHistory:
+    """Exams (oldest first), therapies, and the LSCs and cross-calibrations of the patient's
+    machines."""
+    patient = session.get(Patient, patient_id)
+    if patient is None:
+        raise LookupError("no such patient")
+    rows = exam_rows(session, patient_id)
+    device_ids = sorted({r.device_id for r in rows})
+    return PatientHistory(
+        patient_id=patient.id,
+        identifier=patient.identifier,
+        birth_date=patient.birth_date,
+        sex=patient.sex,
+        exams=tuple(exam_to_domain(r) for r in rows),
+        therapies=load_therapies(session, patient_id),
+        lscs=load_site_lscs(session, calculator=precision_calculator, device_ids=device_ids),
+        cross_calibrations=load_cross_calibrations(session, device_ids=device_ids),
+    )
+
+
+def comparison_rows(session: Session, patient_id: int) -> list[ComparisonRow]:
+    return list(
+        session.scalars(
+            select(ComparisonRow)
+            .where(ComparisonRow.patient_id == patient_id)
+            .order_by(ComparisonRow.position)
+        )
+    )
+
+
+def load_comparisons(session: Session, patient_id: int) -> tuple[Comparison, ...]:
+    return tuple(comparison_to_domain(r) for r in comparison_rows(session, patient_id))
+
+
+def _refusal_key(c: Comparison | ComparisonRow) -> tuple[Any, ...]:
+    if isinstance(c, ComparisonRow):
+        return (c.site, c.side, exam_id_str(c.from_exam_id), exam_id_str(c.to_exam_id), c.reference, c.status)
+    return (c.site, c.side, c.from_exam, c.to_exam, c.reference, c.status)
+
+
+def _all_alerts(evaluation: PatientEvaluation) -> list[Alert]:
+    seen: dict[str, Alert] = {}
+    for alert in (*evaluation.alerts, *evaluation.next_scan.alerts):
+        seen.setdefault(alert.code, alert)
+    return list(seen.values())
+
+
+def save_evaluation(
+    session: Session,
+    patient_id: int,
+    evaluation: PatientEvaluation,
+    *,
+    actor: str = "system",
+    now: datetime | None = None,
+) -> None:
+    """Replace the patient's comparisons and next scan with `evaluation`, in the caller's
+    transaction (readers see the old set or the new one, never a mix, once it commits)."""
+    moment = now or utcnow()
+    lock_patient(session, patient_id)
+    own_exams = {
+        exam_id_str(i) for i in session.scalars(select(ExamRow.id).where(ExamRow.patient_id == patient_id))
+    }
+    for c in evaluation.comparisons:
+        if c.from_exam not in own_exams or c.to_exam not in own_exams:
+            raise ValueError("comparison names an exam that is not this patient's")
+
+    refused_before = {_refusal_key(r) for r in comparison_rows(session, patient_id) if r.status in _REJECTED}
+    session.execute(delete(ComparisonRow).where(ComparisonRow.patient_id == patient_id))
+    for position, c in enumerate(evaluation.comparisons):
+        row = comparison_row(c, patient_id=patient_id, position=position)
+        row.computed_at = moment
+        session.add(row)
+        if c.status in _REJECTED and _refusal_key(c) not in refused_before:
+            session.add(
+                AuditEvent(
+                    occurred_at=moment,
+                    actor=actor,
+                    action=REFUSED_COMPARISON,
+                    patient_id=patient_id,
+                    detail={
+                        "site": c.site,
+                        "side": c.side,
+                        "from_exam": c.from_exam,
+                        "to_exam": c.to_exam,
+                        "reference": c.reference,
+                        "status": c.status,
+                        "reason": c.reason,
+                    },
+                )
+            )
+
+    alerts = _all_alerts(evaluation)
+    next_scan = session.get(NextScanRow, patient_id)
+    if next_scan is None:
+        next_scan = NextScanRow(patient_id=patient_id)
+        session.add(next_scan)
+    next_scan.due = evaluation.next_scan.due
+    next_scan.rule_id = evaluation.next_scan.rule_id
+    next_scan.reason = evaluation.next_scan.reason
+    next_scan.alerts = alerts_to_json(alerts)
+    next_scan.who_category = evaluation.who_category
+    next_scan.z_below_expected = evaluation.z_below_expected
+    next_scan.computed_at = moment
+
+    _sync_alerts(session, patient_id, alerts, moment)
+    session.flush()
+
+
+def _sync_alerts(session: Session, patient_id: int, alerts: list[Alert], moment: datetime) -> None:
+    open_rows = {
+        r.code: r
+        for r in session.scalars(
+            select(AlertRow).where(AlertRow.patient_id == patient_id, AlertRow.state == "open")
+        )
+    }
+    raised = {a.code: a for a in alerts}
+    for code, row in open_rows.items():
+        if code not in raised:
+            row.state = "resolved"
+            row.resolved_at = moment
+        else:
+            row.message = raised[code].message
+    for code, alert in raised.items():
+        if code not in open_rows:
+            session.add(
+                AlertRow(
+                    patient_id=patient_id, code=code, message=alert.message, state="open", raised_at=moment
+                )
+            )
+
+
+def open_alerts(session: Session, patient_id: int | None = None) -> list[AlertRow]:
+    stmt = select(AlertRow).where(AlertRow.state == "open").order_by(AlertRow.raised_at, AlertRow.id)
+    if patient_id is not None:
+        stmt = stmt.where(AlertRow.patient_id == patient_id)
+    return list(session.scalars(stmt))

@@ -1,0 +1,106 @@
+"""Reading untrusted DICOM bytes: never `force=True`, never pixels, never a partial dataset.
+
+pydicom is lenient by design: a file cut inside an element header simply ends the dataset,
+and a sequence whose declared length runs past the end of the file is read short. Either way
+part of the results tree would silently be missing, so after reading we check that every
+top-level element fits inside the bytes we were given and that nothing is left over except
+pixel data (which `stop_before_pixels` leaves unread on purpose).
+"""
+
+from __future__ import annotations
+
+import struct
+import warnings
+from io import BytesIO
+
+from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import FileDataset
+from pydicom.errors import InvalidDicomError
+
+from ingest.errors import NotDicom, UnreadableFile
+
+_PREAMBLE_LEN = 128
+_MAGIC = b"DICM"
+_UNDEFINED = 0xFFFFFFFF
+# Pixel-data-like elements dcmread stops before: (7FE0,0008/0009/0010) in either byte order.
+_PIXEL_TAG_PREFIXES = (
+    b"\xe0\x7f\x10\x00",
+    b"\xe0\x7f\x08\x00",
+    b"\xe0\x7f\x09\x00",
+    b"\x7f\xe0\x00\x10",
+    b"\x7f\xe0\x00\x08",
+    b"\x7f\xe0\x00\x09",
+)
+# A Part 10 file without its 128-byte preamble starts with the File Meta group (0002,xxxx) in
+# explicit VR little endian: (0002,0000) UL or (0002,0001) OB.
+_META_STARTS = (b"\x02\x00\x00\x00UL\x04\x00", b"\x02\x00\x01\x00OB\x00\x00")
+
+# Exceptions pydicom (or struct/io underneath it) raises on damaged bytes.
+DICOM_READ_ERRORS: tuple[type[BaseException], ...] = (EOFError, struct.error, OSError, ValueError)
+
+
+def has_preamble(data: bytes) -> bool:
+    return len(data) >= _PREAMBLE_LEN + 4 and data[_PREAMBLE_LEN : _PREAMBLE_LEN + 4] == _MAGIC
+
+
+def looks_like_dicom(data: bytes) -> bool:
+    """Preamble + DICM, or a Part 10 file that lost its preamble (starts with File Meta)."""
+    return has_preamble(data) or data.startswith(_META_STARTS)
+
+
+def read_dicom(data: bytes) -> FileDataset:
+    """Parse the header (everything before pixel data) of a complete DICOM Part 10 file.
+
+    A file without preamble but starting with a File Meta group is given a blank preamble so
+    that pydicom reads it in strict mode: its structure is still checked, nothing is forced.
+    Warnings are silenced because pydicom quotes element values (names, IDs) in them.
+    """
+    if not has_preamble(data):
+        if not data.startswith(_META_STARTS):
+            raise NotDicom("not a DICOM file or PDF: unrecognised format")
+        data = bytes(_PREAMBLE_LEN) + _MAGIC + data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = dcmread(BytesIO(data), stop_before_pixels=True)
+        except InvalidDicomError:
+            raise NotDicom("not a valid DICOM file: the DICOM header cannot be read") from None
+        except DICOM_READ_ERRORS:
+            raise UnreadableFile(
+                "DICOM file is truncated or corrupt: its header cannot be read completely; "
+                "send the file again from the scanner"
+            ) from None
+    check_complete(ds, data)
+    return ds
+
+
+def check_complete(ds: FileDataset, data: bytes) -> None:
+    """Raise UnreadableFile when the dataset does not account for the file's bytes."""
+    if ds.file_meta.get("TransferSyntaxUID") == "1.2.840.10008.1.2.1.99":
+        return  # deflated: offsets refer to the inflated stream; zlib checks its own stream
+    size = len(data)
+    end = 0
+    for raw in ds.elements():  # raw elements: nothing is converted
+        if not isinstance(raw, RawDataElement) or raw.value_tell is None:
+            continue
+        if raw.length == _UNDEFINED:
+            # pydicom found the delimiter (or raised); the value excludes the 8-byte delimiter
+            stop = raw.value_tell + len(raw.value or b"") + 8
+        else:
+            stop = raw.value_tell + raw.length
+        end = max(end, stop)
+    if end > size:
+        raise _truncated()
+    if 0 < end < size:
+        head = data[end : end + 4]
+        # Only pixel data (left unread on purpose) or trailing padding may follow.
+        if head not in _PIXEL_TAG_PREFIXES and head not in (b"\xfc\xff\xfc\xff", b"\xff\xfc\xff\xfc"):
+            raise _truncated()
+
+
+def _truncated() -> UnreadableFile:
+    return UnreadableFile(
+        "DICOM file is truncated: it ends before its last element is complete, so part of the "
+        "results would be missing; send the file again from the scanner"
+    )

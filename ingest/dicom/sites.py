@@ -1,0 +1,78 @@
+"""Region labels in the context of a scan: "Total" is the total hip on a femur scan but the
+total radius on a forearm scan, so the scan's region decides, never the label alone."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from ingest.vocabulary import canonical_side, canonical_site, lumbar_site
+
+Region = Literal["spine", "hip", "dual_hip", "forearm", "total_body"]
+
+_HIP_SITES = frozenset({"femoral_neck", "total_hip", "trochanter", "intertrochanter", "wards"})
+_WORD = re.compile(r"[a-z]+")
+
+
+def region_and_side(label: str) -> tuple[Region | None, str | None]:
+    """'AP Spine' → spine; 'Left Femur' → (hip, left); 'DualFemur' → dual_hip;
+    'x L.Forearm' / 'Left Forearm' → (forearm, left); 'Total Body' → total_body."""
+    text = label.lower()
+    side = _side_word(text)
+    if "dual" in text or "bilat" in text:
+        return "dual_hip", "mean"
+    if "spine" in text or "lumbar" in text:
+        return "spine", None
+    if "forearm" in text or "radius" in text or "wrist" in text:
+        return "forearm", side
+    if "femur" in text or "hip" in text:
+        return "hip", side
+    if "body" in text:
+        return "total_body", None
+    return None, side
+
+
+def _side_word(text: str) -> str | None:
+    if re.search(r"\bleft\b|\bl\.|\blt\b", text):
+        return "left"
+    if re.search(r"\bright\b|\br\.|\brt\b", text):
+        return "right"
+    return None
+
+
+def site_in(label: str, region: Region | None) -> str | None:
+    """The vocabulary site of a row label within its scan's region, or None (MID, Shaft, Ulna…)."""
+    folded = " ".join(_WORD.findall(label.lower().replace("1/3", " onethird ").replace("33%", " onethird ")))
+    if region == "spine":
+        return lumbar_site(label)
+    if region == "forearm":
+        if folded in ("total", "radius total", "total radius"):
+            return "radius_total"
+        if "ulna" in folded or "both" in folded or folded in ("mid", "radius mid", "mid radius"):
+            return None
+        if "onethird" in folded:
+            return "radius_33"
+        site = canonical_site(label)
+        return site if site in ("radius_33", "radius_ud", "radius_total") else None
+    if region == "total_body":
+        return "total_body" if folded in ("total", "total body", "whole body") else None
+    site = canonical_site(label)
+    if region in ("hip", "dual_hip"):
+        return site if site in _HIP_SITES else None
+    return site
+
+
+def split_side(label: str) -> tuple[str, str | None, bool]:
+    """'Neck Left' → ('Neck', 'left', True); 'Total Mean' → ('Total', 'mean', True);
+    'Neck Diff.' → ('Neck', None, True) (a side word that is no side); 'Neck' → ('Neck', None, False)."""
+    words = label.strip().split()
+    if len(words) >= 2:
+        for idx in (len(words) - 1, 0):
+            w = words[idx].strip(".|:").lower()
+            rest = " ".join(words[:idx] + words[idx + 1 :])
+            if w in ("diff", "difference", "delta"):
+                return rest, None, True
+            side = canonical_side(w) if w not in ("l", "r") else None
+            if side:
+                return rest, side, True
+    return label.strip(), None, False

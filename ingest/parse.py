@@ -1,0 +1,43 @@
+"""The single entry point of ingestion: bytes in, a ParsedReport or a typed ParseError out.
+
+The format is sniffed from the bytes, never from the file name (which is only quoted in
+messages and may be anything, even `..%2f..%2fetc.dcm`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ingest.dicom import looks_like_dicom, parse_dicom
+from ingest.errors import EmptyFile, NotDicom, TooLarge
+from ingest.report import ParsedReport
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    """Configured ceilings: a file or a PDF bigger than this is refused, not parsed."""
+
+    max_bytes: int = 64 * 1024 * 1024
+    max_pdf_pages: int = 40
+
+
+def _is_pdf(data: bytes) -> bool:
+    # The PDF header may follow a little junk (some exporters prepend a BOM or blank line).
+    return b"%PDF-" in data[:1024]
+
+
+def parse_file(data: bytes, name: str, limits: ParseLimits) -> ParsedReport:
+    size = len(data)
+    if size == 0:
+        raise EmptyFile("empty file: 0 bytes")
+    if size > limits.max_bytes:
+        raise TooLarge(
+            f"file too large: {size} bytes is over the configured limit of {limits.max_bytes} bytes"
+        )
+    if data.startswith(b"%PDF") or (_is_pdf(data) and not looks_like_dicom(data)):
+        from ingest.pdf import parse_pdf  # lazy: the PDF libraries load only for PDFs
+
+        return parse_pdf(data, name, max_pages=limits.max_pdf_pages)
+    if looks_like_dicom(data):
+        return parse_dicom(data, name, max_pdf_pages=limits.max_pdf_pages)
+    raise NotDicom("not a DICOM file or PDF: unrecognised format")

@@ -1,0 +1,67 @@
+"""Printed dates, read in the order the layout declares.
+
+"03/04/2016" is 3 April on one printout and March 4 on another; the template says which
+(`date_order`), and the value is never used to guess (a 13 does not flip the order). A month
+written as a word, or a four-digit year in front (ISO, Chinese 2019年03月12日), is unambiguous.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+from ingest.pdf.template import DateOrder
+
+_MONTHS = {
+    name: i
+    for i, names in enumerate(
+        (
+            ("jan", "january"),
+            ("feb", "february"),
+            ("mar", "march"),
+            ("apr", "april"),
+            ("may",),
+            ("jun", "june"),
+            ("jul", "july"),
+            ("aug", "august"),
+            ("sep", "sept", "september"),
+            ("oct", "october"),
+            ("nov", "november"),
+            ("dec", "december"),
+        ),
+        start=1,
+    )
+    for name in names
+}
+_PART = re.compile(r"\d+|[A-Za-z]+")
+
+
+def parse_date(text: str, order: DateOrder) -> date | None:
+    """The date in `text`, or None when it is not a complete date (two-digit years are refused)."""
+    parts = _PART.findall(text)
+    words = [p for p in parts if p.isalpha()]
+    numbers = [p for p in parts if p.isdigit()]
+    try:
+        if words:
+            months = [_MONTHS[w.lower()] for w in words if w.lower() in _MONTHS]
+            if len(months) != 1 or len(numbers) != 2:
+                return None
+            years = [n for n in numbers if len(n) == 4]
+            days = [n for n in numbers if len(n) <= 2]
+            if len(years) != 1 or len(days) != 1:
+                return None
+            return date(int(years[0]), months[0], int(days[0]))
+        if len(numbers) != 3:
+            return None
+        a, b, c = numbers
+        if len(a) == 4:
+            return date(int(a), int(b), int(c))
+        if len(c) != 4:
+            return None
+        if order == "DMY":
+            return date(int(c), int(b), int(a))
+        if order == "MDY":
+            return date(int(c), int(a), int(b))
+        return None  # a YMD layout printing the year last is not that layout
+    except ValueError:
+        return None

@@ -1,0 +1,76 @@
+"""WHO densitometric category, for display (never trended: T-scores are not compared).
+
+ISCD 2019: classify on the lowest T-score of the lumbar spine (the analysed L1-L4 range),
+femoral neck and total hip; the 1/3 radius is used only when those cannot be. A diagnosis of
+osteoporosis, once made, is kept even if a later T-score is higher (treatment raises BMD; the
+fracture risk stays). Thresholds apply to postmenopausal women and men over 50; the caller,
+which knows age and sex, decides whether to show them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from monitor.comparisons import analysed_vertebral_set
+from monitor.config import MonitoringConfig
+from monitor.model import Exam, Measurement
+
+NORMAL = "normal"
+LOW_BONE_MASS = "low_bone_mass"
+OSTEOPOROSIS = "osteoporosis"
+
+_CENTRAL = ("femoral_neck", "total_hip")
+
+
+@dataclass(frozen=True)
+class WhoResult:
+    category: str | None
+    lowest_t: float | None
+    site: str | None  # where the lowest T was read
+    z_below_expected: bool
+
+
+def diagnostic_measurements(exam: Exam) -> list[Measurement]:
+    """Spine (analysed range), femoral neck and total hip; else the 1/3 radius."""
+    spine = analysed_vertebral_set(exam)
+    central = [m for m in exam.measurements if m.site in _CENTRAL or (spine is not None and m.site == spine)]
+    if any(m.t_score is not None for m in central):
+        return central
+    return [m for m in exam.measurements if m.site == "radius_33"]
+
+
+def category_for_t(t_score: float, config: MonitoringConfig) -> str:
+    if t_score <= config.osteoporosis_max_t:
+        return OSTEOPOROSIS
+    if t_score >= config.normal_min_t:
+        return NORMAL
+    return LOW_BONE_MASS
+
+
+def lowest_t(exam: Exam) -> tuple[float, str] | None:
+    scored = [(m.t_score, m.site) for m in diagnostic_measurements(exam) if m.t_score is not None]
+    return min(scored) if scored else None
+
+
+def classify_exam(exam: Exam, config: MonitoringConfig) -> WhoResult:
+    found = lowest_t(exam)
+    z_low = any(m.z_score is not None and m.z_score <= config.low_z for m in diagnostic_measurements(exam))
+    if found is None:
+        return WhoResult(None, None, None, z_low)
+    t, site = found
+    return WhoResult(category_for_t(t, config), t, site, z_low)
+
+
+def classify_history(exams: Sequence[Exam], config: MonitoringConfig) -> WhoResult:
+    """The latest exam's category, kept at osteoporosis when any earlier exam reached it."""
+    ordered = sorted(exams, key=lambda e: (e.date, e.exam_id))
+    results = [classify_exam(e, config) for e in ordered]
+    scored = [r for r in results if r.category is not None]
+    if not scored:
+        return WhoResult(None, None, None, results[-1].z_below_expected if results else False)
+    latest = scored[-1]
+    z_low = results[-1].z_below_expected
+    if any(r.category == OSTEOPOROSIS for r in scored):
+        return WhoResult(OSTEOPOROSIS, latest.lowest_t, latest.site, z_low)
+    return WhoResult(latest.category, latest.lowest_t, latest.site, z_low)

@@ -1,0 +1,217 @@
+"""A small migrated SQLite database with users, patients, a refused cross-machine comparison, a
+quarantined file and a precision study, shared by the API tests and the browser tests.
+
+Exams go in through the db repositories (`store_report`), and patients are evaluated by the
+monitoring core (`monitor.evaluate`) and saved with `db.history.save_evaluation`: the same path
+the pipeline takes, minus the file parsing. When the lead's `workers.usecases.evaluate_patient`
+exists it is used instead of the local stand-in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import accounts, calibration, files
+from db.engine import make_engine, session_factory
+from db.exams import store_report
+from db.history import load_patient_history, save_evaluation
+from db.migrate import upgrade
+from db.models import Device, Patient, SourceFile
+from dxa.settings import Settings
+from ingest.report import DeviceIdentity, ParsedReport, PatientInfo, SiteMeasurement
+from monitor.config import MonitoringConfig
+from monitor.evaluate import evaluate_patient as evaluate_core
+
+TODAY = date(2019, 6, 1)
+PASSWORDS = {"clin": "clin-pass-1", "qa": "qa-pass-1", "admin": "admin-pass-1"}
+ROLES = {"clin": "clinician", "qa": "qa", "admin": "admin"}
+REPLACED = "9891027"  # Discovery SL replaced by a Horizon W: refused comparisons
+SAME = "4555466"  # one machine throughout: a significant loss
+
+OLD = DeviceIdentity("HOLOGIC", "Discovery SL", "45678", "13.3")
+NEW = DeviceIdentity("HOLOGIC", "Horizon W", "200457", "13.6")
+NO_SERIAL = DeviceIdentity("GE Healthcare", "Lunar Prodigy", None, "16")
+
+Evaluator = Callable[[sessionmaker[Session], Settings, int], Any]
+
+
+def _monitoring_config() -> MonitoringConfig:
+    root = Path(__file__).resolve().parents[2]
+    return MonitoringConfig.from_toml((root / "dxa" / "monitoring.toml").read_text(encoding="utf-8"))
+
+
+def local_evaluate(factory: sessionmaker[Session], settings: Settings, patient_pk: int) -> None:
+    """Stand-in for workers.usecases.evaluate_patient (same core, same repositories)."""
+    with factory() as session:
+        history = load_patient_history(session, patient_pk)
+        evaluation = evaluate_core(
+            history.exams,
+            history.therapies,
+            history.lscs,
+            history.cross_calibrations,
+            _monitoring_config(),
+            TODAY,
+        )
+        save_evaluation(session, patient_pk, evaluation)
+        session.commit()
+
+
+def evaluator() -> Evaluator:
+    try:
+        from workers.usecases import evaluate_patient  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return local_evaluate
+
+    def call(factory: sessionmaker[Session], settings: Settings, patient_pk: int) -> Any:
+        return evaluate_patient(factory, settings, patient_pk)
+
+    return call
+
+
+def _report(
+    pid: str,
+    name: str,
+    day: date,
+    device: DeviceIdentity,
+    values: dict[tuple[str, str | None], tuple[float, float]],
+) -> ParsedReport:
+    return ParsedReport(
+        format="test",
+        patient=PatientInfo(patient_id=pid, name=name, birth_date=date(1950, 3, 4), sex="F"),
+        exam_date=day,
+        device=device,
+        scan_type="mixed",
+        measurements=tuple(
+            SiteMeasurement(site, side, bmd, t_score=t) for (site, side), (bmd, t) in values.items()
+        ),
+    )
+
+
+@dataclass
+class Seeded:
+    settings: Settings
+    factory: sessionmaker[Session]
+    token: str  # a clinician's API token
+    qa_token: str
+    patients: dict[str, int]
+    quarantined_file: int
+    device_ids: dict[str, int]
+
+
+def build(tmp: Path, evaluate: Evaluator | None = None) -> Seeded:
+    url = f"sqlite:///{tmp / 'web.db'}"
+    upgrade(url)
+    settings = Settings(data_dir=tmp, database_url=url, secret_key="test-secret-key-not-for-production")
+    factory = session_factory(make_engine(url))
+    run = evaluate or evaluator()
+    with factory() as session:
+        users = {
+            name: accounts.create_user(session, name, PASSWORDS[name], ROLES[name]) for name in PASSWORDS
+        }  # type: ignore[arg-type]
+        _, token = accounts.create_api_token(session, users["clin"], "tests")
+        _, qa_token = accounts.create_api_token(session, users["qa"], "tests")
+        reports = [
+            _report(
+                REPLACED,
+                "Replaced^Machine",
+                date(2012, 9, 10),
+                OLD,
+                {
+                    ("L1-L4", None): (0.782, -2.4),
+                    ("total_hip", "right"): (0.760, -1.5),
+                    ("femoral_neck", "right"): (0.641, -1.8),
+                },
+            ),
+            _report(
+                REPLACED,
+                "Replaced^Machine",
+                date(2014, 9, 22),
+                OLD,
+                {
+                    ("L1-L4", None): (0.808, -2.2),
+                    ("total_hip", "right"): (0.766, -1.4),
+                    ("femoral_neck", "right"): (0.647, -1.8),
+                },
+            ),
+            _report(
+                REPLACED,
+                "Replaced^Machine",
+                date(2016, 10, 3),
+                NEW,
+                {
+                    ("L1-L4", None): (0.815, -2.1),
+                    ("total_hip", "right"): (0.769, -1.4),
+                    ("femoral_neck", "right"): (0.649, -1.7),
+                },
+            ),
+            _report(
+                REPLACED,
+                "Replaced^Machine",
+                date(2018, 10, 15),
+                NEW,
+                {
+                    ("L1-L4", None): (0.821, -2.1),
+                    ("total_hip", "right"): (0.771, -1.4),
+                    ("femoral_neck", "right"): (0.652, -1.7),
+                },
+            ),
+            _report(
+                SAME,
+                "Same^Machine",
+                date(2015, 3, 2),
+                NEW,
+                {("L1-L4", None): (0.900, -1.6), ("total_hip", "left"): (0.800, -1.3)},
+            ),
+            _report(
+                SAME,
+                "Same^Machine",
+                date(2017, 3, 6),
+                NEW,
+                {("L1-L4", None): (0.850, -2.0), ("total_hip", "left"): (0.760, -1.6)},
+            ),
+            _report(
+                "=CMD|' /C calc'!A0",
+                "Formula^Injection",
+                date(2016, 1, 5),
+                NO_SERIAL,
+                {("L1-L4", None): (1.01, -0.5)},
+            ),
+        ]
+        for report in reports:
+            store_report(session, report)
+        reg = files.register_source_file(session, sha256="ab" * 32, original_name="broken.dcm", size_bytes=12)
+        files.mark_quarantined(
+            session, reg.file, reason_code="truncated_dicom", reason_text="The DICOM file ends early."
+        )
+        ok = files.register_source_file(session, sha256="cd" * 32, original_name="fine.dcm", size_bytes=99)
+        ok.file.status = "ingested"
+        device = session.query(Device).filter_by(serial="200457").one()
+        calibration.save_precision_study(
+            session,
+            device,
+            "L1-L4",
+            [
+                calibration.PrecisionRepeat(
+                    tech, f"s{i}", k, 0.9 + i * 0.01 + (0.012 if tech == "bob" else 0.004) * (-1) ** k
+                )
+                for tech in ("alice", "bob")
+                for i in range(15)
+                for k in range(3)
+            ],
+            rms_sd_g_cm2=0.01,
+            lsc_g_cm2=0.0277,
+            performed_on=date(2016, 1, 1),
+        )
+        session.commit()
+        patients = {p.identifier: p.id for p in session.query(Patient)}
+        quarantined = session.query(SourceFile).filter_by(original_name="broken.dcm").one().id
+        device_ids = {d.serial or "none": d.id for d in session.query(Device)}
+    for pk in patients.values():
+        run(factory, settings, pk)
+    return Seeded(settings, factory, token, qa_token, patients, quarantined, device_ids)

@@ -1,0 +1,176 @@
+"""The dashboard and HTTP API: `create_app(settings, session_factory)` builds the FastAPI app.
+
+Server-rendered pages (Jinja2, no JavaScript needed, every asset vendored under web/static) and a
+JSON API under /api/ that mirrors them. The composition root (`dxa serve` / `dxa web`) wires the
+real session factory and the lead's `evaluate_patient` hook; tests pass their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dxa.settings import Settings
+from monitor.config import MonitoringConfig
+from web import filters
+from web.auth import CsrfFailed, Forbidden, LoginRequired, is_api, load_secret_key
+from web.deps import Services, TherapyHook, User, render
+from web.routes import auth_routes, patients, qa, worklist
+
+HERE = Path(__file__).resolve().parent
+SESSION_COOKIE = "dxa_session"
+SESSION_MAX_AGE_S = 8 * 3600
+
+_SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
+]
+
+
+class SecurityHeaders:
+    """Security headers on every answer; patient data is never cached; the session cookie is
+    marked Secure whenever the request came over https (directly or via a trusted proxy)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        https = scope.get("scheme") == "https"
+        static = str(scope.get("path", "")).startswith("/static/")
+
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = []
+                for name, value in message.get("headers", []):
+                    if https and name.lower() == b"set-cookie" and b"secure" not in value.lower():
+                        value = value + b"; Secure"
+                    headers.append((name, value))
+                headers.extend(_SECURITY_HEADERS)
+                if not static:
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, wrapped)
+
+
+def load_monitoring_config(settings: Settings) -> MonitoringConfig | None:
+    """The monitoring configuration (for the QA precision limits), or None when it cannot be read."""
+    path = settings.monitoring_config or Path(__file__).resolve().parent.parent / "dxa" / "monitoring.toml"
+    try:
+        return MonitoringConfig.from_toml(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def create_app(
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    *,
+    on_therapy_changed: TherapyHook | None = None,
+    today: Callable[[], date] = date.today,
+    monitoring: MonitoringConfig | None = None,
+) -> FastAPI:
+    """The web application.
+
+    `on_therapy_changed(session_factory, settings, patient_pk)` runs after a therapy is added or
+    stopped, so the patient is re-evaluated before the page is shown again (the composition root
+    passes `workers.usecases.evaluate_patient`). `today` is injectable for tests.
+    """
+    app = FastAPI(
+        title="DXA monitor",
+        version="0.1.0",
+        docs_url=None,  # Swagger UI loads from a CDN; the schema is at /api/openapi.json (login required)
+        redoc_url=None,
+        openapi_url=None,
+    )
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    filters.install(templates.env)
+    app.state.services = Services(
+        settings=settings,
+        session_factory=session_factory,
+        templates=templates,
+        on_therapy_changed=on_therapy_changed,
+        today=today,
+        monitoring=monitoring or load_monitoring_config(settings),
+    )
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=load_secret_key(settings.secret_key, settings.data_dir),
+        session_cookie=SESSION_COOKIE,
+        max_age=SESSION_MAX_AGE_S,
+        same_site="lax",
+        https_only=False,  # SecurityHeaders adds Secure per request when served over https
+    )
+    app.add_middleware(SecurityHeaders)
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    for module in (auth_routes, patients, worklist, qa):
+        app.include_router(module.router)
+    _install_error_handlers(app)
+
+    @app.get("/api/openapi.json", include_in_schema=False)
+    def openapi(_: User) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, _: LoginRequired) -> Response:
+        if is_api(request):
+            return JSONResponse(
+                {"detail": "authentication required"}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+            )
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={_quote(target)}", status_code=303)
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(request: Request, _: Forbidden) -> Response:
+        if is_api(request):
+            return JSONResponse({"detail": "your role may not open this"}, status_code=403)
+        message = "Your role may not open this page."
+        response: Response = render(request, "error.html", {"title": "Not allowed", "message": message}, 403)
+        return response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if is_api(request) or exc.status_code < 400:
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        titles = {404: "Not found", 405: "Not allowed", 409: "Which patient?", 413: "Too large"}
+        context = {"title": titles.get(exc.status_code, "Error"), "message": str(exc.detail)}
+        response: Response = render(request, "error.html", context, exc.status_code)
+        return response
+
+    @app.exception_handler(CsrfFailed)
+    async def csrf_failed(request: Request, _: CsrfFailed) -> Response:
+        if is_api(request):
+            return JSONResponse({"detail": "CSRF token missing or wrong"}, status_code=403)
+        message = "The form had expired. Go back, reload the page and try again."
+        response: Response = render(request, "error.html", {"title": "Form expired", "message": message}, 403)
+        return response
+
+
+def _quote(path: str) -> str:
+    from urllib.parse import quote
+
+    return quote(path, safe="/")

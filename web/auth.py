@@ -1,0 +1,109 @@
+"""Sign-in, sessions, API tokens, CSRF and role checks.
+
+Pages and the API share one rule: no data without an authenticated user. A page without a
+session redirects to /login; `/api/*` answers 401 JSON instead (integrations send
+`Authorization: Bearer <token>`; only the token's SHA-256 is stored). Forms carry a per-session
+CSRF token; bearer-token requests need none, since a browser never sends that header by itself.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import Request
+from sqlalchemy.orm import Session
+
+from web import queries
+
+ROLES = ("clinician", "qa", "admin")
+QA_ROLES = frozenset({"qa", "admin"})
+CLINICAL_ROLES = frozenset(ROLES)
+
+
+def load_secret_key(configured: str | None, data_dir: Path) -> str:
+    """The configured key, else one generated once and kept (mode 600) under the data dir, so
+    sessions survive a restart without anyone having to invent a secret."""
+    if configured:
+        return configured
+    path = data_dir / "secret_key"
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    path.touch(mode=0o600)
+    path.write_text(key, encoding="utf-8")
+    return key
+
+
+@dataclass(frozen=True)
+class CurrentUser:
+    id: int
+    username: str
+    role: str
+    via_token: bool = False
+
+    @property
+    def is_qa(self) -> bool:
+        return self.role in QA_ROLES
+
+
+class LoginRequired(Exception):
+    """Raised by the auth dependency; turned into a redirect (pages) or a 401 (API)."""
+
+
+class Forbidden(Exception):
+    """The user is signed in but their role may not open this."""
+
+
+class CsrfFailed(Exception):
+    pass
+
+
+def is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/") or request.url.path == "/api"
+
+
+def csrf_token(request: Request) -> str:
+    token = request.session.get("csrf")
+    if not isinstance(token, str):
+        token = secrets.token_urlsafe(32)
+        request.session["csrf"] = token
+    return token
+
+
+def check_csrf(request: Request, submitted: str | None) -> None:
+    expected = request.session.get("csrf")
+    if not isinstance(expected, str) or not submitted or not hmac.compare_digest(expected, submitted):
+        raise CsrfFailed()
+
+
+def authenticate(request: Request, session: Session) -> CurrentUser:
+    """The user of this request, by bearer token (API only) or by session cookie."""
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer ") and is_api(request):
+        user = queries.user_for_token(session, header[7:].strip())
+        if user is None:
+            raise LoginRequired()
+        session.commit()  # last_used_at
+        return CurrentUser(user.id, user.username, user.role, via_token=True)
+    user_id = request.session.get("uid")
+    if not isinstance(user_id, int):
+        raise LoginRequired()
+    row = queries.user_by_id(session, user_id)
+    if row is None or not row.active or request.session.get("role") != row.role:
+        request.session.clear()
+        raise LoginRequired()
+    return CurrentUser(row.id, row.username, row.role)
+
+
+def require_roles(allowed: frozenset[str]) -> Callable[[CurrentUser], CurrentUser]:
+    def check(user: CurrentUser) -> CurrentUser:
+        if user.role not in allowed:
+            raise Forbidden()
+        return user
+
+    return check

@@ -1,0 +1,361 @@
+"""BMD-over-time charts per monitoring site, drawn as SVG on the server.
+
+Only exams on the very same machine are joined by a line: a machine change (or an exam whose
+machine has no serial) starts a new segment, because BMD from two machines is not comparable
+without a cross-calibration (DESIGN.md §5). Each segment has its own LSC band around its
+baseline. T-scores are never trended: they only appear in the table beside each point.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+
+from web import svg
+from web.queries import ComparisonView, ExamView, PatientDetail, TherapyView, site_label
+
+# Okabe-Ito colours (distinguishable with colour-vision deficiencies), each with its own marker shape.
+MACHINE_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
+MACHINE_SHAPES = ("circle", "square", "diamond", "triangle")
+_LUMBAR_RANGE = re.compile(r"^L[1-5]-L[1-5]$")
+_SITE_ORDER = {"spine": 0, "total_hip": 1, "femoral_neck": 2, "radius_33": 3}
+
+
+@dataclass(frozen=True)
+class ChartPoint:
+    exam_id: str
+    date: date
+    bmd: float
+    t_score: float | None
+    z_score: float | None
+    machine_key: str
+    machine_label: str
+    machine_index: int
+    segment: int
+    baseline: ComparisonView | None
+    previous: ComparisonView | None
+
+    @property
+    def significance(self) -> str | None:
+        return self.baseline.significance if self.baseline else None
+
+    @property
+    def note(self) -> str:
+        """Why this point is not compared (or how it compares), in words for the table and hover."""
+        notes = []
+        for comp in (self.baseline, self.previous):
+            if comp is None:
+                continue
+            if comp.refused and comp.reason and comp.reason not in notes:
+                notes.append(comp.reason)
+            elif comp.dissimilar and comp.reason and comp.reason not in notes:
+                notes.append(f"Not comparable: {comp.reason}")
+        return "; ".join(notes)
+
+
+@dataclass(frozen=True)
+class Chart:
+    site: str
+    side: str | None
+    title: str
+    points: tuple[ChartPoint, ...]
+    svg: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.site}-{self.side or 'none'}"
+
+
+def monitoring_sites(exams: tuple[ExamView, ...]) -> list[tuple[str, str | None]]:
+    """The (site, side) pairs charted: the analysed lumbar range(s), total hip and femoral neck
+    (the mean when any exam has both hips, otherwise each side alone), and the 1/3 radius."""
+    present = {(m.site, m.side) for exam in exams for m in exam.measurements}
+    keys: list[tuple[str, str | None]] = sorted(
+        {(site, side) for site, side in present if _LUMBAR_RANGE.match(site)}, key=lambda k: k[0]
+    )
+    for site in ("total_hip", "femoral_neck"):
+        sides = {side for s, side in present if s == site}
+        if "mean" in sides:
+            keys.append((site, "mean"))
+        else:
+            keys.extend((site, side) for side in sorted(s for s in sides if s))
+    keys.extend(sorted(((s, side) for s, side in present if s == "radius_33"), key=lambda k: k[1] or ""))
+    return keys
+
+
+def build_charts(detail: PatientDetail, width: int = 640, height: int = 260) -> list[Chart]:
+    machine_order: dict[str, int] = {}
+    for exam in detail.exams:
+        # weak identities each get their own index too; colour cycles after seven
+        machine_order.setdefault(exam.machine_key, len(machine_order))
+    comps = {(c.site, c.side, c.to_exam, c.reference): c for c in detail.comparisons}
+    charts = []
+    for site, side in monitoring_sites(detail.exams):
+        points: list[ChartPoint] = []
+        segment, last_key = -1, None
+        for exam in detail.exams:
+            m = next((m for m in exam.measurements if m.site == site and m.side == side), None)
+            if m is None:
+                continue
+            if exam.machine_key != last_key or exam.machine_key.startswith("weak-"):
+                segment += 1
+                last_key = exam.machine_key
+            points.append(
+                ChartPoint(
+                    exam_id=exam.exam_id,
+                    date=exam.date,
+                    bmd=m.bmd,
+                    t_score=m.t_score,
+                    z_score=m.z_score,
+                    machine_key=exam.machine_key,
+                    machine_label=exam.device.label,
+                    machine_index=machine_order[exam.machine_key],
+                    segment=segment,
+                    baseline=comps.get((site, side, exam.exam_id, "baseline")),
+                    previous=comps.get((site, side, exam.exam_id, "previous")),
+                )
+            )
+        title = site_label(site, side)
+        charts.append(Chart(site, side, title, tuple(points), render_chart(title, points, width, height)))
+    return charts
+
+
+def _marker(
+    shape: str, x: float, y: float, colour: str, hollow: bool, children: list[str], attrs: dict[str, object]
+) -> str:
+    fill = "#ffffff" if hollow else colour
+    common = {"fill": fill, "stroke": colour, "stroke-width": 2, **attrs}
+    r = 5.5
+    if shape == "square":
+        return svg.element(
+            "rect", {"x": x - r, "y": y - r, "width": 2 * r, "height": 2 * r, **common}, children
+        )
+    if shape == "diamond":
+        pts = (
+            f"{x:.1f},{y - r - 1:.1f} {x + r + 1:.1f},{y:.1f} {x:.1f},{y + r + 1:.1f} {x - r - 1:.1f},{y:.1f}"
+        )
+        return svg.element("polygon", {"points": pts, **common}, children)
+    if shape == "triangle":
+        pts = f"{x:.1f},{y - r - 1:.1f} {x + r + 1:.1f},{y + r:.1f} {x - r - 1:.1f},{y + r:.1f}"
+        return svg.element("polygon", {"points": pts, **common}, children)
+    return svg.element("circle", {"cx": x, "cy": y, "r": r, **common}, children)
+
+
+def _hover(point: ChartPoint) -> str:
+    text = f"{point.date.isoformat()}: {point.bmd:.3f} g/cm² on {point.machine_label}"
+    comp = point.baseline
+    if comp and comp.percent_change is not None:
+        text += f"; vs baseline {comp.percent_change:+.2f} % ({comp.significance or 'not assessed'})"
+    if point.note:
+        text += f"; {point.note}"
+    return text
+
+
+def render_chart(title: str, points: list[ChartPoint], width: int, height: int) -> str:
+    left, right, top, bottom = 64, 16, 16, 40
+    if not points:
+        return svg.svg(width, height, [], f"{title}: no measurements")
+    bands = _lsc_bands(points)
+    values = [p.bmd for p in points] + [b for _, _, lo, hi in bands for b in (lo, hi)]
+    pad = max((max(values) - min(values)) * 0.15, 0.02)
+    y = svg.LinearScale((min(values) - pad, max(values) + pad), (height - bottom, top))
+    days = [p.date.toordinal() for p in points]
+    x_pad = max((max(days) - min(days)) * 0.06, 60)
+    x = svg.LinearScale((min(days) - x_pad, max(days) + x_pad), (left, width - right))
+    parts: list[str] = []
+    for tick in y.ticks(5):
+        ty = y(tick)
+        parts.append(
+            svg.element("line", {"x1": left, "x2": width - right, "y1": ty, "y2": ty, "class": "grid"})
+        )
+        parts.append(
+            svg.element(
+                "text",
+                {"x": left - 6, "y": ty + 4, "text-anchor": "end", "class": "tick"},
+                text=f"{tick:.3f}",
+            )
+        )
+    for year in range(date.fromordinal(int(x.lo)).year + 1, date.fromordinal(int(x.hi)).year + 1):
+        tx = x(date(year, 1, 1).toordinal())
+        parts.append(
+            svg.element("line", {"x1": tx, "x2": tx, "y1": top, "y2": height - bottom, "class": "grid"})
+        )
+        parts.append(
+            svg.element(
+                "text",
+                {"x": tx, "y": height - bottom + 16, "text-anchor": "middle", "class": "tick"},
+                text=str(year),
+            )
+        )
+    parts.append(
+        svg.element(
+            "text",
+            {
+                "x": 14,
+                "y": (top + height - bottom) / 2,
+                "class": "axis-label",
+                "text-anchor": "middle",
+                "transform": f"rotate(-90 14 {(top + height - bottom) / 2:.1f})",
+            },
+            text="BMD g/cm²",
+        )
+    )
+    for seg, base, lo, hi in bands:
+        seg_days = [p.date.toordinal() for p in points if p.segment == seg]
+        x0, x1 = x(min(seg_days)) - 8, x(max(seg_days)) + 8
+        parts.append(
+            svg.element(
+                "rect",
+                {
+                    "x": x0,
+                    "y": y(hi),
+                    "width": x1 - x0,
+                    "height": y(lo) - y(hi),
+                    "class": "lsc-band",
+                    "data-segment": seg,
+                },
+                [svg.title(f"LSC band: baseline {base:.3f} ± {hi - base:.3f} g/cm²")],
+            )
+        )
+        parts.append(
+            svg.element("line", {"x1": x0, "x2": x1, "y1": y(base), "y2": y(base), "class": "baseline"})
+        )
+    for seg in sorted({p.segment for p in points}):
+        members = [p for p in points if p.segment == seg]
+        if len(members) < 2:
+            continue
+        colour = MACHINE_COLOURS[members[0].machine_index % len(MACHINE_COLOURS)]
+        parts.append(
+            svg.polyline(
+                [(x(p.date.toordinal()), y(p.bmd)) for p in members],
+                stroke=colour,
+                stroke_width=2,
+                class_="segment",
+                data_segment=seg,
+                data_machine=members[0].machine_key,
+            )
+        )
+    for p in points:
+        colour = MACHINE_COLOURS[p.machine_index % len(MACHINE_COLOURS)]
+        shape = MACHINE_SHAPES[p.machine_index % len(MACHINE_SHAPES)]
+        px, py = x(p.date.toordinal()), y(p.bmd)
+        refused = bool(p.baseline and p.baseline.refused)
+        parts.append(
+            _marker(
+                shape,
+                px,
+                py,
+                colour,
+                refused,
+                [svg.title(_hover(p))],
+                {
+                    "class": "point refused" if refused else "point",
+                    "data-exam": p.exam_id,
+                    "data-machine": p.machine_key,
+                    "data-segment": p.segment,
+                    "data-bmd": f"{p.bmd:.3f}",
+                },
+            )
+        )
+        if p.significance in ("gain", "loss"):
+            glyph, dy = ("▲", -11) if p.significance == "gain" else ("▼", 19)
+            parts.append(
+                svg.element(
+                    "text",
+                    {"x": px, "y": py + dy, "text-anchor": "middle", "class": f"sig sig-{p.significance}"},
+                    [svg.title(f"Significant {p.significance} vs baseline (beyond the LSC)")],
+                    text=glyph,
+                )
+            )
+    return svg.svg(width, height, parts, f"{title}: BMD over time", class_="chart")
+
+
+def _lsc_bands(points: list[ChartPoint]) -> list[tuple[int, float, float, float]]:
+    """(segment, baseline BMD, low, high) for each segment whose LSC is known."""
+    bands = []
+    for seg in sorted({p.segment for p in points}):
+        members = [p for p in points if p.segment == seg]
+        lsc = next(
+            (
+                p.baseline.lsc_g_cm2
+                for p in members[1:]
+                if p.baseline and not p.baseline.refused and p.baseline.lsc_g_cm2
+            ),
+            None,
+        )
+        if lsc is None:
+            continue
+        base = members[0].bmd
+        bands.append((seg, base, base - lsc, base + lsc))
+    return bands
+
+
+def legend(detail: PatientDetail) -> list[tuple[int, str, str]]:
+    """(colour index, shape, machine label) per machine in order of first use; the stylesheet
+    has one class per colour index (m0…m6), as the CSP forbids inline styles."""
+    seen: dict[str, tuple[int, str, str]] = {}
+    for exam in detail.exams:
+        if exam.machine_key not in seen:
+            i = len(seen)
+            seen[exam.machine_key] = (
+                i % len(MACHINE_COLOURS),
+                MACHINE_SHAPES[i % len(MACHINE_SHAPES)],
+                exam.device.label,
+            )
+    return list(seen.values())
+
+
+def render_timeline(
+    therapies: tuple[TherapyView, ...], exams: tuple[ExamView, ...], today: date, width: int = 640
+) -> str:
+    """Therapies as bars on the same kind of time axis as the charts, exam dates as ticks."""
+    row_h, top, left, right = 22, 8, 150, 16
+    height = top + row_h * max(len(therapies), 1) + 30
+    days = [e.date.toordinal() for e in exams] + [t.start.toordinal() for t in therapies]
+    days += [(t.stop or today).toordinal() for t in therapies]
+    if not days:
+        return svg.svg(width, height, [], "Therapy timeline: no therapies or exams")
+    x = svg.LinearScale((min(days) - 60, max(days) + 60), (left, width - right))
+    parts: list[str] = []
+    axis_y = height - 22
+    for year in range(date.fromordinal(int(x.lo)).year + 1, date.fromordinal(int(x.hi)).year + 1):
+        tx = x(date(year, 1, 1).toordinal())
+        parts.append(svg.element("line", {"x1": tx, "x2": tx, "y1": top, "y2": axis_y, "class": "grid"}))
+        attrs = {"x": tx, "y": axis_y + 16, "text-anchor": "middle", "class": "tick"}
+        parts.append(svg.element("text", attrs, text=str(year)))
+    for exam in exams:
+        ex = x(exam.date.toordinal())
+        parts.append(
+            svg.element(
+                "line",
+                {"x1": ex, "x2": ex, "y1": top, "y2": axis_y, "class": "exam-mark"},
+                [svg.title(f"Exam {exam.date.isoformat()} on {exam.device.label}")],
+            )
+        )
+    for i, therapy in enumerate(therapies):
+        y0 = top + i * row_h
+        x0, x1 = x(therapy.start.toordinal()), x((therapy.stop or today).toordinal())
+        ongoing = therapy.stop is None
+        label = f"{therapy.agent} ({therapy.drug_class.replace('_', ' ')})"
+        period = f"{therapy.start.isoformat()} – {therapy.stop.isoformat() if therapy.stop else 'ongoing'}"
+        parts.append(
+            svg.element(
+                "text", {"x": left - 8, "y": y0 + 15, "text-anchor": "end", "class": "tick"}, text=label
+            )
+        )
+        parts.append(
+            svg.element(
+                "rect",
+                {
+                    "x": x0,
+                    "y": y0 + 4,
+                    "width": max(x1 - x0, 3),
+                    "height": row_h - 8,
+                    "rx": 3,
+                    "class": f"therapy therapy-{therapy.drug_class}" + (" ongoing" if ongoing else ""),
+                },
+                [svg.title(f"{label}: {period}")],
+            )
+        )
+    return svg.svg(width, height, parts, "Therapy timeline", class_="timeline")

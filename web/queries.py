@@ -1,0 +1,794 @@
+"""Database reads and small writes behind the web pages and API, as plain dataclasses.
+
+Routes stay thin: each one calls a function here and renders or serialises what it returns. The
+shapes mirror DESIGN.md §6 (the export dict) so the pages, the JSON API and the exports agree.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Protocol
+
+from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy.orm import Session, aliased, selectinload
+
+from db import accounts, calibration
+from db.calibration import PrecisionRepeat
+from db.files import reset_for_reprocess
+from db.jobs import enqueue_ingest
+from db.models import (
+    AlertRow,
+    ComparisonRow,
+    CrossCalibrationRow,
+    Device,
+    Exam,
+    Job,
+    NextScanRow,
+    Patient,
+    PrecisionMeasurement,
+    PrecisionStudy,
+    SourceFile,
+    TherapyRow,
+    User,
+)
+
+PAGE_SIZE = 50
+
+
+# --------------------------------------------------------------------------- users, tokens, audit
+
+
+def user_by_name(session: Session, username: str) -> User | None:
+    return session.scalar(select(User).where(User.username == username))
+
+
+def user_by_id(session: Session, user_id: int) -> User | None:
+    return session.get(User, user_id)
+
+
+def user_for_token(session: Session, token: str) -> User | None:
+    """The active user behind a non-revoked API token (only its SHA-256 is stored)."""
+    return accounts.verify_api_token(session, token)
+
+
+class Actor(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def username(self) -> str: ...
+
+
+def add_audit(
+    session: Session, user: Actor | None, action: str, patient_pk: int | None = None, **detail: Any
+) -> None:
+    accounts.record_audit(
+        session,
+        actor=user.username if user else "anonymous",
+        user_id=user.id if user else None,
+        action=action,
+        patient_id=patient_pk,
+        detail=detail,
+    )
+
+
+# --------------------------------------------------------------------------- patients list
+
+
+@dataclass(frozen=True)
+class PatientSummary:
+    pk: int
+    patient_id: str
+    issuer: str
+    name: str | None
+    last_exam: date | None
+    who_category: str | None
+    latest_change: str | None
+    latest_significance: str | None
+    next_due: date | None
+    overdue: bool
+    open_alerts: int
+
+
+def _patients_filtered(q: str, overdue: bool, alerts: bool, today: date) -> Select[Patient, NextScanRow]:
+    stmt = select(Patient, NextScanRow).outerjoin(NextScanRow, NextScanRow.patient_id == Patient.id)
+    text = q.strip()
+    if text:
+        like = f"%{text.lower()}%"
+        stmt = stmt.where(or_(func.lower(Patient.identifier).like(like), func.lower(Patient.name).like(like)))
+    if overdue:
+        stmt = stmt.where(NextScanRow.due < today)
+    if alerts:
+        stmt = stmt.where(
+            select(AlertRow.id).where(AlertRow.patient_id == Patient.id, AlertRow.state == "open").exists()
+        )
+    return stmt
+
+
+def list_patients(
+    session: Session,
+    *,
+    today: date,
+    q: str = "",
+    overdue: bool = False,
+    alerts: bool = False,
+    page: int = 1,
+    page_size: int = PAGE_SIZE,
+) -> tuple[list[PatientSummary], int]:
+    """One page of patients (by identifier) with the columns of the patients page, and the total."""
+    base = _patients_filtered(q, overdue, alerts, today)
+    total = (
+        session.scalar(select(func.count()).select_from(base.with_only_columns(Patient.id).subquery())) or 0
+    )
+    rows = session.execute(
+        base.order_by(Patient.identifier, Patient.issuer)
+        .limit(page_size)
+        .offset((max(page, 1) - 1) * page_size)
+    ).all()
+    ids = [patient.id for patient, _ in rows]
+    if not ids:
+        return [], total
+    last_exam = dict(
+        session.execute(
+            select(Exam.patient_id, func.max(Exam.exam_date))
+            .where(Exam.patient_id.in_(ids))
+            .group_by(Exam.patient_id)
+        ).tuples()
+    )
+    open_alerts = dict(
+        session.execute(
+            select(AlertRow.patient_id, func.count())
+            .where(AlertRow.patient_id.in_(ids), AlertRow.state == "open")
+            .group_by(AlertRow.patient_id)
+        ).tuples()
+    )
+    changes = _latest_significant_changes(session, ids)
+    result = []
+    for patient, nxt in rows:
+        change = changes.get(patient.id)
+        due = nxt.due if nxt else None
+        result.append(
+            PatientSummary(
+                pk=patient.id,
+                patient_id=patient.identifier,
+                issuer=patient.issuer,
+                name=patient.name,
+                last_exam=last_exam.get(patient.id),
+                who_category=nxt.who_category if nxt else None,
+                latest_change=change[0] if change else None,
+                latest_significance=change[1] if change else None,
+                next_due=due,
+                overdue=due is not None and due < today,
+                open_alerts=open_alerts.get(patient.id, 0),
+            )
+        )
+    return result, total
+
+
+def _latest_significant_changes(session: Session, ids: list[int]) -> dict[int, tuple[str, str]]:
+    """Per patient, the most recent gain or loss beyond the LSC (vs baseline), as a short text."""
+    to_exam = aliased(Exam)
+    rows = session.execute(
+        select(ComparisonRow, to_exam.exam_date)
+        .join(to_exam, to_exam.id == ComparisonRow.to_exam_id)
+        .where(
+            ComparisonRow.patient_id.in_(ids),
+            ComparisonRow.significance.in_(("gain", "loss")),
+            ComparisonRow.reference == "baseline",
+        )
+        .order_by(ComparisonRow.patient_id, to_exam.exam_date.desc(), ComparisonRow.position)
+    ).all()
+    found: dict[int, tuple[str, str]] = {}
+    for row, when in rows:
+        if row.patient_id in found:
+            continue
+        pct = f"{row.percent_change:+.2f} %" if row.percent_change is not None else ""
+        found[row.patient_id] = (
+            f"{site_label(row.site, row.side)}: {row.significance} {pct} ({when.isoformat()})",
+            row.significance or "",
+        )
+    return found
+
+
+# --------------------------------------------------------------------------- one patient
+
+
+SITE_NAMES = {
+    "femoral_neck": "Femoral neck",
+    "total_hip": "Total hip",
+    "trochanter": "Trochanter",
+    "intertrochanter": "Intertrochanter",
+    "wards": "Ward's triangle",
+    "radius_33": "1/3 radius",
+    "radius_ud": "Ultradistal radius",
+    "radius_total": "Total radius",
+    "total_body": "Total body",
+}
+
+
+def site_label(site: str, side: str | None) -> str:
+    name = SITE_NAMES.get(site, site if site.startswith("L") else site.replace("_", " "))
+    if side == "mean":
+        return f"{name} (mean of both sides)"
+    return f"{name} ({side})" if side else name
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    pk: int
+    manufacturer: str
+    model: str
+    serial: str | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.manufacturer} {self.model} ({'S/N ' + self.serial if self.serial else 'no serial'})"
+
+
+@dataclass(frozen=True)
+class MeasurementView:
+    site: str
+    side: str | None
+    bmd: float
+    t_score: float | None
+    z_score: float | None
+    provenance: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ExamView:
+    pk: int
+    exam_id: str
+    date: date
+    device: DeviceView
+    machine_key: str  # equal only for exams on the very same serial-identified machine
+    measurements: tuple[MeasurementView, ...]
+    software_version: str | None
+
+
+@dataclass(frozen=True)
+class ComparisonView:
+    site: str
+    side: str | None
+    from_exam: str
+    to_exam: str
+    from_date: date
+    to_date: date
+    from_device: str
+    to_device: str
+    reference: str
+    status: str
+    delta_g_cm2: float | None
+    percent_change: float | None
+    lsc_g_cm2: float | None
+    lsc_source: str | None
+    significance: str | None
+    dissimilar: bool
+    reason: str | None
+    vendor_percent_change: float | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.status.startswith("rejected")
+
+    def export(self) -> dict[str, Any]:
+        return {
+            "site": self.site,
+            "side": self.side,
+            "from_exam": self.from_exam,
+            "to_exam": self.to_exam,
+            "reference": self.reference,
+            "status": self.status,
+            "delta_g_cm2": self.delta_g_cm2,
+            "percent_change": self.percent_change,
+            "lsc_g_cm2": self.lsc_g_cm2,
+            "lsc_source": self.lsc_source,
+            "significance": self.significance,
+            "dissimilar": self.dissimilar,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class TherapyView:
+    pk: int
+    agent: str
+    drug_class: str
+    start: date
+    stop: date | None
+    glucocorticoid: bool
+
+
+@dataclass(frozen=True)
+class NextScanView:
+    due: date | None
+    rule_id: str | None
+    reason: str
+    alerts: tuple[dict[str, Any], ...]
+    who_category: str | None
+    z_below_expected: bool
+
+
+@dataclass(frozen=True)
+class PatientDetail:
+    pk: int
+    patient_id: str
+    issuer: str
+    name: str | None
+    birth_date: date | None
+    sex: str | None
+    exams: tuple[ExamView, ...]
+    comparisons: tuple[ComparisonView, ...]
+    therapies: tuple[TherapyView, ...]
+    next_scan: NextScanView | None
+    open_alerts: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+    def export(self) -> dict[str, Any]:
+        """The DESIGN.md §6 export object of this patient."""
+        nxt = self.next_scan
+        return {
+            "patient_id": self.patient_id,
+            "exams": [
+                {
+                    "exam_id": exam.exam_id,
+                    "date": exam.date.isoformat(),
+                    "device": {
+                        "manufacturer": exam.device.manufacturer,
+                        "model": exam.device.model,
+                        "serial": exam.device.serial,
+                    },
+                    "measurements": [
+                        {
+                            "site": m.site,
+                            "side": m.side,
+                            "bmd": m.bmd,
+                            "t_score": m.t_score,
+                            "z_score": m.z_score,
+                        }
+                        for m in exam.measurements
+                    ],
+                }
+                for exam in self.exams
+            ],
+            "comparisons": [c.export() for c in self.comparisons],
+            "next_scan": {
+                "due": nxt.due.isoformat() if nxt and nxt.due else None,
+                "rule_id": nxt.rule_id if nxt else None,
+                "reason": nxt.reason if nxt else "",
+                "alerts": list(nxt.alerts) if nxt else [],
+            },
+        }
+
+
+class AmbiguousPatient(Exception):
+    """One identifier names patients of several issuers: the caller must say which."""
+
+    def __init__(self, issuers: list[str]) -> None:
+        super().__init__("identifier used by several issuers")
+        self.issuers = issuers
+
+
+def find_patient(session: Session, patient_id: str, issuer: str | None = None) -> Patient | None:
+    stmt = select(Patient).where(Patient.identifier == patient_id)
+    if issuer is not None:
+        stmt = stmt.where(Patient.issuer == issuer)
+    found = list(session.scalars(stmt.limit(10)))
+    if len(found) > 1:
+        raise AmbiguousPatient(sorted(p.issuer for p in found))
+    return found[0] if found else None
+
+
+def _machine_key(device: Device, exam_pk: int) -> str:
+    # A device without serial is never "the same machine" as anything, not even itself.
+    return (
+        f"d{device.id}" if device.identity_strength == "serial" and device.serial else f"weak-exam{exam_pk}"
+    )
+
+
+def vendor_change(provenance: dict[str, Any], reference: str) -> float | None:
+    """The vendor's printed % change for this measurement, when ingestion kept it.
+
+    Expected under `provenance["vendor_change_pct"] = {"baseline": x, "previous": y}`; absent
+    until ingestion stores it there (see the report to the db/ingest owners).
+    """
+    printed = provenance.get("vendor_change_pct") if isinstance(provenance, dict) else None
+    if isinstance(printed, dict):
+        value = printed.get(reference)
+        if isinstance(value, int | float):
+            return float(value)
+    return None
+
+
+def patient_detail(session: Session, patient: Patient) -> PatientDetail:
+    exams = list(
+        session.scalars(
+            select(Exam)
+            .where(Exam.patient_id == patient.id)
+            .options(selectinload(Exam.measurements))
+            .order_by(Exam.exam_date, Exam.id)
+        )
+    )
+    exam_views = {
+        exam.id: ExamView(
+            pk=exam.id,
+            exam_id=str(exam.id),
+            date=exam.exam_date,
+            device=DeviceView(
+                exam.device.id, exam.device.manufacturer, exam.device.model, exam.device.serial
+            ),
+            machine_key=_machine_key(exam.device, exam.id),
+            measurements=tuple(
+                MeasurementView(m.site, m.side, m.bmd, m.t_score, m.z_score, dict(m.provenance or {}))
+                for m in exam.measurements
+            ),
+            software_version=exam.software_version,
+        )
+        for exam in exams
+    }
+    comparisons = []
+    for row in session.scalars(
+        select(ComparisonRow).where(ComparisonRow.patient_id == patient.id).order_by(ComparisonRow.position)
+    ):
+        src, dst = exam_views.get(row.from_exam_id), exam_views.get(row.to_exam_id)
+        if src is None or dst is None:
+            continue
+        provenance = next(
+            (m.provenance for m in dst.measurements if m.site == row.site and m.side == row.side), {}
+        )
+        vendor = vendor_change(provenance, row.reference)
+        comparisons.append(
+            ComparisonView(
+                site=row.site,
+                side=row.side,
+                from_exam=src.exam_id,
+                to_exam=dst.exam_id,
+                from_date=src.date,
+                to_date=dst.date,
+                from_device=src.device.label,
+                to_device=dst.device.label,
+                reference=row.reference,
+                status=row.status,
+                delta_g_cm2=row.delta_g_cm2,
+                percent_change=row.percent_change,
+                lsc_g_cm2=row.lsc_g_cm2,
+                lsc_source=row.lsc_source,
+                significance=row.significance,
+                dissimilar=row.dissimilar,
+                reason=row.reason,
+                vendor_percent_change=vendor,
+            )
+        )
+    therapies = tuple(
+        TherapyView(t.id, t.agent, t.drug_class, t.start_date, t.stop_date, t.glucocorticoid)
+        for t in session.scalars(
+            select(TherapyRow).where(TherapyRow.patient_id == patient.id).order_by(TherapyRow.start_date)
+        )
+    )
+    nxt_row = session.get(NextScanRow, patient.id)
+    nxt = (
+        NextScanView(
+            due=nxt_row.due,
+            rule_id=nxt_row.rule_id,
+            reason=nxt_row.reason,
+            alerts=tuple(
+                a if isinstance(a, dict) else {"code": str(a), "message": str(a)} for a in nxt_row.alerts
+            ),
+            who_category=nxt_row.who_category,
+            z_below_expected=nxt_row.z_below_expected,
+        )
+        if nxt_row
+        else None
+    )
+    open_alerts = tuple(
+        {"code": a.code, "message": a.message, "raised_at": a.raised_at.date().isoformat()}
+        for a in session.scalars(
+            select(AlertRow)
+            .where(AlertRow.patient_id == patient.id, AlertRow.state == "open")
+            .order_by(AlertRow.id)
+        )
+    )
+    return PatientDetail(
+        pk=patient.id,
+        patient_id=patient.identifier,
+        issuer=patient.issuer,
+        name=patient.name,
+        birth_date=patient.birth_date,
+        sex=patient.sex,
+        exams=tuple(exam_views[e.id] for e in exams),
+        comparisons=tuple(comparisons),
+        therapies=therapies,
+        next_scan=nxt,
+        open_alerts=open_alerts,
+    )
+
+
+# --------------------------------------------------------------------------- therapies
+
+
+def therapy_of_patient(session: Session, patient_pk: int, therapy_pk: int) -> TherapyRow | None:
+    row = session.get(TherapyRow, therapy_pk)
+    return row if row is not None and row.patient_id == patient_pk else None
+
+
+# --------------------------------------------------------------------------- worklist
+
+
+@dataclass(frozen=True)
+class WorklistItem:
+    patient_id: str
+    name: str | None
+    due: date
+    overdue: bool
+    rule_id: str | None
+    reason: str
+    last_exam: date | None
+
+
+def worklist(
+    session: Session, *, today: date, start: date, end: date, include_overdue: bool = True, limit: int = 5000
+) -> list[WorklistItem]:
+    """Scans due between `start` and `end`, plus every overdue one when asked, soonest first."""
+    window = and_(NextScanRow.due >= start, NextScanRow.due <= end)
+    cond = or_(window, NextScanRow.due < today) if include_overdue else window
+    last_exam = (
+        select(Exam.patient_id, func.max(Exam.exam_date).label("last")).group_by(Exam.patient_id).subquery()
+    )
+    rows = session.execute(
+        select(Patient, NextScanRow, last_exam.c.last)
+        .join(NextScanRow, NextScanRow.patient_id == Patient.id)
+        .outerjoin(last_exam, last_exam.c.patient_id == Patient.id)
+        .where(NextScanRow.due.is_not(None), cond)
+        .order_by(NextScanRow.due, Patient.identifier)
+        .limit(limit)
+    ).all()
+    return [
+        WorklistItem(p.identifier, p.name, n.due, n.due < today, n.rule_id, n.reason, last)
+        for p, n, last in rows
+        if n.due is not None
+    ]
+
+
+# --------------------------------------------------------------------------- QA: refused comparisons
+
+
+@dataclass(frozen=True)
+class RefusedComparison:
+    patient_id: str
+    site: str
+    side: str | None
+    reference: str
+    from_date: date
+    to_date: date
+    from_device: str
+    to_device: str
+    status: str
+    reason: str | None
+
+
+def refused_comparisons(
+    session: Session,
+    *,
+    device_pk: int | None = None,
+    start: date | None = None,
+    end: date | None = None,
+    limit: int = 5000,
+) -> list[RefusedComparison]:
+    src, dst = aliased(Exam), aliased(Exam)
+    dev_a, dev_b = aliased(Device), aliased(Device)
+    stmt = (
+        select(ComparisonRow, Patient.identifier, src.exam_date, dst.exam_date, dev_a, dev_b)
+        .join(Patient, Patient.id == ComparisonRow.patient_id)
+        .join(src, src.id == ComparisonRow.from_exam_id)
+        .join(dst, dst.id == ComparisonRow.to_exam_id)
+        .join(dev_a, dev_a.id == src.device_id)
+        .join(dev_b, dev_b.id == dst.device_id)
+        .where(ComparisonRow.status.in_(("rejected_cross_machine", "rejected_unknown_machine")))
+    )
+    if device_pk is not None:
+        stmt = stmt.where(or_(src.device_id == device_pk, dst.device_id == device_pk))
+    if start is not None:
+        stmt = stmt.where(dst.exam_date >= start)
+    if end is not None:
+        stmt = stmt.where(dst.exam_date <= end)
+    rows = session.execute(
+        stmt.order_by(dst.exam_date.desc(), Patient.identifier, ComparisonRow.position).limit(limit)
+    ).all()
+    return [
+        RefusedComparison(
+            patient_id=ident,
+            site=row.site,
+            side=row.side,
+            reference=row.reference,
+            from_date=d_from,
+            to_date=d_to,
+            from_device=DeviceView(a.id, a.manufacturer, a.model, a.serial).label,
+            to_device=DeviceView(b.id, b.manufacturer, b.model, b.serial).label,
+            status=row.status,
+            reason=row.reason,
+        )
+        for row, ident, d_from, d_to, a, b in rows
+    ]
+
+
+# --------------------------------------------------------------------------- QA: devices
+
+
+@dataclass(frozen=True)
+class StudyView:
+    pk: int
+    site: str
+    performed_on: date | None
+    rms_sd_g_cm2: float | None
+    lsc_g_cm2: float | None
+    technologists: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CrossCalView:
+    other: str
+    kind: str
+    sites: tuple[str, ...]
+    performed_on: date | None
+    lsc_g_cm2: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DeviceDetail:
+    device: DeviceView
+    identity_strength: str
+    software_versions: tuple[str, ...]
+    exam_count: int
+    studies: tuple[StudyView, ...]
+    crosscals: tuple[CrossCalView, ...]
+
+
+def all_devices(session: Session) -> list[DeviceView]:
+    return [
+        DeviceView(d.id, d.manufacturer, d.model, d.serial)
+        for d in session.scalars(select(Device).order_by(Device.manufacturer, Device.model, Device.serial))
+    ]
+
+
+def device_details(session: Session) -> list[DeviceDetail]:
+    devices = list(session.scalars(select(Device).order_by(Device.manufacturer, Device.model, Device.serial)))
+    counts = dict(session.execute(select(Exam.device_id, func.count()).group_by(Exam.device_id)).tuples())
+    studies: dict[int, list[StudyView]] = defaultdict(list)
+    for study in session.scalars(
+        select(PrecisionStudy)
+        .options(selectinload(PrecisionStudy.measurements))
+        .order_by(PrecisionStudy.site)
+    ):
+        studies[study.device_id].append(
+            StudyView(
+                study.id,
+                study.site,
+                study.performed_on,
+                study.rms_sd_g_cm2,
+                study.lsc_g_cm2,
+                tuple(sorted({m.technologist for m in study.measurements})),
+            )
+        )
+    crosscals: dict[int, list[CrossCalView]] = defaultdict(list)
+    for cc in session.scalars(select(CrossCalibrationRow)):
+        a = DeviceView(cc.device_a.id, cc.device_a.manufacturer, cc.device_a.model, cc.device_a.serial)
+        b = DeviceView(cc.device_b.id, cc.device_b.manufacturer, cc.device_b.model, cc.device_b.serial)
+        crosscals[a.pk].append(
+            CrossCalView(b.label, cc.kind, tuple(cc.sites), cc.performed_on, dict(cc.lsc_g_cm2))
+        )
+        crosscals[b.pk].append(
+            CrossCalView(a.label, cc.kind, tuple(cc.sites), cc.performed_on, dict(cc.lsc_g_cm2))
+        )
+    return [
+        DeviceDetail(
+            device=DeviceView(d.id, d.manufacturer, d.model, d.serial),
+            identity_strength=d.identity_strength,
+            software_versions=tuple(d.software_versions or ()),
+            exam_count=counts.get(d.id, 0),
+            studies=tuple(studies.get(d.id, ())),
+            crosscals=tuple(crosscals.get(d.id, ())),
+        )
+        for d in devices
+    ]
+
+
+def precision_repeats(session: Session, study_pk: int) -> list[tuple[str, str, int, float]]:
+    return [
+        (m.technologist, m.patient_code, m.scan_index, m.bmd)
+        for m in session.scalars(
+            select(PrecisionMeasurement).where(PrecisionMeasurement.study_id == study_pk)
+        )
+    ]
+
+
+def save_precision_study(
+    session: Session,
+    device_pk: int,
+    site: str,
+    performed_on: date | None,
+    repeats: list[tuple[str, str, int, float]],
+    rms_sd: float,
+    lsc: float,
+) -> PrecisionStudy:
+    device = session.get(Device, device_pk)
+    if device is None:
+        raise LookupError("no such device")
+    return calibration.save_precision_study(
+        session,
+        device,
+        site,
+        [PrecisionRepeat(t, p, i, b) for t, p, i, b in repeats],
+        rms_sd_g_cm2=rms_sd,
+        lsc_g_cm2=lsc,
+        performed_on=performed_on,
+    )
+
+
+# --------------------------------------------------------------------------- QA: ingest
+
+
+@dataclass(frozen=True)
+class FileView:
+    pk: int
+    name: str
+    format: str | None
+    status: str
+    reason_code: str | None
+    reason_text: str | None
+    received_at: datetime
+    attempts: int
+    job_state: str | None
+
+
+def recent_files(session: Session, *, status: str | None = None, limit: int = 200) -> list[FileView]:
+    latest_job = (
+        select(Job.source_file_id, func.max(Job.id).label("job_id"))
+        .where(Job.kind == "ingest_file")
+        .group_by(Job.source_file_id)
+        .subquery()
+    )
+    stmt = (
+        select(SourceFile, Job.state)
+        .outerjoin(latest_job, latest_job.c.source_file_id == SourceFile.id)
+        .outerjoin(Job, Job.id == latest_job.c.job_id)
+    )
+    if status:
+        stmt = stmt.where(SourceFile.status == status)
+    rows = session.execute(
+        stmt.order_by(SourceFile.received_at.desc(), SourceFile.id.desc()).limit(limit)
+    ).all()
+    return [
+        FileView(
+            f.id,
+            f.original_name,
+            f.format,
+            f.status,
+            f.reason_code,
+            f.reason_text,
+            f.received_at,
+            f.attempts,
+            s,
+        )
+        for f, s in rows
+    ]
+
+
+def requeue_quarantined(session: Session, file_pk: int) -> bool:
+    """Put a quarantined file back to pending and queue its ingest job again.
+
+    The job runner takes the file back from quarantine when it claims the job.
+    """
+    source = session.get(SourceFile, file_pk)
+    if source is None or source.status != "quarantined":
+        return False
+    reset_for_reprocess(session, source)
+    enqueue_ingest(session, file_pk)
+    return True
+
+
+# --------------------------------------------------------------------------- health
+
+
+def database_answers(session: Session) -> bool:
+    session.execute(select(1))
+    return True

@@ -1,0 +1,73 @@
+"""Sign-in, sign-out and the health check (the only routes open without a login)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
+
+from db import accounts
+from web import queries
+from web.auth import check_csrf
+from web.deps import DbSession, User, render, services
+
+router = APIRouter()
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a local path: `next` must never send a user to another site after signing in."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/patients"
+
+
+@router.get("/healthz", include_in_schema=False)
+def healthz(request: Request) -> Response:
+    try:
+        with services(request).session_factory() as session:
+            queries.database_answers(session)
+    except SQLAlchemyError:
+        return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+    return JSONResponse({"status": "ok", "database": "ok"})
+
+
+@router.get("/", include_in_schema=False)
+def home(_: User) -> RedirectResponse:
+    return RedirectResponse("/patients", status_code=303)
+
+
+@router.get("/login", include_in_schema=False)
+def login_form(request: Request, next: str | None = None) -> Response:
+    return render(request, "login.html", {"next": _safe_next(next), "error": None})
+
+
+@router.post("/login", include_in_schema=False)
+def login(
+    request: Request,
+    session: DbSession,
+    username: Annotated[str, Form()],
+    password: Annotated[str, Form()],
+    csrf_token: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/patients",
+) -> Response:
+    check_csrf(request, csrf_token)
+    user = accounts.verify_user(session, username, password)
+    if user is None:
+        queries.add_audit(session, None, "login_failed")
+        session.commit()
+        context = {"next": _safe_next(next), "error": "Wrong user name or password."}
+        return render(request, "login.html", context, status_code=401)
+    request.session.clear()  # a fresh session (and CSRF token) on every sign-in
+    request.session.update({"uid": user.id, "role": user.role})
+    queries.add_audit(session, user, "login")
+    session.commit()
+    return RedirectResponse(_safe_next(next), status_code=303)
+
+
+@router.post("/logout", include_in_schema=False)
+def logout(request: Request, csrf_token: Annotated[str, Form()] = "") -> Response:
+    check_csrf(request, csrf_token)
+    request.session.clear()
+    return RedirectResponse("/login", status_code=303)

@@ -1,0 +1,391 @@
+"""Patients list, one patient (charts, comparisons, next scan, therapies) and its exports."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from db import therapies as therapy_repo
+from db.export import export_patient
+from db.jobs import enqueue_evaluation
+from db.models import Patient
+from monitor.drugs import UnknownAgent, therapy_from_agent
+from web import charts, queries
+from web.auth import CurrentUser, check_csrf
+from web.deps import App, DbSession, Services, User, render
+from web.exports import to_csv
+from web.fhir import build_bundle
+
+router = APIRouter()
+log = logging.getLogger(__name__)
+
+EXPORT_COLUMNS = ("patient_id", "exam_id", "date", "manufacturer", "model", "serial", "site", "side", "bmd")
+
+
+def load_patient(session: Session, patient_id: str, issuer: str | None) -> Patient:
+    try:
+        patient = queries.find_patient(session, patient_id, issuer)
+    except queries.AmbiguousPatient as exc:
+        raise HTTPException(
+            409, f"identifier used by several issuers; add ?issuer= one of {exc.issuers}"
+        ) from exc
+    if patient is None:
+        raise HTTPException(404, "no such patient")
+    return patient
+
+
+def _summary_json(s: queries.PatientSummary) -> dict[str, Any]:
+    data = asdict(s)
+    data.pop("pk")
+    for key in ("last_exam", "next_due"):
+        data[key] = data[key].isoformat() if data[key] else None
+    return data
+
+
+# --------------------------------------------------------------------------- list
+
+
+@router.get("/patients", include_in_schema=False)
+def patients_page(
+    request: Request,
+    session: DbSession,
+    app: App,
+    _: User,
+    q: str = "",
+    overdue: bool = False,
+    alerts: bool = False,
+    page: Annotated[int, Query(ge=1)] = 1,
+) -> Response:
+    rows, total = queries.list_patients(
+        session, today=app.today(), q=q, overdue=overdue, alerts=alerts, page=page
+    )
+    pages = max(1, -(-total // queries.PAGE_SIZE))
+    context = {
+        "rows": rows,
+        "total": total,
+        "q": q,
+        "overdue": overdue,
+        "alerts": alerts,
+        "page": page,
+        "pages": pages,
+    }
+    return render(request, "patients.html", context)
+
+
+@router.get("/api/patients", tags=["patients"])
+def patients_api(
+    session: DbSession,
+    app: App,
+    _: User,
+    q: str = "",
+    overdue: bool = False,
+    alerts: bool = False,
+    page: Annotated[int, Query(ge=1)] = 1,
+) -> dict[str, Any]:
+    """Patients matching an identifier or name, with last exam, WHO category, latest significant
+    change, next scan due and open alerts; `overdue` and `alerts` filter."""
+    rows, total = queries.list_patients(
+        session, today=app.today(), q=q, overdue=overdue, alerts=alerts, page=page
+    )
+    return {
+        "total": total,
+        "page": page,
+        "page_size": queries.PAGE_SIZE,
+        "patients": [_summary_json(r) for r in rows],
+    }
+
+
+# --------------------------------------------------------------------------- one patient
+
+
+def _patient_context(session: Session, app: Services, patient: Patient) -> dict[str, Any]:
+    detail = queries.patient_detail(session, patient)
+    drawn = charts.build_charts(detail)
+    comparisons = sorted(
+        detail.comparisons, key=lambda c: (_site_rank(c.site), c.site, c.side or "", c.to_date, c.reference)
+    )
+    return {
+        "p": detail,
+        "charts": drawn,
+        "legend": charts.legend(detail),
+        "timeline": charts.render_timeline(detail.therapies, detail.exams, app.today()),
+        "comparisons": comparisons,
+        "refused": [c for c in comparisons if c.refused],
+    }
+
+
+def _site_rank(site: str) -> int:
+    if site.startswith("L"):
+        return 0
+    return {"total_hip": 1, "femoral_neck": 2, "radius_33": 3}.get(site, 4)
+
+
+@router.get("/patients/{patient_id}", include_in_schema=False)
+def patient_page(
+    request: Request,
+    session: DbSession,
+    app: App,
+    user: User,
+    patient_id: str,
+    issuer: str | None = None,
+    notice: str | None = None,
+) -> Response:
+    patient = load_patient(session, patient_id, issuer)
+    context = _patient_context(session, app, patient)
+    queries.add_audit(session, user, "patient_viewed", patient.id, via="page")
+    session.commit()
+    return render(request, "patient.html", {**context, "notice": notice, "error": None})
+
+
+@router.get("/api/patients/{patient_id}", tags=["patients"])
+def patient_api(
+    session: DbSession, app: App, user: User, patient_id: str, issuer: str | None = None
+) -> dict[str, Any]:
+    """The DESIGN.md §6 export object, plus name, WHO category, therapies and open alerts."""
+    patient = load_patient(session, patient_id, issuer)
+    detail = queries.patient_detail(session, patient)
+    queries.add_audit(session, user, "patient_viewed", patient.id, via="api")
+    session.commit()
+    nxt = detail.next_scan
+    return {
+        **export_patient(session, patient.id),
+        "issuer": detail.issuer,
+        "name": detail.name,
+        "who_category": nxt.who_category if nxt else None,
+        "z_below_expected": nxt.z_below_expected if nxt else False,
+        "therapies": [
+            {
+                "id": t.pk,
+                "agent": t.agent,
+                "drug_class": t.drug_class,
+                "start_date": t.start.isoformat(),
+                "stop_date": t.stop.isoformat() if t.stop else None,
+                "glucocorticoid": t.glucocorticoid,
+            }
+            for t in detail.therapies
+        ],
+        "open_alerts": list(detail.open_alerts),
+    }
+
+
+@router.get("/api/patients/{patient_id}/trend", tags=["patients"])
+def trend_api(session: DbSession, user: User, patient_id: str, issuer: str | None = None) -> dict[str, Any]:
+    """BMD per monitoring site over time, split into same-machine segments (never joined across
+    machines); T-scores are per exam and not a trend."""
+    patient = load_patient(session, patient_id, issuer)
+    detail = queries.patient_detail(session, patient)
+    queries.add_audit(session, user, "patient_viewed", patient.id, via="trend_api")
+    session.commit()
+    return {
+        "patient_id": detail.patient_id,
+        "sites": [
+            {
+                "site": chart.site,
+                "side": chart.side,
+                "label": chart.title,
+                "points": [
+                    {
+                        "exam_id": p.exam_id,
+                        "date": p.date.isoformat(),
+                        "bmd": p.bmd,
+                        "t_score": p.t_score,
+                        "machine": p.machine_label,
+                        "segment": p.segment,
+                        "vs_baseline_percent": p.baseline.percent_change if p.baseline else None,
+                        "lsc_g_cm2": p.baseline.lsc_g_cm2 if p.baseline else None,
+                        "significance": p.significance,
+                        "note": p.note or None,
+                    }
+                    for p in chart.points
+                ],
+            }
+            for chart in charts.build_charts(detail)
+        ],
+    }
+
+
+@router.get("/api/patients/{patient_id}/export", tags=["patients"])
+def export_api(
+    session: DbSession,
+    user: User,
+    patient_id: str,
+    format: Annotated[str, Query(pattern="^(json|csv|fhir)$")] = "json",
+    issuer: str | None = None,
+) -> Response:
+    """One patient as the DESIGN.md §6 JSON object, a CSV of measurements, or a FHIR R4 Bundle."""
+    patient = load_patient(session, patient_id, issuer)
+    export = export_patient(session, patient.id)
+    queries.add_audit(session, user, "patient_exported", patient.id, format=format)
+    session.commit()
+    stem = f"dxa-{patient.id}"
+    if format == "csv":
+        rows = [
+            (
+                export["patient_id"],
+                e["exam_id"],
+                e["date"],
+                e["device"]["manufacturer"],
+                e["device"]["model"],
+                e["device"]["serial"],
+                m["site"],
+                m["side"],
+                m["bmd"],
+                m["t_score"],
+                m["z_score"],
+            )
+            for e in export["exams"]
+            for m in e["measurements"]
+        ]
+        body = to_csv(rows, (*EXPORT_COLUMNS, "t_score", "z_score"))
+        return Response(body, media_type="text/csv; charset=utf-8", headers=_attachment(f"{stem}.csv"))
+    if format == "fhir":
+        body = json.dumps(build_bundle(export), ensure_ascii=False, indent=1)
+        return Response(body, media_type="application/fhir+json", headers=_attachment(f"{stem}.fhir.json"))
+    return JSONResponse(export, headers=_attachment(f"{stem}.json"))
+
+
+def _attachment(name: str) -> dict[str, str]:
+    return {"Content-Disposition": f'attachment; filename="{name}"'}
+
+
+# --------------------------------------------------------------------------- therapies
+
+
+class TherapyIn(BaseModel):
+    agent: str
+    start_date: date
+    stop_date: date | None = None
+
+
+def _after_therapy_change(session: Session, app: Services, patient_pk: int) -> str | None:
+    """Re-evaluate now through the lead's hook, or queue an evaluation job when there is none.
+    Returns a warning to show when the re-evaluation failed."""
+    if app.on_therapy_changed is None:
+        enqueue_evaluation(session, patient_pk)
+        session.commit()
+        return None
+    try:
+        app.on_therapy_changed(app.session_factory, app.settings, patient_pk)
+    except Exception:  # the therapy is saved; say so and let the job runner retry
+        log.exception("re-evaluation after a therapy change failed")
+        enqueue_evaluation(session, patient_pk)
+        session.commit()
+        return "The therapy was saved but re-evaluation failed; it has been queued and will be retried."
+    return None
+
+
+def _save_therapy(session: Session, user: CurrentUser, patient: Patient, data: TherapyIn) -> None:
+    therapy = therapy_from_agent(data.agent, data.start_date, data.stop_date)
+    therapy_repo.add_therapy(session, patient.id, therapy, source=f"web:{user.username}")
+    queries.add_audit(session, user, "therapy_added", patient.id, drug_class=therapy.drug_class)
+    session.commit()
+
+
+@router.post("/patients/{patient_id}/therapies", include_in_schema=False)
+def add_therapy_form(
+    request: Request,
+    session: DbSession,
+    app: App,
+    user: User,
+    patient_id: str,
+    agent: Annotated[str, Form()],
+    start_date: Annotated[str, Form()],
+    stop_date: Annotated[str, Form()] = "",
+    csrf_token: Annotated[str, Form()] = "",
+    issuer: str | None = None,
+) -> Response:
+    check_csrf(request, csrf_token)
+    patient = load_patient(session, patient_id, issuer)
+    try:
+        data = TherapyIn(
+            agent=agent,
+            start_date=date.fromisoformat(start_date),
+            stop_date=date.fromisoformat(stop_date) if stop_date else None,
+        )
+        _save_therapy(session, user, patient, data)
+    except (UnknownAgent, ValueError) as exc:
+        session.rollback()
+        context = _patient_context(session, app, patient)
+        return render(
+            request, "patient.html", {**context, "notice": None, "error": str(exc)}, status_code=422
+        )
+    warning = _after_therapy_change(session, app, patient.id)
+    notice = warning or "Therapy saved; the next scan date has been recalculated."
+    return RedirectResponse(_patient_url(patient, notice), status_code=303)
+
+
+@router.post("/patients/{patient_id}/therapies/{therapy_pk}/stop", include_in_schema=False)
+def stop_therapy_form(
+    request: Request,
+    session: DbSession,
+    app: App,
+    user: User,
+    patient_id: str,
+    therapy_pk: int,
+    stop_date: Annotated[str, Form()],
+    csrf_token: Annotated[str, Form()] = "",
+    issuer: str | None = None,
+) -> Response:
+    check_csrf(request, csrf_token)
+    patient = load_patient(session, patient_id, issuer)
+    row = queries.therapy_of_patient(session, patient.id, therapy_pk)
+    if row is None:
+        raise HTTPException(404, "no such therapy")
+    try:
+        stop = date.fromisoformat(stop_date)
+        therapy = therapy_from_agent(row.agent, row.start_date, stop)
+        therapy_repo.update_therapy(session, row.id, therapy)
+    except (UnknownAgent, ValueError) as exc:
+        session.rollback()
+        context = _patient_context(session, app, patient)
+        return render(
+            request, "patient.html", {**context, "notice": None, "error": str(exc)}, status_code=422
+        )
+    queries.add_audit(session, user, "therapy_stopped", patient.id, therapy=row.id)
+    session.commit()
+    warning = _after_therapy_change(session, app, patient.id)
+    return RedirectResponse(
+        _patient_url(patient, warning or "Therapy stopped; the next scan date has been recalculated."),
+        status_code=303,
+    )
+
+
+@router.post("/api/patients/{patient_id}/therapies", tags=["patients"], status_code=201)
+def add_therapy_api(
+    request: Request,
+    session: DbSession,
+    app: App,
+    user: User,
+    patient_id: str,
+    data: TherapyIn,
+    issuer: str | None = None,
+) -> dict[str, Any]:
+    """Add a therapy (agent mapped to its drug class) and re-evaluate the patient. Session users
+    send the page's CSRF token in `X-CSRF-Token`; bearer-token clients need none."""
+    if not user.via_token:
+        check_csrf(request, request.headers.get("x-csrf-token"))
+    patient = load_patient(session, patient_id, issuer)
+    try:
+        _save_therapy(session, user, patient, data)
+    except (UnknownAgent, ValueError) as exc:
+        raise HTTPException(422, str(exc)) from exc
+    warning = _after_therapy_change(session, app, patient.id)
+    session.expire_all()
+    return {"next_scan": export_patient(session, patient.id)["next_scan"], "warning": warning}
+
+
+def _patient_url(patient: Patient, notice: str) -> str:
+    from urllib.parse import quote, urlencode
+
+    query = {"notice": notice}
+    if patient.issuer:
+        query["issuer"] = patient.issuer
+    return f"/patients/{quote(patient.identifier, safe='')}?{urlencode(query)}"

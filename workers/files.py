@@ -1,0 +1,112 @@
+"""Moving a file through work/ → archive/ or quarantine/ without ever losing it.
+
+Every move is a rename on one volume (atomic) or, across volumes, a copy that is flushed to
+disk before the original is removed. Names on disk are built from the SHA-256 and a
+whitelisted extension only: a received name or UID is never trusted as a path, and no
+patient data ends up in a file or folder name.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import re
+import shutil
+import unicodedata
+import uuid
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+_SAFE_EXT = re.compile(r"^[a-z0-9]{1,8}$")
+_SAFE_CODE = re.compile(r"[^a-z0-9_]+")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def safe_extension(name: str) -> str:
+    """".dcm", ".pdf", … or "" — never anything with a separator or odd character."""
+    suffix = Path(name.replace("\\", "/")).suffix.lower().lstrip(".")
+    return f".{suffix}" if _SAFE_EXT.match(suffix) else ""
+
+
+def display_name(name: str) -> str:
+    """A received name as text for the database and the QA page: last path component only,
+    control characters removed, length bounded. Never used to build a path."""
+    text = unicodedata.normalize("NFC", name).replace("\\", "/").split("/")[-1]
+    text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C")
+    return text[:200] or "(unnamed)"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def move_durably(src: Path, dest: Path) -> Path:
+    """Rename src to dest; across volumes copy, fsync, then unlink the source."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(src, dest)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        tmp = dest.with_name(dest.name + ".partial")
+        shutil.copyfile(src, tmp)
+        with tmp.open("rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+        src.unlink()
+    _fsync_dir(dest.parent)
+    return dest
+
+
+def new_work_path(work_dir: Path, original_name: str) -> Path:
+    return work_dir / f"{uuid.uuid4().hex}{safe_extension(original_name)}"
+
+
+def claim_by_rename(src: Path, work_dir: Path) -> Path:
+    """Take a file out of the inbox: once renamed, the watcher can never see it twice."""
+    return move_durably(src, new_work_path(work_dir, src.name))
+
+
+def claim_by_copy(src: Path, work_dir: Path) -> Path:
+    """Back-loading (`dxa ingest`) leaves the user's archive untouched: copy, then flush."""
+    dest = new_work_path(work_dir, src.name)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.copyfile(src, tmp)
+    with tmp.open("rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, dest)
+    return dest
+
+
+def archive_path(archive_dir: Path, sha256: str, original_name: str, when: date) -> Path:
+    return archive_dir / f"{when:%Y}" / f"{when:%m}" / f"{sha256}{safe_extension(original_name)}"
+
+
+def quarantine_code(code: str) -> str:
+    return _SAFE_CODE.sub("_", code.lower()).strip("_") or "unknown"
+
+
+def quarantine_file(work_path: Path, quarantine_dir: Path, code: str, sidecar: dict[str, Any]) -> Path:
+    """Move into quarantine/<code>/ and write the reason beside it (sidecar first, so a
+    crash between the two leaves a reason that points at a file still in work/)."""
+    folder = quarantine_dir / quarantine_code(code)
+    folder.mkdir(parents=True, exist_ok=True)
+    dest = folder / f"{sidecar.get('sha256') or uuid.uuid4().hex}{work_path.suffix}"
+    side = dest.with_name(dest.name + ".json")
+    side.write_text(json.dumps(sidecar, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    return move_durably(work_path, dest)
