@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import (
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated at import time
     ComprehensiveSRStorage,
     EncapsulatedPDFStorage,
     EnhancedSRStorage,
@@ -44,11 +44,14 @@ def write_received(event: Any, inbox: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     name = uuid.uuid4().hex
     tmp = folder / f"{name}.dcm.part"
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_file_meta_info
+
+    meta = DicomBytesIO()
+    write_file_meta_info(meta, event.file_meta, enforce_standard=True)
     with tmp.open("wb") as fh:
         fh.write(b"\x00" * 128 + b"DICM")
-        from pydicom.filewriter import write_file_meta_info
-
-        write_file_meta_info(fh, event.file_meta, enforce_standard=True)
+        fh.write(meta.getvalue())
         fh.write(event.request.DataSet.getvalue())
         fh.flush()
         os.fsync(fh.fileno())
@@ -84,9 +87,11 @@ def build_ae(ae_title: str) -> AE:
     return ae
 
 
-def serve(inbox: Path, ae_title: str, host: str, port: int, allowed_ae_titles: Iterable[str], block: bool = True) -> Any:
+def serve(
+    inbox: Path, ae_title: str, host: str, port: int, allowed_ae_titles: Iterable[str], block: bool = True
+) -> Any:
     """Start the SCP. With block=False the server runs in a thread and is returned (tests)."""
     quiet_pynetdicom()
     ae = build_ae(ae_title)
-    handlers = [(evt.EVT_C_STORE, make_store_handler(inbox, allowed_ae_titles))]
+    handlers: list[Any] = [(evt.EVT_C_STORE, make_store_handler(inbox, allowed_ae_titles))]
     return ae.start_server((host, port), block=block, evt_handlers=handlers)

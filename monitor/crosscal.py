@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from monitor.identity import same_model, why_different
+from monitor.identity import DIFFERENT_SERIALS, MISSING_SERIAL, same_model, why_different
 from monitor.model import CrossCalibration, Machine
 from monitor.precision import ISCD_LSC_MULTIPLIER
 
@@ -87,7 +87,9 @@ def phantom_cross_calibration(
     why = why_different(machine_a, machine_b)
     if why is None:
         raise CrossCalibrationError("both records describe the same machine: no cross-calibration is needed")
-    if not same_model(machine_a, machine_b) or why != "same model, different serial numbers":
+    if why == MISSING_SERIAL:
+        raise CrossCalibrationError(f"cannot cross-calibrate a machine without a serial number ({why})")
+    if not same_model(machine_a, machine_b) or why != DIFFERENT_SERIALS:
         raise CrossCalibrationError(
             f"a phantom cross-calibration needs two units of one model ({why}); use an in-vivo study"
         )
@@ -208,7 +210,7 @@ def in_vivo_cross_calibration(
     why = why_different(old_machine, new_machine)
     if why is None:
         raise CrossCalibrationError("both records describe the same machine: no cross-calibration is needed")
-    if why == "serial number missing: machine identity unknown":
+    if why == MISSING_SERIAL:
         raise CrossCalibrationError(f"cannot cross-calibrate a machine without a serial number ({why})")
     n = len(old_bmd)
     if n < min_patients:

@@ -134,14 +134,14 @@ def list_patients(
             select(Exam.patient_id, func.max(Exam.exam_date))
             .where(Exam.patient_id.in_(ids))
             .group_by(Exam.patient_id)
-        ).tuples()
+        ).all()
     )
     open_alerts = dict(
         session.execute(
             select(AlertRow.patient_id, func.count())
             .where(AlertRow.patient_id.in_(ids), AlertRow.state == "open")
             .group_by(AlertRow.patient_id)
-        ).tuples()
+        ).all()
     )
     changes = _latest_significant_changes(session, ids)
     result = []
@@ -652,7 +652,7 @@ def all_devices(session: Session) -> list[DeviceView]:
 
 def device_details(session: Session) -> list[DeviceDetail]:
     devices = list(session.scalars(select(Device).order_by(Device.manufacturer, Device.model, Device.serial)))
-    counts = dict(session.execute(select(Exam.device_id, func.count()).group_by(Exam.device_id)).tuples())
+    counts = dict(session.execute(select(Exam.device_id, func.count()).group_by(Exam.device_id)).all())
     studies: dict[int, list[StudyView]] = defaultdict(list)
     for study in session.scalars(
         select(PrecisionStudy)

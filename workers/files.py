@@ -33,7 +33,7 @@ def sha256_of(path: Path) -> str:
 
 
 def safe_extension(name: str) -> str:
-    """".dcm", ".pdf", … or "" — never anything with a separator or odd character."""
+    """ ".dcm", ".pdf", … or "" — never anything with a separator or odd character."""
     suffix = Path(name.replace("\\", "/")).suffix.lower().lstrip(".")
     return f".{suffix}" if _SAFE_EXT.match(suffix) else ""
 

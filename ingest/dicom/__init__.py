@@ -45,8 +45,9 @@ def _dispatch(ds: object, name: str, max_pdf_pages: int) -> ParsedReport:
         return parse_encapsulated_pdf(ds, name, max_pages=max_pdf_pages)
     if sop in h.SR_SOP_CLASSES:
         return parse_ge_sr(ds, name)
-    if find_results_element(ds) is not None:
-        return parse_hologic(ds, name)
+    hologic = find_results_element(ds)
+    if hologic is not None:
+        return parse_hologic(ds, name, hologic)
     xml = results_xml(ds)
     if xml is not None:
         return parse_ge_xml(ds, name, xml)

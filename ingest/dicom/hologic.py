@@ -443,8 +443,8 @@ def _scan_type(ctx: _Context) -> str:
     )
 
 
-def parse_hologic(ds: Dataset, name: str) -> ParsedReport:
-    raw = find_results_element(ds)
+def parse_hologic(ds: Dataset, name: str, raw: bytes | str | None = None) -> ParsedReport:
+    raw = raw if raw is not None else find_results_element(ds)
     if raw is None:
         raise NotDxaResult(
             "no results: this Hologic image has no private results data (0019,xx00) of creator "

@@ -198,7 +198,7 @@ def build(tmp: Path, evaluate: Evaluator | None = None) -> Seeded:
             "L1-L4",
             [
                 calibration.PrecisionRepeat(
-                    tech, f"s{i}", k, 0.9 + i * 0.01 + (0.012 if tech == "bob" else 0.004) * (-1) ** k
+                    tech, f"s{i}", k, 0.9 + i * 0.01 + (0.03 if tech == "bob" else 0.004) * (-1) ** k
                 )
                 for tech in ("alice", "bob")
                 for i in range(15)

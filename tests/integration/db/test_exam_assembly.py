@@ -164,7 +164,7 @@ def test_concurrent_files_of_one_exam_make_one_exam(engine: Engine) -> None:
                 barrier.wait()
                 store_report(s, report(*(SPINE if i % 2 else HIP), patient="RACE"))
                 s.commit()
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as exc:  # reported by the assertion below
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]

@@ -134,7 +134,7 @@ def test_many_claimers_never_share_a_job(engine: Engine) -> None:
                     if job is None:
                         return
                     got[i].append(job.id)
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as exc:  # reported by the assertion below
             errors.append(exc)
 
     threads = [threading.Thread(target=claimer, args=(i,)) for i in range(4)]

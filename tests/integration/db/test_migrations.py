@@ -8,12 +8,15 @@ from collections.abc import Iterator
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import insert, inspect
+from sqlalchemy.exc import IntegrityError
 
-from db.engine import make_engine
+from db.engine import make_engine, session_factory
+from db.exams import store_report
 from db.migrate import current_revision, downgrade, head_revision, is_up_to_date, upgrade
-from db.models import Base
+from db.models import Base, Measurement, utcnow
 from tests.conftest import create_postgres_database, drop_postgres_database
+from tests.integration.db.helpers import report, site
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -68,34 +71,12 @@ def test_expression_index_makes_null_sides_unique(empty_db_url: str) -> None:
     upgrade(empty_db_url)
     engine = make_engine(empty_db_url)
     try:
-        with engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO patients (id, identifier, issuer, created_at, updated_at) VALUES (1, 'x', '', :t, :t)"
-                ),
-                {"t": "2020-01-01 00:00:00"},
-            )
-            conn.execute(
-                text(
-                    "INSERT INTO devices (id, manufacturer, model, serial, identity_key, model_key, identity_strength,"
-                    " software_versions, created_at, updated_at) VALUES (1, 'm', 'n', NULL, 'm|n|', 'm|n', 'weak', '[]', :t, :t)"
-                ),
-                {"t": "2020-01-01 00:00:00"},
-            )
-            conn.execute(
-                text(
-                    "INSERT INTO exams (id, patient_id, device_id, exam_date, scan_types, created_at, updated_at)"
-                    " VALUES (1, 1, 1, '2020-01-01', '[]', :t, :t)"
-                ),
-                {"t": "2020-01-01 00:00:00"},
-            )
-            insert = text(
-                "INSERT INTO measurements (exam_id, site, side, bmd, provenance, created_at)"
-                " VALUES (1, 'L1-L4', NULL, 0.9, '{}', '2020-01-01 00:00:00')"
-            )
-            conn.execute(insert)
-        with pytest.raises(Exception, match="(?i)unique|duplicate"), engine.begin() as conn:
-            conn.execute(insert)
+        with session_factory(engine)() as session:
+            exam = store_report(session, report(site("L1-L4", 0.9)))
+            session.commit()
+            values = {"exam_id": exam.exam.id, "site": "L1-L4", "side": None, "bmd": 0.91, "provenance": {}}
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(insert(Measurement), [{**values, "created_at": utcnow()}])
     finally:
         engine.dispose()
 

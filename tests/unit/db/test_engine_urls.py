@@ -23,7 +23,7 @@ def test_postgres_pool_is_pre_pinged() -> None:
     engine = make_engine("postgresql://u:p%40ss@127.0.0.1:1/d")  # no connection is made
     try:
         assert engine.dialect.driver == "psycopg"
-        assert engine.pool._pre_ping  # type: ignore[attr-defined]
+        assert engine.pool._pre_ping
         assert engine.url.password == "p@ss"
     finally:
         engine.dispose()

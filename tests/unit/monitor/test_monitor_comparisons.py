@@ -1,11 +1,21 @@
 from __future__ import annotations
 
 import pytest
-from monitor_builders import GE, HOLOGIC_A, HOLOGIC_B, NO_SERIAL, PRIMUS, exam, hip, load_config, spine
 
 from monitor.comparisons import analysed_vertebral_set, compare_history
 from monitor.identity import DIFFERENT_MANUFACTURERS, DIFFERENT_SERIALS, MISSING_SERIAL
 from monitor.model import Comparison, CrossCalibration, Exam, Measurement, SiteLsc
+from tests.unit.monitor.monitor_builders import (
+    GE,
+    HOLOGIC_A,
+    HOLOGIC_B,
+    NO_SERIAL,
+    PRIMUS,
+    exam,
+    hip,
+    load_config,
+    spine,
+)
 
 CONFIG = load_config()
 
@@ -54,7 +64,10 @@ def test_rejected_comparison_names_both_machines_and_has_no_numbers() -> None:
 
 
 def test_missing_serial_rejected_unknown_machine() -> None:
-    exams = [exam("1", "2017-06-06", NO_SERIAL, spine(0.771)), exam("2", "2019-06-11", NO_SERIAL, spine(0.843))]
+    exams = [
+        exam("1", "2017-06-06", NO_SERIAL, spine(0.771)),
+        exam("2", "2019-06-11", NO_SERIAL, spine(0.843)),
+    ]
     statuses = {c.status for c in compare_history(exams, [], [], CONFIG)}
     assert statuses == {"rejected_unknown_machine"}
     assert all(MISSING_SERIAL in (c.reason or "") for c in compare_history(exams, [], [], CONFIG))
@@ -106,7 +119,10 @@ def test_delta_percent_lsc_significance(
 
 def test_study_lsc_for_spine_family_applies_to_any_range() -> None:
     lscs = [SiteLsc(HOLOGIC_A, "spine", 0.030, 0.011)]
-    exams = [exam("1", "2013-01-01", HOLOGIC_A, spine(0.9, "L2-L4")), exam("2", "2015-01-01", HOLOGIC_A, spine(0.93, "L2-L4"))]
+    exams = [
+        exam("1", "2013-01-01", HOLOGIC_A, spine(0.9, "L2-L4")),
+        exam("2", "2015-01-01", HOLOGIC_A, spine(0.93, "L2-L4")),
+    ]
     c = compare_history(exams, lscs, [], CONFIG)[0]
     assert (c.lsc_g_cm2, c.lsc_source, c.significance) == (0.03, "study", "gain")
 
@@ -119,18 +135,44 @@ def test_study_of_another_machine_is_not_used() -> None:
 
 def test_published_osteosys_primus_case() -> None:
     """One patient, three scans on one OsteoSys Primus (CV <= 1 %): final versus baseline."""
-    lscs = [SiteLsc(PRIMUS, s, 0.0277 * b, 0.01 * b) for s, b in (("L1-L4", 0.678), ("femoral_neck", 0.674), ("total_hip", 0.698))]
+    lscs = [
+        SiteLsc(PRIMUS, s, 0.0277 * b, 0.01 * b)
+        for s, b in (("L1-L4", 0.678), ("femoral_neck", 0.674), ("total_hip", 0.698))
+    ]
     exams = [
-        exam("1", "2016-03-09", PRIMUS, spine(0.678), hip("femoral_neck", "left", 0.674), hip("total_hip", "left", 0.698)),
-        exam("2", "2017-03-09", PRIMUS, spine(0.763), hip("femoral_neck", "left", 0.732), hip("total_hip", "left", 0.775)),
-        exam("3", "2018-03-09", PRIMUS, spine(0.929), hip("femoral_neck", "left", 0.721), hip("total_hip", "left", 0.752)),
+        exam(
+            "1",
+            "2016-03-09",
+            PRIMUS,
+            spine(0.678),
+            hip("femoral_neck", "left", 0.674),
+            hip("total_hip", "left", 0.698),
+        ),
+        exam(
+            "2",
+            "2017-03-09",
+            PRIMUS,
+            spine(0.763),
+            hip("femoral_neck", "left", 0.732),
+            hip("total_hip", "left", 0.775),
+        ),
+        exam(
+            "3",
+            "2018-03-09",
+            PRIMUS,
+            spine(0.929),
+            hip("femoral_neck", "left", 0.721),
+            hip("total_hip", "left", 0.752),
+        ),
     ]
     got = by_key(compare_history(exams, lscs, [], CONFIG))
     assert got[("L1-L4", None, "1", "3", "baseline")].percent_change == 37.02
     assert got[("femoral_neck", "left", "1", "3", "baseline")].percent_change == 6.97
     assert got[("total_hip", "left", "1", "3", "baseline")].percent_change == 7.74
     assert got[("L1-L4", None, "1", "3", "baseline")].delta_g_cm2 == 0.251
-    assert {c.significance for c in got.values() if c.reference == "baseline" and c.to_exam == "3"} == {"gain"}
+    assert {c.significance for c in got.values() if c.reference == "baseline" and c.to_exam == "3"} == {
+        "gain"
+    }
     # previous: femoral neck 0.732 -> 0.721 is inside the LSC
     assert got[("femoral_neck", "left", "2", "3", "previous")].significance == "stable"
 
@@ -193,15 +235,28 @@ def test_every_side_is_compared_and_sides_never_mix() -> None:
     ("ref_kwargs", "new_kwargs", "ref_m", "new_m", "reason_word"),
     [
         ({"scan_mode": "Array"}, {"scan_mode": "Fast Array"}, spine(0.8), spine(0.82), "scan mode"),
-        ({"analysis_protocol": "APEX 4.0"}, {"analysis_protocol": "APEX 5.6"}, spine(0.8), spine(0.82), "protocol"),
+        (
+            {"analysis_protocol": "APEX 4.0"},
+            {"analysis_protocol": "APEX 5.6"},
+            spine(0.8),
+            spine(0.82),
+            "protocol",
+        ),
         ({}, {}, spine(0.8, area=60.0), spine(0.85, area=61.5), "area"),
         ({}, {}, spine(0.8, "L1-L4"), spine(0.85, "L2-L4"), "vertebral set"),
     ],
 )
 def test_dissimilar_scans_suppress_significance(
-    ref_kwargs: dict[str, str], new_kwargs: dict[str, str], ref_m: Measurement, new_m: Measurement, reason_word: str
+    ref_kwargs: dict[str, str],
+    new_kwargs: dict[str, str],
+    ref_m: Measurement,
+    new_m: Measurement,
+    reason_word: str,
 ) -> None:
-    exams = [exam("1", "2015-01-01", HOLOGIC_A, ref_m, **ref_kwargs), exam("2", "2017-01-01", HOLOGIC_A, new_m, **new_kwargs)]
+    exams = [
+        exam("1", "2015-01-01", HOLOGIC_A, ref_m, **ref_kwargs),
+        exam("2", "2017-01-01", HOLOGIC_A, new_m, **new_kwargs),
+    ]
     for c in compare_history(exams, [], [], CONFIG):
         assert c.status == "ok"
         assert c.dissimilar is True
@@ -222,7 +277,10 @@ def test_dissimilar_scans_suppress_significance(
 def test_similar_scans(
     ref_kwargs: dict[str, str], new_kwargs: dict[str, str], ref_m: Measurement, new_m: Measurement
 ) -> None:
-    exams = [exam("1", "2015-01-01", HOLOGIC_A, ref_m, **ref_kwargs), exam("2", "2017-01-01", HOLOGIC_A, new_m, **new_kwargs)]
+    exams = [
+        exam("1", "2015-01-01", HOLOGIC_A, ref_m, **ref_kwargs),
+        exam("2", "2017-01-01", HOLOGIC_A, new_m, **new_kwargs),
+    ]
     for c in compare_history(exams, [], [], CONFIG):
         assert c.dissimilar is False
         assert c.significance is not None
@@ -238,23 +296,50 @@ def test_same_vertebrae_are_compared_when_the_reference_measured_them() -> None:
 
 
 def test_phantom_cross_calibration_makes_same_model_comparable() -> None:
-    cal = CrossCalibration(HOLOGIC_A, HOLOGIC_B, "phantom", frozenset({"spine", "total_hip"}), (("spine", 0.025),))
+    cal = CrossCalibration(
+        HOLOGIC_A, HOLOGIC_B, "phantom", frozenset({"spine", "total_hip"}), (("spine", 0.025),)
+    )
     exams = [
-        exam("1", "2015-01-01", HOLOGIC_A, spine(0.80), hip("total_hip", "left", 0.7), hip("femoral_neck", "left", 0.6)),
-        exam("2", "2017-01-01", HOLOGIC_B, spine(0.83), hip("total_hip", "left", 0.7), hip("femoral_neck", "left", 0.6)),
+        exam(
+            "1",
+            "2015-01-01",
+            HOLOGIC_A,
+            spine(0.80),
+            hip("total_hip", "left", 0.7),
+            hip("femoral_neck", "left", 0.6),
+        ),
+        exam(
+            "2",
+            "2017-01-01",
+            HOLOGIC_B,
+            spine(0.83),
+            hip("total_hip", "left", 0.7),
+            hip("femoral_neck", "left", 0.6),
+        ),
     ]
     got = by_key(compare_history(exams, [], [cal], CONFIG))
     s = got[("L1-L4", None, "1", "2", "baseline")]
-    assert (s.status, s.lsc_source, s.lsc_g_cm2, s.significance) == ("ok_cross_calibrated", "crosscal", 0.025, "gain")
+    assert (s.status, s.lsc_source, s.lsc_g_cm2, s.significance) == (
+        "ok_cross_calibrated",
+        "crosscal",
+        0.025,
+        "gain",
+    )
     assert "cross-calibration" in (s.reason or "")
     assert got[("total_hip", "left", "1", "2", "baseline")].status == "ok_cross_calibrated"
-    assert got[("total_hip", "left", "1", "2", "baseline")].lsc_source == "default"  # no crosscal LSC for the hip
-    assert got[("femoral_neck", "left", "1", "2", "baseline")].status == "rejected_cross_machine"  # not covered
+    assert (
+        got[("total_hip", "left", "1", "2", "baseline")].lsc_source == "default"
+    )  # no crosscal LSC for the hip
+    assert (
+        got[("femoral_neck", "left", "1", "2", "baseline")].status == "rejected_cross_machine"
+    )  # not covered
 
 
 def test_in_vivo_cross_calibration_converts_the_reference() -> None:
     # Lunar reads higher: hologic = 0.9 * lunar + 0.02
-    cal = CrossCalibration(GE, HOLOGIC_A, "in_vivo", frozenset({"L1-L4"}), (("L1-L4", 0.03),), slope=0.9, intercept=0.02)
+    cal = CrossCalibration(
+        GE, HOLOGIC_A, "in_vivo", frozenset({"L1-L4"}), (("L1-L4", 0.03),), slope=0.9, intercept=0.02
+    )
     exams = [exam("1", "2016-01-12", GE, spine(0.858)), exam("2", "2018-02-06", HOLOGIC_A, spine(0.795))]
     c = compare_history(exams, [], [cal], CONFIG)[0]
     converted = 0.9 * 0.858 + 0.02

@@ -4,7 +4,6 @@ import math
 import random
 
 import pytest
-from monitor_builders import GE, HOLOGIC_A, HOLOGIC_B, NO_SERIAL, exam, load_config, spine
 
 from monitor.comparisons import compare_history
 from monitor.crosscal import (
@@ -16,6 +15,7 @@ from monitor.crosscal import (
     phantom_cross_calibration,
     pooled_lsc,
 )
+from tests.unit.monitor.monitor_builders import GE, HOLOGIC_A, HOLOGIC_B, NO_SERIAL, exam, load_config, spine
 
 CONFIG = load_config()
 
@@ -25,7 +25,9 @@ def test_pooled_lsc() -> None:
     assert pooled_lsc(0.01, 0.02) == pytest.approx(2.77 * math.sqrt((0.0001 + 0.0004) / 2))
 
 
-@pytest.mark.parametrize(("offset", "accepted"), [(0.0, True), (0.009, True), (0.0101, False), (-0.02, False)])
+@pytest.mark.parametrize(
+    ("offset", "accepted"), [(0.0, True), (0.009, True), (0.0101, False), (-0.02, False)]
+)
 def test_phantom_tolerance(offset: float, accepted: bool) -> None:
     a = [1.000 + 0.001 * (i % 3 - 1) for i in range(10)]
     b = [v * (1 + offset) for v in a]
@@ -42,12 +44,16 @@ def test_phantom_needs_same_model_and_enough_scans() -> None:
     with pytest.raises(CrossCalibrationError, match="in-vivo"):
         phantom_cross_calibration(HOLOGIC_A, GE, ["spine"], scans, scans, rms_sd_a=0.01, rms_sd_b=0.01)
     with pytest.raises(CrossCalibrationError, match="at least 10"):
-        phantom_cross_calibration(HOLOGIC_A, HOLOGIC_B, ["spine"], scans[:5], scans, rms_sd_a=0.01, rms_sd_b=0.01)
+        phantom_cross_calibration(
+            HOLOGIC_A, HOLOGIC_B, ["spine"], scans[:5], scans, rms_sd_a=0.01, rms_sd_b=0.01
+        )
 
 
 def test_accepted_phantom_record_makes_comparisons_cross_calibrated() -> None:
     scans = [1.0] * 10
-    result = phantom_cross_calibration(HOLOGIC_A, HOLOGIC_B, ["spine"], scans, scans, rms_sd_a=0.008, rms_sd_b=0.008)
+    result = phantom_cross_calibration(
+        HOLOGIC_A, HOLOGIC_B, ["spine"], scans, scans, rms_sd_a=0.008, rms_sd_b=0.008
+    )
     assert result.record is not None
     exams = [exam("1", "2015-01-01", HOLOGIC_A, spine(0.8)), exam("2", "2017-01-01", HOLOGIC_B, spine(0.83))]
     c = compare_history(exams, [], [result.record], CONFIG)[0]
@@ -58,7 +64,9 @@ def test_linear_regression_recovers_a_line() -> None:
     x = [0.6 + 0.01 * i for i in range(40)]
     y = [0.9 * v + 0.02 for v in x]
     slope, intercept, r, see = linear_regression(x, y)
-    assert (slope, intercept, r) == (pytest.approx(0.9), pytest.approx(0.02), pytest.approx(1.0))
+    assert slope == pytest.approx(0.9)
+    assert intercept == pytest.approx(0.02)
+    assert r == pytest.approx(1.0)
     assert see == pytest.approx(0.0, abs=1e-12)
 
 
@@ -72,7 +80,7 @@ def test_glsc_grows_with_calibration_scatter_and_slope() -> None:
     base = generalized_lsc(0.01, 0.01, 1.0, 0.015)
     assert generalized_lsc(0.01, 0.01, 1.0, 0.03) > base
     assert generalized_lsc(0.01, 0.01, 1.2, 0.015) > generalized_lsc(0.01, 0.01, 0.8, 0.015)
-    # precision counted once: SEE smaller than the precision inside it never lowers the GLSC below the precision part
+    # the precision part is a floor: an SEE below it adds nothing
     assert generalized_lsc(0.01, 0.01, 1.0, 0.0) == pytest.approx(1.96 * math.sqrt(0.0002))
 
 
@@ -99,7 +107,9 @@ def test_in_vivo_small_studies() -> None:
     result = in_vivo_cross_calibration(GE, HOLOGIC_A, "L1-L4", old, new, rms_sd_old=0.01, rms_sd_new=0.01)
     assert result.note is not None and "100" in result.note
     with pytest.raises(CrossCalibrationError, match="at least 30"):
-        in_vivo_cross_calibration(GE, HOLOGIC_A, "L1-L4", old[:20], new[:20], rms_sd_old=0.01, rms_sd_new=0.01)
+        in_vivo_cross_calibration(
+            GE, HOLOGIC_A, "L1-L4", old[:20], new[:20], rms_sd_old=0.01, rms_sd_new=0.01
+        )
     with pytest.raises(CrossCalibrationError, match="serial"):
         in_vivo_cross_calibration(NO_SERIAL, HOLOGIC_A, "L1-L4", old, new, rms_sd_old=0.01, rms_sd_new=0.01)
 
@@ -107,10 +117,22 @@ def test_in_vivo_small_studies() -> None:
 def test_combine_per_site_records_keeps_each_regression() -> None:
     old = [0.6 + 0.01 * i for i in range(40)]
     spine_cal = in_vivo_cross_calibration(
-        GE, HOLOGIC_A, "L1-L4", old, [0.9 * v + 0.01 * (i % 2) for i, v in enumerate(old)], rms_sd_old=0.01, rms_sd_new=0.01
+        GE,
+        HOLOGIC_A,
+        "L1-L4",
+        old,
+        [0.9 * v + 0.01 * (i % 2) for i, v in enumerate(old)],
+        rms_sd_old=0.01,
+        rms_sd_new=0.01,
     )
     hip_cal = in_vivo_cross_calibration(
-        GE, HOLOGIC_A, "total_hip", old, [0.95 * v + 0.01 * (i % 2) for i, v in enumerate(old)], rms_sd_old=0.01, rms_sd_new=0.01
+        GE,
+        HOLOGIC_A,
+        "total_hip",
+        old,
+        [0.95 * v + 0.01 * (i % 2) for i, v in enumerate(old)],
+        rms_sd_old=0.01,
+        rms_sd_new=0.01,
     )
     both = combine([spine_cal.record, hip_cal.record])
     assert both.sites == frozenset({"L1-L4", "total_hip"})

@@ -30,7 +30,9 @@ def test_manufacturer_spellings_match(a: str, b: str) -> None:
     assert normalize_manufacturer(a) == normalize_manufacturer(b)
 
 
-@pytest.mark.parametrize(("a", "b"), [("HOLOGIC", "GE Healthcare"), ("Lunar", "Norland"), ("OsteoSys", "Hologic")])
+@pytest.mark.parametrize(
+    ("a", "b"), [("HOLOGIC", "GE Healthcare"), ("Lunar", "Norland"), ("OsteoSys", "Hologic")]
+)
 def test_different_manufacturers_differ(a: str, b: str) -> None:
     assert normalize_manufacturer(a) != normalize_manufacturer(b)
 
@@ -55,14 +57,42 @@ def test_horizon_models_stay_distinct() -> None:
 @pytest.mark.parametrize(
     ("a", "b", "why"),
     [
-        (Machine("HOLOGIC", "Horizon Ci", "301234M"), Machine("Hologic Inc.", "Hologic Horizon Ci", " 301234m "), None),
+        (
+            Machine("HOLOGIC", "Horizon Ci", "301234M"),
+            Machine("Hologic Inc.", "Hologic Horizon Ci", " 301234m "),
+            None,
+        ),
         (Machine("GE Healthcare", "Lunar iDXA", "ME+1"), Machine("Lunar", "iDXA", "me+1"), None),
-        (Machine("HOLOGIC", "Horizon Ci", "1"), Machine("GE Healthcare", "Horizon Ci", "1"), DIFFERENT_MANUFACTURERS),
-        (Machine("HOLOGIC", "Discovery SL", "45678"), Machine("HOLOGIC", "Horizon W", "200457"), DIFFERENT_MODELS),
-        (Machine("GE Healthcare", "Lunar iDXA", "ME+212290"), Machine("GE Healthcare", "Lunar iDXA", "ME+200117"), DIFFERENT_SERIALS),
-        (Machine("GE Healthcare", "Lunar iDXA", None), Machine("GE Healthcare", "Lunar iDXA", "ME+215518"), MISSING_SERIAL),
-        (Machine("GE Healthcare", "Lunar iDXA", None), Machine("GE Healthcare", "Lunar iDXA", None), MISSING_SERIAL),
-        (Machine("GE Healthcare", "Lunar iDXA", "  "), Machine("GE Healthcare", "Lunar iDXA", "  "), MISSING_SERIAL),
+        (
+            Machine("HOLOGIC", "Horizon Ci", "1"),
+            Machine("GE Healthcare", "Horizon Ci", "1"),
+            DIFFERENT_MANUFACTURERS,
+        ),
+        (
+            Machine("HOLOGIC", "Discovery SL", "45678"),
+            Machine("HOLOGIC", "Horizon W", "200457"),
+            DIFFERENT_MODELS,
+        ),
+        (
+            Machine("GE Healthcare", "Lunar iDXA", "ME+212290"),
+            Machine("GE Healthcare", "Lunar iDXA", "ME+200117"),
+            DIFFERENT_SERIALS,
+        ),
+        (
+            Machine("GE Healthcare", "Lunar iDXA", None),
+            Machine("GE Healthcare", "Lunar iDXA", "ME+215518"),
+            MISSING_SERIAL,
+        ),
+        (
+            Machine("GE Healthcare", "Lunar iDXA", None),
+            Machine("GE Healthcare", "Lunar iDXA", None),
+            MISSING_SERIAL,
+        ),
+        (
+            Machine("GE Healthcare", "Lunar iDXA", "  "),
+            Machine("GE Healthcare", "Lunar iDXA", "  "),
+            MISSING_SERIAL,
+        ),
         (Machine("HOLOGIC", "Horizon Ci", None), Machine("GE Healthcare", "Prodigy", "9"), MISSING_SERIAL),
     ],
 )

@@ -3,7 +3,6 @@ from __future__ import annotations
 import math
 
 import pytest
-from monitor_builders import load_config
 
 from monitor.precision import (
     PrecisionStudyError,
@@ -14,6 +13,7 @@ from monitor.precision import (
     precision_study,
     precision_study_from_config,
 )
+from tests.unit.monitor.monitor_builders import load_config
 
 CONFIG = load_config()
 
@@ -82,10 +82,14 @@ def test_pooling_technologists_weights_by_degrees_of_freedom() -> None:
     b = precision_study("L1-L4", triples(15, 0.02))
     pooled = pool_precision([a, b])
     assert pooled.degrees_of_freedom == 60
-    assert pooled.rms_sd_g_cm2 == pytest.approx(math.sqrt((30 * a.rms_sd_g_cm2**2 + 30 * b.rms_sd_g_cm2**2) / 60))
+    assert pooled.rms_sd_g_cm2 == pytest.approx(
+        math.sqrt((30 * a.rms_sd_g_cm2**2 + 30 * b.rms_sd_g_cm2**2) / 60)
+    )
     assert pooled.lsc_g_cm2 == pytest.approx(2.77 * pooled.rms_sd_g_cm2)
     # pooling equals one study holding every patient
-    assert pooled.rms_sd_g_cm2 == pytest.approx(precision_study("L1-L4", pairs(30, 0.01) + triples(15, 0.02)).rms_sd_g_cm2)
+    assert pooled.rms_sd_g_cm2 == pytest.approx(
+        precision_study("L1-L4", pairs(30, 0.01) + triples(15, 0.02)).rms_sd_g_cm2
+    )
     with pytest.raises(PrecisionStudyError, match="across sites"):
         pool_precision([a, precision_study("total_hip", pairs(30, 0.01))])
 

@@ -3,17 +3,19 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-from monitor_builders import HOLOGIC_A, exam, hip, load_config, spine
 
 from monitor.dates import add_months
 from monitor.evaluate import evaluate_patient
 from monitor.model import Exam, SiteLsc, Therapy
+from tests.unit.monitor.monitor_builders import HOLOGIC_A, exam, hip, load_config, spine
 
 CONFIG = load_config()
 D = date.fromisoformat
 
 
-def t(drug_class: str, start: str, stop: str | None = None, agent: str | None = None, gc: bool = False) -> Therapy:
+def t(
+    drug_class: str, start: str, stop: str | None = None, agent: str | None = None, gc: bool = False
+) -> Therapy:
     return Therapy(agent or drug_class, drug_class, D(start), D(stop) if stop else None, glucocorticoid=gc)
 
 
@@ -47,13 +49,28 @@ def one_exam(day: str = "2020-01-15", t_score: float = -2.6) -> list[Exam]:
         ([t("oral_bisphosphonate", "2014-05-01", "2019-05-01")], one_exam(), "drug_holiday", "2022-01-15"),
         ([t("oral_bisphosphonate", "2014-05-01", "2020-05-01")], one_exam(), "drug_holiday", "2022-05-01"),
         ([t("iv_bisphosphonate", "2016-05-01", "2019-05-01")], one_exam(), "drug_holiday", "2022-01-15"),
-        ([t("oral_bisphosphonate", "2017-05-01", "2019-05-01")], one_exam(), "oral_bisphosphonate", "2022-01-15"),
+        (
+            [t("oral_bisphosphonate", "2017-05-01", "2019-05-01")],
+            one_exam(),
+            "oral_bisphosphonate",
+            "2022-01-15",
+        ),
         # glucocorticoids: every 12 months when that is sooner
         ([t("none", "2019-01-01", agent="prednisone", gc=True)], one_exam(), "glucocorticoid", "2021-01-15"),
         ([t("oral_bisphosphonate", "2019-01-01", gc=True)], one_exam(), "glucocorticoid", "2021-01-15"),
-        ([t("none", "2019-01-01", "2019-12-01", agent="prednisone", gc=True)], one_exam(), "untreated", "2022-01-15"),
+        (
+            [t("none", "2019-01-01", "2019-12-01", agent="prednisone", gc=True)],
+            one_exam(),
+            "untreated",
+            "2022-01-15",
+        ),
         # the therapy active today wins over an older one
-        ([t("oral_bisphosphonate", "2015-01-01", "2018-01-01"), t("denosumab", "2018-01-02")], one_exam(), "denosumab", "2021-01-15"),
+        (
+            [t("oral_bisphosphonate", "2015-01-01", "2018-01-01"), t("denosumab", "2018-01-02")],
+            one_exam(),
+            "denosumab",
+            "2021-01-15",
+        ),
     ],
 )
 def test_rule_table(therapies: list[Therapy], exams: list[Exam], rule: str, due: str) -> None:
@@ -91,12 +108,28 @@ def test_add_months_clamps_to_month_end(add: tuple[str, int], expected: str) -> 
 @pytest.mark.parametrize(
     ("therapies", "today", "alerted"),
     [
-        ([t("denosumab", "2018-05-01", "2019-11-01"), t("iv_bisphosphonate", "2020-05-04", "2020-05-04")], "2021-01-01", True),
-        ([t("denosumab", "2018-05-01", "2019-11-01"), t("iv_bisphosphonate", "2020-05-01", "2020-05-01")], "2021-01-01", False),
-        ([t("denosumab", "2018-05-01", "2019-11-01"), t("oral_bisphosphonate", "2019-12-01")], "2021-01-01", False),
+        (
+            [t("denosumab", "2018-05-01", "2019-11-01"), t("iv_bisphosphonate", "2020-05-04", "2020-05-04")],
+            "2021-01-01",
+            True,
+        ),
+        (
+            [t("denosumab", "2018-05-01", "2019-11-01"), t("iv_bisphosphonate", "2020-05-01", "2020-05-01")],
+            "2021-01-01",
+            False,
+        ),
+        (
+            [t("denosumab", "2018-05-01", "2019-11-01"), t("oral_bisphosphonate", "2019-12-01")],
+            "2021-01-01",
+            False,
+        ),
         ([t("denosumab", "2018-05-01", "2019-11-01"), t("serm", "2019-12-01")], "2021-01-01", True),
         ([t("denosumab", "2018-05-01", "2019-11-01"), t("denosumab", "2020-02-01")], "2021-01-01", False),
-        ([t("denosumab", "2018-05-01", "2019-11-01")], "2020-01-01", True),  # window still open: still an alert
+        (
+            [t("denosumab", "2018-05-01", "2019-11-01")],
+            "2020-01-01",
+            True,
+        ),  # window still open: still an alert
         ([t("denosumab", "2018-05-01")], "2021-01-01", False),
         ([t("denosumab", "2018-05-01", "2022-11-01")], "2021-01-01", False),  # stop date in the future
     ],

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from monitor_builders import REPO, load_config
 
 from monitor.comparisons import MONITORED_SITES, compare_history
 from monitor.config import is_lumbar_range
 from monitor.drugs import therapy_from_agent
 from monitor.evaluate import evaluate_patient
 from monitor.model import Exam, Machine, Measurement
+from tests.unit.monitor.monitor_builders import REPO, load_config
 
 
 def _shared_patients() -> Path | None:
@@ -47,7 +47,8 @@ def _exams(truth: dict[str, Any]) -> list[Exam]:
             date=date.fromisoformat(e["date"]),
             machine=Machine(e["device"]["manufacturer"], e["device"]["model"], e["device"]["serial"]),
             measurements=tuple(
-                Measurement(m["site"], m["side"], m["bmd"], m.get("t_score"), m.get("z_score")) for m in e["measurements"]
+                Measurement(m["site"], m["side"], m["bmd"], m.get("t_score"), m.get("z_score"))
+                for m in e["measurements"]
             ),
         )
         for e in truth["exams"]
@@ -66,7 +67,9 @@ def test_comparisons_match_truth(scenario: Path) -> None:
         for c in compare_history(_exams(truth), [], [], load_config())
         if _is_primary(c.site)
     }
-    expected = {(c["site"], c["side"], c["from_exam"], c["to_exam"], c["reference"]): c for c in truth["comparisons"]}
+    expected = {
+        (c["site"], c["side"], c["from_exam"], c["to_exam"], c["reference"]): c for c in truth["comparisons"]
+    }
     assert set(got) == set(expected), "missing or extra comparisons"
     for key, want in expected.items():
         c = got[key]
@@ -86,14 +89,18 @@ def test_therapies_classify_as_truth(scenario: Path) -> None:
     truth = json.loads(scenario.read_text(encoding="utf-8"))
     for t in truth["therapies"]:
         stop = date.fromisoformat(t["stop"]) if t["stop"] else None
-        assert therapy_from_agent(t["agent"], date.fromisoformat(t["start"]), stop).drug_class == t["drug_class"]
+        assert (
+            therapy_from_agent(t["agent"], date.fromisoformat(t["start"]), stop).drug_class == t["drug_class"]
+        )
 
 
 def _evaluate(name: str, today: date) -> Any:
     assert PATIENTS is not None
     truth = json.loads((PATIENTS / name / "scenario.truth.json").read_text(encoding="utf-8"))
     therapies = [
-        therapy_from_agent(t["agent"], date.fromisoformat(t["start"]), date.fromisoformat(t["stop"]) if t["stop"] else None)
+        therapy_from_agent(
+            t["agent"], date.fromisoformat(t["start"]), date.fromisoformat(t["stop"]) if t["stop"] else None
+        )
         for t in truth["therapies"]
     ]
     return evaluate_patient(_exams(truth), therapies, [], [], load_config(), today)

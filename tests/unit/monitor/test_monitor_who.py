@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import pytest
-from monitor_builders import HOLOGIC_A, exam, hip, load_config
 
 from monitor.model import Measurement
 from monitor.who import classify_exam, classify_history
+from tests.unit.monitor.monitor_builders import HOLOGIC_A, exam, hip, load_config
 
 CONFIG = load_config()
 
@@ -40,7 +40,10 @@ CONFIG = load_config()
         ),
         # the 1/3 radius only when spine and hip have no T-score
         (
-            [Measurement("L1-L4", None, 1.0, t_score=-0.5), Measurement("radius_33", "left", 0.6, t_score=-2.7)],
+            [
+                Measurement("L1-L4", None, 1.0, t_score=-0.5),
+                Measurement("radius_33", "left", 0.6, t_score=-2.7),
+            ],
             "normal",
             "L1-L4",
         ),

@@ -1,0 +1,135 @@
+"""The long-running loops: the folder watcher, the embedded job runner, the web server.
+
+`dxa serve` runs all three in one process on SQLite (a workstation, no Redis). At scale
+the same loops run as separate processes (`dxa watch`, Celery workers, `dxa web`), so there is
+one code path for both deployments.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import date
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from dxa.settings import Settings
+from ingest.watcher import ReadinessTracker, scan_folder
+from workers import pipeline
+from workers.context import Context
+
+log = logging.getLogger("dxa")
+
+DEMO_PASSWORD = "dxa-demo-2024"
+RUNNER_IDLE_S = 0.5
+SWEEP_EVERY_S = 60.0
+
+
+def watch_once(ctx: Context, tracker: ReadinessTracker) -> int:
+    """One scan of the inbox: claim every file that is ready. Returns how many were claimed."""
+    inbox = ctx.settings.inbox_dir
+    inbox.mkdir(parents=True, exist_ok=True)
+    claimed = 0
+    for path in tracker.observe(scan_folder(inbox), time.time()):
+        try:
+            pipeline.intake(ctx, Path(path), copy=False)
+            claimed += 1
+        except FileNotFoundError:
+            tracker.forget(path)  # taken by another watcher, or removed by the sender
+        except Exception:
+            # A path can hold a patient's name: log the error type only.
+            log.exception("could not claim a file from the inbox")
+    return claimed
+
+
+def watch_forever(ctx: Context, stop: threading.Event | None = None) -> None:
+    stop = stop or threading.Event()
+    tracker = ReadinessTracker(ctx.settings.min_file_age_s)
+    log.info("watching the inbox every %.1f s", ctx.settings.scan_interval_s)
+    while not stop.is_set():
+        watch_once(ctx, tracker)
+        stop.wait(ctx.settings.scan_interval_s)
+
+
+def run_jobs_forever(ctx: Context, stop: threading.Event) -> None:
+    """The embedded runner: take the oldest queued job, run it, repeat; idle briefly when none.
+    Once a day every patient is re-evaluated so due and overdue dates follow the calendar."""
+    last_refresh: date | None = None
+    last_sweep = time.monotonic()
+    while not stop.is_set():
+        try:
+            if last_refresh != date.today():
+                pipeline.evaluate_all(ctx)
+                last_refresh = date.today()
+            if time.monotonic() - last_sweep > SWEEP_EVERY_S:
+                pipeline.recover_jobs(ctx)
+                last_sweep = time.monotonic()
+            result = pipeline.run_next(ctx)
+        except Exception:
+            log.exception("job runner error; retrying")
+            result = None
+            stop.wait(2.0)
+        if result is None:
+            stop.wait(RUNNER_IDLE_S)
+
+
+def ensure_demo_user(sessions: sessionmaker[Session], settings: Settings) -> str | None:
+    """On a fresh installation, create the demo sign-in the README gives; never touch an existing
+    user base. Returns the password when the user was created."""
+    from sqlalchemy import func, select
+
+    from db.accounts import create_user
+    from db.models import User
+
+    with sessions.begin() as session:
+        if session.scalar(select(func.count()).select_from(User)):
+            return None
+        password = settings.demo_password or DEMO_PASSWORD
+        create_user(session, settings.demo_user, password, "admin")
+        return password
+
+
+def make_app(ctx: Context) -> object:
+    from web.app import create_app
+
+    def on_therapy_changed(sessions: object, settings: object, patient_pk: int) -> None:
+        pipeline.evaluate(ctx, patient_pk)
+
+    return create_app(ctx.settings, ctx.sessions, on_therapy_changed=on_therapy_changed, monitoring=ctx.monitoring)
+
+
+def run_web(ctx: Context, host: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(make_app(ctx), host=host, port=port, log_level="info", access_log=False)  # type: ignore[arg-type]
+
+
+def serve(ctx: Context, host: str, port: int, workers: int = 2) -> int:
+    """Everything in one process: recover what a crash left, watch, run jobs, serve the web app."""
+    settings = ctx.settings
+    for folder in (settings.inbox_dir, settings.work_dir, settings.archive_dir, settings.quarantine_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    recovered = pipeline.recover(ctx, stale_after=None)
+    if any(recovered.values()):
+        log.info("recovered after an interruption: %s", recovered)
+    created = ensure_demo_user(ctx.sessions, settings)
+    stop = threading.Event()
+    threads = [threading.Thread(target=watch_forever, args=(ctx, stop), name="watcher", daemon=True)]
+    threads += [
+        threading.Thread(target=run_jobs_forever, args=(ctx, stop), name=f"runner-{i}", daemon=True)
+        for i in range(workers)
+    ]
+    for t in threads:
+        t.start()
+    print(f"DXA monitor (embedded) on http://{host}:{port}/  — drop files into {settings.inbox_dir}")
+    if created:
+        print(f"sign in as {settings.demo_user} / {created} (demo account: change it before real use)")
+    try:
+        run_web(ctx, host, port)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+    return 0

@@ -1,0 +1,67 @@
+"""Celery tasks: each is a thin call into `workers.pipeline` with a job id.
+
+Transient failures (the database restarting, a lost connection) are retried with backoff;
+a second delivery of a message whose job already ran finds it claimed and does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from celery import shared_task
+from sqlalchemy.exc import OperationalError
+
+from workers import context, pipeline
+
+log = logging.getLogger(__name__)
+
+TRANSIENT = (OperationalError, ConnectionError, TimeoutError)
+
+
+def submit(job_id: int, kind: str) -> None:
+    """Hand a committed job to the broker. If the broker is down, the sweeper re-sends it."""
+    task = ingest_file if kind == "ingest_file" else evaluate_patient
+    try:
+        task.delay(job_id)
+    except Exception as exc:  # the job row stays queued; sweep_jobs sends it again
+        log.warning("broker unavailable, job %s stays queued for the sweeper: %s", job_id, type(exc).__name__)
+
+
+def _ctx() -> context.Context:
+    return context.current(submit=submit)
+
+
+@shared_task(name="dxa.ingest_file", autoretry_for=TRANSIENT, retry_backoff=True, retry_backoff_max=120, max_retries=10)
+def ingest_file(job_id: int) -> str | None:
+    result = pipeline.run_job(_ctx(), job_id)
+    return result.outcome if result else None
+
+
+@shared_task(
+    name="dxa.evaluate_patient",
+    autoretry_for=TRANSIENT,
+    retry_backoff=True,
+    retry_backoff_max=120,
+    max_retries=10,
+)
+def evaluate_patient(job_id: int) -> str | None:
+    result = pipeline.run_job(_ctx(), job_id)
+    return result.outcome if result else None
+
+
+@shared_task(name="dxa.refresh_schedules", autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
+def refresh_schedules() -> int:
+    """Daily: due and overdue states move with the calendar even when no file arrives."""
+    return pipeline.evaluate_all(_ctx())
+
+
+@shared_task(name="dxa.sweep_jobs")
+def sweep_jobs() -> int:
+    """Re-send queued jobs whose message was lost, and requeue jobs of dead workers."""
+    ctx = _ctx()
+    pipeline.recover_jobs(ctx)
+    pending = pipeline.queued_jobs(ctx, older_than=timedelta(seconds=20))
+    for job_id, kind in pending:
+        submit(job_id, kind)
+    return len(pending)
