@@ -128,13 +128,9 @@ def _marker(
     common = {"fill": fill, "stroke": colour, "stroke-width": 2, **attrs}
     r = 5.5
     if shape == "square":
-        return svg.element(
-            "rect", {"x": x - r, "y": y - r, "width": 2 * r, "height": 2 * r, **common}, children
-        )
+        return svg.element("rect", {"x": x - r, "y": y - r, "width": 2 * r, "height": 2 * r, **common}, children)
     if shape == "diamond":
-        pts = (
-            f"{x:.1f},{y - r - 1:.1f} {x + r + 1:.1f},{y:.1f} {x:.1f},{y + r + 1:.1f} {x - r - 1:.1f},{y:.1f}"
-        )
+        pts = f"{x:.1f},{y - r - 1:.1f} {x + r + 1:.1f},{y:.1f} {x:.1f},{y + r + 1:.1f} {x - r - 1:.1f},{y:.1f}"
         return svg.element("polygon", {"points": pts, **common}, children)
     if shape == "triangle":
         pts = f"{x:.1f},{y - r - 1:.1f} {x + r + 1:.1f},{y + r:.1f} {x - r - 1:.1f},{y + r:.1f}"
@@ -166,9 +162,7 @@ def render_chart(title: str, points: list[ChartPoint], width: int, height: int) 
     parts: list[str] = []
     for tick in y.ticks(5):
         ty = y(tick)
-        parts.append(
-            svg.element("line", {"x1": left, "x2": width - right, "y1": ty, "y2": ty, "class": "grid"})
-        )
+        parts.append(svg.element("line", {"x1": left, "x2": width - right, "y1": ty, "y2": ty, "class": "grid"}))
         parts.append(
             svg.element(
                 "text",
@@ -178,9 +172,7 @@ def render_chart(title: str, points: list[ChartPoint], width: int, height: int) 
         )
     for year in range(date.fromordinal(int(x.lo)).year + 1, date.fromordinal(int(x.hi)).year + 1):
         tx = x(date(year, 1, 1).toordinal())
-        parts.append(
-            svg.element("line", {"x1": tx, "x2": tx, "y1": top, "y2": height - bottom, "class": "grid"})
-        )
+        parts.append(svg.element("line", {"x1": tx, "x2": tx, "y1": top, "y2": height - bottom, "class": "grid"}))
         parts.append(
             svg.element(
                 "text",
@@ -218,9 +210,7 @@ def render_chart(title: str, points: list[ChartPoint], width: int, height: int) 
                 [svg.title(f"LSC band: baseline {base:.3f} ± {hi - base:.3f} g/cm²")],
             )
         )
-        parts.append(
-            svg.element("line", {"x1": x0, "x2": x1, "y1": y(base), "y2": y(base), "class": "baseline"})
-        )
+        parts.append(svg.element("line", {"x1": x0, "x2": x1, "y1": y(base), "y2": y(base), "class": "baseline"}))
     for seg in sorted({p.segment for p in points}):
         members = [p for p in points if p.segment == seg]
         if len(members) < 2:
@@ -340,9 +330,7 @@ def render_timeline(
         label = f"{therapy.agent} ({therapy.drug_class.replace('_', ' ')})"
         period = f"{therapy.start.isoformat()} – {therapy.stop.isoformat() if therapy.stop else 'ongoing'}"
         parts.append(
-            svg.element(
-                "text", {"x": left - 8, "y": y0 + 15, "text-anchor": "end", "class": "tick"}, text=label
-            )
+            svg.element("text", {"x": left - 8, "y": y0 + 15, "text-anchor": "end", "class": "tick"}, text=label)
         )
         parts.append(
             svg.element(

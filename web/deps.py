@@ -72,7 +72,5 @@ def render(request: Request, name: str, context: dict[str, Any], status_code: in
         "today": app.today(),
         "path": request.url.path,
     }
-    response: Response = app.templates.TemplateResponse(
-        request, name, {**base, **context}, status_code=status_code
-    )
+    response: Response = app.templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
     return response

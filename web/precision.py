@@ -37,9 +37,7 @@ def parse_csv(text: str) -> list[Repeat]:
     columns = [c.strip().lower() for c in reader.fieldnames or []]
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
-        raise PrecisionCsvError(
-            f"missing column(s): {', '.join(missing)}; expected {', '.join(REQUIRED_COLUMNS)}"
-        )
+        raise PrecisionCsvError(f"missing column(s): {', '.join(missing)}; expected {', '.join(REQUIRED_COLUMNS)}")
     repeats: list[Repeat] = []
     for line, raw in enumerate(reader, start=2):
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
@@ -49,9 +47,7 @@ def parse_csv(text: str) -> list[Repeat]:
             bmd = float(row["bmd"].replace(",", "."))
             index = int(row["scan_index"])
         except ValueError:
-            raise PrecisionCsvError(
-                f"line {line}: scan_index must be a whole number and bmd a number"
-            ) from None
+            raise PrecisionCsvError(f"line {line}: scan_index must be a whole number and bmd a number") from None
         if not math.isfinite(bmd) or bmd <= 0:
             raise PrecisionCsvError(f"line {line}: bmd must be a positive number of g/cm²")
         if not row["technologist"] or not row["patient_code"]:

@@ -60,9 +60,7 @@ class Actor(Protocol):
     def username(self) -> str: ...
 
 
-def add_audit(
-    session: Session, user: Actor | None, action: str, patient_pk: int | None = None, **detail: Any
-) -> None:
+def add_audit(session: Session, user: Actor | None, action: str, patient_pk: int | None = None, **detail: Any) -> None:
     accounts.record_audit(
         session,
         actor=user.username if user else "anonymous",
@@ -118,22 +116,16 @@ def list_patients(
 ) -> tuple[list[PatientSummary], int]:
     """One page of patients (by identifier) with the columns of the patients page, and the total."""
     base = _patients_filtered(q, overdue, alerts, today)
-    total = (
-        session.scalar(select(func.count()).select_from(base.with_only_columns(Patient.id).subquery())) or 0
-    )
+    total = session.scalar(select(func.count()).select_from(base.with_only_columns(Patient.id).subquery())) or 0
     rows = session.execute(
-        base.order_by(Patient.identifier, Patient.issuer)
-        .limit(page_size)
-        .offset((max(page, 1) - 1) * page_size)
+        base.order_by(Patient.identifier, Patient.issuer).limit(page_size).offset((max(page, 1) - 1) * page_size)
     ).all()
     ids = [patient.id for patient, _ in rows]
     if not ids:
         return [], total
     last_exam = dict(
         session.execute(
-            select(Exam.patient_id, func.max(Exam.exam_date))
-            .where(Exam.patient_id.in_(ids))
-            .group_by(Exam.patient_id)
+            select(Exam.patient_id, func.max(Exam.exam_date)).where(Exam.patient_id.in_(ids)).group_by(Exam.patient_id)
         ).all()
     )
     open_alerts = dict(
@@ -381,9 +373,7 @@ def find_patient(session: Session, patient_id: str, issuer: str | None = None) -
 
 def _machine_key(device: Device, exam_pk: int) -> str:
     # A device without serial is never "the same machine" as anything, not even itself.
-    return (
-        f"d{device.id}" if device.identity_strength == "serial" and device.serial else f"weak-exam{exam_pk}"
-    )
+    return f"d{device.id}" if device.identity_strength == "serial" and device.serial else f"weak-exam{exam_pk}"
 
 
 def vendor_change(provenance: dict[str, Any], reference: str) -> float | None:
@@ -414,9 +404,7 @@ def patient_detail(session: Session, patient: Patient) -> PatientDetail:
             pk=exam.id,
             exam_id=str(exam.id),
             date=exam.exam_date,
-            device=DeviceView(
-                exam.device.id, exam.device.manufacturer, exam.device.model, exam.device.serial
-            ),
+            device=DeviceView(exam.device.id, exam.device.manufacturer, exam.device.model, exam.device.serial),
             machine_key=_machine_key(exam.device, exam.id),
             measurements=tuple(
                 MeasurementView(m.site, m.side, m.bmd, m.t_score, m.z_score, dict(m.provenance or {}))
@@ -433,9 +421,7 @@ def patient_detail(session: Session, patient: Patient) -> PatientDetail:
         src, dst = exam_views.get(row.from_exam_id), exam_views.get(row.to_exam_id)
         if src is None or dst is None:
             continue
-        provenance = next(
-            (m.provenance for m in dst.measurements if m.site == row.site and m.side == row.side), {}
-        )
+        provenance = next((m.provenance for m in dst.measurements if m.site == row.site and m.side == row.side), {})
         vendor = vendor_change(provenance, row.reference)
         comparisons.append(
             ComparisonView(
@@ -471,9 +457,7 @@ def patient_detail(session: Session, patient: Patient) -> PatientDetail:
             due=nxt_row.due,
             rule_id=nxt_row.rule_id,
             reason=nxt_row.reason,
-            alerts=tuple(
-                a if isinstance(a, dict) else {"code": str(a), "message": str(a)} for a in nxt_row.alerts
-            ),
+            alerts=tuple(a if isinstance(a, dict) else {"code": str(a), "message": str(a)} for a in nxt_row.alerts),
             who_category=nxt_row.who_category,
             z_below_expected=nxt_row.z_below_expected,
         )
@@ -483,9 +467,7 @@ def patient_detail(session: Session, patient: Patient) -> PatientDetail:
     open_alerts = tuple(
         {"code": a.code, "message": a.message, "raised_at": a.raised_at.date().isoformat()}
         for a in session.scalars(
-            select(AlertRow)
-            .where(AlertRow.patient_id == patient.id, AlertRow.state == "open")
-            .order_by(AlertRow.id)
+            select(AlertRow).where(AlertRow.patient_id == patient.id, AlertRow.state == "open").order_by(AlertRow.id)
         )
     )
     return PatientDetail(
@@ -531,9 +513,7 @@ def worklist(
     """Scans due between `start` and `end`, plus every overdue one when asked, soonest first."""
     window = and_(NextScanRow.due >= start, NextScanRow.due <= end)
     cond = or_(window, NextScanRow.due < today) if include_overdue else window
-    last_exam = (
-        select(Exam.patient_id, func.max(Exam.exam_date).label("last")).group_by(Exam.patient_id).subquery()
-    )
+    last_exam = select(Exam.patient_id, func.max(Exam.exam_date).label("last")).group_by(Exam.patient_id).subquery()
     rows = session.execute(
         select(Patient, NextScanRow, last_exam.c.last)
         .join(NextScanRow, NextScanRow.patient_id == Patient.id)
@@ -655,9 +635,7 @@ def device_details(session: Session) -> list[DeviceDetail]:
     counts = dict(session.execute(select(Exam.device_id, func.count()).group_by(Exam.device_id)).all())
     studies: dict[int, list[StudyView]] = defaultdict(list)
     for study in session.scalars(
-        select(PrecisionStudy)
-        .options(selectinload(PrecisionStudy.measurements))
-        .order_by(PrecisionStudy.site)
+        select(PrecisionStudy).options(selectinload(PrecisionStudy.measurements)).order_by(PrecisionStudy.site)
     ):
         studies[study.device_id].append(
             StudyView(
@@ -673,12 +651,8 @@ def device_details(session: Session) -> list[DeviceDetail]:
     for cc in session.scalars(select(CrossCalibrationRow)):
         a = DeviceView(cc.device_a.id, cc.device_a.manufacturer, cc.device_a.model, cc.device_a.serial)
         b = DeviceView(cc.device_b.id, cc.device_b.manufacturer, cc.device_b.model, cc.device_b.serial)
-        crosscals[a.pk].append(
-            CrossCalView(b.label, cc.kind, tuple(cc.sites), cc.performed_on, dict(cc.lsc_g_cm2))
-        )
-        crosscals[b.pk].append(
-            CrossCalView(a.label, cc.kind, tuple(cc.sites), cc.performed_on, dict(cc.lsc_g_cm2))
-        )
+        crosscals[a.pk].append(CrossCalView(b.label, cc.kind, tuple(cc.sites), cc.performed_on, dict(cc.lsc_g_cm2)))
+        crosscals[b.pk].append(CrossCalView(a.label, cc.kind, tuple(cc.sites), cc.performed_on, dict(cc.lsc_g_cm2)))
     return [
         DeviceDetail(
             device=DeviceView(d.id, d.manufacturer, d.model, d.serial),
@@ -695,9 +669,7 @@ def device_details(session: Session) -> list[DeviceDetail]:
 def precision_repeats(session: Session, study_pk: int) -> list[tuple[str, str, int, float]]:
     return [
         (m.technologist, m.patient_code, m.scan_index, m.bmd)
-        for m in session.scalars(
-            select(PrecisionMeasurement).where(PrecisionMeasurement.study_id == study_pk)
-        )
+        for m in session.scalars(select(PrecisionMeasurement).where(PrecisionMeasurement.study_id == study_pk))
     ]
 
 
@@ -754,9 +726,7 @@ def recent_files(session: Session, *, status: str | None = None, limit: int = 20
     )
     if status:
         stmt = stmt.where(SourceFile.status == status)
-    rows = session.execute(
-        stmt.order_by(SourceFile.received_at.desc(), SourceFile.id.desc()).limit(limit)
-    ).all()
+    rows = session.execute(stmt.order_by(SourceFile.received_at.desc(), SourceFile.id.desc()).limit(limit)).all()
     return [
         FileView(
             f.id,

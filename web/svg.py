@@ -12,9 +12,7 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-def element(
-    tag: str, attrs: dict[str, object] | None = None, children: Iterable[str] = (), text: str = ""
-) -> str:
+def element(tag: str, attrs: dict[str, object] | None = None, children: Iterable[str] = (), text: str = "") -> str:
     """One element; attribute values and text are escaped, children are trusted SVG strings."""
     parts = [tag]
     for key, value in (attrs or {}).items():

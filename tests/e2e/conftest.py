@@ -50,9 +50,7 @@ def live_server(seeded: Seeded) -> Iterator[str]:
 
     app = create_app(seeded.settings, seeded.factory, on_therapy_changed=evaluator(), today=lambda: TODAY)
     port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

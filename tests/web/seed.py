@@ -33,6 +33,7 @@ PASSWORDS = {"clin": "clin-pass-1", "qa": "qa-pass-1", "admin": "admin-pass-1"}
 ROLES = {"clin": "clinician", "qa": "qa", "admin": "admin"}
 REPLACED = "9891027"  # Discovery SL replaced by a Horizon W: refused comparisons
 SAME = "4555466"  # one machine throughout: a significant loss
+FORMULA_ID = "=cmd|' -C calc'!A0"  # a CSV export must not turn this into a formula
 
 OLD = DeviceIdentity("HOLOGIC", "Discovery SL", "45678", "13.3")
 NEW = DeviceIdentity("HOLOGIC", "Horizon W", "200457", "13.6")
@@ -87,9 +88,7 @@ def _report(
         exam_date=day,
         device=device,
         scan_type="mixed",
-        measurements=tuple(
-            SiteMeasurement(site, side, bmd, t_score=t) for (site, side), (bmd, t) in values.items()
-        ),
+        measurements=tuple(SiteMeasurement(site, side, bmd, t_score=t) for (site, side), (bmd, t) in values.items()),
     )
 
 
@@ -111,9 +110,7 @@ def build(tmp: Path, evaluate: Evaluator | None = None) -> Seeded:
     factory = session_factory(make_engine(url))
     run = evaluate or evaluator()
     with factory() as session:
-        users = {
-            name: accounts.create_user(session, name, PASSWORDS[name], ROLES[name]) for name in PASSWORDS
-        }  # type: ignore[arg-type]
+        users = {name: accounts.create_user(session, name, PASSWORDS[name], ROLES[name]) for name in PASSWORDS}  # type: ignore[arg-type]
         _, token = accounts.create_api_token(session, users["clin"], "tests")
         _, qa_token = accounts.create_api_token(session, users["qa"], "tests")
         reports = [
@@ -176,7 +173,7 @@ def build(tmp: Path, evaluate: Evaluator | None = None) -> Seeded:
                 {("L1-L4", None): (0.850, -2.0), ("total_hip", "left"): (0.760, -1.6)},
             ),
             _report(
-                "=CMD|' /C calc'!A0",
+                FORMULA_ID,
                 "Formula^Injection",
                 date(2016, 1, 5),
                 NO_SERIAL,

@@ -31,7 +31,7 @@ def _routes(app: FastAPI) -> list[tuple[str, str]]:
     routes = [*app.routes, *(r for m in (auth_routes, patients, qa, worklist) for r in m.router.routes)]
     for route in routes:
         if isinstance(route, APIRoute) and route.path not in OPEN:
-            found.extend((method, _concrete(route.path)) for method in sorted(route.methods))
+            found.extend((method, _concrete(route.path)) for method in sorted(route.methods or ()))
     return found
 
 
@@ -72,9 +72,7 @@ def test_wrong_password_is_refused_and_audited(anon: TestClient, seeded: Seeded)
 
 def test_login_form_needs_its_csrf_token(anon: TestClient) -> None:
     anon.get("/login")
-    response = anon.post(
-        "/login", data={"username": "clin", "password": PASSWORDS["clin"], "csrf_token": "forged"}
-    )
+    response = anon.post("/login", data={"username": "clin", "password": PASSWORDS["clin"], "csrf_token": "forged"})
     assert response.status_code == 403
     assert anon.get("/patients").status_code == 303
 
@@ -82,9 +80,7 @@ def test_login_form_needs_its_csrf_token(anon: TestClient) -> None:
 def test_session_cookie_flags(app: FastAPI) -> None:
     with TestClient(app, base_url="https://testserver", follow_redirects=False) as client:
         token = csrf_of(client.get("/login").text)
-        response = client.post(
-            "/login", data={"username": "clin", "password": PASSWORDS["clin"], "csrf_token": token}
-        )
+        response = client.post("/login", data={"username": "clin", "password": PASSWORDS["clin"], "csrf_token": token})
         cookie = response.headers["set-cookie"].lower()
         assert "httponly" in cookie and "samesite=lax" in cookie and "secure" in cookie
     with TestClient(app, follow_redirects=False) as client:

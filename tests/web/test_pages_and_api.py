@@ -13,10 +13,8 @@ from sqlalchemy import select
 
 from db.models import AuditEvent, Job, SourceFile, TherapyRow
 from tests.web.conftest import csrf_of
-from tests.web.seed import REPLACED, SAME, Seeded
+from tests.web.seed import FORMULA_ID, REPLACED, SAME, Seeded
 from web.app import create_app
-
-FORMULA_ID = "=cmd|' -C calc'!A0"
 
 Login = Callable[[str], TestClient]
 
@@ -38,12 +36,10 @@ def test_patients_list_columns_and_search(login: Login) -> None:
     assert same["overdue"] is True and same["next_due"] == "2019-03-06"
     assert same["latest_significance"] == "loss" and "L1-L4" in same["latest_change"]
     assert same["who_category"] in ("low_bone_mass", "osteoporosis")
-    assert [
-        p["patient_id"] for p in client.get("/api/patients", params={"q": "same^"}).json()["patients"]
-    ] == [SAME]
-    assert [
-        p["patient_id"] for p in client.get("/api/patients", params={"q": "98910"}).json()["patients"]
-    ] == [REPLACED]
+    assert [p["patient_id"] for p in client.get("/api/patients", params={"q": "same^"}).json()["patients"]] == [SAME]
+    assert [p["patient_id"] for p in client.get("/api/patients", params={"q": "98910"}).json()["patients"]] == [
+        REPLACED
+    ]
     html = client.get("/patients", params={"q": "same"}).text
     assert SAME in html and REPLACED not in html
 
@@ -65,9 +61,7 @@ def test_patient_page_charts_tables_and_refusals(login: Login, seeded: Seeded) -
     before = len(_audits(seeded, "patient_viewed"))
     html = client.get(f"/patients/{REPLACED}").text
     assert html.count('<svg xmlns="http://www.w3.org/2000/svg"') >= 3  # L1-L4, total hip, femoral neck
-    assert (
-        'data-site="L1-L4"' in html and 'data-site="total_hip"' in html and 'data-site="femoral_neck"' in html
-    )
+    assert 'data-site="L1-L4"' in html and 'data-site="total_hip"' in html and 'data-site="femoral_neck"' in html
     assert html.count('class="point refused"') == 3  # first exam on the new machine, one per chart
     assert html.count('class="segment"') == 6  # two lines per chart, one per machine
     assert "different models" in html
@@ -109,16 +103,18 @@ def test_fhir_export_validates(login: Login, seeded: Seeded) -> None:
     response = login("clin").get(f"/api/patients/{REPLACED}/export", params={"format": "fhir"})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/fhir+json")
-    bundle = Bundle.model_validate(json.loads(response.text))
-    resources = [e.resource for e in bundle.entry]
-    reports = [r for r in resources if r.__resource_type__ == "DiagnosticReport"]
+    data = json.loads(response.text)
+    Bundle.model_validate(data)  # raises when the Bundle is not valid FHIR
+    resources = [e["resource"] for e in data["entry"]]
+    reports = [r for r in resources if r["resourceType"] == "DiagnosticReport"]
     assert len(reports) == 4
-    assert all(r.code.coding[0].code == "83311-1" for r in reports)
-    serials = sorted(r.serialNumber for r in resources if r.__resource_type__ == "Device")
+    assert all(r["code"]["coding"][0]["code"] == "83311-1" for r in reports)
+    assert all(len(r["result"]) == 9 for r in reports)  # 3 sites × BMD, T, (no Z in the seed) ...
+    serials = sorted(r["serialNumber"] for r in resources if r["resourceType"] == "Device")
     assert serials == ["200457", "45678"]
-    bmd = [r for r in resources if r.__resource_type__ == "Observation" and r.valueQuantity.code == "g/cm2"]
+    bmd = [r for r in resources if r["resourceType"] == "Observation" and r["valueQuantity"]["code"] == "g/cm2"]
     assert len(bmd) == 12
-    assert {o.code.coding[0].code for o in bmd} == {"24966-4", "46279-6", "80953-3"}
+    assert {o["code"]["coding"][0]["code"] for o in bmd} == {"24966-4", "46279-6", "80953-3"}
     assert _audits(seeded, "patient_exported")
 
 
@@ -162,9 +158,7 @@ def test_therapy_form_rejects_unknown_agent_and_forged_csrf(login: Login, seeded
         data={"agent": "water", "start_date": "2018-01-01", "csrf_token": token},
     )
     assert bad.status_code == 422 and "unknown osteoporosis agent" in bad.text
-    forged = client.post(
-        f"/patients/{SAME}/therapies", data={"agent": "alendronate", "start_date": "2018-01-01"}
-    )
+    forged = client.post(f"/patients/{SAME}/therapies", data={"agent": "alendronate", "start_date": "2018-01-01"})
     assert forged.status_code == 403
     with seeded.factory() as session:
         assert session.scalar(select(TherapyRow).where(TherapyRow.agent == "water")) is None
@@ -213,9 +207,7 @@ def test_without_hook_a_therapy_change_queues_an_evaluation(seeded: Seeded) -> N
         token = csrf_of(client.get("/patients").text)
         body = {"agent": "teriparatide", "start_date": "2019-01-01"}
         assert (
-            client.post(
-                f"/api/patients/{FORMULA_ID}/therapies", json=body, headers={"X-CSRF-Token": token}
-            ).status_code
+            client.post(f"/api/patients/{FORMULA_ID}/therapies", json=body, headers={"X-CSRF-Token": token}).status_code
             == 201
         )
     with seeded.factory() as session:
@@ -233,13 +225,10 @@ def test_worklist_page_api_csv_ics(login: Login) -> None:
     due = {i["patient_id"]: i for i in items}
     assert due[SAME]["overdue"] is True
     assert REPLACED in due
-    only_overdue = client.get("/api/worklist", params={"start": "2030-01-01", "end": "2030-02-01"}).json()[
-        "items"
-    ]
-    assert [i["patient_id"] for i in only_overdue] == [SAME]
-    none = client.get(
-        "/api/worklist", params={"start": "2030-01-01", "end": "2030-02-01", "overdue": "false"}
-    ).json()
+    only_overdue = client.get("/api/worklist", params={"start": "2030-01-01", "end": "2030-02-01"}).json()["items"]
+    assert SAME in [i["patient_id"] for i in only_overdue] and REPLACED not in [i["patient_id"] for i in only_overdue]
+    assert all(i["overdue"] for i in only_overdue)
+    none = client.get("/api/worklist", params={"start": "2030-01-01", "end": "2030-02-01", "overdue": "false"}).json()
     assert none["items"] == []
     assert SAME in client.get("/worklist").text
     csv = client.get("/worklist.csv", params={"start": "2019-06-01", "end": "2021-12-31"})
@@ -260,14 +249,9 @@ def test_qa_refused_comparisons_filters_and_csv(login: Login, seeded: Seeded) ->
     rows = client.get("/api/qa/comparisons").json()["comparisons"]
     assert len(rows) == 6 and {r["patient_id"] for r in rows} == {REPLACED}
     assert all("Discovery SL" in r["from_device"] and "Horizon W" in r["to_device"] for r in rows)
-    by_old = client.get("/api/qa/comparisons", params={"device": seeded.device_ids["45678"]}).json()[
-        "comparisons"
-    ]
+    by_old = client.get("/api/qa/comparisons", params={"device": seeded.device_ids["45678"]}).json()["comparisons"]
     assert len(by_old) == 6
-    assert (
-        client.get("/api/qa/comparisons", params={"device": seeded.device_ids["none"]}).json()["comparisons"]
-        == []
-    )
+    assert client.get("/api/qa/comparisons", params={"device": seeded.device_ids["none"]}).json()["comparisons"] == []
     assert client.get("/api/qa/comparisons", params={"end": "2016-01-01"}).json()["comparisons"] == []
     csv = client.get("/qa/comparisons.csv").text
     assert csv.count(REPLACED) == 6 and "different models" in csv

@@ -34,9 +34,7 @@ def load_patient(session: Session, patient_id: str, issuer: str | None) -> Patie
     try:
         patient = queries.find_patient(session, patient_id, issuer)
     except queries.AmbiguousPatient as exc:
-        raise HTTPException(
-            409, f"identifier used by several issuers; add ?issuer= one of {exc.issuers}"
-        ) from exc
+        raise HTTPException(409, f"identifier used by several issuers; add ?issuer= one of {exc.issuers}") from exc
     if patient is None:
         raise HTTPException(404, "no such patient")
     return patient
@@ -64,9 +62,7 @@ def patients_page(
     alerts: bool = False,
     page: Annotated[int, Query(ge=1)] = 1,
 ) -> Response:
-    rows, total = queries.list_patients(
-        session, today=app.today(), q=q, overdue=overdue, alerts=alerts, page=page
-    )
+    rows, total = queries.list_patients(session, today=app.today(), q=q, overdue=overdue, alerts=alerts, page=page)
     pages = max(1, -(-total // queries.PAGE_SIZE))
     context = {
         "rows": rows,
@@ -92,9 +88,7 @@ def patients_api(
 ) -> dict[str, Any]:
     """Patients matching an identifier or name, with last exam, WHO category, latest significant
     change, next scan due and open alerts; `overdue` and `alerts` filter."""
-    rows, total = queries.list_patients(
-        session, today=app.today(), q=q, overdue=overdue, alerts=alerts, page=page
-    )
+    rows, total = queries.list_patients(session, today=app.today(), q=q, overdue=overdue, alerts=alerts, page=page)
     return {
         "total": total,
         "page": page,
@@ -146,9 +140,7 @@ def patient_page(
 
 
 @router.get("/api/patients/{patient_id}", tags=["patients"])
-def patient_api(
-    session: DbSession, app: App, user: User, patient_id: str, issuer: str | None = None
-) -> dict[str, Any]:
+def patient_api(session: DbSession, app: App, user: User, patient_id: str, issuer: str | None = None) -> dict[str, Any]:
     """The DESIGN.md §6 export object, plus name, WHO category, therapies and open alerts."""
     patient = load_patient(session, patient_id, issuer)
     detail = queries.patient_detail(session, patient)
@@ -314,9 +306,7 @@ def add_therapy_form(
     except (UnknownAgent, ValueError) as exc:
         session.rollback()
         context = _patient_context(session, app, patient)
-        return render(
-            request, "patient.html", {**context, "notice": None, "error": str(exc)}, status_code=422
-        )
+        return render(request, "patient.html", {**context, "notice": None, "error": str(exc)}, status_code=422)
     warning = _after_therapy_change(session, app, patient.id)
     notice = warning or "Therapy saved; the next scan date has been recalculated."
     return RedirectResponse(_patient_url(patient, notice), status_code=303)
@@ -346,9 +336,7 @@ def stop_therapy_form(
     except (UnknownAgent, ValueError) as exc:
         session.rollback()
         context = _patient_context(session, app, patient)
-        return render(
-            request, "patient.html", {**context, "notice": None, "error": str(exc)}, status_code=422
-        )
+        return render(request, "patient.html", {**context, "notice": None, "error": str(exc)}, status_code=422)
     queries.add_audit(session, user, "therapy_stopped", patient.id, therapy=row.id)
     session.commit()
     warning = _after_therapy_change(session, app, patient.id)

@@ -250,11 +250,7 @@ def ingest_page(request: Request, session: DbSession, _: QaUser, notice: str | N
 def ingest_api(session: DbSession, _: QaUser, status: str | None = None, limit: int = 200) -> dict[str, Any]:
     """Recently received files with their status and, for quarantined ones, the reason."""
     files = queries.recent_files(session, status=status, limit=min(max(limit, 1), 1000))
-    return {
-        "files": [
-            {**_jsonable(asdict(f)), "received_at": f.received_at.isoformat(), "id": f.pk} for f in files
-        ]
-    }
+    return {"files": [{**_jsonable(asdict(f)), "received_at": f.received_at.isoformat(), "id": f.pk} for f in files]}
 
 
 def _reprocess(session: Session, user: Any, file_pk: int) -> None:
