@@ -102,7 +102,8 @@ def test_precision_study_gives_the_study_lsc_to_comparisons(
     comparisons = export(capsys, "--patient", "4555466")[0]["comparisons"]
     spine = [c for c in comparisons if c["site"] == "L1-L4"]
     hip = [c for c in comparisons if c["site"] == "total_hip"]
-    assert spine and all(c["lsc_source"] == "study" and c["lsc_g_cm2"] == pytest.approx(0.0196, abs=5e-4) for c in spine)
+    assert spine
+    assert all(c["lsc_source"] == "study" and c["lsc_g_cm2"] == pytest.approx(0.0196, abs=5e-4) for c in spine)
     assert hip and all(c["lsc_source"] == "default" for c in hip)
     assert main(["precision", "show"]) == 0
     assert "RMS-SD 0.0071 g/cm2" in capsys.readouterr().out
@@ -146,8 +147,10 @@ def test_in_vivo_cross_calibration_makes_a_machine_change_comparable(
     )
     assert main(["precision", "import", str(study)]) == 0
     # 30 patients on both: Hologic reads about 0.1 g/cm² lower than the Lunar at the spine.
-    pairs = [["in_vivo", "DF+500475", "301234M", "L1-L4", f"S{i}", 0.80 + 0.01 * i, 0.70 + 0.01 * i + (0.004 if i % 2 else -0.004)]
-             for i in range(30)]  # fmt: skip
+    pairs = [
+        ["in_vivo", "DF+500475", "301234M", "L1-L4", f"S{i}", 0.80 + 0.01 * i, 0.70 + 0.01 * i + 0.004 * (-1) ** i]
+        for i in range(30)
+    ]
     cal = write_csv(
         tmp_path / "c.csv", ["kind", "device_a_serial", "device_b_serial", "site", "subject", "bmd_a", "bmd_b"], pairs
     )
