@@ -27,7 +27,7 @@ def _concrete(path: str) -> str:
 
 
 def _routes(app: FastAPI) -> list[tuple[str, str]]:
-    found = []
+    found: list[tuple[str, str]] = []
     routes = [*app.routes, *(r for m in (auth_routes, patients, qa, worklist) for r in m.router.routes)]
     for route in routes:
         if isinstance(route, APIRoute) and route.path not in OPEN:
