@@ -8,7 +8,7 @@ Per format: files/s on one core (the process is pinned to one CPU) and peak Pyth
 * DICOM floor: `pydicom.dcmread(stop_before_pixels=True)` plus the least work that reaches the
   results: a bare walk of the SR content tree (every item's concept name, by tag), or a bare
   read of the Hologic private element / ImageComments / encapsulated document.
-* PDF: `bench_pdf` below (the PDF side fills it in; floors pdfplumber and pypdfium2 text).
+* PDF: `bench/parse_pdf.py` (floors: pdfplumber `extract_text` and pypdfium2 text).
 
 Ratios are ours / floor in time per file (target ≤ 1.5× for DICOM). Figures, not a test.
 """
@@ -163,13 +163,7 @@ def bench_dicom(by_kind: dict[str, list[tuple[str, bytes]]], seconds: float) -> 
     return rows
 
 
-def bench_pdf(by_kind: dict[str, list[tuple[str, bytes]]], seconds: float) -> list[Row]:
-    """PDF part (pages/s, floors pdfplumber `extract_text` and pypdfium2 text): the PDF side
-    adds it here, returning Rows like `bench_dicom`."""
-    return []
-
-
-BENCHES: list[Callable[[dict[str, list[tuple[str, bytes]]], float], list[Row]]] = [bench_dicom, bench_pdf]
+BENCHES: list[Callable[[dict[str, list[tuple[str, bytes]]], float], list[Row]]] = [bench_dicom]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r.floor_fps / r.ours_fps:>11.2f}x{r.ours_peak_kib:>10.0f}{r.floor_peak_kib:>11.0f}"
                 f"{r.ours_peak_kib / max(r.floor_peak_kib, 1e-9):>10.2f}x  {r.floor_name}"
             )
+    # PDF: files/s and pages/s against pdfplumber's and pypdfium2's bare text extraction.
+    from parse_pdf import bench_pdf  # bench/parse_pdf.py, beside this file
+
+    print()
+    for line in bench_pdf(sorted(Path(args.samples).rglob("*.pdf")), args.seconds):
+        print(line)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"peak RSS of this process (all formats): {rss / 1024:.1f} MiB")
     return 0
