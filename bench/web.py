@@ -151,7 +151,7 @@ def timed(client: TestClient, paths: list[str]) -> list[float]:
 def report(name: str, ms: list[float], target: float | None) -> None:
     ordered = sorted(ms)
     p50 = statistics.median(ordered)
-    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
     verdict = "" if target is None else (" ok" if p95 < target else f" OVER the {target:.0f} ms target")
     print(f"{name:<34} n={len(ms):<4} p50 {p50:7.1f} ms   p95 {p95:7.1f} ms{verdict}")
 

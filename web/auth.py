@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,12 +97,3 @@ def authenticate(request: Request, session: Session) -> CurrentUser:
         request.session.clear()
         raise LoginRequired()
     return CurrentUser(row.id, row.username, row.role)
-
-
-def require_roles(allowed: frozenset[str]) -> Callable[[CurrentUser], CurrentUser]:
-    def check(user: CurrentUser) -> CurrentUser:
-        if user.role not in allowed:
-            raise Forbidden()
-        return user
-
-    return check

@@ -40,10 +40,6 @@ PAGE_SIZE = 50
 # --------------------------------------------------------------------------- users, tokens, audit
 
 
-def user_by_name(session: Session, username: str) -> User | None:
-    return session.scalar(select(User).where(User.username == username))
-
-
 def user_by_id(session: Session, user_id: int) -> User | None:
     return session.get(User, user_id)
 
@@ -264,23 +260,6 @@ class ComparisonView:
     def refused(self) -> bool:
         return self.status.startswith("rejected")
 
-    def export(self) -> dict[str, Any]:
-        return {
-            "site": self.site,
-            "side": self.side,
-            "from_exam": self.from_exam,
-            "to_exam": self.to_exam,
-            "reference": self.reference,
-            "status": self.status,
-            "delta_g_cm2": self.delta_g_cm2,
-            "percent_change": self.percent_change,
-            "lsc_g_cm2": self.lsc_g_cm2,
-            "lsc_source": self.lsc_source,
-            "significance": self.significance,
-            "dissimilar": self.dissimilar,
-            "reason": self.reason,
-        }
-
 
 @dataclass(frozen=True)
 class TherapyView:
@@ -315,42 +294,6 @@ class PatientDetail:
     therapies: tuple[TherapyView, ...]
     next_scan: NextScanView | None
     open_alerts: tuple[dict[str, Any], ...] = field(default_factory=tuple)
-
-    def export(self) -> dict[str, Any]:
-        """The DESIGN.md §6 export object of this patient."""
-        nxt = self.next_scan
-        return {
-            "patient_id": self.patient_id,
-            "exams": [
-                {
-                    "exam_id": exam.exam_id,
-                    "date": exam.date.isoformat(),
-                    "device": {
-                        "manufacturer": exam.device.manufacturer,
-                        "model": exam.device.model,
-                        "serial": exam.device.serial,
-                    },
-                    "measurements": [
-                        {
-                            "site": m.site,
-                            "side": m.side,
-                            "bmd": m.bmd,
-                            "t_score": m.t_score,
-                            "z_score": m.z_score,
-                        }
-                        for m in exam.measurements
-                    ],
-                }
-                for exam in self.exams
-            ],
-            "comparisons": [c.export() for c in self.comparisons],
-            "next_scan": {
-                "due": nxt.due.isoformat() if nxt and nxt.due else None,
-                "rule_id": nxt.rule_id if nxt else None,
-                "reason": nxt.reason if nxt else "",
-                "alerts": list(nxt.alerts) if nxt else [],
-            },
-        }
 
 
 class AmbiguousPatient(Exception):

@@ -1,0 +1,80 @@
+"""Embedded mode end to end (no Redis, no broker, SQLite): the shared samples dropped into a
+watched inbox with subfolders, picked up by the watcher and the in-process job runners, exactly
+as `dxa serve` runs them."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from db.migrate import upgrade
+from dxa.embedded import run_jobs_forever, watch_forever
+from dxa.imports import import_therapies
+from dxa.settings import Settings
+from tests.integration.pipeline.support import (
+    SAMPLES,
+    BatchFile,
+    Sample,
+    check_accounting,
+    check_exports,
+    check_outcomes,
+    drop,
+    export_all,
+    files_below,
+    pipeline_idle,
+    wait_until,
+)
+from workers import pipeline
+from workers.context import build_context, no_submit
+
+
+def test_embedded_pipeline_ends_every_sample_where_its_truth_says(
+    tmp_path: Path, samples: list[Sample], scenarios: list[dict[str, Any]]
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        inbox=tmp_path / "inbox",
+        database_url=None,
+        broker_url=None,
+        min_file_age_s=0,
+        scan_interval_s=0.2,
+    )
+    assert settings.embedded and settings.db_url.startswith("sqlite:")
+    ctx = build_context(settings)
+    assert ctx.submit is no_submit
+    upgrade(ctx.engine)
+
+    stop = threading.Event()
+    threads = [threading.Thread(target=watch_forever, args=(ctx, stop), daemon=True)]
+    threads += [threading.Thread(target=run_jobs_forever, args=(ctx, stop), daemon=True) for _ in range(2)]
+    for t in threads:
+        t.start()
+    batch = [BatchFile(s.rel, s.data, "original", s) for s in samples]
+    try:
+        delivered = 0
+        for arrival in sorted({s.arrival for s in samples}):
+            wave = [f for f in batch if f.sample is not None and f.sample.arrival == arrival]
+            drop(wave, settings.inbox_dir)
+            delivered += len(wave)
+
+            def settled(n: int = delivered) -> bool:
+                return not files_below(settings.inbox_dir) and pipeline_idle(ctx.sessions, n)
+
+            wait_until(settled, 120, f"arrival {arrival} to be processed")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads)
+
+    with ctx.sessions.begin() as session:
+        touched = import_therapies(session, SAMPLES / "therapies.csv")
+    for patient_id in touched:
+        pipeline.evaluate(ctx, patient_id)
+
+    state = check_accounting(settings.data_dir, settings.inbox_dir, batch, ctx.sessions)
+    check_outcomes(state, batch)
+    assert state.duplicates == 0 and len(state.quarantined) == sum(s.expect == "reject" for s in samples)
+    check_exports(export_all(ctx.sessions), samples, scenarios)
+    ctx.engine.dispose()
