@@ -381,6 +381,21 @@ def list_conflicts(
 # --------------------------------------------------------------------------- a whole parsed file
 
 
+def _attach_vendor_change(rows: list[Measurement], report: ParsedReport) -> None:
+    """Keep the change the vendor printed for this exam beside the value, so the dashboard can
+    show the vendor's own percent change next to ours when they differ (issue 5)."""
+    printed = {
+        (h.site, h.side): h
+        for h in report.extras.history
+        if h.date == report.exam_date and (h.change_vs_baseline_pct is not None or h.change_vs_previous_pct is not None)
+    }
+    for row in rows:
+        h = printed.get((row.site, row.side))
+        if h is not None:
+            change = {"baseline": h.change_vs_baseline_pct, "previous": h.change_vs_previous_pct}
+            row.provenance = {**(row.provenance or {}), "vendor_change_pct": change}
+
+
 @dataclass
 class StoredReport:
     patient: Patient
@@ -410,6 +425,7 @@ def store_report(
     merged = add_measurements(
         session, exam, report.measurements, source_file_id=source_file.id if source_file is not None else None
     )
+    _attach_vendor_change(merged.added, report)
     if source_file is not None:
         source_file.patient_id = patient.id
         source_file.exam_id = exam.id

@@ -244,7 +244,10 @@ def _store(ctx: Context, job: _JobSnapshot, report: ParsedReport, work_path: str
             f", {conflicts} values disagree (flagged for QA)" if conflicts else ""
         )
         patient_pk, evaluation_id = stored.patient.id, evaluation.id
-    move_durably(Path(work_path), dest)
+    source = Path(work_path)
+    move_durably(source, dest)
+    if source.is_relative_to(ctx.settings.quarantine_dir):  # re-processed after a fix: the old reason is void
+        source.with_name(source.name + ".json").unlink(missing_ok=True)
     ctx.submit(evaluation_id, "evaluate_patient")
     return JobResult(job.id, job.kind, "ingested", detail, job.source_file_id, patient_pk)
 
