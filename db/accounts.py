@@ -62,9 +62,7 @@ def set_active(session: Session, user: User, active: bool) -> None:
     session.flush()
 
 
-def verify_user(
-    session: Session, username: str, password: str, *, now: datetime | None = None
-) -> User | None:
+def verify_user(session: Session, username: str, password: str, *, now: datetime | None = None) -> User | None:
     """The active user with this password, or None. Upgrades the stored hash when Argon2's
     parameters have been raised since it was made."""
     user = get_user(session, username)
@@ -97,9 +95,7 @@ def create_api_token(session: Session, user: User, name: str) -> tuple[ApiToken,
 
 
 def verify_api_token(session: Session, token: str, *, now: datetime | None = None) -> User | None:
-    row = session.scalars(
-        select(ApiToken).where(ApiToken.token_hash == _token_hash(token.strip()))
-    ).one_or_none()
+    row = session.scalars(select(ApiToken).where(ApiToken.token_hash == _token_hash(token.strip()))).one_or_none()
     if row is None or row.revoked_at is not None or not row.user.active:
         return None
     row.last_used_at = now or utcnow()

@@ -68,9 +68,7 @@ def save_precision_study(
 
 
 def study_repeats(study: PrecisionStudy) -> tuple[PrecisionRepeat, ...]:
-    return tuple(
-        PrecisionRepeat(m.technologist, m.patient_code, m.scan_index, m.bmd) for m in study.measurements
-    )
+    return tuple(PrecisionRepeat(m.technologist, m.patient_code, m.scan_index, m.bmd) for m in study.measurements)
 
 
 def latest_studies(session: Session, *, device_ids: Iterable[int] | None = None) -> list[PrecisionStudy]:
@@ -111,9 +109,7 @@ def load_site_lscs(
         else:
             continue
         out.append(
-            SiteLsc(
-                machine=machine_from_device(study.device), site=study.site, lsc_g_cm2=lsc, rms_sd_g_cm2=rms_sd
-            )
+            SiteLsc(machine=machine_from_device(study.device), site=study.site, lsc_g_cm2=lsc, rms_sd_g_cm2=rms_sd)
         )
     return tuple(out)
 

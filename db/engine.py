@@ -53,9 +53,7 @@ def _configure_sqlite(engine: Engine, *, immediate: bool, wal: bool) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def make_engine(
-    url: str | URL, *, echo: bool = False, sqlite_immediate: bool = True, **kwargs: Any
-) -> Engine:
+def make_engine(url: str | URL, *, echo: bool = False, sqlite_immediate: bool = True, **kwargs: Any) -> Engine:
     """An engine for `url` with the service's connection settings.
 
     `sqlite_immediate=False` gives plain deferred transactions, for read-only tools that should

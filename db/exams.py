@@ -65,9 +65,7 @@ def lock_patient(session: Session, patient_id: int) -> Patient:
 
 def find_patient(session: Session, identifier: str, issuer: str | None = None) -> Patient | None:
     return session.scalars(
-        select(Patient).where(
-            Patient.identifier == identifier.strip(), Patient.issuer == (issuer or "").strip()
-        )
+        select(Patient).where(Patient.identifier == identifier.strip(), Patient.issuer == (issuer or "").strip())
     ).one_or_none()
 
 
@@ -95,9 +93,7 @@ def find_or_create_device(session: Session, identity: DeviceIdentity) -> Device:
     values = device_values(identity)
 
     def lookup() -> Device | None:
-        return session.scalars(
-            select(Device).where(Device.identity_key == values["identity_key"])
-        ).one_or_none()
+        return session.scalars(select(Device).where(Device.identity_key == values["identity_key"])).one_or_none()
 
     device = lookup()
     if device is None:
@@ -113,9 +109,7 @@ def find_or_create_device(session: Session, identity: DeviceIdentity) -> Device:
 # --------------------------------------------------------------------------- exam assembly
 
 
-def _exams_on(
-    session: Session, patient_id: int, exam_date: date, *, model_key: str, strength: str
-) -> list[Exam]:
+def _exams_on(session: Session, patient_id: int, exam_date: date, *, model_key: str, strength: str) -> list[Exam]:
     return list(
         session.scalars(
             select(Exam)
@@ -133,9 +127,7 @@ def _exams_on(
 
 def _exact_exam(session: Session, patient_id: int, exam_date: date, device_id: int) -> Exam | None:
     return session.scalars(
-        select(Exam).where(
-            Exam.patient_id == patient_id, Exam.exam_date == exam_date, Exam.device_id == device_id
-        )
+        select(Exam).where(Exam.patient_id == patient_id, Exam.exam_date == exam_date, Exam.device_id == device_id)
     ).one_or_none()
 
 
@@ -150,9 +142,7 @@ def find_or_create_exam(session: Session, patient: Patient, exam_date: date, dev
     """
     lock_patient(session, patient.id)
     if device.identity_strength == "weak":
-        serial_exams = _exams_on(
-            session, patient.id, exam_date, model_key=device.model_key, strength="serial"
-        )
+        serial_exams = _exams_on(session, patient.id, exam_date, model_key=device.model_key, strength="serial")
         if len(serial_exams) == 1:
             return serial_exams[0]
         exam = _exact_exam(session, patient.id, exam_date, device.id)
@@ -164,11 +154,7 @@ def find_or_create_exam(session: Session, patient: Patient, exam_date: date, dev
         for e in _exams_on(session, patient.id, exam_date, model_key=device.model_key, strength="serial")
         if e.device_id != device.id
     ]
-    weak = (
-        []
-        if others
-        else _exams_on(session, patient.id, exam_date, model_key=device.model_key, strength="weak")
-    )
+    weak = [] if others else _exams_on(session, patient.id, exam_date, model_key=device.model_key, strength="weak")
     if exam is None and weak:
         exam = weak.pop(0)
         exam.device_id = device.id
@@ -404,9 +390,7 @@ class StoredReport:
     measurements: MeasurementMerge
 
 
-def store_report(
-    session: Session, report: ParsedReport, *, source_file: SourceFile | None = None
-) -> StoredReport:
+def store_report(session: Session, report: ParsedReport, *, source_file: SourceFile | None = None) -> StoredReport:
     """Everything one parsed file contributes, in the caller's transaction: patient, device, the
     exam it belongs to, the exam's description and the measurements; the file row is linked to
     its patient and exam. The caller commits, then archives the file and enqueues evaluation."""

@@ -17,9 +17,7 @@ from db.converters import comparison_to_export, exam_to_export, next_scan_to_exp
 from db.models import ComparisonRow, Exam, NextScanRow, Patient
 
 
-def _build(
-    patient: Patient, comparisons: Sequence[ComparisonRow], next_scan: NextScanRow | None
-) -> dict[str, Any]:
+def _build(patient: Patient, comparisons: Sequence[ComparisonRow], next_scan: NextScanRow | None) -> dict[str, Any]:
     return {
         "patient_id": patient_key(patient),
         "exams": [exam_to_export(e) for e in sorted(patient.exams, key=lambda e: (e.exam_date, e.id))],
@@ -37,9 +35,7 @@ def _batch(session: Session, patients: Sequence[Patient]) -> Iterator[dict[str, 
         .order_by(ComparisonRow.patient_id, ComparisonRow.position)
     ):
         comparisons[row.patient_id].append(row)
-    next_scans = {
-        r.patient_id: r for r in session.scalars(select(NextScanRow).where(NextScanRow.patient_id.in_(ids)))
-    }
+    next_scans = {r.patient_id: r for r in session.scalars(select(NextScanRow).where(NextScanRow.patient_id.in_(ids)))}
     for patient in patients:
         yield _build(patient, comparisons[patient.id], next_scans.get(patient.id))
 

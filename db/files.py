@@ -157,9 +157,7 @@ def mark_quarantined(
     session.flush()
 
 
-def mark_duplicate(
-    session: Session, file: SourceFile, *, reason_text: str, now: datetime | None = None
-) -> None:
+def mark_duplicate(session: Session, file: SourceFile, *, reason_text: str, now: datetime | None = None) -> None:
     """For content recognised as already ingested under other bytes (the caller decides when)."""
     file.status = "duplicate"
     file.reason_code = "duplicate"

@@ -80,9 +80,7 @@ def load_patient_history(
 def comparison_rows(session: Session, patient_id: int) -> list[ComparisonRow]:
     return list(
         session.scalars(
-            select(ComparisonRow)
-            .where(ComparisonRow.patient_id == patient_id)
-            .order_by(ComparisonRow.position)
+            select(ComparisonRow).where(ComparisonRow.patient_id == patient_id).order_by(ComparisonRow.position)
         )
     )
 
@@ -116,9 +114,7 @@ def save_evaluation(
     transaction (readers see the old set or the new one, never a mix, once it commits)."""
     moment = now or utcnow()
     lock_patient(session, patient_id)
-    own_exams = {
-        exam_id_str(i) for i in session.scalars(select(ExamRow.id).where(ExamRow.patient_id == patient_id))
-    }
+    own_exams = {exam_id_str(i) for i in session.scalars(select(ExamRow.id).where(ExamRow.patient_id == patient_id))}
     for c in evaluation.comparisons:
         if c.from_exam not in own_exams or c.to_exam not in own_exams:
             raise ValueError("comparison names an exam that is not this patient's")
@@ -168,9 +164,7 @@ def save_evaluation(
 def _sync_alerts(session: Session, patient_id: int, alerts: list[Alert], moment: datetime) -> None:
     open_rows = {
         r.code: r
-        for r in session.scalars(
-            select(AlertRow).where(AlertRow.patient_id == patient_id, AlertRow.state == "open")
-        )
+        for r in session.scalars(select(AlertRow).where(AlertRow.patient_id == patient_id, AlertRow.state == "open"))
     }
     raised = {a.code: a for a in alerts}
     for code, row in open_rows.items():
@@ -182,9 +176,7 @@ def _sync_alerts(session: Session, patient_id: int, alerts: list[Alert], moment:
     for code, alert in raised.items():
         if code not in open_rows:
             session.add(
-                AlertRow(
-                    patient_id=patient_id, code=code, message=alert.message, state="open", raised_at=moment
-                )
+                AlertRow(patient_id=patient_id, code=code, message=alert.message, state="open", raised_at=moment)
             )
 
 

@@ -65,16 +65,12 @@ def enqueue_job(
 
 
 def enqueue_ingest(session: Session, source_file_id: int) -> Job:
-    return enqueue_job(
-        session, "ingest_file", source_file_id=source_file_id, dedup_key=f"ingest_file:{source_file_id}"
-    )
+    return enqueue_job(session, "ingest_file", source_file_id=source_file_id, dedup_key=f"ingest_file:{source_file_id}")
 
 
 def enqueue_evaluation(session: Session, patient_id: int) -> Job:
     """At most one queued evaluation per patient; one may queue behind a running one."""
-    return enqueue_job(
-        session, "evaluate_patient", patient_id=patient_id, dedup_key=f"evaluate_patient:{patient_id}"
-    )
+    return enqueue_job(session, "evaluate_patient", patient_id=patient_id, dedup_key=f"evaluate_patient:{patient_id}")
 
 
 def _take(session: Session, job_id: int, worker: str | None, now: datetime) -> Job | None:
@@ -125,9 +121,7 @@ def claim_next_job(
     return None
 
 
-def claim_job(
-    session: Session, job_id: int, *, worker: str | None = None, now: datetime | None = None
-) -> Job | None:
+def claim_job(session: Session, job_id: int, *, worker: str | None = None, now: datetime | None = None) -> Job | None:
     """Claim one given job (a Celery task carrying its id); None when it is not queued any more
     (another delivery of the same message already ran it) or another transaction is claiming it
     right now; never waits for that transaction."""

@@ -145,9 +145,7 @@ class Device(Timestamped, Base):
     __tablename__ = "devices"
     __table_args__ = (
         CheckConstraint(one_of("identity_strength", IDENTITY_STRENGTHS), name="identity_strength"),
-        CheckConstraint(
-            "(identity_strength = 'serial') = (serial IS NOT NULL)", name="serial_matches_strength"
-        ),
+        CheckConstraint("(identity_strength = 'serial') = (serial IS NOT NULL)", name="serial_matches_strength"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -214,9 +212,7 @@ class Job(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
     state: Mapped[str] = mapped_column(String(16), default="queued")
-    source_file_id: Mapped[int | None] = mapped_column(
-        ForeignKey("source_files.id", ondelete="CASCADE"), index=True
-    )
+    source_file_id: Mapped[int | None] = mapped_column(ForeignKey("source_files.id", ondelete="CASCADE"), index=True)
     patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
     dedup_key: Mapped[str | None] = mapped_column(String(128), unique=True)
     attempts: Mapped[int] = mapped_column(default=0)
@@ -281,9 +277,7 @@ class Measurement(Base):
     t_score: Mapped[float | None] = mapped_column(Double)
     z_score: Mapped[float | None] = mapped_column(Double)
     provenance: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    source_file_id: Mapped[int | None] = mapped_column(
-        ForeignKey("source_files.id", ondelete="SET NULL"), index=True
-    )
+    source_file_id: Mapped[int | None] = mapped_column(ForeignKey("source_files.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     exam: Mapped[Exam] = relationship(back_populates="measurements")

@@ -19,9 +19,7 @@ def _check(therapy: Therapy) -> None:
         raise ValueError("therapy stops before it starts")
 
 
-def add_therapy(
-    session: Session, patient_id: int, therapy: Therapy, *, source: str | None = None
-) -> TherapyRow:
+def add_therapy(session: Session, patient_id: int, therapy: Therapy, *, source: str | None = None) -> TherapyRow:
     _check(therapy)
     row = therapy_row(therapy, patient_id=patient_id, source=source)
     session.add(row)
@@ -66,9 +64,7 @@ def replace_therapies(
 def therapy_rows(session: Session, patient_id: int) -> list[TherapyRow]:
     return list(
         session.scalars(
-            select(TherapyRow)
-            .where(TherapyRow.patient_id == patient_id)
-            .order_by(TherapyRow.start_date, TherapyRow.id)
+            select(TherapyRow).where(TherapyRow.patient_id == patient_id).order_by(TherapyRow.start_date, TherapyRow.id)
         )
     )
 

@@ -53,14 +53,15 @@ def watch_forever(ctx: Context, stop: threading.Event | None = None) -> None:
         stop.wait(ctx.settings.scan_interval_s)
 
 
-def run_jobs_forever(ctx: Context, stop: threading.Event) -> None:
+def run_jobs_forever(ctx: Context, stop: threading.Event, *, refresh_daily: bool = True) -> None:
     """The embedded runner: take the oldest queued job, run it, repeat; idle briefly when none.
-    Once a day every patient is re-evaluated so due and overdue dates follow the calendar."""
-    last_refresh: date | None = None
+    Once a day (one runner only) every patient is re-evaluated so due and overdue dates follow
+    the calendar."""
+    last_refresh: date | None = None if refresh_daily else date.max
     last_sweep = time.monotonic()
     while not stop.is_set():
         try:
-            if last_refresh != date.today():
+            if refresh_daily and last_refresh != date.today():
                 pipeline.evaluate_all(ctx)
                 last_refresh = date.today()
             if time.monotonic() - last_sweep > SWEEP_EVERY_S:
@@ -118,7 +119,9 @@ def serve(ctx: Context, host: str, port: int, workers: int = 2) -> int:
     stop = threading.Event()
     threads = [threading.Thread(target=watch_forever, args=(ctx, stop), name="watcher", daemon=True)]
     threads += [
-        threading.Thread(target=run_jobs_forever, args=(ctx, stop), name=f"runner-{i}", daemon=True)
+        threading.Thread(
+            target=run_jobs_forever, args=(ctx, stop), kwargs={"refresh_daily": i == 0}, name=f"runner-{i}", daemon=True
+        )
         for i in range(workers)
     ]
     for t in threads:

@@ -31,9 +31,7 @@ def parse_file(data: bytes, name: str, limits: ParseLimits) -> ParsedReport:
     if size == 0:
         raise EmptyFile("empty file: 0 bytes")
     if size > limits.max_bytes:
-        raise TooLarge(
-            f"file too large: {size} bytes is over the configured limit of {limits.max_bytes} bytes"
-        )
+        raise TooLarge(f"file too large: {size} bytes is over the configured limit of {limits.max_bytes} bytes")
     if data.startswith(b"%PDF") or (_is_pdf(data) and not looks_like_dicom(data)):
         from ingest.pdf import parse_pdf  # lazy: the PDF libraries load only for PDFs
 

@@ -109,7 +109,7 @@ def _fold(label: str) -> str:
 
 
 def lumbar_site(label: str) -> str | None:
-    """"L1 - L4", "L1-L4", "l2–l4", "L3" → "L1-L4", "L2-L4", "L3"; a reversed or one-vertebra
+    """ "L1 - L4", "L1-L4", "l2–l4", "L3" → "L1-L4", "L2-L4", "L3"; a reversed or one-vertebra
     range is not a range. Non-contiguous sets ("L1,L3") are not vocabulary and give None."""
     text = _fold(label).replace("腰椎", "").strip()
     m = _LUMBAR_RANGE.match(text)

@@ -116,9 +116,7 @@ def find_site_lsc(lscs: Sequence[SiteLsc], machine_exam: Exam, site: str) -> Sit
     return None
 
 
-def find_crosscal(
-    crosscals: Sequence[CrossCalibration], ref: Exam, new: Exam, site: str
-) -> CrossCalibration | None:
+def find_crosscal(crosscals: Sequence[CrossCalibration], ref: Exam, new: Exam, site: str) -> CrossCalibration | None:
     """A calibration tying the two machines (either direction) that covers the site."""
     for cal in crosscals:
         pair = (same_machine(cal.machine_a, ref.machine) and same_machine(cal.machine_b, new.machine)) or (
@@ -175,9 +173,7 @@ def dissimilarities(
             and new.analysis_protocol
             and _norm(ref.analysis_protocol) != _norm(new.analysis_protocol)
         ):
-            reasons.append(
-                f"different analysis protocol ({ref.analysis_protocol} then {new.analysis_protocol})"
-            )
+            reasons.append(f"different analysis protocol ({ref.analysis_protocol} then {new.analysis_protocol})")
         if ref_m.area_cm2 and new_m.area_cm2 and ref_m.area_cm2 > 0:
             area_change = 100.0 * (new_m.area_cm2 - ref_m.area_cm2) / ref_m.area_cm2
             if abs(area_change) > config.max_area_change_percent + TOLERANCE:

@@ -60,9 +60,7 @@ class MonitoringConfig:
     osteoporosis_max_t: float = -2.5
     low_z: float = -2.0
     denosumab_followon_months: int = 6
-    denosumab_followon_classes: frozenset[str] = frozenset(
-        {"oral_bisphosphonate", "iv_bisphosphonate", "denosumab"}
-    )
+    denosumab_followon_classes: frozenset[str] = frozenset({"oral_bisphosphonate", "iv_bisphosphonate", "denosumab"})
     holiday_after_years_oral: float = 5
     holiday_after_years_iv: float = 3
     untreated_high_t_above: float = -2.0
@@ -114,9 +112,7 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
     merged: dict[str, Any] = dict(base)
     for key, value in override.items():
         if key == "rules" and isinstance(value, list) and isinstance(base.get("rules"), list):
-            by_id: dict[str, Any] = {
-                str(r.get("id")): dict(r) for r in base["rules"] if isinstance(r, Mapping)
-            }
+            by_id: dict[str, Any] = {str(r.get("id")): dict(r) for r in base["rules"] if isinstance(r, Mapping)}
             for rule in value:
                 if not isinstance(rule, Mapping) or "id" not in rule:
                     raise ConfigError("rules: every overriding rule needs an 'id'")
@@ -153,9 +149,7 @@ def _table(data: Mapping[str, Any], key: str, allowed: set[str]) -> Mapping[str,
     return value
 
 
-def _number(
-    table: Mapping[str, Any], key: str, where: str, default: float, *, positive: bool = False
-) -> float:
+def _number(table: Mapping[str, Any], key: str, where: str, default: float, *, positive: bool = False) -> float:
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{where}.{key}: must be a number, got {value!r}")
@@ -190,9 +184,7 @@ def _parse(data: Mapping[str, Any]) -> MonitoringConfig:
         raise ConfigError(f"schema: only version 1 is understood, got {data.get('schema')!r}")
 
     comparison = _table(data, "comparison", {"max_area_change_percent"})
-    precision = _table(
-        data, "precision", {"min_degrees_of_freedom", "lsc_multiplier", "max_technologist_cv_percent"}
-    )
+    precision = _table(data, "precision", {"min_degrees_of_freedom", "lsc_multiplier", "max_technologist_cv_percent"})
     crosscal = _table(
         data,
         "crosscal",
@@ -221,9 +213,7 @@ def _parse(data: Mapping[str, Any]) -> MonitoringConfig:
     if "other" not in default_lsc:
         default_lsc.setdefault("other", 5.3)
 
-    followon = schedule.get(
-        "denosumab_followon_classes", ["oral_bisphosphonate", "iv_bisphosphonate", "denosumab"]
-    )
+    followon = schedule.get("denosumab_followon_classes", ["oral_bisphosphonate", "iv_bisphosphonate", "denosumab"])
     if not isinstance(followon, list) or not all(isinstance(c, str) for c in followon):
         raise ConfigError("schedule.denosumab_followon_classes: must be a list of drug classes")
     bad = [c for c in followon if c not in DRUG_CLASSES]
@@ -245,21 +235,15 @@ def _parse(data: Mapping[str, Any]) -> MonitoringConfig:
 
     return MonitoringConfig(
         rules=_parse_rules(data.get("rules")),
-        max_area_change_percent=_number(
-            comparison, "max_area_change_percent", "comparison", 2.0, positive=True
-        ),
+        max_area_change_percent=_number(comparison, "max_area_change_percent", "comparison", 2.0, positive=True),
         default_lsc_percent=default_lsc,
         min_degrees_of_freedom=_int(precision, "min_degrees_of_freedom", "precision", 30),
         lsc_multiplier=_number(precision, "lsc_multiplier", "precision", 2.77, positive=True),
         max_technologist_cv_percent=_number_map(precision, "max_technologist_cv_percent"),
-        phantom_tolerance_percent=_number(
-            crosscal, "phantom_tolerance_percent", "crosscal", 1.0, positive=True
-        ),
+        phantom_tolerance_percent=_number(crosscal, "phantom_tolerance_percent", "crosscal", 1.0, positive=True),
         phantom_min_scans=_int(crosscal, "phantom_min_scans", "crosscal", 10, minimum=2),
         in_vivo_min_patients=_int(crosscal, "in_vivo_min_patients", "crosscal", 30, minimum=3),
-        in_vivo_recommended_patients=_int(
-            crosscal, "in_vivo_recommended_patients", "crosscal", 100, minimum=3
-        ),
+        in_vivo_recommended_patients=_int(crosscal, "in_vivo_recommended_patients", "crosscal", 100, minimum=3),
         normal_min_t=normal_min_t,
         osteoporosis_max_t=osteoporosis_max_t,
         low_z=_number(who, "low_z", "who", -2.0),

@@ -95,9 +95,7 @@ def phantom_cross_calibration(
         )
     for name, scans in (("first", phantom_a), ("second", phantom_b)):
         if len(scans) < min_scans:
-            raise CrossCalibrationError(
-                f"{name} unit has {len(scans)} phantom scans; at least {min_scans} are needed"
-            )
+            raise CrossCalibrationError(f"{name} unit has {len(scans)} phantom scans; at least {min_scans} are needed")
         if any(not math.isfinite(v) or v <= 0 for v in scans):
             raise CrossCalibrationError(f"{name} unit has a phantom BMD that is not positive")
     mean_a = sum(phantom_a) / len(phantom_a)
@@ -214,9 +212,7 @@ def in_vivo_cross_calibration(
         raise CrossCalibrationError(f"cannot cross-calibrate a machine without a serial number ({why})")
     n = len(old_bmd)
     if n < min_patients:
-        raise CrossCalibrationError(
-            f"in-vivo cross-calibration has {n} patients; at least {min_patients} are needed"
-        )
+        raise CrossCalibrationError(f"in-vivo cross-calibration has {n} patients; at least {min_patients} are needed")
     if any(not math.isfinite(v) or v <= 0 for v in [*old_bmd, *new_bmd]):
         raise CrossCalibrationError("a BMD in the cross-calibration study is not positive")
     slope, intercept, r, see = linear_regression(old_bmd, new_bmd)

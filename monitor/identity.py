@@ -103,9 +103,9 @@ def has_identity(machine: Machine) -> bool:
 
 
 def same_model(a: Machine, b: Machine) -> bool:
-    return normalize_manufacturer(a.manufacturer) == normalize_manufacturer(
-        b.manufacturer
-    ) and normalize_model(a.manufacturer, a.model) == normalize_model(b.manufacturer, b.model)
+    return normalize_manufacturer(a.manufacturer) == normalize_manufacturer(b.manufacturer) and normalize_model(
+        a.manufacturer, a.model
+    ) == normalize_model(b.manufacturer, b.model)
 
 
 def why_different(a: Machine, b: Machine) -> str | None:

@@ -75,21 +75,16 @@ def precision_study(
     weighting by degrees of freedom keeps unbalanced studies unbiased (Glüer et al.,
     Osteoporos Int 1995;5:262-270). %CV is pooled the same way from SD_i / mean_i.
     """
-    groups = (
-        list(scans_by_patient.values()) if isinstance(scans_by_patient, Mapping) else list(scans_by_patient)
-    )
+    groups = list(scans_by_patient.values()) if isinstance(scans_by_patient, Mapping) else list(scans_by_patient)
     if not groups:
         raise PrecisionStudyError(f"precision study for {site} has no patients")
     for index, values in enumerate(groups, start=1):
         if len(values) < 2:
             raise PrecisionStudyError(
-                f"precision study for {site}: patient #{index} has {len(values)} scan(s); "
-                "each needs at least 2"
+                f"precision study for {site}: patient #{index} has {len(values)} scan(s); each needs at least 2"
             )
         if any(not math.isfinite(v) or v <= 0 for v in values):
-            raise PrecisionStudyError(
-                f"precision study for {site}: patient #{index} has a BMD that is not positive"
-            )
+            raise PrecisionStudyError(f"precision study for {site}: patient #{index} has a BMD that is not positive")
     dof = sum(len(v) - 1 for v in groups)
     if dof < min_degrees_of_freedom:
         raise TooFewDegreesOfFreedom(dof, min_degrees_of_freedom)
@@ -174,16 +169,13 @@ def check_technologist(result: PrecisionResult, config: MonitoringConfig) -> Pre
     limit = config.max_cv_percent_for(result.site)
     cv = result.rms_cv_percent
     if limit is None:
-        return PrecisionCheck(
-            None, cv, None, f"no minimum acceptable precision is configured for {result.site}"
-        )
+        return PrecisionCheck(None, cv, None, f"no minimum acceptable precision is configured for {result.site}")
     if cv <= limit + 1e-9:
         return PrecisionCheck(
             True,
             cv,
             limit,
-            f"{result.site}: %CV {cv:.2f} within the ISCD limit of {limit:g} % "
-            f"(LSC {result.lsc_percent:.1f} %)",
+            f"{result.site}: %CV {cv:.2f} within the ISCD limit of {limit:g} % (LSC {result.lsc_percent:.1f} %)",
         )
     return PrecisionCheck(
         False,

@@ -96,11 +96,7 @@ def select_rule(
     choice: RuleChoice
     if therapy is None or therapy.drug_class == "none":
         found = lowest_t(history[-1]) if history else None
-        rule_id = (
-            "untreated_high_t"
-            if found is not None and found[0] > config.untreated_high_t_above
-            else "untreated"
-        )
+        rule_id = "untreated_high_t" if found is not None and found[0] > config.untreated_high_t_above else "untreated"
         rule = config.rule(rule_id)
         choice = RuleChoice(rule, add_months(last, rule.interval_months) if last else None, therapy)
     elif on_holiday(therapy, as_of, config):
@@ -203,8 +199,7 @@ def loss_alerts(
         return [
             Alert(
                 "loss_on_holiday",
-                f"Significant BMD loss during a bisphosphonate drug holiday ({sites}): "
-                "consider resuming treatment.",
+                f"Significant BMD loss during a bisphosphonate drug holiday ({sites}): consider resuming treatment.",
             )
         ]
     if not in_effect(therapy, latest.date, config):
@@ -218,9 +213,7 @@ def loss_alerts(
     ]
 
 
-def early_scan_alerts(
-    exams: Sequence[Exam], therapies: Sequence[Therapy], config: MonitoringConfig
-) -> list[Alert]:
+def early_scan_alerts(exams: Sequence[Exam], therapies: Sequence[Therapy], config: MonitoringConfig) -> list[Alert]:
     """The latest exam came sooner after the previous one than the rule in force allowed."""
     ordered = sorted(exams, key=lambda e: (e.date, e.exam_id))
     if len(ordered) < 2:

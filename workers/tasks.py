@@ -2,6 +2,10 @@
 
 Transient failures (the database restarting, a lost connection) are retried with backoff;
 a second delivery of a message whose job already ran finds it claimed and does nothing.
+
+The tasks are bound to the project's app (not `shared_task`): a process that only imports this
+module to submit jobs (`dxa watch`, `dxa storescp`) must publish to DXA_BROKER_URL, not to the
+default app's amqp://localhost, where `delay()` would hang the watcher.
 """
 
 from __future__ import annotations
@@ -9,13 +13,14 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from celery import shared_task
 from sqlalchemy.exc import OperationalError
 
 from workers import context, pipeline
+from workers.celery_app import app
 
 log = logging.getLogger(__name__)
 
+SETTLED_S = 60  # a file finished this long ago and still in work/ was left there by a crash
 TRANSIENT = (OperationalError, ConnectionError, TimeoutError)
 
 
@@ -32,13 +37,13 @@ def _ctx() -> context.Context:
     return context.current(submit=submit)
 
 
-@shared_task(name="dxa.ingest_file", autoretry_for=TRANSIENT, retry_backoff=True, retry_backoff_max=120, max_retries=10)
+@app.task(name="dxa.ingest_file", autoretry_for=TRANSIENT, retry_backoff=True, retry_backoff_max=120, max_retries=10)
 def ingest_file(job_id: int) -> str | None:
     result = pipeline.run_job(_ctx(), job_id)
     return result.outcome if result else None
 
 
-@shared_task(
+@app.task(
     name="dxa.evaluate_patient",
     autoretry_for=TRANSIENT,
     retry_backoff=True,
@@ -50,17 +55,20 @@ def evaluate_patient(job_id: int) -> str | None:
     return result.outcome if result else None
 
 
-@shared_task(name="dxa.refresh_schedules", autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
+@app.task(name="dxa.refresh_schedules", autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
 def refresh_schedules() -> int:
     """Daily: due and overdue states move with the calendar even when no file arrives."""
     return pipeline.evaluate_all(_ctx())
 
 
-@shared_task(name="dxa.sweep_jobs")
+@app.task(name="dxa.sweep_jobs")
 def sweep_jobs() -> int:
-    """Re-send queued jobs whose message was lost, and requeue jobs of dead workers."""
+    """Re-send queued jobs whose message was lost, requeue jobs of dead workers, and finish the
+    moves of files whose worker died between its commit and its move (nothing else would, short
+    of restarting `dxa watch`)."""
     ctx = _ctx()
     pipeline.recover_jobs(ctx)
+    pipeline.recover_files(ctx, settled_for=timedelta(seconds=SETTLED_S))
     pending = pipeline.queued_jobs(ctx, older_than=timedelta(seconds=20))
     for job_id, kind in pending:
         submit(job_id, kind)

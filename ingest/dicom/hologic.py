@@ -241,10 +241,7 @@ def _context(ds: Dataset, blob: Blob, tables: list[Table]) -> _Context:
     if side is None:
         side = region_and_side(mode)[1]
     dual = any("(mean)" in t.title.lower() for t in tables if _is_summary(t)) or any(
-        (t.cell(r, "region") or "").strip().lower() == "mean"
-        for t in tables
-        if _is_summary(t)
-        for r in t.rows
+        (t.cell(r, "region") or "").strip().lower() == "mean" for t in tables if _is_summary(t) for r in t.rows
     )
     if dual:
         return _Context("dual_hip", "mean")
@@ -320,9 +317,7 @@ def _spine_range(vertebrae: list[int], label: str) -> str | None:
     return f"L{vs[0]}-L{vs[-1]}"
 
 
-def _measurement(
-    t: Table, r: int, site: str, side: str | None, bmd: float, unit: str | None
-) -> SiteMeasurement:
+def _measurement(t: Table, r: int, site: str, side: str | None, bmd: float, unit: str | None) -> SiteMeasurement:
     return SiteMeasurement(
         site=site,
         side=side,
@@ -438,9 +433,7 @@ def _locale_order(blob: Blob, raws: list[str], exam: date) -> Order:
 
 
 def _scan_type(ctx: _Context) -> str:
-    return {"spine": "spine", "hip": "hip", "dual_hip": "dual_hip", "forearm": "forearm"}.get(
-        ctx.region, "total_body"
-    )
+    return {"spine": "spine", "hip": "hip", "dual_hip": "dual_hip", "forearm": "forearm"}.get(ctx.region, "total_body")
 
 
 def parse_hologic(ds: Dataset, name: str, raw: bytes | str | None = None) -> ParsedReport:

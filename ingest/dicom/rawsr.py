@@ -46,8 +46,7 @@ SQ_TAGS = frozenset(
 
 def _damaged() -> UnreadableFile:
     return UnreadableFile(
-        "DICOM structured report is corrupt: its content tree does not decode; "
-        "send the file again from the scanner"
+        "DICOM structured report is corrupt: its content tree does not decode; send the file again from the scanner"
     )
 
 

@@ -343,9 +343,7 @@ def _wide_header(line: str, template: Template) -> list[Label]:
     return found
 
 
-def _parse_history(
-    ctx: _Context, spec: HistorySpec, page_no: int, lines: Sequence[str], page_side: str | None
-) -> None:
+def _parse_history(ctx: _Context, spec: HistorySpec, page_no: int, lines: Sequence[str], page_side: str | None) -> None:
     template = ctx.template
     for start, line in enumerate(lines):
         match = spec.title.search(line)

@@ -37,9 +37,7 @@ _DXA_WORDS = re.compile(
     r"\bDXA\b|\bDEXA\b|densitometr|vertebral (?:fracture )?assessment|\bIVA\b|\bVFA\b|骨密度|双能",
     re.I,
 )
-_FORM_WORDS = re.compile(
-    r"questionnaire|screening form|\bform\b|\[\s*[xX ]?\s*\]\s*(?:yes|no)|signature", re.I
-)
+_FORM_WORDS = re.compile(r"questionnaire|screening form|\bform\b|\[\s*[xX ]?\s*\]\s*(?:yes|no)|signature", re.I)
 
 
 def choose_template(text: PdfText, templates: Sequence[Template]) -> Template | None:
@@ -73,9 +71,7 @@ def classify_unmatched(text: PdfText) -> ParseError:
         return NotDxaResult("not a DXA report: questionnaire / form with no BMD results; nothing to ingest")
     if vendors or _DXA_WORDS.search(full):
         seen = ", ".join(vendors + (["a DXA page"] if _DXA_WORDS.search(full) else []))
-        kind = (
-            " (vertebral fracture assessment)" if re.search(r"vertebral|\bIVA\b|\bVFA\b", full, re.I) else ""
-        )
+        kind = " (vertebral fracture assessment)" if re.search(r"vertebral|\bIVA\b|\bVFA\b", full, re.I) else ""
         return NotDxaResult(
             f"DXA page without BMD results{kind}: recognised {seen} but no BMD results to ingest; "
             "the bone density results come in another file"

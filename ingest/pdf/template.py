@@ -184,11 +184,7 @@ def _history(raw: Mapping[str, Any], where: str) -> HistorySpec:
 def _side_words(raw: Any, where: str) -> tuple[tuple[str, str], ...]:
     """A list of vocabulary side words (["Left", "左侧"]) or a table of the layout's own
     ({ "sin." = "left" })."""
-    pairs = (
-        [(str(k), str(v)) for k, v in raw.items()]
-        if isinstance(raw, dict)
-        else [(str(w), str(w)) for w in raw]
-    )
+    pairs = [(str(k), str(v)) for k, v in raw.items()] if isinstance(raw, dict) else [(str(w), str(w)) for w in raw]
     resolved = [(word, canonical_side(side)) for word, side in pairs]
     unknown = [word for word, side in resolved if side is None]
     if unknown:
@@ -216,18 +212,14 @@ def template_from_mapping(raw: Mapping[str, Any], source_file: str = "<memory>")
         for required in ("patient_id", "exam_date"):
             if required not in fields_raw:
                 raise TemplateError(f"{where}: fields.{required} is required")
-        fields = {
-            k: _compile(v, f"{where}.fields.{k}", ("v",) if k != "name" else ())
-            for k, v in fields_raw.items()
-        }
+        fields = {k: _compile(v, f"{where}.fields.{k}", ("v",) if k != "name" else ()) for k, v in fields_raw.items()}
         name_pattern = fields.get("name")
         if name_pattern is not None and not (
             "v" in name_pattern.groupindex or {"family", "given"} <= set(name_pattern.groupindex)
         ):
             raise TemplateError(f"{where}.fields.name: needs (?P<v>) or (?P<family>) and (?P<given>)")
         metadata_fields = {
-            k: _compile(v, f"{where}.metadata_fields.{k}", ("v",))
-            for k, v in raw.get("metadata_fields", {}).items()
+            k: _compile(v, f"{where}.metadata_fields.{k}", ("v",)) for k, v in raw.get("metadata_fields", {}).items()
         }
         device_raw = raw["device"]
         device = DeviceSpec(
@@ -236,9 +228,7 @@ def template_from_mapping(raw: Mapping[str, Any], source_file: str = "<memory>")
         )
         sides_raw = raw.get("sides", {})
         side_words = _side_words(sides_raw.get("words", ()), f"{where}.sides.words")
-        side_context = tuple(
-            _compile(p, f"{where}.sides.context", ("side",)) for p in sides_raw.get("context", ())
-        )
+        side_context = tuple(_compile(p, f"{where}.sides.context", ("side",)) for p in sides_raw.get("context", ()))
         labels = {_fold(k): str(v) for k, v in raw.get("labels", {}).items()}
         detect_all = tuple(_compile(p, f"{where}.detect.all") for p in raw["detect"]["all"])
         if not detect_all:

@@ -90,8 +90,6 @@ def read_pdfplumber(data: bytes, max_pages: int) -> PdfText:
         count = len(pdf.pages)
         if count > max_pages:
             raise _too_large(count, max_pages)
-        pages = tuple(
-            tuple(line.strip() for line in (page.extract_text() or "").splitlines()) for page in pdf.pages
-        )
+        pages = tuple(tuple(line.strip() for line in (page.extract_text() or "").splitlines()) for page in pdf.pages)
         metadata = {str(k): str(v) for k, v in (pdf.metadata or {}).items() if isinstance(v, str) and v}
     return PdfText(pages=pages, metadata=metadata, source="pdfplumber")

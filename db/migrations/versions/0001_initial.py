@@ -35,9 +35,7 @@ def upgrade() -> None:
             "(identity_strength = 'serial') = (serial IS NOT NULL)",
             name=op.f("ck_devices_serial_matches_strength"),
         ),
-        sa.CheckConstraint(
-            "identity_strength IN ('serial', 'weak')", name=op.f("ck_devices_identity_strength")
-        ),
+        sa.CheckConstraint("identity_strength IN ('serial', 'weak')", name=op.f("ck_devices_identity_strength")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_devices")),
         sa.UniqueConstraint("identity_key", name=op.f("uq_devices_identity_key")),
     )
@@ -267,9 +265,7 @@ def upgrade() -> None:
             name=op.f("ck_comparisons_lsc_source"),
         ),
         sa.CheckConstraint("reference IN ('baseline', 'previous')", name=op.f("ck_comparisons_reference")),
-        sa.CheckConstraint(
-            "side IS NULL OR side IN ('left', 'right', 'mean')", name=op.f("ck_comparisons_side")
-        ),
+        sa.CheckConstraint("side IS NULL OR side IN ('left', 'right', 'mean')", name=op.f("ck_comparisons_side")),
         sa.CheckConstraint(
             "significance IS NULL OR significance IN ('gain', 'loss', 'stable')",
             name=op.f("ck_comparisons_significance"),
@@ -413,9 +409,7 @@ def upgrade() -> None:
         sa.Column("provenance", sa.JSON(), nullable=False),
         sa.Column("source_file_id", sa.Integer(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.CheckConstraint(
-            "side IS NULL OR side IN ('left', 'right', 'mean')", name=op.f("ck_measurements_side")
-        ),
+        sa.CheckConstraint("side IS NULL OR side IN ('left', 'right', 'mean')", name=op.f("ck_measurements_side")),
         sa.CheckConstraint("bmd > 0", name=op.f("ck_measurements_bmd_positive")),
         sa.ForeignKeyConstraint(
             ["exam_id"], ["exams.id"], name=op.f("fk_measurements_exam_id_exams"), ondelete="CASCADE"

@@ -86,9 +86,7 @@ def precision_rows(serial: str, site: str, base: float) -> list[list[object]]:
             for i in range(30)]  # fmt: skip
 
 
-def test_precision_study_gives_the_study_lsc_to_comparisons(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_precision_study_gives_the_study_lsc_to_comparisons(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     main(["ingest", str(GAIN_LOSS)])
     study = write_csv(
         tmp_path / "p.csv",

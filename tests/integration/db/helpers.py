@@ -75,8 +75,6 @@ def evaluation(
 ) -> PatientEvaluation:
     return PatientEvaluation(
         comparisons=tuple(comparisons),
-        next_scan=NextScan(
-            due=due, rule_id="oral_bisphosphonate_followup", reason="Every 24 months.", alerts=alerts
-        ),
+        next_scan=NextScan(due=due, rule_id="oral_bisphosphonate_followup", reason="Every 24 months.", alerts=alerts),
         who_category="low_bone_mass",
     )

@@ -61,6 +61,4 @@ def test_savepoints_work(engine: Engine, session: Session) -> None:
     nested.rollback()
     session.commit()
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT identifier FROM patients ORDER BY identifier")).scalars().all() == [
-            "S1"
-        ]
+        assert conn.execute(text("SELECT identifier FROM patients ORDER BY identifier")).scalars().all() == ["S1"]

@@ -116,9 +116,7 @@ def test_two_weak_exams_fold_into_the_serial_exam(session: Session) -> None:
     patient = session.get(Patient, weak.patient.id)
     assert patient is not None
     device = find_or_create_device(session, HOLOGIC)
-    session.add(
-        Exam(patient_id=patient.id, exam_date=date(2020, 1, 10), device_id=device.id, scan_types=["dual_hip"])
-    )
+    session.add(Exam(patient_id=patient.id, exam_date=date(2020, 1, 10), device_id=device.id, scan_types=["dual_hip"]))
     session.commit()
     assert _count(session, Exam) == 2
     result = store_report(session, report(*HIP))
@@ -130,9 +128,7 @@ def test_two_weak_exams_fold_into_the_serial_exam(session: Session) -> None:
 def test_late_file_after_evaluation_joins_the_exam(session: Session) -> None:
     first = store_report(session, report(*SPINE, on=date(2018, 4, 10)))
     second = store_report(session, report(*SPINE, on=date(2020, 1, 21)))
-    save_evaluation(
-        session, first.patient.id, evaluation(comparison(str(first.exam.id), str(second.exam.id)))
-    )
+    save_evaluation(session, first.patient.id, evaluation(comparison(str(first.exam.id), str(second.exam.id))))
     session.commit()
     file = register_source_file(session, sha256=sha("late sr"), original_name="STR00003.dcm").file
     late = store_report(session, report(*HIP, on=date(2020, 1, 21), fmt="ge_enhanced_sr"), source_file=file)

@@ -35,9 +35,7 @@ from tests.integration.db.helpers import (
     site,
 )
 
-REPEATS = [
-    PrecisionRepeat("tech A", f"S{i}", k, 0.9 + 0.001 * ((i + k) % 3)) for i in range(15) for k in range(3)
-]
+REPEATS = [PrecisionRepeat("tech A", f"S{i}", k, 0.9 + 0.001 * ((i + k) % 3)) for i in range(15) for k in range(3)]
 
 
 def _two_exams(session: Session) -> tuple[int, str, str]:
@@ -73,9 +71,7 @@ def test_history_in_monitor_types(session: Session) -> None:
     assert {(m.site, m.side, m.bmd) for m in history.exams[1].measurements} >= {("total_hip", "left", 0.8)}
     assert history.therapies == (Therapy("alendronate", "oral_bisphosphonate", date(2018, 2, 1)),)
     # only the patient's machines' LSCs come along
-    assert [(lsc.machine.serial, lsc.site, lsc.lsc_g_cm2) for lsc in history.lscs] == [
-        ("302081M", "L1-L4", 0.0277)
-    ]
+    assert [(lsc.machine.serial, lsc.site, lsc.lsc_g_cm2) for lsc in history.lscs] == [("302081M", "L1-L4", 0.0277)]
     [cc] = history.cross_calibrations
     assert cc.kind == "in_vivo" and cc.sites == frozenset({"L1-L4", "total_hip"})
     assert cc.lsc_g_cm2 == (("L1-L4", 0.04),) and cc.slope == 1.1
@@ -167,9 +163,7 @@ def test_export_shape(session: Session) -> None:
         "t_score": None,
         "z_score": None,
     }
-    assert {"site": "L1-L4", "side": None, "bmd": 0.9, "t_score": -1.5, "z_score": -0.5} in exam[
-        "measurements"
-    ]
+    assert {"site": "L1-L4", "side": None, "bmd": 0.9, "t_score": -1.5, "z_score": -0.5} in exam["measurements"]
     [c] = exported["comparisons"]
     assert set(c) == {
         "site", "side", "from_exam", "to_exam", "reference", "status", "delta_g_cm2", "percent_change",

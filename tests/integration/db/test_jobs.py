@@ -29,9 +29,7 @@ from tests.integration.db.helpers import sha
 
 
 def _files(session: Session, n: int) -> list[int]:
-    ids = [
-        register_source_file(session, sha256=sha(f"f{i}"), original_name=f"{i}.dcm").file.id for i in range(n)
-    ]
+    ids = [register_source_file(session, sha256=sha(f"f{i}"), original_name=f"{i}.dcm").file.id for i in range(n)]
     session.commit()
     return ids
 
@@ -85,8 +83,7 @@ def test_failure_retries_with_backoff_then_fails(session: Session) -> None:
     job = claim_next_job(session, now=now)
     assert job is not None
     assert (
-        fail_job(session, job, "timeout", retry=True, max_attempts=2, backoff=timedelta(minutes=5), now=now)
-        == "queued"
+        fail_job(session, job, "timeout", retry=True, max_attempts=2, backoff=timedelta(minutes=5), now=now) == "queued"
     )
     session.commit()
     assert claim_next_job(session, now=now + timedelta(minutes=1)) is None  # still backing off
@@ -106,9 +103,7 @@ def test_stale_running_jobs_are_requeued_or_failed(session: Session) -> None:
     assert one is not None and two is not None
     two.attempts = 3
     session.commit()
-    requeued, failed = requeue_stale_jobs(
-        session, started_before=utcnow() - timedelta(minutes=10), max_attempts=3
-    )
+    requeued, failed = requeue_stale_jobs(session, started_before=utcnow() - timedelta(minutes=10), max_attempts=3)
     session.commit()
     assert (requeued, failed) == ([ids[0]], [ids[1]])
     again = claim_next_job(session)

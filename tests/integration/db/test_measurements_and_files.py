@@ -57,9 +57,7 @@ def test_agreement_within_half_a_printed_digit(session: Session) -> None:
 def test_agreeing_file_fills_empty_fields_without_touching_the_bmd(session: Session) -> None:
     sr = register_source_file(session, sha256=sha("sr"), original_name="sr.dcm").file
     stored = store_report(session, report(site("L1-L4", 0.900)))
-    store_report(
-        session, report(site("L1-L4", 0.900, t_score=-1.1, z_score=0.2, provenance="SR/TID")), source_file=sr
-    )
+    store_report(session, report(site("L1-L4", 0.900, t_score=-1.1, z_score=0.2, provenance="SR/TID")), source_file=sr)
     session.commit()
     row = stored.exam.measurements[0]
     assert (row.bmd, row.t_score, row.z_score) == (0.900, -1.1, 0.2)
@@ -68,9 +66,7 @@ def test_agreeing_file_fills_empty_fields_without_touching_the_bmd(session: Sess
 
 
 def test_same_bytes_are_a_duplicate(session: Session) -> None:
-    first = register_source_file(
-        session, sha256=sha("bytes"), original_name="../../etc/x\x00.dcm", size_bytes=5
-    )
+    first = register_source_file(session, sha256=sha("bytes"), original_name="../../etc/x\x00.dcm", size_bytes=5)
     session.commit()
     again = register_source_file(session, sha256=sha("bytes").upper(), original_name="copy.dcm")
     session.commit()

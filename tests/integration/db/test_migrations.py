@@ -37,9 +37,7 @@ def _diff(url: str) -> list[object]:
     try:
         with engine.connect() as conn, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "skipping expression-based index": checked separately below
-            context = MigrationContext.configure(
-                conn, opts={"compare_type": True, "compare_server_default": True}
-            )
+            context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
             return list(compare_metadata(context, Base.metadata))
     finally:
         engine.dispose()

@@ -7,6 +7,7 @@ binaries, the databases are real SQLite files and PostgreSQL databases.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -110,10 +112,12 @@ def _is_dicom(data: bytes) -> bool:
 def _rewrite_dicom(data: bytes, change: Callable[[Any], None]) -> bytes:
     import pydicom
 
-    ds = pydicom.dcmread(io.BytesIO(data))
-    change(ds)
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=False)
+    with warnings.catch_warnings():  # a sample's invalid UID is on purpose
+        warnings.simplefilter("ignore", UserWarning)
+        ds = pydicom.dcmread(io.BytesIO(data))
+        change(ds)
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=False)
     return out.getvalue()
 
 
@@ -145,10 +149,13 @@ def make_batch(samples: list[Sample], total: int, *, redrops: int = 10, conflict
     with_uid = [s for s in accepted if _is_dicom(s.data)]
     step = max(1, len(samples) // max(redrops, 1))
     batch += [
-        BatchFile(f"redrop/{i:03d}_{Path(s.rel).name}", s.data, "redrop", s) for i, s in enumerate(samples[::step][:redrops])
+        BatchFile(f"redrop/{i:03d}_{Path(s.rel).name}", s.data, "redrop", s)
+        for i, s in enumerate(samples[::step][:redrops])
     ]
     batch += [
-        BatchFile(f"conflict/{i:03d}_{Path(s.rel).name}", _rewrite_dicom(s.data, _same_uid_other_bytes), "uid_conflict", s)
+        BatchFile(
+            f"conflict/{i:03d}_{Path(s.rel).name}", _rewrite_dicom(s.data, _same_uid_other_bytes), "uid_conflict", s
+        )
         for i, s in enumerate(with_uid[:conflicts])
     ]
     k = 0
@@ -216,9 +223,11 @@ class Proc:
     cwd: Path = ROOT
     popen: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    offset: int = 0  # where the current run's log starts
 
     def start(self) -> Proc:
         self.starts += 1
+        self.offset = len(self.log())
         log = self.log_path.open("ab")
         log.write(f"\n===== start {self.starts}: {' '.join(self.argv)}\n".encode())
         log.flush()
@@ -240,12 +249,12 @@ class Proc:
         return self.log_path.read_text("utf-8", errors="replace") if self.log_path.exists() else ""
 
     def wait_log(self, text: str, timeout: float) -> None:
-        start = self.log().count(text)
+        """Wait for `text` in what the current run (since the last start) logged."""
 
         def seen() -> bool:
             if not self.alive():
                 raise AssertionError(f"{self.argv[0]} exited early:\n{self.log()[-3000:]}")
-            return self.log().count(text) > start
+            return text in self.log()[self.offset :]
 
         wait_until(seen, timeout, f"{text!r} in {self.log_path.name}")
 
@@ -261,10 +270,8 @@ class Proc:
         """SIGKILL the whole process group, and wait for the leader."""
         if self.popen is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.popen.wait(timeout=10)
 
     def stop(self, timeout: float = 15.0) -> None:
@@ -283,14 +290,10 @@ class Proc:
     def _reap_group(self) -> None:
         if self.popen is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 def redis_ping(url: str, timeout: float = 1.0) -> bool:
@@ -415,12 +418,39 @@ def scan_end_state(data_dir: Path, inbox: Path) -> EndState:
     return state
 
 
+def describe(paths: list[Path], sessions: Any) -> list[str]:
+    """What the database says about stray files (for failure messages)."""
+    from sqlalchemy import select
+
+    from db.models import Job, SourceFile
+
+    out = []
+    with sessions() as session:
+        for path in paths:
+            sha = hashlib.sha256(path.read_bytes()).hexdigest()
+            row = session.scalars(select(SourceFile).where(SourceFile.sha256 == sha)).one_or_none()
+            if row is None:
+                out.append(f"{path.name}: no row")
+                continue
+            jobs = session.execute(
+                select(Job.id, Job.state, Job.attempts, Job.worker).where(Job.source_file_id == row.id)
+            ).all()
+            out.append(
+                f"{path.name}: row {row.id} {row.status} {row.reason_code} times_seen={row.times_seen} "
+                f"attempts={row.attempts} stored_path={row.stored_path} jobs={jobs}"
+            )
+    return out
+
+
 def check_accounting(data_dir: Path, inbox: Path, batch: list[BatchFile], sessions: Any) -> EndState:
     """Every dropped file accounted for exactly once, on disk and in the database."""
     from sqlalchemy import func, select
 
     from db.models import Job, SourceFile
 
+    leftovers = files_below(data_dir / "work")
+    if leftovers:
+        raise AssertionError(f"{len(leftovers)} files left in work/: {describe(leftovers, sessions)}")
     state = scan_end_state(data_dir, inbox)
     dropped = Counter(f.sha256 for f in batch)
     kept = set(state.archived) | set(state.quarantined)
@@ -439,16 +469,14 @@ def check_accounting(data_dir: Path, inbox: Path, batch: list[BatchFile], sessio
             row = by_sha[sha]
             assert row.status == "ingested" and row.stored_path == str(path), (row.status, row.stored_path, path)
             assert row.exam_id is not None or row.patient_id is not None or row.format is not None
-        for sha, (code, path, _) in state.quarantined.items():
+        for sha, (_code, path, _) in state.quarantined.items():
             row = by_sha[sha]
             assert row.status == "quarantined" and row.stored_path == str(path), (row.status, row.stored_path, path)
         seen = sum(r.times_seen for r in rows)
         assert seen == len(batch), f"times_seen adds up to {seen}, {len(batch)} files were dropped"
         states = dict(session.execute(select(Job.state, func.count()).group_by(Job.state)).all())
         assert set(states) <= {"done"}, f"jobs not finished: {states}"
-        ingest_jobs = Counter(
-            session.scalars(select(Job.source_file_id).where(Job.kind == "ingest_file")).all()
-        )
+        ingest_jobs = Counter(session.scalars(select(Job.source_file_id).where(Job.kind == "ingest_file")).all())
         assert set(ingest_jobs) == {r.id for r in rows} and set(ingest_jobs.values()) == {1}, "one ingest job per file"
     return state
 

@@ -33,9 +33,7 @@ def test_identity_keys_ignore_case_and_spacing_but_not_serials() -> None:
     assert device_identity_key("HOLOGIC", "Horizon A", "301234M") == device_identity_key(
         "Hologic", " horizon  A", "301234 m"
     )
-    assert device_identity_key("HOLOGIC", "Horizon A", "301234M") != device_identity_key(
-        "HOLOGIC", "Horizon A", "1"
-    )
+    assert device_identity_key("HOLOGIC", "Horizon A", "301234M") != device_identity_key("HOLOGIC", "Horizon A", "1")
     assert device_identity_key("HOLOGIC", "Horizon A", None).endswith("|")
 
 

@@ -20,9 +20,7 @@ SAMPLES = Path(__file__).resolve().parents[3].parent / "shared" / "samples"
 PDFS = sorted(SAMPLES.rglob("*.pdf")) if SAMPLES.is_dir() else []
 ENCAPSULATED = (
     sorted(
-        p
-        for p in SAMPLES.rglob("*.dcm")
-        if "encapsulated" in json.loads(Path(f"{p}.truth.json").read_text())["kind"]
+        p for p in SAMPLES.rglob("*.dcm") if "encapsulated" in json.loads(Path(f"{p}.truth.json").read_text())["kind"]
     )
     if SAMPLES.is_dir()
     else []
@@ -90,9 +88,7 @@ def _without_provenance(report: ParsedReport) -> ParsedReport:
     return replace(
         report,
         measurements=tuple(replace(m, provenance="") for m in report.measurements),
-        extras=replace(
-            report.extras, history=tuple(replace(h, provenance="") for h in report.extras.history)
-        ),
+        extras=replace(report.extras, history=tuple(replace(h, provenance="") for h in report.extras.history)),
     )
 
 

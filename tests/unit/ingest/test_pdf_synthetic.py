@@ -103,9 +103,7 @@ def test_missing_patient_id_names_the_field_and_no_patient_data() -> None:
 
 
 def test_results_table_without_a_bmd_column_is_malformed() -> None:
-    lines = [
-        line.replace("BMD (g/cm2) ", "") if line.startswith("Region") else line for line in HOLOGIC_LINES
-    ]
+    lines = [line.replace("BMD (g/cm2) ", "") if line.startswith("Region") else line for line in HOLOGIC_LINES]
     with pytest.raises(MalformedResults, match="'bmd' column"):
         parse_pdf(build_pdf([lines]), "x.pdf")
 

@@ -170,9 +170,7 @@ def test_published_osteosys_primus_case() -> None:
     assert got[("femoral_neck", "left", "1", "3", "baseline")].percent_change == 6.97
     assert got[("total_hip", "left", "1", "3", "baseline")].percent_change == 7.74
     assert got[("L1-L4", None, "1", "3", "baseline")].delta_g_cm2 == 0.251
-    assert {c.significance for c in got.values() if c.reference == "baseline" and c.to_exam == "3"} == {
-        "gain"
-    }
+    assert {c.significance for c in got.values() if c.reference == "baseline" and c.to_exam == "3"} == {"gain"}
     # previous: femoral neck 0.732 -> 0.721 is inside the LSC
     assert got[("femoral_neck", "left", "2", "3", "previous")].significance == "stable"
 
@@ -296,9 +294,7 @@ def test_same_vertebrae_are_compared_when_the_reference_measured_them() -> None:
 
 
 def test_phantom_cross_calibration_makes_same_model_comparable() -> None:
-    cal = CrossCalibration(
-        HOLOGIC_A, HOLOGIC_B, "phantom", frozenset({"spine", "total_hip"}), (("spine", 0.025),)
-    )
+    cal = CrossCalibration(HOLOGIC_A, HOLOGIC_B, "phantom", frozenset({"spine", "total_hip"}), (("spine", 0.025),))
     exams = [
         exam(
             "1",
@@ -327,12 +323,8 @@ def test_phantom_cross_calibration_makes_same_model_comparable() -> None:
     )
     assert "cross-calibration" in (s.reason or "")
     assert got[("total_hip", "left", "1", "2", "baseline")].status == "ok_cross_calibrated"
-    assert (
-        got[("total_hip", "left", "1", "2", "baseline")].lsc_source == "default"
-    )  # no crosscal LSC for the hip
-    assert (
-        got[("femoral_neck", "left", "1", "2", "baseline")].status == "rejected_cross_machine"
-    )  # not covered
+    assert got[("total_hip", "left", "1", "2", "baseline")].lsc_source == "default"  # no crosscal LSC for the hip
+    assert got[("femoral_neck", "left", "1", "2", "baseline")].status == "rejected_cross_machine"  # not covered
 
 
 def test_in_vivo_cross_calibration_converts_the_reference() -> None:

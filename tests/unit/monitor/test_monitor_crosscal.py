@@ -25,9 +25,7 @@ def test_pooled_lsc() -> None:
     assert pooled_lsc(0.01, 0.02) == pytest.approx(2.77 * math.sqrt((0.0001 + 0.0004) / 2))
 
 
-@pytest.mark.parametrize(
-    ("offset", "accepted"), [(0.0, True), (0.009, True), (0.0101, False), (-0.02, False)]
-)
+@pytest.mark.parametrize(("offset", "accepted"), [(0.0, True), (0.009, True), (0.0101, False), (-0.02, False)])
 def test_phantom_tolerance(offset: float, accepted: bool) -> None:
     a = [1.000 + 0.001 * (i % 3 - 1) for i in range(10)]
     b = [v * (1 + offset) for v in a]
@@ -44,16 +42,12 @@ def test_phantom_needs_same_model_and_enough_scans() -> None:
     with pytest.raises(CrossCalibrationError, match="in-vivo"):
         phantom_cross_calibration(HOLOGIC_A, GE, ["spine"], scans, scans, rms_sd_a=0.01, rms_sd_b=0.01)
     with pytest.raises(CrossCalibrationError, match="at least 10"):
-        phantom_cross_calibration(
-            HOLOGIC_A, HOLOGIC_B, ["spine"], scans[:5], scans, rms_sd_a=0.01, rms_sd_b=0.01
-        )
+        phantom_cross_calibration(HOLOGIC_A, HOLOGIC_B, ["spine"], scans[:5], scans, rms_sd_a=0.01, rms_sd_b=0.01)
 
 
 def test_accepted_phantom_record_makes_comparisons_cross_calibrated() -> None:
     scans = [1.0] * 10
-    result = phantom_cross_calibration(
-        HOLOGIC_A, HOLOGIC_B, ["spine"], scans, scans, rms_sd_a=0.008, rms_sd_b=0.008
-    )
+    result = phantom_cross_calibration(HOLOGIC_A, HOLOGIC_B, ["spine"], scans, scans, rms_sd_a=0.008, rms_sd_b=0.008)
     assert result.record is not None
     exams = [exam("1", "2015-01-01", HOLOGIC_A, spine(0.8)), exam("2", "2017-01-01", HOLOGIC_B, spine(0.83))]
     c = compare_history(exams, [], [result.record], CONFIG)[0]
@@ -107,9 +101,7 @@ def test_in_vivo_small_studies() -> None:
     result = in_vivo_cross_calibration(GE, HOLOGIC_A, "L1-L4", old, new, rms_sd_old=0.01, rms_sd_new=0.01)
     assert result.note is not None and "100" in result.note
     with pytest.raises(CrossCalibrationError, match="at least 30"):
-        in_vivo_cross_calibration(
-            GE, HOLOGIC_A, "L1-L4", old[:20], new[:20], rms_sd_old=0.01, rms_sd_new=0.01
-        )
+        in_vivo_cross_calibration(GE, HOLOGIC_A, "L1-L4", old[:20], new[:20], rms_sd_old=0.01, rms_sd_new=0.01)
     with pytest.raises(CrossCalibrationError, match="serial"):
         in_vivo_cross_calibration(NO_SERIAL, HOLOGIC_A, "L1-L4", old, new, rms_sd_old=0.01, rms_sd_new=0.01)
 

@@ -30,9 +30,7 @@ def test_manufacturer_spellings_match(a: str, b: str) -> None:
     assert normalize_manufacturer(a) == normalize_manufacturer(b)
 
 
-@pytest.mark.parametrize(
-    ("a", "b"), [("HOLOGIC", "GE Healthcare"), ("Lunar", "Norland"), ("OsteoSys", "Hologic")]
-)
+@pytest.mark.parametrize(("a", "b"), [("HOLOGIC", "GE Healthcare"), ("Lunar", "Norland"), ("OsteoSys", "Hologic")])
 def test_different_manufacturers_differ(a: str, b: str) -> None:
     assert normalize_manufacturer(a) != normalize_manufacturer(b)
 

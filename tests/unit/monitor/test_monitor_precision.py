@@ -82,9 +82,7 @@ def test_pooling_technologists_weights_by_degrees_of_freedom() -> None:
     b = precision_study("L1-L4", triples(15, 0.02))
     pooled = pool_precision([a, b])
     assert pooled.degrees_of_freedom == 60
-    assert pooled.rms_sd_g_cm2 == pytest.approx(
-        math.sqrt((30 * a.rms_sd_g_cm2**2 + 30 * b.rms_sd_g_cm2**2) / 60)
-    )
+    assert pooled.rms_sd_g_cm2 == pytest.approx(math.sqrt((30 * a.rms_sd_g_cm2**2 + 30 * b.rms_sd_g_cm2**2) / 60))
     assert pooled.lsc_g_cm2 == pytest.approx(2.77 * pooled.rms_sd_g_cm2)
     # pooling equals one study holding every patient
     assert pooled.rms_sd_g_cm2 == pytest.approx(

@@ -93,16 +93,13 @@ def test_rejected_whenever_serials_differ(s1: str, s2: str, a: float, b: float, 
 
 
 @given(
-    st.lists(
-        st.tuples(st.sampled_from(["L1", "L2", "L3", "L4", "L1-L4", "L2-L4", "L3-L4"]), bmd), min_size=1
-    ),
+    st.lists(st.tuples(st.sampled_from(["L1", "L2", "L3", "L4", "L1-L4", "L2-L4", "L3-L4"]), bmd), min_size=1),
     st.booleans(),
 )
 def test_never_a_comparison_at_a_single_vertebra(rows: list[tuple[str, float]], serial_missing: bool) -> None:
     machine = Machine("GE Healthcare", "Lunar iDXA", None if serial_missing else "X1")
     exams = [
-        Exam(str(i), date(2010 + i, 1, 1), machine, tuple(Measurement(s, None, v) for s, v in rows))
-        for i in range(3)
+        Exam(str(i), date(2010 + i, 1, 1), machine, tuple(Measurement(s, None, v) for s, v in rows)) for i in range(3)
     ]
     for c in compare_history(exams, [], [], CONFIG):
         assert "-" in c.site

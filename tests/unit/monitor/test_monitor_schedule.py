@@ -13,9 +13,7 @@ CONFIG = load_config()
 D = date.fromisoformat
 
 
-def t(
-    drug_class: str, start: str, stop: str | None = None, agent: str | None = None, gc: bool = False
-) -> Therapy:
+def t(drug_class: str, start: str, stop: str | None = None, agent: str | None = None, gc: bool = False) -> Therapy:
     return Therapy(agent or drug_class, drug_class, D(start), D(stop) if stop else None, glucocorticoid=gc)
 
 

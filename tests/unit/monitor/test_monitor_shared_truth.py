@@ -67,9 +67,7 @@ def test_comparisons_match_truth(scenario: Path) -> None:
         for c in compare_history(_exams(truth), [], [], load_config())
         if _is_primary(c.site)
     }
-    expected = {
-        (c["site"], c["side"], c["from_exam"], c["to_exam"], c["reference"]): c for c in truth["comparisons"]
-    }
+    expected = {(c["site"], c["side"], c["from_exam"], c["to_exam"], c["reference"]): c for c in truth["comparisons"]}
     assert set(got) == set(expected), "missing or extra comparisons"
     for key, want in expected.items():
         c = got[key]
@@ -89,9 +87,7 @@ def test_therapies_classify_as_truth(scenario: Path) -> None:
     truth = json.loads(scenario.read_text(encoding="utf-8"))
     for t in truth["therapies"]:
         stop = date.fromisoformat(t["stop"]) if t["stop"] else None
-        assert (
-            therapy_from_agent(t["agent"], date.fromisoformat(t["start"]), stop).drug_class == t["drug_class"]
-        )
+        assert therapy_from_agent(t["agent"], date.fromisoformat(t["start"]), stop).drug_class == t["drug_class"]
 
 
 def _evaluate(name: str, today: date) -> Any:
