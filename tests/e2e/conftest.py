@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -42,13 +43,11 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
     return build(tmp_path_factory.mktemp("e2e"))
 
 
-@pytest.fixture(scope="module")
-def live_server(seeded: Seeded) -> Iterator[str]:
+@contextmanager
+def serve_app(app: Any) -> Iterator[str]:
+    """Run `app` under uvicorn in a thread on a free port; yields its base URL."""
     import uvicorn
 
-    from web.app import create_app
-
-    app = create_app(seeded.settings, seeded.factory, on_therapy_changed=evaluator(), today=lambda: TODAY)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -58,9 +57,20 @@ def live_server(seeded: Seeded) -> Iterator[str]:
         if time.monotonic() > deadline or not thread.is_alive():
             pytest.fail("the web server did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def live_server(seeded: Seeded) -> Iterator[str]:
+    from web.app import create_app
+
+    app = create_app(seeded.settings, seeded.factory, on_therapy_changed=evaluator(), today=lambda: TODAY)
+    with serve_app(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

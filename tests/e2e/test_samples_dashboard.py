@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ from dxa.embedded import make_app
 from dxa.imports import import_therapies
 from dxa.settings import Settings
 from ingest.watcher import iter_files
-from tests.e2e.conftest import _free_port, shot
+from tests.e2e.conftest import serve_app, shot
 from workers import pipeline
 from workers.context import build_context
 
@@ -29,8 +27,6 @@ PASSWORD = "sample-pass-1"
 
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import uvicorn
-
     from db.accounts import create_user
     from db.migrate import upgrade
 
@@ -57,18 +53,8 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pipeline.evaluate(ctx, patient_id)
 
     app: Any = make_app(ctx)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("the web server did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_app(app) as url:
+        yield url
 
 
 def sign_in(page: Any, user: str, target: str) -> None:
