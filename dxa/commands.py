@@ -191,13 +191,14 @@ def _comparisons_csv(patients: list[dict[str, Any]]) -> str:
 # --------------------------------------------------------------------------- imports
 
 
-def _run_import(fn: Any, *fn_args: Any) -> tuple[Context, Any]:
+def _run_import(fn: Any) -> tuple[Context, Any]:
+    """Run one importer, `fn(session, ctx)`, in one transaction; a bad row rolls everything back."""
     from dxa.imports import ImportError_
 
     ctx = _context()
     try:
         with ctx.sessions.begin() as session:
-            result = fn(session, *fn_args) if fn_args else fn(session)
+            result = fn(session, ctx)
     except ImportError_ as exc:
         raise UserError(f"{exc}; nothing was imported") from None
     return ctx, result
@@ -207,7 +208,7 @@ def cmd_therapies_import(args: argparse.Namespace) -> int:
     from dxa.imports import import_therapies
     from workers import pipeline
 
-    ctx, touched = _run_import(import_therapies, args.file)
+    ctx, touched = _run_import(lambda session, _: import_therapies(session, args.file))
     for patient_id in touched:
         pipeline.evaluate(ctx, patient_id)
     print(f"therapies imported for {len(touched)} patients; their next scans were recomputed")
@@ -215,24 +216,17 @@ def cmd_therapies_import(args: argparse.Namespace) -> int:
 
 
 def cmd_precision_import(args: argparse.Namespace) -> int:
-    from dxa.imports import ImportError_, import_precision
-
-    ctx = _context()
-    try:
-        with ctx.sessions.begin() as session:
-            results = import_precision(session, args.file, ctx.monitoring)
-            lines = [
-                f"{r.device.manufacturer} {r.device.model} S/N {r.device.serial} {r.site}: "
-                f"RMS-SD {r.facility.rms_sd_g_cm2:.4f} g/cm2, %CV {r.facility.rms_cv_percent:.2f}, "
-                f"LSC {r.facility.lsc_g_cm2:.3f} g/cm2 ({r.facility.degrees_of_freedom} df)"
-                + "".join(f"\n  warning: {w}" for w in r.warnings)
-                for r in results
-            ]
-    except ImportError_ as exc:
-        raise UserError(f"{exc}; nothing was imported") from None
-    print("\n".join(lines))
+    from dxa.imports import import_precision
     from workers import pipeline
 
+    ctx, results = _run_import(lambda session, c: import_precision(session, args.file, c.monitoring))
+    for r in results:
+        print(
+            f"{r.device.manufacturer} {r.device.model} S/N {r.device.serial} {r.site}: "
+            f"RMS-SD {r.facility.rms_sd_g_cm2:.4f} g/cm2, %CV {r.facility.rms_cv_percent:.2f}, "
+            f"LSC {r.facility.lsc_g_cm2:.3f} g/cm2 ({r.facility.degrees_of_freedom} df)"
+            + "".join(f"\n  warning: {w}" for w in r.warnings)
+        )
     pipeline.evaluate_all(ctx)
     return 0
 
@@ -257,22 +251,16 @@ def cmd_precision_show(args: argparse.Namespace) -> int:
 
 
 def cmd_crosscal_import(args: argparse.Namespace) -> int:
-    from dxa.imports import ImportError_, import_crosscal
+    from dxa.imports import import_crosscal
     from workers import pipeline
 
-    ctx = _context()
-    try:
-        with ctx.sessions.begin() as session:
-            results = import_crosscal(session, args.file, ctx.monitoring)
-            lines = [
-                f"{r.kind} {r.device_a.model} S/N {r.device_a.serial} -> {r.device_b.model} S/N {r.device_b.serial} "
-                f"{r.site}: slope {r.slope:.4f}, intercept {r.intercept:.4f}, LSC {r.lsc_g_cm2:.3f} g/cm2"
-                + (f" ({r.note})" if r.note else "")
-                for r in results
-            ]
-    except ImportError_ as exc:
-        raise UserError(f"{exc}; nothing was imported") from None
-    print("\n".join(lines))
+    ctx, results = _run_import(lambda session, c: import_crosscal(session, args.file, c.monitoring))
+    for r in results:
+        print(
+            f"{r.kind} {r.device_a.model} S/N {r.device_a.serial} -> {r.device_b.model} S/N {r.device_b.serial} "
+            f"{r.site}: slope {r.slope:.4f}, intercept {r.intercept:.4f}, LSC {r.lsc_g_cm2:.3f} g/cm2"
+            + (f" ({r.note})" if r.note else "")
+        )
     pipeline.evaluate_all(ctx)
     return 0
 
