@@ -17,6 +17,21 @@ DEFAULT_WINDOW_DAYS = 90
 COLUMNS = ("patient_id", "name", "due", "overdue", "rule_id", "reason", "last_exam")
 
 
+def _as_row(item: Any) -> dict[str, Any]:
+    """One worklist entry in COLUMNS order: the JSON item and the CSV row are the same data."""
+    row = {
+        "patient_id": item.patient_id,
+        "name": item.name,
+        "due": item.due.isoformat(),
+        "overdue": item.overdue,
+        "rule_id": item.rule_id,
+        "reason": item.reason,
+        "last_exam": item.last_exam.isoformat() if item.last_exam else None,
+    }
+    assert tuple(row) == COLUMNS
+    return row
+
+
 def _window(today: date, start: date | None, end: date | None) -> tuple[date, date]:
     start = start or today
     return start, end or start + timedelta(days=DEFAULT_WINDOW_DAYS)
@@ -58,18 +73,7 @@ def worklist_api(
     return {
         "start": lo.isoformat(),
         "end": hi.isoformat(),
-        "items": [
-            {
-                "patient_id": i.patient_id,
-                "name": i.name,
-                "due": i.due.isoformat(),
-                "overdue": i.overdue,
-                "rule_id": i.rule_id,
-                "reason": i.reason,
-                "last_exam": i.last_exam.isoformat() if i.last_exam else None,
-            }
-            for i in items
-        ],
+        "items": [_as_row(i) for i in items],
     }
 
 
@@ -85,18 +89,7 @@ def worklist_csv(
     lo, hi, items = _items(session, app.today(), start, end, overdue)
     queries.add_audit(session, user, "worklist_exported", None, format="csv", patients=len(items))
     session.commit()
-    rows = [
-        (
-            i.patient_id,
-            i.name,
-            i.due.isoformat(),
-            i.overdue,
-            i.rule_id,
-            i.reason,
-            i.last_exam.isoformat() if i.last_exam else None,
-        )
-        for i in items
-    ]
+    rows = [tuple(_as_row(i).values()) for i in items]
     return Response(
         to_csv(rows, COLUMNS),
         media_type="text/csv; charset=utf-8",
