@@ -115,6 +115,28 @@ def mark_processing(session: Session, file: SourceFile, *, parser_version: str |
     session.flush()
 
 
+def _finish(
+    session: Session,
+    file: SourceFile,
+    status: str,
+    reason_code: str | None,
+    reason_text: str | None,
+    stored_path: str | None,
+    parser_version: str | None,
+    now: datetime | None,
+) -> None:
+    """A file's final state: where it now lies, which parser decided, and when."""
+    file.status = status
+    file.reason_code = reason_code
+    file.reason_text = reason_text
+    if stored_path is not None:
+        file.stored_path = stored_path
+    if parser_version:
+        file.parser_version = parser_version
+    file.finished_at = now or utcnow()
+    session.flush()
+
+
 def mark_ingested(
     session: Session,
     file: SourceFile,
@@ -123,15 +145,7 @@ def mark_ingested(
     parser_version: str | None = None,
     now: datetime | None = None,
 ) -> None:
-    file.status = "ingested"
-    file.reason_code = None
-    file.reason_text = None
-    if stored_path is not None:
-        file.stored_path = stored_path
-    if parser_version:
-        file.parser_version = parser_version
-    file.finished_at = now or utcnow()
-    session.flush()
+    _finish(session, file, "ingested", None, None, stored_path, parser_version, now)
 
 
 def mark_quarantined(
@@ -146,15 +160,7 @@ def mark_quarantined(
 ) -> None:
     """`reason_code` names the quarantine folder; `reason_text` is the technologist's sentence
     (no patient data: it is shown on the QA page and written to the sidecar)."""
-    file.status = "quarantined"
-    file.reason_code = reason_code
-    file.reason_text = reason_text
-    if stored_path is not None:
-        file.stored_path = stored_path
-    if parser_version:
-        file.parser_version = parser_version
-    file.finished_at = now or utcnow()
-    session.flush()
+    _finish(session, file, "quarantined", reason_code, reason_text, stored_path, parser_version, now)
 
 
 def mark_duplicate(session: Session, file: SourceFile, *, reason_text: str, now: datetime | None = None) -> None:

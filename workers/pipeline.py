@@ -54,6 +54,7 @@ from workers.files import (
     claim_by_rename,
     display_name,
     move_durably,
+    quarantine_code,
     quarantine_file,
     sha256_of,
 )
@@ -281,8 +282,6 @@ def _store(ctx: Context, job: _JobSnapshot, report: ParsedReport, work_path: str
 
 def _quarantine(ctx: Context, session: Session, job: _JobSnapshot, file: SourceFile, code: str, text: str) -> JobResult:
     """Record the reason, commit (by leaving the caller's `begin()` block) and move the bytes."""
-    from workers.files import quarantine_code
-
     folder = ctx.settings.quarantine_dir / quarantine_code(code)
     work_path = Path(file.stored_path or "")
     dest = folder / f"{file.sha256}{work_path.suffix}"
