@@ -147,3 +147,15 @@ def session(engine: Engine) -> Iterator[Session]:
 
     with session_factory(engine)() as s:
         yield s
+
+
+SHARED_SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "samples")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """In CI the shared samples must be there: several test modules skip without them, and a
+    skip there would hide that the parsers and the monitor were never checked against the truth."""
+    shared = os.environ.get("DXA_SHARED_DIR")
+    samples = os.path.join(shared, "samples") if shared else SHARED_SAMPLES
+    if services_required() and not os.path.isdir(samples):
+        raise pytest.UsageError(f"shared samples not found at {samples} and DXA_REQUIRE_SERVICES=1")

@@ -30,7 +30,7 @@ def _compose_command() -> list[str] | None:
 
 @pytest.fixture(scope="module")
 def config() -> dict[str, Any]:
-    yaml = pytest.importorskip("yaml")
+    import yaml
     command = _compose_command()
     if command is None:
         skip_or_fail("neither `docker compose` nor `docker-compose` is installed")
