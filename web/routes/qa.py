@@ -8,12 +8,16 @@ from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Request, UploadFile
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
+from db.jobs import enqueue_evaluation
 from db.models import Device
-from web import precision, queries
-from web.auth import check_csrf
+from dxa.imports import CROSSCAL_KINDS, CrossCalKind, CrossCalPreview, preview_crosscal, save_crosscal
+from monitor.config import MonitoringConfig
+from web import crosscal, precision, queries
+from web.auth import CurrentUser, check_csrf
 from web.deps import App, DbSession, QaUser, render
 from web.exports import to_csv
 
@@ -135,18 +139,28 @@ def _technologist_checks(
     return flagged
 
 
-@router.get("/qa/devices", include_in_schema=False)
-def devices_page(request: Request, session: DbSession, app: App, _: QaUser) -> Response:
+def _devices_context(session: Session, app: App) -> dict[str, Any]:
+    """What the machines page needs besides the calculators' own preview and error."""
     details = queries.device_details(session)
-    context = {
+    return {
         "details": details,
         "flagged": _technologist_checks(session, app, details),
+        "crosscal_cards": crosscal.device_cards(session),
         "sites": PRECISION_SITES,
+        "crosscal_kinds": CROSSCAL_KINDS,
+        "crosscal_limits": app.monitoring if app.monitoring is not None else MonitoringConfig(rules={}),
         "preview": None,
         "upload": None,
         "error": None,
+        "crosscal_preview": None,
+        "crosscal_upload": None,
+        "crosscal_error": None,
     }
-    return render(request, "qa_devices.html", context)
+
+
+@router.get("/qa/devices", include_in_schema=False)
+def devices_page(request: Request, session: DbSession, app: App, _: QaUser) -> Response:
+    return render(request, "qa_devices.html", _devices_context(session, app))
 
 
 @router.get("/api/qa/devices", tags=["qa"])
@@ -155,6 +169,7 @@ def devices_api(session: DbSession, app: App, _: QaUser) -> dict[str, Any]:
     the ISCD limit, and cross-calibrations."""
     details = queries.device_details(session)
     flagged = _technologist_checks(session, app, details)
+    cards = crosscal.device_cards(session)
     return {
         "devices": [
             {
@@ -175,7 +190,7 @@ def devices_api(session: DbSession, app: App, _: QaUser) -> dict[str, Any]:
                     }
                     for s in d.studies
                 ],
-                "cross_calibrations": [_jsonable(asdict(c)) for c in d.crosscals],
+                "cross_calibrations": [crosscal.card_json(c) for c in cards.get(d.device.pk, [])],
             }
             for d in details
         ]
@@ -206,15 +221,8 @@ async def precision_upload(
         if len(raw) > MAX_UPLOAD_BYTES:
             raise HTTPException(413, "precision study file too large")
         csv_text = raw.decode("utf-8-sig", errors="replace")
-    details = queries.device_details(session)
-    context: dict[str, Any] = {
-        "details": details,
-        "flagged": _technologist_checks(session, app, details),
-        "sites": PRECISION_SITES,
-        "upload": {"device": device, "site": site, "performed_on": performed_on, "csv_text": csv_text},
-        "preview": None,
-        "error": None,
-    }
+    context = _devices_context(session, app)
+    context["upload"] = {"device": device, "site": site, "performed_on": performed_on, "csv_text": csv_text}
     try:
         when = date.fromisoformat(performed_on) if performed_on else None
         repeats = precision.parse_csv(csv_text)
@@ -231,6 +239,125 @@ async def precision_upload(
     queries.add_audit(session, user, "precision_study_saved", None, device=device, site=site)
     session.commit()
     return RedirectResponse("/qa/devices", status_code=303)
+
+
+# --------------------------------------------------------------------------- cross-calibration calculator
+
+CSV_LABEL = "CSV"  # what error messages call the uploaded file ("CSV: line 3: field site: …")
+
+
+def _crosscal_compute(session: Session, app: App, csv_text: str, kind: str, performed_on: str) -> list[CrossCalPreview]:
+    """The previews of an uploaded cross-calibration CSV; ValueError (ImportError_ included) for
+    a file that cannot be read, with the line and field."""
+    if len(csv_text.encode()) > MAX_UPLOAD_BYTES:
+        raise HTTPException(413, "cross-calibration file too large (2 MiB at most)")
+    chosen: CrossCalKind | None = None
+    if kind:
+        if kind not in CROSSCAL_KINDS:
+            raise ValueError(f"kind {kind!r} is not phantom or in_vivo")
+        chosen = "phantom" if kind == "phantom" else "in_vivo"
+    when = date.fromisoformat(performed_on) if performed_on else None
+    return preview_crosscal(session, csv_text, CSV_LABEL, app.monitoring, kind=chosen, performed_on=when)
+
+
+def _crosscal_save(session: Session, user: CurrentUser, previews: list[CrossCalPreview]) -> int:
+    """Store the previewed records, audit each, and queue re-evaluation of the patients scanned on
+    both machines (their refused comparisons may now be allowed). Returns how many were queued."""
+    save_crosscal(session, previews, CSV_LABEL)
+    for p in previews:
+        queries.add_audit(
+            session,
+            user,
+            "cross_calibration_saved",
+            None,
+            kind=p.kind,
+            device_a=p.device_a.id,
+            device_b=p.device_b.id,
+            site=p.site,
+            lsc_g_cm2=p.lsc_g_cm2,
+        )
+    patients = crosscal.patients_on_both(session, previews)
+    for patient_pk in patients:
+        enqueue_evaluation(session, patient_pk)
+    session.commit()
+    return len(patients)
+
+
+@router.post("/qa/devices/crosscal", include_in_schema=False)
+async def crosscal_upload(
+    request: Request,
+    session: DbSession,
+    app: App,
+    user: QaUser,
+    kind: Annotated[str, Form()] = "",
+    action: Annotated[str, Form()] = "preview",
+    performed_on: Annotated[str, Form()] = "",
+    csv_text: Annotated[str, Form()] = "",
+    file: UploadFile | None = None,
+    csrf_token: Annotated[str, Form()] = "",
+) -> Response:
+    """Preview (compute, save nothing) or save an uploaded cross-calibration CSV, the CLI's columns.
+    The preview page carries the CSV back in a hidden field, so saving stores exactly what was
+    seen; one group that cannot be used (422) and nothing is saved."""
+    check_csrf(request, csrf_token)
+    if file is not None and file.filename:
+        raw = await file.read(MAX_UPLOAD_BYTES + 1)
+        if len(raw) > MAX_UPLOAD_BYTES:
+            raise HTTPException(413, "cross-calibration file too large (2 MiB at most)")
+        csv_text = raw.decode("utf-8-sig", errors="replace")
+    context = _devices_context(session, app)
+    context["crosscal_upload"] = {"kind": kind, "performed_on": performed_on, "csv_text": csv_text}
+    try:
+        previews = _crosscal_compute(session, app, csv_text, kind, performed_on)
+    except ValueError as exc:
+        context["crosscal_error"] = str(exc)
+        return render(request, "qa_devices.html", context, status_code=422)
+    context["crosscal_preview"] = previews
+    saveable = all(p.saveable for p in previews)
+    if action != "save" or not saveable:
+        return render(request, "qa_devices.html", context, status_code=200 if saveable else 422)
+    _crosscal_save(session, user, previews)
+    return RedirectResponse(f"/qa/devices#device-{previews[0].device_a.id}", status_code=303)
+
+
+class CrossCalIn(BaseModel):
+    csv_text: str  # the CLI's columns: kind, device_a_serial, device_b_serial, site, subject, bmd_a, bmd_b
+    kind: CrossCalKind | None = None  # fills an empty or missing kind column
+    performed_on: date | None = None
+
+
+def _crosscal_api(request: Request, session: Session, app: App, user: CurrentUser, data: CrossCalIn) -> Any:
+    if not user.via_token:
+        check_csrf(request, request.headers.get("x-csrf-token"))
+    performed_on = data.performed_on.isoformat() if data.performed_on else ""
+    try:
+        return _crosscal_compute(session, app, data.csv_text, data.kind or "", performed_on)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+@router.post("/api/qa/crosscal/preview", tags=["qa"])
+def crosscal_preview_api(request: Request, session: DbSession, app: App, user: QaUser, data: CrossCalIn) -> Response:
+    """What the cross-calibration calculator shows, computed and not saved: per (kind, machines,
+    site) the means, phantom difference and verdict, or the in-vivo regression and generalized
+    LSC. 422 when any group cannot be saved (its `error` says why). Session users send the page's
+    CSRF token in `X-CSRF-Token`; bearer-token clients need none."""
+    previews = _crosscal_api(request, session, app, user, data)
+    saveable = all(p.saveable for p in previews)
+    body = {"saveable": saveable, "cross_calibrations": [crosscal.preview_json(p) for p in previews]}
+    return JSONResponse(body, status_code=200 if saveable else 422)
+
+
+@router.post("/api/qa/crosscal", tags=["qa"], status_code=201)
+def crosscal_save_api(request: Request, session: DbSession, app: App, user: QaUser, data: CrossCalIn) -> Response:
+    """Compute and save a cross-calibration CSV (all groups or none, as `dxa crosscal import`);
+    the patients scanned on both machines are queued for re-evaluation."""
+    previews = _crosscal_api(request, session, app, user, data)
+    body: dict[str, Any] = {"cross_calibrations": [crosscal.preview_json(p) for p in previews]}
+    if not all(p.saveable for p in previews):
+        return JSONResponse({**body, "saveable": False}, status_code=422)
+    body["patients_queued"] = _crosscal_save(session, user, previews)
+    return JSONResponse({**body, "saveable": True}, status_code=201)
 
 
 # --------------------------------------------------------------------------- ingest
