@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from fhir.resources.R4B.bundle import Bundle
 from sqlalchemy import select
 
-from db.models import AuditEvent, Job, SourceFile, TherapyRow
+from db.models import AuditEvent, Exam, Job, SourceFile, TherapyRow
 from tests.web.conftest import csrf_of
 from tests.web.seed import FORMULA_ID, REPLACED, SAME, Seeded
 from web.app import create_app
@@ -284,6 +284,13 @@ def test_precision_calculator_preview_then_save(login: Login, seeded: Seeded) ->
     old = next(d for d in client.get("/api/qa/devices").json()["devices"] if d["serial"] == "45678")
     assert old["precision_studies"][0]["site"] == "total_hip"
     assert abs(old["precision_studies"][0]["lsc_g_cm2"] - 2.77 * 0.01 * 2**0.5) < 1e-4
+    # the new LSC applies to everyone scanned on that machine: their evaluations are queued
+    with seeded.factory() as session:
+        scanned = set(session.scalars(select(Exam.patient_id).where(Exam.device_id == seeded.device_ids["45678"])))
+        queued = set(
+            session.scalars(select(Job.patient_id).where(Job.kind == "evaluate_patient", Job.state == "queued"))
+        )
+    assert scanned and scanned <= queued
 
 
 def test_precision_calculator_reports_bad_csv(login: Login, seeded: Seeded) -> None:

@@ -10,10 +10,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.jobs import enqueue_evaluation
-from db.models import Device
+from db.models import Device, Exam
 from dxa.imports import CROSSCAL_KINDS, CrossCalKind, CrossCalPreview, preview_crosscal, save_crosscal
 from monitor.config import MonitoringConfig
 from web import crosscal, precision, queries
@@ -237,6 +238,9 @@ async def precision_upload(
         session, device, site, when, repeats, preview.facility.rms_sd_g_cm2, preview.facility.lsc_g_cm2
     )
     queries.add_audit(session, user, "precision_study_saved", None, device=device, site=site)
+    # A new LSC can turn a stable change into a significant one: re-evaluate everyone scanned here.
+    for patient_pk in session.scalars(select(Exam.patient_id).where(Exam.device_id == device).distinct()):
+        enqueue_evaluation(session, patient_pk)
     session.commit()
     return RedirectResponse("/qa/devices", status_code=303)
 
