@@ -59,6 +59,7 @@ class MonitoringConfig:
     normal_min_t: float = -1.0
     osteoporosis_max_t: float = -2.5
     low_z: float = -2.0
+    who_min_age_years: int = 50
     denosumab_followon_months: int = 6
     denosumab_followon_classes: frozenset[str] = frozenset({"oral_bisphosphonate", "iv_bisphosphonate", "denosumab"})
     holiday_after_years_oral: float = 5
@@ -195,7 +196,7 @@ def _parse(data: Mapping[str, Any]) -> MonitoringConfig:
             "in_vivo_recommended_patients",
         },
     )
-    who = _table(data, "who", {"normal_min_t", "osteoporosis_max_t", "low_z"})
+    who = _table(data, "who", {"normal_min_t", "osteoporosis_max_t", "low_z", "min_age_years"})
     schedule = _table(
         data,
         "schedule",
@@ -247,6 +248,7 @@ def _parse(data: Mapping[str, Any]) -> MonitoringConfig:
         normal_min_t=normal_min_t,
         osteoporosis_max_t=osteoporosis_max_t,
         low_z=_number(who, "low_z", "who", -2.0),
+        who_min_age_years=_int(who, "min_age_years", "who", 50, minimum=0),
         denosumab_followon_months=_int(schedule, "denosumab_followon_months", "schedule", 6),
         denosumab_followon_classes=frozenset(followon),
         holiday_after_years_oral=_number(schedule, "holiday_after_years_oral", "schedule", 5, positive=True),

@@ -19,12 +19,15 @@ def evaluate_patient(
     crosscals: Sequence[CrossCalibration],
     config: MonitoringConfig,
     today: date,
+    *,
+    birth_date: date | None = None,
 ) -> PatientEvaluation:
     """Comparisons, WHO category, next scan and alerts for one patient.
 
     Pure and deterministic: the same inputs (including `today`) give the same output, so a job
     that runs twice writes the same rows. Exams dated after `today` are ignored (a clock or
-    data error should not schedule from the future).
+    data error should not schedule from the future). `birth_date` decides whether the WHO
+    categories apply at each exam (see `monitor.who`).
     """
     for t in therapies:
         if t.drug_class not in DRUG_CLASSES:
@@ -34,7 +37,7 @@ def evaluate_patient(
         raise ValueError("exam ids must be unique within a patient")
     history = [e for e in exams if e.date <= today]
     comparisons = compare_history(history, lscs, crosscals, config)
-    who = classify_history(history, config)
+    who = classify_history(history, config, birth_date)
     scan = next_scan(history, comparisons, therapies, config, today)
     return PatientEvaluation(
         comparisons=comparisons,

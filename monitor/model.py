@@ -151,6 +151,6 @@ class NextScan:
 class PatientEvaluation:
     comparisons: tuple[Comparison, ...]
     next_scan: NextScan
-    who_category: str | None = None  # "normal", "low_bone_mass", "osteoporosis"
+    who_category: str | None = None  # "normal", "low_bone_mass", "osteoporosis", "z_score_only"
     z_below_expected: bool = False
     alerts: tuple[Alert, ...] = field(default_factory=tuple)

@@ -19,6 +19,7 @@ WHO_TEXT = {
     "normal": "Normal",
     "low_bone_mass": "Low bone mass",
     "osteoporosis": "Osteoporosis",
+    "z_score_only": "Under 50: Z-score only",
 }
 
 

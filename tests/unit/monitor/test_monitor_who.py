@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import date
+
 import pytest
 
 from monitor.model import Measurement
@@ -79,3 +82,35 @@ def test_low_bone_mass_does_not_persist() -> None:
         exam("2", "2017-01-01", HOLOGIC_A, Measurement("L1-L4", None, 0.8, t_score=-0.8)),
     ]
     assert classify_history(exams, CONFIG).category == "normal"
+
+
+@pytest.mark.parametrize(
+    ("birth", "category"),
+    [
+        ("1970-01-02", "z_score_only"),  # 49 the day before the 50th birthday
+        ("1970-01-01", "osteoporosis"),  # 50 on the scan day
+        (None, "osteoporosis"),  # age unknown: the vendor's own reading
+    ],
+)
+def test_who_categories_apply_from_fifty(birth: str | None, category: str) -> None:
+    e = exam("1", "2020-01-01", HOLOGIC_A, Measurement("L1-L4", None, 0.7, t_score=-2.8, z_score=-2.1))
+    born = date.fromisoformat(birth) if birth else None
+    result = classify_exam(e, CONFIG, born)
+    assert result.category == category
+    assert result.z_below_expected is True  # the Z-score is read at every age
+
+
+def test_osteoporosis_before_fifty_is_not_a_diagnosis_that_persists() -> None:
+    born = date(1968, 6, 1)
+    exams = [
+        exam("1", "2016-01-01", HOLOGIC_A, Measurement("L1-L4", None, 0.7, t_score=-2.9)),  # aged 47
+        exam("2", "2019-01-01", HOLOGIC_A, Measurement("L1-L4", None, 0.8, t_score=-1.8)),  # aged 50
+    ]
+    assert classify_history(exams[:1], CONFIG, born).category == "z_score_only"
+    assert classify_history(exams, CONFIG, born).category == "low_bone_mass"
+
+
+def test_age_limit_is_configurable() -> None:
+    e = exam("1", "2020-01-01", HOLOGIC_A, Measurement("L1-L4", None, 0.7, t_score=-2.8))
+    no_limit = replace(CONFIG, who_min_age_years=0)
+    assert classify_exam(e, no_limit, date(2000, 1, 1)).category == "osteoporosis"
