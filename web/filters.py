@@ -37,11 +37,36 @@ def fmt_date(value: date | datetime | None) -> str:
     return value.isoformat()
 
 
+def person_name(value: str | None) -> str:
+    """A DICOM person name as people write it: `TANAKA^JOAN` -> `TANAKA, JOAN`.
+
+    PN is `family^given^middle^prefix^suffix`, up to three `=`-separated groups (alphabetic,
+    ideographic, phonetic). Letter case is kept as the scanner sent it (title-casing would
+    mangle McAllister or van der Berg); an ideographic group follows in brackets, written without
+    separators as CJK names are."""
+    if not value:
+        return "—"
+    groups = value.split("=")
+
+    def western(group: str) -> str:
+        family, given, middle, prefix, suffix = ([*group.split("^"), "", "", "", ""])[:5]
+        first = " ".join(p for p in (prefix, given, middle) if p)
+        name = ", ".join(p for p in (family, first) if p)
+        return f"{name} {suffix}".strip() if suffix else name
+
+    alphabetic = western(groups[0])
+    ideographic = "".join(groups[1].split("^")) if len(groups) > 1 else ""
+    if alphabetic and ideographic:
+        return f"{alphabetic} ({ideographic})"
+    return alphabetic or ideographic or "—"
+
+
 def install(env: Environment) -> None:
     env.filters["num"] = fmt_num
     env.filters["day"] = fmt_date
     env.filters["site"] = lambda site, side=None: site_label(site, side)
     env.filters["status_text"] = lambda status: STATUS_TEXT.get(status, status)
+    env.filters["person"] = person_name
     env.filters["who_text"] = lambda who: WHO_TEXT.get(who, who or "—")
     env.globals["patient_url"] = patient_url
 

@@ -12,6 +12,7 @@ from fhir.resources.R4B.bundle import Bundle
 from web import svg
 from web.exports import escape_cell, to_csv, to_ics
 from web.fhir import build_bundle, loinc_codes
+from web.filters import person_name
 
 
 @pytest.mark.parametrize("cell", ["=1+2", "+1", "-A1", "@SUM(A1)", "\tx", "\rx"])
@@ -76,3 +77,20 @@ def test_fhir_bundle_without_serial_and_missing_scores_validates() -> None:
     assert "serialNumber" not in device
     observations = [e for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"]
     assert len(observations) == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("TANAKA^JOAN", "TANAKA, JOAN"),
+        ("McAllister^Joan^Ann^Dr.^PhD", "McAllister, Dr. Joan Ann PhD"),
+        ("Wu^Xiuying=吴^秀英", "Wu, Xiuying (吴秀英)"),
+        ("=吴^秀英", "吴秀英"),
+        ("吴秀英", "吴秀英"),
+        ("Smith, Jane", "Smith, Jane"),  # a PDF's printed name is left alone
+        ("^^^^", "—"),
+        (None, "—"),
+    ],
+)
+def test_person_names_read_as_written(raw: str | None, shown: str) -> None:
+    assert person_name(raw) == shown
