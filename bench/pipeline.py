@@ -12,12 +12,24 @@ The batch is the shared samples plus re-drops, UID conflicts and distinct varian
 (tests/integration/pipeline/support.make_batch), all dropped at once. Latency is drop ->
 evaluated for each ingested file (its patient's first evaluation that finished after the
 file's rows were committed); with the whole batch dropped at once it is mostly queueing time.
+
+Database work per dropped file: embedded counts every SQL statement and commit of the service's
+engine (SQLAlchemy events, in-process); Celery counts committed transactions of the throwaway
+database (`pg_stat_database.xact_commit`, read after the services stopped; statements cannot be
+counted there without pg_stat_statements; the count also includes the pool's pre-ping, an
+autocommit `SELECT 1` each time a session takes a connection, about one per transaction).
+
+CPU per file (user + system seconds of the processes, children included) says where the time
+goes and how far more worker processes could scale on a machine with more free cores: embedded
+counts this whole process (watcher, runners, parse children); Celery counts the worker (main,
+pool, parse children), the watcher, and the PostgreSQL backends of the bench database.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import tempfile
 import threading
@@ -30,7 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import select  # noqa: E402
+from sqlalchemy import event, select  # noqa: E402
 
 from db.models import Job, SourceFile  # noqa: E402
 from tests.integration.pipeline.support import (  # noqa: E402
@@ -55,6 +67,13 @@ class Result:
     seconds: float
     latencies: list[float]
     note: str = ""
+    statements: int | None = None
+    commits: int | None = None
+    cpu: dict[str, float] | None = None  # seconds by component
+    evaluations: int = 0  # patient evaluations run
+
+    def per_file(self, count: int | None) -> str:
+        return f"{count / self.files:.1f}" if count is not None and self.files else "-"
 
     @property
     def rate(self) -> float:
@@ -65,6 +84,38 @@ class Result:
             return float("nan")
         values = sorted(self.latencies)
         return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+
+def _tree_cpu(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes and their descendants (reaped ones included)."""
+    import psutil
+
+    procs: dict[int, Any] = {}
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(pid)
+            procs[pid] = root
+            for child in root.children(recursive=True):
+                procs[child.pid] = child
+    total = 0.0
+    for proc in procs.values():
+        with contextlib.suppress(psutil.Error):
+            t = proc.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def _postgres_cpu(database: str) -> float:
+    """CPU seconds of the live PostgreSQL backends connected to `database`."""
+    import psutil
+
+    total = 0.0
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if any(database in part for part in proc.info["cmdline"] or []):
+                t = proc.cpu_times()
+                total += t.user + t.system
+    return total
 
 
 def _epoch(moment: datetime | None) -> float:
@@ -107,7 +158,9 @@ def _measure(sessions: Any, dropped_at: dict[str, float], t0: float, n: int) -> 
             end = min(later) if later else end
             latencies.append(end - dropped_at[sha])
         done_at = max(done_at, end)
-    return Result("", n, done_at - t0, latencies)
+    result = Result("", n, done_at - t0, latencies)
+    result.evaluations = sum(len(v) for v in evaluations.values())
+    return result
 
 
 def embedded(batch: list[BatchFile], runners: int = 2) -> Result:
@@ -123,6 +176,16 @@ def embedded(batch: list[BatchFile], runners: int = 2) -> Result:
         )  # fmt: skip
         ctx = build_context(settings)
         upgrade(ctx.engine)
+        counts = {"statements": 0, "commits": 0}
+
+        def count(key: str) -> Any:
+            def listener(*_: Any, **__: Any) -> None:
+                counts[key] += 1
+
+            return listener
+
+        event.listen(ctx.engine, "before_cursor_execute", count("statements"))
+        event.listen(ctx.engine, "commit", count("commits"))
         stop = threading.Event()
         threads = [threading.Thread(target=watch_forever, args=(ctx, stop), daemon=True)]
         threads += [threading.Thread(target=run_jobs_forever, args=(ctx, stop), daemon=True) for _ in range(runners)]
@@ -130,21 +193,27 @@ def embedded(batch: list[BatchFile], runners: int = 2) -> Result:
             t.start()
         time.sleep(1.0)  # runners' start-up refresh of an empty database
         dropped: dict[str, float] = {}
+        cpu0 = _tree_cpu([os.getpid()])
         t0 = time.time()
         drop(batch, settings.inbox_dir, dropped)
         wait_until(
             lambda: not files_below(settings.inbox_dir) and pipeline_idle(ctx.sessions, len(batch)), 3600, "batch"
         )
+        cpu = _tree_cpu([os.getpid()]) - cpu0
         stop.set()
         for t in threads:
             t.join(timeout=30)
         result = _measure(ctx.sessions, dropped, t0, len(batch))
+        result.statements, result.commits = counts["statements"], counts["commits"]
+        result.cpu = {"process": cpu}
         ctx.engine.dispose()
     result.mode = f"embedded (SQLite, {runners} runner threads)"
     return result
 
 
 def scaled(batch: list[BatchFile], processes: int) -> Result:
+    from sqlalchemy.engine import make_url
+
     from db.engine import make_engine, session_factory
     from db.migrate import upgrade
     from tests.conftest import create_postgres_database, drop_postgres_database
@@ -167,6 +236,8 @@ def scaled(batch: list[BatchFile], processes: int) -> Result:
             try:
                 worker.wait_log("ready.", 60)
                 watch.wait_log("watching the inbox", 60)
+                database = str(make_url(url).database)
+                cpu0 = (_tree_cpu([worker.pid]), _tree_cpu([watch.pid]), _postgres_cpu(database))
                 dropped: dict[str, float] = {}
                 t0 = time.time()
                 drop(batch, base / "inbox", dropped)
@@ -174,15 +245,32 @@ def scaled(batch: list[BatchFile], processes: int) -> Result:
                     lambda: not files_below(base / "inbox") and pipeline_idle(sessions, len(batch)), 3600, "batch"
                 )
                 result = _measure(sessions, dropped, t0, len(batch))
+                cpu1 = (_tree_cpu([worker.pid]), _tree_cpu([watch.pid]), _postgres_cpu(database))
+                result.cpu = {k: b - a for k, a, b in zip(("worker", "watcher", "postgres"), cpu0, cpu1, strict=True)}
             finally:
                 watch.stop()
                 worker.stop()
                 engine.dispose()
+            result.commits = _pg_commits(url)
         finally:
             drop_postgres_database(url)
             redis.stop()
     result.mode = f"celery, {processes} worker process{'es' if processes > 1 else ''} (PostgreSQL, Redis)"
     return result
+
+
+def _pg_commits(url: str) -> int | None:
+    """Transactions committed in the bench database so far (its services stopped: stats flushed)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    time.sleep(1.5)  # backends report their statistics at most once a second
+    conninfo = parsed.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (parsed.database,)).fetchone()
+    return int(row[0]) if row else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,12 +295,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  ... {results[-1].mode}: {results[-1].rate:.1f} files/s", flush=True)
 
     print()
-    print(f"{'mode':<50} {'files/s':>8} {'parse/e2e':>10} {'p50 s':>7} {'p95 s':>7}")
+    head = f"{'mode':<50} {'files/s':>8} {'parse/e2e':>10} {'p50 s':>7} {'p95 s':>7}"
+    print(f"{head} {'SQL/file':>9} {'commits/file':>13}")
     for r in results:
         ratio = f"{parse.rate / r.rate:.2f}x" if r is not parse and r.rate else "-"
         p50 = f"{r.pct(0.5):.2f}" if r.latencies else "-"
         p95 = f"{r.pct(0.95):.2f}" if r.latencies else "-"
-        print(f"{r.mode:<50} {r.rate:>8.1f} {ratio:>10} {p50:>7} {p95:>7}")
+        sql, commits = r.per_file(r.statements), r.per_file(r.commits)
+        print(f"{r.mode:<50} {r.rate:>8.1f} {ratio:>10} {p50:>7} {p95:>7} {sql:>9} {commits:>13}")
+    print()
+    for r in results:
+        if r.cpu:
+            parts = ", ".join(f"{k} {v / r.files * 1000:.1f}" for k, v in r.cpu.items())
+            print(f"{r.mode}: CPU ms/file {parts}; {r.evaluations} patient evaluations")
     one = next((r for r in results if "1 worker process" in r.mode), None)
     two = next((r for r in results if "2 worker processes" in r.mode), None)
     print()

@@ -2,24 +2,26 @@
 
 Every function works inside the caller's transaction and never commits, so the pipeline can store
 a file's rows and mark the file in one commit (issue 4). Concurrency is handled in the database:
-unique constraints catch two workers creating the same patient, device or exam (the loser re-reads
-inside a savepoint), and the patient row is locked (`SELECT … FOR UPDATE` on PostgreSQL; SQLite
-serialises writers anyway) while a patient's exams are assembled, so two files of one exam
-processed at once cannot both create it.
+unique constraints catch two workers creating the same patient, device or exam (`INSERT … ON
+CONFLICT DO NOTHING`, then the loser reads the winner's row), and the patient row is locked
+(`SELECT … FOR UPDATE` on PostgreSQL; SQLite serialises writers anyway) while a patient's exams are
+assembled, so two files of one exam processed at once cannot both create it. A patient is locked at
+most once per transaction: the lock holds until the commit, so locking again would only cost a query.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import TypeVar
+from typing import Any
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from db.converters import device_values, measurement_provenance, measurement_row, patient_values
+from db.inserts import insert_unless_exists
 from db.models import (
     ComparisonRow,
     Device,
@@ -35,28 +37,30 @@ from ingest.report import DeviceIdentity, ParsedReport, PatientInfo, SiteMeasure
 # digit (vendors print g/cm² to 3 decimals); beyond that the second value is a conflict for QA.
 BMD_AGREEMENT_G_CM2 = 0.0005
 _FLOAT_SLACK = 1e-9
+_LOCKED = "dxa_locked_patients"
 
-_T = TypeVar("_T")
 
-
-def _insert_or_get(session: Session, row: _T, lookup: Callable[[], _T | None]) -> _T:
-    """Insert `row` in a savepoint; if a concurrent transaction inserted the same key first,
-    return that one instead."""
-    try:
-        with session.begin_nested():
-            session.add(row)
-    except IntegrityError:
-        found = lookup()
-        if found is None:
-            raise
-        return found
-    return row
+def _locked_patients(session: Session) -> dict[int, Patient]:
+    """The patients this session's current transaction has locked (row locks last until it ends),
+    held here too: the session's identity map keeps rows only while something refers to them."""
+    transaction = session.get_transaction()
+    held = session.info.get(_LOCKED)
+    if held is None or held[0] is not transaction:
+        held = (transaction, {})
+        session.info[_LOCKED] = held
+    locked: dict[int, Patient] = held[1]
+    return locked
 
 
 def lock_patient(session: Session, patient_id: int) -> Patient:
     """Serialise work on one patient's exams (a row lock on PostgreSQL; a no-op on SQLite, where
-    `BEGIN IMMEDIATE` already serialises writers)."""
+    `BEGIN IMMEDIATE` already serialises writers). Once per transaction: a second call finds the
+    lock held and the row in the session."""
+    held = _locked_patients(session).get(patient_id)
+    if held is not None:
+        return held
     patient = session.scalars(select(Patient).where(Patient.id == patient_id).with_for_update()).one()
+    _locked_patients(session)[patient_id] = patient
     return patient
 
 
@@ -72,32 +76,42 @@ def find_patient(session: Session, identifier: str, issuer: str | None = None) -
 def upsert_patient(session: Session, info: PatientInfo) -> Patient:
     """The patient row for (identifier, issuer); demographics fill gaps but never overwrite, since
     an old archive back-loaded later must not replace what newer files said."""
+    return _upsert_patient(session, info, lock=False)[0]
+
+
+def _upsert_patient(session: Session, info: PatientInfo, *, lock: bool) -> tuple[Patient, bool]:
+    """(patient, created); with `lock`, the row is locked for this transaction as it is read (one
+    query for both). A row this transaction inserted is as good as locked: nobody else sees it."""
     values = patient_values(info)
     if not values["identifier"]:
         raise ValueError("patient identifier is empty")
-
-    def lookup() -> Patient | None:
-        return find_patient(session, values["identifier"], values["issuer"])
-
-    patient = lookup()
+    stmt = select(Patient).where(Patient.identifier == values["identifier"], Patient.issuer == values["issuer"])
+    if lock:
+        stmt = stmt.with_for_update()
+    patient = session.scalars(stmt).one_or_none()
+    created = False
     if patient is None:
-        patient = _insert_or_get(session, Patient(**values), lookup)
+        patient = insert_unless_exists(session, Patient, values, ["identifier", "issuer"])
+        created = patient is not None
+        if patient is None:  # a concurrent transaction created it first (and has committed)
+            patient = session.scalars(stmt).one()
+    if lock:
+        _locked_patients(session)[patient.id] = patient
     for name in ("name", "birth_date", "sex"):
         if getattr(patient, name) is None and values[name] is not None:
             setattr(patient, name, values[name])
-    return patient
+    return patient, created
 
 
 def find_or_create_device(session: Session, identity: DeviceIdentity) -> Device:
     """The device row for a (manufacturer, model, serial), recording its software version."""
     values = device_values(identity)
-
-    def lookup() -> Device | None:
-        return session.scalars(select(Device).where(Device.identity_key == values["identity_key"])).one_or_none()
-
-    device = lookup()
+    stmt = select(Device).where(Device.identity_key == values["identity_key"])
+    device = session.scalars(stmt).one_or_none()
     if device is None:
-        device = _insert_or_get(session, Device(**values, software_versions=[]), lookup)
+        device = insert_unless_exists(session, Device, {**values, "software_versions": []}, ["identity_key"])
+        if device is None:
+            device = session.scalars(stmt).one()
     version = (identity.software_version or "").strip()
     if version and version not in device.software_versions:
         session.refresh(device, with_for_update=True)  # the list is read-modify-write
@@ -109,29 +123,28 @@ def find_or_create_device(session: Session, identity: DeviceIdentity) -> Device:
 # --------------------------------------------------------------------------- exam assembly
 
 
-def _exams_on(session: Session, patient_id: int, exam_date: date, *, model_key: str, strength: str) -> list[Exam]:
+def _same_day_exams(session: Session, patient_id: int, exam_date: date) -> list[Exam]:
+    """The patient's exams on that date, each with its device (joined), oldest first."""
     return list(
         session.scalars(
-            select(Exam)
-            .join(Device, Exam.device_id == Device.id)
-            .where(
-                Exam.patient_id == patient_id,
-                Exam.exam_date == exam_date,
-                Device.model_key == model_key,
-                Device.identity_strength == strength,
-            )
-            .order_by(Exam.id)
+            select(Exam).where(Exam.patient_id == patient_id, Exam.exam_date == exam_date).order_by(Exam.id)
         )
     )
 
 
-def _exact_exam(session: Session, patient_id: int, exam_date: date, device_id: int) -> Exam | None:
-    return session.scalars(
-        select(Exam).where(Exam.patient_id == patient_id, Exam.exam_date == exam_date, Exam.device_id == device_id)
-    ).one_or_none()
+def _of_model(exams: list[Exam], model_key: str, strength: str) -> list[Exam]:
+    return [e for e in exams if e.device.model_key == model_key and e.device.identity_strength == strength]
 
 
-def find_or_create_exam(session: Session, patient: Patient, exam_date: date, device: Device) -> Exam:
+def find_or_create_exam(
+    session: Session,
+    patient: Patient,
+    exam_date: date,
+    device: Device,
+    *,
+    details: Mapping[str, Any] | None = None,
+    patient_is_new: bool = False,
+) -> Exam:
     """The one exam of `patient` on `exam_date` on `device`; files of one visit never make two.
 
     A file without a serial (weak identity) joins the same-day exam of the same manufacturer and
@@ -139,38 +152,53 @@ def find_or_create_exam(session: Session, patient: Patient, exam_date: date, dev
     own. A file with a serial adopts a same-day weak exam of its model (upgrading that exam's
     device) and absorbs any further ones, unless another unit of that model also has an exam that
     day, when a weak file cannot be attributed and is left alone.
+
+    `details` (the `merge_exam_details` keywords) go straight into a new exam's row; an existing
+    exam is left for the caller to merge them into. `patient_is_new`: the patient was created in
+    this transaction, so it has no exam to look for.
     """
     lock_patient(session, patient.id)
+    same_day = [] if patient_is_new else _same_day_exams(session, patient.id, exam_date)
+    exact = next((e for e in same_day if e.device_id == device.id), None)
     if device.identity_strength == "weak":
-        serial_exams = _exams_on(session, patient.id, exam_date, model_key=device.model_key, strength="serial")
+        serial_exams = _of_model(same_day, device.model_key, "serial")
         if len(serial_exams) == 1:
             return serial_exams[0]
-        exam = _exact_exam(session, patient.id, exam_date, device.id)
-        return exam if exam is not None else _create_exam(session, patient.id, exam_date, device.id)
+        return exact if exact is not None else _create_exam(session, patient.id, exam_date, device, details)
 
-    exam = _exact_exam(session, patient.id, exam_date, device.id)
-    others = [
-        e
-        for e in _exams_on(session, patient.id, exam_date, model_key=device.model_key, strength="serial")
-        if e.device_id != device.id
-    ]
-    weak = [] if others else _exams_on(session, patient.id, exam_date, model_key=device.model_key, strength="weak")
+    exam = exact
+    others = [e for e in _of_model(same_day, device.model_key, "serial") if e.device_id != device.id]
+    weak = [] if others else _of_model(same_day, device.model_key, "weak")
     if exam is None and weak:
         exam = weak.pop(0)
         exam.device_id = device.id
         exam.device = device
         session.flush()
     if exam is None:
-        exam = _create_exam(session, patient.id, exam_date, device.id)
+        exam = _create_exam(session, patient.id, exam_date, device, details)
     for other in weak:
         merge_exams(session, source=other, target=exam)
     return exam
 
 
-def _create_exam(session: Session, patient_id: int, exam_date: date, device_id: int) -> Exam:
-    row = Exam(patient_id=patient_id, exam_date=exam_date, device_id=device_id, scan_types=[])
-    exam = _insert_or_get(session, row, lambda: _exact_exam(session, patient_id, exam_date, device_id))
-    session.flush()
+def _exam_columns(details: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A new exam's description columns from `merge_exam_details` keywords."""
+    given = dict(details or {})
+    scan_type = given.pop("scan_type", None)
+    columns = {name: value or None for name, value in given.items()}
+    columns["scan_types"] = [scan_type] if scan_type else []
+    return columns
+
+
+def _create_exam(
+    session: Session, patient_id: int, exam_date: date, device: Device, details: Mapping[str, Any] | None = None
+) -> Exam:
+    key = {"patient_id": patient_id, "exam_date": exam_date, "device_id": device.id}
+    exam = insert_unless_exists(session, Exam, {**key, **_exam_columns(details)}, list(key))
+    if exam is None:  # made meanwhile (the patient lock normally rules this out); the caller merges
+        return session.scalars(select(Exam).filter_by(**key)).one()
+    set_committed_value(exam, "measurements", [])  # a new row: nothing to load
+    set_committed_value(exam, "device", device)
     return exam
 
 
@@ -319,6 +347,21 @@ def add_measurements(
     `MeasurementConflict` for QA and the accepted value stays. Running the same file again changes
     nothing.
     """
+    result = _merge_measurements(session, exam, measurements, source_file_id=source_file_id)
+    session.flush()
+    return result
+
+
+def _merge_measurements(
+    session: Session,
+    exam: Exam,
+    measurements: Iterable[SiteMeasurement],
+    *,
+    source_file_id: int | None,
+    vendor_change: Mapping[tuple[str, str | None], dict[str, Any]] | None = None,
+) -> MeasurementMerge:
+    """`add_measurements` without the final flush; `vendor_change` goes into new rows' provenance
+    before they are written (no second UPDATE of each row)."""
     lock_patient(session, exam.patient_id)
     result = MeasurementMerge()
     current = {(m.site, m.side): m for m in exam.measurements}
@@ -327,6 +370,9 @@ def add_measurements(
         kept = current.get(key)
         if kept is None:
             row = measurement_row(value, exam_id=exam.id, source_file_id=source_file_id)
+            change = (vendor_change or {}).get(key)
+            if change is not None:
+                row.provenance = {**(row.provenance or {}), "vendor_change_pct": change}
             exam.measurements.append(row)
             current[key] = row
             result.added.append(row)
@@ -336,9 +382,9 @@ def add_measurements(
         elif kept.source_file_id is not None and kept.source_file_id == source_file_id:
             continue  # one file listing a site twice: its first value stands, nothing to audit
         else:
-            session.flush()  # the kept row needs its id
+            if kept.id is None:
+                session.flush()  # the kept row needs its id
             result.conflicts.append(_record_conflict(session, kept, value, source_file_id))
-    session.flush()
     return result
 
 
@@ -367,19 +413,14 @@ def list_conflicts(
 # --------------------------------------------------------------------------- a whole parsed file
 
 
-def _attach_vendor_change(rows: list[Measurement], report: ParsedReport) -> None:
-    """Keep the change the vendor printed for this exam beside the value, so the dashboard can
-    show the vendor's own percent change next to ours when they differ (issue 5)."""
-    printed = {
-        (h.site, h.side): h
+def _vendor_changes(report: ParsedReport) -> dict[tuple[str, str | None], dict[str, Any]]:
+    """The change the vendor printed for this exam, by site and side, to keep beside the value so the
+    dashboard can show the vendor's own percent change next to ours when they differ (issue 5)."""
+    return {
+        (h.site, h.side): {"baseline": h.change_vs_baseline_pct, "previous": h.change_vs_previous_pct}
         for h in report.extras.history
         if h.date == report.exam_date and (h.change_vs_baseline_pct is not None or h.change_vs_previous_pct is not None)
     }
-    for row in rows:
-        h = printed.get((row.site, row.side))
-        if h is not None:
-            change = {"baseline": h.change_vs_baseline_pct, "previous": h.change_vs_previous_pct}
-            row.provenance = {**(row.provenance or {}), "vendor_change_pct": change}
 
 
 @dataclass
@@ -390,26 +431,35 @@ class StoredReport:
     measurements: MeasurementMerge
 
 
-def store_report(session: Session, report: ParsedReport, *, source_file: SourceFile | None = None) -> StoredReport:
+def store_report(
+    session: Session,
+    report: ParsedReport,
+    *,
+    source_file: SourceFile | None = None,
+    source_file_id: int | None = None,
+) -> StoredReport:
     """Everything one parsed file contributes, in the caller's transaction: patient, device, the
     exam it belongs to, the exam's description and the measurements; the file row is linked to
-    its patient and exam. The caller commits, then archives the file and enqueues evaluation."""
-    patient = upsert_patient(session, report.patient)
+    its patient and exam. The caller commits, then archives the file and enqueues evaluation.
+
+    `source_file_id` instead of `source_file`: the measurements name the file, and linking the
+    file row is left to the caller (`db.files.finish_ingested`, in the same UPDATE as its status)."""
+    file_id = source_file.id if source_file is not None else source_file_id
+    patient, created = _upsert_patient(session, report.patient, lock=True)
     device = find_or_create_device(session, report.device)
-    exam = find_or_create_exam(session, patient, report.exam_date, device)
-    merge_exam_details(
-        exam,
-        scan_type=report.scan_type,
-        vertebral_set=report.vertebral_set,
-        scan_mode=report.scan_mode,
-        analysis_protocol=report.analysis_protocol,
-        reference_database=report.extras.reference_database,
-        software_version=report.device.software_version,
+    details = {
+        "scan_type": report.scan_type,
+        "vertebral_set": report.vertebral_set,
+        "scan_mode": report.scan_mode,
+        "analysis_protocol": report.analysis_protocol,
+        "reference_database": report.extras.reference_database,
+        "software_version": report.device.software_version,
+    }
+    exam = find_or_create_exam(session, patient, report.exam_date, device, details=details, patient_is_new=created)
+    merge_exam_details(exam, **details)  # a new exam has them already: nothing changes
+    merged = _merge_measurements(
+        session, exam, report.measurements, source_file_id=file_id, vendor_change=_vendor_changes(report)
     )
-    merged = add_measurements(
-        session, exam, report.measurements, source_file_id=source_file.id if source_file is not None else None
-    )
-    _attach_vendor_change(merged.added, report)
     if source_file is not None:
         source_file.patient_id = patient.id
         source_file.exam_id = exam.id

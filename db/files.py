@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.converters import sanitise_name
+from db.inserts import insert_unless_exists
 from db.models import SourceFile, utcnow
 
 UID_CONFLICT = "uid_conflict"
@@ -50,29 +51,27 @@ def register_source_file(
     if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         raise ValueError("sha256 must be 64 hex digits")
     moment = now or utcnow()
-    existing = get_source_file(session, digest)
-    if existing is None:
-        row = SourceFile(
-            sha256=digest,
-            original_name=sanitise_name(original_name),
-            size_bytes=size_bytes,
-            stored_path=stored_path,
-            status="pending",
-            attempts=0,
-            times_seen=1,
-            received_at=moment,
-            last_seen_at=moment,
-        )
-        try:
-            with session.begin_nested():
-                session.add(row)
-            return Registration(file=row, outcome="new")
-        except IntegrityError:
-            existing = get_source_file(session, digest)
-            if existing is None:
-                raise
-    existing.times_seen += 1
-    existing.last_seen_at = moment
+    values = {
+        "sha256": digest,
+        "original_name": sanitise_name(original_name),
+        "size_bytes": size_bytes,
+        "stored_path": stored_path,
+        "status": "pending",
+        "attempts": 0,
+        "times_seen": 1,
+        "received_at": moment,
+        "last_seen_at": moment,
+    }
+    row = insert_unless_exists(session, SourceFile, values, ["sha256"])
+    if row is not None:
+        return Registration(file=row, outcome="new")
+    existing = session.scalars(
+        update(SourceFile)
+        .where(SourceFile.sha256 == digest)
+        .values(times_seen=SourceFile.times_seen + 1, last_seen_at=moment)
+        .returning(SourceFile)
+        .execution_options(populate_existing=True)
+    ).one()
     return Registration(file=existing, outcome="duplicate")
 
 
@@ -104,6 +103,65 @@ def claim_sop_instance_uid(session: Session, file: SourceFile, uid: str | None) 
     file.conflict_with_id = holder.id
     mark_quarantined(session, file, reason_code=UID_CONFLICT, reason_text=UID_CONFLICT_TEXT)
     return holder
+
+
+def uid_holder(session: Session, file_id: int, uid: str | None) -> int | None:
+    """The id of another file that owns `uid` already (None: free, or no UID)."""
+    uid = (uid or "").strip()
+    if not uid:
+        return None
+    return session.scalars(
+        select(SourceFile.id).where(SourceFile.sop_instance_uid == uid, SourceFile.id != file_id)
+    ).first()
+
+
+def start_processing(session: Session, file_id: int, *, parser_version: str | None = None) -> SourceFile | None:
+    """`mark_processing` by id in one UPDATE … RETURNING: the row as it now is, None if it is gone."""
+    values: dict[str, object] = {"status": "processing", "attempts": SourceFile.attempts + 1}
+    if parser_version:
+        values["parser_version"] = parser_version
+    return session.scalars(
+        update(SourceFile)
+        .where(SourceFile.id == file_id)
+        .values(**values)
+        .returning(SourceFile)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+
+
+def finish_ingested(
+    session: Session,
+    file_id: int,
+    *,
+    stored_path: str,
+    patient_id: int,
+    exam_id: int,
+    format: str,
+    sop_instance_uid: str | None,
+    parser_version: str | None = None,
+    now: datetime | None = None,
+) -> None:
+    """An ingested file's row in one UPDATE: its place, its patient and exam, and its DICOM
+    instance UID (the caller checked with `uid_holder` that no other file owns it; should another
+    transaction take it meanwhile, the unique index fails this statement and the caller retries)."""
+    values: dict[str, object] = {
+        "status": "ingested",
+        "reason_code": None,
+        "reason_text": None,
+        "stored_path": stored_path,
+        "patient_id": patient_id,
+        "exam_id": exam_id,
+        "format": format,
+        "finished_at": now or utcnow(),
+    }
+    uid = (sop_instance_uid or "").strip()
+    if uid:
+        values["sop_instance_uid"] = uid
+    if parser_version:
+        values["parser_version"] = parser_version
+    session.execute(
+        update(SourceFile).where(SourceFile.id == file_id).values(**values).execution_options(synchronize_session=False)
+    )
 
 
 def mark_processing(session: Session, file: SourceFile, *, parser_version: str | None = None) -> None:

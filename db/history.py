@@ -9,6 +9,7 @@ evaluation leaves the same rows.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -109,12 +110,17 @@ def save_evaluation(
     *,
     actor: str = "system",
     now: datetime | None = None,
+    own_exams: Collection[str] | None = None,
 ) -> None:
     """Replace the patient's comparisons and next scan with `evaluation`, in the caller's
-    transaction (readers see the old set or the new one, never a mix, once it commits)."""
+    transaction (readers see the old set or the new one, never a mix, once it commits).
+    `own_exams`: the patient's exam ids as the evaluation named them, when the caller read them
+    under the same lock (`load_patient_history` after `lock_patient`); else they are read here."""
     moment = now or utcnow()
     lock_patient(session, patient_id)
-    own_exams = {exam_id_str(i) for i in session.scalars(select(ExamRow.id).where(ExamRow.patient_id == patient_id))}
+    if own_exams is None:
+        ids = session.scalars(select(ExamRow.id).where(ExamRow.patient_id == patient_id))
+        own_exams = {exam_id_str(i) for i in ids}
     for c in evaluation.comparisons:
         if c.from_exam not in own_exams or c.to_exam not in own_exams:
             raise ValueError("comparison names an exam that is not this patient's")

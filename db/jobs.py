@@ -3,25 +3,32 @@ carry job ids (issue 4).
 
 Claiming is atomic on both backends with one code path: the candidate is selected `FOR UPDATE
 SKIP LOCKED` (PostgreSQL; SQLite renders no locking clause) and then moved to `running` by an
-`UPDATE … WHERE state = 'queued'` whose row count says whether this caller won. Nothing here
-commits; a claimer should commit right after claiming so its row lock is short.
+`UPDATE … WHERE state = 'queued' RETURNING …` that says whether this caller won. A job left
+`running` by a worker process of this host that is gone can be claimed again at once by the next
+delivery of its message (`claim_job`), instead of waiting for the sweeper. Nothing here commits; a
+claimer should commit right after claiming so its row lock is short.
+
+`updated_at` of a queued job is its last dispatch: set when it was queued (and handed to the
+broker right after the commit) and again each time the sweeper re-sends it (`stamp_dispatched`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+import socket
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import func, or_, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
+from db.inserts import insert_unless_exists
 from db.models import Job, utcnow
 
 JobKindName = Literal["ingest_file", "evaluate_patient"]
 MAX_ERROR_LENGTH = 4000
-_CLAIM_TRIES = 5
+_CANDIDATE = aliased(Job, name="candidate")  # the claim's subquery, apart from the updated table
 
 
 def enqueue_job(
@@ -35,33 +42,34 @@ def enqueue_job(
 ) -> Job:
     """Queue a job. With a `dedup_key`, an already queued job with that key is returned instead
     (re-running a step enqueues nothing new)."""
+    for _ in range(3):
+        job = _insert_job(session, kind, source_file_id, patient_id, dedup_key, run_after)
+        if job is None:  # the key is taken by a queued job, unless a worker claimed it just now
+            job = session.scalars(select(Job).where(Job.dedup_key == dedup_key)).one_or_none()
+        if job is not None:
+            return job
+    raise RuntimeError("could not queue the job: its key kept changing hands")
 
-    def queued() -> Job | None:
-        if dedup_key is None:
-            return None
-        return session.scalars(select(Job).where(Job.dedup_key == dedup_key)).one_or_none()
 
-    existing = queued()
-    if existing is not None:
-        return existing
-    job = Job(
-        kind=kind,
-        state="queued",
-        source_file_id=source_file_id,
-        patient_id=patient_id,
-        dedup_key=dedup_key,
-        run_after=run_after,
-        attempts=0,
-    )
-    try:
-        with session.begin_nested():
-            session.add(job)
-    except IntegrityError:
-        existing = queued()
-        if existing is None:
-            raise
-        return existing
-    return job
+def _insert_job(
+    session: Session,
+    kind: JobKindName,
+    source_file_id: int | None,
+    patient_id: int | None,
+    dedup_key: str | None,
+    run_after: datetime | None,
+) -> Job | None:
+    """The new queued job, or None when `dedup_key` belongs to a queued job already."""
+    values = {
+        "kind": kind,
+        "state": "queued",
+        "source_file_id": source_file_id,
+        "patient_id": patient_id,
+        "dedup_key": dedup_key,
+        "run_after": run_after,
+        "attempts": 0,
+    }
+    return insert_unless_exists(session, Job, values, ["dedup_key"])
 
 
 def enqueue_ingest(session: Session, source_file_id: int) -> Job:
@@ -70,27 +78,79 @@ def enqueue_ingest(session: Session, source_file_id: int) -> Job:
 
 def enqueue_evaluation(session: Session, patient_id: int) -> Job:
     """At most one queued evaluation per patient; one may queue behind a running one."""
-    return enqueue_job(session, "evaluate_patient", patient_id=patient_id, dedup_key=f"evaluate_patient:{patient_id}")
+    return enqueue_job(session, "evaluate_patient", patient_id=patient_id, dedup_key=_evaluation_key(patient_id))
 
 
-def _take(session: Session, job_id: int, worker: str | None, now: datetime) -> Job | None:
-    result = session.execute(
+def queue_evaluation_once(session: Session, patient_id: int) -> int | None:
+    """Queue the patient's evaluation; the new job's id, or None when one is queued already.
+
+    None means the evaluation is coalesced into the queued one: that job has not been claimed yet
+    (claiming clears its key), so when it runs it reads what this transaction commits (an
+    evaluation locks the patient before it reads). Its message was sent when it was queued, hence
+    nothing to send again."""
+    job = _insert_job(session, "evaluate_patient", None, patient_id, _evaluation_key(patient_id), None)
+    return job.id if job is not None else None
+
+
+def _evaluation_key(patient_id: int) -> str:
+    return f"evaluate_patient:{patient_id}"
+
+
+def worker_gone(worker: str | None) -> bool:
+    """True when `worker` ("host:pid") names a process of this host that no longer exists. A
+    worker of another host is never declared gone from here (only the age rule applies to it)."""
+    if not worker or ":" not in worker:
+        return False
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, OverflowError):
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return False
+    return False
+
+
+def _claim_values(worker: str | None, now: datetime) -> dict[str, object]:
+    return {
+        "state": "running",
+        "attempts": Job.attempts + 1,
+        "dedup_key": None,
+        "worker": worker,
+        "started_at": now,
+        "finished_at": None,
+        "updated_at": now,
+    }
+
+
+def _take_first(session: Session, candidates: Select[int], worker: str | None, now: datetime) -> Job | None:
+    """Claim the first queued job of `candidates` (a select of ids from `_CANDIDATE`) in one
+    statement: `UPDATE … WHERE id = (SELECT … LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING …` (a scalar
+    subquery, run once; `IN` would let the planner run it again per row). A row another transaction
+    holds is skipped, never waited for."""
+    picked = candidates.where(_CANDIDATE.state == "queued").limit(1).with_for_update(skip_locked=True)
+    return session.scalars(
         update(Job)
-        .where(Job.id == job_id, Job.state == "queued")
-        .values(
-            state="running",
-            attempts=Job.attempts + 1,
-            dedup_key=None,
-            worker=worker,
-            started_at=now,
-            finished_at=None,
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    if getattr(result, "rowcount", 0) != 1:
-        return None
-    return session.get(Job, job_id, populate_existing=True)
+        .where(Job.id == picked.scalar_subquery(), Job.state == "queued")
+        .values(**_claim_values(worker, now))
+        .returning(Job)
+        .execution_options(populate_existing=True, synchronize_session=False)
+    ).one_or_none()
+
+
+def _take_over(session: Session, job_id: int, worker: str | None, now: datetime, from_worker: str) -> Job | None:
+    """Move a job that `from_worker` left `running` to this caller."""
+    return session.scalars(
+        update(Job)
+        .where(Job.id == job_id, Job.state == "running", Job.worker == from_worker)
+        .values(**_claim_values(worker, now))
+        .returning(Job)
+        .execution_options(populate_existing=True, synchronize_session=False)
+    ).one_or_none()
 
 
 def claim_next_job(
@@ -102,35 +162,34 @@ def claim_next_job(
 ) -> Job | None:
     """The oldest runnable queued job, now `running` and owned by this caller; None when idle."""
     moment = now or utcnow()
-    stmt = (
-        select(Job.id)
-        .where(Job.state == "queued", or_(Job.run_after.is_(None), Job.run_after <= moment))
-        .order_by(Job.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
+    candidates = (
+        select(_CANDIDATE.id)
+        .where(or_(_CANDIDATE.run_after.is_(None), _CANDIDATE.run_after <= moment))
+        .order_by(_CANDIDATE.id)
     )
     if kinds is not None:
-        stmt = stmt.where(Job.kind.in_(list(kinds)))
-    for _ in range(_CLAIM_TRIES):
-        job_id = session.scalars(stmt).first()
-        if job_id is None:
-            return None
-        job = _take(session, job_id, worker, moment)
-        if job is not None:
-            return job
-    return None
+        candidates = candidates.where(_CANDIDATE.kind.in_(list(kinds)))
+    return _take_first(session, candidates, worker, moment)
 
 
 def claim_job(session: Session, job_id: int, *, worker: str | None = None, now: datetime | None = None) -> Job | None:
     """Claim one given job (a Celery task carrying its id); None when it is not queued any more
     (another delivery of the same message already ran it) or another transaction is claiming it
-    right now; never waits for that transaction."""
-    free = session.scalars(
-        select(Job.id).where(Job.id == job_id, Job.state == "queued").with_for_update(skip_locked=True)
+    right now; never waits for that transaction.
+
+    A job `running` under a worker process of this host that is gone (`worker_gone`: a pool
+    process killed mid-job, whose message the broker delivers again) is taken over at once; its
+    attempts go on counting, so a file that kills every worker still ends in quarantine."""
+    moment = now or utcnow()
+    job = _take_first(session, select(_CANDIDATE.id).where(_CANDIDATE.id == job_id), worker, moment)
+    if job is not None:
+        return job
+    row = session.execute(
+        select(Job.state, Job.worker).where(Job.id == job_id).with_for_update(skip_locked=True)
     ).first()
-    if free is None:
-        return None
-    return _take(session, job_id, worker, now or utcnow())
+    if row is not None and row.state == "running" and row.worker != worker and worker_gone(row.worker):
+        return _take_over(session, job_id, worker, moment, row.worker)
+    return None
 
 
 def finish_job(session: Session, job: Job, *, now: datetime | None = None) -> None:
@@ -139,6 +198,17 @@ def finish_job(session: Session, job: Job, *, now: datetime | None = None) -> No
     job.last_error = None
     job.finished_at = moment
     session.flush()
+
+
+def finish_job_id(session: Session, job_id: int, *, now: datetime | None = None) -> None:
+    """`finish_job` by id, in one UPDATE (no need to load the row)."""
+    moment = now or utcnow()
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(state="done", last_error=None, finished_at=moment, updated_at=moment)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def fail_job(
@@ -194,6 +264,55 @@ def requeue_stale_jobs(
             requeued.append(job.id)
     session.flush()
     return requeued, failed
+
+
+def lost_dispatches(
+    session: Session,
+    *,
+    now: datetime | None = None,
+    min_age: timedelta = timedelta(seconds=20),
+    max_age: timedelta = timedelta(minutes=10),
+    broker_idle: bool = False,
+    margin: timedelta = timedelta(seconds=2),
+) -> list[tuple[int, str]]:
+    """Queued jobs (id, kind) whose message the broker has most likely lost, for the sweeper.
+
+    A job dispatched (queued or re-sent) less than `min_age` ago is never among them: its message
+    may simply be on its way. An older one is, when
+    - the broker holds no message waiting (`broker_idle`, the caller asked it): a message of this
+      job would be there, or already delivered and the job claimed;
+    - or a job queued after this one's dispatch (more than `margin` after: clocks and commits of
+      several processes) has already been taken by a worker: the broker delivers in order, so this
+      job's message would have come first;
+    - or its dispatch is older than `max_age` (a safety net, should the order ever not hold).
+    A job merely waiting its turn behind a deep backlog is none of these, so a big batch is not
+    flooded with duplicate deliveries (each of which a worker would find claimed and drop)."""
+    moment = now or utcnow()
+    fresh = moment - min_age
+    if broker_idle:
+        cutoff = fresh
+    else:
+        newest_taken = session.scalars(
+            select(Job.created_at).where(Job.state != "queued").order_by(Job.id.desc()).limit(1)
+        ).first()
+        cutoff = moment - max_age
+        if newest_taken is not None:
+            cutoff = max(cutoff, min(newest_taken - margin, fresh))
+    rows = session.execute(
+        select(Job.id, Job.kind).where(Job.state == "queued", Job.updated_at <= cutoff).order_by(Job.id)
+    ).all()
+    return [(int(i), str(k)) for i, k in rows]
+
+
+def stamp_dispatched(session: Session, job_ids: Sequence[int], *, now: datetime | None = None) -> None:
+    """Record that these queued jobs were (re-)sent to the broker just now."""
+    if job_ids:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(list(job_ids)), Job.state == "queued")
+            .values(updated_at=now or utcnow())
+            .execution_options(synchronize_session=False)
+        )
 
 
 def job_counts(session: Session) -> dict[str, int]:

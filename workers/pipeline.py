@@ -11,7 +11,11 @@ any point:
    a file in `work/` whose row already says where it goes, which `recover` finishes.
 
 A job is claimed in the database before it runs, so a second delivery of the same Celery
-message, or a second runner, finds it taken and does nothing.
+message, or a second runner, finds it taken and does nothing. A file costs three commits: its
+registration, its claim (the job `running`, the file `processing` and its attempt counted, before
+the parse, so a file that kills its worker is known), and its store (rows, the file's final
+state, the job done and the patient's evaluation queued, all at once). The evaluation is one more
+commit after its claim, shared by every file of the patient stored while it was queued.
 """
 
 from __future__ import annotations
@@ -20,33 +24,46 @@ import json
 import logging
 import os
 import socket
+import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.calibration import PrecisionRepeat
 from db.exams import lock_patient, store_report
 from db.files import (
-    claim_sop_instance_uid,
+    UID_CONFLICT,
+    UID_CONFLICT_TEXT,
+    finish_ingested,
     get_source_file,
-    mark_ingested,
-    mark_processing,
     mark_quarantined,
     register_source_file,
+    start_processing,
+    uid_holder,
 )
 from db.history import load_patient_history, save_evaluation
-from db.jobs import claim_job, claim_next_job, enqueue_evaluation, enqueue_ingest, fail_job, finish_job
+from db.jobs import (
+    claim_job,
+    claim_next_job,
+    enqueue_ingest,
+    fail_job,
+    finish_job_id,
+    lost_dispatches,
+    queue_evaluation_once,
+    stamp_dispatched,
+)
 from db.models import Job, Patient, SourceFile
 from ingest.errors import ParseError
 from ingest.parse import ParseLimits, parse_file
 from ingest.report import ParsedReport
 from monitor.evaluate import evaluate_patient
 from monitor.precision import precision_study
-from workers.child import ChildFailed, ChildLimits, run_in_child
+from workers.child import ChildFailed, ChildLimits, ReusableChild, run_in_child
 from workers.context import Context
 from workers.files import (
     archive_path,
@@ -113,6 +130,7 @@ def register_claimed(ctx: Context, work_path: Path, original_name: str) -> Intak
             size_bytes=work_path.stat().st_size,
             stored_path=str(work_path),
         )
+        kept_at = reg.file.stored_path
         if reg.outcome == "duplicate":
             result = IntakeResult(reg.file.id, "duplicate", None, reg.file.status)
         else:
@@ -121,17 +139,11 @@ def register_claimed(ctx: Context, work_path: Path, original_name: str) -> Intak
     if result.outcome == "duplicate":
         # The same bytes are already kept (archived, quarantined or being processed): this
         # copy adds nothing, and keeping it would make `work/` grow with every re-drop.
-        if _stored_path_of(ctx, result.source_file_id) != str(work_path):
+        if kept_at != str(work_path):
             work_path.unlink(missing_ok=True)
     elif result.job_id is not None:
         ctx.submit(result.job_id, "ingest_file")
     return result
-
-
-def _stored_path_of(ctx: Context, source_file_id: int) -> str | None:
-    with ctx.sessions() as session:
-        row = session.get(SourceFile, source_file_id)
-        return row.stored_path if row is not None else None
 
 
 # --------------------------------------------------------------------------- running jobs
@@ -141,16 +153,16 @@ def run_job(ctx: Context, job_id: int) -> JobResult | None:
     """Run one given job (a Celery delivery); None when it is not queued any more."""
     with ctx.sessions.begin() as session:
         job = claim_job(session, job_id, worker=worker_name())
-        snapshot = _snapshot(job) if job is not None else None
-    return _execute(ctx, snapshot) if snapshot is not None else None
+        started = _start(ctx, session, _snapshot(job)) if job is not None else None
+    return _execute(ctx, started) if started is not None else None
 
 
 def run_next(ctx: Context, kinds: tuple[str, ...] | None = None) -> JobResult | None:
     """Run the oldest queued job (the embedded runner); None when there is none."""
     with ctx.sessions.begin() as session:
         job = claim_next_job(session, kinds=kinds, worker=worker_name())  # type: ignore[arg-type]
-        snapshot = _snapshot(job) if job is not None else None
-    return _execute(ctx, snapshot) if snapshot is not None else None
+        started = _start(ctx, session, _snapshot(job)) if job is not None else None
+    return _execute(ctx, started) if started is not None else None
 
 
 @dataclass(frozen=True)
@@ -162,14 +174,50 @@ class _JobSnapshot:
     patient_id: int | None
 
 
+@dataclass(frozen=True)
+class _Parse:
+    """An ingest job claimed with its file marked `processing`: what the parse and store need."""
+
+    job: _JobSnapshot
+    source_file_id: int
+    work_path: str
+    name: str
+    sha256: str
+
+
 def _snapshot(job: Job) -> _JobSnapshot:
     return _JobSnapshot(job.id, job.kind, job.attempts, job.source_file_id, job.patient_id)
 
 
-def _execute(ctx: Context, job: _JobSnapshot) -> JobResult:
-    if job.kind == "ingest_file":
-        return _ingest(ctx, job)
-    return _evaluate(ctx, job)
+def _start(ctx: Context, session: Session, job: _JobSnapshot) -> _JobSnapshot | _Parse | JobResult:
+    """In the claim's transaction: an ingest job's file is marked `processing` (its attempt counted)
+    in the same commit, or set aside when it has stopped its worker too often."""
+    if job.kind != "ingest_file":
+        return job
+    assert job.source_file_id is not None
+    if job.attempts > ctx.settings.max_attempts:
+        file = session.get(SourceFile, job.source_file_id)
+        if file is not None:
+            text = (
+                f"processing this file stopped its worker {job.attempts - 1} times "
+                "(crash, time-out or memory); it was set aside so it cannot block the queue"
+            )
+            return _quarantine(ctx, session, job, file, WORKER_CRASH, text)
+        started = None
+    else:
+        started = start_processing(session, job.source_file_id, parser_version=PARSER_VERSION)
+    if started is None:
+        finish_job_id(session, job.id)
+        return JobResult(job.id, job.kind, "skipped", "source file row is gone")
+    return _Parse(job, started.id, started.stored_path or "", started.original_name, started.sha256)
+
+
+def _execute(ctx: Context, started: _JobSnapshot | _Parse | JobResult) -> JobResult:
+    if isinstance(started, JobResult):
+        return started
+    if isinstance(started, _Parse):
+        return _ingest(ctx, started)
+    return _evaluate(ctx, started)
 
 
 def _parse_limits(ctx: Context) -> tuple[ParseLimits, ChildLimits]:
@@ -210,34 +258,39 @@ def _parse_path(path: str, name: str, limits: ParseLimits) -> ParsedReport:
     return parse_file(Path(path).read_bytes(), name, limits)
 
 
-def _ingest(ctx: Context, job: _JobSnapshot) -> JobResult:
-    assert job.source_file_id is not None
-    with ctx.sessions.begin() as session:
-        file = session.get(SourceFile, job.source_file_id)
-        if file is None:
-            finish_job(session, _job(session, job.id))
-            return JobResult(job.id, job.kind, "skipped", "source file row is gone")
-        work_path = file.stored_path or ""
-        name = file.original_name
-        if job.attempts > ctx.settings.max_attempts:
-            text = (
-                f"processing this file stopped its worker {job.attempts - 1} times "
-                "(crash, time-out or memory); it was set aside so it cannot block the queue"
-            )
-            return _quarantine(ctx, session, job, file, WORKER_CRASH, text)
-        mark_processing(session, file, parser_version=PARSER_VERSION)
+_children = threading.local()  # a parse child per runner thread (per Celery pool process)
 
+
+def parse_in_child(path: str, name: str, parse_limits: ParseLimits, child_limits: ChildLimits) -> ParsedReport:
+    """Parse in this thread's reusable child. When a child that had parsed other files before fails
+    (crash, time-out, memory), the file is parsed again in a fresh child and that verdict counts:
+    what a child did before must never get a file quarantined."""
+    child = getattr(_children, "child", None)
+    if child is None:
+        child = _children.child = ReusableChild()
+    try:
+        report: ParsedReport = child.run(_parse_path, (path, name, parse_limits), child_limits)
+    except ChildFailed as exc:
+        if not exc.reused:
+            raise
+        log.info("a reused parse child failed (%s); parsing the file again in a fresh one", exc.code)
+        report = run_in_child(_parse_path, (path, name, parse_limits), child_limits)
+    return report
+
+
+def _ingest(ctx: Context, work: _Parse) -> JobResult:
+    job = work.job
     parse_limits, child_limits = _parse_limits(ctx)
     _warm_parsers()
     try:
-        report: ParsedReport = run_in_child(_parse_path, (work_path, name, parse_limits), child_limits)
+        report = parse_in_child(work.work_path, work.name, parse_limits, child_limits)
     except ParseError as exc:
         with ctx.sessions.begin() as session:
-            file = _file(session, job.source_file_id)
+            file = _file(session, work.source_file_id)
             return _quarantine(ctx, session, job, file, exc.code, exc.message)
     except ChildFailed as exc:
         with ctx.sessions.begin() as session:
-            file = _file(session, job.source_file_id)
+            file = _file(session, work.source_file_id)
             if job.attempts >= ctx.settings.max_attempts:
                 return _quarantine(ctx, session, job, file, exc.code, exc.message)
             fail_job(
@@ -252,32 +305,53 @@ def _ingest(ctx: Context, job: _JobSnapshot) -> JobResult:
         ctx.submit(job.id, job.kind)
         return JobResult(job.id, job.kind, "retry", exc.message, job.source_file_id)
 
-    return _store(ctx, job, report, work_path, name)
+    try:
+        return _store(ctx, work, report, check_uid=False)
+    except IntegrityError:
+        # A unique key was taken: nearly always the file's DICOM instance UID, owned by a file with
+        # other bytes (rare enough that checking it first for every file would cost more). Nothing
+        # was kept; the second try looks for the owner first, and quarantines a UID conflict.
+        log.info("store of job %s hit a unique key (a UID conflict?); checking first this time", job.id)
+        return _store(ctx, work, report, check_uid=True)
 
 
-def _store(ctx: Context, job: _JobSnapshot, report: ParsedReport, work_path: str, name: str) -> JobResult:
-    assert job.source_file_id is not None
+def _store(ctx: Context, work: _Parse, report: ParsedReport, *, check_uid: bool) -> JobResult:
+    """One transaction: the rows, the file's final state, the job done, the evaluation queued.
+    Without `check_uid`, a DICOM instance UID another file owns fails the transaction (the unique
+    index of `source_files.sop_instance_uid`), and nothing is kept."""
+    job = work.job
     with ctx.sessions.begin() as session:
-        file = _file(session, job.source_file_id)
-        holder = claim_sop_instance_uid(session, file, report.sop_instance_uid)
-        if holder is not None:  # same UID, other bytes: claim_sop_instance_uid marked it quarantined
-            return _quarantine(ctx, session, job, file, file.reason_code or "uid_conflict", file.reason_text or "")
-        stored = store_report(session, report, source_file=file)
-        dest = archive_path(ctx.settings.archive_dir, file.sha256, name, _now().date())
-        mark_ingested(session, file, stored_path=str(dest), parser_version=PARSER_VERSION)
-        evaluation = enqueue_evaluation(session, stored.patient.id)
-        finish_job(session, _job(session, job.id))
+        holder = uid_holder(session, work.source_file_id, report.sop_instance_uid) if check_uid else None
+        if holder is not None:  # same UID, other bytes: QA decides which is right
+            file = _file(session, work.source_file_id)
+            file.conflict_with_id = holder
+            return _quarantine(ctx, session, job, file, UID_CONFLICT, UID_CONFLICT_TEXT)
+        stored = store_report(session, report, source_file_id=work.source_file_id)
+        dest = archive_path(ctx.settings.archive_dir, work.sha256, work.name, _now().date())
+        finish_ingested(
+            session,
+            work.source_file_id,
+            stored_path=str(dest),
+            patient_id=stored.patient.id,
+            exam_id=stored.exam.id,
+            format=report.format,
+            sop_instance_uid=report.sop_instance_uid,
+            parser_version=PARSER_VERSION,
+        )
+        evaluation_id = queue_evaluation_once(session, stored.patient.id)
+        finish_job_id(session, job.id)
         conflicts = len(stored.measurements.conflicts)
         detail = f"{report.format}, exam {report.exam_date.isoformat()}, {len(report.measurements)} sites" + (
             f", {conflicts} values disagree (flagged for QA)" if conflicts else ""
         )
-        patient_pk, evaluation_id = stored.patient.id, evaluation.id
-    source = Path(work_path)
+        patient_pk = stored.patient.id
+    source = Path(work.work_path)
     move_durably(source, dest)
     if source.is_relative_to(ctx.settings.quarantine_dir):  # re-processed after a fix: the old reason is void
         source.with_name(source.name + ".json").unlink(missing_ok=True)
-    ctx.submit(evaluation_id, "evaluate_patient")
-    return JobResult(job.id, job.kind, "ingested", detail, job.source_file_id, patient_pk)
+    if evaluation_id is not None:  # else the patient's queued evaluation (already sent) covers this file
+        ctx.submit(evaluation_id, "evaluate_patient")
+    return JobResult(job.id, job.kind, "ingested", detail, work.source_file_id, patient_pk)
 
 
 def _quarantine(ctx: Context, session: Session, job: _JobSnapshot, file: SourceFile, code: str, text: str) -> JobResult:
@@ -293,7 +367,7 @@ def _quarantine(ctx: Context, session: Session, job: _JobSnapshot, file: SourceF
         stored_path=str(dest),
         parser_version=PARSER_VERSION,
     )
-    finish_job(session, _job(session, job.id))
+    finish_job_id(session, job.id)
     sidecar = _sidecar(file, code, text)
     session.commit()
     if work_path.is_file():
@@ -345,8 +419,9 @@ def grouped_values(grouped: dict[tuple[str, str], list[float]]) -> list[list[flo
     return [values for values in grouped.values() if len(values) >= 2]
 
 
-def evaluate(ctx: Context, patient_id: int, today: date | None = None) -> None:
-    """Recompute one patient's comparisons, flags and next scan (same rows when run twice)."""
+def evaluate(ctx: Context, patient_id: int, today: date | None = None, *, job_id: int | None = None) -> None:
+    """Recompute one patient's comparisons, flags and next scan (same rows when run twice); with
+    `job_id`, that evaluation job is marked done in the same commit."""
     with ctx.sessions.begin() as session:
         # Lock first, read second: an evaluation that read the history before a concurrent store
         # committed must not save its stale result over a newer evaluation's (PostgreSQL; SQLite's
@@ -361,14 +436,14 @@ def evaluate(ctx: Context, patient_id: int, today: date | None = None) -> None:
             ctx.monitoring,
             today or date.today(),
         )
-        save_evaluation(session, patient_id, result)
+        save_evaluation(session, patient_id, result, own_exams={e.exam_id for e in history.exams})
+        if job_id is not None:
+            finish_job_id(session, job_id)
 
 
 def _evaluate(ctx: Context, job: _JobSnapshot) -> JobResult:
     assert job.patient_id is not None
-    evaluate(ctx, job.patient_id)
-    with ctx.sessions.begin() as session:
-        finish_job(session, _job(session, job.id))
+    evaluate(ctx, job.patient_id, job_id=job.id)
     return JobResult(job.id, job.kind, "ingested", "evaluated", patient_id=job.patient_id)
 
 
@@ -382,10 +457,11 @@ def evaluate_all(ctx: Context, today: date | None = None) -> int:
 
 
 def queue_evaluation(ctx: Context, patient_id: int) -> None:
+    """Queue the patient's re-evaluation (once: a queued one, already sent, covers it)."""
     with ctx.sessions.begin() as session:
-        job = enqueue_evaluation(session, patient_id)
-        job_id = job.id
-    ctx.submit(job_id, "evaluate_patient")
+        job_id = queue_evaluation_once(session, patient_id)
+    if job_id is not None:
+        ctx.submit(job_id, "evaluate_patient")
 
 
 # --------------------------------------------------------------------------- recovery
@@ -420,8 +496,9 @@ def recover(ctx: Context, *, stale_after: timedelta | None = None) -> dict[str, 
 
 
 def recover_jobs(ctx: Context, *, stale_after: timedelta | None = None) -> int:
-    """Requeue `running` jobs whose worker died (same host) or that ran far past any time limit."""
-    requeued = 0
+    """Requeue `running` jobs whose worker died (same host) or that ran far past any time limit,
+    and hand them to the workers again (a no-op in embedded mode, where the table is the queue)."""
+    requeued: list[tuple[int, str]] = []
     limit = stale_after or timedelta(seconds=ctx.settings.parse_timeout_s * 3 + 120)
     cutoff = _now() - limit
     with ctx.sessions.begin() as session:
@@ -431,10 +508,12 @@ def recover_jobs(ctx: Context, *, stale_after: timedelta | None = None) -> int:
             if not _pid_alive(job.worker) or started < cutoff:
                 job.state = "queued"
                 job.worker = None
-                requeued += 1
+                requeued.append((job.id, job.kind))
                 if job.source_file is not None and job.source_file.status == "processing":
                     job.source_file.status = "pending"
-    return requeued
+    for job_id, kind in requeued:
+        ctx.submit(job_id, kind)
+    return len(requeued)
 
 
 def recover_files(ctx: Context, *, settled_for: timedelta | None = None) -> dict[str, int]:
@@ -486,11 +565,18 @@ def _finish_move(path: Path, dest: Path, sidecar: dict[str, Any] | None) -> None
         move_durably(path, dest)
 
 
-def queued_jobs(ctx: Context, older_than: timedelta = timedelta(0)) -> list[tuple[int, str]]:
-    """Queued jobs (id, kind), for the sweeper that re-sends messages a broker lost."""
-    cutoff = _now() - older_than
-    with ctx.sessions() as session:
-        rows = session.execute(
-            select(Job.id, Job.kind).where(Job.state == "queued", Job.updated_at <= cutoff).order_by(Job.id)
-        ).all()
-    return [(int(i), str(k)) for i, k in rows]
+def resend_lost_jobs(
+    ctx: Context,
+    *,
+    broker_idle: bool,
+    min_age: timedelta = timedelta(seconds=20),
+    max_age: timedelta = timedelta(minutes=10),
+) -> list[tuple[int, str]]:
+    """The sweeper's re-send: queued jobs whose message is most likely lost (`db.jobs.lost_dispatches`)
+    are stamped as dispatched now and sent again; a job merely waiting behind a backlog is not."""
+    with ctx.sessions.begin() as session:
+        lost = lost_dispatches(session, min_age=min_age, max_age=max_age, broker_idle=broker_idle)
+        stamp_dispatched(session, [job_id for job_id, _ in lost])
+    for job_id, kind in lost:
+        ctx.submit(job_id, kind)
+    return lost

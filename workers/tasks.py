@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from celery import Celery
 from sqlalchemy.exc import OperationalError
 
 from workers import context, pipeline
@@ -61,15 +62,27 @@ def refresh_schedules() -> int:
     return pipeline.evaluate_all(_ctx())
 
 
+def broker_idle(celery: Celery = app) -> bool:
+    """True when the broker's task queue holds no message at all (then the message of a job queued
+    a while ago is gone, not waiting); False when it holds some, or cannot be asked."""
+    queue = celery.conf.task_default_queue
+    try:
+        with celery.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1)
+            declared = conn.default_channel.queue_declare(queue=queue, passive=True)
+            return int(declared.message_count) == 0
+    except Exception as exc:
+        # A queue that does not exist holds nothing (Redis drops an empty list's key).
+        return getattr(exc, "reply_code", None) == 404 or "NOT_FOUND" in str(exc)
+
+
 @app.task(name="dxa.sweep_jobs")
 def sweep_jobs() -> int:
-    """Re-send queued jobs whose message was lost, requeue jobs of dead workers, and finish the
-    moves of files whose worker died between its commit and its move (nothing else would, short
-    of restarting `dxa watch`)."""
+    """Requeue (and re-send) jobs of dead workers, re-send queued jobs whose message was lost, and
+    finish the moves of files whose worker died between its commit and its move (nothing else
+    would, short of restarting `dxa watch`). A job waiting its turn behind a backlog is not sent
+    again (`db.jobs.lost_dispatches`)."""
     ctx = _ctx()
     pipeline.recover_jobs(ctx)
     pipeline.recover_files(ctx, settled_for=timedelta(seconds=SETTLED_S))
-    pending = pipeline.queued_jobs(ctx, older_than=timedelta(seconds=20))
-    for job_id, kind in pending:
-        submit(job_id, kind)
-    return len(pending)
+    return len(pipeline.resend_lost_jobs(ctx, broker_idle=broker_idle()))

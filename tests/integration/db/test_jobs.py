@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from db.engine import make_engine, session_factory
@@ -20,7 +23,11 @@ from db.jobs import (
     fail_job,
     finish_job,
     job_counts,
+    lost_dispatches,
+    queue_evaluation_once,
     requeue_stale_jobs,
+    stamp_dispatched,
+    worker_gone,
 )
 from db.models import Job, utcnow
 from ingest.report import PatientInfo
@@ -165,3 +172,78 @@ def test_a_locked_job_is_skipped_not_shared_on_postgres(postgres_url: str) -> No
         states = {j.id: (j.state, j.worker) for j in s.scalars(select(Job))}
         assert states == {first_id: ("running", "a"), second_id: ("running", "b")}
     engine.dispose()
+
+
+def _dead_local_worker() -> str:
+    """ "host:pid" of a process of this host that has exited (and been reaped)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return f"{socket.gethostname()}:{child.pid}"
+
+
+def test_a_job_left_running_by_a_dead_local_worker_is_taken_over(session: Session) -> None:
+    dead = _dead_local_worker()
+    assert worker_gone(dead)
+    alive = f"{socket.gethostname()}:{os.getpid()}"
+    assert not worker_gone(alive) and not worker_gone("another-host:1") and not worker_gone(None)
+
+    ids = [enqueue_ingest(session, f).id for f in _files(session, 3)]
+    session.commit()
+    for job_id, worker in zip(ids, (dead, alive, "another-host:1"), strict=True):
+        assert claim_job(session, job_id, worker=worker) is not None
+    session.commit()
+
+    taken = claim_job(session, ids[0], worker="next-delivery")
+    assert taken is not None and (taken.state, taken.worker, taken.attempts) == ("running", "next-delivery", 2)
+    assert claim_job(session, ids[1], worker="next-delivery") is None  # its worker still runs it
+    assert claim_job(session, ids[2], worker="next-delivery") is None  # another host's: the age rule only
+    session.commit()
+    assert claim_job(session, ids[0], worker="third") is None  # the new owner is alive
+    finish_job(session, taken)
+    session.commit()
+    assert claim_job(session, ids[0], worker="third") is None  # done stays done
+
+
+def test_queue_evaluation_once_coalesces_into_the_queued_job(session: Session) -> None:
+    patient = upsert_patient(session, PatientInfo("J3"))
+    first = queue_evaluation_once(session, patient.id)
+    assert first is not None
+    assert queue_evaluation_once(session, patient.id) is None  # covered by the queued one
+    session.commit()
+    assert claim_next_job(session, worker="w") is not None
+    session.commit()
+    behind = queue_evaluation_once(session, patient.id)  # the first one runs: this file needs another
+    assert behind is not None and behind != first
+
+
+def _dispatched(session: Session, n: int, ago: timedelta, *, state: str = "queued", now: datetime) -> list[int]:
+    """n ingest jobs (of new files) created and last dispatched `ago`, in `state`."""
+    files = [
+        register_source_file(session, sha256=sha(f"{ago}{state}{i}"), original_name="x.dcm").file for i in range(n)
+    ]
+    ids = [enqueue_ingest(session, f.id).id for f in files]
+    session.execute(update(Job).where(Job.id.in_(ids)).values(state=state, created_at=now - ago, updated_at=now - ago))
+    session.commit()
+    return ids
+
+
+def test_the_sweeper_resends_stale_dispatches_only(session: Session) -> None:
+    now = utcnow()
+    [recent] = _dispatched(session, 1, timedelta(seconds=5), now=now)
+    [long_ago] = _dispatched(session, 1, timedelta(minutes=30), now=now)
+    [minute] = _dispatched(session, 1, timedelta(seconds=60), now=now)
+    _dispatched(session, 1, timedelta(seconds=90), state="running", now=now)  # taken, but queued before `minute`
+
+    # A backlog: `minute` may be waiting its turn in the broker (nothing queued after it was taken).
+    assert lost_dispatches(session, now=now) == [(long_ago, "ingest_file")]
+    # The broker holds nothing: every job dispatched a while ago lost its message; a fresh one may be on its way.
+    assert {i for i, _ in lost_dispatches(session, now=now, broker_idle=True)} == {long_ago, minute}
+
+    # A job queued after `minute` was dispatched has been taken: the broker went past `minute`.
+    _dispatched(session, 1, timedelta(seconds=30), state="done", now=now)
+    assert {i for i, _ in lost_dispatches(session, now=now)} == {long_ago, minute}
+    assert recent not in {i for i, _ in lost_dispatches(session, now=now + timedelta(seconds=10))}
+
+    stamp_dispatched(session, [long_ago, minute], now=now)
+    session.commit()
+    assert lost_dispatches(session, now=now + timedelta(seconds=1), broker_idle=True) == []

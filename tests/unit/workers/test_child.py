@@ -1,14 +1,20 @@
-"""The parsing child: results and typed errors come back; hangs and memory hogs are killed."""
+"""The parsing child: results and typed errors come back; hangs and memory hogs are killed. The
+reusable child answers many calls, is replaced after a failure or when it has done its share, stops
+when its parent goes away, and a failure it may owe to an earlier call is judged again afresh."""
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from ingest.errors import NotDxaResult
-from workers.child import ChildFailed, ChildLimits, run_in_child
+from ingest.parse import ParseLimits
+from workers import pipeline
+from workers.child import ChildFailed, ChildLimits, ReusableChild, run_in_child
 
 LIMITS = ChildLimits(timeout_s=5, memory_mb=512)
 
@@ -61,3 +67,118 @@ def test_killed_child_is_reported_as_crash() -> None:
         run_in_child(die, (), LIMITS)
     assert info.value.code == "crash"
     assert "SIGKILL" in info.value.message
+
+
+def pid() -> int:
+    return os.getpid()
+
+
+def taint_then_die(name: str) -> str:
+    """Succeeds in a fresh child and leaves state behind that kills the next call in the same one."""
+    if os.environ.get("DXA_TEST_TAINTED") == "1":
+        os.kill(os.getpid(), 9)
+    os.environ["DXA_TEST_TAINTED"] = "1"
+    return f"parsed {name}"
+
+
+@pytest.fixture
+def child() -> Iterator[ReusableChild]:
+    reusable = ReusableChild()
+    yield reusable
+    reusable.close(kill=True)
+
+
+def _running(process: int) -> bool:
+    try:
+        state = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def test_reusable_child_answers_many_calls_in_one_process(child: ReusableChild) -> None:
+    first = child.run(pid, (), LIMITS)
+    assert first != os.getpid()
+    assert [child.run(add, (i, 1), LIMITS) for i in range(3)] == [1, 2, 3]
+    with pytest.raises(NotDxaResult, match="no BMD results"):
+        child.run(raise_parse_error, (), LIMITS)
+    assert child.run(pid, (), LIMITS) == first, "a typed error is an answer, not a failure"
+
+
+def test_reusable_child_is_replaced_after_a_failure(child: ReusableChild) -> None:
+    first = child.run(pid, (), LIMITS)
+    with pytest.raises(ChildFailed) as info:
+        child.run(die, (), LIMITS)
+    assert (info.value.code, info.value.reused) == ("crash", True)
+    assert not _running(first)
+    second = child.run(pid, (), LIMITS)
+    assert second != first
+    with pytest.raises(ChildFailed) as info:
+        child.run(sleep_forever, (), ChildLimits(timeout_s=0.5, memory_mb=512))
+    assert (info.value.code, info.value.reused) == ("timeout", True)
+    assert not _running(second)
+    with pytest.raises(ChildFailed) as info:
+        child.run(hog_memory, (), ChildLimits(timeout_s=10, memory_mb=256))
+    assert (info.value.code, info.value.reused) == ("memory", False), "its first call: the verdict is the file's"
+    assert child.run(add, (2, 3), LIMITS) == 5
+
+
+def test_reusable_child_retires_after_its_share_of_calls() -> None:
+    child = ReusableChild(max_calls=2)
+    try:
+        pids = [child.run(pid, (), LIMITS) for _ in range(5)]
+    finally:
+        child.close()
+    assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4]
+
+
+def test_reusable_children_stop_when_their_parent_dies() -> None:
+    read_fd, write_fd = os.pipe()
+    parent = os.fork()
+    if parent == 0:  # a worker with two parse children (two runner threads), killed without warning
+        status = 0
+        try:
+            os.close(read_fd)
+            children = [ReusableChild(), ReusableChild()]
+            pids = [c.run(pid, (), LIMITS) for c in children]
+            os.write(write_fd, f"{pids[0]} {pids[1]}".encode())
+        except BaseException:
+            status = 70
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as fh:
+        pids = [int(p) for p in fh.read().split()]
+    os.waitpid(parent, 0)
+    assert len(pids) == 2
+    deadline = time.monotonic() + 10
+    while any(_running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_running(p) for p in pids), "an orphaned parse child must stop on its own"
+
+
+def test_a_failure_a_reused_child_may_owe_to_an_earlier_file_is_judged_afresh(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("DXA_TEST_TAINTED", raising=False)
+    monkeypatch.setattr(pipeline, "_parse_path", _tainting_parse)
+    monkeypatch.setattr(pipeline, "_children", type(pipeline._children)())
+    parse, child = ParseLimits(max_bytes=1000, max_pdf_pages=1), LIMITS
+    assert pipeline.parse_in_child("a", "first.dcm", parse, child) == "parsed first.dcm"  # type: ignore[comparison-overlap]
+    # The same child would die on the next file; a fresh one parses it.
+    assert pipeline.parse_in_child("b", "second.dcm", parse, child) == "parsed second.dcm"  # type: ignore[comparison-overlap]
+    # A fresh child's failure stands.
+    monkeypatch.setattr(pipeline, "_children", type(pipeline._children)())
+    monkeypatch.setattr(pipeline, "_parse_path", _dying_parse)
+    with pytest.raises(ChildFailed) as info:
+        pipeline.parse_in_child("c", "third.dcm", parse, child)
+    assert (info.value.code, info.value.reused) == ("crash", False)
+
+
+def _tainting_parse(path: str, name: str, limits: ParseLimits) -> str:
+    return taint_then_die(name)
+
+
+def _dying_parse(path: str, name: str, limits: ParseLimits) -> str:
+    os.kill(os.getpid(), 9)
+    return name
