@@ -8,10 +8,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import func, select
+
 from db.migrate import upgrade
+from db.models import Exam, NextScanRow, Patient
 from dxa.embedded import run_jobs_forever, watch_forever
 from dxa.imports import import_therapies
 from dxa.settings import Settings
+from monitor.who import age_at
 from tests.integration.pipeline.support import (
     SAMPLES,
     BatchFile,
@@ -77,4 +81,20 @@ def test_embedded_pipeline_ends_every_sample_where_its_truth_says(
     check_outcomes(state, batch)
     assert state.duplicates == 0 and len(state.quarantined) == sum(s.expect == "reject" for s in samples)
     check_exports(export_all(ctx.sessions), samples, scenarios)
+    check_who_follows_age(ctx.sessions)
     ctx.engine.dispose()
+
+
+def check_who_follows_age(sessions: Any) -> None:
+    """The evaluation reads the stored birth date: WHO categories from 50, Z-score only below."""
+    with sessions() as session:
+        rows = session.execute(
+            select(Patient.birth_date, func.max(Exam.exam_date), NextScanRow.who_category)
+            .join(Exam, Exam.patient_id == Patient.id)
+            .join(NextScanRow, NextScanRow.patient_id == Patient.id)
+            .group_by(Patient.id, Patient.birth_date, NextScanRow.who_category)
+        ).all()
+    young = [who for born, last, who in rows if born is not None and age_at(born, last) < 50]
+    older = [who for born, last, who in rows if born is None or age_at(born, last) >= 50]
+    assert young and all(who == "z_score_only" for who in young)  # the samples have one man of 38
+    assert older and "z_score_only" not in older
