@@ -125,7 +125,11 @@ class Patient(Timestamped, Base):
     (identifier, issuer) stays unique on PostgreSQL, where NULLs are never equal."""
 
     __tablename__ = "patients"
-    __table_args__ = (UniqueConstraint("identifier", "issuer"),)
+    __table_args__ = (
+        UniqueConstraint("identifier", "issuer"),
+        # the patients list pages in identifier order; with the id a deep page reads only the index
+        Index("ix_patients_identifier_issuer_id", "identifier", "issuer", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     identifier: Mapped[str] = mapped_column(String(128))
@@ -135,6 +139,18 @@ class Patient(Timestamped, Base):
     sex: Mapped[str | None] = mapped_column(String(1))
 
     exams: Mapped[list[Exam]] = relationship(back_populates="patient", order_by="(Exam.exam_date, Exam.id)")
+
+
+# The patients list searches lower(identifier) and lower(name) for a substring: on PostgreSQL,
+# trigram (pg_trgm) indexes answer that without reading every patient. Migration 0002 creates
+# them only where pg_trgm is available; SQLite has no such index.
+for _column in (Patient.identifier, Patient.name):
+    Index(
+        f"ix_patients_{_column.key}_trgm",
+        func.lower(_column).label(f"lower_{_column.key}"),
+        postgresql_using="gin",
+        postgresql_ops={f"lower_{_column.key}": "gin_trgm_ops"},
+    ).ddl_if(dialect="postgresql")
 
 
 class Device(Timestamped, Base):
@@ -438,9 +454,11 @@ class NextScanRow(Base):
     """The patient's current next-scan decision (one row per patient) and display flags."""
 
     __tablename__ = "next_scans"
+    # due ranges (worklist, overdue filter); with the patient id, counts join from the index alone
+    __table_args__ = (Index("ix_next_scans_due_patient_id", "due", "patient_id"),)
 
     patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), primary_key=True)
-    due: Mapped[date | None] = mapped_column(index=True)
+    due: Mapped[date | None]
     rule_id: Mapped[str | None] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(Text, default="")
     alerts: Mapped[list[Any]] = mapped_column(JSON, default=list)

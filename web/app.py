@@ -141,7 +141,10 @@ def _install_error_handlers(app: FastAPI) -> None:
             return JSONResponse(
                 {"detail": "authentication required"}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
             )
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        # the raw path: decoding it would turn an identifier's %2F into a separator
+        raw = request.scope.get("raw_path")
+        path = raw.decode("latin-1") if raw else request.url.path
+        target = path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/login?next={_quote(target)}", status_code=303)
 
     @app.exception_handler(Forbidden)

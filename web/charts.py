@@ -84,7 +84,9 @@ def monitoring_sites(exams: tuple[ExamView, ...]) -> list[tuple[str, str | None]
     return keys
 
 
-def build_charts(detail: PatientDetail, width: int = 640, height: int = 260) -> list[Chart]:
+def build_charts(detail: PatientDetail, width: int = 640, height: int = 260, *, draw: bool = True) -> list[Chart]:
+    """One chart per monitoring site; `draw=False` leaves the SVG empty (the trend API only needs
+    the points and segments)."""
     machine_order: dict[str, int] = {}
     for exam in detail.exams:
         # weak identities each get their own index too; colour cycles after seven
@@ -117,7 +119,8 @@ def build_charts(detail: PatientDetail, width: int = 640, height: int = 260) -> 
                 )
             )
         title = site_label(site, side)
-        charts.append(Chart(site, side, title, tuple(points), render_chart(title, points, width, height)))
+        drawn = render_chart(title, points, width, height) if draw else ""
+        charts.append(Chart(site, side, title, tuple(points), drawn))
     return charts
 
 

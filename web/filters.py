@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from jinja2 import Environment
 
@@ -71,8 +72,16 @@ def install(env: Environment) -> None:
     env.globals["patient_url"] = patient_url
 
 
-def patient_url(identifier: str, issuer: str | None = None) -> str:
-    from urllib.parse import quote, urlencode
+def patient_url(
+    identifier: str, issuer: str | None = None, *, prefix: str = "/patients", suffix: str = "", **query: str
+) -> str:
+    """A patient's page (or, with `prefix`/`suffix`, another of its routes).
 
-    url = f"/patients/{quote(identifier, safe='')}"
-    return f"{url}?{urlencode({'issuer': issuer})}" if issuer else url
+    The identifier is one path segment with every "/" escaped as %2F: the patient routes match
+    the raw path (see `web.routes.patients.PatientRoute`), so "IPP/123" stays one identifier.
+    A given issuer goes in the query even when empty: "" names the patient without an issuer,
+    which an identifier alone does not when another issuer uses the same one (409).
+    """
+    url = f"{prefix}/{quote(identifier, safe='')}{suffix}"
+    params = {**query, **({"issuer": issuer} if issuer is not None else {})}
+    return f"{url}?{urlencode(params)}" if params else url

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Select, and_, func, or_, select
-from sqlalchemy.orm import Session, aliased, selectinload
+from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased, selectinload
 
 from db import accounts, calibration
 from db.calibration import PrecisionRepeat
@@ -25,6 +25,7 @@ from db.models import (
     Device,
     Exam,
     Job,
+    Measurement,
     NextScanRow,
     Patient,
     PrecisionMeasurement,
@@ -85,19 +86,48 @@ class PatientSummary:
     open_alerts: int
 
 
-def _patients_filtered(q: str, overdue: bool, alerts: bool, today: date) -> Select[Patient, NextScanRow]:
-    stmt = select(Patient, NextScanRow).outerjoin(NextScanRow, NextScanRow.patient_id == Patient.id)
+def _conditions(q: str, overdue: bool, alerts: bool, today: date) -> list[ColumnElement[bool]]:
+    """The filters of the patients list, as conditions on `Patient`.
+
+    The search is a case-insensitive substring of the identifier or the name. On PostgreSQL,
+    migration 0002 adds trigram indexes on exactly these `lower(...)` expressions when pg_trgm is
+    available, so the search does not read all patients; elsewhere it is a scan.
+    """
+    conditions: list[ColumnElement[bool]] = []
     text = q.strip()
     if text:
         like = f"%{text.lower()}%"
-        stmt = stmt.where(or_(func.lower(Patient.identifier).like(like), func.lower(Patient.name).like(like)))
+        conditions.append(or_(func.lower(Patient.identifier).like(like), func.lower(Patient.name).like(like)))
     if overdue:
-        stmt = stmt.where(NextScanRow.due < today)
-    if alerts:
-        stmt = stmt.where(
-            select(AlertRow.id).where(AlertRow.patient_id == Patient.id, AlertRow.state == "open").exists()
+        conditions.append(
+            select(NextScanRow.patient_id).where(NextScanRow.patient_id == Patient.id, NextScanRow.due < today).exists()
         )
-    return stmt
+    if alerts:
+        conditions.append(_has_open_alert(Patient.id))
+    return conditions
+
+
+def _has_open_alert(patient_id: ColumnElement[int] | InstrumentedAttribute[int]) -> ColumnElement[bool]:
+    return select(AlertRow.id).where(AlertRow.patient_id == patient_id, AlertRow.state == "open").exists()
+
+
+def _count_patients(session: Session, q: str, overdue: bool, alerts: bool, today: date) -> int:
+    """How many patients pass the filters, counted from the table that narrows them most.
+
+    Counting `patients` joined to the filters makes the database hash-join all 100 000 patients
+    for an overdue or alerts count; counting the overdue next scans (index on next_scans (due,
+    patient_id)) or the patients with an open alert (index on alerts (patient_id, state)) reads
+    only those indexes. A search narrows most, so with one the count starts from the matches.
+    """
+    if overdue and not q.strip():
+        stmt = select(func.count()).select_from(NextScanRow).where(NextScanRow.due < today)
+        if alerts:
+            stmt = stmt.where(_has_open_alert(NextScanRow.patient_id))
+    elif alerts and not q.strip():
+        stmt = select(func.count(AlertRow.patient_id.distinct())).where(AlertRow.state == "open")
+    else:
+        stmt = select(func.count()).select_from(Patient).where(*_conditions(q, overdue, alerts, today))
+    return session.scalar(stmt) or 0
 
 
 def list_patients(
@@ -110,45 +140,63 @@ def list_patients(
     page: int = 1,
     page_size: int = PAGE_SIZE,
 ) -> tuple[list[PatientSummary], int]:
-    """One page of patients (by identifier) with the columns of the patients page, and the total."""
-    base = _patients_filtered(q, overdue, alerts, today)
-    total = session.scalar(select(func.count()).select_from(base.with_only_columns(Patient.id).subquery())) or 0
+    """One page of patients (by identifier) with the columns of the patients page, and the total.
+
+    The page is chosen on `patients` alone, walking its (identifier, issuer, id) index, and only
+    its rows are then joined to their next scan, last exam and open alerts: joining first would
+    make the database join every patient before the OFFSET of a deep page.
+    """
+    total = _count_patients(session, q, overdue, alerts, today)
+    chosen = (
+        select(Patient.id, Patient.identifier, Patient.issuer)
+        .where(*_conditions(q, overdue, alerts, today))
+        .order_by(Patient.identifier, Patient.issuer)
+        .limit(page_size)
+        .offset((max(page, 1) - 1) * page_size)
+        .subquery()
+    )
+    last_exam = select(func.max(Exam.exam_date)).where(Exam.patient_id == chosen.c.id).scalar_subquery()
+    open_alerts = (
+        select(func.count())
+        .select_from(AlertRow)
+        .where(AlertRow.patient_id == chosen.c.id, AlertRow.state == "open")
+        .scalar_subquery()
+    )
     rows = session.execute(
-        base.order_by(Patient.identifier, Patient.issuer).limit(page_size).offset((max(page, 1) - 1) * page_size)
+        select(
+            Patient.id,
+            Patient.identifier,
+            Patient.issuer,
+            Patient.name,
+            NextScanRow.due,
+            NextScanRow.who_category,
+            last_exam,
+            open_alerts,
+        )
+        .select_from(chosen)
+        .join(Patient, Patient.id == chosen.c.id)
+        .outerjoin(NextScanRow, NextScanRow.patient_id == chosen.c.id)
+        .order_by(chosen.c.identifier, chosen.c.issuer)
     ).all()
-    ids = [patient.id for patient, _ in rows]
-    if not ids:
+    if not rows:
         return [], total
-    last_exam = dict(
-        session.execute(
-            select(Exam.patient_id, func.max(Exam.exam_date)).where(Exam.patient_id.in_(ids)).group_by(Exam.patient_id)
-        ).all()
-    )
-    open_alerts = dict(
-        session.execute(
-            select(AlertRow.patient_id, func.count())
-            .where(AlertRow.patient_id.in_(ids), AlertRow.state == "open")
-            .group_by(AlertRow.patient_id)
-        ).all()
-    )
-    changes = _latest_significant_changes(session, ids)
+    changes = _latest_significant_changes(session, [row.id for row in rows])
     result = []
-    for patient, nxt in rows:
-        change = changes.get(patient.id)
-        due = nxt.due if nxt else None
+    for pk, identifier, issuer, name, due, who, last, alert_count in rows:
+        change = changes.get(pk)
         result.append(
             PatientSummary(
-                pk=patient.id,
-                patient_id=patient.identifier,
-                issuer=patient.issuer,
-                name=patient.name,
-                last_exam=last_exam.get(patient.id),
-                who_category=nxt.who_category if nxt else None,
+                pk=pk,
+                patient_id=identifier,
+                issuer=issuer,
+                name=name,
+                last_exam=last,
+                who_category=who,
                 latest_change=change[0] if change else None,
                 latest_significance=change[1] if change else None,
                 next_due=due,
                 overdue=due is not None and due < today,
-                open_alerts=open_alerts.get(patient.id, 0),
+                open_alerts=alert_count or 0,
             )
         )
     return result, total
@@ -158,7 +206,14 @@ def _latest_significant_changes(session: Session, ids: list[int]) -> dict[int, t
     """Per patient, the most recent gain or loss beyond the LSC (vs baseline), as a short text."""
     to_exam = aliased(Exam)
     rows = session.execute(
-        select(ComparisonRow, to_exam.exam_date)
+        select(
+            ComparisonRow.patient_id,
+            ComparisonRow.site,
+            ComparisonRow.side,
+            ComparisonRow.significance,
+            ComparisonRow.percent_change,
+            to_exam.exam_date,
+        )
         .join(to_exam, to_exam.id == ComparisonRow.to_exam_id)
         .where(
             ComparisonRow.patient_id.in_(ids),
@@ -168,13 +223,13 @@ def _latest_significant_changes(session: Session, ids: list[int]) -> dict[int, t
         .order_by(ComparisonRow.patient_id, to_exam.exam_date.desc(), ComparisonRow.position)
     ).all()
     found: dict[int, tuple[str, str]] = {}
-    for row, when in rows:
-        if row.patient_id in found:
+    for patient_pk, site, side, significance, percent_change, when in rows:
+        if patient_pk in found:
             continue
-        pct = f"{row.percent_change:+.2f} %" if row.percent_change is not None else ""
-        found[row.patient_id] = (
-            f"{site_label(row.site, row.side)}: {row.significance} {pct} ({when.isoformat()})",
-            row.significance or "",
+        pct = f"{percent_change:+.2f} %" if percent_change is not None else ""
+        found[patient_pk] = (
+            f"{site_label(site, side)}: {significance} {pct} ({when.isoformat()})",
+            significance or "",
         )
     return found
 
@@ -314,9 +369,9 @@ def find_patient(session: Session, patient_id: str, issuer: str | None = None) -
     return found[0] if found else None
 
 
-def _machine_key(device: Device, exam_pk: int) -> str:
+def _machine_key(device_pk: int, identity_strength: str, serial: str | None, exam_pk: int) -> str:
     # A device without serial is never "the same machine" as anything, not even itself.
-    return f"d{device.id}" if device.identity_strength == "serial" and device.serial else f"weak-exam{exam_pk}"
+    return f"d{device_pk}" if identity_strength == "serial" and serial else f"weak-exam{exam_pk}"
 
 
 def vendor_change(provenance: dict[str, Any], reference: str) -> float | None:
@@ -333,33 +388,76 @@ def vendor_change(provenance: dict[str, Any], reference: str) -> float | None:
     return None
 
 
+def _exam_views(session: Session, patient_pk: int) -> list[ExamView]:
+    """The patient's exams in date order, each with its device and measurements, in one query.
+
+    Plain columns rather than ORM objects: building and tracking entities for every measurement
+    cost more than the whole query on a patient followed for years.
+    """
+    rows = session.execute(
+        select(
+            Exam.id,
+            Exam.exam_date,
+            Exam.software_version,
+            Device.id,
+            Device.manufacturer,
+            Device.model,
+            Device.serial,
+            Device.identity_strength,
+            Measurement.site,
+            Measurement.side,
+            Measurement.bmd,
+            Measurement.t_score,
+            Measurement.z_score,
+            Measurement.provenance,
+        )
+        .join(Device, Device.id == Exam.device_id)
+        .outerjoin(Measurement, Measurement.exam_id == Exam.id)
+        .where(Exam.patient_id == patient_pk)
+        .order_by(Exam.exam_date, Exam.id, Measurement.site, Measurement.side)
+    ).all()
+    heads: dict[int, tuple[Any, ...]] = {}
+    measurements: dict[int, list[MeasurementView]] = defaultdict(list)
+    for exam_pk, day, software, device_pk, maker, model, serial, strength, site, side, bmd, t, z, prov in rows:
+        heads.setdefault(exam_pk, (day, software, device_pk, maker, model, serial, strength))
+        if site is not None:
+            measurements[exam_pk].append(MeasurementView(site, side, bmd, t, z, dict(prov or {})))
+    return [
+        ExamView(
+            pk=exam_pk,
+            exam_id=str(exam_pk),
+            date=day,
+            device=DeviceView(device_pk, maker, model, serial),
+            machine_key=_machine_key(device_pk, strength, serial, exam_pk),
+            measurements=tuple(measurements[exam_pk]),
+            software_version=software,
+        )
+        for exam_pk, (day, software, device_pk, maker, model, serial, strength) in heads.items()
+    ]
+
+
 def patient_detail(session: Session, patient: Patient) -> PatientDetail:
-    exams = list(
-        session.scalars(
-            select(Exam)
-            .where(Exam.patient_id == patient.id)
-            .options(selectinload(Exam.measurements))
-            .order_by(Exam.exam_date, Exam.id)
-        )
-    )
-    exam_views = {
-        exam.id: ExamView(
-            pk=exam.id,
-            exam_id=str(exam.id),
-            date=exam.exam_date,
-            device=DeviceView(exam.device.id, exam.device.manufacturer, exam.device.model, exam.device.serial),
-            machine_key=_machine_key(exam.device, exam.id),
-            measurements=tuple(
-                MeasurementView(m.site, m.side, m.bmd, m.t_score, m.z_score, dict(m.provenance or {}))
-                for m in exam.measurements
-            ),
-            software_version=exam.software_version,
-        )
-        for exam in exams
-    }
+    exams = _exam_views(session, patient.id)
+    exam_views = {exam.pk: exam for exam in exams}
     comparisons = []
-    for row in session.scalars(
-        select(ComparisonRow).where(ComparisonRow.patient_id == patient.id).order_by(ComparisonRow.position)
+    for row in session.execute(
+        select(
+            ComparisonRow.site,
+            ComparisonRow.side,
+            ComparisonRow.from_exam_id,
+            ComparisonRow.to_exam_id,
+            ComparisonRow.reference,
+            ComparisonRow.status,
+            ComparisonRow.delta_g_cm2,
+            ComparisonRow.percent_change,
+            ComparisonRow.lsc_g_cm2,
+            ComparisonRow.lsc_source,
+            ComparisonRow.significance,
+            ComparisonRow.dissimilar,
+            ComparisonRow.reason,
+        )
+        .where(ComparisonRow.patient_id == patient.id)
+        .order_by(ComparisonRow.position)
     ):
         src, dst = exam_views.get(row.from_exam_id), exam_views.get(row.to_exam_id)
         if src is None or dst is None:
@@ -389,12 +487,30 @@ def patient_detail(session: Session, patient: Patient) -> PatientDetail:
             )
         )
     therapies = tuple(
-        TherapyView(t.id, t.agent, t.drug_class, t.start_date, t.stop_date, t.glucocorticoid)
-        for t in session.scalars(
-            select(TherapyRow).where(TherapyRow.patient_id == patient.id).order_by(TherapyRow.start_date)
+        TherapyView(*row)
+        for row in session.execute(
+            select(
+                TherapyRow.id,
+                TherapyRow.agent,
+                TherapyRow.drug_class,
+                TherapyRow.start_date,
+                TherapyRow.stop_date,
+                TherapyRow.glucocorticoid,
+            )
+            .where(TherapyRow.patient_id == patient.id)
+            .order_by(TherapyRow.start_date)
         )
     )
-    nxt_row = session.get(NextScanRow, patient.id)
+    nxt_row = session.execute(
+        select(
+            NextScanRow.due,
+            NextScanRow.rule_id,
+            NextScanRow.reason,
+            NextScanRow.alerts,
+            NextScanRow.who_category,
+            NextScanRow.z_below_expected,
+        ).where(NextScanRow.patient_id == patient.id)
+    ).first()
     nxt = (
         NextScanView(
             due=nxt_row.due,
@@ -408,9 +524,11 @@ def patient_detail(session: Session, patient: Patient) -> PatientDetail:
         else None
     )
     open_alerts = tuple(
-        {"code": a.code, "message": a.message, "raised_at": a.raised_at.date().isoformat()}
-        for a in session.scalars(
-            select(AlertRow).where(AlertRow.patient_id == patient.id, AlertRow.state == "open").order_by(AlertRow.id)
+        {"code": code, "message": message, "raised_at": raised_at.date().isoformat()}
+        for code, message, raised_at in session.execute(
+            select(AlertRow.code, AlertRow.message, AlertRow.raised_at)
+            .where(AlertRow.patient_id == patient.id, AlertRow.state == "open")
+            .order_by(AlertRow.id)
         )
     )
     return PatientDetail(
@@ -420,7 +538,7 @@ def patient_detail(session: Session, patient: Patient) -> PatientDetail:
         name=patient.name,
         birth_date=patient.birth_date,
         sex=patient.sex,
-        exams=tuple(exam_views[e.id] for e in exams),
+        exams=tuple(exams),
         comparisons=tuple(comparisons),
         therapies=therapies,
         next_scan=nxt,
@@ -448,6 +566,7 @@ class WorklistItem:
     rule_id: str | None
     reason: str
     last_exam: date | None
+    issuer: str = ""  # for the link only (the JSON and CSV columns are fixed by web.routes.worklist)
 
 
 def worklist(
@@ -456,17 +575,17 @@ def worklist(
     """Scans due between `start` and `end`, plus every overdue one when asked, soonest first."""
     window = and_(NextScanRow.due >= start, NextScanRow.due <= end)
     cond = or_(window, NextScanRow.due < today) if include_overdue else window
-    last_exam = select(Exam.patient_id, func.max(Exam.exam_date).label("last")).group_by(Exam.patient_id).subquery()
+    # per listed patient (index on exams (patient_id, exam_date, ...)), not grouped over every exam
+    last_exam = select(func.max(Exam.exam_date)).where(Exam.patient_id == Patient.id).scalar_subquery()
     rows = session.execute(
-        select(Patient, NextScanRow, last_exam.c.last)
+        select(Patient, NextScanRow, last_exam)
         .join(NextScanRow, NextScanRow.patient_id == Patient.id)
-        .outerjoin(last_exam, last_exam.c.patient_id == Patient.id)
         .where(NextScanRow.due.is_not(None), cond)
         .order_by(NextScanRow.due, Patient.identifier)
         .limit(limit)
     ).all()
     return [
-        WorklistItem(p.identifier, p.name, n.due, n.due < today, n.rule_id, n.reason, last)
+        WorklistItem(p.identifier, p.name, n.due, n.due < today, n.rule_id, n.reason, last, p.issuer)
         for p, n, last in rows
         if n.due is not None
     ]
@@ -487,6 +606,7 @@ class RefusedComparison:
     to_device: str
     status: str
     reason: str | None
+    issuer: str = ""  # with patient_id, names the patient unambiguously (for the link)
 
 
 def refused_comparisons(
@@ -500,7 +620,7 @@ def refused_comparisons(
     src, dst = aliased(Exam), aliased(Exam)
     dev_a, dev_b = aliased(Device), aliased(Device)
     stmt = (
-        select(ComparisonRow, Patient.identifier, src.exam_date, dst.exam_date, dev_a, dev_b)
+        select(ComparisonRow, Patient.identifier, Patient.issuer, src.exam_date, dst.exam_date, dev_a, dev_b)
         .join(Patient, Patient.id == ComparisonRow.patient_id)
         .join(src, src.id == ComparisonRow.from_exam_id)
         .join(dst, dst.id == ComparisonRow.to_exam_id)
@@ -529,8 +649,9 @@ def refused_comparisons(
             to_device=DeviceView(b.id, b.manufacturer, b.model, b.serial).label,
             status=row.status,
             reason=row.reason,
+            issuer=issuer,
         )
-        for row, ident, d_from, d_to, a, b in rows
+        for row, ident, issuer, d_from, d_to, a, b in rows
     ]
 
 

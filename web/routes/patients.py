@@ -7,11 +7,15 @@ import logging
 from dataclasses import asdict
 from datetime import date
 from typing import Annotated, Any
+from urllib.parse import unquote_to_bytes
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
+from starlette.routing import Match
+from starlette.types import Scope
 
 from db import therapies as therapy_repo
 from db.export import export_patient
@@ -23,9 +27,34 @@ from web.auth import CurrentUser, check_csrf
 from web.deps import App, DbSession, Services, User, render
 from web.exports import to_csv
 from web.fhir import build_bundle
+from web.filters import patient_url
 
-router = APIRouter()
 log = logging.getLogger(__name__)
+
+
+class PatientRoute(APIRoute):
+    """Matches `{patient_id}` against the raw, still percent-encoded request path.
+
+    Identifiers may contain "/" ("IPP/123"); links send it as %2F, but Starlette routes on the
+    decoded path, where it can no longer be told from a separator: `/patients/AB%2F123` would be
+    a 404 and `/api/patients/x%2Ftrend` the trend of patient "x". In the raw path every "/" is
+    a separator, so `{patient_id}` is exactly one segment, decoded here after matching (so
+    "%252F" gives a literal "%2F"). Servers without `raw_path` fall back to the usual matching.
+    """
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        raw = scope.get("raw_path") if scope["type"] == "http" else None
+        if not raw or "patient_id" not in self.param_convertors:
+            return super().matches(scope)
+        match, child = super().matches({**scope, "path": raw.decode("latin-1")})
+        if match is not Match.NONE:
+            params = dict(child["path_params"])
+            params["patient_id"] = unquote_to_bytes(params["patient_id"]).decode("utf-8", "replace")
+            child["path_params"] = params
+        return match, child
+
+
+router = APIRouter(route_class=PatientRoute)
 
 EXPORT_COLUMNS = ("patient_id", "exam_id", "date", "manufacturer", "model", "serial", "site", "side", "bmd")
 
@@ -199,7 +228,7 @@ def trend_api(session: DbSession, user: User, patient_id: str, issuer: str | Non
                     for p in chart.points
                 ],
             }
-            for chart in charts.build_charts(detail)
+            for chart in charts.build_charts(detail, draw=False)
         ],
     }
 
@@ -371,9 +400,4 @@ def add_therapy_api(
 
 
 def _patient_url(patient: Patient, notice: str) -> str:
-    from urllib.parse import quote, urlencode
-
-    query = {"notice": notice}
-    if patient.issuer:
-        query["issuer"] = patient.issuer
-    return f"/patients/{quote(patient.identifier, safe='')}?{urlencode(query)}"
+    return patient_url(patient.identifier, patient.issuer, notice=notice)
