@@ -31,6 +31,7 @@ def _compose_command() -> list[str] | None:
 @pytest.fixture(scope="module")
 def config() -> dict[str, Any]:
     import yaml
+
     command = _compose_command()
     if command is None:
         skip_or_fail("neither `docker compose` nor `docker-compose` is installed")
