@@ -142,6 +142,21 @@ def _close_inherited_pipes() -> None:
 os.register_at_fork(after_in_child=_close_inherited_pipes)
 
 
+def _close_fds_except(*keep: int) -> None:
+    """Close every inherited descriptor but stdio and `keep`.
+
+    A long-lived child must not hold copies of its parent's pipes and sockets: a process at the
+    other end of one (a subprocess waiting for end-of-file on its stdin, a peer waiting for a
+    socket to close) would wait for as long as the child lives. subprocess does the same with
+    close_fds before exec; a bare fork has to do it by hand."""
+    low = 3
+    for fd in sorted(set(keep)):
+        if fd >= low:
+            os.closerange(low, fd)
+            low = fd + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+
+
 def _write_frame(fd: int, data: bytes) -> None:
     view = memoryview(_FRAME.pack(len(data)) + data)
     while view:
@@ -230,8 +245,7 @@ class ReusableChild:
         if pid == 0:  # child
             status = 0
             try:
-                os.close(request_w)
-                os.close(reply_r)
+                _close_fds_except(request_r, reply_w)
                 _serve(request_r, reply_w, limits, self.max_calls)
             except BaseException:
                 status = 70

@@ -105,6 +105,19 @@ def test_reusable_child_answers_many_calls_in_one_process(child: ReusableChild) 
     assert child.run(pid, (), LIMITS) == first, "a typed error is an answer, not a failure"
 
 
+def test_reusable_child_holds_no_copy_of_the_parents_other_pipes(child: ReusableChild) -> None:
+    """A subprocess's stdin pipe open in the parent when the child forks (Playwright's driver hung
+    the browser tests this way): closing the parent's end must reach the reader at once."""
+    read_end, write_end = os.pipe()
+    try:
+        assert child.run(add, (1, 1), LIMITS) == 2  # the child is up and serving
+        os.close(write_end)
+        os.set_blocking(read_end, False)
+        assert os.read(read_end, 1) == b"", "end-of-file: no other process holds the write end"
+    finally:
+        os.close(read_end)
+
+
 def test_reusable_child_is_replaced_after_a_failure(child: ReusableChild) -> None:
     first = child.run(pid, (), LIMITS)
     with pytest.raises(ChildFailed) as info:
