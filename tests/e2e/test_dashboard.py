@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.e2e.conftest import shot
 from tests.web.seed import PASSWORDS, REPLACED, SAME
@@ -31,14 +32,26 @@ def test_sign_in_and_patient_list(page: Any) -> None:
     text = page.locator("#patients").inner_text()
     assert REPLACED in text and SAME in text
     assert "Overdue" in page.locator("#patients tbody tr", has_text=SAME).inner_text()
+    assert "Same, Machine" in text  # DICOM person names read as people write them
     shot(page, "02-patients")
     page.check("input[name=overdue]")
     page.click("form.filters button[type=submit]")
-    assert page.locator("#patients tbody tr").count() == 1
+    expect(page.locator("#patients tbody tr")).to_have_count(1)
     # a clinician sees no QA links and may not open QA pages
     assert page.locator("header nav a", has_text="QA").count() == 0
     response = page.goto("/qa/comparisons")
     assert response is not None and response.status == 403
+
+
+def test_search_follows_typing(page: Any) -> None:
+    """htmx: the list narrows while typing, without pressing Search, and the URL follows."""
+    sign_in(page, "clin")
+    page.fill("input[name=q]", "replaced")
+    expect(page.locator("#patients tbody tr")).to_have_count(1)
+    expect(page.locator("#patients tbody tr").first).to_contain_text(REPLACED)
+    expect(page).to_have_url(re.compile(r"/patients\?q=replaced"))
+    page.fill("input[name=q]", "")
+    expect(page.locator("#patients tbody tr")).to_have_count(3)
 
 
 def test_patient_chart_and_cross_machine_points(page: Any) -> None:
