@@ -41,7 +41,7 @@ import resource
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
@@ -650,42 +650,18 @@ def run_requests(url: str, tmp: Path, n: int, rounds: int) -> None:
                 print(f"round {r + 1}/{rounds}")
             report("patient page", timed(client, [f"/patients/{p.path}{p.query}" for p in patients(n)]), 50)
             report("trend API", timed(client, [f"/api/patients/{p.path}/trend{p.query}" for p in patients(n)]), None)
-            report("patients list", timed(client, [f"/patients?page={rng.randint(1, 50)}" for _ in range(n)]), 150)
-            report(
-                "patients list, deep pages",
-                timed(client, [f"/patients?page={rng.randint(51, 2000)}" for _ in range(n)]),
-                150,
-            )
-            report(
-                "patients list ?overdue",
-                timed(client, [f"/patients?overdue=true&page={rng.randint(1, 20)}" for _ in range(n)]),
-                150,
-            )
-            report(
-                "patients list ?alerts",
-                timed(client, [f"/patients?alerts=true&page={rng.randint(1, 5)}" for _ in range(n)]),
-                150,
-            )
-            report(
-                "patients list ?overdue&alerts",
-                timed(client, ["/patients?overdue=true&alerts=true" for _ in range(n)]),
-                150,
-            )
-            report(
-                "patients list ?q=<3 digits>",
-                timed(client, [f"/patients?q={rng.randint(100, 999)}" for _ in range(n)]),
-                150,
-            )
-            report(
-                "patients list ?q=<MRN prefix>",
-                timed(client, [f"/patients?q={rng.choice(sample).identifier[:5]}" for _ in range(n)]),
-                150,
-            )
-            report(
-                "patients list ?q=<name part>",
-                timed(client, [f"/patients?q={quote(rng.choice(names))}" for _ in range(n)]),
-                150,
-            )
+            lists: list[tuple[str, Callable[[], str]]] = [
+                ("patients list", lambda: f"/patients?page={rng.randint(1, 50)}"),
+                ("patients list, deep pages", lambda: f"/patients?page={rng.randint(51, 2000)}"),
+                ("patients list ?overdue", lambda: f"/patients?overdue=true&page={rng.randint(1, 20)}"),
+                ("patients list ?alerts", lambda: f"/patients?alerts=true&page={rng.randint(1, 5)}"),
+                ("patients list ?overdue&alerts", lambda: "/patients?overdue=true&alerts=true"),
+                ("patients list ?q=<3 digits>", lambda: f"/patients?q={rng.randint(100, 999)}"),
+                ("patients list ?q=<MRN prefix>", lambda: f"/patients?q={rng.choice(sample).identifier[:5]}"),
+                ("patients list ?q=<name part>", lambda: f"/patients?q={quote(rng.choice(names))}"),
+            ]
+            for name, url in lists:
+                report(name, timed(client, [url() for _ in range(n)]), 150)
 
 
 def main(argv: list[str] | None = None) -> None:

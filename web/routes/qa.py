@@ -198,6 +198,17 @@ def devices_api(session: DbSession, app: App, _: QaUser) -> dict[str, Any]:
     }
 
 
+async def _uploaded_csv(file: UploadFile | None, csv_text: str, what: str) -> str:
+    """The CSV of a calculator form: the uploaded file when one was chosen, else the text carried
+    back by the preview page. Read at most one byte past the limit, so a huge upload costs nothing."""
+    if file is None or not file.filename:
+        return csv_text
+    raw = await file.read(MAX_UPLOAD_BYTES + 1)
+    if len(raw) > MAX_UPLOAD_BYTES:
+        raise HTTPException(413, f"{what} file too large (2 MiB at most)")
+    return raw.decode("utf-8-sig", errors="replace")
+
+
 @router.post("/qa/devices/precision", include_in_schema=False)
 async def precision_upload(
     request: Request,
@@ -217,11 +228,7 @@ async def precision_upload(
     check_csrf(request, csrf_token)
     if session.get(Device, device) is None:
         raise HTTPException(404, "no such device")
-    if file is not None and file.filename:
-        raw = await file.read(MAX_UPLOAD_BYTES + 1)
-        if len(raw) > MAX_UPLOAD_BYTES:
-            raise HTTPException(413, "precision study file too large")
-        csv_text = raw.decode("utf-8-sig", errors="replace")
+    csv_text = await _uploaded_csv(file, csv_text, "precision study")
     context = _devices_context(session, app)
     context["upload"] = {"device": device, "site": site, "performed_on": performed_on, "csv_text": csv_text}
     try:
@@ -304,11 +311,7 @@ async def crosscal_upload(
     The preview page carries the CSV back in a hidden field, so saving stores exactly what was
     seen; one group that cannot be used (422) and nothing is saved."""
     check_csrf(request, csrf_token)
-    if file is not None and file.filename:
-        raw = await file.read(MAX_UPLOAD_BYTES + 1)
-        if len(raw) > MAX_UPLOAD_BYTES:
-            raise HTTPException(413, "cross-calibration file too large (2 MiB at most)")
-        csv_text = raw.decode("utf-8-sig", errors="replace")
+    csv_text = await _uploaded_csv(file, csv_text, "cross-calibration")
     context = _devices_context(session, app)
     context["crosscal_upload"] = {"kind": kind, "performed_on": performed_on, "csv_text": csv_text}
     try:
