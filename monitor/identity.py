@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 from monitor.model import Machine
 
@@ -54,6 +55,9 @@ def _words(text: str) -> list[str]:
     return re.sub(r"[^\w+]+", " ", folded).split()
 
 
+# Normalising is pure and a patient's evaluation asks it again for every pair of exams and every
+# site: cached, it costs nothing after the first exam of a machine (a few hundred units per site).
+@lru_cache(maxsize=4096)
 def normalize_manufacturer(name: str) -> str:
     """A maker key: "HOLOGIC" and "Hologic Inc." -> "hologic"; "GE Medical Systems", "Lunar" -> "ge"."""
     words = _words(name)
@@ -69,6 +73,7 @@ def normalize_manufacturer(name: str) -> str:
     return " ".join(core) or joined
 
 
+@lru_cache(maxsize=4096)
 def normalize_model(manufacturer: str, model: str) -> str:
     """A model key without the maker's name in front ("Hologic Horizon Ci" -> "horizon ci").
 
