@@ -40,13 +40,7 @@ from monitor.crosscal import (
 )
 from monitor.drugs import UnknownAgent, therapy_from_agent
 from monitor.model import CrossCalibration, Therapy
-from monitor.precision import (
-    PrecisionResult,
-    PrecisionStudyError,
-    check_technologist,
-    pool_precision,
-    precision_study,
-)
+from monitor.precision import PrecisionResult, facility_study
 
 
 class ImportError_(ValueError):
@@ -215,27 +209,17 @@ def import_precision(session: Session, path: Path, config: MonitoringConfig) -> 
             groups[(device.id, site)].append(PrecisionRepeat(tech, patient, counters[key], _float(path, row, field)))
     results: list[PrecisionImport] = []
     for (device_id, site), repeats in groups.items():
-        by_tech: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        scans: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         for r in repeats:
-            by_tech[r.technologist][r.patient_code].append(r.bmd)
-        per_tech: dict[str, PrecisionResult] = {}
-        warnings: list[str] = []
-        try:
-            for tech, scans in by_tech.items():
-                per_tech[tech] = precision_study(site, dict(scans), min_degrees_of_freedom=1)
-            facility = pool_precision(list(per_tech.values()), lsc_multiplier=config.lsc_multiplier)
-            if facility.degrees_of_freedom < config.min_degrees_of_freedom:
-                raise PrecisionStudyError(
-                    f"{facility.degrees_of_freedom} degrees of freedom; ISCD needs at least "
-                    f"{config.min_degrees_of_freedom} (15 patients x 3 scans or 30 x 2)"
-                )
-        except PrecisionStudyError as exc:
+            scans[r.technologist][r.patient_code].append(r.bmd)
+        study = facility_study(site, scans, config)
+        facility = study.facility
+        if facility is None:
             label = machine_from_device(devices[device_id]).label()
-            raise ImportError_(f"{path}: study for {label} at {site}: {exc}") from None
-        for tech, result in per_tech.items():
-            check = check_technologist(result, config)
-            if check.acceptable is False:
-                warnings.append(f"technologist {tech}: {check.message}")
+            raise ImportError_(f"{path}: study for {label} at {site}: {study.error}")
+        per_tech = {t.technologist: t.result for t in study.technologists if t.result is not None}
+        warnings = [f"technologist {t.technologist}: {t.check.message}" for t in study.over_limit if t.check]
+        warnings += [f"technologist {t.technologist}: {t.error}" for t in study.technologists if t.error]
         save_precision_study(
             session,
             devices[device_id],

@@ -185,3 +185,67 @@ def check_technologist(result: PrecisionResult, config: MonitoringConfig) -> Pre
         f"(LSC {config.lsc_multiplier * limit:.1f} %); "
         "the technologist should be retrained and the study repeated",
     )
+
+
+@dataclass(frozen=True)
+class TechnologistStudy:
+    """One technologist's part of a facility study. `error` says why there is no `result` (scans
+    that cannot make a study) or no `check` (fewer degrees of freedom than ISCD asks of each
+    technologist: the %CV is too uncertain to judge them, though their scans still count)."""
+
+    technologist: str
+    result: PrecisionResult | None
+    check: PrecisionCheck | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class FacilityStudy:
+    site: str
+    facility: PrecisionResult | None  # None when the study cannot give the facility's LSC
+    technologists: tuple[TechnologistStudy, ...]
+    error: str | None
+
+    @property
+    def over_limit(self) -> tuple[TechnologistStudy, ...]:
+        return tuple(t for t in self.technologists if t.check is not None and t.check.acceptable is False)
+
+
+def facility_study(
+    site: str, scans_by_technologist: Mapping[str, Mapping[str, Sequence[float]]], config: MonitoringConfig
+) -> FacilityStudy:
+    """A facility's precision study at one site, as ISCD runs it (2019 official positions).
+
+    Each technologist's scans are a study of their own, checked against the minimum acceptable
+    precision when it has the full degrees of freedom; the facility's RMS-SD and LSC pool every
+    technologist's scans and need the degrees of freedom in all. Scans that cannot make a study
+    (a patient scanned once, a BMD that is not positive) refuse the whole study rather than being
+    left out: an LSC must not silently rest on part of what was uploaded. The command-line import
+    and the QA page both call this, so they cannot disagree.
+    """
+    required = config.min_degrees_of_freedom
+    technologists: list[TechnologistStudy] = []
+    for tech, scans in sorted(scans_by_technologist.items()):
+        try:
+            result = precision_study(site, scans, min_degrees_of_freedom=1, lsc_multiplier=config.lsc_multiplier)
+        except PrecisionStudyError as exc:
+            technologists.append(TechnologistStudy(tech, None, None, str(exc)))
+            continue
+        if result.degrees_of_freedom < required:
+            short = f"{result.degrees_of_freedom} degrees of freedom; ISCD asks {required} of each technologist"
+            technologists.append(TechnologistStudy(tech, result, None, short))
+        else:
+            technologists.append(TechnologistStudy(tech, result, check_technologist(result, config), None))
+    broken = [f"{t.technologist}: {t.error}" for t in technologists if t.result is None]
+    if broken:
+        return FacilityStudy(site, None, tuple(technologists), "; ".join(broken))
+    if not technologists:
+        return FacilityStudy(site, None, (), f"precision study for {site} has no scans")
+    facility = pool_precision([t.result for t in technologists if t.result], lsc_multiplier=config.lsc_multiplier)
+    if facility.degrees_of_freedom < required:
+        error = (
+            f"{facility.degrees_of_freedom} degrees of freedom; ISCD needs at least {required} "
+            "(15 patients x 3 scans or 30 x 2)"
+        )
+        return FacilityStudy(site, None, tuple(technologists), error)
+    return FacilityStudy(site, facility, tuple(technologists), None)

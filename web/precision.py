@@ -1,5 +1,5 @@
 """The ISCD precision calculator behind the QA machines page: parse an uploaded study CSV and
-compute RMS-SD / LSC (facility and per technologist) with `monitor.precision`.
+compute RMS-SD / LSC (facility and per technologist) with `monitor.precision.facility_study`.
 
 CSV columns: `technologist, patient_code, scan_index, bmd` (g/cm², one row per scan). A study
 is one device at one site; the site and device are chosen on the form.
@@ -11,17 +11,9 @@ import csv
 import io
 import math
 from collections import defaultdict
-from dataclasses import dataclass
 
 from monitor.config import MonitoringConfig
-from monitor.precision import (
-    PrecisionCheck,
-    PrecisionResult,
-    PrecisionStudyError,
-    check_technologist,
-    pool_precision,
-    precision_study,
-)
+from monitor.precision import FacilityStudy, facility_study
 
 Repeat = tuple[str, str, int, float]
 REQUIRED_COLUMNS = ("technologist", "patient_code", "scan_index", "bmd")
@@ -60,48 +52,10 @@ def parse_csv(text: str) -> list[Repeat]:
     return repeats
 
 
-@dataclass(frozen=True)
-class TechnologistResult:
-    technologist: str
-    result: PrecisionResult | None
-    check: PrecisionCheck | None
-    error: str | None
-
-
-@dataclass(frozen=True)
-class StudyPreview:
-    site: str
-    facility: PrecisionResult | None
-    technologists: tuple[TechnologistResult, ...]
-    error: str | None
-
-    @property
-    def over_limit(self) -> tuple[TechnologistResult, ...]:
-        return tuple(t for t in self.technologists if t.check is not None and t.check.acceptable is False)
-
-
-def compute(site: str, repeats: list[Repeat], config: MonitoringConfig | None) -> StudyPreview:
-    """Each technologist's study, checked against the ISCD limit, and the pooled facility value."""
-    min_dof = config.min_degrees_of_freedom if config else 30
-    multiplier = config.lsc_multiplier if config else 2.77
-    by_tech: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+def compute(site: str, repeats: list[Repeat], config: MonitoringConfig | None) -> FacilityStudy:
+    """The facility study of the uploaded scans (`monitor.precision.facility_study`, the one
+    `dxa precision import` runs)."""
+    scans: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for tech, patient, _, bmd in sorted(repeats, key=lambda r: (r[0], r[1], r[2])):
-        by_tech[tech][patient].append(bmd)
-    results: list[TechnologistResult] = []
-    for tech, scans in sorted(by_tech.items()):
-        try:
-            result = precision_study(site, scans, min_degrees_of_freedom=min_dof, lsc_multiplier=multiplier)
-        except PrecisionStudyError as exc:
-            results.append(TechnologistResult(tech, None, None, str(exc)))
-            continue
-        check = check_technologist(result, config) if config else None
-        results.append(TechnologistResult(tech, result, check, None))
-    valid = [t.result for t in results if t.result is not None]
-    if not valid:
-        errors = "; ".join(f"{t.technologist}: {t.error}" for t in results if t.error)
-        return StudyPreview(site, None, tuple(results), errors or "no valid study")
-    try:
-        facility = pool_precision(valid, lsc_multiplier=multiplier)
-    except PrecisionStudyError as exc:
-        return StudyPreview(site, None, tuple(results), str(exc))
-    return StudyPreview(site, facility, tuple(results), None)
+        scans[tech][patient].append(bmd)
+    return facility_study(site, scans, config or MonitoringConfig(rules={}))

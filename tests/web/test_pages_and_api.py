@@ -322,3 +322,28 @@ def test_qa_ingest_and_reprocess(login: Login, seeded: Seeded) -> None:
         assert job is not None and job.state == "queued"
     again = client.post(f"/qa/ingest/{seeded.quarantined_file}/reprocess", data={"csrf_token": token})
     assert again.status_code == 404
+
+
+def test_precision_calculator_pools_technologists_like_the_cli(login: Login, seeded: Seeded) -> None:
+    """Three technologists with 10 patients x 2 scans each: too few to judge one by one (ISCD asks
+    30 degrees of freedom of each), enough together for the facility's LSC, as `dxa precision
+    import` computes it."""
+    client = login("qa")
+    token = csrf_of(client.get("/qa/devices").text)
+    rows = ["technologist,patient_code,scan_index,bmd"]
+    rows += [
+        f"{t},{t}{i},{k},{1.0 + i * 0.01 + (0.01 if k == 2 else 0):.3f}"
+        for t in "abc"
+        for i in range(10)
+        for k in (1, 2)
+    ]
+    form = {
+        "device": str(seeded.device_ids["45678"]),
+        "site": "L1-L4",
+        "csrf_token": token,
+        "csv_text": "\n".join(rows),
+    }
+    preview = client.post("/qa/devices/precision", data=form)
+    assert preview.status_code == 200, preview.text
+    assert preview.text.count("not judged") == 3 and "Save study" in preview.text
+    assert f"{0.01 / 2**0.5:.4f} g/cm²" in preview.text  # every pair differs by 0.01

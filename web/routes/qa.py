@@ -17,6 +17,7 @@ from db.jobs import enqueue_evaluation
 from db.models import Device, Exam
 from dxa.imports import CROSSCAL_KINDS, CrossCalKind, CrossCalPreview, preview_crosscal, save_crosscal
 from monitor.config import MonitoringConfig
+from monitor.precision import TechnologistStudy
 from web import crosscal, precision, queries
 from web.auth import CurrentUser, check_csrf
 from web.deps import App, DbSession, QaUser, render
@@ -127,9 +128,9 @@ def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
 
 def _technologist_checks(
     session: Session, app: App, details: list[queries.DeviceDetail]
-) -> dict[int, list[precision.TechnologistResult]]:
+) -> dict[int, list[TechnologistStudy]]:
     """Per study, the technologists whose precision exceeds the configured ISCD limit."""
-    flagged: dict[int, list[precision.TechnologistResult]] = defaultdict(list)
+    flagged: dict[int, list[TechnologistStudy]] = defaultdict(list)
     for detail in details:
         for study in detail.studies:
             repeats = queries.precision_repeats(session, study.pk)

@@ -8,6 +8,7 @@ from monitor.precision import (
     PrecisionStudyError,
     TooFewDegreesOfFreedom,
     check_technologist,
+    facility_study,
     lsc_from_rms_sd,
     pool_precision,
     precision_study,
@@ -116,3 +117,36 @@ def test_configured_limits_are_iscd() -> None:
 
 def test_lsc_from_rms_sd() -> None:
     assert lsc_from_rms_sd(0.01) == pytest.approx(0.0277)
+
+
+def _by_patient(groups: list[list[float]]) -> dict[str, list[float]]:
+    return {f"p{i}": g for i, g in enumerate(groups)}
+
+
+def test_facility_pools_technologists_too_small_to_judge_alone() -> None:
+    # three technologists, 10 patients x 2 scans each: 10 degrees of freedom apiece, 30 together
+    spreads = {"ann": 0.01, "ben": 0.02, "cai": 0.03}
+    study = facility_study("L1-L4", {t: _by_patient(pairs(10, d)) for t, d in spreads.items()}, CONFIG)
+    assert study.error is None and study.facility is not None
+    assert study.facility.degrees_of_freedom == 30
+    # a pair differing by d has variance d²/2: the pooled RMS-SD is sqrt(mean of d²/2)
+    expected = math.sqrt(sum(d**2 / 2 for d in spreads.values()) / 3)
+    assert study.facility.rms_sd_g_cm2 == pytest.approx(expected)
+    assert all(t.check is None and "ISCD asks 30" in (t.error or "") for t in study.technologists)
+    assert study.over_limit == ()
+
+
+def test_facility_judges_each_full_technologist_study() -> None:
+    good, poor = _by_patient(pairs(30, 0.005)), _by_patient(pairs(30, 0.08))
+    study = facility_study("L1-L4", {"good": good, "poor": poor}, CONFIG)
+    assert study.facility is not None
+    assert [t.technologist for t in study.over_limit] == ["poor"]
+    assert next(t for t in study.technologists if t.technologist == "good").check.acceptable  # type: ignore[union-attr]
+
+
+def test_facility_study_refuses_scans_that_cannot_count() -> None:
+    once = {**_by_patient(pairs(30, 0.01)), "lonely": [0.9]}
+    study = facility_study("L1-L4", {"ann": once, "ben": _by_patient(pairs(30, 0.01))}, CONFIG)
+    assert study.facility is None and study.error is not None and study.error.startswith("ann:")
+    small = facility_study("L1-L4", {"ann": _by_patient(pairs(12, 0.01))}, CONFIG)
+    assert small.facility is None and "12 degrees of freedom" in (small.error or "")
