@@ -105,12 +105,10 @@ def worker_gone(worker: str | None) -> bool:
     if host != socket.gethostname():
         return False
     try:
-        os.kill(int(pid), 0)
+        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return True
-    except (ValueError, OverflowError):
-        return False
-    except PermissionError:  # exists, owned by someone else
+    except (ValueError, OverflowError, PermissionError):  # not a pid, or a process of another user
         return False
     return False
 
