@@ -109,7 +109,7 @@ def _is_dicom(data: bytes) -> bool:
     return len(data) > 132 and data[128:132] == b"DICM"
 
 
-def _rewrite_dicom(data: bytes, change: Callable[[Any], None]) -> bytes:
+def rewrite_dicom(data: bytes, change: Callable[[Any], None]) -> bytes:
     import pydicom
 
     with warnings.catch_warnings():  # a sample's invalid UID is on purpose
@@ -133,7 +133,7 @@ def _new_patient(k: int) -> Callable[[Any], None]:
     return change
 
 
-def _same_uid_other_bytes(ds: Any) -> None:
+def same_uid_other_bytes(ds: Any) -> None:
     block = ds.private_block(0x0009, "DXA MONITOR TEST", create=True)
     block.add_new(0x01, "LO", "uid conflict fixture")
 
@@ -154,7 +154,7 @@ def make_batch(samples: list[Sample], total: int, *, redrops: int = 10, conflict
     ]
     batch += [
         BatchFile(
-            f"conflict/{i:03d}_{Path(s.rel).name}", _rewrite_dicom(s.data, _same_uid_other_bytes), "uid_conflict", s
+            f"conflict/{i:03d}_{Path(s.rel).name}", rewrite_dicom(s.data, same_uid_other_bytes), "uid_conflict", s
         )
         for i, s in enumerate(with_uid[:conflicts])
     ]
@@ -163,7 +163,7 @@ def make_batch(samples: list[Sample], total: int, *, redrops: int = 10, conflict
         s = accepted[k % len(accepted)]
         round_ = k // len(accepted) + 1
         if _is_dicom(s.data):
-            data = _rewrite_dicom(s.data, _new_patient(round_))
+            data = rewrite_dicom(s.data, _new_patient(round_))
         else:
             data = s.data + f"\n%dxa-test-variant {round_}\n".encode()
         batch.append(BatchFile(f"variant{round_:03d}/{s.rel}", data, "variant", s))

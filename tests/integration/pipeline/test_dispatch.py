@@ -23,7 +23,8 @@ from db.jobs import claim_job
 from db.migrate import upgrade
 from db.models import ComparisonRow, Job, Measurement, SourceFile, utcnow
 from dxa.settings import Settings
-from tests.integration.pipeline.support import SAMPLES, _rewrite_dicom, _same_uid_other_bytes, files_below
+from tests.conftest import skip_or_fail
+from tests.integration.pipeline.support import SAMPLES, files_below, rewrite_dicom, same_uid_other_bytes
 from workers import pipeline
 from workers.context import Context, build_context
 
@@ -40,7 +41,7 @@ class Sent(list[tuple[int, str]]):
 @pytest.fixture
 def ctx(tmp_path: Path) -> Iterator[Context]:
     if not PATIENT.is_dir():
-        pytest.skip(f"shared samples not found at {SAMPLES}")
+        skip_or_fail(f"shared sample patient not found at {PATIENT}")
     settings = Settings(data_dir=tmp_path / "data", inbox=tmp_path / "inbox", database_url=None, broker_url=None)
     context = build_context(settings)
     context.submit = Sent()
@@ -145,7 +146,7 @@ def test_a_file_with_a_taken_uid_is_quarantined_and_leaves_no_rows(ctx: Context,
     the owner, with no rows of its own (its UID is looked up only after its store hit the unique key)."""
     original = PATIENT / "20130416_SP_DICOM.dcm"
     twin = tmp_path / "twin.dcm"
-    twin.write_bytes(_rewrite_dicom(original.read_bytes(), _same_uid_other_bytes))
+    twin.write_bytes(rewrite_dicom(original.read_bytes(), same_uid_other_bytes))
     first = pipeline.intake(ctx, original, copy=True)
     second = pipeline.intake(ctx, twin, copy=True)
     outcomes = [pipeline.run_next(ctx, kinds=("ingest_file",)) for _ in range(2)]
