@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import ROLES, ApiToken, AuditEvent, User, utcnow
+from db.signin import revoke_user_sessions
 
 RoleName = Literal["clinician", "qa", "admin"]
 TOKEN_PREFIX = "dxa_"
@@ -51,14 +52,18 @@ def create_user(session: Session, username: str, password: str, role: RoleName) 
 
 
 def set_password(session: Session, user: User, password: str) -> None:
+    """A new password ends every web session of the user: whoever knew the old one is out."""
     if not password:
         raise ValueError("password is empty")
     user.password_hash = hash_password(password)
+    revoke_user_sessions(session, user.id)
     session.flush()
 
 
 def set_active(session: Session, user: User, active: bool) -> None:
     user.active = active
+    if not active:
+        revoke_user_sessions(session, user.id)
     session.flush()
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from dxa.settings import Settings
-from ingest.watcher import ReadinessTracker, scan_folder
-from workers import pipeline
+from ingest.watcher import OddEntries, ReadinessTracker, scan_inbox
+from workers import inbox_entries, pipeline
 from workers.context import Context
 
 log = logging.getLogger("dxa")
@@ -27,12 +27,16 @@ RUNNER_IDLE_S = 0.5
 SWEEP_EVERY_S = 60.0
 
 
-def watch_once(ctx: Context, tracker: ReadinessTracker) -> int:
-    """One scan of the inbox: claim every file that is ready. Returns how many were claimed."""
+def watch_once(ctx: Context, tracker: ReadinessTracker, odd: OddEntries | None = None) -> int:
+    """One scan of the inbox: claim every file that is ready, and refuse (log, count, and once they
+    persist record and move aside) entries that are not regular files. Returns how many were claimed."""
     inbox = ctx.settings.inbox_dir
     inbox.mkdir(parents=True, exist_ok=True)
     claimed = 0
-    for path in tracker.observe(scan_folder(inbox), time.time()):
+    files, others = scan_inbox(inbox)
+    if odd is not None:
+        inbox_entries.refuse(ctx, inbox, *odd.observe(others, time.time()))
+    for path in tracker.observe(files, time.time()):
         try:
             pipeline.intake(ctx, Path(path), copy=False)
             claimed += 1
@@ -47,9 +51,10 @@ def watch_once(ctx: Context, tracker: ReadinessTracker) -> int:
 def watch_forever(ctx: Context, stop: threading.Event | None = None) -> None:
     stop = stop or threading.Event()
     tracker = ReadinessTracker(ctx.settings.min_file_age_s)
+    odd = OddEntries(inbox_entries.persist_s(ctx.settings))
     log.info("watching the inbox every %.1f s", ctx.settings.scan_interval_s)
     while not stop.is_set():
-        watch_once(ctx, tracker)
+        watch_once(ctx, tracker, odd)
         stop.wait(ctx.settings.scan_interval_s)
 
 

@@ -1,15 +1,20 @@
 """The single entry point of ingestion: bytes in, a ParsedReport or a typed ParseError out.
 
 The format is sniffed from the bytes, never from the file name (which is only quoted in
-messages and may be anything, even `..%2f..%2fetc.dcm`).
+messages and may be anything, even `..%2f..%2fetc.dcm`). Every exception a reading library lets
+escape is turned into a typed error here (`ingest.boundary`), and what was read is checked for
+plausibility (`monitor.plausibility`) before anyone may store it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
+from ingest.boundary import guarded
 from ingest.dicom import looks_like_dicom, parse_dicom
 from ingest.errors import EmptyFile, NotDicom, TooLarge
+from ingest.plausible import check_report
 from ingest.report import ParsedReport
 
 
@@ -19,6 +24,9 @@ class ParseLimits:
 
     max_bytes: int = 64 * 1024 * 1024
     max_pdf_pages: int = 40
+    # The caller's today, for "exam date in the future"; None skips only that check (the parsers
+    # have no clock; whatever stores a report passes one).
+    today: date | None = None
 
 
 def _is_pdf(data: bytes) -> bool:
@@ -27,6 +35,11 @@ def _is_pdf(data: bytes) -> bool:
 
 
 def parse_file(data: bytes, name: str, limits: ParseLimits) -> ParsedReport:
+    """The report read from `data` and checked for plausibility, or a typed ParseError."""
+    return check_report(_parse(data, name, limits), limits.today)
+
+
+def _parse(data: bytes, name: str, limits: ParseLimits) -> ParsedReport:
     size = len(data)
     if size == 0:
         raise EmptyFile("empty file: 0 bytes")
@@ -35,7 +48,7 @@ def parse_file(data: bytes, name: str, limits: ParseLimits) -> ParsedReport:
     if data.startswith(b"%PDF") or (_is_pdf(data) and not looks_like_dicom(data)):
         from ingest.pdf import parse_pdf  # lazy: the PDF libraries load only for PDFs
 
-        return parse_pdf(data, name, max_pages=limits.max_pdf_pages)
+        return guarded("PDF", lambda: parse_pdf(data, name, max_pages=limits.max_pdf_pages))
     if looks_like_dicom(data):
-        return parse_dicom(data, name, max_pdf_pages=limits.max_pdf_pages)
+        return guarded("DICOM", lambda: parse_dicom(data, name, max_pdf_pages=limits.max_pdf_pages))
     raise NotDicom("not a DICOM file or PDF: unrecognised format")
