@@ -59,6 +59,7 @@ def run_in_child(fn: Callable[..., Any], args: tuple[Any, ...], limits: ChildLim
     ChildFailed ("timeout", "memory", "crash").
     """
     read_fd, write_fd = os.pipe()
+    deadline = time.monotonic() + limits.timeout_s  # before the fork: the child's time starts there
     pid = os.fork()
     if pid == 0:  # child
         os.close(read_fd)
@@ -84,7 +85,6 @@ def run_in_child(fn: Callable[..., Any], args: tuple[Any, ...], limits: ChildLim
 
     os.close(write_fd)
     chunks: list[bytes] = []
-    deadline = time.monotonic() + limits.timeout_s
     timed_out = False
     with os.fdopen(read_fd, "rb", buffering=0) as pipe:
         while True:
