@@ -289,6 +289,7 @@ class ReusableChild:
             self._spawn(limits)
         reused = self.calls > 0
         request = pickle.dumps((fn, args, limits.timeout_s))
+        deadline = time.monotonic() + limits.timeout_s  # from the request: a late parent lets nothing over
         try:
             _write_frame(self._request_w, request)
         except BrokenPipeError:  # it had stopped while idle: nothing of this call reached it
@@ -296,14 +297,13 @@ class ReusableChild:
             self._spawn(limits)
             reused = False
             _write_frame(self._request_w, request)
-        reply = self._receive(limits, reused)
+        reply = self._receive(limits, reused, deadline)
         self.calls += 1
         if reply[-1]:  # it retires after this answer
             self.close()
         return _outcome(reply, limits, reused=reused)
 
-    def _receive(self, limits: ChildLimits, reused: bool) -> tuple[Any, ...]:
-        deadline = time.monotonic() + limits.timeout_s
+    def _receive(self, limits: ChildLimits, reused: bool, deadline: float) -> tuple[Any, ...]:
         buffer = b""
         need: int | None = None
         while need is None or len(buffer) < need:
