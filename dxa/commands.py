@@ -47,9 +47,7 @@ def _logging() -> None:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     settings = _settings()
-    from db.engine import make_engine
-
-    from db.engine import session_factory
+    from db.engine import make_engine, session_factory
     from dxa.users import ensure_first_admin
 
     _logging()

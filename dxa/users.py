@@ -68,7 +68,9 @@ def _other_active_admins(session: Session, user: User) -> int:
 
 def accounts(session: Session) -> list[Account]:
     return [
-        Account(u.username, u.role, u.active, u.last_login_at.isoformat(timespec="minutes") if u.last_login_at else None)
+        Account(
+            u.username, u.role, u.active, u.last_login_at.isoformat(timespec="minutes") if u.last_login_at else None
+        )
         for u in list_users(session)
     ]
 

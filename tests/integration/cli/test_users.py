@@ -65,7 +65,9 @@ def test_add_list_passwd_disable_remove_each_audited(
 
     ctx = _context()
     with ctx.sessions() as session:
-        actions = [(e.action, e.detail.get("username")) for e in session.scalars(select(AuditEvent).order_by(AuditEvent.id))]
+        actions = [
+            (e.action, e.detail.get("username")) for e in session.scalars(select(AuditEvent).order_by(AuditEvent.id))
+        ]
     assert actions == [
         ("user_added", "ann"),
         ("user_added", "bob"),
@@ -95,7 +97,9 @@ def test_first_admin_comes_from_the_secret_and_only_on_an_empty_user_base(
     assert run_list(ctx) == ["chief"]
 
 
-def test_demo_account_password_can_be_changed(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_account_password_can_be_changed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     ctx = _context()
     password = ensure_demo_user(ctx.sessions, load_settings())
     assert password and signs_in("demo", password)
