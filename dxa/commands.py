@@ -430,12 +430,13 @@ def cmd_storescp(args: argparse.Namespace) -> int:
     settings = _settings()
     settings.inbox_dir.mkdir(parents=True, exist_ok=True)
     if not settings.allowed_ae_titles:
-        log.warning("DXA_STORESCP_ALLOWED_AES is empty: every C-STORE will be refused (C-ECHO works)")
+        log.warning("DXA_STORESCP_ALLOWED_AES is empty: every sender will be refused at association")
     serve_scp(
         settings.inbox_dir,
         settings.storescp_ae_title,
-        "0.0.0.0",
+        settings.storescp_host,
         settings.storescp_port,
         settings.allowed_ae_titles,
+        max_associations=settings.storescp_max_associations,
     )
     return 0
