@@ -362,6 +362,14 @@ def cmd_users_token(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- processes
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    from dxa.health import check
+
+    healthy, line = check(_settings(), args.service)
+    print(line)
+    return 0 if healthy else 1
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from dxa.embedded import serve
 
@@ -405,7 +413,9 @@ def cmd_beat(args: argparse.Namespace) -> int:
 
     schedule = settings.data_dir / "celerybeat-schedule"
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app.start(["beat", "--loglevel=INFO", f"--schedule={schedule}"])
+    app.start(
+        ["beat", "--loglevel=INFO", f"--schedule={schedule}", "--scheduler=workers.celery_app:HeartbeatScheduler"]
+    )
     return 0
 
 

@@ -48,8 +48,11 @@ def watch_forever(ctx: Context, stop: threading.Event | None = None) -> None:
     stop = stop or threading.Event()
     tracker = ReadinessTracker(ctx.settings.min_file_age_s)
     log.info("watching the inbox every %.1f s", ctx.settings.scan_interval_s)
+    from workers.heartbeat import touch_heartbeat
+
     while not stop.is_set():
         watch_once(ctx, tracker)
+        touch_heartbeat(ctx.settings, "watch")
         stop.wait(ctx.settings.scan_interval_s)
 
 
