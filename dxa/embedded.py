@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from dxa.logsafe import describe
 from dxa.settings import Settings
 from ingest.watcher import OddEntries, ReadinessTracker, scan_inbox
 from workers import inbox_entries, pipeline
@@ -42,9 +43,9 @@ def watch_once(ctx: Context, tracker: ReadinessTracker, odd: OddEntries | None =
             claimed += 1
         except FileNotFoundError:
             tracker.forget(path)  # taken by another watcher, or removed by the sender
-        except Exception:
-            # A path can hold a patient's name: log the error type only.
-            log.exception("could not claim a file from the inbox")
+        except Exception as exc:
+            # A path, or a driver's message quoting the row, can hold a patient's name: the type only.
+            log.warning("could not claim a file from the inbox (%s); it is tried again", describe(exc))
     return claimed
 
 
@@ -76,8 +77,8 @@ def run_jobs_forever(ctx: Context, stop: threading.Event, *, refresh_daily: bool
                 pipeline.recover_jobs(ctx)
                 last_sweep = time.monotonic()
             result = pipeline.run_next(ctx)
-        except Exception:
-            log.exception("job runner error; retrying")
+        except Exception as exc:
+            log.warning("job runner error (%s); retrying", describe(exc))
             result = None
             stop.wait(2.0)
         if result is None:

@@ -20,6 +20,7 @@ commit after its claim, shared by every file of the patient stored while it was 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -120,7 +121,17 @@ def intake(ctx: Context, path: Path, *, copy: bool) -> IntakeResult:
     """Claim one file and register it with its job (steps 1 and 2)."""
     work_dir = ctx.settings.work_dir
     work_path = claim_by_copy(path, work_dir) if copy else claim_by_rename(path, work_dir)
-    return register_claimed(ctx, work_path, display_name(path.name))
+    try:
+        return register_claimed(ctx, work_path, display_name(path.name))
+    except Exception:
+        # Not registered (the database locked or away): undo the claim so the file is seen again
+        # at the next scan, rather than waiting in work/ for the next start-up's recovery.
+        if copy:
+            work_path.unlink(missing_ok=True)
+        elif not path.exists():
+            with contextlib.suppress(OSError):
+                move_durably(work_path, path)
+        raise
 
 
 def register_claimed(ctx: Context, work_path: Path, original_name: str) -> IntakeResult:

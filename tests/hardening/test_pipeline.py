@@ -164,3 +164,34 @@ def test_redrop_answers_duplicate_only_when_this_parser_refused_these_bytes(samp
     sidecars = list(ctx.settings.quarantine_dir.rglob("*.json"))
     assert len(sidecars) == 1 and json.loads(sidecars[0].read_text())["reason_code"] == "unreadable"
     assert not list(ctx.settings.work_dir.iterdir())
+
+
+def test_a_claim_the_database_cannot_record_is_undone(
+    samples_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite locked past its busy timeout (or PostgreSQL away) while the watcher registers a file:
+    the file goes back where it was, to be claimed at the next scan, not left in work/ unknown."""
+    ctx = _context(tmp_path)
+    dropped = _drop(tmp_path, "DOE_JANE.dcm", _good_sample(samples_root).read_bytes())
+
+    def locked(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("INSERT INTO source_files", {"original_name": "DOE_JANE.dcm"}, Exception("locked"))
+
+    monkeypatch.setattr(pipeline, "register_claimed", locked)
+    with pytest.raises(OperationalError):
+        pipeline.intake(ctx, dropped, copy=False)
+    assert dropped.is_file() and not list(ctx.settings.work_dir.iterdir())
+    monkeypatch.undo()
+    assert pipeline.intake(ctx, dropped, copy=False).outcome == "queued"
+    assert not dropped.exists()
+
+
+def test_log_lines_name_the_exception_type_not_its_text() -> None:
+    from dxa.logsafe import describe
+
+    try:
+        raise OperationalError("INSERT", {"name": "DOE^JANE", "birth": "19500101"}, Exception("database is locked"))
+    except OperationalError as exc:
+        text = describe(exc)
+    assert text.startswith("OperationalError at test_pipeline.py:")
+    assert "DOE" not in text and "1950" not in text
