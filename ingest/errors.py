@@ -77,3 +77,11 @@ class ImplausibleValues(ParseError):
     the exam, a control character in an ID): refused before storage, the message says which."""
 
     code = "implausible_values"
+
+
+class PatientMismatch(ParseError):
+    """Parts of one file name different patients (or exams) and cannot be told apart with
+    certainty: pages of a PDF, or a DICOM header and the report it carries. Refused whole: a value
+    filed under the wrong patient is the worst outcome, worse than a file held for a person."""
+
+    code = "patient_mismatch"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from ingest.boundary import guarded
-from ingest.dicom import looks_like_dicom, parse_dicom
+from ingest.dicom import looks_like_dicom, parse_dicom_reports
 from ingest.errors import EmptyFile, NotDicom, TooLarge
 from ingest.plausible import check_report
 from ingest.report import ParsedReport
@@ -35,20 +35,30 @@ def _is_pdf(data: bytes) -> bool:
 
 
 def parse_file(data: bytes, name: str, limits: ParseLimits) -> ParsedReport:
-    """The report read from `data` and checked for plausibility, or a typed ParseError."""
-    return check_report(_parse(data, name, limits), limits.today)
+    """A file that must hold exactly one report (tests, tools); the pipeline stores every report
+    of a file through `parse_file_reports`."""
+    from ingest.pdf.parse import only_report
+
+    return only_report(parse_file_reports(data, name, limits))
 
 
-def _parse(data: bytes, name: str, limits: ParseLimits) -> ParsedReport:
+def parse_file_reports(data: bytes, name: str, limits: ParseLimits) -> tuple[ParsedReport, ...]:
+    """Every report a file holds (a PDF of several printouts is split, `ingest.pdf.split`), each
+    with its own patient, date and machine and checked for plausibility; or a ParseError for the
+    whole file (one implausible report refuses the file: it is stored whole or not at all)."""
+    return tuple(check_report(report, limits.today) for report in _parse(data, name, limits))
+
+
+def _parse(data: bytes, name: str, limits: ParseLimits) -> tuple[ParsedReport, ...]:
     size = len(data)
     if size == 0:
         raise EmptyFile("empty file: 0 bytes")
     if size > limits.max_bytes:
         raise TooLarge(f"file too large: {size} bytes is over the configured limit of {limits.max_bytes} bytes")
     if data.startswith(b"%PDF") or (_is_pdf(data) and not looks_like_dicom(data)):
-        from ingest.pdf import parse_pdf  # lazy: the PDF libraries load only for PDFs
+        from ingest.pdf.parse import parse_pdf_reports  # lazy: the PDF libraries load only for PDFs
 
-        return guarded("PDF", lambda: parse_pdf(data, name, max_pages=limits.max_pdf_pages))
+        return guarded("PDF", lambda: parse_pdf_reports(data, name, max_pages=limits.max_pdf_pages))
     if looks_like_dicom(data):
-        return guarded("DICOM", lambda: parse_dicom(data, name, max_pdf_pages=limits.max_pdf_pages))
+        return guarded("DICOM", lambda: parse_dicom_reports(data, name, max_pdf_pages=limits.max_pdf_pages))
     raise NotDicom("not a DICOM file or PDF: unrecognised format")
