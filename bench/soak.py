@@ -304,6 +304,12 @@ def settle(phase: Phase, sessions: Any, data_dir: Path, inbox: Path, batch: list
             .group_by(SourceFile.reason_code)
         ):
             phase.outcomes[f"  quarantined: {code}"] += int(n)
+        later = session.scalar(
+            select(func.count())
+            .select_from(SourceFile)
+            .where(SourceFile.status == "quarantined", SourceFile.attempts > 1)
+        )
+        phase.outcomes["  quarantined after more than one attempt (a fault hit them)"] += int(later or 0)
         stuck = session.scalar(select(func.count()).select_from(Job).where(Job.state.in_(("running", "queued"))))
         phase.errors["jobs left running/queued"] += int(stuck or 0)
         rows = session.execute(select(SourceFile.sha256, SourceFile.finished_at)).all()

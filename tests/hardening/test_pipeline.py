@@ -108,7 +108,7 @@ def test_values_the_database_refuses_are_not_a_uid_conflict(
     ctx = _context(tmp_path)
     sample = _good_sample(samples_root)
     report = _zero_bmd(parse_file(sample.read_bytes(), sample.name, ParseLimits()))
-    monkeypatch.setattr(pipeline, "parse_in_child", lambda *a, **k: report)
+    monkeypatch.setattr(pipeline, "parse_in_child", lambda *a, **k: (report,))
     pipeline.intake(ctx, sample, copy=True)
     (result,) = _drain(ctx)
     assert result.outcome == "quarantined"
