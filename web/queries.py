@@ -615,6 +615,7 @@ def refused_comparisons(
     device_pk: int | None = None,
     start: date | None = None,
     end: date | None = None,
+    status: str | None = None,
     limit: int = 5000,
 ) -> list[RefusedComparison]:
     src, dst = aliased(Exam), aliased(Exam)
@@ -630,6 +631,8 @@ def refused_comparisons(
     )
     if device_pk is not None:
         stmt = stmt.where(or_(src.device_id == device_pk, dst.device_id == device_pk))
+    if status is not None:
+        stmt = stmt.where(ComparisonRow.status == status)
     if start is not None:
         stmt = stmt.where(dst.exam_date >= start)
     if end is not None:

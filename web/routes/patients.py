@@ -28,6 +28,7 @@ from web.deps import App, DbSession, Services, User, render
 from web.exports import to_csv
 from web.fhir import build_bundle
 from web.filters import patient_url
+from web.forms import FilterErrors
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,13 @@ def _summary_json(s: queries.PatientSummary) -> dict[str, Any]:
 # --------------------------------------------------------------------------- list
 
 
+def _list_filter(q: str, overdue: str | None, alerts: str | None, page: str | None) -> tuple[str, bool, bool, int]:
+    """Empty or unreadable list parameters fall back to their defaults (a list never 422s)."""
+    errors = FilterErrors()
+    number = errors.integer(page, "Page")
+    return q, errors.flag(overdue, False), errors.flag(alerts, False), max(number or 1, 1)
+
+
 @router.get("/patients", include_in_schema=False)
 def patients_page(
     request: Request,
@@ -87,19 +95,22 @@ def patients_page(
     app: App,
     _: User,
     q: str = "",
-    overdue: bool = False,
-    alerts: bool = False,
-    page: Annotated[int, Query(ge=1)] = 1,
+    overdue: str | None = None,
+    alerts: str | None = None,
+    page: str | None = None,
 ) -> Response:
-    rows, total = queries.list_patients(session, today=app.today(), q=q, overdue=overdue, alerts=alerts, page=page)
+    q, chosen_overdue, chosen_alerts, chosen_page = _list_filter(q, overdue, alerts, page)
+    rows, total = queries.list_patients(
+        session, today=app.today(), q=q, overdue=chosen_overdue, alerts=chosen_alerts, page=chosen_page
+    )
     pages = max(1, -(-total // queries.PAGE_SIZE))
     context = {
         "rows": rows,
         "total": total,
         "q": q,
-        "overdue": overdue,
-        "alerts": alerts,
-        "page": page,
+        "overdue": chosen_overdue,
+        "alerts": chosen_alerts,
+        "page": chosen_page,
         "pages": pages,
     }
     return render(request, "patients.html", context)
@@ -111,16 +122,19 @@ def patients_api(
     app: App,
     _: User,
     q: str = "",
-    overdue: bool = False,
-    alerts: bool = False,
-    page: Annotated[int, Query(ge=1)] = 1,
+    overdue: str | None = None,
+    alerts: str | None = None,
+    page: str | None = None,
 ) -> dict[str, Any]:
-    """Patients matching an identifier or name, with last exam, WHO category, latest significant
-    change, next scan due and open alerts; `overdue` and `alerts` filter."""
-    rows, total = queries.list_patients(session, today=app.today(), q=q, overdue=overdue, alerts=alerts, page=page)
+    """Patients matching an identifier or name, with last exam, WHO category, latest comparison
+    per primary site, next scan due and open alerts; `overdue` and `alerts` filter."""
+    q, chosen_overdue, chosen_alerts, chosen_page = _list_filter(q, overdue, alerts, page)
+    rows, total = queries.list_patients(
+        session, today=app.today(), q=q, overdue=chosen_overdue, alerts=chosen_alerts, page=chosen_page
+    )
     return {
         "total": total,
-        "page": page,
+        "page": chosen_page,
         "page_size": queries.PAGE_SIZE,
         "patients": [_summary_json(r) for r in rows],
     }
