@@ -44,9 +44,7 @@ def test_refused_filters_by_machine_year_and_reason_csv_matches_page(login: Logi
     unknown = {**in_2016, "status": "rejected_unknown_machine"}
     assert "0 refused comparisons" in client.get("/qa/comparisons", params=unknown).text
     csv = client.get("/qa/comparisons.csv", params=in_2016)
-    assert 'filename="refused-comparisons_SN-200457_2016-01-01_to_2016-12-31.csv"' in csv.headers[
-        "content-disposition"
-    ]
+    assert 'filename="refused-comparisons_SN-200457_2016-01-01_to_2016-12-31.csv"' in csv.headers["content-disposition"]
     frame = pd.read_csv(io.StringIO(csv.text), dtype=str)
     shown = page.text.count('data-label="Patient"')
     assert len(frame) == shown == 6

@@ -21,8 +21,9 @@ from db import therapies as therapy_repo
 from db.export import export_patient
 from db.jobs import enqueue_evaluation
 from db.models import Patient
+from monitor.config import MonitoringConfig
 from monitor.drugs import UnknownAgent, therapy_from_agent
-from web import charts, queries
+from web import charts, patient_view, queries
 from web.auth import CurrentUser, check_csrf
 from web.deps import App, DbSession, Services, User, render
 from web.exports import to_csv
@@ -145,15 +146,25 @@ def patients_api(
 
 def _patient_context(session: Session, app: Services, patient: Patient) -> dict[str, Any]:
     detail = queries.patient_detail(session, patient)
-    drawn = charts.build_charts(detail)
+    config = app.monitoring if app.monitoring is not None else MonitoringConfig(rules={})
+    tables = patient_view.site_tables(detail, config)
+    span = charts.time_span(detail)
+    keys = [(t.site, t.side) for t in tables]
+    drawn = {c.key: c for c in charts.build_charts(detail, keys=keys, span=span)}
+    extra_spine = charts.build_charts(
+        detail, keys=[(s, None) for s in patient_view.other_spine_sets(detail)], span=span
+    )
     comparisons = sorted(
         detail.comparisons, key=lambda c: (_site_rank(c.site), c.site, c.side or "", c.to_date, c.reference)
     )
     return {
         "p": detail,
+        "tables": tables,
         "charts": drawn,
+        "extra_spine": extra_spine,
         "legend": charts.legend(detail),
-        "timeline": charts.render_timeline(detail.therapies, detail.exams, app.today()),
+        "lsc_text": patient_view.LSC_SOURCE_TEXT,
+        "timeline": charts.render_timeline(detail.therapies, detail.exams, app.today(), span=span),
         "comparisons": comparisons,
         "refused": [c for c in comparisons if c.refused],
     }
