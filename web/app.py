@@ -25,7 +25,7 @@ from monitor.config import MonitoringConfig
 from web import filters
 from web.auth import CsrfFailed, Forbidden, LoginRequired, is_api, load_secret_key
 from web.deps import Services, TherapyHook, User, render
-from web.routes import auth_routes, patients, qa, worklist
+from web.routes import alerts, auth_routes, patients, qa, worklist
 
 HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = "dxa_session"
@@ -123,7 +123,7 @@ def create_app(
     )
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
-    for module in (auth_routes, patients, worklist, qa):
+    for module in (auth_routes, patients, alerts, worklist, qa):
         app.include_router(module.router)
     _install_error_handlers(app)
 

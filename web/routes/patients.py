@@ -23,6 +23,7 @@ from db.jobs import enqueue_evaluation
 from db.models import Patient
 from monitor.config import MonitoringConfig
 from monitor.drugs import UnknownAgent, therapy_from_agent
+from web import alerts as web_alerts
 from web import charts, patient_view, queries
 from web.auth import CurrentUser, check_csrf
 from web.deps import App, DbSession, Services, User, render
@@ -76,6 +77,7 @@ def _summary_json(s: queries.PatientSummary) -> dict[str, Any]:
     data.pop("pk")
     for key in ("last_exam", "next_due"):
         data[key] = data[key].isoformat() if data[key] else None
+    data["changes"] = [c.as_json() for c in s.changes]
     return data
 
 
@@ -159,6 +161,7 @@ def _patient_context(session: Session, app: Services, patient: Patient) -> dict[
     )
     return {
         "p": detail,
+        "alerts": web_alerts.patient_alerts(session, patient.id),
         "tables": tables,
         "charts": drawn,
         "extra_spine": extra_spine,
