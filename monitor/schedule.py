@@ -195,12 +195,12 @@ def _significant_losses(exams: Sequence[Exam], comparisons: Sequence[Comparison]
 
 
 def _loss_text(losses: Sequence[Comparison]) -> str:
-    """`L2-L4 −5.63 % vs baseline` for each loss (previous first when both are losses)."""
-    parts = []
+    """`L2-L4 -5.63 % vs baseline` per loss; one entry when baseline and previous are the same exam."""
+    grouped: dict[tuple[str, str, str], list[str]] = {}
     for c in losses:
         pct = f"{c.percent_change:+.2f} %" if c.percent_change is not None else "loss"
-        parts.append(f"{_site_label(c)} {pct} vs {c.reference}")
-    return ", ".join(dict.fromkeys(parts))
+        grouped.setdefault((_site_label(c), c.from_exam, pct), []).append(c.reference)
+    return ", ".join(f"{site} {pct} vs {' and '.join(refs)}" for (site, _, pct), refs in grouped.items())
 
 
 def loss_alerts(
@@ -280,13 +280,7 @@ def early_scan_alerts(
         and c.significance in ("gain", "loss")
     ]
     if significant:
-        changes = ", ".join(
-            dict.fromkeys(
-                f"{_site_label(c)} {c.percent_change:+.2f} % vs {c.reference}"
-                for c in significant
-                if c.percent_change is not None
-            )
-        )
+        changes = _loss_text(significant)
         message = f"{head}. Even so, the change exceeds the least significant change and is real: {changes}."
     else:
         message = f"{head}: a change over so short an interval is unlikely to exceed the least significant change."
