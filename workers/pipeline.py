@@ -59,7 +59,7 @@ from db.jobs import (
 )
 from db.models import Job, Patient, SourceFile
 from ingest.errors import ParseError
-from ingest.parse import ParseLimits, parse_file
+from ingest.parse import ParseLimits, parse_file_reports
 from ingest.report import ParsedReport
 from monitor.evaluate import evaluate_patient
 from monitor.precision import precision_study
@@ -253,15 +253,17 @@ def _warm_parsers() -> None:
     _parsers_warm = True
 
 
-def _parse_path(path: str, name: str, limits: ParseLimits) -> ParsedReport:
+def _parse_path(path: str, name: str, limits: ParseLimits) -> tuple[ParsedReport, ...]:
     """Runs in the child: the bytes are read there too, so a huge file never bloats the worker."""
-    return parse_file(Path(path).read_bytes(), name, limits)
+    return parse_file_reports(Path(path).read_bytes(), name, limits)
 
 
 _children = threading.local()  # a parse child per runner thread (per Celery pool process)
 
 
-def parse_in_child(path: str, name: str, parse_limits: ParseLimits, child_limits: ChildLimits) -> ParsedReport:
+def parse_in_child(
+    path: str, name: str, parse_limits: ParseLimits, child_limits: ChildLimits
+) -> tuple[ParsedReport, ...]:
     """Parse in this thread's reusable child. When a child that had parsed other files before fails
     (crash, time-out, memory), the file is parsed again in a fresh child and that verdict counts:
     what a child did before must never get a file quarantined."""
@@ -269,13 +271,13 @@ def parse_in_child(path: str, name: str, parse_limits: ParseLimits, child_limits
     if child is None:
         child = _children.child = ReusableChild()
     try:
-        report: ParsedReport = child.run(_parse_path, (path, name, parse_limits), child_limits)
+        reports: tuple[ParsedReport, ...] = child.run(_parse_path, (path, name, parse_limits), child_limits)
     except ChildFailed as exc:
         if not exc.reused:
             raise
         log.info("a reused parse child failed (%s); parsing the file again in a fresh one", exc.code)
-        report = run_in_child(_parse_path, (path, name, parse_limits), child_limits)
-    return report
+        reports = run_in_child(_parse_path, (path, name, parse_limits), child_limits)
+    return reports
 
 
 def _ingest(ctx: Context, work: _Parse) -> JobResult:
@@ -283,7 +285,7 @@ def _ingest(ctx: Context, work: _Parse) -> JobResult:
     parse_limits, child_limits = _parse_limits(ctx)
     _warm_parsers()
     try:
-        report = parse_in_child(work.work_path, work.name, parse_limits, child_limits)
+        reports = parse_in_child(work.work_path, work.name, parse_limits, child_limits)
     except ParseError as exc:
         with ctx.sessions.begin() as session:
             file = _file(session, work.source_file_id)
@@ -306,51 +308,62 @@ def _ingest(ctx: Context, work: _Parse) -> JobResult:
         return JobResult(job.id, job.kind, "retry", exc.message, job.source_file_id)
 
     try:
-        return _store(ctx, work, report, check_uid=False)
+        return _store(ctx, work, reports, check_uid=False)
     except IntegrityError:
         # A unique key was taken: nearly always the file's DICOM instance UID, owned by a file with
         # other bytes (rare enough that checking it first for every file would cost more). Nothing
         # was kept; the second try looks for the owner first, and quarantines a UID conflict.
         log.info("store of job %s hit a unique key (a UID conflict?); checking first this time", job.id)
-        return _store(ctx, work, report, check_uid=True)
+        return _store(ctx, work, reports, check_uid=True)
 
 
-def _store(ctx: Context, work: _Parse, report: ParsedReport, *, check_uid: bool) -> JobResult:
-    """One transaction: the rows, the file's final state, the job done, the evaluation queued.
-    Without `check_uid`, a DICOM instance UID another file owns fails the transaction (the unique
-    index of `source_files.sop_instance_uid`), and nothing is kept."""
+def _store(ctx: Context, work: _Parse, reports: tuple[ParsedReport, ...], *, check_uid: bool) -> JobResult:
+    """One transaction: the rows of every report the file holds, the file's final state, the job
+    done, each patient's evaluation queued; so a file of several reports is stored whole or not at
+    all, and counted once. The file row links the first report's patient and exam; every
+    measurement row names the file. Without `check_uid`, a DICOM instance UID another file owns
+    fails the transaction (the unique index of `source_files.sop_instance_uid`), and nothing is kept."""
     job = work.job
+    if not reports:  # parsers raise rather than return nothing; never count an empty file as ingested
+        raise LookupError("parser returned no report")
+    first = reports[0]
     with ctx.sessions.begin() as session:
-        holder = uid_holder(session, work.source_file_id, report.sop_instance_uid) if check_uid else None
+        holder = uid_holder(session, work.source_file_id, first.sop_instance_uid) if check_uid else None
         if holder is not None:  # same UID, other bytes: QA decides which is right
             file = _file(session, work.source_file_id)
             file.conflict_with_id = holder
             return _quarantine(ctx, session, job, file, UID_CONFLICT, UID_CONFLICT_TEXT)
-        stored = store_report(session, report, source_file_id=work.source_file_id)
+        stored = [store_report(session, report, source_file_id=work.source_file_id) for report in reports]
         dest = archive_path(ctx.settings.archive_dir, work.sha256, work.name, _now().date())
         finish_ingested(
             session,
             work.source_file_id,
             stored_path=str(dest),
-            patient_id=stored.patient.id,
-            exam_id=stored.exam.id,
-            format=report.format,
-            sop_instance_uid=report.sop_instance_uid,
+            patient_id=stored[0].patient.id,
+            exam_id=stored[0].exam.id,
+            format=first.format,
+            sop_instance_uid=first.sop_instance_uid,
             parser_version=PARSER_VERSION,
         )
-        evaluation_id = queue_evaluation_once(session, stored.patient.id)
+        patients = list(dict.fromkeys(s.patient.id for s in stored))
+        evaluations = [queue_evaluation_once(session, patient) for patient in patients]
         finish_job_id(session, job.id)
-        conflicts = len(stored.measurements.conflicts)
-        detail = f"{report.format}, exam {report.exam_date.isoformat()}, {len(report.measurements)} sites" + (
-            f", {conflicts} values disagree (flagged for QA)" if conflicts else ""
-        )
-        patient_pk = stored.patient.id
+        details = []
+        for report, one in zip(reports, stored, strict=True):
+            conflicts = len(one.measurements.conflicts)
+            details.append(
+                f"{report.format}, exam {report.exam_date.isoformat()}, {len(report.measurements)} sites"
+                + (f", {conflicts} values disagree (flagged for QA)" if conflicts else "")
+            )
+        detail = details[0] if len(details) == 1 else f"{len(details)} reports: " + "; ".join(details)
+        patient_pk = stored[0].patient.id
     source = Path(work.work_path)
     move_durably(source, dest)
     if source.is_relative_to(ctx.settings.quarantine_dir):  # re-processed after a fix: the old reason is void
         source.with_name(source.name + ".json").unlink(missing_ok=True)
-    if evaluation_id is not None:  # else the patient's queued evaluation (already sent) covers this file
-        ctx.submit(evaluation_id, "evaluate_patient")
+    for evaluation_id in evaluations:
+        if evaluation_id is not None:  # else the patient's queued evaluation (already sent) covers this file
+            ctx.submit(evaluation_id, "evaluate_patient")
     return JobResult(job.id, job.kind, "ingested", detail, work.source_file_id, patient_pk)
 
 
