@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -101,7 +102,19 @@ def make_app(ctx: Context) -> object:
     def on_therapy_changed(sessions: object, settings: object, patient_pk: int) -> None:
         pipeline.evaluate(ctx, patient_pk)
 
-    return create_app(ctx.settings, ctx.sessions, on_therapy_changed=on_therapy_changed, monitoring=ctx.monitoring)
+    broker_depth: Callable[[], int | None] | None = None
+    if not ctx.settings.embedded:
+        from workers import tasks
+
+        broker_depth = tasks.broker_depth
+
+    return create_app(
+        ctx.settings,
+        ctx.sessions,
+        on_therapy_changed=on_therapy_changed,
+        monitoring=ctx.monitoring,
+        broker_depth=broker_depth,
+    )
 
 
 def run_web(ctx: Context, host: str, port: int) -> None:

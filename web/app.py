@@ -25,7 +25,8 @@ from monitor.config import MonitoringConfig
 from web import filters
 from web.auth import CsrfFailed, Forbidden, LoginRequired, is_api, load_secret_key
 from web.deps import Services, TherapyHook, User, render
-from web.routes import alerts, auth_routes, patients, qa, worklist
+from web.metrics import BrokerDepth, OperationsCollector, make_registry
+from web.routes import alerts, auth_routes, operations, patients, qa, worklist
 
 HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = "dxa_session"
@@ -89,12 +90,14 @@ def create_app(
     on_therapy_changed: TherapyHook | None = None,
     today: Callable[[], date] = date.today,
     monitoring: MonitoringConfig | None = None,
+    broker_depth: BrokerDepth | None = None,
 ) -> FastAPI:
     """The web application.
 
     `on_therapy_changed(session_factory, settings, patient_pk)` runs after a therapy is added or
     stopped, so the patient is re-evaluated before the page is shown again (the composition root
-    passes `workers.usecases.evaluate_patient`). `today` is injectable for tests.
+    passes `workers.usecases.evaluate_patient`). `today` is injectable for tests. `broker_depth()`
+    counts the messages waiting in the broker (scaled mode) for the operations page and /metrics.
     """
     app = FastAPI(
         title="DXA monitor",
@@ -123,7 +126,9 @@ def create_app(
     )
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
-    for module in (auth_routes, patients, alerts, worklist, qa):
+    app.state.operations = OperationsCollector(session_factory, broker_depth)
+    app.state.metrics_registry = make_registry(session_factory, broker_depth)
+    for module in (auth_routes, patients, alerts, worklist, qa, operations):
         app.include_router(module.router)
     _install_error_handlers(app)
 

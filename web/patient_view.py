@@ -24,9 +24,12 @@ from web.queries import ComparisonView, ExamView, PatientDetail, TherapyView, si
 
 PRIMARY_SITES = ("spine", "total_hip", "femoral_neck", "radius_33")
 LSC_SOURCE_TEXT = {
-    "study": ("machine study", "From this machine's precision study: 2.77 × RMS-SD (ISCD)."),
+    "study": ("machine's precision study", "From this machine's precision study: 2.77 × RMS-SD (ISCD)."),
     "vendor": ("printed by the machine", "The LSC the machine printed on its report (no local precision study)."),
-    "default": ("default", "No precision study for this machine: the configured default percentage of the BMD."),
+    "default": (
+        "configured default",
+        "No precision study and no printed LSC for this machine: the configured default percentage of the BMD.",
+    ),
     "crosscal": ("cross-calibration", "Generalized LSC of the cross-calibration between the two machines."),
 }
 

@@ -56,8 +56,11 @@ from db.jobs import (
     lost_dispatches,
     queue_evaluation_once,
     stamp_dispatched,
+    worker_gone,
 )
 from db.models import Job, Patient, SourceFile
+from db.operations import STALE_AFTER
+from db.vendor_lsc import patients_on_device
 from ingest.errors import ParseError
 from ingest.parse import ParseLimits, parse_file_reports
 from ingest.report import ParsedReport
@@ -75,6 +78,7 @@ from workers.files import (
     quarantine_file,
     sha256_of,
 )
+from workers.liveness import heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -215,9 +219,11 @@ def _start(ctx: Context, session: Session, job: _JobSnapshot) -> _JobSnapshot | 
 def _execute(ctx: Context, started: _JobSnapshot | _Parse | JobResult) -> JobResult:
     if isinstance(started, JobResult):
         return started
-    if isinstance(started, _Parse):
-        return _ingest(ctx, started)
-    return _evaluate(ctx, started)
+    job_id = started.job.id if isinstance(started, _Parse) else started.id
+    with heartbeat(ctx.sessions, job_id, worker_name()):
+        if isinstance(started, _Parse):
+            return _ingest(ctx, started)
+        return _evaluate(ctx, started)
 
 
 def _parse_limits(ctx: Context) -> tuple[ParseLimits, ChildLimits]:
@@ -346,6 +352,9 @@ def _store(ctx: Context, work: _Parse, reports: tuple[ParsedReport, ...], *, che
             parser_version=PARSER_VERSION,
         )
         patients = list(dict.fromkeys(s.patient.id for s in stored))
+        for one in stored:  # a machine's new printed LSC applies to everyone it scanned
+            if one.lsc_changed:
+                patients += [p for p in patients_on_device(session, one.device.id) if p not in patients]
         evaluations = [queue_evaluation_once(session, patient) for patient in patients]
         finish_job_id(session, job.id)
         details = []
@@ -449,6 +458,7 @@ def evaluate(ctx: Context, patient_id: int, today: date | None = None, *, job_id
             ctx.monitoring,
             today or date.today(),
             birth_date=history.birth_date,
+            vendor_lscs=history.vendor_lscs,
         )
         save_evaluation(session, patient_id, result, own_exams={e.exam_id for e in history.exams})
         if job_id is not None:
@@ -481,26 +491,12 @@ def queue_evaluation(ctx: Context, patient_id: int) -> None:
 # --------------------------------------------------------------------------- recovery
 
 
-def _pid_alive(worker: str | None) -> bool:
-    if not worker or ":" not in worker:
-        return False
-    host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname():
-        return True  # another machine's worker: only the age rule applies
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, ValueError):
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def recover(ctx: Context, *, stale_after: timedelta | None = None) -> dict[str, int]:
     """Put everything a crash left half-done back on its way. Safe to run at any time.
 
-    - jobs `running` whose worker process on this host is gone, or older than `stale_after`,
-      are queued again (their attempts count, so a file that kills workers ends in quarantine);
+    - jobs `running` whose worker process on this host is gone, or whose heartbeat stopped for
+      `stale_after` (default `db.operations.STALE_AFTER`), are queued again (their attempts
+      count, so a file that kills workers ends in quarantine);
     - files in `work/` whose row already names their final place are moved there;
     - files in `work/` the database does not know are registered as new arrivals.
     """
@@ -510,16 +506,18 @@ def recover(ctx: Context, *, stale_after: timedelta | None = None) -> dict[str, 
 
 
 def recover_jobs(ctx: Context, *, stale_after: timedelta | None = None) -> int:
-    """Requeue `running` jobs whose worker died (same host) or that ran far past any time limit,
-    and hand them to the workers again (a no-op in embedded mode, where the table is the queue)."""
+    """Requeue `running` jobs whose worker died (a process of this host that is gone) or went
+    silent (no heartbeat for `stale_after`, any host), and hand them to the workers again (a no-op
+    in embedded mode, where the table is the queue). Their attempts go on counting."""
     requeued: list[tuple[int, str]] = []
-    limit = stale_after or timedelta(seconds=ctx.settings.parse_timeout_s * 3 + 120)
-    cutoff = _now() - limit
+    silent_since = _now() - (stale_after or STALE_AFTER)
     with ctx.sessions.begin() as session:
         running = session.scalars(select(Job).where(Job.state == "running").with_for_update(skip_locked=True))
         for job in running:
-            started = job.started_at or cutoff
-            if not _pid_alive(job.worker) or started < cutoff:
+            if worker_gone(job.worker) or job.updated_at < silent_since:
+                log.info(
+                    "job %s taken over: its worker %s", job.id, "is gone" if worker_gone(job.worker) else "fell silent"
+                )
                 job.state = "queued"
                 job.worker = None
                 requeued.append((job.id, job.kind))

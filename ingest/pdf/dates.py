@@ -12,38 +12,33 @@ from datetime import date
 
 from ingest.pdf.template import DateOrder
 
-_MONTHS = {
-    name: i
-    for i, names in enumerate(
-        (
-            ("jan", "january"),
-            ("feb", "february"),
-            ("mar", "march"),
-            ("apr", "april"),
-            ("may",),
-            ("jun", "june"),
-            ("jul", "july"),
-            ("aug", "august"),
-            ("sep", "sept", "september"),
-            ("oct", "october"),
-            ("nov", "november"),
-            ("dec", "december"),
-        ),
-        start=1,
-    )
-    for name in names
-}
-_PART = re.compile(r"\d+|[A-Za-z]+")
+_MONTH_NAMES = (
+    # English; German, French, Spanish, Italian as the vendors' localised software prints them
+    ("jan", "january", "januar", "jän", "janv", "janvier", "ene", "enero", "gen", "gennaio"),
+    ("feb", "february", "februar", "févr", "fevr", "février", "fevrier", "febrero", "febbraio"),
+    ("mar", "march", "mär", "märz", "marz", "mars", "marzo"),
+    ("apr", "april", "avr", "avril", "abr", "abril", "aprile"),
+    ("may", "mai", "mayo", "mag", "maggio"),
+    ("jun", "june", "juni", "juin", "junio", "giu", "giugno"),
+    ("jul", "july", "juli", "juil", "juillet", "julio", "lug", "luglio"),
+    ("aug", "august", "août", "aout", "ago", "agosto"),
+    ("sep", "sept", "september", "septembre", "septiembre", "set", "settembre"),
+    ("oct", "october", "okt", "oktober", "octobre", "octubre", "ott", "ottobre"),
+    ("nov", "november", "novembre", "noviembre"),
+    ("dec", "december", "dez", "dezember", "déc", "décembre", "decembre", "dic", "diciembre", "dicembre"),
+)
+_MONTHS = {name: i for i, names in enumerate(_MONTH_NAMES, start=1) for name in names}
+_PART = re.compile(r"\d+|[^\W\d_]+")
 
 
 def parse_date(text: str, order: DateOrder) -> date | None:
     """The date in `text`, or None when it is not a complete date (two-digit years are refused)."""
     parts = _PART.findall(text)
-    words = [p for p in parts if p.isalpha()]
+    words = [p.lower().rstrip(".") for p in parts if p.isalpha()]
     numbers = [p for p in parts if p.isdigit()]
+    months = [_MONTHS[w] for w in words if w in _MONTHS]
     try:
-        if words:
-            months = [_MONTHS[w.lower()] for w in words if w.lower() in _MONTHS]
+        if months or len(numbers) == 2:  # "7 July 2015", "7 de julio de 2015", "July 7th, 2015"
             if len(months) != 1 or len(numbers) != 2:
                 return None
             years = [n for n in numbers if len(n) == 4]

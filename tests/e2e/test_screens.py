@@ -122,7 +122,7 @@ def test_patient_page_answers_before_the_first_chart(signed_in: Any, width: int)
     assert summary.bounding_box()["y"] < first_chart.bounding_box()["y"]
     spine = summary.locator("tr[data-site='L1-L4']").inner_text()
     assert "2018-10-15" in spine and "Horizon W" in spine and "raloxifene" in spine
-    assert "+0.74 %" in spine and "stable" in spine and "(machine study)" in spine
+    assert "+0.74 %" in spine and "stable" in spine and "(machine's precision study)" in spine
     # the first exam on the new machine: a new baseline, no number, no vendor figure
     table = page.locator("figure[data-site='L1-L4'] table.exams")
     moved = table.locator("tbody tr").nth(2)

@@ -7,7 +7,7 @@
   (also written to the audit trail).
 
 Revision ID: screens_0003_alert_ack
-Revises: 0002
+Revises: field_0003_vendor_lsc
 Create Date: 2026-12-02
 """
 
@@ -21,7 +21,7 @@ from alembic import op
 from db.models import UtcDateTime
 
 revision: str = "screens_0003_alert_ack"
-down_revision: str | None = "0002"
+down_revision: str | None = "field_0003_vendor_lsc"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
