@@ -67,10 +67,10 @@ COMPARISON_STATUSES: Final = (
     "rejected_unknown_machine",
 )
 SIGNIFICANCES: Final = ("gain", "loss", "stable")
-LSC_SOURCES: Final = ("study", "default", "crosscal")
+LSC_SOURCES: Final = ("study", "vendor", "default", "crosscal")
 CROSSCAL_KINDS: Final = ("phantom", "in_vivo")
 CONFLICT_STATES: Final = ("open", "resolved")
-ALERT_STATES: Final = ("open", "resolved")
+ALERT_STATES: Final = ("open", "acknowledged", "resolved")
 
 
 def one_of(column: str, values: tuple[str, ...], *, nullable: bool = False) -> str:
@@ -173,6 +173,23 @@ class Device(Timestamped, Base):
     model_key: Mapped[str] = mapped_column(String(260), index=True)
     identity_strength: Mapped[str] = mapped_column(String(8))
     software_versions: Mapped[list[str]] = mapped_column(default=list)
+
+
+class DeviceLsc(Base):
+    """The LSC a machine prints on its reports at one site (a facility's precision study entered
+    on the scanner), as last read from one of its files. Used when no precision study was loaded
+    here (`lsc_source` "vendor"); the file it came from is kept for the audit."""
+
+    __tablename__ = "device_lscs"
+    __table_args__ = (UniqueConstraint("device_id", "site"), CheckConstraint("lsc_g_cm2 > 0", name="lsc_positive"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    site: Mapped[str] = mapped_column(String(32))
+    lsc_g_cm2: Mapped[float] = mapped_column(Double)
+    exam_date: Mapped[date]
+    source_file_id: Mapped[int | None] = mapped_column(ForeignKey("source_files.id", ondelete="SET NULL"))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 # --------------------------------------------------------------------------- files and jobs
@@ -483,7 +500,9 @@ class NextScanRow(Base):
 
 
 class AlertRow(Base):
-    """An alert raised for a patient; stays `open` while evaluations keep raising it."""
+    """An alert raised for a patient; stays `open` while evaluations keep raising it, until a
+    clinician acknowledges it (with a comment). An acknowledged alert stays quiet while it is
+    raised on the same `basis`; new facts raise it again as a new open alert."""
 
     __tablename__ = "alerts"
     __table_args__ = (
@@ -498,6 +517,10 @@ class AlertRow(Base):
     state: Mapped[str] = mapped_column(String(16), default="open")
     raised_at: Mapped[datetime] = mapped_column(default=utcnow)
     resolved_at: Mapped[datetime | None]
+    basis: Mapped[str] = mapped_column(Text, default="", server_default=text("''"))
+    acknowledged_at: Mapped[datetime | None]
+    acknowledged_by: Mapped[str | None] = mapped_column(String(128))
+    ack_comment: Mapped[str | None] = mapped_column(Text)
 
 
 # --------------------------------------------------------------------------- users and audit

@@ -60,6 +60,7 @@ from db.jobs import (
 )
 from db.models import Job, Patient, SourceFile
 from db.operations import STALE_AFTER
+from db.vendor_lsc import patients_on_device
 from ingest.errors import ParseError
 from ingest.parse import ParseLimits, parse_file_reports
 from ingest.report import ParsedReport
@@ -351,6 +352,9 @@ def _store(ctx: Context, work: _Parse, reports: tuple[ParsedReport, ...], *, che
             parser_version=PARSER_VERSION,
         )
         patients = list(dict.fromkeys(s.patient.id for s in stored))
+        for one in stored:  # a machine's new printed LSC applies to everyone it scanned
+            if one.lsc_changed:
+                patients += [p for p in patients_on_device(session, one.device.id) if p not in patients]
         evaluations = [queue_evaluation_once(session, patient) for patient in patients]
         finish_job_id(session, job.id)
         details = []
@@ -454,6 +458,7 @@ def evaluate(ctx: Context, patient_id: int, today: date | None = None, *, job_id
             ctx.monitoring,
             today or date.today(),
             birth_date=history.birth_date,
+            vendor_lscs=history.vendor_lscs,
         )
         save_evaluation(session, patient_id, result, own_exams={e.exam_id for e in history.exams})
         if job_id is not None:
