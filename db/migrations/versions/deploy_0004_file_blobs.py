@@ -1,8 +1,8 @@
 """file_blobs: the bytes of received files by SHA-256, so workers on any host need no shared
 folder (issue 12).
 
-Revision ID: deploy_0003
-Revises: 0002
+Revision ID: deploy_0004_file_blobs
+Revises: screens_0003_alert_ack
 Create Date: 2026-12-02
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "deploy_0003"
-down_revision: str | None = "0002"
+revision: str = "deploy_0004_file_blobs"
+down_revision: str | None = "screens_0003_alert_ack"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
