@@ -27,6 +27,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -69,7 +70,7 @@ SIGNIFICANCES: Final = ("gain", "loss", "stable")
 LSC_SOURCES: Final = ("study", "vendor", "default", "crosscal")
 CROSSCAL_KINDS: Final = ("phantom", "in_vivo")
 CONFLICT_STATES: Final = ("open", "resolved")
-ALERT_STATES: Final = ("open", "resolved")
+ALERT_STATES: Final = ("open", "acknowledged", "resolved")
 
 
 def one_of(column: str, values: tuple[str, ...], *, nullable: bool = False) -> str:
@@ -225,6 +226,20 @@ class SourceFile(Base):
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None]
+
+
+class FileBlob(Base):
+    """The bytes of a received file, by SHA-256 (scaled mode, `DXA_FILE_STORE=database`): the
+    watcher puts them here in the transaction that registers the file, so a worker on any host
+    needs the database and the broker and no shared folder. Content-addressed: a re-drop adds
+    nothing. The watcher's host keeps the archive and quarantine folders as copies."""
+
+    __tablename__ = "file_blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Job(Base):
@@ -485,7 +500,9 @@ class NextScanRow(Base):
 
 
 class AlertRow(Base):
-    """An alert raised for a patient; stays `open` while evaluations keep raising it."""
+    """An alert raised for a patient; stays `open` while evaluations keep raising it, until a
+    clinician acknowledges it (with a comment). An acknowledged alert stays quiet while it is
+    raised on the same `basis`; new facts raise it again as a new open alert."""
 
     __tablename__ = "alerts"
     __table_args__ = (
@@ -500,6 +517,10 @@ class AlertRow(Base):
     state: Mapped[str] = mapped_column(String(16), default="open")
     raised_at: Mapped[datetime] = mapped_column(default=utcnow)
     resolved_at: Mapped[datetime | None]
+    basis: Mapped[str] = mapped_column(Text, default="", server_default=text("''"))
+    acknowledged_at: Mapped[datetime | None]
+    acknowledged_by: Mapped[str | None] = mapped_column(String(128))
+    ack_comment: Mapped[str | None] = mapped_column(Text)
 
 
 # --------------------------------------------------------------------------- users and audit

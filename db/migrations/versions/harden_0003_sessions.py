@@ -6,7 +6,7 @@
 - login_failures: failed sign-ins by the name typed and by client address, for throttling.
 
 Revision ID: harden_0003
-Revises: field_0003_vendor_lsc
+Revises: deploy_0004_file_blobs
 Create Date: 2026-12-02
 """
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "harden_0003"
-down_revision: str | None = "field_0003_vendor_lsc"
+down_revision: str | None = "deploy_0004_file_blobs"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
