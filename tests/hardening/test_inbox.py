@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from db.migrate import upgrade
 from db.models import AuditEvent
+from db.operations import snapshot
 from dxa.embedded import watch_once
 from dxa.settings import Settings
 from ingest.watcher import OddEntries, ReadinessTracker, scan_inbox
@@ -83,6 +84,8 @@ def test_watcher_refuses_records_and_moves_aside(tmp_path: Path, caplog: pytest.
     # "modality" is empty too now that its file was claimed: recorded, and left in place
     kinds = sorted(e.detail["kind"] for e in events)
     assert kinds == ["empty_folder", "empty_folder", "fifo", "socket", "symlink", "symlink", "symlink"]
+    with ctx.sessions() as session:
+        assert snapshot(session).inbox_refused == 7  # what /metrics and `dxa status` report
     remaining = {p.name for p in inbox.rglob("*")}
     assert remaining == {"sub", f"{SECRET}_empty", "modality"}  # the claimed file left; folders stay
     moved = list((settings.quarantine_dir / inbox_entries.FOLDER).iterdir())
