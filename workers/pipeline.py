@@ -37,12 +37,13 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from db.calibration import PrecisionRepeat
-from db.exams import lock_patient, store_report
+from db.exams import lock_patient, same_stored_results, store_report
 from db.files import (
     UID_CONFLICT,
     UID_CONFLICT_TEXT,
     finish_ingested,
     get_source_file,
+    mark_duplicate,
     mark_quarantined,
     register_source_file,
     reset_for_reprocess,
@@ -440,7 +441,9 @@ def _store(ctx: Context, work: _Parse, reports: tuple[ParsedReport, ...], *, che
     first = reports[0]
     with ctx.sessions.begin() as session:
         holder = uid_holder(session, work.source_file_id, first.sop_instance_uid) if check_uid else None
-        if holder is not None:  # same UID, other bytes: QA decides which is right
+        if holder is not None and len(reports) == 1 and same_stored_results(session, holder, first):
+            return _reencoded_duplicate(ctx, session, work, holder)
+        if holder is not None:  # same UID, other results: QA decides which is right
             file = _file(session, work.source_file_id)
             file.conflict_with_id = holder
             return _quarantine(ctx, session, job, file, UID_CONFLICT, UID_CONFLICT_TEXT)
@@ -479,6 +482,27 @@ def _store(ctx: Context, work: _Parse, reports: tuple[ParsedReport, ...], *, che
         if evaluation_id is not None:  # else the patient's queued evaluation (already sent) covers this file
             ctx.submit(evaluation_id, "evaluate_patient")
     return JobResult(job.id, job.kind, "ingested", detail, work.source_file_id, patient_pk)
+
+
+REENCODED_TEXT = (
+    "the same DICOM instance as a file already ingested, re-encoded on the way (transfer syntax, "
+    "pixel data or private elements changed); its results are identical, nothing new to store"
+)
+
+
+def _reencoded_duplicate(ctx: Context, session: Session, work: _Parse, holder: int) -> JobResult:
+    """Same instance UID, other bytes, equal results: a router's re-encoding, not a conflict. The
+    file is kept in the archive and counted once, as a duplicate of its first copy."""
+    file = _file(session, work.source_file_id)
+    dest = archive_path(ctx.settings.archive_dir, work.sha256, work.name, _now().date())
+    file.conflict_with_id = holder
+    file.stored_path = str(dest)
+    file.parser_version = PARSER_VERSION
+    mark_duplicate(session, file, reason_text=REENCODED_TEXT)
+    finish_job_id(session, work.job.id)
+    session.commit()
+    move_durably(Path(work.work_path), dest)
+    return JobResult(work.job.id, work.job.kind, "duplicate", REENCODED_TEXT, work.source_file_id)
 
 
 def _quarantine(ctx: Context, session: Session, job: _JobSnapshot, file: SourceFile, code: str, text: str) -> JobResult:
@@ -662,7 +686,7 @@ def recover_files(ctx: Context, *, settled_for: timedelta | None = None) -> dict
                 if cutoff is None:
                     register_claimed(ctx, path, path.name)
                     counts["registered"] += 1
-            elif target and target != str(path) and status in ("ingested", "quarantined"):
+            elif target and target != str(path) and status in ("ingested", "duplicate", "quarantined"):
                 if cutoff is not None and (finished is None or finished > cutoff):
                     continue
                 _finish_move(path, Path(target), sidecar if status == "quarantined" else None)
