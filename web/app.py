@@ -7,12 +7,13 @@ real session factory and the lead's `evaluate_patient` hook; tests pass their ow
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dxa.logsafe import describe
 from dxa.settings import Settings
 from monitor.config import MonitoringConfig
 from web import filters
@@ -29,6 +31,7 @@ from web.metrics import BrokerDepth, OperationsCollector, make_registry
 from web.routes import alerts, auth_routes, operations, patients, qa, qa_records, worklist
 
 HERE = Path(__file__).resolve().parent
+log = logging.getLogger(__name__)
 SESSION_COOKIE = "dxa_session"
 
 _SECURITY_HEADERS = [
@@ -41,6 +44,35 @@ _SECURITY_HEADERS = [
         b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     ),
 ]
+
+
+class QuietErrors:
+    """The outermost layer: an exception no handler took becomes a plain 500, logged by type and
+    place only. Left to the server, it would be logged with its text, and a database error's text
+    quotes the statement's parameters (a patient's name or ID in a search, an audit row)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception as exc:
+            log.warning("request failed (%s)", describe(exc))
+            if not started:
+                await PlainTextResponse("Internal error: the request could not be completed.", 500)(
+                    scope, receive, send
+                )
 
 
 class SecurityHeaders:
@@ -124,6 +156,7 @@ def create_app(
         https_only=False,  # SecurityHeaders adds Secure per request when served over https
     )
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(QuietErrors)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.state.operations = OperationsCollector(session_factory, broker_depth)
     app.state.metrics_registry = make_registry(session_factory, broker_depth)
