@@ -16,6 +16,8 @@ from pathlib import Path
 from fastapi import Request
 from sqlalchemy.orm import Session
 
+from services.accounts import token_user
+from services.context import Context
 from web import queries
 
 ROLES = ("clinician", "qa", "admin")
@@ -80,14 +82,13 @@ def check_csrf(request: Request, submitted: str | None) -> None:
         raise CsrfFailed()
 
 
-def authenticate(request: Request, session: Session) -> CurrentUser:
+def authenticate(request: Request, session: Session, ctx: Context) -> CurrentUser:
     """The user of this request, by bearer token (API only) or by session cookie."""
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer ") and is_api(request):
-        user = queries.user_for_token(session, header[7:].strip())
+        user = token_user(ctx, header[7:].strip())
         if user is None:
             raise LoginRequired()
-        session.commit()  # last_used_at
         return CurrentUser(user.id, user.username, user.role, via_token=True)
     user_id = request.session.get("uid")
     if not isinstance(user_id, int):

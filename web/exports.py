@@ -1,29 +1,9 @@
-"""CSV and iCalendar exports.
-
-CSV cells that a spreadsheet would run as a formula (leading = + - @ tab or CR) get a leading
-apostrophe; numbers stay numbers, so a negative percent change is still a number in Excel.
-"""
+"""iCalendar export of the worklist (CSV exports are `services.exports.to_csv`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
-
-import pandas as pd
-
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def escape_cell(value: Any) -> Any:
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
-
-
-def to_csv(rows: Iterable[Sequence[Any]], columns: Sequence[str]) -> str:
-    frame = pd.DataFrame([[escape_cell(v) for v in row] for row in rows], columns=list(columns))
-    return frame.to_csv(index=False, lineterminator="\r\n")
 
 
 def _ics_text(text: str) -> str:

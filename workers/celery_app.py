@@ -14,7 +14,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_process_init
 
-from dxa.settings import Settings, load_settings
+from settings import Settings, load_settings
 
 VISIBILITY_TIMEOUT_S = 3600
 
@@ -48,6 +48,6 @@ app = make_celery(load_settings())
 @worker_process_init.connect
 def _fresh_engine_after_fork(**_: Any) -> None:
     """A forked pool process must not reuse the parent's database connections."""
-    from workers import context
+    from workers.tasks import reset_after_fork
 
-    context.reset_after_fork()
+    reset_after_fork()

@@ -6,13 +6,16 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import services.evaluation
+import services.intake
+import services.recovery
+import services.runner
 from db.files import reset_for_reprocess
 from db.jobs import enqueue_ingest
 from db.migrate import upgrade
 from db.models import SourceFile
-from dxa.settings import Settings
-from workers import pipeline
-from workers.context import build_context
+from services.context import build_context
+from settings import Settings
 
 SAMPLE = Path(__file__).resolve().parents[2].parent / "shared" / "samples" / "single" / "hologic" / "SP_DICOM_1.dcm"
 
@@ -24,9 +27,9 @@ def test_quarantined_file_is_reprocessed_into_the_archive(tmp_path: Path) -> Non
     src = tmp_path / "SP_DICOM_1.dcm"
     shutil.copyfile(SAMPLE, src)
 
-    first = pipeline.intake(ctx, src, copy=True)
+    first = services.intake.intake(ctx, src, copy=True)
     assert first.job_id is not None
-    result = pipeline.run_job(ctx, first.job_id)
+    result = services.runner.run_job(ctx, first.job_id)
     assert result is not None and result.outcome == "quarantined" and "timeout" in result.detail
     quarantined = list((settings.quarantine_dir / "timeout").glob("*.dcm"))
     assert len(quarantined) == 1 and quarantined[0].with_name(quarantined[0].name + ".json").exists()
@@ -37,7 +40,7 @@ def test_quarantined_file_is_reprocessed_into_the_archive(tmp_path: Path) -> Non
         reset_for_reprocess(session, row)
         job_id = enqueue_ingest(session, row.id).id
     ctx.settings = settings.model_copy(update={"parse_timeout_s": 30.0})
-    again = pipeline.run_job(ctx, job_id)
+    again = services.runner.run_job(ctx, job_id)
     assert again is not None and again.outcome == "ingested"
     assert not list(settings.quarantine_dir.rglob("*.dcm")) and not list(settings.quarantine_dir.rglob("*.json"))
     assert len(list(settings.archive_dir.rglob("*.dcm"))) == 1

@@ -1,32 +1,27 @@
 """A small migrated SQLite database with users, patients, a refused cross-machine comparison, a
 quarantined file and a precision study, shared by the API tests and the browser tests.
 
-Exams go in through the db repositories (`store_report`), and patients are evaluated by the
-monitoring core (`monitor.evaluate`) and saved with `db.history.save_evaluation`: the same path
-the pipeline takes, minus the file parsing. When the lead's `workers.usecases.evaluate_patient`
-exists it is used instead of the local stand-in.
+Exams go in through the db repositories (`store_report`, what the ingest use case stores a parsed
+file with), and patients are evaluated by the production use case (`services.evaluation.evaluate`,
+with the birth date, the precision studies and the patient lock), on the seed's fixed `TODAY`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+import services.evaluation
 from db import accounts, calibration, files
-from db.engine import make_engine, session_factory
 from db.exams import store_report
-from db.history import load_patient_history, save_evaluation
 from db.migrate import upgrade
 from db.models import Device, Patient, SourceFile
-from dxa.settings import Settings
 from ingest.report import DeviceIdentity, ParsedReport, PatientInfo, SiteMeasurement
-from monitor.config import MonitoringConfig
-from monitor.evaluate import evaluate_patient as evaluate_core
+from services.context import Context, build_context
+from settings import Settings
 
 TODAY = date(2019, 6, 1)
 PASSWORDS = {"clin": "clin-pass-1", "qa": "qa-pass-1", "admin": "admin-pass-1"}
@@ -39,40 +34,10 @@ OLD = DeviceIdentity("HOLOGIC", "Discovery SL", "45678", "13.3")
 NEW = DeviceIdentity("HOLOGIC", "Horizon W", "200457", "13.6")
 NO_SERIAL = DeviceIdentity("GE Healthcare", "Lunar Prodigy", None, "16")
 
-Evaluator = Callable[[sessionmaker[Session], Settings, int], Any]
 
-
-def _monitoring_config() -> MonitoringConfig:
-    root = Path(__file__).resolve().parents[2]
-    return MonitoringConfig.from_toml((root / "dxa" / "monitoring.toml").read_text(encoding="utf-8"))
-
-
-def local_evaluate(factory: sessionmaker[Session], settings: Settings, patient_pk: int) -> None:
-    """Stand-in for workers.usecases.evaluate_patient (same core, same repositories)."""
-    with factory() as session:
-        history = load_patient_history(session, patient_pk)
-        evaluation = evaluate_core(
-            history.exams,
-            history.therapies,
-            history.lscs,
-            history.cross_calibrations,
-            _monitoring_config(),
-            TODAY,
-        )
-        save_evaluation(session, patient_pk, evaluation)
-        session.commit()
-
-
-def evaluator() -> Evaluator:
-    try:
-        from workers.usecases import evaluate_patient  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        return local_evaluate
-
-    def call(factory: sessionmaker[Session], settings: Settings, patient_pk: int) -> Any:
-        return evaluate_patient(factory, settings, patient_pk)
-
-    return call
+def evaluate(ctx: Context, patient_pk: int) -> None:
+    """The production evaluation, on the seed's calendar."""
+    services.evaluation.evaluate(ctx, patient_pk, TODAY)
 
 
 def _report(
@@ -94,6 +59,7 @@ def _report(
 
 @dataclass
 class Seeded:
+    ctx: Context
     settings: Settings
     factory: sessionmaker[Session]
     token: str  # a clinician's API token
@@ -103,12 +69,12 @@ class Seeded:
     device_ids: dict[str, int]
 
 
-def build(tmp: Path, evaluate: Evaluator | None = None) -> Seeded:
+def build(tmp: Path) -> Seeded:
     url = f"sqlite:///{tmp / 'web.db'}"
     upgrade(url)
     settings = Settings(data_dir=tmp, database_url=url, secret_key="test-secret-key-not-for-production")
-    factory = session_factory(make_engine(url))
-    run = evaluate or evaluator()
+    ctx = build_context(settings)
+    factory = ctx.sessions
     with factory() as session:
         users = {name: accounts.create_user(session, name, PASSWORDS[name], ROLES[name]) for name in PASSWORDS}  # type: ignore[arg-type]
         _, token = accounts.create_api_token(session, users["clin"], "tests")
@@ -210,5 +176,5 @@ def build(tmp: Path, evaluate: Evaluator | None = None) -> Seeded:
         quarantined = session.query(SourceFile).filter_by(original_name="broken.dcm").one().id
         device_ids = {d.serial or "none": d.id for d in session.query(Device)}
     for pk in patients.values():
-        run(factory, settings, pk)
-    return Seeded(settings, factory, token, qa_token, patients, quarantined, device_ids)
+        evaluate(ctx, pk)
+    return Seeded(ctx, settings, factory, token, qa_token, patients, quarantined, device_ids)

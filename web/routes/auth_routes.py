@@ -8,10 +8,10 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 
-from db import accounts
+from services.accounts import sign_in
 from web import queries
 from web.auth import check_csrf
-from web.deps import DbSession, User, render, services
+from web.deps import App, User, render, services
 
 router = APIRouter()
 
@@ -26,7 +26,7 @@ def _safe_next(target: str | None) -> str:
 @router.get("/healthz", include_in_schema=False)
 def healthz(request: Request) -> Response:
     try:
-        with services(request).session_factory() as session:
+        with services(request).read_sessions() as session:
             queries.database_answers(session)
     except SQLAlchemyError:
         return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
@@ -46,23 +46,19 @@ def login_form(request: Request, next: str | None = None) -> Response:
 @router.post("/login", include_in_schema=False)
 def login(
     request: Request,
-    session: DbSession,
+    app: App,
     username: Annotated[str, Form()],
     password: Annotated[str, Form()],
     csrf_token: Annotated[str, Form()] = "",
     next: Annotated[str, Form()] = "/patients",
 ) -> Response:
     check_csrf(request, csrf_token)
-    user = accounts.verify_user(session, username, password)
+    user = sign_in(app.ctx, username, password)
     if user is None:
-        queries.add_audit(session, None, "login_failed")
-        session.commit()
         context = {"next": _safe_next(next), "error": "Wrong user name or password."}
         return render(request, "login.html", context, status_code=401)
     request.session.clear()  # a fresh session (and CSRF token) on every sign-in
     request.session.update({"uid": user.id, "role": user.role})
-    queries.add_audit(session, user, "login")
-    session.commit()
     return RedirectResponse(_safe_next(next), status_code=303)
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict
 from datetime import date
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote_to_bytes
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request
@@ -17,16 +16,16 @@ from sqlalchemy.orm import Session
 from starlette.routing import Match
 from starlette.types import Scope
 
-from db import therapies as therapy_repo
+from db.exams import AmbiguousPatient, find_patient
 from db.export import export_patient
-from db.jobs import enqueue_evaluation
 from db.models import Patient
-from monitor.drugs import UnknownAgent, therapy_from_agent
+from monitor.drugs import UnknownAgent
+from services import therapies
+from services.audit import record_event
+from services.exports import export_one
 from web import charts, queries
-from web.auth import CurrentUser, check_csrf
-from web.deps import App, DbSession, Services, User, render
-from web.exports import to_csv
-from web.fhir import build_bundle
+from web.auth import check_csrf
+from web.deps import App, DbSession, Services, User, actor, render
 from web.filters import patient_url
 
 log = logging.getLogger(__name__)
@@ -56,13 +55,11 @@ class PatientRoute(APIRoute):
 
 router = APIRouter(route_class=PatientRoute)
 
-EXPORT_COLUMNS = ("patient_id", "exam_id", "date", "manufacturer", "model", "serial", "site", "side", "bmd")
-
 
 def load_patient(session: Session, patient_id: str, issuer: str | None) -> Patient:
     try:
-        patient = queries.find_patient(session, patient_id, issuer)
-    except queries.AmbiguousPatient as exc:
+        patient = find_patient(session, patient_id, issuer)
+    except AmbiguousPatient as exc:
         raise HTTPException(409, f"identifier used by several issuers; add ?issuer= one of {exc.issuers}") from exc
     if patient is None:
         raise HTTPException(404, "no such patient")
@@ -163,18 +160,16 @@ def patient_page(
 ) -> Response:
     patient = load_patient(session, patient_id, issuer)
     context = _patient_context(session, app, patient)
-    queries.add_audit(session, user, "patient_viewed", patient.id, via="page")
-    session.commit()
+    record_event(app.ctx, actor(user), "patient_viewed", patient.id, via="page")
     return render(request, "patient.html", {**context, "notice": notice, "error": None})
 
 
 @router.get("/api/patients/{patient_id}", tags=["patients"])
 def patient_api(session: DbSession, app: App, user: User, patient_id: str, issuer: str | None = None) -> dict[str, Any]:
-    """The DESIGN.md §6 export object, plus name, WHO category, therapies and open alerts."""
+    """The docs/architecture.md, "Exports" export object, plus name, WHO category, therapies and open alerts."""
     patient = load_patient(session, patient_id, issuer)
     detail = queries.patient_detail(session, patient)
-    queries.add_audit(session, user, "patient_viewed", patient.id, via="api")
-    session.commit()
+    record_event(app.ctx, actor(user), "patient_viewed", patient.id, via="api")
     nxt = detail.next_scan
     return {
         **export_patient(session, patient.id),
@@ -198,13 +193,12 @@ def patient_api(session: DbSession, app: App, user: User, patient_id: str, issue
 
 
 @router.get("/api/patients/{patient_id}/trend", tags=["patients"])
-def trend_api(session: DbSession, user: User, patient_id: str, issuer: str | None = None) -> dict[str, Any]:
+def trend_api(session: DbSession, app: App, user: User, patient_id: str, issuer: str | None = None) -> dict[str, Any]:
     """BMD per monitoring site over time, split into same-machine segments (never joined across
     machines); T-scores are per exam and not a trend."""
     patient = load_patient(session, patient_id, issuer)
     detail = queries.patient_detail(session, patient)
-    queries.add_audit(session, user, "patient_viewed", patient.id, via="trend_api")
-    session.commit()
+    record_event(app.ctx, actor(user), "patient_viewed", patient.id, via="trend_api")
     return {
         "patient_id": detail.patient_id,
         "sites": [
@@ -236,41 +230,18 @@ def trend_api(session: DbSession, user: User, patient_id: str, issuer: str | Non
 @router.get("/api/patients/{patient_id}/export", tags=["patients"])
 def export_api(
     session: DbSession,
+    app: App,
     user: User,
     patient_id: str,
-    format: Annotated[str, Query(pattern="^(json|csv|fhir)$")] = "json",
+    format: Annotated[Literal["json", "csv", "fhir"], Query()] = "json",
     issuer: str | None = None,
 ) -> Response:
-    """One patient as the DESIGN.md §6 JSON object, a CSV of measurements, or a FHIR R4 Bundle."""
+    """One patient as the JSON export object, a CSV of measurements, or a FHIR R4 Bundle."""
     patient = load_patient(session, patient_id, issuer)
-    export = export_patient(session, patient.id)
-    queries.add_audit(session, user, "patient_exported", patient.id, format=format)
-    session.commit()
-    stem = f"dxa-{patient.id}"
-    if format == "csv":
-        rows = [
-            (
-                export["patient_id"],
-                e["exam_id"],
-                e["date"],
-                e["device"]["manufacturer"],
-                e["device"]["model"],
-                e["device"]["serial"],
-                m["site"],
-                m["side"],
-                m["bmd"],
-                m["t_score"],
-                m["z_score"],
-            )
-            for e in export["exams"]
-            for m in e["measurements"]
-        ]
-        body = to_csv(rows, (*EXPORT_COLUMNS, "t_score", "z_score"))
-        return Response(body, media_type="text/csv; charset=utf-8", headers=_attachment(f"{stem}.csv"))
-    if format == "fhir":
-        body = json.dumps(build_bundle(export), ensure_ascii=False, indent=1)
-        return Response(body, media_type="application/fhir+json", headers=_attachment(f"{stem}.fhir.json"))
-    return JSONResponse(export, headers=_attachment(f"{stem}.json"))
+    out = export_one(app.ctx, actor(user), patient.id, format)
+    if isinstance(out.body, dict):
+        return JSONResponse(out.body, headers=_attachment(out.filename))
+    return Response(out.body, media_type=out.media_type, headers=_attachment(out.filename))
 
 
 def _attachment(name: str) -> dict[str, str]:
@@ -284,30 +255,6 @@ class TherapyIn(BaseModel):
     agent: str
     start_date: date
     stop_date: date | None = None
-
-
-def _after_therapy_change(session: Session, app: Services, patient_pk: int) -> str | None:
-    """Re-evaluate now through the lead's hook, or queue an evaluation job when there is none.
-    Returns a warning to show when the re-evaluation failed."""
-    if app.on_therapy_changed is None:
-        enqueue_evaluation(session, patient_pk)
-        session.commit()
-        return None
-    try:
-        app.on_therapy_changed(app.session_factory, app.settings, patient_pk)
-    except Exception:  # the therapy is saved; say so and let the job runner retry
-        log.exception("re-evaluation after a therapy change failed")
-        enqueue_evaluation(session, patient_pk)
-        session.commit()
-        return "The therapy was saved but re-evaluation failed; it has been queued and will be retried."
-    return None
-
-
-def _save_therapy(session: Session, user: CurrentUser, patient: Patient, data: TherapyIn) -> None:
-    therapy = therapy_from_agent(data.agent, data.start_date, data.stop_date)
-    therapy_repo.add_therapy(session, patient.id, therapy, source=f"web:{user.username}")
-    queries.add_audit(session, user, "therapy_added", patient.id, drug_class=therapy.drug_class)
-    session.commit()
 
 
 @router.post("/patients/{patient_id}/therapies", include_in_schema=False)
@@ -326,17 +273,12 @@ def add_therapy_form(
     check_csrf(request, csrf_token)
     patient = load_patient(session, patient_id, issuer)
     try:
-        data = TherapyIn(
-            agent=agent,
-            start_date=date.fromisoformat(start_date),
-            stop_date=date.fromisoformat(stop_date) if stop_date else None,
-        )
-        _save_therapy(session, user, patient, data)
+        start = date.fromisoformat(start_date)
+        stop = date.fromisoformat(stop_date) if stop_date else None
+        warning = therapies.add_therapy(app.ctx, actor(user), patient.id, agent, start, stop)
     except (UnknownAgent, ValueError) as exc:
-        session.rollback()
         context = _patient_context(session, app, patient)
         return render(request, "patient.html", {**context, "notice": None, "error": str(exc)}, status_code=422)
-    warning = _after_therapy_change(session, app, patient.id)
     notice = warning or "Therapy saved; the next scan date has been recalculated."
     return RedirectResponse(_patient_url(patient, notice), status_code=303)
 
@@ -355,20 +297,14 @@ def stop_therapy_form(
 ) -> Response:
     check_csrf(request, csrf_token)
     patient = load_patient(session, patient_id, issuer)
-    row = queries.therapy_of_patient(session, patient.id, therapy_pk)
-    if row is None:
-        raise HTTPException(404, "no such therapy")
     try:
         stop = date.fromisoformat(stop_date)
-        therapy = therapy_from_agent(row.agent, row.start_date, stop)
-        therapy_repo.update_therapy(session, row.id, therapy)
+        warning = therapies.stop_therapy(app.ctx, actor(user), patient.id, therapy_pk, stop)
+    except LookupError:
+        raise HTTPException(404, "no such therapy") from None
     except (UnknownAgent, ValueError) as exc:
-        session.rollback()
         context = _patient_context(session, app, patient)
         return render(request, "patient.html", {**context, "notice": None, "error": str(exc)}, status_code=422)
-    queries.add_audit(session, user, "therapy_stopped", patient.id, therapy=row.id)
-    session.commit()
-    warning = _after_therapy_change(session, app, patient.id)
     return RedirectResponse(
         _patient_url(patient, warning or "Therapy stopped; the next scan date has been recalculated."),
         status_code=303,
@@ -391,11 +327,10 @@ def add_therapy_api(
         check_csrf(request, request.headers.get("x-csrf-token"))
     patient = load_patient(session, patient_id, issuer)
     try:
-        _save_therapy(session, user, patient, data)
+        warning = therapies.add_therapy(app.ctx, actor(user), patient.id, data.agent, data.start_date, data.stop_date)
     except (UnknownAgent, ValueError) as exc:
         raise HTTPException(422, str(exc)) from exc
-    warning = _after_therapy_change(session, app, patient.id)
-    session.expire_all()
+    session.rollback()  # end the read transaction: the answer must see the re-evaluation
     return {"next_scan": export_patient(session, patient.id)["next_scan"], "warning": warning}
 
 

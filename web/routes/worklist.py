@@ -8,9 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from services.audit import record_event
+from services.exports import to_csv
 from web import queries
-from web.deps import App, DbSession, User, render
-from web.exports import to_csv, to_ics
+from web.deps import App, DbSession, User, actor, render
+from web.exports import to_ics
 
 router = APIRouter()
 DEFAULT_WINDOW_DAYS = 90
@@ -87,8 +89,7 @@ def worklist_csv(
     overdue: bool = True,
 ) -> Response:
     lo, hi, items = _items(session, app.today(), start, end, overdue)
-    queries.add_audit(session, user, "worklist_exported", None, format="csv", patients=len(items))
-    session.commit()
+    record_event(app.ctx, actor(user), "worklist_exported", None, format="csv", patients=len(items))
     rows = [tuple(_as_row(i).values()) for i in items]
     return Response(
         to_csv(rows, COLUMNS),
@@ -109,8 +110,7 @@ def worklist_ics(
     """One all-day event per patient on the due date (overdue ones on today, so they show up)."""
     today = app.today()
     lo, hi, items = _items(session, today, start, end, overdue)
-    queries.add_audit(session, user, "worklist_exported", None, format="ics", patients=len(items))
-    session.commit()
+    record_event(app.ctx, actor(user), "worklist_exported", None, format="ics", patients=len(items))
     events = [
         (
             f"dxa-due-{i.patient_id}-{i.due.isoformat()}@dxa-monitor",

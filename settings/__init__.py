@@ -1,8 +1,11 @@
-"""One typed, validated settings object, read from the environment (DESIGN.md §6).
+"""One typed, validated settings object, read from the environment (README, "Configuration").
 
-Every process (embedded server, Celery worker, CLI) builds its settings here and nowhere
-else. Secrets may come from files (`DXA_SECRET_KEY_FILE=/run/secrets/key`), the usual way
-under docker-compose, so they never have to sit in the environment.
+Every process (embedded server, Celery worker, web app, CLI) builds its settings here and nowhere
+else. This package sits at the bottom of the import graph (it imports the standard library,
+pydantic and, for `settings.monitoring`, the pure `monitor` core), so every layer may read it.
+
+Secrets may come from files (`DXA_SECRET_KEY_FILE=/run/secrets/key`), the usual way under
+docker-compose, so they never have to sit in the environment.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ class Settings(BaseSettings):
     storescp_port: int = 11112
     storescp_allowed_aes: str = ""  # comma-separated calling AE titles; empty = accept none but echo
 
-    monitoring_config: Path | None = None  # a TOML file overriding dxa/monitoring.toml
+    monitoring_config: Path | None = None  # a TOML file overriding settings/monitoring.toml
 
     @field_validator("data_dir", "inbox", mode="after")
     @classmethod

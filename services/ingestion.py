@@ -1,0 +1,208 @@
+"""Ingest of a claimed file: parse it in a killable child, then store its rows, the file's final
+place, the job done and the patient's evaluation queued in one transaction, and only then move
+the bytes (to `archive/`, or `quarantine/<reason code>/` with a JSON sidecar saying why).
+
+A crash between that commit and the move leaves a file in `work/` whose row already says where
+it goes, which `services.recovery.recover_files` finishes. A file that stopped its worker more
+often than `DXA_MAX_ATTEMPTS` is set aside (quarantined as `worker_crash`) when it is claimed
+again, so it cannot block the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from db.exams import store_report
+from db.files import (
+    UID_CONFLICT,
+    UID_CONFLICT_TEXT,
+    finish_ingested,
+    mark_quarantined,
+    start_processing,
+    uid_holder,
+)
+from db.jobs import fail_job, finish_job_id
+from db.models import Job, SourceFile
+from ingest.errors import ParseError
+from ingest.report import ParsedReport
+from services.child import ChildFailed
+from services.context import Context
+from services.files import archive_path, move_durably, quarantine_code, quarantine_file
+from services.outcomes import ClaimedJob, JobResult
+from services.parsing import parse_in_child, parse_limits, warm_parsers
+from services.queue import unit_of_work
+
+log = logging.getLogger(__name__)
+
+PARSER_VERSION = "dxa-monitor 0.1.0"
+WORKER_CRASH = "worker_crash"
+
+
+@dataclass(frozen=True)
+class ClaimedFile:
+    """An ingest job claimed with its file marked `processing`: what the parse and store need."""
+
+    job: ClaimedJob
+    source_file_id: int
+    work_path: str
+    name: str
+    sha256: str
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def start_ingest(ctx: Context, session: Session, job: ClaimedJob) -> ClaimedFile | JobResult:
+    """In the claim's transaction: the job's file is marked `processing` (its attempt counted) in
+    the same commit, or set aside when it has stopped its worker too often."""
+    assert job.source_file_id is not None
+    if job.attempts > ctx.settings.max_attempts:
+        file = session.get(SourceFile, job.source_file_id)
+        if file is not None:
+            text = (
+                f"processing this file stopped its worker {job.attempts - 1} times "
+                "(crash, time-out or memory); it was set aside so it cannot block the queue"
+            )
+            return quarantine(ctx, session, job, file, WORKER_CRASH, text)
+        started = None
+    else:
+        started = start_processing(session, job.source_file_id, parser_version=PARSER_VERSION)
+    if started is None:
+        finish_job_id(session, job.id)
+        return JobResult(job.id, job.kind, "skipped", "source file row is gone")
+    return ClaimedFile(job, started.id, started.stored_path or "", started.original_name, started.sha256)
+
+
+def ingest_claimed(ctx: Context, work: ClaimedFile) -> JobResult:
+    """Parse and store a claimed file: ingested, quarantined with a reason, or (the child died)
+    queued again with a backoff until its attempts are used up."""
+    job = work.job
+    limits, child_limits = parse_limits(ctx.settings)
+    warm_parsers()
+    try:
+        report = parse_in_child(work.work_path, work.name, limits, child_limits)
+    except ParseError as exc:
+        with ctx.sessions.begin() as session:
+            return quarantine(ctx, session, job, _file(session, work.source_file_id), exc.code, exc.message)
+    except ChildFailed as exc:
+        with ctx.sessions.begin() as session:
+            file = _file(session, work.source_file_id)
+            if job.attempts >= ctx.settings.max_attempts:
+                return quarantine(ctx, session, job, file, exc.code, exc.message)
+            fail_job(
+                session,
+                _job(session, job.id),
+                exc.message,
+                retry=True,
+                max_attempts=ctx.settings.max_attempts,
+                backoff=timedelta(seconds=2**job.attempts),
+            )
+            file.status = "pending"
+        ctx.submit(job.id, job.kind)
+        return JobResult(job.id, job.kind, "retry", exc.message, job.source_file_id)
+
+    try:
+        return _store(ctx, work, report, check_uid=False)
+    except IntegrityError:
+        # A unique key was taken: nearly always the file's DICOM instance UID, owned by a file with
+        # other bytes (rare enough that checking it first for every file would cost more). Nothing
+        # was kept; the second try looks for the owner first, and quarantines a UID conflict.
+        log.info("store of job %s hit a unique key (a UID conflict?); checking first this time", job.id)
+        return _store(ctx, work, report, check_uid=True)
+
+
+def _store(ctx: Context, work: ClaimedFile, report: ParsedReport, *, check_uid: bool) -> JobResult:
+    """One transaction: the rows, the file's final state, the job done, the evaluation queued.
+    Without `check_uid`, a DICOM instance UID another file owns fails the transaction (the unique
+    index of `source_files.sop_instance_uid`), and nothing is kept."""
+    job = work.job
+    with unit_of_work(ctx) as uow:
+        session = uow.session
+        holder = uid_holder(session, work.source_file_id, report.sop_instance_uid) if check_uid else None
+        if holder is not None:  # same UID, other bytes: QA decides which is right
+            file = _file(session, work.source_file_id)
+            file.conflict_with_id = holder
+            return quarantine(ctx, session, job, file, UID_CONFLICT, UID_CONFLICT_TEXT)
+        stored = store_report(session, report, source_file_id=work.source_file_id)
+        dest = archive_path(ctx.settings.archive_dir, work.sha256, work.name, _now().date())
+        finish_ingested(
+            session,
+            work.source_file_id,
+            stored_path=str(dest),
+            patient_id=stored.patient.id,
+            exam_id=stored.exam.id,
+            format=report.format,
+            sop_instance_uid=report.sop_instance_uid,
+            parser_version=PARSER_VERSION,
+        )
+        # A queued evaluation of this patient (already sent) covers this file too.
+        uow.queue_evaluation(stored.patient.id)
+        finish_job_id(session, job.id)
+        conflicts = len(stored.measurements.conflicts)
+        detail = f"{report.format}, exam {report.exam_date.isoformat()}, {len(report.measurements)} sites" + (
+            f", {conflicts} values disagree (flagged for QA)" if conflicts else ""
+        )
+        patient_pk = stored.patient.id
+    source = Path(work.work_path)
+    move_durably(source, dest)
+    if source.is_relative_to(ctx.settings.quarantine_dir):  # re-processed after a fix: the old reason is void
+        source.with_name(source.name + ".json").unlink(missing_ok=True)
+    return JobResult(job.id, job.kind, "ingested", detail, work.source_file_id, patient_pk)
+
+
+def quarantine(ctx: Context, session: Session, job: ClaimedJob, file: SourceFile, code: str, text: str) -> JobResult:
+    """Record the reason, commit (the caller's `begin()` block ends with nothing left to do) and
+    move the bytes beside their sidecar."""
+    folder = ctx.settings.quarantine_dir / quarantine_code(code)
+    work_path = Path(file.stored_path or "")
+    dest = folder / f"{file.sha256}{work_path.suffix}"
+    mark_quarantined(
+        session,
+        file,
+        reason_code=code,
+        reason_text=text,
+        stored_path=str(dest),
+        parser_version=PARSER_VERSION,
+    )
+    finish_job_id(session, job.id)
+    side = sidecar(file, code, text)
+    session.commit()
+    if work_path.is_file():
+        quarantine_file(work_path, ctx.settings.quarantine_dir, code, side)
+    return JobResult(job.id, job.kind, "quarantined", f"{code}: {text}", job.source_file_id)
+
+
+def sidecar(file: SourceFile, code: str, text: str) -> dict[str, Any]:
+    """The JSON written beside a quarantined file: why, and what it was (no patient data)."""
+    return {
+        "reason": text,
+        "reason_code": code,
+        "sha256": file.sha256,
+        "original_name": file.original_name,
+        "size_bytes": file.size_bytes,
+        "parser_version": PARSER_VERSION,
+        "received_at": file.received_at.isoformat() if file.received_at else None,
+        "quarantined_at": _now().isoformat(),
+    }
+
+
+def _file(session: Session, source_file_id: int) -> SourceFile:
+    file = session.get(SourceFile, source_file_id)
+    if file is None:
+        raise LookupError("source file row disappeared")
+    return file
+
+
+def _job(session: Session, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise LookupError("job row disappeared")
+    return job
