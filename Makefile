@@ -18,10 +18,15 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Test-only system packages from Debian: headless Chromium for the browser tests (Playwright's own
-# browser download cannot run in a hospital network or here) and docker-compose to validate
-# docker-compose.yml without a Docker engine.
+# browser download cannot run in a hospital network or here), docker-compose to validate
+# docker-compose.yml without a Docker engine, and the tools hospitals' PDFs pass through
+# (ghostscript pdfwrite / PDF/A, qpdf linearisation and object streams, poppler's cairo printer)
+# to build those variants of the samples in the ingest tests.
 system-deps:
 	@need=""; command -v chromium >/dev/null 2>&1 || need="$$need chromium"; \
+	command -v gs >/dev/null 2>&1 || need="$$need ghostscript"; \
+	command -v qpdf >/dev/null 2>&1 || need="$$need qpdf"; \
+	command -v pdftocairo >/dev/null 2>&1 || need="$$need poppler-utils"; \
 	command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || need="$$need docker-compose"; \
 	if [ -n "$$need" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; \

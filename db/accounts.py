@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.models import ROLES, ApiToken, AuditEvent, User, utcnow
@@ -48,6 +48,20 @@ def create_user(session: Session, username: str, password: str, role: RoleName) 
     session.add(user)
     session.flush()
     return user
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.username)))
+
+
+def count_users(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(User)) or 0)
+
+
+def delete_user(session: Session, user: User) -> None:
+    """Remove the account and its API tokens; audit events keep the name as the actor."""
+    session.delete(user)
+    session.flush()
 
 
 def set_password(session: Session, user: User, password: str) -> None:

@@ -394,9 +394,7 @@ def _merge_measurements(
         elif _agree(kept.bmd, value.bmd):
             _fill_gaps(kept, value, source_file_id)
             result.confirmed.append(kept)
-        elif kept.source_file_id is not None and kept.source_file_id == source_file_id:
-            continue  # one file listing a site twice: its first value stands, nothing to audit
-        else:
+        else:  # another file, or another report of the same file: QA sees both values
             if kept.id is None:
                 session.flush()  # the kept row needs its id
             result.conflicts.append(_record_conflict(session, kept, value, source_file_id))

@@ -50,13 +50,28 @@ def build_parser() -> argparse.ArgumentParser:
     c_import = crosscal.add_parser("import", help="import a cross-calibration CSV")
     c_import.add_argument("file", type=Path)
 
-    users = sub.add_parser("users", help="dashboard accounts").add_subparsers(dest="action", required=True)
+    users = sub.add_parser("users", help="dashboard accounts (every change is audited)").add_subparsers(
+        dest="action", required=True
+    )
+    users.add_parser("list", help="every account with its role and state")
     u_add = users.add_parser("add", help="add a user (password read from stdin or --password-file)")
     u_add.add_argument("username")
     u_add.add_argument("--role", choices=("clinician", "qa", "admin"), required=True)
     u_add.add_argument("--password-file", type=Path, default=None)
+    u_passwd = users.add_parser("passwd", help="set a user's password (read from stdin or --password-file)")
+    u_passwd.add_argument("username")
+    u_passwd.add_argument("--password-file", type=Path, default=None)
+    u_disable = users.add_parser("disable", help="refuse the user's sign-in and API tokens (kept for the audit)")
+    u_disable.add_argument("username")
+    u_enable = users.add_parser("enable", help="allow a disabled user again")
+    u_enable.add_argument("username")
+    u_remove = users.add_parser("remove", help="delete an account and its API tokens")
+    u_remove.add_argument("username")
     u_token = users.add_parser("token", help="issue an API token for a user (printed once)")
     u_token.add_argument("username")
+
+    health = sub.add_parser("health", help="exit 0 when the named process answers (compose health checks)")
+    health.add_argument("service", choices=("web", "worker", "beat", "watch", "storescp"))
 
     sub.add_parser("evaluate", help="re-evaluate every patient (comparisons, next scan)")
     return parser

@@ -57,10 +57,16 @@ def _logging() -> None:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     settings = _settings()
-    from db.engine import make_engine
+    from db.engine import make_engine, session_factory
+    from services.users import ensure_first_admin
 
-    upgrade(make_engine(settings.db_url))
+    _logging()
+    engine = make_engine(settings.db_url)
+    upgrade(engine)
     print("database schema is up to date")
+    created = ensure_first_admin(session_factory(engine), settings)
+    if created:
+        print(f"first administrator {created} created (password from DXA_ADMIN_PASSWORD_FILE)")
     return 0
 
 
@@ -219,22 +225,73 @@ def cmd_crosscal_import(args: argparse.Namespace) -> int:
 
 def _read_password(path: Path | None, stream: TextIO) -> str:
     text = path.read_text(encoding="utf-8") if path else stream.readline()
-    password = text.strip("\r\n")
-    if len(password) < 8:
-        raise UserError("password must have at least 8 characters")
-    return password
+    return text.strip("\r\n")
+
+
+def _account_change(fn: Any) -> None:
+    """Run one `services.users` change in one transaction; a refusal is the operator's to fix."""
+    from services.users import AccountError
+
+    ctx = _context()
+    try:
+        with ctx.sessions.begin() as session:
+            fn(session)
+    except AccountError as exc:
+        raise UserError(str(exc)) from None
+
+
+def cmd_users_list(args: argparse.Namespace) -> int:
+    from services.users import accounts
+
+    ctx = _context()
+    with ctx.sessions() as session:
+        rows = accounts(session)
+    if not rows:
+        print("no accounts yet: `dxa users add NAME --role admin`")
+    for a in rows:
+        print(f"{a.username}\t{a.role}\t{'active' if a.active else 'disabled'}\tlast sign-in {a.last_login or 'never'}")
+    return 0
 
 
 def cmd_users_add(args: argparse.Namespace) -> int:
-    from db.accounts import create_user, get_user
+    from services import users
 
     password = _read_password(args.password_file, sys.stdin)
-    ctx = _context()
-    with ctx.sessions.begin() as session:
-        if get_user(session, args.username) is not None:
-            raise UserError(f"user {args.username!r} exists already")
-        create_user(session, args.username, password, args.role)
+    _account_change(lambda s: users.add(s, args.username, password, args.role))
     print(f"user {args.username} added with role {args.role}")
+    return 0
+
+
+def cmd_users_passwd(args: argparse.Namespace) -> int:
+    from services import users
+
+    password = _read_password(args.password_file, sys.stdin)
+    _account_change(lambda s: users.change_password(s, args.username, password))
+    print(f"password of {args.username} changed")
+    return 0
+
+
+def cmd_users_disable(args: argparse.Namespace) -> int:
+    from services import users
+
+    _account_change(lambda s: users.set_enabled(s, args.username, False))
+    print(f"user {args.username} disabled")
+    return 0
+
+
+def cmd_users_enable(args: argparse.Namespace) -> int:
+    from services import users
+
+    _account_change(lambda s: users.set_enabled(s, args.username, True))
+    print(f"user {args.username} enabled")
+    return 0
+
+
+def cmd_users_remove(args: argparse.Namespace) -> int:
+    from services import users
+
+    _account_change(lambda s: users.remove(s, args.username))
+    print(f"user {args.username} removed")
     return 0
 
 
@@ -254,6 +311,14 @@ def cmd_users_token(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- processes
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    from dxa.health import check
+
+    healthy, line = check(_settings(), args.service)
+    print(line)
+    return 0 if healthy else 1
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from dxa.embedded import serve
 
@@ -267,8 +332,11 @@ def cmd_web(args: argparse.Namespace) -> int:
     from dxa.embedded import run_web
 
     _logging()
+    from services.users import ensure_first_admin
+
     settings = _settings()
     ctx = _context(settings)
+    ensure_first_admin(ctx.sessions, settings)
     run_web(ctx, host=args.host or settings.host, port=args.port or settings.port)
     return 0
 
@@ -317,12 +385,13 @@ def cmd_storescp(args: argparse.Namespace) -> int:
     settings = _settings()
     settings.inbox_dir.mkdir(parents=True, exist_ok=True)
     if not settings.allowed_ae_titles:
-        log.warning("DXA_STORESCP_ALLOWED_AES is empty: every C-STORE will be refused (C-ECHO works)")
+        log.warning("DXA_STORESCP_ALLOWED_AES is empty: every sender will be refused at association")
     serve_scp(
         settings.inbox_dir,
         settings.storescp_ae_title,
-        "0.0.0.0",
+        settings.storescp_host,
         settings.storescp_port,
         settings.allowed_ae_titles,
+        max_associations=settings.storescp_max_associations,
     )
     return 0

@@ -51,8 +51,11 @@ def watch_forever(ctx: Context, stop: threading.Event | None = None) -> None:
     stop = stop or threading.Event()
     tracker = ReadinessTracker(ctx.settings.min_file_age_s)
     log.info("watching the inbox every %.1f s", ctx.settings.scan_interval_s)
+    from workers.heartbeat import touch_heartbeat
+
     while not stop.is_set():
         watch_once(ctx, tracker)
+        touch_heartbeat(ctx.settings, "watch")
         stop.wait(ctx.settings.scan_interval_s)
 
 
@@ -80,15 +83,15 @@ def run_jobs_forever(ctx: Context, stop: threading.Event, *, refresh_daily: bool
 
 
 def ensure_demo_user(sessions: sessionmaker[Session], settings: Settings) -> str | None:
-    """On a fresh installation, create the demo sign-in the README gives; never touch an existing
-    user base. Returns the password when the user was created."""
-    from sqlalchemy import func, select
+    """Embedded mode only: on a fresh installation with no DXA_ADMIN_USER configured, create the
+    demo sign-in the README gives (its password changes with `dxa users passwd demo`); never
+    touch an existing user base. Returns the password when the demo user was created."""
+    from db.accounts import count_users, create_user
 
-    from db.accounts import create_user
-    from db.models import User
-
+    if settings.admin_user:
+        return None
     with sessions.begin() as session:
-        if session.scalar(select(func.count()).select_from(User)):
+        if count_users(session):
             return None
         password = settings.demo_password or DEMO_PASSWORD
         create_user(session, settings.demo_user, password, "admin")
@@ -109,6 +112,10 @@ def serve(ctx: Context, host: str, port: int, workers: int = 2) -> int:
     recovered = recovery.recover(ctx, stale_after=None)
     if any(recovered.values()):
         log.info("recovered after an interruption: %s", recovered)
+    from services.users import ensure_first_admin
+
+    if settings.admin_user:
+        ensure_first_admin(ctx.sessions, settings)
     created = ensure_demo_user(ctx.sessions, settings)
     stop = threading.Event()
     threads = [threading.Thread(target=watch_forever, args=(ctx, stop), name="watcher", daemon=True)]
@@ -143,4 +150,6 @@ def run_celery_beat(settings: Settings) -> None:
 
     schedule = settings.data_dir / "celerybeat-schedule"
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app.start(["beat", "--loglevel=INFO", f"--schedule={schedule}"])
+    app.start(
+        ["beat", "--loglevel=INFO", f"--schedule={schedule}", "--scheduler=workers.celery_app:HeartbeatScheduler"]
+    )

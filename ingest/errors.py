@@ -64,3 +64,11 @@ class TooLarge(ParseError):
     """Over the configured file-size or page limit."""
 
     code = "too_large"
+
+
+class PatientMismatch(ParseError):
+    """Parts of one file name different patients (or exams) and cannot be told apart with
+    certainty: pages of a PDF, or a DICOM header and the report it carries. Refused whole: a value
+    filed under the wrong patient is the worst outcome, worse than a file held for a person."""
+
+    code = "patient_mismatch"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ingest.dicom import looks_like_dicom, parse_dicom
+from ingest.dicom import looks_like_dicom, parse_dicom_reports
 from ingest.errors import EmptyFile, NotDicom, TooLarge
 from ingest.report import ParsedReport
 
@@ -27,15 +27,25 @@ def _is_pdf(data: bytes) -> bool:
 
 
 def parse_file(data: bytes, name: str, limits: ParseLimits) -> ParsedReport:
+    """A file that must hold exactly one report (tests, tools); the pipeline stores every report
+    of a file through `parse_file_reports`."""
+    from ingest.pdf.parse import only_report
+
+    return only_report(parse_file_reports(data, name, limits))
+
+
+def parse_file_reports(data: bytes, name: str, limits: ParseLimits) -> tuple[ParsedReport, ...]:
+    """Every report a file holds (a PDF of several printouts is split, `ingest.pdf.split`), each
+    with its own patient, date and machine; or a ParseError for the whole file."""
     size = len(data)
     if size == 0:
         raise EmptyFile("empty file: 0 bytes")
     if size > limits.max_bytes:
         raise TooLarge(f"file too large: {size} bytes is over the configured limit of {limits.max_bytes} bytes")
     if data.startswith(b"%PDF") or (_is_pdf(data) and not looks_like_dicom(data)):
-        from ingest.pdf import parse_pdf  # lazy: the PDF libraries load only for PDFs
+        from ingest.pdf.parse import parse_pdf_reports  # lazy: the PDF libraries load only for PDFs
 
-        return parse_pdf(data, name, max_pages=limits.max_pdf_pages)
+        return parse_pdf_reports(data, name, max_pages=limits.max_pdf_pages)
     if looks_like_dicom(data):
-        return parse_dicom(data, name, max_pdf_pages=limits.max_pdf_pages)
+        return parse_dicom_reports(data, name, max_pdf_pages=limits.max_pdf_pages)
     raise NotDicom("not a DICOM file or PDF: unrecognised format")

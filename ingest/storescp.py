@@ -3,7 +3,14 @@
 The handler does one thing: write the received object, as the sender encoded it, into the
 watched inbox under a random name, and answer. Parsing, storage and evaluation happen in the
 same pipeline as a dropped file, so a C-STORE can never bypass quarantine or duplicate
-checks. Only calling AE titles on the allow-list may store; anyone may C-ECHO.
+checks.
+
+Only calling AE titles on the allow-list (`DXA_STORESCP_ALLOWED_AES`) may associate at all: any
+other caller is rejected at association ("calling AE title not recognised") and logged with its
+AE title and address (never anything from a dataset). The receiver's own AE title may associate
+too, for the C-ECHO of a health check, but it may not store unless it is on the list. Up to
+`DXA_STORESCP_MAX_ASSOCIATIONS` senders are served at once (pynetdicom's default is 10, too few for
+a department whose scanners all send after the morning list).
 """
 
 from __future__ import annotations
@@ -60,14 +67,40 @@ def write_received(event: Any, inbox: Path) -> Path:
     return final
 
 
+def _calling_ae(event: Any) -> str:
+    calling = event.assoc.requestor.ae_title
+    return (calling.decode("ascii", "replace") if isinstance(calling, bytes) else str(calling)).strip()
+
+
+def make_rejection_logger(allowed_ae_titles: Iterable[str], max_associations: int) -> Any:
+    allowed = frozenset(t.strip() for t in allowed_ae_titles)
+
+    def log_rejection(event: Any) -> None:
+        calling = _calling_ae(event)
+        address = f"{event.assoc.requestor.address}:{event.assoc.requestor.port}"
+        if calling in allowed:
+            log.warning(
+                "association from %r at %s refused: %d associations at once already "
+                "(DXA_STORESCP_MAX_ASSOCIATIONS); the sender should retry",
+                calling,
+                address,
+                max_associations,
+            )
+        else:
+            log.warning(
+                "association from %r at %s refused: calling AE title not on DXA_STORESCP_ALLOWED_AES", calling, address
+            )
+
+    return log_rejection
+
+
 def make_store_handler(inbox: Path, allowed_ae_titles: Iterable[str]) -> Any:
     allowed = frozenset(t.strip() for t in allowed_ae_titles)
 
     def handle_store(event: Any) -> int:
-        calling = event.assoc.requestor.ae_title
-        calling = calling.decode("ascii", "replace") if isinstance(calling, bytes) else str(calling)
-        if calling.strip() not in allowed:
-            log.warning("C-STORE refused: calling AE title not on the allow-list")
+        calling = _calling_ae(event)
+        if calling not in allowed:
+            log.warning("C-STORE from %r refused: calling AE title not on DXA_STORESCP_ALLOWED_AES", calling)
             return STATUS_NOT_AUTHORISED
         try:
             write_received(event, inbox)
@@ -79,19 +112,56 @@ def make_store_handler(inbox: Path, allowed_ae_titles: Iterable[str]) -> Any:
     return handle_store
 
 
-def build_ae(ae_title: str) -> AE:
+def build_ae(ae_title: str, allowed_ae_titles: Iterable[str], max_associations: int) -> AE:
     ae = AE(ae_title=ae_title)
     for context in ACCEPTED_STORAGE:
         ae.add_supported_context(context)
     ae.add_supported_context(Verification)
+    # Never empty (pynetdicom reads an empty list as "anyone"): the receiver's own title is there
+    # for the health check's C-ECHO.
+    ae.require_calling_aet = sorted({*(t.strip() for t in allowed_ae_titles if t.strip()), ae_title})
+    ae.maximum_associations = max_associations
     return ae
 
 
 def serve(
-    inbox: Path, ae_title: str, host: str, port: int, allowed_ae_titles: Iterable[str], block: bool = True
+    inbox: Path,
+    ae_title: str,
+    host: str,
+    port: int,
+    allowed_ae_titles: Iterable[str],
+    block: bool = True,
+    max_associations: int = 64,
 ) -> Any:
     """Start the SCP. With block=False the server runs in a thread and is returned (tests)."""
     quiet_pynetdicom()
-    ae = build_ae(ae_title)
-    handlers: list[Any] = [(evt.EVT_C_STORE, make_store_handler(inbox, allowed_ae_titles))]
+    allowed = [t.strip() for t in allowed_ae_titles if t.strip()]
+    ae = build_ae(ae_title, allowed, max_associations)
+    handlers: list[Any] = [
+        (evt.EVT_C_STORE, make_store_handler(inbox, allowed)),
+        (evt.EVT_REJECTED, make_rejection_logger(allowed, max_associations)),
+    ]
+    log.info(
+        "DICOM receiver %s listening on %s:%d, %d calling AE titles allowed, up to %d associations",
+        ae_title,
+        host,
+        port,
+        len(allowed),
+        max_associations,
+    )
     return ae.start_server((host, port), block=block, evt_handlers=handlers)
+
+
+def echo(host: str, port: int, called_ae: str, calling_ae: str, timeout_s: float = 5.0) -> bool:
+    """C-ECHO a receiver (the health check of `dxa storescp`): True when it answered Success."""
+    ae = AE(ae_title=calling_ae)
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
+    assoc = ae.associate(host, port, ae_title=called_ae)
+    if not assoc.is_established:
+        return False
+    try:
+        status = assoc.send_c_echo()
+        return bool(status) and int(status.Status) == STATUS_SUCCESS
+    finally:
+        assoc.release()

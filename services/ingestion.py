@@ -88,7 +88,7 @@ def ingest_claimed(ctx: Context, work: ClaimedFile) -> JobResult:
     limits, child_limits = parse_limits(ctx.settings)
     warm_parsers()
     try:
-        report = parse_in_child(work.work_path, work.name, limits, child_limits)
+        reports = parse_in_child(work.work_path, work.name, limits, child_limits)
     except ParseError as exc:
         with ctx.sessions.begin() as session:
             return quarantine(ctx, session, job, _file(session, work.source_file_id), exc.code, exc.message)
@@ -110,47 +110,56 @@ def ingest_claimed(ctx: Context, work: ClaimedFile) -> JobResult:
         return JobResult(job.id, job.kind, "retry", exc.message, job.source_file_id)
 
     try:
-        return _store(ctx, work, report, check_uid=False)
+        return _store(ctx, work, reports, check_uid=False)
     except IntegrityError:
         # A unique key was taken: nearly always the file's DICOM instance UID, owned by a file with
         # other bytes (rare enough that checking it first for every file would cost more). Nothing
         # was kept; the second try looks for the owner first, and quarantines a UID conflict.
         log.info("store of job %s hit a unique key (a UID conflict?); checking first this time", job.id)
-        return _store(ctx, work, report, check_uid=True)
+        return _store(ctx, work, reports, check_uid=True)
 
 
-def _store(ctx: Context, work: ClaimedFile, report: ParsedReport, *, check_uid: bool) -> JobResult:
-    """One transaction: the rows, the file's final state, the job done, the evaluation queued.
-    Without `check_uid`, a DICOM instance UID another file owns fails the transaction (the unique
-    index of `source_files.sop_instance_uid`), and nothing is kept."""
+def _store(ctx: Context, work: ClaimedFile, reports: tuple[ParsedReport, ...], *, check_uid: bool) -> JobResult:
+    """One transaction: the rows of every report the file holds, the file's final state, the job
+    done, each patient's evaluation queued; so a file of several reports is stored whole or not at
+    all, and counted once. The file row links the first report's patient and exam; every
+    measurement row names the file. Without `check_uid`, a DICOM instance UID another file owns
+    fails the transaction (the unique index of `source_files.sop_instance_uid`), and nothing is kept."""
     job = work.job
+    if not reports:  # parsers raise rather than return nothing; never count an empty file as ingested
+        raise LookupError("parser returned no report")
+    first = reports[0]
     with unit_of_work(ctx) as uow:
         session = uow.session
-        holder = uid_holder(session, work.source_file_id, report.sop_instance_uid) if check_uid else None
+        holder = uid_holder(session, work.source_file_id, first.sop_instance_uid) if check_uid else None
         if holder is not None:  # same UID, other bytes: QA decides which is right
             file = _file(session, work.source_file_id)
             file.conflict_with_id = holder
             return quarantine(ctx, session, job, file, UID_CONFLICT, UID_CONFLICT_TEXT)
-        stored = store_report(session, report, source_file_id=work.source_file_id)
+        stored = [store_report(session, report, source_file_id=work.source_file_id) for report in reports]
         dest = archive_path(ctx.settings.archive_dir, work.sha256, work.name, _now().date())
         finish_ingested(
             session,
             work.source_file_id,
             stored_path=str(dest),
-            patient_id=stored.patient.id,
-            exam_id=stored.exam.id,
-            format=report.format,
-            sop_instance_uid=report.sop_instance_uid,
+            patient_id=stored[0].patient.id,
+            exam_id=stored[0].exam.id,
+            format=first.format,
+            sop_instance_uid=first.sop_instance_uid,
             parser_version=PARSER_VERSION,
         )
-        # A queued evaluation of this patient (already sent) covers this file too.
-        uow.queue_evaluation(stored.patient.id)
+        # A patient's evaluation queued already (and sent) covers this file too.
+        uow.queue_evaluations(dict.fromkeys(s.patient.id for s in stored))
         finish_job_id(session, job.id)
-        conflicts = len(stored.measurements.conflicts)
-        detail = f"{report.format}, exam {report.exam_date.isoformat()}, {len(report.measurements)} sites" + (
-            f", {conflicts} values disagree (flagged for QA)" if conflicts else ""
-        )
-        patient_pk = stored.patient.id
+        details = []
+        for report, one in zip(reports, stored, strict=True):
+            conflicts = len(one.measurements.conflicts)
+            details.append(
+                f"{report.format}, exam {report.exam_date.isoformat()}, {len(report.measurements)} sites"
+                + (f", {conflicts} values disagree (flagged for QA)" if conflicts else "")
+            )
+        detail = details[0] if len(details) == 1 else f"{len(details)} reports: " + "; ".join(details)
+        patient_pk = stored[0].patient.id
     source = Path(work.work_path)
     move_durably(source, dest)
     if source.is_relative_to(ctx.settings.quarantine_dir):  # re-processed after a fix: the old reason is void

@@ -11,7 +11,7 @@ import logging
 import threading
 from pathlib import Path
 
-from ingest.parse import ParseLimits, parse_file
+from ingest.parse import ParseLimits, parse_file_reports
 from ingest.report import ParsedReport
 from services.child import ChildFailed, ChildLimits, ReusableChild, run_in_child
 from settings import Settings
@@ -51,15 +51,17 @@ def warm_parsers() -> None:
     _parsers_warm = True
 
 
-def _parse_path(path: str, name: str, limits: ParseLimits) -> ParsedReport:
+def _parse_path(path: str, name: str, limits: ParseLimits) -> tuple[ParsedReport, ...]:
     """Runs in the child: the bytes are read there too, so a huge file never bloats the worker."""
-    return parse_file(Path(path).read_bytes(), name, limits)
+    return parse_file_reports(Path(path).read_bytes(), name, limits)
 
 
 _children = threading.local()  # a parse child per runner thread (per Celery pool process)
 
 
-def parse_in_child(path: str, name: str, parse_limits: ParseLimits, child_limits: ChildLimits) -> ParsedReport:
+def parse_in_child(
+    path: str, name: str, parse_limits: ParseLimits, child_limits: ChildLimits
+) -> tuple[ParsedReport, ...]:
     """Parse in this thread's reusable child. When a child that had parsed other files before fails
     (crash, time-out, memory), the file is parsed again in a fresh child and that verdict counts:
     what a child did before must never get a file quarantined."""
@@ -67,10 +69,10 @@ def parse_in_child(path: str, name: str, parse_limits: ParseLimits, child_limits
     if child is None:
         child = _children.child = ReusableChild()
     try:
-        report: ParsedReport = child.run(_parse_path, (path, name, parse_limits), child_limits)
+        reports: tuple[ParsedReport, ...] = child.run(_parse_path, (path, name, parse_limits), child_limits)
     except ChildFailed as exc:
         if not exc.reused:
             raise
         log.info("a reused parse child failed (%s); parsing the file again in a fresh one", exc.code)
-        report = run_in_child(_parse_path, (path, name, parse_limits), child_limits)
-    return report
+        reports = run_in_child(_parse_path, (path, name, parse_limits), child_limits)
+    return reports

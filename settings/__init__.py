@@ -17,7 +17,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_FILE_VARIANTS = ("DXA_DATABASE_URL", "DXA_BROKER_URL", "DXA_SECRET_KEY", "DXA_DEMO_PASSWORD")
+_FILE_VARIANTS = ("DXA_DATABASE_URL", "DXA_BROKER_URL", "DXA_SECRET_KEY", "DXA_DEMO_PASSWORD", "DXA_ADMIN_PASSWORD")
 
 
 def _read_file_variants() -> dict[str, str]:
@@ -35,13 +35,18 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("var")
     inbox: Path | None = None
+    archive: Path | None = None  # default <data_dir>/archive; compose puts it on a host folder
     database_url: str | None = None
     broker_url: str | None = None  # unset = embedded mode, no broker
     host: str = "127.0.0.1"
     port: int = 8000
     secret_key: str | None = None
     demo_user: str = "demo"
-    demo_password: str | None = None
+    demo_password: str | None = None  # embedded mode only (`dxa serve`)
+    # The first administrator, created on first start when no account exists (never a default
+    # password: the password comes from DXA_ADMIN_PASSWORD_FILE, a docker secret).
+    admin_user: str | None = None
+    admin_password: str | None = None
 
     # parsing limits (per file)
     max_file_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
@@ -56,12 +61,14 @@ class Settings(BaseSettings):
 
     # DICOM receiver
     storescp_ae_title: str = "DXAMONITOR"
+    storescp_host: str = "127.0.0.1"  # compose sets 0.0.0.0 inside the container
     storescp_port: int = 11112
-    storescp_allowed_aes: str = ""  # comma-separated calling AE titles; empty = accept none but echo
+    storescp_allowed_aes: str = ""  # comma-separated calling AE titles; others are refused at association
+    storescp_max_associations: int = Field(default=64, ge=1)
 
     monitoring_config: Path | None = None  # a TOML file overriding settings/monitoring.toml
 
-    @field_validator("data_dir", "inbox", mode="after")
+    @field_validator("data_dir", "inbox", "archive", mode="after")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
@@ -82,7 +89,7 @@ class Settings(BaseSettings):
 
     @property
     def archive_dir(self) -> Path:
-        return self.data_dir / "archive"
+        return self.archive or self.data_dir / "archive"
 
     @property
     def quarantine_dir(self) -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from celery.beat import PersistentScheduler
 from celery.signals import worker_process_init
 
 from settings import Settings, load_settings
@@ -51,3 +52,15 @@ def _fresh_engine_after_fork(**_: Any) -> None:
     from workers.tasks import reset_after_fork
 
     reset_after_fork()
+
+
+class HeartbeatScheduler(PersistentScheduler):  # type: ignore[misc]
+    """Beat's scheduler, touching a heartbeat file on every tick for `dxa health beat` (a beat
+    that hangs or lost its broker stops ticking)."""
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        from workers.heartbeat import touch_heartbeat
+
+        touch_heartbeat(load_settings(), "beat")
+        interval: float = super().tick(*args, **kwargs)
+        return min(interval, 30.0)

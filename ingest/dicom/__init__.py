@@ -15,13 +15,22 @@ from ingest.dicom.ge_sr import parse_ge_sr
 from ingest.dicom.ge_xml import parse_ge_xml, results_xml
 from ingest.dicom.hologic import find_results_element, parse_hologic
 from ingest.dicom.read import DICOM_READ_ERRORS, looks_like_dicom, read_dicom
-from ingest.errors import NotDxaResult, UnreadableFile
+from ingest.errors import MalformedResults, NotDxaResult, UnreadableFile
 from ingest.report import ParsedReport
 
-__all__ = ["looks_like_dicom", "parse_dicom"]
+__all__ = ["looks_like_dicom", "parse_dicom", "parse_dicom_reports"]
 
 
 def parse_dicom(data: bytes, name: str, *, max_pdf_pages: int = 40) -> ParsedReport:
+    """A DICOM file that must hold exactly one report."""
+    reports = parse_dicom_reports(data, name, max_pdf_pages=max_pdf_pages)
+    if len(reports) != 1:
+        raise MalformedResults(f"this file holds {len(reports)} reports where one was expected")
+    return reports[0]
+
+
+def parse_dicom_reports(data: bytes, name: str, *, max_pdf_pages: int = 40) -> tuple[ParsedReport, ...]:
+    """Every report of a DICOM file: one, except an Encapsulated PDF whose PDF holds several."""
     with warnings.catch_warnings():
         # pydicom quotes element values (names, IDs, UIDs) in its warnings; none may be printed.
         warnings.simplefilter("ignore")
@@ -36,7 +45,7 @@ def parse_dicom(data: bytes, name: str, *, max_pdf_pages: int = 40) -> ParsedRep
             ) from None
 
 
-def _dispatch(ds: object, name: str, max_pdf_pages: int) -> ParsedReport:
+def _dispatch(ds: object, name: str, max_pdf_pages: int) -> tuple[ParsedReport, ...]:
     from pydicom.dataset import Dataset
 
     assert isinstance(ds, Dataset)
@@ -44,16 +53,16 @@ def _dispatch(ds: object, name: str, max_pdf_pages: int) -> ParsedReport:
     if sop == h.SOP_ENCAPSULATED_PDF:
         return parse_encapsulated_pdf(ds, name, max_pages=max_pdf_pages)
     if sop in h.SR_SOP_CLASSES:
-        return parse_ge_sr(ds, name)
+        return (parse_ge_sr(ds, name),)
     hologic = find_results_element(ds)
     if hologic is not None:
-        return parse_hologic(ds, name, hologic)
+        return (parse_hologic(ds, name, hologic),)
     xml = results_xml(ds)
     if xml is not None:
-        return parse_ge_xml(ds, name, xml)
+        return (parse_ge_xml(ds, name, xml),)
     manufacturer = (h.text(ds, h.T_MANUFACTURER) or "").upper()
     if manufacturer.startswith("HOLOGIC"):
-        return parse_hologic(ds, name)  # raises NotDxaResult naming the missing private data
+        return (parse_hologic(ds, name),)  # raises NotDxaResult naming the missing private data
     raise NotDxaResult(
         "image only: no BMD results in this DICOM file (no structured report, no vendor results "
         "data); send the scanner's results export (SR or report) instead"

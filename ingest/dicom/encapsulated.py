@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from pydicom.dataset import Dataset
 
 from ingest.dicom import header as h
-from ingest.errors import MissingField, NotDxaResult, UnsupportedLayout
+from ingest.errors import MissingField, NotDxaResult, PatientMismatch, UnsupportedLayout
 
 if TYPE_CHECKING:
     from ingest.report import ParsedReport
@@ -33,12 +33,12 @@ def pdf_bytes(ds: Dataset) -> bytes:
     return doc
 
 
-def parse_encapsulated_pdf(ds: Dataset, name: str, *, max_pages: int) -> ParsedReport:
+def parse_encapsulated_pdf(ds: Dataset, name: str, *, max_pages: int) -> tuple[ParsedReport, ...]:
     doc = pdf_bytes(ds)
-    from ingest.pdf import parse_pdf  # lazy: the PDF package loads pdf libraries
+    from ingest.pdf.parse import parse_pdf_reports  # lazy: the PDF package loads pdf libraries
 
     try:
-        report = parse_pdf(doc, name, max_pages=max_pages)
+        reports = parse_pdf_reports(doc, name, max_pages=max_pages)
     except (UnsupportedLayout, NotDxaResult):
         # A PDF in a DICOM envelope that is not a report we know is a scanned form, a
         # questionnaire or a letter: nothing to ingest, and nothing a new template would fix.
@@ -46,15 +46,27 @@ def parse_encapsulated_pdf(ds: Dataset, name: str, *, max_pages: int) -> ParsedR
             "no results: the PDF inside this DICOM file is not a DXA report (no BMD table found; "
             "for example a questionnaire or a scanned form)"
         ) from None
-    return fill_from_header(report, ds)
+    return tuple(fill_from_header(report, ds) for report in reports)
+
+
+def _same_id(a: str, b: str) -> bool:
+    return a.strip().casefold() == b.strip().casefold()
 
 
 def fill_from_header(report: ParsedReport, ds: Dataset) -> ParsedReport:
+    """The header fills what the printout lacks; a header naming another patient than the report
+    it carries is refused (a router or a PACS merge put the wrong envelope on it)."""
     patient = report.patient
     try:
         header_patient = h.patient(ds)
     except MissingField:
         header_patient = None
+    named = header_patient.patient_id if header_patient is not None else None
+    if named and patient.patient_id and not _same_id(patient.patient_id, named):
+        raise PatientMismatch(
+            "the DICOM header names another patient than the PDF report it carries; "
+            "check which patient this report belongs to before re-processing"
+        )
     if header_patient is not None:
         patient = replace(
             patient,

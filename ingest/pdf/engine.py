@@ -142,6 +142,22 @@ def _split_row(tokens: Sequence[str], template: Template) -> tuple[Label | None,
     return found, list(tokens[first:])
 
 
+def _refuse_hidden_row(tokens: Sequence[str], template: Template, page_no: int, index: int) -> None:
+    """A line we do not read as a row may still hold one after a value ("Neck Diff. 0.005 - -
+    Total Left 0.759 …": two rows run together by a rotated or re-flowed page). Skipping the line
+    would drop that site without a word, so the file is refused instead."""
+    for i in range(1, len(tokens) - 1):
+        if _cell(tokens[i - 1]) is None or _cell(tokens[i]) is not None:
+            continue
+        label, rest = _split_row(tokens[i:], template)
+        first = _cell(rest[0]) if rest else None
+        if label is not None and label.site and first is not None and first.value is not None:
+            raise MalformedResults(
+                f"{template.description}: pdf p{page_no} line {index + 1} runs two results rows together "
+                "(a rotated or re-flowed page?); the sites cannot be read with certainty"
+            )
+
+
 def _values(tokens: Iterable[str]) -> list[Cell] | None:
     cells: list[Cell] = []
     for token in tokens:
@@ -220,7 +236,15 @@ def _parse_table(ctx: _Context, page_no: int, lines: Sequence[str], page_side: s
             continue
         label, value_tokens = _split_row(tokens, template)
         cells = _values(value_tokens) if label else None
+        if label is None and _NUMBER.match(tokens[0]) and len(tokens) >= 2 and _values(tokens):
+            # Values with no label in front: the row's label went elsewhere (a rotated page read in
+            # another order, a wrapped line). Reading on would drop or misplace a printed site.
+            raise MalformedResults(
+                f"{template.description}: a results row at pdf p{page_no} line {index + 1} has values but no "
+                "site label (a rotated or re-flowed page?); its site cannot be told with certainty"
+            )
         if label is None or cells is None:
+            _refuse_hidden_row(tokens, template, page_no, index)
             if columns is None:
                 header.append(line)
             continue
@@ -256,7 +280,12 @@ def _parse_table(ctx: _Context, page_no: int, lines: Sequence[str], page_side: s
         key = (site, side)
         if key in ctx.measurements:
             if abs(ctx.measurements[key].bmd - bmd) > 1e-9:
-                ctx.notes.append(f"{site}/{side}: a second, different BMD at {provenance} was ignored")
+                # Two different values for one site in one report: keeping either would drop the
+                # other without a word, and which one is right cannot be read from the page.
+                raise MalformedResults(
+                    f"{template.description}: {site}{'/' + side if side else ''} is printed twice with "
+                    f"different BMDs ({ctx.measurements[key].provenance} and {provenance})"
+                )
             continue
         ctx.measurements[key] = SiteMeasurement(
             site=site,
@@ -459,7 +488,9 @@ def _default_lsc_site(measurements: dict[tuple[str, str | None], SiteMeasurement
     return ranges[0] if ranges else None
 
 
-def apply_template(template: Template, text: PdfText) -> ParsedReport:
+def apply_template(template: Template, text: PdfText, *, first_page: int = 1) -> ParsedReport:
+    """One report's pages; `first_page` is the file page number of its first page, so that every
+    value's provenance names the page of the file it was read from."""
     joined_pages = ["\n".join(lines) for lines in text.pages]
     full = "\n".join(joined_pages)
     what = template.description
@@ -503,7 +534,7 @@ def apply_template(template: Template, text: PdfText) -> ParsedReport:
     ctx = _Context(template=template, exam_date=exam_date, measurements={}, history=[], notes=[])
     doc_side = _side_in(template, full)
     found_table = False
-    for page_no, (lines, page_text) in enumerate(zip(text.pages, joined_pages, strict=True), start=1):
+    for page_no, (lines, page_text) in enumerate(zip(text.pages, joined_pages, strict=True), start=first_page):
         page_side = _side_in(template, page_text) or doc_side
         found_table = _parse_table(ctx, page_no, lines, page_side) or found_table
         for spec in template.history:

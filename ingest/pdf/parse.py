@@ -4,29 +4,63 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ingest.errors import MalformedResults
 from ingest.pdf.engine import apply_template
-from ingest.pdf.sniff import choose_template, classify_unmatched
+from ingest.pdf.sniff import classify_unmatched
+from ingest.pdf.split import check_pages, find_segments
 from ingest.pdf.template import Template, builtin_templates
 from ingest.pdf.text import PdfText, read_pdfium, read_pdfplumber
 from ingest.report import ParsedReport
 
 
-def parse_pdf(data: bytes, name: str, *, max_pages: int = 40) -> ParsedReport:
-    """Parse a DXA PDF report. `name` is accepted for the caller's messages, but is never put in
-    ours: report file names often carry the patient's name or ID."""
+def parse_pdf_reports(data: bytes, name: str, *, max_pages: int = 40) -> tuple[ParsedReport, ...]:
+    """Every report of a DXA PDF, each with its own patient, date and machine (`ingest.pdf.split`).
+    `name` is accepted for the caller's messages, but is never put in ours: report file names often
+    carry the patient's name or ID."""
     del name
     text = read_pdfium(data, max_pages)
-    template = choose_template(text, builtin_templates())
-    if template is None:
+    templates = builtin_templates()
+    segments = find_segments(text, templates)
+    if segments is None:
         raise classify_unmatched(text)
-    if template.text_source == "pdfplumber":
-        text = read_pdfplumber(data, max_pages)
-    return apply_template(template, text)
+    plumber: PdfText | None = None
+    reports = []
+    for segment in segments:
+        source = text
+        if segment.template.text_source == "pdfplumber":
+            plumber = plumber or read_pdfplumber(data, max_pages)
+            source = plumber
+        report = apply_template(segment.template, segment.text(source), first_page=segment.first + 1)
+        check_pages(text, segment, report.patient.patient_id, templates)
+        reports.append(report)
+    return tuple(reports)
+
+
+def parse_pdf(data: bytes, name: str, *, max_pages: int = 40) -> ParsedReport:
+    """A PDF that must hold exactly one report (a file of several is refused here; callers that
+    store several use `parse_pdf_reports`)."""
+    return only_report(parse_pdf_reports(data, name, max_pages=max_pages))
 
 
 def parse_pdf_text(text: PdfText, templates: Sequence[Template] | None = None) -> ParsedReport:
     """The same, from text already read (tests feed pdfplumber text or synthetic lines)."""
-    chosen = choose_template(text, builtin_templates() if templates is None else templates)
-    if chosen is None:
+    return only_report(parse_pdf_text_reports(text, templates))
+
+
+def parse_pdf_text_reports(text: PdfText, templates: Sequence[Template] | None = None) -> tuple[ParsedReport, ...]:
+    chosen = builtin_templates() if templates is None else tuple(templates)
+    segments = find_segments(text, chosen)
+    if segments is None:
         raise classify_unmatched(text)
-    return apply_template(chosen, text)
+    reports = []
+    for segment in segments:
+        report = apply_template(segment.template, segment.text(text), first_page=segment.first + 1)
+        check_pages(text, segment, report.patient.patient_id, chosen)
+        reports.append(report)
+    return tuple(reports)
+
+
+def only_report(reports: Sequence[ParsedReport]) -> ParsedReport:
+    if len(reports) != 1:
+        raise MalformedResults(f"this file holds {len(reports)} reports where one was expected")
+    return reports[0]

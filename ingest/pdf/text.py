@@ -59,6 +59,10 @@ def read_pdfium(data: bytes, max_pages: int) -> PdfText:
         pages: list[tuple[str, ...]] = []
         for index in range(count):
             page = doc[index]
+            # Text is read in the page's own coordinates: a /Rotate (a scanner's or a print
+            # driver's) only turns the view, and pdfium would otherwise re-flow lines around it.
+            if page.get_rotation():
+                page.set_rotation(0)
             textpage = page.get_textpage()
             try:
                 text = str(textpage.get_text_range())

@@ -15,7 +15,7 @@ from tests.conftest import skip_or_fail
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {"postgres", "redis", "migrate", "web", "worker", "beat", "watch", "storescp"}
 APP_SERVICES = {"web", "worker", "beat", "watch", "storescp"}
-HEALTHCHECKED = {"postgres", "redis", "web", "worker"}
+HEALTHCHECKED = SERVICES - {"migrate"}
 
 
 def _compose_command() -> list[str] | None:
@@ -28,8 +28,8 @@ def _compose_command() -> list[str] | None:
     return [legacy] if legacy else None
 
 
-@pytest.fixture(scope="module")
-def config() -> dict[str, Any]:
+def compose_config() -> dict[str, Any]:
+    """docker-compose.yml as `docker compose config` resolves it (anchors, defaults, paths)."""
     import yaml
 
     command = _compose_command()
@@ -46,6 +46,11 @@ def config() -> dict[str, Any]:
     assert result.returncode == 0, result.stderr
     data: dict[str, Any] = yaml.safe_load(result.stdout)
     return data
+
+
+@pytest.fixture(scope="module")
+def config() -> dict[str, Any]:
+    return compose_config()
 
 
 def test_compose_has_every_service(config: dict[str, Any]) -> None:
@@ -75,3 +80,22 @@ def test_worker_can_be_scaled(config: dict[str, Any]) -> None:
     """`--scale worker=N` fails on a fixed container name or a published host port."""
     worker = config["services"]["worker"]
     assert "container_name" not in worker and not worker.get("ports")
+
+
+def test_inbox_and_archive_are_host_folders_and_secrets_are_files(config: dict[str, Any]) -> None:
+    services = config["services"]
+    for name in ("watch", "worker", "storescp"):
+        env = services[name]["environment"]
+        binds = {
+            (v["target"] if isinstance(v, dict) else v.split(":")[1]): v
+            for v in services[name]["volumes"]
+            if (v.get("type") == "bind" if isinstance(v, dict) else v.startswith("/"))
+        }
+        assert env["DXA_INBOX"] in binds and env["DXA_ARCHIVE"] in binds, name
+    for name in APP_SERVICES | {"migrate"}:
+        env = services[name]["environment"]
+        assert "DXA_SECRET_KEY" not in env and "DXA_DATABASE_URL" not in env, name
+        assert env["DXA_SECRET_KEY_FILE"].startswith("/run/secrets/"), name
+    migrate = services["migrate"]["environment"]
+    assert migrate["DXA_ADMIN_USER"] and migrate["DXA_ADMIN_PASSWORD_FILE"].startswith("/run/secrets/")
+    assert "DXA_ADMIN_PASSWORD" not in migrate and "DXA_DEMO_PASSWORD" not in str(config)

@@ -121,11 +121,17 @@ def rewrite_dicom(data: bytes, change: Callable[[Any], None]) -> bytes:
     return out.getvalue()
 
 
+ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
+
+
 def _new_patient(k: int) -> Callable[[Any], None]:
     def change(ds: Any) -> None:
         from pydicom.uid import generate_uid
 
-        ds.PatientID = f"{ds.PatientID}V{k}"
+        if ds.get("SOPClassUID") != ENCAPSULATED_PDF:
+            # An Encapsulated PDF names its patient inside the PDF too: renaming only the envelope
+            # makes a header/report mismatch (refused); a new UID alone is the same exam again.
+            ds.PatientID = f"{ds.PatientID}V{k}"
         ds.SOPInstanceUID = generate_uid()
         if "file_meta" in ds.__dict__ or getattr(ds, "file_meta", None) is not None:
             ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -142,8 +148,8 @@ def make_batch(samples: list[Sample], total: int, *, redrops: int = 10, conflict
     """`total` files: every sample once, `redrops` exact copies of samples (must count as
     duplicates), `conflicts` DICOM files with a sample's SOP Instance UID but other bytes (one of
     each pair must end in quarantine/uid_conflict), and distinct variants for the rest: DICOM
-    samples as new patients (PatientID + "V<k>", new UID), PDFs with a comment after %%EOF (the
-    same exam again, merged)."""
+    samples as new patients (PatientID + "V<k>", new UID; an Encapsulated PDF keeps its patient),
+    PDFs with a comment after %%EOF (the same exam again, merged)."""
     batch = [BatchFile(s.rel, s.data, "original", s) for s in samples]
     accepted = [s for s in samples if s.expect == "accept"]
     with_uid = [s for s in accepted if _is_dicom(s.data)]
