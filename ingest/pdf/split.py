@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from ingest.errors import PatientMismatch
-from ingest.pdf.dates import parse_date
+from ingest.dates import parse_date
 from ingest.pdf.sniff import choose_template
 from ingest.pdf.template import Template
 from ingest.pdf.text import PdfText
