@@ -283,6 +283,18 @@ def stamp_dispatched(session: Session, job_ids: Sequence[int], *, now: datetime 
         )
 
 
+def touch_running(session: Session, job_id: int, worker: str | None, *, now: datetime | None = None) -> bool:
+    """The heartbeat of a running job: its `updated_at` is now. False when the job is no longer
+    this worker's (taken over after the worker was silent too long)."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == "running", Job.worker == worker)
+        .values(updated_at=now or utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
 def job_counts(session: Session) -> dict[str, int]:
     rows = session.execute(select(Job.state, func.count()).group_by(Job.state)).all()
     return {str(state): int(count) for state, count in rows}

@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     u_token = users.add_parser("token", help="issue an API token for a user (printed once)")
     u_token.add_argument("username")
 
+    status = sub.add_parser("status", help="queue, jobs by state, stuck jobs, files per hour, quarantine")
+    status.add_argument("--json", action="store_true", help="the same as JSON (what /api/qa/operations gives)")
+
     health = sub.add_parser("health", help="exit 0 when the named process answers (compose health checks)")
     health.add_argument("service", choices=("web", "worker", "beat", "watch", "storescp"))
 

@@ -8,6 +8,7 @@ identifiers (a back-loading run's output often ends up pasted into a ticket).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Iterator
@@ -309,6 +310,37 @@ def cmd_users_token(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- processes
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from db.operations import STALE_AFTER, snapshot
+
+    settings = _settings()
+    ctx = _context(settings)
+    count = wiring.broker_depth(settings)
+    depth = count() if count is not None else None
+    with ctx.sessions() as session:
+        snap = snapshot(session, broker_depth=depth)
+    if args.json:
+        print(json.dumps({**asdict(snap), "at": snap.at.isoformat()}, indent=2))
+        return 0
+    mode = "embedded (the job table is the queue)" if settings.embedded else "scaled (Celery)"
+    waiting = "unknown (broker unreachable)" if depth is None and not settings.embedded else depth
+    oldest = f"{snap.oldest_queued_s:.0f} s" if snap.oldest_queued_s is not None else "none"
+    print(f"mode: {mode}")
+    if not settings.embedded:
+        print(f"broker queue: {waiting} messages waiting")
+    print("jobs: " + ", ".join(f"{n} {state}" for state, n in snap.jobs.items()) + f"; oldest queued: {oldest}")
+    print(f"stuck jobs (silent over {STALE_AFTER.total_seconds():.0f} s): {len(snap.stuck)}")
+    for j in snap.stuck:
+        print(f"  job {j.id} {j.kind} on {j.worker or '?'}, silent for {j.silent_s:.0f} s")
+    print("files: " + ", ".join(f"{n} {status}" for status, n in snap.files.items()))
+    print(f"files finished in the last hour: {snap.files_last_hour}")
+    reasons = ", ".join(f"{n} {reason}" for reason, n in snap.quarantine.items()) or "none"
+    print(f"quarantine by reason: {reasons}")
+    return 0
 
 
 def cmd_health(args: argparse.Namespace) -> int:

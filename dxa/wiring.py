@@ -8,11 +8,14 @@ over the same context. Nothing imports this package: it imports everything else.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from db.migrate import is_up_to_date, upgrade
 from services.context import Context, Submit, build_context
 from settings import Settings, load_settings
+
+BrokerDepth = Callable[[], int | None]
 
 
 def dispatcher(settings: Settings) -> Submit | None:
@@ -35,7 +38,17 @@ def context(settings: Settings | None = None, *, dispatch: bool = True) -> Conte
     return ctx
 
 
+def broker_depth(settings: Settings) -> BrokerDepth | None:
+    """How many messages wait in the broker (scaled mode), for `dxa status` and the operations
+    page; None embedded, where the job table is the whole queue."""
+    if settings.embedded:
+        return None
+    from workers.tasks import broker_depth as depth
+
+    return depth
+
+
 def make_app(ctx: Context) -> Any:
     from web.app import create_app
 
-    return create_app(ctx)
+    return create_app(ctx, broker_depth=broker_depth(ctx.settings))

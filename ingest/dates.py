@@ -15,47 +15,36 @@ from typing import Literal
 
 DateOrder = Literal["DMY", "MDY", "YMD"]
 
-_MONTHS = {
-    name: i
-    for i, names in enumerate(
-        (
-            ("jan", "january"),
-            ("feb", "february"),
-            ("mar", "march"),
-            ("apr", "april"),
-            ("may",),
-            ("jun", "june"),
-            ("jul", "july"),
-            ("aug", "august"),
-            ("sep", "sept", "september"),
-            ("oct", "october"),
-            ("nov", "november"),
-            ("dec", "december"),
-        ),
-        start=1,
-    )
-    for name in names
-}
-_PART = re.compile(r"\d+|[A-Za-z]+")
-
-
-def _month(word: str) -> int | None:
-    """A month name, abbreviated or not, in English or starting like it ("Sept.", "Marzo", "Juni")."""
-    word = word.lower()
-    return _MONTHS.get(word) or (_MONTHS.get(word[:3]) if len(word) >= 3 else None)
+_MONTH_NAMES = (
+    # English; German, French, Spanish, Italian as the vendors' localised software prints them
+    ("jan", "january", "januar", "jän", "janv", "janvier", "ene", "enero", "gen", "gennaio"),
+    ("feb", "february", "februar", "févr", "fevr", "février", "fevrier", "febrero", "febbraio"),
+    ("mar", "march", "mär", "märz", "marz", "mars", "marzo"),
+    ("apr", "april", "avr", "avril", "abr", "abril", "aprile"),
+    ("may", "mai", "mayo", "mag", "maggio"),
+    ("jun", "june", "juni", "juin", "junio", "giu", "giugno"),
+    ("jul", "july", "juli", "juil", "juillet", "julio", "lug", "luglio"),
+    ("aug", "august", "août", "aout", "ago", "agosto"),
+    ("sep", "sept", "september", "septembre", "septiembre", "set", "settembre"),
+    ("oct", "october", "okt", "oktober", "octobre", "octubre", "ott", "ottobre"),
+    ("nov", "november", "novembre", "noviembre"),
+    ("dec", "december", "dez", "dezember", "déc", "décembre", "decembre", "dic", "diciembre", "dicembre"),
+)
+_MONTHS = {name: i for i, names in enumerate(_MONTH_NAMES, start=1) for name in names}
+_PART = re.compile(r"\d+|[^\W\d_]+")
 
 
 def parse_date(text: str, order: DateOrder) -> date | None:
     """The date in `text`, or None when it is not a complete date (two-digit years are refused)."""
     parts = _PART.findall(text)
-    words = [p for p in parts if p.isalpha()]
+    words = [p.lower().rstrip(".") for p in parts if p.isalpha()]
     numbers = [p for p in parts if p.isdigit()]
+    months = [_MONTHS[w] for w in words if w in _MONTHS]
     try:
         if not words and len(numbers) == 1 and len(numbers[0]) == 8:  # DICOM-style YYYYMMDD
             n = numbers[0]
             return date(int(n[:4]), int(n[4:6]), int(n[6:]))
-        if words:
-            months = [m for m in (_month(w) for w in words) if m is not None]
+        if months or len(numbers) == 2:  # "7 July 2015", "7 de julio de 2015", "July 7th, 2015"
             if len(months) != 1 or len(numbers) != 2:
                 return None
             years = [n for n in numbers if len(n) == 4]

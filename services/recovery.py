@@ -1,8 +1,9 @@
 """Recovery: put back on its way everything a crash left half-done. Safe to run at any time.
 
-- jobs `running` whose worker process on this host is gone (`db.jobs.worker_gone`), or that ran
-  far past any time limit, are queued again (their attempts count, so a file that kills workers
-  ends in quarantine);
+- jobs `running` whose worker process on this host is gone (`db.jobs.worker_gone`), or whose
+  heartbeat (`services.liveness`) stopped for `stale_after` (default `db.operations.STALE_AFTER`,
+  any host), are queued again (their attempts count, so a file that kills workers ends in
+  quarantine);
 - files in `work/` whose row already names their final place are moved there;
 - files in `work/` the database does not know are registered as new arrivals;
 - queued jobs whose message the broker most likely lost are sent again (the sweeper).
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,10 +22,13 @@ from sqlalchemy import select
 from db.files import get_source_file
 from db.jobs import lost_dispatches, stamp_dispatched, worker_gone
 from db.models import Job
+from db.operations import STALE_AFTER
 from services.context import Context
 from services.files import move_durably, sha256_of
 from services.ingestion import sidecar
 from services.intake import register_claimed
+
+log = logging.getLogger(__name__)
 
 
 def _now() -> datetime:
@@ -38,16 +43,17 @@ def recover(ctx: Context, *, stale_after: timedelta | None = None) -> dict[str, 
 
 
 def recover_jobs(ctx: Context, *, stale_after: timedelta | None = None) -> int:
-    """Requeue `running` jobs whose worker died (same host) or that ran far past any time limit,
-    and hand them to the workers again (a no-op in embedded mode, where the table is the queue)."""
+    """Requeue `running` jobs whose worker died (a process of this host that is gone) or went
+    silent (no heartbeat for `stale_after`, any host), and hand them to the workers again (a no-op
+    in embedded mode, where the table is the queue). Their attempts go on counting."""
     requeued: list[tuple[int, str]] = []
-    limit = stale_after or timedelta(seconds=ctx.settings.parse_timeout_s * 3 + 120)
-    cutoff = _now() - limit
+    silent_since = _now() - (stale_after or STALE_AFTER)
     with ctx.sessions.begin() as session:
         running = session.scalars(select(Job).where(Job.state == "running").with_for_update(skip_locked=True))
         for job in running:
-            started = job.started_at or cutoff
-            if worker_gone(job.worker) or started < cutoff:
+            gone = worker_gone(job.worker)
+            if gone or job.updated_at < silent_since:
+                log.info("job %s taken over: its worker %s", job.id, "is gone" if gone else "fell silent")
                 job.state = "queued"
                 job.worker = None
                 requeued.append((job.id, job.kind))

@@ -13,6 +13,7 @@ from db.jobs import JobKindName, claim_job, claim_next_job
 from services.context import Context
 from services.evaluation import evaluate_job
 from services.ingestion import ClaimedFile, ingest_claimed, start_ingest
+from services.liveness import heartbeat
 from services.outcomes import ClaimedJob, JobResult, worker_name
 
 
@@ -40,6 +41,8 @@ def _start(ctx: Context, session: Session, job: ClaimedJob) -> ClaimedJob | Clai
 def _execute(ctx: Context, started: ClaimedJob | ClaimedFile | JobResult) -> JobResult:
     if isinstance(started, JobResult):
         return started
-    if isinstance(started, ClaimedFile):
-        return ingest_claimed(ctx, started)
-    return evaluate_job(ctx, started)
+    job_id = started.job.id if isinstance(started, ClaimedFile) else started.id
+    with heartbeat(ctx.sessions, job_id, worker_name()):  # a silent job is taken over (services.recovery)
+        if isinstance(started, ClaimedFile):
+            return ingest_claimed(ctx, started)
+        return evaluate_job(ctx, started)

@@ -26,7 +26,8 @@ from services.context import Context
 from web import filters
 from web.auth import CsrfFailed, Forbidden, LoginRequired, is_api, load_secret_key
 from web.deps import Services, User, render
-from web.routes import auth_routes, patients, qa, worklist
+from web.metrics import BrokerDepth, OperationsCollector, make_registry
+from web.routes import auth_routes, operations, patients, qa, worklist
 
 HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = "dxa_session"
@@ -84,8 +85,11 @@ def _read_sessions(ctx: Context) -> sessionmaker[Session]:
     return ctx.sessions
 
 
-def create_app(ctx: Context, *, today: Callable[[], date] = date.today) -> FastAPI:
-    """The web application over `ctx` (`today` is injectable for tests)."""
+def create_app(
+    ctx: Context, *, today: Callable[[], date] = date.today, broker_depth: BrokerDepth | None = None
+) -> FastAPI:
+    """The web application over `ctx` (`today` is injectable for tests). `broker_depth()` counts
+    the messages waiting in the broker (scaled mode) for the operations page and /metrics."""
     settings = ctx.settings
     app = FastAPI(
         title="DXA monitor",
@@ -96,7 +100,8 @@ def create_app(ctx: Context, *, today: Callable[[], date] = date.today) -> FastA
     )
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     filters.install(templates.env)
-    app.state.services = Services(ctx=ctx, read_sessions=_read_sessions(ctx), templates=templates, today=today)
+    read_sessions = _read_sessions(ctx)
+    app.state.services = Services(ctx=ctx, read_sessions=read_sessions, templates=templates, today=today)
     app.add_middleware(
         SessionMiddleware,
         secret_key=load_secret_key(settings.secret_key, settings.data_dir),
@@ -107,7 +112,9 @@ def create_app(ctx: Context, *, today: Callable[[], date] = date.today) -> FastA
     )
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
-    for module in (auth_routes, patients, worklist, qa):
+    app.state.operations = OperationsCollector(read_sessions, broker_depth)
+    app.state.metrics_registry = make_registry(read_sessions, broker_depth)
+    for module in (auth_routes, patients, worklist, qa, operations):
         app.include_router(module.router)
     _install_error_handlers(app)
 

@@ -78,18 +78,23 @@ def refresh_schedules() -> int:
     return evaluation.evaluate_all(_ctx())
 
 
-def broker_idle(celery: Celery = app) -> bool:
-    """True when the broker's task queue holds no message at all (then the message of a job queued
-    a while ago is gone, not waiting); False when it holds some, or cannot be asked."""
+def broker_depth(celery: Celery = app) -> int | None:
+    """Messages waiting in the broker's task queue; None when the broker cannot be asked."""
     queue = celery.conf.task_default_queue
     try:
         with celery.connection_for_read() as conn:
             conn.ensure_connection(max_retries=1)
             declared = conn.default_channel.queue_declare(queue=queue, passive=True)
-            return int(declared.message_count) == 0
+            return int(declared.message_count)
     except Exception as exc:
         # A queue that does not exist holds nothing (Redis drops an empty list's key).
-        return getattr(exc, "reply_code", None) == 404 or "NOT_FOUND" in str(exc)
+        return 0 if getattr(exc, "reply_code", None) == 404 or "NOT_FOUND" in str(exc) else None
+
+
+def broker_idle(celery: Celery = app) -> bool:
+    """True when the broker's task queue holds no message at all (then the message of a job queued
+    a while ago is gone, not waiting); False when it holds some, or cannot be asked."""
+    return broker_depth(celery) == 0
 
 
 @app.task(name="dxa.sweep_jobs")

@@ -34,6 +34,7 @@ _NUMBER = re.compile(r"^[-+−–]?\d+(?:[.,]\d+)?[%*#]*$")
 _PLACEHOLDER = re.compile(r"^(?:[-–—]+|\*+|n/?a|nd|--)$", re.IGNORECASE)
 _UNIT = re.compile(r"^(?:m?g/cm[²2]?|g/cm\^2|%|%/yr)$", re.IGNORECASE)
 _LUMBAR_RANGE = re.compile(r"^L[1-5]-L[1-5]$")
+_BMD_UNIT = re.compile(r"\bBMD\s*[(\[]?\s*(?P<u>m?g)\s*/\s*cm", re.IGNORECASE)
 _CJK = re.compile(r"[\u3400-\u9fff]")
 
 SIDED_SITES = frozenset(
@@ -266,6 +267,9 @@ def _parse_table(ctx: _Context, page_no: int, lines: Sequence[str], page_side: s
             )
         row = {column.key: cell for column, cell in zip(columns, cells, strict=False)}
         units = {column.key: column.unit for column in columns}
+        printed_unit = _BMD_UNIT.search(" ".join(header))
+        if printed_unit and "bmd" in units:  # the page says which unit its BMD column is in
+            units["bmd"] = "mg/cm2" if printed_unit["u"].lower() == "mg" else "g/cm2"
         bmd_cell = row.get("bmd")
         if bmd_cell is None or bmd_cell.value is None:
             continue

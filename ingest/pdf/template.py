@@ -86,16 +86,22 @@ class Template:
     label_cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False, hash=False)
 
 
-# A date at the start of a trend row, in any of the shapes vendors print. Which number is the day is
-# the template's date_order, never this pattern's business. The Chinese 年/月/日 are optional because
-# pdfium drops a CJK glyph that directly follows a Latin run ("2016 03 18").
-DEFAULT_DATE_PATTERN = (
-    r"(?:\d{4}\s*年?\s*\d{1,2}\s*月?\s*\d{1,2}\s*日?"
-    r"|\d{4}-\d{1,2}-\d{1,2}"
-    r"|\d{1,2}[./-]\d{1,2}[./-]\d{4}"
-    r"|\d{1,2}\s+[A-Za-z]{3,9}\.?\s+\d{4}"
-    r"|[A-Za-z]{3,9}\.?\s+\d{1,2},?\s+\d{4})"
+# A printed date in any spelling vendors' software prints in the locales it ships: US "July 7, 2015",
+# "Jul 7, 2015", "07/07/2015"; UK "7 July 2015", "07.07.2015", "07-Jul-2015"; ISO "2015-07-07";
+# Chinese "2015年7月7日", "2015-7-7"; "7 de julio de 2015". Which number is the day is the
+# template's date_order, never this pattern's business. The Chinese 年/月/日 are optional because
+# pdfium drops a CJK glyph that directly follows a Latin run ("2016 03 18"). Templates write
+# `{date}` in a field's regex for this pattern, so that no field accepts only the sample's spelling.
+DATE_SPELLINGS = (
+    r"(?:\d{4}\s*年\s*\d{1,2}\s*月\s*\d{1,2}\s*日?"
+    r"|\d{4}\s*[-./]\s*\d{1,2}\s*[-./]\s*\d{1,2}(?!\d)"
+    r"|\d{1,2}\s*[-./]\s*\d{1,2}\s*[-./]\s*\d{4}"
+    r"|\d{1,2}(?:st|nd|rd|th|er|\.)?[\s-]+(?:de\s+)?[^\W\d_]{3,10}\.?,?[\s-]+(?:de\s+)?\d{4}"
+    r"|[^\W\d_]{3,10}\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4})"
 )
+# A date at the start of a trend row: any spelling above, or pdfium's "2016 03 18".
+DEFAULT_DATE_PATTERN = r"(?:" + DATE_SPELLINGS + r"|\d{4}\s+\d{1,2}\s+\d{1,2}(?!\d))"
+DATE_PLACEHOLDER = "{date}"
 
 _TOP_KEYS = {
     "name",
@@ -136,6 +142,10 @@ def _compile(source: str, where: str, groups: tuple[str, ...] = ()) -> re.Patter
     if missing:
         raise TemplateError(f"{where}: regex {source!r} lacks the named group(s) {missing}")
     return pattern
+
+
+def _expand(source: str) -> str:
+    return source.replace(DATE_PLACEHOLDER, DATE_SPELLINGS)
 
 
 def _table(raw: Mapping[str, Any], where: str) -> TableSpec:
@@ -212,7 +222,12 @@ def template_from_mapping(raw: Mapping[str, Any], source_file: str = "<memory>")
         for required in ("patient_id", "exam_date"):
             if required not in fields_raw:
                 raise TemplateError(f"{where}: fields.{required} is required")
-        fields = {k: _compile(v, f"{where}.fields.{k}", ("v",) if k != "name" else ()) for k, v in fields_raw.items()}
+        fields = {
+            k: _compile(
+                v.replace(DATE_PLACEHOLDER, DATE_SPELLINGS), f"{where}.fields.{k}", () if k == "name" else ("v",)
+            )
+            for k, v in fields_raw.items()
+        }
         name_pattern = fields.get("name")
         if name_pattern is not None and not (
             "v" in name_pattern.groupindex or {"family", "given"} <= set(name_pattern.groupindex)
