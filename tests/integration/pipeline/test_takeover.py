@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 import redis as redis_lib
-from dxa.settings import Settings
 from sqlalchemy import select, update
 
 import services.recovery
 from db.models import Job, utcnow
 from db.operations import STALE_AFTER
 from services.context import build_context
+from settings import Settings
 from tests.integration.pipeline.support import (
     BatchFile,
     Sample,

@@ -7,8 +7,8 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-from ingest.pdf.dates import parse_date
 
+from ingest.dates import parse_date
 from ingest.parse import ParseLimits, parse_file_reports
 from tests.conftest import skip_or_fail
 from tests.unit.ingest.pdf_variants import accepted_pdfs, judge, truth_of
