@@ -127,6 +127,10 @@ def machine_from_device(device: Device) -> Machine:
 
 
 def measurement_to_domain(row: MeasurementRow) -> Measurement:
+    provenance = row.provenance or {}
+    printed = provenance.get("vendor_lsc") or {}
+    lsc = printed.get("g_cm2")
+    verdicts = provenance.get("vendor_significant") or {}
     return Measurement(
         site=row.site,
         side=row.side,
@@ -134,6 +138,9 @@ def measurement_to_domain(row: MeasurementRow) -> Measurement:
         t_score=row.t_score,
         z_score=row.z_score,
         area_cm2=row.area_cm2,
+        vendor_lsc_g_cm2=float(lsc) if isinstance(lsc, int | float) and lsc > 0 else None,
+        vendor_lsc_file=str(printed["file"]) if printed.get("file") is not None else None,
+        vendor_significant=tuple(sorted((str(k), bool(v)) for k, v in verdicts.items())),
     )
 
 

@@ -31,6 +31,7 @@ from db.models import (
     Patient,
     SourceFile,
 )
+from db.vendor_lsc import record_printed_lscs
 from ingest.report import DeviceIdentity, ParsedReport, PatientInfo, SiteMeasurement
 
 # Two files of one exam "agree" on a BMD when they differ by no more than half the last printed
@@ -373,10 +374,11 @@ def _merge_measurements(
     measurements: Iterable[SiteMeasurement],
     *,
     source_file_id: int | None,
-    vendor_change: Mapping[tuple[str, str | None], dict[str, Any]] | None = None,
+    vendor: Mapping[tuple[str, str | None], dict[str, Any]] | None = None,
 ) -> MeasurementMerge:
-    """`add_measurements` without the final flush; `vendor_change` goes into new rows' provenance
-    before they are written (no second UPDATE of each row)."""
+    """`add_measurements` without the final flush; `vendor` (`vendor_provenance`) goes into new
+    rows' provenance before they are written (no second UPDATE of each row), and fills what a kept
+    row lacks."""
     lock_patient(session, exam.patient_id)
     result = MeasurementMerge()
     current = {(m.site, m.side): m for m in exam.measurements}
@@ -385,14 +387,17 @@ def _merge_measurements(
         kept = current.get(key)
         if kept is None:
             row = measurement_row(value, exam_id=exam.id, source_file_id=source_file_id)
-            change = (vendor_change or {}).get(key)
-            if change is not None:
-                row.provenance = {**(row.provenance or {}), "vendor_change_pct": change}
+            extra = (vendor or {}).get(key)
+            if extra:
+                row.provenance = {**(row.provenance or {}), **extra}
             exam.measurements.append(row)
             current[key] = row
             result.added.append(row)
         elif _agree(kept.bmd, value.bmd):
             _fill_gaps(kept, value, source_file_id)
+            missing = {k: v for k, v in (vendor or {}).get(key, {}).items() if k not in (kept.provenance or {})}
+            if missing:
+                kept.provenance = {**(kept.provenance or {}), **missing}
             result.confirmed.append(kept)
         else:  # another file, or another report of the same file: QA sees both values
             if kept.id is None:
@@ -436,12 +441,53 @@ def _vendor_changes(report: ParsedReport) -> dict[tuple[str, str | None], dict[s
     }
 
 
+def _vendor_verdicts(report: ParsedReport) -> dict[tuple[str, str | None], dict[str, bool]]:
+    """The vendor's "*" on this exam's change, by site, side and reference, where printed."""
+    out: dict[tuple[str, str | None], dict[str, bool]] = {}
+    for h in report.extras.history:
+        if h.date != report.exam_date:
+            continue
+        marks = {"baseline": h.significant_vs_baseline, "previous": h.significant_vs_previous}
+        known = {k: v for k, v in marks.items() if v is not None}
+        if known:
+            out[(h.site, h.side)] = known
+    return out
+
+
+def _printed_lscs(report: ParsedReport) -> dict[str, float]:
+    """The LSC the machine printed, by site of this report (a printed lumbar range covers the
+    exam's analysed range only when it is that range)."""
+    return {site: lsc for site, lsc in report.extras.printed_lsc_g_cm2 if lsc > 0}
+
+
+def vendor_provenance(report: ParsedReport, source_file_id: int | None) -> dict[tuple[str, str | None], dict[str, Any]]:
+    """What the file says about significance at each site and side, kept in the measurement's
+    provenance: the machine's printed LSC (with the file it came from) and the vendor's "*"."""
+    lscs = _printed_lscs(report)
+    changes = _vendor_changes(report)
+    verdicts = _vendor_verdicts(report)
+    out: dict[tuple[str, str | None], dict[str, Any]] = {}
+    for m in report.measurements:
+        key = (m.site, m.side)
+        extra: dict[str, Any] = {}
+        if key in changes:
+            extra["vendor_change_pct"] = changes[key]
+        if key in verdicts:
+            extra["vendor_significant"] = verdicts[key]
+        if m.site in lscs:
+            extra["vendor_lsc"] = {"g_cm2": lscs[m.site], "file": source_file_id}
+        if extra:
+            out[key] = extra
+    return out
+
+
 @dataclass
 class StoredReport:
     patient: Patient
     device: Device
     exam: Exam
     measurements: MeasurementMerge
+    lsc_changed: bool = False  # the machine printed a new LSC: its patients' comparisons may change
 
 
 def store_report(
@@ -471,11 +517,12 @@ def store_report(
     exam = find_or_create_exam(session, patient, report.exam_date, device, details=details, patient_is_new=created)
     merge_exam_details(exam, **details)  # a new exam has them already: nothing changes
     merged = _merge_measurements(
-        session, exam, report.measurements, source_file_id=file_id, vendor_change=_vendor_changes(report)
+        session, exam, report.measurements, source_file_id=file_id, vendor=vendor_provenance(report, file_id)
     )
     if source_file is not None:
         source_file.patient_id = patient.id
         source_file.exam_id = exam.id
         source_file.format = report.format
+    lsc_changed = record_printed_lscs(session, device, _printed_lscs(report).items(), report.exam_date, file_id)
     session.flush()
-    return StoredReport(patient=patient, device=device, exam=exam, measurements=merged)
+    return StoredReport(patient=patient, device=device, exam=exam, measurements=merged, lsc_changed=lsc_changed)

@@ -23,7 +23,8 @@ from db.exams import lock_patient
 from db.models import AlertRow, AuditEvent, ComparisonRow, NextScanRow, Patient, utcnow
 from db.models import Exam as ExamRow
 from db.therapies import load_therapies
-from monitor.model import Alert, Comparison, CrossCalibration, Exam, PatientEvaluation, SiteLsc, Therapy
+from db.vendor_lsc import load_vendor_lscs
+from monitor.model import Alert, Comparison, CrossCalibration, Exam, PatientEvaluation, SiteLsc, Therapy, VendorLsc
 
 REFUSED_COMPARISON = "comparison_refused"
 _REJECTED = ("rejected_cross_machine", "rejected_unknown_machine")
@@ -39,6 +40,7 @@ class PatientHistory:
     therapies: tuple[Therapy, ...]
     lscs: tuple[SiteLsc, ...]
     cross_calibrations: tuple[CrossCalibration, ...]
+    vendor_lscs: tuple[VendorLsc, ...] = ()
 
 
 def exam_rows(session: Session, patient_id: int) -> list[ExamRow]:
@@ -75,6 +77,7 @@ def load_patient_history(
         therapies=load_therapies(session, patient_id),
         lscs=load_site_lscs(session, calculator=precision_calculator, device_ids=device_ids),
         cross_calibrations=load_cross_calibrations(session, device_ids=device_ids),
+        vendor_lscs=load_vendor_lscs(session, device_ids),
     )
 
 

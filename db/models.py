@@ -66,7 +66,7 @@ COMPARISON_STATUSES: Final = (
     "rejected_unknown_machine",
 )
 SIGNIFICANCES: Final = ("gain", "loss", "stable")
-LSC_SOURCES: Final = ("study", "default", "crosscal")
+LSC_SOURCES: Final = ("study", "vendor", "default", "crosscal")
 CROSSCAL_KINDS: Final = ("phantom", "in_vivo")
 CONFLICT_STATES: Final = ("open", "resolved")
 ALERT_STATES: Final = ("open", "resolved")
@@ -172,6 +172,23 @@ class Device(Timestamped, Base):
     model_key: Mapped[str] = mapped_column(String(260), index=True)
     identity_strength: Mapped[str] = mapped_column(String(8))
     software_versions: Mapped[list[str]] = mapped_column(default=list)
+
+
+class DeviceLsc(Base):
+    """The LSC a machine prints on its reports at one site (a facility's precision study entered
+    on the scanner), as last read from one of its files. Used when no precision study was loaded
+    here (`lsc_source` "vendor"); the file it came from is kept for the audit."""
+
+    __tablename__ = "device_lscs"
+    __table_args__ = (UniqueConstraint("device_id", "site"), CheckConstraint("lsc_g_cm2 > 0", name="lsc_positive"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    site: Mapped[str] = mapped_column(String(32))
+    lsc_g_cm2: Mapped[float] = mapped_column(Double)
+    exam_date: Mapped[date]
+    source_file_id: Mapped[int | None] = mapped_column(ForeignKey("source_files.id", ondelete="SET NULL"))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 # --------------------------------------------------------------------------- files and jobs

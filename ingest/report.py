@@ -77,6 +77,9 @@ class VendorHistoryRow:
     change_vs_previous_g_cm2: float | None = None
     significant_marker: bool = False  # the vendor's "*": change reached the vendor's LSC
     dissimilar_marker: bool = False  # the vendor's "#": scans not comparable (different scanner/analysis)
+    # The "*" by reference when the printout says which change it marks (None: not printed there)
+    significant_vs_baseline: bool | None = None
+    significant_vs_previous: bool | None = None
     provenance: str = ""
 
 

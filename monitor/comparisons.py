@@ -11,6 +11,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from monitor.config import MonitoringConfig, is_lumbar_range
 from monitor.identity import MISSING_SERIAL, same_machine, same_model, why_different
@@ -24,7 +25,10 @@ from monitor.model import (
     Reference,
     Significance,
     SiteLsc,
+    VendorLsc,
 )
+
+_L = TypeVar("_L", SiteLsc, VendorLsc)
 
 SPINE = "spine"
 #: Sites that are trended besides the analysed lumbar range (docs/architecture.md, "Monitoring rules").
@@ -104,7 +108,7 @@ def _site_matches(wanted: str, available: str) -> bool:
     return wanted == available or (available == SPINE and is_lumbar_range(wanted))
 
 
-def find_site_lsc(lscs: Sequence[SiteLsc], machine_exam: Exam, site: str) -> SiteLsc | None:
+def find_site_lsc(lscs: Sequence[_L], machine_exam: Exam, site: str) -> _L | None:
     """The precision-study LSC of this exam's machine at this site (exact site before "spine")."""
     candidates = [s for s in lscs if same_machine(s.machine, machine_exam.machine)]
     for s in candidates:
@@ -201,8 +205,12 @@ def compare(
     lscs: Sequence[SiteLsc],
     crosscals: Sequence[CrossCalibration],
     config: MonitoringConfig,
+    vendor_lscs: Sequence[VendorLsc] = (),
 ) -> Comparison:
-    """One comparison of `new_m` against `ref_m`, with status, LSC and significance."""
+    """One comparison of `new_m` against `ref_m`, with status, LSC and significance. The LSC is,
+    in this order: the cross-calibration's (through one), the machine's precision study loaded
+    here, the LSC the machine printed (in this exam's file, else on its other reports), the
+    configured default."""
     ref = pair_ref
     site = new_m.site
     why = why_different(ref.machine, new.machine)
@@ -251,8 +259,12 @@ def compare(
         source = "crosscal"
     if lsc is None:
         study = find_site_lsc(lscs, new, site)
+        printed = None if cal is not None else vendor_lsc(ref, ref_m, new, new_m, vendor_lscs)
         if study is not None:
             lsc, source = study.lsc_g_cm2, "study"
+        elif printed is not None:
+            lsc, source = printed[0], "vendor"
+            notes.append(f"LSC {printed[0]:.3f} g/cm² as the machine printed it (file {printed[1]})")
         else:
             lsc, source = config.default_lsc_percent_for(site) / 100.0 * ref_bmd, "default"
         if cal is not None:
@@ -263,6 +275,8 @@ def compare(
     dissimilar = dissimilarities(ref, ref_m, new, new_m, config)
     if dissimilar:
         notes.insert(0, "dissimilar scans: " + "; ".join(dissimilar))
+    else:
+        notes.extend(_vendor_disagreement(new_m, reference, significance_of(delta, lsc), source, lsc))
     return Comparison(
         site=site,
         side=new_m.side,
@@ -278,6 +292,37 @@ def compare(
         dissimilar=bool(dissimilar),
         reason="; ".join(notes) or None,
     )
+
+
+def vendor_lsc(
+    ref: Exam, ref_m: Measurement, new: Exam, new_m: Measurement, machine_lscs: Sequence[VendorLsc] = ()
+) -> tuple[float, str] | None:
+    """The LSC the machine printed, with the file it came from: the new exam's file first (the
+    report that shows this change), else the reference's when both exams are on that machine,
+    else what the machine printed on its other reports."""
+    if new_m.vendor_lsc_g_cm2 is not None:
+        return new_m.vendor_lsc_g_cm2, new_m.vendor_lsc_file or "unknown"
+    if ref_m.vendor_lsc_g_cm2 is not None and same_machine(ref.machine, new.machine):
+        return ref_m.vendor_lsc_g_cm2, ref_m.vendor_lsc_file or "unknown"
+    found = find_site_lsc(machine_lscs, new, new_m.site) if same_machine(ref.machine, new.machine) else None
+    if found is not None:
+        return found.lsc_g_cm2, found.source_file or "unknown"
+    return None
+
+
+def _vendor_disagreement(
+    new_m: Measurement, reference: Reference, ours: Significance, source: LscSource, lsc: float
+) -> list[str]:
+    """Why our verdict differs from the "*" the vendor printed for this change, when it does."""
+    printed = dict(new_m.vendor_significant).get(reference)
+    if printed is None or printed == (ours != "stable"):
+        return []
+    theirs = "significant" if printed else "not significant"
+    if source == "vendor":
+        why = "the vendor rounds its change or compares other scans (its own baseline or previous)"
+    else:
+        why = f"our LSC ({source}, {lsc:.3f} g/cm²) is not the one the machine used"
+    return [f"the vendor's report marks this change {theirs}: {why}"]
 
 
 def _ordered(exams: Sequence[Exam]) -> list[Exam]:
@@ -308,12 +353,13 @@ def compare_history(
     lscs: Sequence[SiteLsc],
     crosscals: Sequence[CrossCalibration],
     config: MonitoringConfig,
+    vendor_lscs: Sequence[VendorLsc] = (),
 ) -> tuple[Comparison, ...]:
     """Every baseline and previous comparison of a patient's history, in display order."""
     out: list[Comparison] = []
     for track in _tracks(exams):
         for p in _pairs(exams, track):
-            out.append(compare(p.ref, p.ref_m, p.new, p.new_m, p.reference, lscs, crosscals, config))
+            out.append(compare(p.ref, p.ref_m, p.new, p.new_m, p.reference, lscs, crosscals, config, vendor_lscs))
     return tuple(out)
 
 

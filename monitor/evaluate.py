@@ -7,7 +7,7 @@ from datetime import date
 
 from monitor.comparisons import compare_history
 from monitor.config import MonitoringConfig
-from monitor.model import DRUG_CLASSES, CrossCalibration, Exam, PatientEvaluation, SiteLsc, Therapy
+from monitor.model import DRUG_CLASSES, CrossCalibration, Exam, PatientEvaluation, SiteLsc, Therapy, VendorLsc
 from monitor.schedule import next_scan
 from monitor.who import classify_history
 
@@ -21,13 +21,15 @@ def evaluate_patient(
     today: date,
     *,
     birth_date: date | None = None,
+    vendor_lscs: Sequence[VendorLsc] = (),
 ) -> PatientEvaluation:
     """Comparisons, WHO category, next scan and alerts for one patient.
 
     Pure and deterministic: the same inputs (including `today`) give the same output, so a job
     that runs twice writes the same rows. Exams dated after `today` are ignored (a clock or
     data error should not schedule from the future). `birth_date` decides whether the WHO
-    categories apply at each exam (see `monitor.who`).
+    categories apply at each exam (see `monitor.who`). `vendor_lscs`: what the patient's machines
+    printed as their LSC, used where no precision study was loaded here.
     """
     for t in therapies:
         if t.drug_class not in DRUG_CLASSES:
@@ -36,7 +38,7 @@ def evaluate_patient(
     if len(set(ids)) != len(ids):
         raise ValueError("exam ids must be unique within a patient")
     history = [e for e in exams if e.date <= today]
-    comparisons = compare_history(history, lscs, crosscals, config)
+    comparisons = compare_history(history, lscs, crosscals, config, vendor_lscs)
     who = classify_history(history, config, birth_date)
     scan = next_scan(history, comparisons, therapies, config, today)
     return PatientEvaluation(

@@ -13,7 +13,8 @@ from typing import Literal
 ComparisonStatus = Literal["ok", "ok_cross_calibrated", "rejected_cross_machine", "rejected_unknown_machine"]
 Reference = Literal["baseline", "previous"]
 Significance = Literal["gain", "loss", "stable"]
-LscSource = Literal["study", "default", "crosscal"]
+# "vendor": the LSC the machine printed in the file (a facility study entered on the scanner)
+LscSource = Literal["study", "vendor", "default", "crosscal"]
 
 DRUG_CLASSES = (
     "none",
@@ -50,6 +51,11 @@ class Measurement:
     t_score: float | None = None
     z_score: float | None = None
     area_cm2: float | None = None
+    # The LSC the machine printed at this site in the file this value came from, and that file
+    vendor_lsc_g_cm2: float | None = None
+    vendor_lsc_file: str | None = None
+    # The vendor's own verdict on this exam's change ("*" printed), by reference, when printed
+    vendor_significant: tuple[tuple[str, bool], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,16 @@ class SiteLsc:
     site: str
     lsc_g_cm2: float
     rms_sd_g_cm2: float
+
+
+@dataclass(frozen=True)
+class VendorLsc:
+    """The LSC a machine printed on its reports at one site, and the file it was read from."""
+
+    machine: Machine
+    site: str
+    lsc_g_cm2: float
+    source_file: str | None = None
 
 
 @dataclass(frozen=True)

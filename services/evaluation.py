@@ -54,6 +54,7 @@ def evaluate(ctx: Context, patient_id: int, today: date | None = None, *, job_id
             ctx.monitoring,
             today or date.today(),
             birth_date=history.birth_date,
+            vendor_lscs=history.vendor_lscs,
         )
         save_evaluation(session, patient_id, result, own_exams={e.exam_id for e in history.exams})
         if job_id is not None:

@@ -30,6 +30,7 @@ from db.files import (
 )
 from db.jobs import fail_job, finish_job_id
 from db.models import Job, SourceFile
+from db.vendor_lsc import patients_on_device
 from ingest.errors import ParseError
 from ingest.report import ParsedReport
 from services.child import ChildFailed
@@ -148,8 +149,12 @@ def _store(ctx: Context, work: ClaimedFile, reports: tuple[ParsedReport, ...], *
             sop_instance_uid=first.sop_instance_uid,
             parser_version=PARSER_VERSION,
         )
+        patients = list(dict.fromkeys(s.patient.id for s in stored))
+        for one in stored:  # a machine's new printed LSC applies to everyone it scanned
+            if one.lsc_changed:
+                patients += [p for p in patients_on_device(session, one.device.id) if p not in patients]
         # A patient's evaluation queued already (and sent) covers this file too.
-        uow.queue_evaluations(dict.fromkeys(s.patient.id for s in stored))
+        uow.queue_evaluations(patients)
         finish_job_id(session, job.id)
         details = []
         for report, one in zip(reports, stored, strict=True):

@@ -390,6 +390,8 @@ def _history(t: Table, ctx: _Context, default_site: str | None, order: Order) ->
                 change_vs_baseline_g_cm2=ba,
                 change_vs_previous_g_cm2=pa,
                 significant_marker=s1 or s2,
+                significant_vs_baseline=s1 if bp is not None or ba is not None else None,
+                significant_vs_previous=s2 if pp is not None or pa is not None else None,
                 dissimilar_marker=h1 or h2,
                 provenance=f"ResultsTable{t.number}[{r}]",
             )

@@ -324,9 +324,17 @@ def _history_row(
         change_vs_baseline_g_cm2=value("chg_base_g"),
         change_vs_previous_g_cm2=value("chg_prev_g"),
         significant_marker=any(c.significant for c in cells.values()),
+        significant_vs_baseline=_marked(cells, "chg_base_pct", "chg_base_g"),
+        significant_vs_previous=_marked(cells, "chg_prev_pct", "chg_prev_g"),
         dissimilar_marker=any(c.dissimilar for c in cells.values()),
         provenance=provenance,
     )
+
+
+def _marked(cells: dict[str, Cell], *keys: str) -> bool | None:
+    """The vendor's "*" on the change against one reference; None when that change is not printed."""
+    printed = [cells[k] for k in keys if k in cells and cells[k].value is not None]
+    return any(c.significant for c in printed) if printed else None
 
 
 def _merge_history(rows: Sequence[VendorHistoryRow]) -> tuple[VendorHistoryRow, ...]:
@@ -349,6 +357,8 @@ def _merge_history(rows: Sequence[VendorHistoryRow]) -> tuple[VendorHistoryRow, 
             change_vs_baseline_g_cm2=_first(old.change_vs_baseline_g_cm2, row.change_vs_baseline_g_cm2),
             change_vs_previous_g_cm2=_first(old.change_vs_previous_g_cm2, row.change_vs_previous_g_cm2),
             significant_marker=old.significant_marker or row.significant_marker,
+            significant_vs_baseline=_first_bool(old.significant_vs_baseline, row.significant_vs_baseline),
+            significant_vs_previous=_first_bool(old.significant_vs_previous, row.significant_vs_previous),
             dissimilar_marker=old.dissimilar_marker or row.dissimilar_marker,
             provenance=f"{old.provenance}; {row.provenance}",
         )
@@ -356,6 +366,10 @@ def _merge_history(rows: Sequence[VendorHistoryRow]) -> tuple[VendorHistoryRow, 
 
 
 def _first(a: float | None, b: float | None) -> float | None:
+    return a if a is not None else b
+
+
+def _first_bool(a: bool | None, b: bool | None) -> bool | None:
     return a if a is not None else b
 
 

@@ -69,6 +69,7 @@ def test_patient_page_charts_tables_and_refusals(login: Login, seeded: Seeded) -
     assert "different models" in html
     assert "Refused: different machine" in html
     assert "Untreated with a T-score" in html  # next scan reason
+    assert 'data-source="default"' in html and "(configured default)" in html  # which LSC was used
     # no CDN, no inline script: the only script is the vendored htmx (tests/web/test_static_assets.py)
     assert "cdn" not in html.lower() and html.count("<script") == 1 and "<script>" not in html
     assert len(_audits(seeded, "patient_viewed")) == before + 1

@@ -102,7 +102,8 @@ def test_precision_study_gives_the_study_lsc_to_comparisons(tmp_path: Path, caps
     hip = [c for c in comparisons if c["site"] == "total_hip"]
     assert spine
     assert all(c["lsc_source"] == "study" and c["lsc_g_cm2"] == pytest.approx(0.0196, abs=5e-4) for c in spine)
-    assert hip and all(c["lsc_source"] == "default" for c in hip)
+    # no study for the hip: the LSC the machine printed on its hip reports (issue 10)
+    assert hip and all(c["lsc_source"] == "vendor" and c["lsc_g_cm2"] == pytest.approx(0.027) for c in hip)
     assert main(["precision", "show"]) == 0
     assert "RMS-SD 0.0071 g/cm2" in capsys.readouterr().out
 

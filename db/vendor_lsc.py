@@ -1,0 +1,71 @@
+"""The LSC each machine prints on its reports (`device_lscs`), kept from the files it sends.
+
+A scanner prints the LSC of the facility's own precision study entered on it ("LSC is 0.022
+g/cm²", "LSC=0.025 g/cm² for DualFemur Total Mean"). It is the machine's, not the patient's: a
+value read from one patient's report applies to every patient scanned on that machine, when no
+precision study was loaded here. The most recent exam's value wins (a facility repeats its study);
+a new or changed value asks for the re-evaluation of the machine's patients. Nothing here commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.converters import machine_from_device
+from db.models import Device, DeviceLsc, Exam
+from monitor.model import VendorLsc
+
+
+def record_printed_lscs(
+    session: Session, device: Device, printed: Iterable[tuple[str, float]], exam_date: date, source_file_id: int | None
+) -> bool:
+    """Keep what this file printed; True when a machine's LSC is new or changed (its patients'
+    comparisons may change)."""
+    changed = False
+    for site, lsc in printed:
+        if lsc <= 0:
+            continue
+        row = session.scalars(
+            select(DeviceLsc).where(DeviceLsc.device_id == device.id, DeviceLsc.site == site).with_for_update()
+        ).one_or_none()
+        if row is None:
+            session.add(
+                DeviceLsc(
+                    device_id=device.id, site=site, lsc_g_cm2=lsc, exam_date=exam_date, source_file_id=source_file_id
+                )
+            )
+            changed = True
+        elif exam_date >= row.exam_date and abs(row.lsc_g_cm2 - lsc) > 1e-9:
+            row.lsc_g_cm2, row.exam_date, row.source_file_id = lsc, exam_date, source_file_id
+            changed = True
+        elif exam_date > row.exam_date:
+            row.exam_date, row.source_file_id = exam_date, source_file_id
+    if changed:
+        session.flush()
+    return changed
+
+
+def load_vendor_lscs(session: Session, device_ids: Iterable[int]) -> tuple[VendorLsc, ...]:
+    ids = sorted(set(device_ids))
+    if not ids:
+        return ()
+    rows = session.execute(
+        select(DeviceLsc, Device).join(Device, Device.id == DeviceLsc.device_id).where(DeviceLsc.device_id.in_(ids))
+    ).all()
+    return tuple(
+        VendorLsc(
+            machine=machine_from_device(device),
+            site=row.site,
+            lsc_g_cm2=row.lsc_g_cm2,
+            source_file=str(row.source_file_id) if row.source_file_id is not None else None,
+        )
+        for row, device in sorted(rows, key=lambda r: (r[0].device_id, r[0].site))
+    )
+
+
+def patients_on_device(session: Session, device_id: int) -> list[int]:
+    return list(session.scalars(select(Exam.patient_id).where(Exam.device_id == device_id).distinct()))
