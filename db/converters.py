@@ -244,11 +244,11 @@ def comparison_to_domain(row: ComparisonRow) -> Comparison:
 
 
 def alerts_to_json(alerts: Iterable[Alert]) -> list[dict[str, str]]:
-    return [{"code": a.code, "message": a.message} for a in alerts]
+    return [{"code": a.code, "message": a.message, **({"basis": a.basis} if a.basis else {})} for a in alerts]
 
 
 def alerts_from_json(items: Iterable[Mapping[str, Any]]) -> tuple[Alert, ...]:
-    return tuple(Alert(code=str(i["code"]), message=str(i["message"])) for i in items)
+    return tuple(Alert(code=str(i["code"]), message=str(i["message"]), basis=str(i.get("basis", ""))) for i in items)
 
 
 def next_scan_to_domain(row: NextScanRow) -> NextScan:

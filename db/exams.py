@@ -433,12 +433,25 @@ def list_conflicts(
 
 def _vendor_changes(report: ParsedReport) -> dict[tuple[str, str | None], dict[str, Any]]:
     """The change the vendor printed for this exam, by site and side, to keep beside the value so the
-    dashboard can show the vendor's own percent change next to ours when they differ."""
-    return {
-        (h.site, h.side): {"baseline": h.change_vs_baseline_pct, "previous": h.change_vs_previous_pct}
-        for h in report.extras.history
-        if h.date == report.exam_date and (h.change_vs_baseline_pct is not None or h.change_vs_previous_pct is not None)
-    }
+    dashboard can show the vendor's own percent change next to ours. With each figure,
+    the date of the exam the vendor compared against (its first and its preceding trend row), so
+    the dashboard shows it only where both compare the very same two exams."""
+    earlier: dict[tuple[str, str | None], list[date]] = {}
+    for h in report.extras.history:
+        if h.date < report.exam_date:
+            earlier.setdefault((h.site, h.side), []).append(h.date)
+    changes: dict[tuple[str, str | None], dict[str, Any]] = {}
+    for h in report.extras.history:
+        if h.date != report.exam_date or (h.change_vs_baseline_pct is None and h.change_vs_previous_pct is None):
+            continue
+        dates = earlier.get((h.site, h.side), [])
+        changes[(h.site, h.side)] = {
+            "baseline": h.change_vs_baseline_pct,
+            "previous": h.change_vs_previous_pct,
+            "baseline_date": min(dates).isoformat() if dates else None,
+            "previous_date": max(dates).isoformat() if dates else None,
+        }
+    return changes
 
 
 def _vendor_verdicts(report: ParsedReport) -> dict[tuple[str, str | None], dict[str, bool]]:

@@ -171,22 +171,71 @@ def save_evaluation(
 
 
 def _sync_alerts(session: Session, patient_id: int, alerts: list[Alert], moment: datetime) -> None:
-    open_rows = {
+    """Keep one live (open or acknowledged) row per raised alert code.
+
+    A code no longer raised is resolved. An acknowledged row stays acknowledged while the alert
+    is raised on the same basis (re-evaluating changes nothing); raised on another basis,
+    something new happened: the acknowledged row is resolved and a new open one raised."""
+    live = {
         r.code: r
-        for r in session.scalars(select(AlertRow).where(AlertRow.patient_id == patient_id, AlertRow.state == "open"))
+        for r in session.scalars(
+            select(AlertRow)
+            .where(AlertRow.patient_id == patient_id, AlertRow.state.in_(("open", "acknowledged")))
+            .order_by(AlertRow.id)
+        )
     }
     raised = {a.code: a for a in alerts}
-    for code, row in open_rows.items():
-        if code not in raised:
+    for code, row in live.items():
+        alert = raised.get(code)
+        if alert is None or (row.state == "acknowledged" and row.basis != alert.basis):
             row.state = "resolved"
             row.resolved_at = moment
-        else:
-            row.message = raised[code].message
+            if alert is not None:
+                live[code] = _new_alert(session, patient_id, alert, moment)
+            continue
+        row.message = alert.message
+        row.basis = alert.basis
     for code, alert in raised.items():
-        if code not in open_rows:
-            session.add(
-                AlertRow(patient_id=patient_id, code=code, message=alert.message, state="open", raised_at=moment)
-            )
+        if code not in live:
+            _new_alert(session, patient_id, alert, moment)
+
+
+def _new_alert(session: Session, patient_id: int, alert: Alert, moment: datetime) -> AlertRow:
+    row = AlertRow(
+        patient_id=patient_id, code=alert.code, message=alert.message, basis=alert.basis, state="open", raised_at=moment
+    )
+    session.add(row)
+    return row
+
+
+def acknowledge_alert(
+    session: Session, patient_id: int, alert_id: int, *, actor: str, user_id: int | None, comment: str
+) -> AlertRow:
+    """A clinician acknowledges an open alert with a comment; recorded in the audit trail.
+    LookupError when the patient has no such open alert; ValueError for an empty comment."""
+    text = comment.strip()
+    if not text:
+        raise ValueError("say why in a comment to acknowledge an alert")
+    row = session.get(AlertRow, alert_id)
+    if row is None or row.patient_id != patient_id or row.state != "open":
+        raise LookupError("no such open alert")
+    moment = utcnow()
+    row.state = "acknowledged"
+    row.acknowledged_at = moment
+    row.acknowledged_by = actor
+    row.ack_comment = text[:2000]
+    session.add(
+        AuditEvent(
+            occurred_at=moment,
+            actor=actor,
+            user_id=user_id,
+            action="alert_acknowledged",
+            patient_id=patient_id,
+            detail={"alert": row.id, "code": row.code, "comment": row.ack_comment},
+        )
+    )
+    session.flush()
+    return row
 
 
 def open_alerts(session: Session, patient_id: int | None = None) -> list[AlertRow]:

@@ -69,7 +69,7 @@ SIGNIFICANCES: Final = ("gain", "loss", "stable")
 LSC_SOURCES: Final = ("study", "vendor", "default", "crosscal")
 CROSSCAL_KINDS: Final = ("phantom", "in_vivo")
 CONFLICT_STATES: Final = ("open", "resolved")
-ALERT_STATES: Final = ("open", "resolved")
+ALERT_STATES: Final = ("open", "acknowledged", "resolved")
 
 
 def one_of(column: str, values: tuple[str, ...], *, nullable: bool = False) -> str:
@@ -485,7 +485,9 @@ class NextScanRow(Base):
 
 
 class AlertRow(Base):
-    """An alert raised for a patient; stays `open` while evaluations keep raising it."""
+    """An alert raised for a patient; stays `open` while evaluations keep raising it, until a
+    clinician acknowledges it (with a comment). An acknowledged alert stays quiet while it is
+    raised on the same `basis`; new facts raise it again as a new open alert."""
 
     __tablename__ = "alerts"
     __table_args__ = (
@@ -500,6 +502,10 @@ class AlertRow(Base):
     state: Mapped[str] = mapped_column(String(16), default="open")
     raised_at: Mapped[datetime] = mapped_column(default=utcnow)
     resolved_at: Mapped[datetime | None]
+    basis: Mapped[str] = mapped_column(Text, default="", server_default=text("''"))
+    acknowledged_at: Mapped[datetime | None]
+    acknowledged_by: Mapped[str | None] = mapped_column(String(128))
+    ack_comment: Mapped[str | None] = mapped_column(Text)
 
 
 # --------------------------------------------------------------------------- users and audit

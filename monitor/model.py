@@ -153,6 +153,9 @@ class Therapy:
 class Alert:
     code: str  # e.g. "denosumab_stopped", "loss_on_treatment", "scan_too_early"
     message: str  # a sentence a clinician reads
+    # The facts that raised it (exam ids, dates, sites): an acknowledged alert comes back only
+    # when an evaluation raises it on other facts, i.e. when something new happened.
+    basis: str = ""
 
 
 @dataclass(frozen=True)

@@ -134,35 +134,45 @@ def select_rule(
 
 
 def denosumab_alerts(therapies: Sequence[Therapy], today: date, config: MonitoringConfig) -> list[Alert]:
-    """Denosumab stopped with no follow-on antiresorptive started within the window."""
+    """Denosumab stopped with no follow-on antiresorptive started within the window.
+
+    A follow-on that did start, but late, is still an alert (the rebound may have begun), and it
+    says so: a patient who received zoledronic acid is never told to start a bisphosphonate."""
     alerts: list[Alert] = []
     window = config.denosumab_followon_months
     for course in therapies:
         if course.drug_class != "denosumab" or course.stop is None or course.stop > today:
             continue
         deadline = add_months(course.stop, window)
-        follow_on = [
-            t
-            for t in therapies
-            if t is not course
-            and t.drug_class in config.denosumab_followon_classes
-            and t.start > course.start
-            and t.start <= deadline
-        ]
-        if follow_on:
+        follow_ons = sorted(
+            (t for t in therapies if t is not course and t.drug_class in config.denosumab_followon_classes),
+            key=lambda t: t.start,
+        )
+        started = [t for t in follow_ons if t.start > course.start and t.start <= today]
+        if any(t.start <= deadline for t in started):
             continue
-        if today > deadline:
+        basis = f"denosumab stop {course.stop.isoformat()}"
+        if started:
+            late = started[0]
+            basis += f"; follow-on {late.drug_class} {late.start.isoformat()}"
             message = (
-                f"Denosumab stopped on {course.stop.isoformat()} with no follow-on antiresorptive started "
+                f"Denosumab stopped on {course.stop.isoformat()}; the follow-on {late.agent} started on "
+                f"{late.start.isoformat()}, {(late.start - deadline).days} days after the recommended "
+                f"{window} months. Rebound bone loss may have begun: check the spine for vertebral fractures "
+                "and BMD at the next scan."
+            )
+        elif today > deadline:
+            message = (
+                f"Denosumab stopped on {course.stop.isoformat()} with no follow-on antiresorptive recorded "
                 f"within {window} months: high risk of rebound bone loss and multiple vertebral fractures. "
-                "Start a bisphosphonate now and check the spine."
+                "Start a bisphosphonate now (or record the one given) and check the spine."
             )
         else:
             message = (
                 f"Denosumab stopped on {course.stop.isoformat()}: start a follow-on antiresorptive "
                 f"(e.g. a bisphosphonate) by {deadline.isoformat()} to prevent rebound vertebral fractures."
             )
-        alerts.append(Alert("denosumab_stopped", message))
+        alerts.append(Alert("denosumab_stopped", message, basis))
     return alerts
 
 
@@ -171,15 +181,7 @@ def _site_label(c: Comparison) -> str:
     return f"{site} ({c.side})" if c.side else site
 
 
-def loss_alerts(
-    exams: Sequence[Exam],
-    comparisons: Sequence[Comparison],
-    therapies: Sequence[Therapy],
-    config: MonitoringConfig,
-) -> list[Alert]:
-    """A significant loss at the latest exam while a therapy is in effect (or on holiday)."""
-    if not exams:
-        return []
+def _significant_losses(exams: Sequence[Exam], comparisons: Sequence[Comparison]) -> tuple[Exam, list[Comparison]]:
     latest = max(exams, key=lambda e: (e.date, e.exam_id))
     losses = [
         c
@@ -189,17 +191,49 @@ def loss_alerts(
         and not c.dissimilar
         and c.significance == "loss"
     ]
+    return latest, losses
+
+
+def _loss_text(losses: Sequence[Comparison]) -> str:
+    """`L2-L4 -5.63 % vs baseline` per loss; one entry when baseline and previous are the same exam."""
+    grouped: dict[tuple[str, str, str], list[str]] = {}
+    for c in losses:
+        pct = f"{c.percent_change:+.2f} %" if c.percent_change is not None else "loss"
+        grouped.setdefault((_site_label(c), c.from_exam, pct), []).append(c.reference)
+    return ", ".join(f"{site} {pct} vs {' and '.join(refs)}" for (site, _, pct), refs in grouped.items())
+
+
+def loss_alerts(
+    exams: Sequence[Exam],
+    comparisons: Sequence[Comparison],
+    therapies: Sequence[Therapy],
+    config: MonitoringConfig,
+) -> list[Alert]:
+    """A significant loss at the latest exam: while a therapy is in effect, on a drug holiday, or
+    with no treatment recorded (a real loss is never left without a word)."""
+    if not exams:
+        return []
+    latest, losses = _significant_losses(exams, comparisons)
     if not losses:
         return []
+    sites = ", ".join(dict.fromkeys(_site_label(c) for c in losses))
+    basis = f"exam {latest.exam_id}: " + _loss_text(losses)
     therapy = current_therapy(therapies, latest.date, config)
     if therapy is None or therapy.drug_class == "none":
-        return []
-    sites = ", ".join(dict.fromkeys(_site_label(c) for c in losses))
+        return [
+            Alert(
+                "loss_untreated",
+                f"Significant BMD loss beyond the LSC with no treatment recorded ({_loss_text(losses)}): "
+                "assess fracture risk and consider treatment.",
+                basis,
+            )
+        ]
     if on_holiday(therapy, latest.date, config):
         return [
             Alert(
                 "loss_on_holiday",
                 f"Significant BMD loss during a bisphosphonate drug holiday ({sites}): consider resuming treatment.",
+                basis,
             )
         ]
     if not in_effect(therapy, latest.date, config):
@@ -209,12 +243,21 @@ def loss_alerts(
             "loss_on_treatment",
             f"Significant BMD loss on {therapy.agent} ({sites}): review adherence and secondary causes "
             "of bone loss before changing treatment.",
+            basis,
         )
     ]
 
 
-def early_scan_alerts(exams: Sequence[Exam], therapies: Sequence[Therapy], config: MonitoringConfig) -> list[Alert]:
-    """The latest exam came sooner after the previous one than the rule in force allowed."""
+def early_scan_alerts(
+    exams: Sequence[Exam],
+    therapies: Sequence[Therapy],
+    config: MonitoringConfig,
+    comparisons: Sequence[Comparison] = (),
+) -> list[Alert]:
+    """The latest exam came sooner after the previous one than the rule in force allowed.
+
+    The sentence follows the comparisons: when the change did exceed the LSC anyway, it says
+    that the change is real, never that it is "unlikely to exceed the LSC"."""
     ordered = sorted(exams, key=lambda e: (e.date, e.exam_id))
     if len(ordered) < 2:
         return []
@@ -224,14 +267,24 @@ def early_scan_alerts(exams: Sequence[Exam], therapies: Sequence[Therapy], confi
     if latest.date >= earliest:
         return []
     months = choice.rule.min_interval_months
-    return [
-        Alert(
-            "scan_too_early",
-            f"The scan of {latest.date.isoformat()} came sooner than {months} months after the previous one "
-            f"({previous.date.isoformat()}), the minimum for rule {choice.rule.id}: a change this early is "
-            "unlikely to exceed the least significant change.",
-        )
+    head = (
+        f"The scan of {latest.date.isoformat()} came sooner than {months} months after the previous one "
+        f"({previous.date.isoformat()}), the minimum for rule {choice.rule.id}"
+    )
+    significant = [
+        c
+        for c in comparisons
+        if c.to_exam == latest.exam_id
+        and c.status in ("ok", "ok_cross_calibrated")
+        and not c.dissimilar
+        and c.significance in ("gain", "loss")
     ]
+    if significant:
+        changes = _loss_text(significant)
+        message = f"{head}. Even so, the change exceeds the least significant change and is real: {changes}."
+    else:
+        message = f"{head}: a change over so short an interval is unlikely to exceed the least significant change."
+    return [Alert("scan_too_early", message, f"exam {latest.exam_id} after {previous.exam_id}")]
 
 
 def next_scan(
@@ -244,7 +297,7 @@ def next_scan(
     alerts = [
         *denosumab_alerts(therapies, today, config),
         *loss_alerts(exams, comparisons, therapies, config),
-        *early_scan_alerts(exams, therapies, config),
+        *early_scan_alerts(exams, therapies, config, comparisons),
     ]
     if not exams:
         return NextScan(None, None, "No DXA exam on record: a baseline scan is needed.", tuple(alerts))

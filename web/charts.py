@@ -84,16 +84,25 @@ def monitoring_sites(exams: tuple[ExamView, ...]) -> list[tuple[str, str | None]
     return keys
 
 
-def build_charts(detail: PatientDetail, width: int = 640, height: int = 260, *, draw: bool = True) -> list[Chart]:
-    """One chart per monitoring site; `draw=False` leaves the SVG empty (the trend API only needs
-    the points and segments)."""
+def build_charts(
+    detail: PatientDetail,
+    width: int = 640,
+    height: int = 260,
+    *,
+    draw: bool = True,
+    keys: list[tuple[str, str | None]] | None = None,
+    span: tuple[date, date] | None = None,
+) -> list[Chart]:
+    """One chart per monitoring site (or per given `keys`); `draw=False` leaves the SVG empty (the
+    trend API only needs the points and segments). `span` is the time axis shared with the
+    therapy timeline, so a drug and a change line up vertically."""
     machine_order: dict[str, int] = {}
     for exam in detail.exams:
         # weak identities each get their own index too; colour cycles after seven
         machine_order.setdefault(exam.machine_key, len(machine_order))
     comps = {(c.site, c.side, c.to_exam, c.reference): c for c in detail.comparisons}
     charts = []
-    for site, side in monitoring_sites(detail.exams):
+    for site, side in monitoring_sites(detail.exams) if keys is None else keys:
         points: list[ChartPoint] = []
         segment, last_key = -1, None
         for exam in detail.exams:
@@ -119,7 +128,7 @@ def build_charts(detail: PatientDetail, width: int = 640, height: int = 260, *, 
                 )
             )
         title = site_label(site, side)
-        drawn = render_chart(title, points, width, height) if draw else ""
+        drawn = render_chart(title, points, width, height, span) if draw else ""
         charts.append(Chart(site, side, title, tuple(points), drawn))
     return charts
 
@@ -151,17 +160,36 @@ def _hover(point: ChartPoint) -> str:
     return text
 
 
-def render_chart(title: str, points: list[ChartPoint], width: int, height: int) -> str:
-    left, right, top, bottom = 64, 16, 16, 40
+LEFT, RIGHT = 64, 16  # the charts and the therapy timeline share these margins and the time axis
+
+
+def time_span(detail: PatientDetail) -> tuple[date, date] | None:
+    """The dates every chart and the therapy timeline of one patient share: exams and therapy
+    starts and stops (an ongoing therapy runs to the axis end)."""
+    days = [e.date for e in detail.exams] + [t.start for t in detail.therapies]
+    days += [t.stop for t in detail.therapies if t.stop is not None]
+    if not days:
+        return None
+    return min(days), max(days)
+
+
+def _time_scale(span: tuple[date, date], width: int) -> svg.LinearScale:
+    lo, hi = span[0].toordinal(), span[1].toordinal()
+    pad = max((hi - lo) * 0.04, 60)
+    return svg.LinearScale((lo - pad, hi + pad), (LEFT, width - RIGHT))
+
+
+def render_chart(
+    title: str, points: list[ChartPoint], width: int, height: int, span: tuple[date, date] | None = None
+) -> str:
+    left, right, top, bottom = LEFT, RIGHT, 16, 40
     if not points:
         return svg.svg(width, height, [], f"{title}: no measurements")
     bands = _lsc_bands(points)
     values = [p.bmd for p in points] + [b for _, _, lo, hi in bands for b in (lo, hi)]
     pad = max((max(values) - min(values)) * 0.15, 0.02)
     y = svg.LinearScale((min(values) - pad, max(values) + pad), (height - bottom, top))
-    days = [p.date.toordinal() for p in points]
-    x_pad = max((max(days) - min(days)) * 0.06, 60)
-    x = svg.LinearScale((min(days) - x_pad, max(days) + x_pad), (left, width - right))
+    x = _time_scale(span or (min(p.date for p in points), max(p.date for p in points)), width)
     parts: list[str] = []
     for tick in y.ticks(5):
         ty = y(tick)
@@ -300,16 +328,23 @@ def legend(detail: PatientDetail) -> list[tuple[int, str, str]]:
 
 
 def render_timeline(
-    therapies: tuple[TherapyView, ...], exams: tuple[ExamView, ...], today: date, width: int = 640
+    therapies: tuple[TherapyView, ...],
+    exams: tuple[ExamView, ...],
+    today: date,
+    width: int = 640,
+    span: tuple[date, date] | None = None,
 ) -> str:
-    """Therapies as bars on the same kind of time axis as the charts, exam dates as ticks."""
-    row_h, top, left, right = 22, 8, 150, 16
-    height = top + row_h * max(len(therapies), 1) + 30
-    days = [e.date.toordinal() for e in exams] + [t.start.toordinal() for t in therapies]
-    days += [(t.stop or today).toordinal() for t in therapies]
-    if not days:
-        return svg.svg(width, height, [], "Therapy timeline: no therapies or exams")
-    x = svg.LinearScale((min(days) - 60, max(days) + 60), (left, width - right))
+    """Therapies as bars on the charts' time axis (same margins, same dates), exam dates as
+    ticks. Each label is written whole above its bar, never clipped into a margin."""
+    del today  # an ongoing therapy runs to the end of the shared axis
+    row_h, top = 30, 6
+    height = top + row_h * max(len(therapies), 1) + 26
+    if span is None:
+        days = [e.date for e in exams] + [t.start for t in therapies] + [t.stop for t in therapies if t.stop]
+        if not days:
+            return svg.svg(width, height, [], "Therapy timeline: no therapies or exams")
+        span = (min(days), max(days))
+    x = _time_scale(span, width)
     parts: list[str] = []
     axis_y = height - 22
     for year in range(date.fromordinal(int(x.lo)).year + 1, date.fromordinal(int(x.hi)).year + 1):
@@ -328,21 +363,20 @@ def render_timeline(
         )
     for i, therapy in enumerate(therapies):
         y0 = top + i * row_h
-        x0, x1 = x(therapy.start.toordinal()), x((therapy.stop or today).toordinal())
         ongoing = therapy.stop is None
-        label = f"{therapy.agent} ({therapy.drug_class.replace('_', ' ')})"
+        x0 = x(therapy.start.toordinal())
+        x1 = x.p1 if ongoing or therapy.stop is None else x(therapy.stop.toordinal())
+        label = f"{therapy.agent} ({therapy.drug_class.replace('_', ' ')})" + (" → ongoing" if ongoing else "")
         period = f"{therapy.start.isoformat()} – {therapy.stop.isoformat() if therapy.stop else 'ongoing'}"
-        parts.append(
-            svg.element("text", {"x": left - 8, "y": y0 + 15, "text-anchor": "end", "class": "tick"}, text=label)
-        )
+        parts.append(svg.element("text", _label_position(label, x0, x1, y0 + 11, width), text=label))
         parts.append(
             svg.element(
                 "rect",
                 {
                     "x": x0,
-                    "y": y0 + 4,
+                    "y": y0 + 14,
                     "width": max(x1 - x0, 3),
-                    "height": row_h - 8,
+                    "height": row_h - 18,
                     "rx": 3,
                     "class": f"therapy therapy-{therapy.drug_class}" + (" ongoing" if ongoing else ""),
                 },
@@ -350,3 +384,12 @@ def render_timeline(
             )
         )
     return svg.svg(width, height, parts, "Therapy timeline", class_="timeline")
+
+
+def _label_position(label: str, x0: float, x1: float, y: float, width: int) -> dict[str, object]:
+    """Start the label at its bar; when the whole label would not fit before the right edge, end
+    it there instead (widths estimated: ~6.2 px a Latin character, 11 px a CJK one, at 11 px)."""
+    estimate = sum(11.0 if ord(ch) > 0x2E80 else 6.2 for ch in label)
+    if x0 + estimate <= width - 2:
+        return {"x": max(x0, 2), "y": y, "text-anchor": "start", "class": "tick therapy-label"}
+    return {"x": max(min(x1, width - 2), estimate + 2), "y": y, "text-anchor": "end", "class": "tick therapy-label"}

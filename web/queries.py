@@ -31,6 +31,7 @@ from db.models import (
     TherapyRow,
     User,
 )
+from web.latest_change import SiteChange, latest_changes
 
 PAGE_SIZE = 50
 
@@ -58,6 +59,7 @@ class PatientSummary:
     next_due: date | None
     overdue: bool
     open_alerts: int
+    changes: tuple[SiteChange, ...] = ()  # per primary site, the latest comparison's verdict
 
 
 def _conditions(q: str, overdue: bool, alerts: bool, today: date) -> list[ColumnElement[bool]]:
@@ -154,10 +156,11 @@ def list_patients(
     ).all()
     if not rows:
         return [], total
-    changes = _latest_significant_changes(session, [row.id for row in rows])
+    changes = latest_changes(session, [row.id for row in rows])
     result = []
     for pk, identifier, issuer, name, due, who, last, alert_count in rows:
-        change = changes.get(pk)
+        sites = changes.get(pk, ())
+        change = _headline(sites)
         result.append(
             PatientSummary(
                 pk=pk,
@@ -171,41 +174,19 @@ def list_patients(
                 next_due=due,
                 overdue=due is not None and due < today,
                 open_alerts=alert_count or 0,
+                changes=sites,
             )
         )
     return result, total
 
 
-def _latest_significant_changes(session: Session, ids: list[int]) -> dict[int, tuple[str, str]]:
-    """Per patient, the most recent gain or loss beyond the LSC (vs baseline), as a short text."""
-    to_exam = aliased(Exam)
-    rows = session.execute(
-        select(
-            ComparisonRow.patient_id,
-            ComparisonRow.site,
-            ComparisonRow.side,
-            ComparisonRow.significance,
-            ComparisonRow.percent_change,
-            to_exam.exam_date,
-        )
-        .join(to_exam, to_exam.id == ComparisonRow.to_exam_id)
-        .where(
-            ComparisonRow.patient_id.in_(ids),
-            ComparisonRow.significance.in_(("gain", "loss")),
-            ComparisonRow.reference == "baseline",
-        )
-        .order_by(ComparisonRow.patient_id, to_exam.exam_date.desc(), ComparisonRow.position)
-    ).all()
-    found: dict[int, tuple[str, str]] = {}
-    for patient_pk, site, side, significance, percent_change, when in rows:
-        if patient_pk in found:
-            continue
-        pct = f"{percent_change:+.2f} %" if percent_change is not None else ""
-        found[patient_pk] = (
-            f"{site_label(site, side)}: {significance} {pct} ({when.isoformat()})",
-            significance or "",
-        )
-    return found
+def _headline(sites: tuple[SiteChange, ...]) -> tuple[str, str] | None:
+    """The first primary site's latest verdict as one text (the `latest_change` of the API)."""
+    if not sites:
+        return None
+    c = sites[0]
+    pct = f" {c.percent_change:+.2f} %" if c.percent_change is not None and not c.status.startswith("rejected") else ""
+    return f"{site_label(c.site, c.side)}: {c.verdict}{pct} ({c.when.isoformat()})", c.significance or c.verdict
 
 
 # --------------------------------------------------------------------------- one patient
@@ -563,6 +544,7 @@ def refused_comparisons(
     device_pk: int | None = None,
     start: date | None = None,
     end: date | None = None,
+    status: str | None = None,
     limit: int = 5000,
 ) -> list[RefusedComparison]:
     src, dst = aliased(Exam), aliased(Exam)
@@ -578,6 +560,8 @@ def refused_comparisons(
     )
     if device_pk is not None:
         stmt = stmt.where(or_(src.device_id == device_pk, dst.device_id == device_pk))
+    if status is not None:
+        stmt = stmt.where(ComparisonRow.status == status)
     if start is not None:
         stmt = stmt.where(dst.exam_date >= start)
     if end is not None:

@@ -65,7 +65,8 @@ def test_patient_chart_and_cross_machine_points(page: Any) -> None:
     refused = spine.locator("svg .point.refused")
     assert refused.count() == 1
     assert "different models" in refused.locator("title").text_content()
-    assert "different models" in spine.locator("table tbody tr").nth(2).inner_text()
+    assert "new baseline (machine changed)" in spine.locator("table tbody tr").nth(2).inner_text()
+    assert "different models" in spine.inner_text()
     # never joined: each line holds only points of one machine, and no line spans both machines
     points = spine.locator("svg .point")
     by_machine: dict[str, set[tuple[float, float]]] = {}

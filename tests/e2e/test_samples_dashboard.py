@@ -85,7 +85,7 @@ def test_machine_replacement_is_shown_but_never_joined(page: Any) -> None:
 
 def test_significant_changes_and_next_scan_on_one_machine(page: Any) -> None:
     sign_in(page, "clin", "/patients/4555466")
-    table = page.locator("#comparisons").inner_text()
+    table = page.locator("figure[data-site='L1-L4'] table.exams").inner_text()
     assert "gain" in table.lower()
     assert "5.73" in table  # L1-L4 2013 -> 2015, the shared truth's percent change
     shot(page, "samples-02-gain-loss")

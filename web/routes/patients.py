@@ -23,10 +23,12 @@ from monitor.drugs import UnknownAgent
 from services import therapies
 from services.audit import record_event
 from services.exports import export_one
-from web import charts, queries
+from web import alerts as web_alerts
+from web import charts, patient_view, queries
 from web.auth import check_csrf
 from web.deps import App, DbSession, Services, User, actor, render
 from web.filters import patient_url
+from web.forms import FilterErrors
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +73,18 @@ def _summary_json(s: queries.PatientSummary) -> dict[str, Any]:
     data.pop("pk")
     for key in ("last_exam", "next_due"):
         data[key] = data[key].isoformat() if data[key] else None
+    data["changes"] = [c.as_json() for c in s.changes]
     return data
 
 
 # --------------------------------------------------------------------------- list
+
+
+def _list_filter(q: str, overdue: str | None, alerts: str | None, page: str | None) -> tuple[str, bool, bool, int]:
+    """Empty or unreadable list parameters fall back to their defaults (a list never 422s)."""
+    errors = FilterErrors()
+    number = errors.integer(page, "Page")
+    return q, errors.flag(overdue, False), errors.flag(alerts, False), max(number or 1, 1)
 
 
 @router.get("/patients", include_in_schema=False)
@@ -84,19 +94,22 @@ def patients_page(
     app: App,
     _: User,
     q: str = "",
-    overdue: bool = False,
-    alerts: bool = False,
-    page: Annotated[int, Query(ge=1)] = 1,
+    overdue: str | None = None,
+    alerts: str | None = None,
+    page: str | None = None,
 ) -> Response:
-    rows, total = queries.list_patients(session, today=app.today(), q=q, overdue=overdue, alerts=alerts, page=page)
+    q, chosen_overdue, chosen_alerts, chosen_page = _list_filter(q, overdue, alerts, page)
+    rows, total = queries.list_patients(
+        session, today=app.today(), q=q, overdue=chosen_overdue, alerts=chosen_alerts, page=chosen_page
+    )
     pages = max(1, -(-total // queries.PAGE_SIZE))
     context = {
         "rows": rows,
         "total": total,
         "q": q,
-        "overdue": overdue,
-        "alerts": alerts,
-        "page": page,
+        "overdue": chosen_overdue,
+        "alerts": chosen_alerts,
+        "page": chosen_page,
         "pages": pages,
     }
     return render(request, "patients.html", context)
@@ -108,16 +121,19 @@ def patients_api(
     app: App,
     _: User,
     q: str = "",
-    overdue: bool = False,
-    alerts: bool = False,
-    page: Annotated[int, Query(ge=1)] = 1,
+    overdue: str | None = None,
+    alerts: str | None = None,
+    page: str | None = None,
 ) -> dict[str, Any]:
-    """Patients matching an identifier or name, with last exam, WHO category, latest significant
-    change, next scan due and open alerts; `overdue` and `alerts` filter."""
-    rows, total = queries.list_patients(session, today=app.today(), q=q, overdue=overdue, alerts=alerts, page=page)
+    """Patients matching an identifier or name, with last exam, WHO category, latest comparison
+    per primary site, next scan due and open alerts; `overdue` and `alerts` filter."""
+    q, chosen_overdue, chosen_alerts, chosen_page = _list_filter(q, overdue, alerts, page)
+    rows, total = queries.list_patients(
+        session, today=app.today(), q=q, overdue=chosen_overdue, alerts=chosen_alerts, page=chosen_page
+    )
     return {
         "total": total,
-        "page": page,
+        "page": chosen_page,
         "page_size": queries.PAGE_SIZE,
         "patients": [_summary_json(r) for r in rows],
     }
@@ -128,15 +144,25 @@ def patients_api(
 
 def _patient_context(session: Session, app: Services, patient: Patient) -> dict[str, Any]:
     detail = queries.patient_detail(session, patient)
-    drawn = charts.build_charts(detail)
+    tables = patient_view.site_tables(detail, app.monitoring)
+    span = charts.time_span(detail)
+    keys = [(t.site, t.side) for t in tables]
+    drawn = {c.key: c for c in charts.build_charts(detail, keys=keys, span=span)}
+    extra_spine = charts.build_charts(
+        detail, keys=[(s, None) for s in patient_view.other_spine_sets(detail)], span=span
+    )
     comparisons = sorted(
         detail.comparisons, key=lambda c: (_site_rank(c.site), c.site, c.side or "", c.to_date, c.reference)
     )
     return {
         "p": detail,
+        "alerts": web_alerts.patient_alerts(session, patient.id),
+        "tables": tables,
         "charts": drawn,
+        "extra_spine": extra_spine,
         "legend": charts.legend(detail),
-        "timeline": charts.render_timeline(detail.therapies, detail.exams, app.today()),
+        "lsc_text": patient_view.LSC_SOURCE_TEXT,
+        "timeline": charts.render_timeline(detail.therapies, detail.exams, app.today(), span=span),
         "comparisons": comparisons,
         "refused": [c for c in comparisons if c.refused],
     }

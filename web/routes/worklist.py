@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
 from services.audit import record_event
@@ -13,6 +14,7 @@ from services.exports import to_csv
 from web import queries
 from web.deps import App, DbSession, User, actor, render
 from web.exports import to_ics
+from web.forms import FilterErrors
 
 router = APIRouter()
 DEFAULT_WINDOW_DAYS = 90
@@ -39,11 +41,28 @@ def _window(today: date, start: date | None, end: date | None) -> tuple[date, da
     return start, end or start + timedelta(days=DEFAULT_WINDOW_DAYS)
 
 
+@dataclass(frozen=True)
+class Chosen:
+    """The worklist filters as read (empty boxes take the defaults) and what could not be read."""
+
+    start: date
+    end: date
+    overdue: bool
+    errors: tuple[str, ...]
+
+
+def _read(today: date, start: str | None, end: str | None, overdue: str | None) -> Chosen:
+    errors = FilterErrors()
+    lo, hi = _window(today, errors.day(start, "From"), errors.day(end, "To"))
+    return Chosen(lo, hi, errors.flag(overdue, True), tuple(errors.messages))
+
+
 def _items(
-    session: Any, today: date, start: date | None, end: date | None, overdue: bool
-) -> tuple[date, date, list[queries.WorklistItem]]:
-    lo, hi = _window(today, start, end)
-    return lo, hi, queries.worklist(session, today=today, start=lo, end=hi, include_overdue=overdue)
+    session: Any, today: date, start: str | None, end: str | None, overdue: str | None
+) -> tuple[Chosen, list[queries.WorklistItem]]:
+    chosen = _read(today, start, end, overdue)
+    items = queries.worklist(session, today=today, start=chosen.start, end=chosen.end, include_overdue=chosen.overdue)
+    return chosen, items
 
 
 @router.get("/worklist", include_in_schema=False)
@@ -52,12 +71,19 @@ def worklist_page(
     session: DbSession,
     app: App,
     _: User,
-    start: date | None = None,
-    end: date | None = None,
-    overdue: bool = True,
+    start: str | None = None,
+    end: str | None = None,
+    overdue: str | None = None,
 ) -> Response:
-    lo, hi, items = _items(session, app.today(), start, end, overdue)
-    return render(request, "worklist.html", {"items": items, "start": lo, "end": hi, "overdue": overdue})
+    chosen, items = _items(session, app.today(), start, end, overdue)
+    context = {
+        "items": items,
+        "start": chosen.start,
+        "end": chosen.end,
+        "overdue": chosen.overdue,
+        "filter_errors": chosen.errors,
+    }
+    return render(request, "worklist.html", context)
 
 
 @router.get("/api/worklist", tags=["worklist"])
@@ -65,16 +91,19 @@ def worklist_api(
     session: DbSession,
     app: App,
     _: User,
-    start: date | None = None,
-    end: date | None = None,
-    overdue: bool = True,
+    start: str | None = None,
+    end: str | None = None,
+    overdue: str | None = None,
 ) -> dict[str, Any]:
     """Next scans due between `start` (default today) and `end` (default start + 90 days), and
-    every overdue one unless `overdue=false`."""
-    lo, hi, items = _items(session, app.today(), start, end, overdue)
+    every overdue one unless `overdue=false`. Empty parameters take the defaults; unreadable
+    ones answer 422."""
+    chosen, items = _items(session, app.today(), start, end, overdue)
+    if chosen.errors:
+        raise HTTPException(422, " ".join(chosen.errors))
     return {
-        "start": lo.isoformat(),
-        "end": hi.isoformat(),
+        "start": chosen.start.isoformat(),
+        "end": chosen.end.isoformat(),
         "items": [_as_row(i) for i in items],
     }
 
@@ -84,11 +113,12 @@ def worklist_csv(
     session: DbSession,
     app: App,
     user: User,
-    start: date | None = None,
-    end: date | None = None,
-    overdue: bool = True,
+    start: str | None = None,
+    end: str | None = None,
+    overdue: str | None = None,
 ) -> Response:
-    lo, hi, items = _items(session, app.today(), start, end, overdue)
+    chosen, items = _items(session, app.today(), start, end, overdue)
+    lo, hi = chosen.start, chosen.end
     record_event(app.ctx, actor(user), "worklist_exported", None, format="csv", patients=len(items))
     rows = [tuple(_as_row(i).values()) for i in items]
     return Response(
@@ -103,13 +133,14 @@ def worklist_ics(
     session: DbSession,
     app: App,
     user: User,
-    start: date | None = None,
-    end: date | None = None,
-    overdue: bool = True,
+    start: str | None = None,
+    end: str | None = None,
+    overdue: str | None = None,
 ) -> Response:
     """One all-day event per patient on the due date (overdue ones on today, so they show up)."""
     today = app.today()
-    lo, hi, items = _items(session, today, start, end, overdue)
+    chosen, items = _items(session, today, start, end, overdue)
+    lo, hi = chosen.start, chosen.end
     record_event(app.ctx, actor(user), "worklist_exported", None, format="ics", patients=len(items))
     events = [
         (

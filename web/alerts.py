@@ -1,0 +1,62 @@
+"""A patient's alerts as the patient page shows them: the sentence the evaluation wrote, what the
+alert means for the clinician, and who acknowledged it, when and why.
+
+Alerts come from the stored evaluation only (`db.history.save_evaluation` keeps the alert rows
+in step with the comparisons and therapies); nothing here recomputes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.models import AlertRow
+
+MEANING = {
+    "denosumab_stopped": "Stopping denosumab without a follow-on antiresorptive is followed by rapid bone loss "
+    "and multiple vertebral fractures within months.",
+    "loss_on_treatment": "A loss beyond the least significant change while on treatment suggests poor adherence, "
+    "a secondary cause, or a treatment that is not working.",
+    "loss_on_holiday": "Bone loss beyond the least significant change during a drug holiday is a reason to end it.",
+    "loss_untreated": "A loss beyond the least significant change is real, not measurement noise.",
+    "scan_too_early": "Over short intervals most changes are measurement noise; the sentence says whether this one "
+    "exceeded the least significant change anyway.",
+}
+
+
+@dataclass(frozen=True)
+class AlertView:
+    id: int
+    code: str
+    message: str
+    state: str  # "open" or "acknowledged"
+    raised_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    comment: str | None
+
+    @property
+    def meaning(self) -> str:
+        return MEANING.get(self.code, "")
+
+
+def patient_alerts(session: Session, patient_pk: int) -> list[AlertView]:
+    """The patient's live alerts: open ones first, then acknowledged ones still raised."""
+    rows = session.execute(
+        select(
+            AlertRow.id,
+            AlertRow.code,
+            AlertRow.message,
+            AlertRow.state,
+            AlertRow.raised_at,
+            AlertRow.acknowledged_at,
+            AlertRow.acknowledged_by,
+            AlertRow.ack_comment,
+        )
+        .where(AlertRow.patient_id == patient_pk, AlertRow.state.in_(("open", "acknowledged")))
+        .order_by(AlertRow.state.desc(), AlertRow.raised_at, AlertRow.id)
+    ).all()
+    return [AlertView(*row) for row in rows]
