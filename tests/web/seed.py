@@ -2,8 +2,9 @@
 quarantined file and a precision study, shared by the API tests and the browser tests.
 
 Exams go in through the db repositories (`store_report`, what the ingest use case stores a parsed
-file with), and patients are evaluated by the production use case (`services.evaluation.evaluate`,
-with the birth date, the precision studies and the patient lock), on the seed's fixed `TODAY`.
+file with), the precision study through `dxa precision import`'s use case, and patients are
+evaluated by the production use case (`services.evaluation.evaluate`, with the birth date, the
+precision studies and the patient lock), on the seed's fixed `TODAY`.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 import services.evaluation
-from db import accounts, calibration, files
+import services.runner
+from db import accounts, files
 from db.exams import store_report
 from db.migrate import upgrade
 from db.models import Device, Patient, SourceFile
 from ingest.report import DeviceIdentity, ParsedReport, PatientInfo, SiteMeasurement
+from services.audit import Actor
 from services.context import Context, build_context
+from services.precision import save_precision
 from settings import Settings
 
 TODAY = date(2019, 6, 1)
@@ -33,6 +37,22 @@ FORMULA_ID = "=cmd|' -C calc'!A0"  # a CSV export must not turn this into a form
 OLD = DeviceIdentity("HOLOGIC", "Discovery SL", "45678", "13.3")
 NEW = DeviceIdentity("HOLOGIC", "Horizon W", "200457", "13.6")
 NO_SERIAL = DeviceIdentity("GE Healthcare", "Lunar Prodigy", None, "16")
+
+
+def _precision_csv() -> str:
+    """The Horizon W's L1-L4 study, 2 technologists x 15 patients x 3 scans, in `dxa precision
+    import`'s layout: facility RMS-SD 0.0100 g/cm² (LSC 0.0277); alice within the ISCD limit for
+    the spine (1.9 %CV), bob over it (2.5 %)."""
+    spread = {"alice": (0.00015 - 0.0105**2) ** 0.5, "bob": 0.0105}
+    rows = ["device_serial,site,technologist,patient,bmd_1,bmd_2,bmd_3"]
+    for tech, d in spread.items():
+        for i in range(15):
+            scans = ",".join(f"{0.45 + i * 0.005 + d * (-1) ** k:.12f}" for k in range(3))
+            rows.append(f"{NEW.serial},L1-L4,{tech},s{i},{scans}")
+    return "\n".join(rows)
+
+
+PRECISION_CSV = _precision_csv()
 
 
 def evaluate(ctx: Context, patient_pk: int) -> None:
@@ -154,27 +174,13 @@ def build(tmp: Path) -> Seeded:
         )
         ok = files.register_source_file(session, sha256="cd" * 32, original_name="fine.dcm", size_bytes=99)
         ok.file.status = "ingested"
-        device = session.query(Device).filter_by(serial="200457").one()
-        calibration.save_precision_study(
-            session,
-            device,
-            "L1-L4",
-            [
-                calibration.PrecisionRepeat(
-                    tech, f"s{i}", k, 0.9 + i * 0.01 + (0.03 if tech == "bob" else 0.004) * (-1) ** k
-                )
-                for tech in ("alice", "bob")
-                for i in range(15)
-                for k in range(3)
-            ],
-            rms_sd_g_cm2=0.01,
-            lsc_g_cm2=0.0277,
-            performed_on=date(2016, 1, 1),
-        )
         session.commit()
         patients = {p.identifier: p.id for p in session.query(Patient)}
         quarantined = session.query(SourceFile).filter_by(original_name="broken.dcm").one().id
         device_ids = {d.serial or "none": d.id for d in session.query(Device)}
+    save_precision(ctx, Actor("seed"), PRECISION_CSV, "seed", performed_on=date(2016, 1, 1))
+    while services.runner.run_next(ctx) is not None:  # the re-evaluations the study queued
+        pass
     for pk in patients.values():
         evaluate(ctx, pk)
     return Seeded(ctx, settings, factory, token, qa_token, patients, quarantined, device_ids)
