@@ -494,6 +494,37 @@ def vendor_provenance(report: ParsedReport, source_file_id: int | None) -> dict[
     return out
 
 
+def same_stored_results(session: Session, holder_file_id: int, report: ParsedReport) -> bool:
+    """True when `report` says exactly what the file `holder_file_id` (which owns the same DICOM
+    instance UID) put in the database: same patient, exam date and machine, every value equal, and
+    no site of the stored file missing. A router that re-encoded the instance (another transfer
+    syntax, pixel data OB instead of OW, group lengths, private elements dropped) changes the bytes,
+    not the results; anything else is a real conflict for QA."""
+    holder = session.get(SourceFile, holder_file_id)
+    exam = session.get(Exam, holder.exam_id) if holder is not None and holder.exam_id is not None else None
+    if exam is None or exam.exam_date != report.exam_date:
+        return False
+    patient = session.get(Patient, exam.patient_id)
+    wanted = patient_values(report.patient)
+    if patient is None or (patient.identifier, patient.issuer) != (wanted["identifier"], wanted["issuer"]):
+        return False
+    born = report.patient.birth_date
+    if born is not None and patient.birth_date is not None and born != patient.birth_date:
+        return False
+    if exam.device.identity_key != device_values(report.device)["identity_key"]:
+        return False
+    stored = {(m.site, m.side): m for m in exam.measurements}
+    new = {(m.site, m.side): m for m in report.measurements}
+    for key, value in new.items():
+        kept = stored.get(key)
+        if kept is None or not _agree(kept.bmd, value.bmd):
+            return False
+        for a, b in ((kept.t_score, value.t_score), (kept.z_score, value.z_score)):
+            if a is not None and b is not None and abs(a - b) > 0.051:
+                return False
+    return all(key in new for key, m in stored.items() if m.source_file_id == holder_file_id)
+
+
 @dataclass
 class StoredReport:
     patient: Patient

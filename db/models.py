@@ -27,6 +27,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -225,6 +226,20 @@ class SourceFile(Base):
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None]
+
+
+class FileBlob(Base):
+    """The bytes of a received file, by SHA-256 (scaled mode, `DXA_FILE_STORE=database`): the
+    watcher puts them here in the transaction that registers the file, so a worker on any host
+    needs the database and the broker and no shared folder. Content-addressed: a re-drop adds
+    nothing. The watcher's host keeps the archive and quarantine folders as copies."""
+
+    __tablename__ = "file_blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Job(Base):

@@ -116,7 +116,7 @@ def _ingest_one(ctx: Context, path: Path) -> tuple[str, str]:
         result = run_job(ctx, received.job_id)
         if result is None:
             return "unfinished", "job is held by another process"
-        if result.outcome in ("ingested", "quarantined"):
+        if result.outcome in ("ingested", "duplicate", "quarantined"):
             return result.outcome, result.detail
     return "unfinished", "parsing kept failing"
 

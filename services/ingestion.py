@@ -19,11 +19,12 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from db.exams import store_report
+from db.exams import same_stored_results, store_report
 from db.files import (
     UID_CONFLICT,
     UID_CONFLICT_TEXT,
     finish_ingested,
+    mark_duplicate,
     mark_quarantined,
     start_processing,
     uid_holder,
@@ -133,7 +134,9 @@ def _store(ctx: Context, work: ClaimedFile, reports: tuple[ParsedReport, ...], *
     with unit_of_work(ctx) as uow:
         session = uow.session
         holder = uid_holder(session, work.source_file_id, first.sop_instance_uid) if check_uid else None
-        if holder is not None:  # same UID, other bytes: QA decides which is right
+        if holder is not None and len(reports) == 1 and same_stored_results(session, holder, first):
+            return _reencoded_duplicate(ctx, session, work, holder)
+        if holder is not None:  # same UID, other results: QA decides which is right
             file = _file(session, work.source_file_id)
             file.conflict_with_id = holder
             return quarantine(ctx, session, job, file, UID_CONFLICT, UID_CONFLICT_TEXT)
@@ -170,6 +173,27 @@ def _store(ctx: Context, work: ClaimedFile, reports: tuple[ParsedReport, ...], *
     if source.is_relative_to(ctx.settings.quarantine_dir):  # re-processed after a fix: the old reason is void
         source.with_name(source.name + ".json").unlink(missing_ok=True)
     return JobResult(job.id, job.kind, "ingested", detail, work.source_file_id, patient_pk)
+
+
+REENCODED_TEXT = (
+    "the same DICOM instance as a file already ingested, re-encoded on the way (transfer syntax, "
+    "pixel data or private elements changed); its results are identical, nothing new to store"
+)
+
+
+def _reencoded_duplicate(ctx: Context, session: Session, work: ClaimedFile, holder: int) -> JobResult:
+    """Same instance UID, other bytes, equal results: a router's re-encoding, not a conflict. The
+    file is kept in the archive and counted once, as a duplicate of its first copy."""
+    file = _file(session, work.source_file_id)
+    dest = archive_path(ctx.settings.archive_dir, work.sha256, work.name, _now().date())
+    file.conflict_with_id = holder
+    file.stored_path = str(dest)
+    file.parser_version = PARSER_VERSION
+    mark_duplicate(session, file, reason_text=REENCODED_TEXT)
+    finish_job_id(session, work.job.id)
+    session.commit()
+    move_durably(Path(work.work_path), dest)
+    return JobResult(work.job.id, work.job.kind, "duplicate", REENCODED_TEXT, work.source_file_id)
 
 
 def quarantine(ctx: Context, session: Session, job: ClaimedJob, file: SourceFile, code: str, text: str) -> JobResult:

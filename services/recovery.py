@@ -91,7 +91,7 @@ def recover_files(ctx: Context, *, settled_for: timedelta | None = None) -> dict
                 if cutoff is None:
                     register_claimed(ctx, path, path.name)
                     counts["registered"] += 1
-            elif target and target != str(path) and status in ("ingested", "quarantined"):
+            elif target and target != str(path) and status in ("ingested", "duplicate", "quarantined"):
                 if cutoff is not None and (finished is None or finished > cutoff):
                     continue
                 _finish_move(path, Path(target), side if status == "quarantined" else None)

@@ -13,7 +13,7 @@ from ingest.dicom import header as h
 from ingest.dicom.encapsulated import parse_encapsulated_pdf
 from ingest.dicom.ge_sr import parse_ge_sr
 from ingest.dicom.ge_xml import parse_ge_xml, results_xml
-from ingest.dicom.hologic import find_results_element, parse_hologic
+from ingest.dicom.hologic import find_results_by_content, find_results_element, parse_hologic
 from ingest.dicom.read import DICOM_READ_ERRORS, looks_like_dicom, read_dicom
 from ingest.errors import MalformedResults, NotDxaResult, UnreadableFile
 from ingest.report import ParsedReport
@@ -55,6 +55,8 @@ def _dispatch(ds: object, name: str, max_pdf_pages: int) -> tuple[ParsedReport, 
     if sop in h.SR_SOP_CLASSES:
         return (parse_ge_sr(ds, name),)
     hologic = find_results_element(ds)
+    if hologic is None:
+        hologic = find_results_by_content(ds)  # the private creator was stripped on the way
     if hologic is not None:
         return (parse_hologic(ds, name, hologic),)
     xml = results_xml(ds)

@@ -59,6 +59,25 @@ def find_results_element(ds: Dataset) -> bytes | str | None:
     return None
 
 
+_BLOB_SIGNATURE = re.compile(rb"<HologicHeader\d|<JavaScriptFile\b|\bResultsTable\d+\s*\[")
+
+
+def find_results_by_content(ds: Dataset) -> bytes | str | None:
+    """The Hologic results block found by what it holds, not by its private creator: a router
+    that strips private creator elements ((0019,0010) 'HOLOGIC') leaves the block itself in place,
+    and its results are still the file's results. Only private elements are looked at."""
+    for elem in ds.elements():
+        tag = int(elem.tag)
+        if not (tag >> 16) & 1 or tag & 0xFF00 == 0:  # public group, or a private creator element
+            continue
+        value = ds[elem.tag].value if not isinstance(elem.value, (bytes, str)) else elem.value
+        if isinstance(value, str):
+            value = value.encode("utf-8", "replace")
+        if isinstance(value, bytes) and len(value) > 64 and _BLOB_SIGNATURE.search(value[:4096]):
+            return value
+    return None
+
+
 def has_hologic_creator(ds: Dataset) -> bool:
     return find_results_element(ds) is not None
 

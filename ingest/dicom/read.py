@@ -1,4 +1,6 @@
-"""Reading untrusted DICOM bytes: never `force=True`, never pixels, never a partial dataset.
+"""Reading untrusted DICOM bytes: never pixels, never a partial dataset, `force=True` only for a
+raw dataset whose first element is a plausible group 0008 element and that proves itself a
+DICOM instance once read (SOP Class and Instance UIDs, every element inside the bytes).
 
 pydicom is lenient by design: a file cut inside an element header simply ends the dataset,
 and a sequence whose declared length runs past the end of the file is read short. Either way
@@ -40,13 +42,26 @@ _META_STARTS = (b"\x02\x00\x00\x00UL\x04\x00", b"\x02\x00\x01\x00OB\x00\x00")
 DICOM_READ_ERRORS: tuple[type[BaseException], ...] = (EOFError, struct.error, OSError, ValueError)
 
 
+def looks_like_raw_dataset(data: bytes) -> bool:
+    """A dataset stored without preamble and File Meta (as some archives keep what they received):
+    it starts with a group 0008 element, little endian ((0008,0005) or (0008,0016) …), either an
+    explicit VR (two upper-case letters) or an implicit VR length that fits in the file."""
+    if len(data) < 16 or data[0:2] != b"\x08\x00" or data[3] != 0:
+        return False
+    vr = data[4:6]
+    if vr.isalpha() and vr.isupper():
+        return True
+    return int.from_bytes(data[4:8], "little") < len(data)
+
+
 def has_preamble(data: bytes) -> bool:
     return len(data) >= _PREAMBLE_LEN + 4 and data[_PREAMBLE_LEN : _PREAMBLE_LEN + 4] == _MAGIC
 
 
 def looks_like_dicom(data: bytes) -> bool:
-    """Preamble + DICM, or a Part 10 file that lost its preamble (starts with File Meta)."""
-    return has_preamble(data) or data.startswith(_META_STARTS)
+    """Preamble + DICM, a Part 10 file that lost its preamble (starts with File Meta), or a raw
+    dataset without either."""
+    return has_preamble(data) or data.startswith(_META_STARTS) or looks_like_raw_dataset(data)
 
 
 def read_dicom(data: bytes) -> FileDataset:
@@ -57,6 +72,8 @@ def read_dicom(data: bytes) -> FileDataset:
     Warnings are silenced because pydicom quotes element values (names, IDs) in them.
     """
     if not has_preamble(data):
+        if looks_like_raw_dataset(data) and not data.startswith(_META_STARTS):
+            return read_raw_dataset(data)
         if not data.startswith(_META_STARTS):
             raise NotDicom("not a DICOM file or PDF: unrecognised format")
         data = bytes(_PREAMBLE_LEN) + _MAGIC + data
@@ -71,6 +88,29 @@ def read_dicom(data: bytes) -> FileDataset:
                 "DICOM file is truncated or corrupt: its header cannot be read completely; "
                 "send the file again from the scanner"
             ) from None
+    check_complete(ds, data)
+    return ds
+
+
+def read_raw_dataset(data: bytes) -> FileDataset:
+    """A raw dataset (no preamble, no File Meta): pydicom guesses implicit or explicit VR little
+    endian from the first element (`force=True`); the result must then name its SOP Class and
+    Instance and account for every byte, or it is not taken for a DICOM instance."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = dcmread(BytesIO(data), stop_before_pixels=True, force=True)
+        except DICOM_READ_ERRORS:
+            raise UnreadableFile(
+                "DICOM dataset (stored without its file header) is truncated or corrupt; "
+                "send the file again from the scanner"
+            ) from None
+        try:
+            ok = bool(ds.get("SOPClassUID")) and bool(ds.get("SOPInstanceUID"))
+        except DICOM_READ_ERRORS:
+            ok = False
+    if not ok:
+        raise NotDicom("not a DICOM file: a raw dataset without SOP Class and Instance UIDs")
     check_complete(ds, data)
     return ds
 

@@ -5,6 +5,7 @@ cannot import the source tree), each answer: health endpoints, a C-ECHO, a first
 from __future__ import annotations
 
 import subprocess
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -14,7 +15,16 @@ from sqlalchemy import create_engine, text
 from tests.deploy.conftest import Installed, installed_env
 from tests.integration.pipeline.support import ROOT, SAMPLES, Proc, free_port, wait_until
 
-PACKAGES = ("dxa", "ingest", "monitor", "workers", "db", "web")
+# The top-level packages pyproject.toml's discovery looks for; every tracked file below them
+# (code and data alike) must be in the wheel.
+PACKAGES = tuple(
+    sorted(
+        pattern.rstrip("*")
+        for pattern in tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["tool"]["setuptools"]["packages"][
+            "find"
+        ]["include"]
+    )
+)
 SAMPLE = SAMPLES / "single" / "ge_sr" / "idxa_ap_spine_sr.dcm"
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]

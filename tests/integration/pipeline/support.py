@@ -140,8 +140,11 @@ def _new_patient(k: int) -> Callable[[Any], None]:
 
 
 def same_uid_other_bytes(ds: Any) -> None:
+    """Same instance UID, other results (a birth date): a real conflict. Other bytes with equal
+    results are a router's re-encoding, a duplicate (tests/unit/ingest/test_dicom_routing.py)."""
     block = ds.private_block(0x0009, "DXA MONITOR TEST", create=True)
     block.add_new(0x01, "LO", "uid conflict fixture")
+    ds.PatientBirthDate = "19000101"
 
 
 def make_batch(samples: list[Sample], total: int, *, redrops: int = 10, conflicts: int = 3) -> list[BatchFile]:
