@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, Literal
 
 import pandas as pd
@@ -36,18 +37,16 @@ def to_csv(rows: Iterable[Sequence[Any]], columns: Sequence[str]) -> str:
     return frame.to_csv(index=False, lineterminator="\r\n")
 
 
-COMPARISON_COLUMNS = (
+COMPARISON_CSV_COLUMNS = (
     "patient_id", "site", "side", "reference", "from_date", "to_date", "status", "delta_g_cm2",
     "percent_change", "lsc_g_cm2", "lsc_source", "significance", "dissimilar", "reason",
     "from_device", "to_device", "next_scan_due", "next_scan_rule",
 )  # fmt: skip
-MEASUREMENT_COLUMNS = (
-    "patient_id", "exam_id", "date", "manufacturer", "model", "serial", "site", "side", "bmd", "t_score", "z_score",
-)  # fmt: skip
 
 
 def comparisons_csv(patients: list[dict[str, Any]]) -> str:
-    """One row per comparison, with exam dates and machines spelled out for a spreadsheet."""
+    """One row per comparison (the README's export schema), with exam dates and machines spelled
+    out for a spreadsheet: `dxa export --format csv` and the patient page's CSV both write it."""
 
     def device(exam: dict[str, Any] | None) -> str:
         d = (exam or {}).get("device") or {}
@@ -65,20 +64,7 @@ def comparisons_csv(patients: list[dict[str, Any]]) -> str:
                 c["significance"], c["dissimilar"], c["reason"], device(a), device(b), nxt.get("due"),
                 nxt.get("rule_id"),
             ])  # fmt: skip
-    return to_csv(rows, COMPARISON_COLUMNS)
-
-
-def measurements_csv(export: dict[str, Any]) -> str:
-    """One patient's measurements, one row per exam and site."""
-    rows = []
-    for e in export["exams"]:
-        device = e["device"]
-        for m in e["measurements"]:
-            rows.append([
-                export["patient_id"], e["exam_id"], e["date"], device["manufacturer"], device["model"],
-                device["serial"], m["site"], m["side"], m["bmd"], m["t_score"], m["z_score"],
-            ])  # fmt: skip
-    return to_csv(rows, MEASUREMENT_COLUMNS)
+    return to_csv(rows, COMPARISON_CSV_COLUMNS)
 
 
 def export_all(ctx: Context, fmt: Format, identifier: str | None = None, actor: Actor = CLI) -> str:
@@ -106,14 +92,16 @@ class ExportFile:
     filename: str
 
 
-def export_one(ctx: Context, actor: Actor, patient_id: int, fmt: Format) -> ExportFile:
-    """One patient (by database id) as a download, audited as `patient_exported`."""
+def export_one(ctx: Context, actor: Actor, patient_id: int, fmt: Format, today: date) -> ExportFile:
+    """One patient (by database id) as a download, audited as `patient_exported`. Named for what
+    it holds, never after an internal row id nor the patient (a downloaded file's name is a path
+    on someone's disk): the export date tells two downloads apart."""
     with ctx.sessions.begin() as session:
         export = export_patient(session, patient_id)
         record(session, actor, "patient_exported", patient_id, format=fmt)
-    stem = f"dxa-{patient_id}"
+    stem = f"dxa-patient-export_{today.isoformat()}"
     if fmt == "csv":
-        return ExportFile(measurements_csv(export), "text/csv; charset=utf-8", f"{stem}.csv")
+        return ExportFile(comparisons_csv([export]), "text/csv; charset=utf-8", f"{stem}_comparisons.csv")
     if fmt == "fhir":
         body = json.dumps(build_bundle(export), ensure_ascii=False, indent=1)
         return ExportFile(body, "application/fhir+json", f"{stem}.fhir.json")

@@ -11,12 +11,13 @@ again, so it cannot block the queue.
 from __future__ import annotations
 
 import logging
+import pickle
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from db.exams import same_stored_results, store_report
@@ -37,14 +38,11 @@ from ingest.report import ParsedReport
 from services.child import ChildFailed
 from services.context import Context
 from services.files import archive_path, move_durably, quarantine_code, quarantine_file
-from services.outcomes import ClaimedJob, JobResult
+from services.outcomes import PARSER_VERSION, STORE_REFUSED, WORKER_CRASH, ClaimedJob, JobResult
 from services.parsing import parse_in_child, parse_limits, warm_parsers
 from services.queue import unit_of_work
 
 log = logging.getLogger(__name__)
-
-PARSER_VERSION = "dxa-monitor 0.1.0"
-WORKER_CRASH = "worker_crash"
 
 
 @dataclass(frozen=True)
@@ -87,7 +85,7 @@ def ingest_claimed(ctx: Context, work: ClaimedFile) -> JobResult:
     """Parse and store a claimed file: ingested, quarantined with a reason, or (the child died)
     queued again with a backoff until its attempts are used up."""
     job = work.job
-    limits, child_limits = parse_limits(ctx.settings)
+    limits, child_limits = parse_limits(ctx.settings, _now().date())
     warm_parsers()
     try:
         reports = parse_in_child(work.work_path, work.name, limits, child_limits)
@@ -95,21 +93,12 @@ def ingest_claimed(ctx: Context, work: ClaimedFile) -> JobResult:
         with ctx.sessions.begin() as session:
             return quarantine(ctx, session, job, _file(session, work.source_file_id), exc.code, exc.message)
     except ChildFailed as exc:
-        with ctx.sessions.begin() as session:
-            file = _file(session, work.source_file_id)
-            if job.attempts >= ctx.settings.max_attempts:
-                return quarantine(ctx, session, job, file, exc.code, exc.message)
-            fail_job(
-                session,
-                _job(session, job.id),
-                exc.message,
-                retry=True,
-                max_attempts=ctx.settings.max_attempts,
-                backoff=timedelta(seconds=2**job.attempts),
-            )
-            file.status = "pending"
-        ctx.submit(job.id, job.kind)
-        return JobResult(job.id, job.kind, "retry", exc.message, job.source_file_id)
+        return _retry_later(ctx, work, exc.code, exc.message)
+    except (OSError, EOFError, pickle.UnpicklingError) as exc:
+        # A fault around the parse (the work file unreadable, the child's pipe broken), not a
+        # verdict on the bytes: retried like a crash. Parsers themselves only raise ParseError.
+        log.warning("job %s: parsing could not run (%s); retried", job.id, type(exc).__name__)
+        return _retry_later(ctx, work, "parse_fault", f"parsing could not run ({type(exc).__name__})")
 
     try:
         return _store(ctx, work, reports, check_uid=False)
@@ -118,7 +107,46 @@ def ingest_claimed(ctx: Context, work: ClaimedFile) -> JobResult:
         # other bytes (rare enough that checking it first for every file would cost more). Nothing
         # was kept; the second try looks for the owner first, and quarantines a UID conflict.
         log.info("store of job %s hit a unique key (a UID conflict?); checking first this time", job.id)
-        return _store(ctx, work, reports, check_uid=True)
+        try:
+            return _store(ctx, work, reports, check_uid=True)
+        except (IntegrityError, DataError) as exc:
+            return _refused_by_database(ctx, work, exc)
+    except DataError as exc:
+        return _refused_by_database(ctx, work, exc)
+
+
+def _retry_later(ctx: Context, work: ClaimedFile, code: str, message: str) -> JobResult:
+    """A crash, time-out or fault: the job queues again with backoff, until its attempts run out."""
+    job = work.job
+    with ctx.sessions.begin() as session:
+        file = _file(session, work.source_file_id)
+        if job.attempts >= ctx.settings.max_attempts:
+            return quarantine(ctx, session, job, file, code, message)
+        fail_job(
+            session,
+            _job(session, job.id),
+            message,
+            retry=True,
+            max_attempts=ctx.settings.max_attempts,
+            backoff=timedelta(seconds=2**job.attempts),
+        )
+        file.status = "pending"
+    ctx.submit(job.id, job.kind)
+    return JobResult(job.id, job.kind, "retry", message, job.source_file_id)
+
+
+def _refused_by_database(ctx: Context, work: ClaimedFile, exc: Exception) -> JobResult:
+    """The database refused a value the plausibility checks let through (a CHECK, a column too
+    short): the same bytes would be refused again, so the file is quarantined now with that reason
+    rather than retried or mistaken for a UID conflict. The driver's text quotes the values, so
+    only the exception type is kept."""
+    log.warning("job %s: the database refused the parsed values (%s)", work.job.id, type(exc).__name__)
+    text = (
+        "the database refused a value read from this file (out of range or too long); "
+        "report it: a plausibility check is missing"
+    )
+    with ctx.sessions.begin() as session:
+        return quarantine(ctx, session, work.job, _file(session, work.source_file_id), STORE_REFUSED, text)
 
 
 def _store(ctx: Context, work: ClaimedFile, reports: tuple[ParsedReport, ...], *, check_uid: bool) -> JobResult:
@@ -215,6 +243,8 @@ def quarantine(ctx: Context, session: Session, job: ClaimedJob, file: SourceFile
     session.commit()
     if work_path.is_file():
         quarantine_file(work_path, ctx.settings.quarantine_dir, code, side)
+        if work_path != dest and work_path.is_relative_to(ctx.settings.quarantine_dir):  # re-processed
+            work_path.with_name(work_path.name + ".json").unlink(missing_ok=True)
     return JobResult(job.id, job.kind, "quarantined", f"{code}: {text}", job.source_file_id)
 
 

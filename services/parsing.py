@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import date
 from pathlib import Path
 
+from ingest.errors import TooComplex
 from ingest.parse import ParseLimits, parse_file_reports
 from ingest.report import ParsedReport
 from services.child import ChildFailed, ChildLimits, ReusableChild, run_in_child
@@ -19,9 +21,9 @@ from settings import Settings
 log = logging.getLogger(__name__)
 
 
-def parse_limits(settings: Settings) -> tuple[ParseLimits, ChildLimits]:
+def parse_limits(settings: Settings, today: date) -> tuple[ParseLimits, ChildLimits]:
     return (
-        ParseLimits(max_bytes=settings.max_file_bytes, max_pdf_pages=settings.max_pdf_pages),
+        ParseLimits(max_bytes=settings.max_file_bytes, max_pdf_pages=settings.max_pdf_pages, today=today),
         ChildLimits(timeout_s=settings.parse_timeout_s, memory_mb=settings.parse_memory_mb),
     )
 
@@ -68,11 +70,18 @@ def parse_in_child(
     child = getattr(_children, "child", None)
     if child is None:
         child = _children.child = ReusableChild()
+    reused = child.calls > 0 and child.pid is not None
     try:
         reports: tuple[ParsedReport, ...] = child.run(_parse_path, (path, name, parse_limits), child_limits)
     except ChildFailed as exc:
         if not exc.reused:
             raise
         log.info("a reused parse child failed (%s); parsing the file again in a fresh one", exc.code)
+        reports = run_in_child(_parse_path, (path, name, parse_limits), child_limits)
+    except TooComplex:
+        if not reused:
+            raise
+        # Out of memory in a child that had parsed others may be their heap, not this file's need.
+        log.info("a reused parse child ran out of memory; parsing the file again in a fresh one")
         reports = run_in_child(_parse_path, (path, name, parse_limits), child_limits)
     return reports

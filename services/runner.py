@@ -7,14 +7,19 @@ the embedded runner and `dxa ingest` call `run_next`.
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy.orm import Session
 
 from db.jobs import JobKindName, claim_job, claim_next_job
+from db.models import Job
 from services.context import Context
 from services.evaluation import evaluate_job
 from services.ingestion import ClaimedFile, ingest_claimed, start_ingest
 from services.liveness import heartbeat
 from services.outcomes import ClaimedJob, JobResult, worker_name
+
+log = logging.getLogger(__name__)
 
 
 def run_job(ctx: Context, job_id: int) -> JobResult | None:
@@ -22,7 +27,7 @@ def run_job(ctx: Context, job_id: int) -> JobResult | None:
     with ctx.sessions.begin() as session:
         job = claim_job(session, job_id, worker=worker_name())
         started = _start(ctx, session, ClaimedJob.of(job)) if job is not None else None
-    return _execute(ctx, started) if started is not None else None
+    return _execute_or_release(ctx, started) if started is not None else None
 
 
 def run_next(ctx: Context, kinds: tuple[JobKindName, ...] | None = None) -> JobResult | None:
@@ -30,7 +35,36 @@ def run_next(ctx: Context, kinds: tuple[JobKindName, ...] | None = None) -> JobR
     with ctx.sessions.begin() as session:
         job = claim_next_job(session, kinds=kinds, worker=worker_name())
         started = _start(ctx, session, ClaimedJob.of(job)) if job is not None else None
-    return _execute(ctx, started) if started is not None else None
+    return _execute_or_release(ctx, started) if started is not None else None
+
+
+def _execute_or_release(ctx: Context, started: ClaimedJob | ClaimedFile | JobResult) -> JobResult:
+    """A job that fails by a fault (the database went away, the disk filled) goes back to `queued`
+    at once, its file to `pending`, so neither stays `running`/`processing` until the sweeper's
+    age rule (the Celery retry of the same message then claims it again). If even that cannot be
+    written, the sweeper's rule remains."""
+    try:
+        return _execute(ctx, started)
+    except Exception as exc:
+        job = started.job if isinstance(started, ClaimedFile) else started
+        if isinstance(job, ClaimedJob):
+            log.warning("job %s failed by a fault (%s); put back in the queue", job.id, type(exc).__name__)
+            try:
+                _release(ctx, job.id)
+            except Exception as again:
+                log.warning("job %s could not be put back (%s); the sweeper will", job.id, type(again).__name__)
+        raise
+
+
+def _release(ctx: Context, job_id: int) -> None:
+    with ctx.sessions.begin() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.state != "running" or job.worker != worker_name():
+            return
+        job.state = "queued"
+        job.worker = None
+        if job.source_file is not None and job.source_file.status == "processing":
+            job.source_file.status = "pending"
 
 
 def _start(ctx: Context, session: Session, job: ClaimedJob) -> ClaimedJob | ClaimedFile | JobResult:

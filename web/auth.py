@@ -11,14 +11,15 @@ from __future__ import annotations
 import hmac
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import Request
 from sqlalchemy.orm import Session
 
-from services.accounts import token_user
+from db import signin
+from services.accounts import resume_session, token_user
 from services.context import Context
-from web import queries
 
 ROLES = ("clinician", "qa", "admin")
 QA_ROLES = frozenset({"qa", "admin"})
@@ -90,11 +91,33 @@ def authenticate(request: Request, session: Session, ctx: Context) -> CurrentUse
         if user is None:
             raise LoginRequired()
         return CurrentUser(user.id, user.username, user.role, via_token=True)
-    user_id = request.session.get("uid")
-    if not isinstance(user_id, int):
+    secret = request.session.get("sid")
+    if not isinstance(secret, str):
         raise LoginRequired()
-    row = queries.user_by_id(session, user_id)
-    if row is None or not row.active or request.session.get("role") != row.role:
+    user = resume_session(ctx, secret, request.session.get("role"), session_times(request))
+    if user is None:
         request.session.clear()
         raise LoginRequired()
-    return CurrentUser(row.id, row.username, row.role)
+    return CurrentUser(user.id, user.username, user.role)
+
+
+def session_times(request: Request) -> signin.SessionTimes:
+    settings = request.app.state.services.settings
+    return signin.SessionTimes(
+        idle=timedelta(minutes=settings.session_idle_minutes), absolute=timedelta(hours=settings.session_max_hours)
+    )
+
+
+def throttle_rule(request: Request) -> signin.ThrottleRule:
+    settings = request.app.state.services.settings
+    return signin.ThrottleRule(
+        window=timedelta(minutes=settings.signin_window_minutes),
+        per_account=settings.signin_max_failures_per_account,
+        per_address=settings.signin_max_failures_per_address,
+    )
+
+
+def client_address(request: Request) -> str:
+    """The peer's address (a trusted reverse proxy is configured to pass the real one to uvicorn
+    with --proxy-headers; an X-Forwarded-For from anyone else is not believed)."""
+    return request.client.host if request.client else "unknown"

@@ -19,12 +19,26 @@ from sqlalchemy.exc import OperationalError
 from db.engine import dispose_after_fork
 from services import evaluation, recovery, runner
 from services.context import Context, build_context
+from services.logsafe import describe
 from workers.celery_app import app
 
 log = logging.getLogger(__name__)
 
 SETTLED_S = 60  # a file finished this long ago and still in work/ was left there by a crash
 TRANSIENT = (OperationalError, ConnectionError, TimeoutError)
+
+
+class TransientFault(Exception):
+    """A TRANSIENT error with its text dropped: Celery logs a retried task's exception, and a
+    driver's message quotes the statement's parameters (patient names, IDs)."""
+
+
+def _run(job_id: int) -> str | None:
+    try:
+        result = runner.run_job(_ctx(), job_id)
+    except TRANSIENT as exc:
+        raise TransientFault(describe(exc)) from None
+    return result.outcome if result else None
 
 
 def submit(job_id: int, kind: str) -> None:
@@ -54,22 +68,22 @@ def reset_after_fork() -> None:
         dispose_after_fork(_current.engine)
 
 
-@app.task(name="dxa.ingest_file", autoretry_for=TRANSIENT, retry_backoff=True, retry_backoff_max=120, max_retries=10)
+@app.task(
+    name="dxa.ingest_file", autoretry_for=(TransientFault,), retry_backoff=True, retry_backoff_max=120, max_retries=10
+)
 def ingest_file(job_id: int) -> str | None:
-    result = runner.run_job(_ctx(), job_id)
-    return result.outcome if result else None
+    return _run(job_id)
 
 
 @app.task(
     name="dxa.evaluate_patient",
-    autoretry_for=TRANSIENT,
+    autoretry_for=(TransientFault,),
     retry_backoff=True,
     retry_backoff_max=120,
     max_retries=10,
 )
 def evaluate_patient(job_id: int) -> str | None:
-    result = runner.run_job(_ctx(), job_id)
-    return result.outcome if result else None
+    return _run(job_id)
 
 
 @app.task(name="dxa.refresh_schedules", autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 
-from services.accounts import sign_in
+from db.signin import Throttled
+from services.accounts import sign_in, sign_out
 from web import queries
-from web.auth import check_csrf
+from web.auth import check_csrf, client_address, throttle_rule
 from web.deps import App, User, render, services
 
 router = APIRouter()
@@ -53,17 +54,39 @@ def login(
     next: Annotated[str, Form()] = "/patients",
 ) -> Response:
     check_csrf(request, csrf_token)
-    user = sign_in(app.ctx, username, password)
-    if user is None:
+    old = request.session.get("sid")
+    outcome = sign_in(
+        app.ctx,
+        username,
+        password,
+        client_address(request),
+        throttle_rule(request),
+        old_secret=old if isinstance(old, str) else None,
+    )
+    if isinstance(outcome, Throttled):
+        minutes = max(1, -(-outcome.retry_after_s // 60))
+        who = "this user name" if outcome.by == "account" else "this computer"
+        error = (
+            f"Too many failed sign-ins for {who}. Sign-in is paused for {minutes} minute"
+            f"{'s' if minutes != 1 else ''}; try again then, or ask an administrator to reset the password."
+        )
+        response = render(request, "login.html", {"next": _safe_next(next), "error": error}, status_code=429)
+        response.headers["Retry-After"] = str(outcome.retry_after_s)
+        return response
+    if outcome is None:
         context = {"next": _safe_next(next), "error": "Wrong user name or password."}
         return render(request, "login.html", context, status_code=401)
     request.session.clear()  # a fresh session (and CSRF token) on every sign-in
-    request.session.update({"uid": user.id, "role": user.role})
+    request.session.update({"sid": outcome.session_secret, "role": outcome.role})
     return RedirectResponse(_safe_next(next), status_code=303)
 
 
 @router.post("/logout", include_in_schema=False)
-def logout(request: Request, csrf_token: Annotated[str, Form()] = "") -> Response:
+def logout(request: Request, app: App, csrf_token: Annotated[str, Form()] = "") -> Response:
+    """Ends the session on the server too: a copy of the cookie saved before is worthless after."""
     check_csrf(request, csrf_token)
+    secret = request.session.get("sid")
+    if isinstance(secret, str):
+        sign_out(app.ctx, secret)
     request.session.clear()
     return RedirectResponse("/login", status_code=303)

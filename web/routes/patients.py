@@ -262,9 +262,10 @@ def export_api(
     format: Annotated[Literal["json", "csv", "fhir"], Query()] = "json",
     issuer: str | None = None,
 ) -> Response:
-    """One patient as the JSON export object, a CSV of measurements, or a FHIR R4 Bundle."""
+    """One patient as the JSON export object, a CSV of its comparisons (one row per comparison, as
+    `dxa export --format csv`), or a FHIR R4 Bundle."""
     patient = load_patient(session, patient_id, issuer)
-    out = export_one(app.ctx, actor(user), patient.id, format)
+    out = export_one(app.ctx, actor(user), patient.id, format, app.today())
     if isinstance(out.body, dict):
         return JSONResponse(out.body, headers=_attachment(out.filename))
     return Response(out.body, media_type=out.media_type, headers=_attachment(out.filename))
