@@ -105,10 +105,9 @@ def rss_mb(pid: int, *, pool: bool = False) -> float:
 
 
 def run_mutants(count: int, secrets: set[str], log_path: Path) -> Phase:
-    from workers.child import ChildFailed, ChildLimits, ReusableChild
-
     from ingest.errors import ParseError
     from ingest.parse import ParseLimits, parse_file
+    from services.child import ChildFailed, ChildLimits, ReusableChild
 
     phase = Phase(f"parser: {count} mutants")
     import logging

@@ -8,10 +8,9 @@ from collections import Counter, defaultdict
 from datetime import date
 from pathlib import Path
 
-from workers.child import ChildFailed, ChildLimits, ReusableChild
-
 from ingest.errors import ParseError
 from ingest.parse import ParseLimits, parse_file
+from services.child import ChildFailed, ChildLimits, ReusableChild
 from tests.hardening.conftest import leaks
 from tests.hardening.mutants import Mutant, mutants, patient_strings, sample_files
 
