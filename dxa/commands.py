@@ -283,7 +283,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         cmd_precision_import(argparse.Namespace(file=folder / "demo-precision.csv"))
         cmd_crosscal_import(argparse.Namespace(file=folder / "demo-crosscal.csv"))
         cmd_therapies_import(argparse.Namespace(file=folder / "demo-therapies.csv"))
-    print("demo ready: patients DEMO-0001 … DEMO-0003 on the dashboard (invented data; delete before real use)")
+    print("demo ready: patients DEMO-0001 … DEMO-0004 on the dashboard (invented data; delete before real use)")
     return 0
 
 

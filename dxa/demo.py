@@ -1,8 +1,8 @@
 """`dxa demo`: a synthetic cohort, made here, for a first look without anyone's files.
 
 A newcomer has no DXA files. This writes a small cohort of real file formats into the inbox of
-the running service (Hologic APEX DICOM, GE Lunar Enhanced SR with a dual femur, a Hologic PDF
-report, and one stray file that ends in quarantine), waits for the service to ingest them, then
+the running service (Hologic APEX DICOM, GE Lunar Enhanced SR with a dual femur, Chinese OsteoSys
+PRIMUS PDF reports, and one stray file that ends in quarantine), waits for the service to ingest them, then
 loads what no scanner sends (precision studies, a phantom cross-calibration, drug histories in
 English and Chinese) through the same importers as `dxa precision|crosscal|therapies import`.
 
@@ -224,6 +224,55 @@ def ge_exam(
     return _bytes(ds)
 
 
+# --------------------------------------------------------------------------- OsteoSys PRIMUS, Chinese PDF
+
+
+def _zh_date(day: date) -> str:
+    return f"{day.year}年{day.month:02d}月{day.day:02d}日"
+
+
+def primus_zh_pdf(pid: str, name: str, day: date, spine: float, hip: float) -> bytes:
+    """A Chinese OsteoSys PRIMUS report (骨密度检测报告) as a PDF with a text layer, printed with
+    reportlab's CID font (no font file needed): lumbar spine and left femur."""
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+    from reportlab.pdfgen import canvas
+
+    if "STSong-Light" not in pdfmetrics.getRegisteredFontNames():
+        pdfmetrics.registerFont(UnicodeCIDFont("STSong-Light"))
+
+    def t(bmd: float, young: float) -> str:
+        return f"{(bmd - young) / 0.12:.1f}"
+
+    rows = [(f"腰椎 L{i}", spine + d) for i, d in enumerate((-0.05, -0.01, 0.03, 0.02), start=1)]
+    rows += [("腰椎 L1-L4", spine), ("左侧股骨颈", hip - 0.12), ("左侧大转子", hip - 0.2), ("左侧全髋", hip)]
+    lines = [
+        "演示医院（DEMO 数据，全部为虚构）",
+        "骨密度检测报告",
+        "双能X线吸收法（DXA）",
+        f"姓名：{name} 性别：女 年龄：66岁 病历号：{pid}",
+        f"检查号：DEMO{day.strftime('%y%m%d')} 检查日期：{_zh_date(day)} 身高：158.0cm 体重：52.0kg",
+        "申请科室：内分泌科 临床诊断：骨质疏松症随访",
+        "腰椎正位 左侧股骨",
+        "测量结果",
+        "部位 BMD(g/cm²) T值 Z值",
+        *[f"{label} {bmd:.3f} {t(bmd, 1.05)} {float(t(bmd, 1.05)) + 1.0:.1f}" for label, bmd in rows],
+        "诊断意见：",
+        "演示数据。",
+        "注：T值适用于绝经后女性及50岁以上男性；Z值适用于绝经前女性、儿童及50岁以下男性。",
+        "设备：OsteoSys PRIMUS S/N：DEMOPRM0001 软件版本：1.2.0 精密度（CV）：≤1%",
+        f"报告医师：演示 审核医师：演示 报告日期：{_zh_date(day)}",
+    ]
+    buf = BytesIO()
+    pdf = canvas.Canvas(buf, pagesize=(595, 842))
+    pdf.setFont("STSong-Light", 9)
+    for j, line in enumerate(lines):
+        pdf.drawString(36, 800 - 14 * j, line)
+    pdf.showPage()
+    pdf.save()
+    return buf.getvalue()
+
+
 # --------------------------------------------------------------------------- the cohort
 
 
@@ -265,6 +314,10 @@ def cohort() -> Cohort:
                 ge_exam(GE_ONE, "DEMO-0003", name, date(1955, 9, 9), day, spine, hips),
             )
         )
+    # DEMO-0004: a Chinese hospital's OsteoSys PRIMUS reports (PDF), on 阿仑膦酸钠 since 2018
+    for day, spine, hip in ((date(2018, 3, 18), 0.842, 0.781), (date(2020, 3, 20), 0.861, 0.787)):
+        data = primus_zh_pdf("DEMO-0004", "演示王", day, spine, hip)
+        files.append(DemoFile(f"DEMO-0004_{day.isoformat()}_zh.pdf", data))
     # a stray file: ends in quarantine with a reason a technologist can act on
     files.append(DemoFile("DEMO-scanner-notes.txt", b"Demo data: not a DXA result.\n"))
     therapies = "\n".join(
@@ -274,6 +327,7 @@ def cohort() -> Cohort:
             "DEMO-0002,阿仑膦酸钠,2017-06-01,",
             "DEMO-0003,denosumab,2018-05-01,2019-11-01",
             "DEMO-0003,唑来膦酸,2020-05-04,2020-05-04",
+            "DEMO-0004,阿仑膦酸钠,2018-04-01,",
         ]
     )
     precision = ["device_serial,site,technologist,patient,bmd"]

@@ -48,7 +48,8 @@ def test_demo_into_a_running_service(service: None, capsys: pytest.CaptureFixtur
     assert "DEMO-scanner-notes.txt: quarantined" in out and "demo ready" in out
     assert main(["export", "--format", "json"]) == 0
     patients = {p["patient_id"]: p for p in json.loads(capsys.readouterr().out)}
-    assert set(patients) == {"DEMO-0001", "DEMO-0002", "DEMO-0003"}
+    assert set(patients) == {"DEMO-0001", "DEMO-0002", "DEMO-0003", "DEMO-0004"}
+    assert "DEMO-0004_2020-03-20_zh.pdf: ingested" in out  # the Chinese PRIMUS report
     statuses = {pid: {c["status"] for c in p["comparisons"]} for pid, p in patients.items()}
     assert "rejected_cross_machine" in statuses["DEMO-0001"]  # machine replaced: refused, new baseline
     assert "ok_cross_calibrated" in statuses["DEMO-0002"]  # one model, phantom study
