@@ -30,7 +30,6 @@ from web.routes import alerts, auth_routes, operations, patients, qa, qa_records
 
 HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = "dxa_session"
-SESSION_MAX_AGE_S = 8 * 3600
 
 _SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -120,7 +119,7 @@ def create_app(
         SessionMiddleware,
         secret_key=load_secret_key(settings.secret_key, settings.data_dir),
         session_cookie=SESSION_COOKIE,
-        max_age=SESSION_MAX_AGE_S,
+        max_age=int(settings.session_max_hours * 3600),  # the server's row decides; this only tidies
         same_site="lax",
         https_only=False,  # SecurityHeaders adds Secure per request when served over https
     )

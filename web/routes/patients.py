@@ -21,6 +21,7 @@ from db import therapies as therapy_repo
 from db.export import export_patient
 from db.jobs import enqueue_evaluation
 from db.models import Patient
+from dxa.logsafe import describe
 from monitor.config import MonitoringConfig
 from monitor.drugs import UnknownAgent, therapy_from_agent
 from web import alerts as web_alerts
@@ -308,8 +309,8 @@ def _after_therapy_change(session: Session, app: Services, patient_pk: int) -> s
         return None
     try:
         app.on_therapy_changed(app.session_factory, app.settings, patient_pk)
-    except Exception:  # the therapy is saved; say so and let the job runner retry
-        log.exception("re-evaluation after a therapy change failed")
+    except Exception as exc:  # the therapy is saved; say so and let the job runner retry
+        log.warning("re-evaluation after a therapy change failed (%s)", describe(exc))
         enqueue_evaluation(session, patient_pk)
         session.commit()
         return "The therapy was saved but re-evaluation failed; it has been queued and will be retried."
