@@ -221,6 +221,50 @@ def cmd_crosscal_import(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Write the demo cohort into the inbox, let the running service ingest it (or ingest it
+    here with --now), then import its precision studies, cross-calibration and therapies."""
+    import tempfile
+
+    from dxa import demo
+
+    ctx = _context()
+    made = demo.cohort()
+    paths = demo.write_files(ctx.settings.inbox_dir, made.files)
+    print(f"{len(paths)} demo files written to {ctx.settings.inbox_dir / demo.DEMO_FOLDER} (all data invented)")
+    if args.now:
+        for path in paths:
+            outcome, detail = _ingest_one(ctx, path)
+            print(f"  {path.name}: {outcome} ({detail})")
+            path.unlink(missing_ok=True)
+    else:
+        print(f"waiting up to {args.wait:.0f} s for the running service to ingest them…")
+        done = demo.wait_until_received(ctx.sessions, made.files, args.wait)
+        for name, status in sorted(done.items()):
+            print(f"  {name}: {status}")
+        if len(done) < len(made.files):
+            raise UserError(
+                "the service has not finished the demo files: is `make run` (dxa serve) running on this "
+                "data folder? Start it, or run `dxa demo --now` to ingest here"
+            )
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for name, text in (
+            ("demo-precision.csv", made.precision_csv),
+            ("demo-crosscal.csv", made.crosscal_csv),
+            ("demo-therapies.csv", made.therapies_csv),
+        ):
+            (folder / name).write_text(text, encoding="utf-8")
+        cmd_precision_import(argparse.Namespace(file=folder / "demo-precision.csv"))
+        cmd_crosscal_import(argparse.Namespace(file=folder / "demo-crosscal.csv"))
+        cmd_therapies_import(argparse.Namespace(file=folder / "demo-therapies.csv"))
+    print("demo ready: patients DEMO-0001 … DEMO-0004 on the dashboard (invented data; delete before real use)")
+    return 0
+
+
 # --------------------------------------------------------------------------- users
 
 
