@@ -20,6 +20,7 @@ from dxa.logsafe import describe
 from dxa.settings import Settings
 from ingest.watcher import OddEntries, ReadinessTracker, scan_inbox
 from workers import inbox_entries, pipeline
+from workers.bytestore import uses_database
 from workers.context import Context
 
 log = logging.getLogger("dxa")
@@ -50,6 +51,16 @@ def watch_once(ctx: Context, tracker: ReadinessTracker, odd: OddEntries | None =
     return claimed
 
 
+def _write_host_copies(ctx: Context) -> None:
+    """The database mode: archive and quarantine copies of what workers on any host finished."""
+    from workers.host_copies import write_host_copies
+
+    try:
+        write_host_copies(ctx)
+    except Exception:
+        log.exception("could not write the archive copies of finished files; retrying")
+
+
 def watch_forever(ctx: Context, stop: threading.Event | None = None) -> None:
     stop = stop or threading.Event()
     tracker = ReadinessTracker(ctx.settings.min_file_age_s)
@@ -59,6 +70,8 @@ def watch_forever(ctx: Context, stop: threading.Event | None = None) -> None:
 
     while not stop.is_set():
         watch_once(ctx, tracker, odd)
+        if uses_database(ctx):
+            _write_host_copies(ctx)
         touch_heartbeat(ctx.settings, "watch")
         stop.wait(ctx.settings.scan_interval_s)
 

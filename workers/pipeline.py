@@ -21,6 +21,7 @@ commit after its claim, shared by every file of the patient stored while it was 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
+from db.blobs import put_blob
 from db.calibration import PrecisionRepeat
 from db.exams import lock_patient, same_stored_results, store_report
 from db.files import (
@@ -70,6 +72,7 @@ from ingest.parse import ParseLimits, parse_file_reports
 from ingest.report import ParsedReport
 from monitor.evaluate import evaluate_patient
 from monitor.precision import precision_study
+from workers.bytestore import database_path, in_database, kept_in_database, parse_copy, uses_database
 from workers.child import ChildFailed, ChildLimits, ReusableChild, run_in_child
 from workers.context import Context
 from workers.files import (
@@ -140,21 +143,27 @@ def intake(ctx: Context, path: Path, *, copy: bool) -> IntakeResult:
 
 
 def register_claimed(ctx: Context, work_path: Path, original_name: str) -> IntakeResult:
-    sha = sha256_of(work_path)
+    """Register a claimed file with its job. In the database mode (`workers.bytestore`) its bytes
+    are committed with it and the local copy is dropped once they are."""
+    data = work_path.read_bytes() if uses_database(ctx) else None
+    sha = hashlib.sha256(data).hexdigest() if data is not None else sha256_of(work_path)
+    stored_at = database_path(sha) if data is not None else str(work_path)
     with ctx.sessions.begin() as session:
+        if data is not None:
+            put_blob(session, sha, data)
         reg = register_source_file(
             session,
             sha256=sha,
             original_name=original_name,
             size_bytes=work_path.stat().st_size,
-            stored_path=str(work_path),
+            stored_path=stored_at,
         )
         kept_at = reg.file.stored_path
         if reg.outcome == "duplicate" and _worth_another_try(session, reg.file):
             prior = reg.file.status
             reset_for_reprocess(session, reg.file)
-            if not (kept_at and Path(kept_at).is_file()):  # the kept copy is gone: use this one
-                reg.file.stored_path = kept_at = str(work_path)
+            if data is not None or not (kept_at and Path(kept_at).is_file()):  # the kept copy is gone: use this one
+                reg.file.stored_path = kept_at = stored_at
             job = enqueue_ingest(session, reg.file.id)
             result = IntakeResult(reg.file.id, "queued", job.id, prior)
         elif reg.outcome == "duplicate":
@@ -164,7 +173,9 @@ def register_claimed(ctx: Context, work_path: Path, original_name: str) -> Intak
             result = IntakeResult(reg.file.id, "queued", job.id)
     # The same bytes are already kept (archived, quarantined or being processed): this copy adds
     # nothing, and keeping it would make `work/` grow with every re-drop.
-    if (result.outcome == "duplicate" or result.prior_status is not None) and kept_at != str(work_path):
+    if (result.outcome == "duplicate" or result.prior_status is not None or data is not None) and kept_at != str(
+        work_path
+    ):
         work_path.unlink(missing_ok=True)
     if result.job_id is not None:
         ctx.submit(result.job_id, "ingest_file")
@@ -367,7 +378,8 @@ def _ingest(ctx: Context, work: _Parse) -> JobResult:
     parse_limits, child_limits = _parse_limits(ctx)
     _warm_parsers()
     try:
-        reports = parse_in_child(work.work_path, work.name, parse_limits, child_limits)
+        with parse_copy(ctx, work.sha256, work.work_path, work.name) as path:
+            reports = parse_in_child(path, work.name, parse_limits, child_limits)
     except ParseError as exc:
         with ctx.sessions.begin() as session:
             file = _file(session, work.source_file_id)
@@ -448,7 +460,10 @@ def _store(ctx: Context, work: _Parse, reports: tuple[ParsedReport, ...], *, che
             file.conflict_with_id = holder
             return _quarantine(ctx, session, job, file, UID_CONFLICT, UID_CONFLICT_TEXT)
         stored = [store_report(session, report, source_file_id=work.source_file_id) for report in reports]
+        in_db = kept_in_database(ctx, session, work.sha256)  # then the watcher's host writes the copy
         dest = archive_path(ctx.settings.archive_dir, work.sha256, work.name, _now().date())
+        if in_db:
+            dest = Path(database_path(work.sha256))
         finish_ingested(
             session,
             work.source_file_id,
@@ -475,9 +490,10 @@ def _store(ctx: Context, work: _Parse, reports: tuple[ParsedReport, ...], *, che
         detail = details[0] if len(details) == 1 else f"{len(details)} reports: " + "; ".join(details)
         patient_pk = stored[0].patient.id
     source = Path(work.work_path)
-    move_durably(source, dest)
-    if source.is_relative_to(ctx.settings.quarantine_dir):  # re-processed after a fix: the old reason is void
-        source.with_name(source.name + ".json").unlink(missing_ok=True)
+    if not in_db:
+        move_durably(source, dest)
+        if source.is_relative_to(ctx.settings.quarantine_dir):  # re-processed after a fix: the old reason is void
+            source.with_name(source.name + ".json").unlink(missing_ok=True)
     for evaluation_id in evaluations:
         if evaluation_id is not None:  # else the patient's queued evaluation (already sent) covers this file
             ctx.submit(evaluation_id, "evaluate_patient")
@@ -494,14 +510,18 @@ def _reencoded_duplicate(ctx: Context, session: Session, work: _Parse, holder: i
     """Same instance UID, other bytes, equal results: a router's re-encoding, not a conflict. The
     file is kept in the archive and counted once, as a duplicate of its first copy."""
     file = _file(session, work.source_file_id)
+    in_db = kept_in_database(ctx, session, work.sha256)
     dest = archive_path(ctx.settings.archive_dir, work.sha256, work.name, _now().date())
+    if in_db:
+        dest = Path(database_path(work.sha256))
     file.conflict_with_id = holder
     file.stored_path = str(dest)
     file.parser_version = PARSER_VERSION
     mark_duplicate(session, file, reason_text=REENCODED_TEXT)
     finish_job_id(session, work.job.id)
     session.commit()
-    move_durably(Path(work.work_path), dest)
+    if not in_db:
+        move_durably(Path(work.work_path), dest)
     return JobResult(work.job.id, work.job.kind, "duplicate", REENCODED_TEXT, work.source_file_id)
 
 
@@ -510,6 +530,9 @@ def _quarantine(ctx: Context, session: Session, job: _JobSnapshot, file: SourceF
     folder = ctx.settings.quarantine_dir / quarantine_code(code)
     work_path = Path(file.stored_path or "")
     dest = folder / f"{file.sha256}{work_path.suffix}"
+    in_db = kept_in_database(ctx, session, file.sha256)
+    if in_db:  # the watcher's host writes the copy and its sidecar (`workers.host_copies`)
+        dest = Path(database_path(file.sha256))
     mark_quarantined(
         session,
         file,
@@ -521,7 +544,7 @@ def _quarantine(ctx: Context, session: Session, job: _JobSnapshot, file: SourceF
     finish_job_id(session, job.id)
     sidecar = _sidecar(file, code, text)
     session.commit()
-    if work_path.is_file():
+    if not in_db and work_path.is_file():
         quarantine_file(work_path, ctx.settings.quarantine_dir, code, sidecar)
         if work_path != dest and work_path.is_relative_to(ctx.settings.quarantine_dir):  # re-processed
             work_path.with_name(work_path.name + ".json").unlink(missing_ok=True)
@@ -686,6 +709,8 @@ def recover_files(ctx: Context, *, settled_for: timedelta | None = None) -> dict
                 if cutoff is None:
                     register_claimed(ctx, path, path.name)
                     counts["registered"] += 1
+            elif in_database(target):  # registered with its bytes; the claim's local copy is spare
+                path.unlink(missing_ok=True)
             elif target and target != str(path) and status in ("ingested", "duplicate", "quarantined"):
                 if cutoff is not None and (finished is None or finished > cutoff):
                     continue
