@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import func, select
 
 from db.models import FileBlob, SourceFile
-from dxa.settings import Settings
+from services.context import build_context
+from settings import Settings
 from tests.integration.pipeline.support import (
     BatchFile,
     Sample,
@@ -29,7 +30,6 @@ from tests.integration.pipeline.support import (
     service_env,
     wait_until,
 )
-from workers.context import build_context
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 

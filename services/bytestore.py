@@ -7,7 +7,7 @@
   content-addressed) in the transaction that registers the file and drops its local copy. A
   worker reads them from there into a private temporary file for the parse child, and records
   the outcome as `stored_path = "database:<sha256>"` without touching any folder; the watcher's
-  host then writes the archive or quarantine copy (`workers.host_copies`). A worker thus needs the
+  host then writes the archive or quarantine copy (`services.host_copies`). A worker thus needs the
   database and the broker, nothing else.
 
 Why PostgreSQL rather than an S3-compatible store: the deployment already runs and backs up
@@ -25,8 +25,8 @@ from contextlib import contextmanager
 from sqlalchemy.orm import Session
 
 from db.blobs import get_blob, has_blob
-from workers.context import Context
-from workers.files import safe_extension
+from services.context import Context
+from services.files import safe_extension
 
 IN_DATABASE = "database:"
 

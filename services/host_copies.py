@@ -23,9 +23,10 @@ from sqlalchemy import select, update
 
 from db.blobs import get_blob
 from db.models import SourceFile, utcnow
-from workers.bytestore import IN_DATABASE
-from workers.context import Context
-from workers.files import archive_path, quarantine_code, safe_extension
+from services.bytestore import IN_DATABASE
+from services.context import Context
+from services.files import archive_path, quarantine_code, safe_extension
+from services.ingestion import sidecar
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,6 @@ def _remove_quarantine_copies(ctx: Context, sha256: str) -> None:
 def write_host_copies(ctx: Context, limit: int = BATCH) -> int:
     """Write the host copies of up to `limit` finished files whose bytes are only in the
     database; returns how many were written."""
-    from workers.pipeline import _sidecar as sidecar
-
     with ctx.sessions() as session:
         rows = list(
             session.scalars(
