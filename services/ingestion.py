@@ -20,7 +20,6 @@ from typing import Any
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
-from db.exams import same_stored_results, store_report
 from db.files import (
     UID_CONFLICT,
     UID_CONFLICT_TEXT,
@@ -32,6 +31,7 @@ from db.files import (
 )
 from db.jobs import fail_job, finish_job_id
 from db.models import Job, SourceFile
+from db.reports import same_stored_results, store_report
 from db.vendor_lsc import patients_on_device
 from ingest.errors import ParseError
 from ingest.report import ParsedReport

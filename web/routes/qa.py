@@ -22,10 +22,11 @@ from services.csv_rows import ImportError_
 from services.exports import to_csv
 from services.precision import preview_precision, save_precision, study_of
 from services.reprocess import reprocess
-from web import crosscal, queries
+from web import crosscal
 from web.auth import CurrentUser, check_csrf
 from web.deps import App, DbSession, QaUser, actor, render
 from web.forms import FilterErrors
+from web.queries import qa as qa_q
 
 router = APIRouter()
 CSV_LABEL = "CSV"  # what error messages call the uploaded file ("CSV: line 3: field site: …")
@@ -92,8 +93,8 @@ def read_refused_filter(
     )
 
 
-def _refused(session: Session, f: RefusedFilter) -> list[queries.RefusedComparison]:
-    return queries.refused_comparisons(session, device_pk=f.device, start=f.start, end=f.end, status=f.status)
+def _refused(session: Session, f: RefusedFilter) -> list[qa_q.RefusedComparison]:
+    return qa_q.refused_comparisons(session, device_pk=f.device, start=f.start, end=f.end, status=f.status)
 
 
 @router.get("/qa/comparisons", include_in_schema=False)
@@ -113,7 +114,7 @@ def refused_page(
     this_year = app.today().year
     context = {
         "rows": rows,
-        "devices": queries.all_devices(session),
+        "devices": qa_q.all_devices(session),
         "f": chosen,
         "statuses": REFUSAL_STATUSES,
         "years": list(range(this_year, this_year - 8, -1)),
@@ -205,13 +206,13 @@ def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _technologist_checks(
-    session: Session, app: App, details: list[queries.DeviceDetail]
+    session: Session, app: App, details: list[qa_q.DeviceDetail]
 ) -> dict[int, list[TechnologistStudy]]:
     """Per study, the technologists whose precision exceeds the configured ISCD limit."""
     flagged: dict[int, list[TechnologistStudy]] = defaultdict(list)
     for detail in details:
         for study in detail.studies:
-            repeats = [PrecisionRepeat(*r) for r in queries.precision_repeats(session, study.pk)]
+            repeats = [PrecisionRepeat(*r) for r in qa_q.precision_repeats(session, study.pk)]
             if not repeats:
                 continue
             flagged[study.pk].extend(study_of(study.site, repeats, app.monitoring).over_limit)
@@ -220,7 +221,7 @@ def _technologist_checks(
 
 def _devices_context(session: Session, app: App) -> dict[str, Any]:
     """What the machines page needs besides the calculators' own preview and error."""
-    details = queries.device_details(session)
+    details = qa_q.device_details(session)
     return {
         "details": details,
         "flagged": _technologist_checks(session, app, details),
@@ -246,7 +247,7 @@ def devices_page(request: Request, session: DbSession, app: App, _: QaUser) -> R
 def devices_api(session: DbSession, app: App, _: QaUser) -> dict[str, Any]:
     """Devices with software versions seen, precision studies (RMS-SD, LSC), technologists over
     the ISCD limit, and cross-calibrations."""
-    details = queries.device_details(session)
+    details = qa_q.device_details(session)
     flagged = _technologist_checks(session, app, details)
     cards = crosscal.device_cards(session)
     return {
@@ -446,7 +447,7 @@ def crosscal_save_api(request: Request, session: DbSession, app: App, user: QaUs
 @router.get("/api/qa/ingest", tags=["qa"])
 def ingest_api(session: DbSession, _: QaUser, status: str | None = None, limit: int = 200) -> dict[str, Any]:
     """Recently received files with their status and, for quarantined ones, the reason."""
-    files = queries.recent_files(session, status=status, limit=min(max(limit, 1), 1000))
+    files = qa_q.recent_files(session, status=status, limit=min(max(limit, 1), 1000))
     return {"files": [{**_jsonable(asdict(f)), "received_at": f.received_at.isoformat(), "id": f.pk} for f in files]}
 
 
