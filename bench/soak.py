@@ -465,7 +465,7 @@ def run_embedded(batch: list[BatchFile], users: int, secrets: set[str], base: Pa
         threading.Thread(target=lambda: (web.join(), web_done.set()), daemon=True).start()
         complete = wait_done(sessions, sender, inbox, len(batch), max_s, faults.tick)
         if not complete:
-            phase.errors["hang: not finished in time"] += 1
+            phase.errors["unfinished within the time bound"] += 1
         phase.rss_mb = (rss0, rss_mb(serve.pid))
         phase.notes.append(f"RSS is dxa serve's own; after the kill -9 it restarted at {rss_restart[0]:.0f} MB")
         logged = sum(int(n) for n in re.findall(r"inbox: (\d+) entr", serve.log()))
@@ -572,7 +572,7 @@ def run_celery(batch: list[BatchFile], users: int, secrets: set[str], base: Path
         users_thread(f"http://127.0.0.1:{port}", names, lambda: sender.sent >= len(batch), phase, max_s=max_s / 2)
         complete = wait_done(sessions, sender, inbox, len(batch), max_s, tick)
         if not complete:
-            phase.errors["hang: not finished in time"] += 1
+            phase.errors["unfinished within the time bound"] += 1
         phase.rss_mb = (rss0, rss_mb(worker.pid, pool=True))
         faults.report(phase)
         for proc in procs:
