@@ -1,4 +1,4 @@
-"""The `dxa` command (DESIGN.md §6). Parsing of arguments only: each command is a thin call
+"""The `dxa` command (docs/architecture.md, "Exports"). Parsing of arguments only: each command is a thin call
 into `dxa.commands`, which holds the wiring, so that `dxa --help` stays fast."""
 
 from __future__ import annotations

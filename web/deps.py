@@ -1,4 +1,8 @@
-"""What every route needs, as FastAPI dependencies: the app's services, a DB session, the user."""
+"""What every route needs, as FastAPI dependencies: the app's context, a read session, the user.
+
+Routes read through `DbSession` (on SQLite a deferred transaction, so a page being rendered never
+holds the write lock) and change things only by calling a use case of `services` with `app.ctx`:
+the use case owns its transaction, and routes never commit."""
 
 from __future__ import annotations
 
@@ -13,22 +17,28 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import User as UserRow
-from dxa.settings import Settings
 from monitor.config import MonitoringConfig
+from services.audit import Actor
+from services.context import Context
+from settings import Settings
 from web import i18n
 from web.auth import CLINICAL_ROLES, QA_ROLES, CurrentUser, Forbidden, authenticate, csrf_token
-
-TherapyHook = Callable[[sessionmaker[Session], Settings, int], Any]
 
 
 @dataclass(frozen=True)
 class Services:
-    settings: Settings
-    session_factory: sessionmaker[Session]
+    ctx: Context  # for the use cases
+    read_sessions: sessionmaker[Session]  # for the pages' reads
     templates: Jinja2Templates
-    on_therapy_changed: TherapyHook | None
     today: Callable[[], date]
-    monitoring: MonitoringConfig | None
+
+    @property
+    def settings(self) -> Settings:
+        return self.ctx.settings
+
+    @property
+    def monitoring(self) -> MonitoringConfig:
+        return self.ctx.monitoring
 
 
 def services(request: Request) -> Services:
@@ -37,7 +47,7 @@ def services(request: Request) -> Services:
 
 
 def db_session(request: Request) -> Iterator[Session]:
-    with services(request).session_factory() as session:
+    with services(request).read_sessions() as session:
         yield session
 
 
@@ -46,7 +56,7 @@ App = Annotated[Services, Depends(services)]
 
 
 def current_user(request: Request, session: DbSession) -> CurrentUser:
-    user = authenticate(request, session)
+    user = authenticate(request, session, services(request).ctx)
     request.state.user = user
     return user
 
@@ -63,6 +73,11 @@ def qa_user(user: Annotated[CurrentUser, Depends(current_user)]) -> CurrentUser:
     return user
 
 
+def actor(user: CurrentUser) -> Actor:
+    """How the use cases name the signed-in user in the audit trail."""
+    return Actor(user.username, user.id)
+
+
 User = Annotated[CurrentUser, Depends(any_user)]
 QaUser = Annotated[CurrentUser, Depends(qa_user)]
 
@@ -72,7 +87,7 @@ def request_locale(request: Request) -> str:
     user = getattr(request.state, "user", None)
     saved = None
     if user is not None:
-        with services(request).session_factory() as session:
+        with services(request).read_sessions() as session:
             saved = session.scalar(select(UserRow.locale).where(UserRow.id == user.id))
     return i18n.choose(saved, request.headers.get("accept-language"))
 

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 
+from ingest.dates import parse_date
 from ingest.errors import MalformedResults, MissingField
-from ingest.pdf.dates import parse_date
 from ingest.pdf.template import CHANGE_KEYS, Column, HistorySpec, Template
 from ingest.pdf.text import PdfText
 from ingest.report import (

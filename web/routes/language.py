@@ -8,10 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 
-from db.models import User as UserRow
-from web import i18n, queries
+from services.users import set_language
 from web.auth import check_csrf
-from web.deps import DbSession, User
+from web.deps import App, User, actor
 
 router = APIRouter()
 
@@ -23,19 +22,17 @@ def _same_site(target: str) -> str:
 @router.post("/settings/language", include_in_schema=False)
 def choose_language(
     request: Request,
-    session: DbSession,
+    app: App,
     user: User,
     locale: Annotated[str, Form()],
     next: Annotated[str, Form()] = "/patients",
     csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
     check_csrf(request, csrf_token)
-    if locale not in (*i18n.LOCALES, ""):
-        raise HTTPException(422, "unknown language")
-    row = session.get(UserRow, user.id)
-    if row is None:
-        raise HTTPException(404, "no such user")
-    row.locale = locale or None
-    queries.add_audit(session, user, "language_chosen", None, locale=locale or "browser")
-    session.commit()
+    try:
+        set_language(app.ctx, actor(user), locale or None)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    except LookupError as exc:
+        raise HTTPException(404, str(exc)) from None
     return RedirectResponse(_same_site(next), status_code=303)

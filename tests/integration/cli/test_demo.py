@@ -15,8 +15,8 @@ from db.migrate import upgrade
 from dxa import demo
 from dxa.cli import main
 from dxa.embedded import run_jobs_forever, watch_forever
-from dxa.settings import load_settings
-from workers.context import build_context
+from services.context import build_context
+from settings import load_settings
 
 
 @pytest.fixture
