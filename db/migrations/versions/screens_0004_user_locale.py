@@ -1,7 +1,7 @@
 """Each user's language for the dashboard (issue 15): `en` or `zh_CN`; NULL follows the browser.
 
 Revision ID: screens_0004_user_locale
-Revises: harden_0003_sessions
+Revises: harden_0003
 Create Date: 2026-12-02
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "screens_0004_user_locale"
-down_revision: str | None = "harden_0003_sessions"
+down_revision: str | None = "harden_0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
