@@ -72,12 +72,20 @@ def localized_site(site: str, side: str | None = None) -> str:
     return f"{name}（{sides[side]}）" if side in sides else name
 
 
+def site_title(site: str, side: str | None = None) -> str:
+    """A per-site heading: the spine names its analysed set ("Lumbar spine L1-L4", "腰椎 L1-L4")."""
+    if site.startswith("L") and "-" in site:
+        return i18n.gettext("Lumbar spine") + " " + site
+    return localized_site(site, side)
+
+
 def install(env: Environment) -> None:
     env.add_extension("jinja2.ext.i18n")
     env.install_gettext_callables(i18n.gettext, i18n.ngettext, newstyle=True)  # type: ignore[attr-defined]
     env.filters["num"] = fmt_num
     env.filters["day"] = fmt_date
     env.filters["site"] = localized_site
+    env.filters["site_title"] = site_title
     env.filters["status_text"] = lambda status: i18n.gettext(STATUS_TEXT[status]) if status in STATUS_TEXT else status
     env.filters["person"] = person_name
     env.filters["who_text"] = lambda who: i18n.gettext(WHO_TEXT[who]) if who in WHO_TEXT else (who or "—")

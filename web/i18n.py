@@ -95,3 +95,75 @@ def day(value: date | datetime | None) -> str:
     if locale == DEFAULT:
         return value.isoformat()
     return format_date(value, "yyyy年M月d日", locale=Locale.parse(locale))
+
+
+# Words the templates translate at run time (`| t`): listed so extraction finds them.
+RUNTIME_WORDS = (
+    N_("gain"),
+    N_("loss"),
+    N_("stable"),
+    N_("baseline"),
+    N_("previous"),
+    N_("not assessed"),
+    N_("left"),
+    N_("right"),
+    N_("mean of both sides"),
+    N_("Lumbar spine"),
+    N_("Femoral neck"),
+    N_("Total hip"),
+    N_("Trochanter"),
+    N_("Intertrochanter"),
+    N_("Ward's triangle"),
+    N_("1/3 radius"),
+    N_("Ultradistal radius"),
+    N_("Total radius"),
+    N_("Total body"),
+    N_("Compared"),
+    N_("Compared (cross-calibrated)"),
+    N_("Refused: different machine"),
+    N_("Refused: machine unknown"),
+    N_("Normal"),
+    N_("Low bone mass"),
+    N_("Osteoporosis"),
+    N_("Under 50: Z-score only"),
+    N_("oral bisphosphonate"),
+    N_("iv bisphosphonate"),
+    N_("denosumab"),
+    N_("anabolic pth"),
+    N_("romosozumab"),
+    N_("serm"),
+    N_("hrt"),
+    N_("calcitonin"),
+    N_("drug holiday"),
+    N_("none"),
+    N_("Wrong user name or password."),
+    N_("Alert acknowledged; it returns if something new happens."),
+    N_("Therapy saved; the next scan date has been recalculated."),
+    N_("Therapy stopped; the next scan date has been recalculated."),
+)
+
+# The repeat-scan sentences of settings/monitoring.toml, as shipped: a site that rewrites one sees
+# its own sentence in English until it is added to the catalogs.
+RULE_SENTENCES = (
+    N_("Untreated, lowest T-score above -2.0: repeat DXA no sooner than 5 years."),
+    N_("Untreated with a T-score of -2.0 or lower: repeat DXA in 2 years (sooner if treatment starts)."),
+    N_("Oral bisphosphonate: first follow-up DXA 2 years after starting treatment."),
+    N_("Oral bisphosphonate: repeat DXA every 2 years."),
+    N_("Zoledronic acid: repeat DXA in 2 to 3 years (due at 2 years; 3 years is acceptable once stable)."),
+    N_(
+        "Denosumab: repeat DXA in 1 to 2 years (due at 1 year). "
+        "Never stop denosumab without a follow-on antiresorptive."
+    ),
+    N_(
+        "Teriparatide/abaloparatide: scan at the end of the course (at most 2 years) "
+        "to set a new baseline before the follow-on antiresorptive."
+    ),
+    N_(
+        "Romosozumab: scan at the end of the 12-month course to set a new baseline before the follow-on antiresorptive."
+    ),
+    N_("Raloxifene/bazedoxifene: repeat DXA every 2 years."),
+    N_("Hormone replacement therapy: repeat DXA every 2 years."),
+    N_("Calcitonin: repeat DXA every 2 years."),
+    N_("Bisphosphonate drug holiday: repeat DXA every 2 years; resume treatment if BMD falls significantly."),
+    N_("Glucocorticoid user: repeat DXA every 12 months (bone loss is fastest in the first months)."),
+)

@@ -24,7 +24,7 @@ def choose_language(
     request: Request,
     app: App,
     user: User,
-    locale: Annotated[str, Form()],
+    locale: Annotated[str, Form()] = "",
     next: Annotated[str, Form()] = "/patients",
     csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
