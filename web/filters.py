@@ -9,7 +9,7 @@ from urllib.parse import quote, urlencode
 from jinja2 import Environment
 
 from web import i18n
-from web.queries import SITE_NAMES, site_label
+from web.queries.patient import SITE_NAMES, site_label
 
 N_ = i18n.N_
 STATUS_TEXT = {
