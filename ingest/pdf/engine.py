@@ -244,6 +244,13 @@ def _parse_table(ctx: _Context, page_no: int, lines: Sequence[str], page_side: s
                 f"{template.description}: a results row at pdf p{page_no} line {index + 1} has values but no "
                 "site label (a rotated or re-flowed page?); its site cannot be told with certainty"
             )
+        if label is not None and label.site and cells is None and columns is not None:
+            # A printed row of a site whose values cannot be read ("L2 0.703 n.a. -2.9"): skipping
+            # it would store fewer sites than the report prints.
+            raise MalformedResults(
+                f"{template.description}: the {label.site} row at pdf p{page_no} line {index + 1} has values "
+                "that cannot be read; fewer sites would be stored than the report prints"
+            )
         if label is None or cells is None:
             _refuse_hidden_row(tokens, template, page_no, index)
             if columns is None:
