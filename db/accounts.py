@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.models import ROLES, ApiToken, AuditEvent, User, utcnow
+from db.signin import revoke_user_sessions
 
 RoleName = Literal["clinician", "qa", "admin"]
 TOKEN_PREFIX = "dxa_"
@@ -65,14 +66,18 @@ def delete_user(session: Session, user: User) -> None:
 
 
 def set_password(session: Session, user: User, password: str) -> None:
+    """A new password ends every web session of the user: whoever knew the old one is out."""
     if not password:
         raise ValueError("password is empty")
     user.password_hash = hash_password(password)
+    revoke_user_sessions(session, user.id)
     session.flush()
 
 
 def set_active(session: Session, user: User, active: bool) -> None:
     user.active = active
+    if not active:
+        revoke_user_sessions(session, user.id)
     session.flush()
 
 

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db.models import Job, SourceFile, utcnow
+from db.models import AuditEvent, Job, SourceFile, utcnow
 
 HEARTBEAT_S = 15.0  # a running job's worker refreshes the job's updated_at this often
 STALE_AFTER = timedelta(seconds=60)  # four missed heartbeats: the worker is gone
@@ -43,6 +43,7 @@ class Snapshot:
     files_last_hour: int
     quarantine: dict[str, int]
     broker_depth: int | None = None  # messages waiting in the broker; None = embedded or unknown
+    inbox_refused: int = 0  # inbox entries that are not regular files, recorded for QA (issue 11)
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -98,4 +99,10 @@ def snapshot(session: Session, *, now: datetime | None = None, broker_depth: int
         files_last_hour=int(finished or 0),
         quarantine=quarantine,
         broker_depth=broker_depth,
+        inbox_refused=int(
+            session.scalar(
+                select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "inbox_entry_refused")
+            )
+            or 0
+        ),
     )

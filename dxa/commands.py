@@ -154,7 +154,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "json":
         _write(json.dumps(patients, indent=2, ensure_ascii=False) + "\n", args.out)
     elif args.format == "csv":
-        _write(_comparisons_csv(patients), args.out)
+        from web.exports import comparisons_csv
+
+        _write(comparisons_csv(patients), args.out)
     else:
         from web.fhir import build_bundle
 
@@ -162,36 +164,6 @@ def cmd_export(args: argparse.Namespace) -> int:
         payload: Any = bundles[0] if args.patient is not None else bundles
         _write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", args.out)
     return 0
-
-
-CSV_COLUMNS = (
-    "patient_id", "site", "side", "reference", "from_date", "to_date", "status", "delta_g_cm2",
-    "percent_change", "lsc_g_cm2", "lsc_source", "significance", "dissimilar", "reason",
-    "from_device", "to_device", "next_scan_due", "next_scan_rule",
-)  # fmt: skip
-
-
-def _comparisons_csv(patients: list[dict[str, Any]]) -> str:
-    """One row per comparison, with exam dates and machines spelled out for a spreadsheet."""
-    from web.exports import to_csv
-
-    def device(exam: dict[str, Any] | None) -> str:
-        d = (exam or {}).get("device") or {}
-        return " ".join(str(d.get(k) or "") for k in ("manufacturer", "model", "serial")).strip()
-
-    rows = []
-    for p in patients:
-        exams = {e["exam_id"]: e for e in p["exams"]}
-        nxt = p.get("next_scan") or {}
-        for c in p["comparisons"]:
-            a, b = exams.get(c["from_exam"]), exams.get(c["to_exam"])
-            rows.append([
-                p["patient_id"], c["site"], c["side"], c["reference"], (a or {}).get("date"), (b or {}).get("date"),
-                c["status"], c["delta_g_cm2"], c["percent_change"], c["lsc_g_cm2"], c["lsc_source"],
-                c["significance"], c["dissimilar"], c["reason"], device(a), device(b), nxt.get("due"),
-                nxt.get("rule_id"),
-            ])  # fmt: skip
-    return to_csv(rows, CSV_COLUMNS)
 
 
 # --------------------------------------------------------------------------- imports

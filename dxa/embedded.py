@@ -16,9 +16,10 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from dxa.logsafe import describe
 from dxa.settings import Settings
-from ingest.watcher import ReadinessTracker, scan_folder
-from workers import pipeline
+from ingest.watcher import OddEntries, ReadinessTracker, scan_inbox
+from workers import inbox_entries, pipeline
 from workers.context import Context
 
 log = logging.getLogger("dxa")
@@ -28,31 +29,36 @@ RUNNER_IDLE_S = 0.5
 SWEEP_EVERY_S = 60.0
 
 
-def watch_once(ctx: Context, tracker: ReadinessTracker) -> int:
-    """One scan of the inbox: claim every file that is ready. Returns how many were claimed."""
+def watch_once(ctx: Context, tracker: ReadinessTracker, odd: OddEntries | None = None) -> int:
+    """One scan of the inbox: claim every file that is ready, and refuse (log, count, and once they
+    persist record and move aside) entries that are not regular files. Returns how many were claimed."""
     inbox = ctx.settings.inbox_dir
     inbox.mkdir(parents=True, exist_ok=True)
     claimed = 0
-    for path in tracker.observe(scan_folder(inbox), time.time()):
+    files, others = scan_inbox(inbox)
+    if odd is not None:
+        inbox_entries.refuse(ctx, inbox, *odd.observe(others, time.time()))
+    for path in tracker.observe(files, time.time()):
         try:
             pipeline.intake(ctx, Path(path), copy=False)
             claimed += 1
         except FileNotFoundError:
             tracker.forget(path)  # taken by another watcher, or removed by the sender
-        except Exception:
-            # A path can hold a patient's name: log the error type only.
-            log.exception("could not claim a file from the inbox")
+        except Exception as exc:
+            # A path, or a driver's message quoting the row, can hold a patient's name: the type only.
+            log.warning("could not claim a file from the inbox (%s); it is tried again", describe(exc))
     return claimed
 
 
 def watch_forever(ctx: Context, stop: threading.Event | None = None) -> None:
     stop = stop or threading.Event()
     tracker = ReadinessTracker(ctx.settings.min_file_age_s)
+    odd = OddEntries(inbox_entries.persist_s(ctx.settings))
     log.info("watching the inbox every %.1f s", ctx.settings.scan_interval_s)
     from workers.heartbeat import touch_heartbeat
 
     while not stop.is_set():
-        watch_once(ctx, tracker)
+        watch_once(ctx, tracker, odd)
         touch_heartbeat(ctx.settings, "watch")
         stop.wait(ctx.settings.scan_interval_s)
 
@@ -72,8 +78,8 @@ def run_jobs_forever(ctx: Context, stop: threading.Event, *, refresh_daily: bool
                 pipeline.recover_jobs(ctx)
                 last_sweep = time.monotonic()
             result = pipeline.run_next(ctx)
-        except Exception:
-            log.exception("job runner error; retrying")
+        except Exception as exc:
+            log.warning("job runner error (%s); retrying", describe(exc))
             result = None
             stop.wait(2.0)
         if result is None:

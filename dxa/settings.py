@@ -65,6 +65,14 @@ class Settings(BaseSettings):
 
     monitoring_config: Path | None = None  # a TOML file overriding dxa/monitoring.toml
 
+    # web sign-in: a session ends after this long unused, and this long after sign-in whatever
+    # happens; failed sign-ins within the window lock the name typed, or the client address
+    session_idle_minutes: float = Field(default=30.0, gt=0)
+    session_max_hours: float = Field(default=8.0, gt=0)
+    signin_window_minutes: float = Field(default=15.0, gt=0)
+    signin_max_failures_per_account: int = Field(default=5, gt=0)
+    signin_max_failures_per_address: int = Field(default=20, gt=0)
+
     @field_validator("data_dir", "inbox", "archive", mode="after")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:

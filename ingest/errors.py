@@ -66,6 +66,19 @@ class TooLarge(ParseError):
     code = "too_large"
 
 
+class TooComplex(TooLarge):
+    """Reading would need more memory or nesting than allowed: a damaged length or a bomb."""
+
+    code = "too_large"
+
+
+class ImplausibleValues(ParseError):
+    """Read completely, but a value cannot be true (a BMD of 1e23, an exam in 1800, a birth after
+    the exam, a control character in an ID): refused before storage, the message says which."""
+
+    code = "implausible_values"
+
+
 class PatientMismatch(ParseError):
     """Parts of one file name different patients (or exams) and cannot be told apart with
     certainty: pages of a PDF, or a DICOM header and the report it carries. Refused whole: a value

@@ -1,15 +1,20 @@
 """The single entry point of ingestion: bytes in, a ParsedReport or a typed ParseError out.
 
 The format is sniffed from the bytes, never from the file name (which is only quoted in
-messages and may be anything, even `..%2f..%2fetc.dcm`).
+messages and may be anything, even `..%2f..%2fetc.dcm`). Every exception a reading library lets
+escape is turned into a typed error here (`ingest.boundary`), and what was read is checked for
+plausibility (`monitor.plausibility`) before anyone may store it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
+from ingest.boundary import guarded
 from ingest.dicom import looks_like_dicom, parse_dicom_reports
 from ingest.errors import EmptyFile, NotDicom, TooLarge
+from ingest.plausible import check_report
 from ingest.report import ParsedReport
 
 
@@ -19,6 +24,9 @@ class ParseLimits:
 
     max_bytes: int = 64 * 1024 * 1024
     max_pdf_pages: int = 40
+    # The caller's today, for "exam date in the future"; None skips only that check (the parsers
+    # have no clock; whatever stores a report passes one).
+    today: date | None = None
 
 
 def _is_pdf(data: bytes) -> bool:
@@ -36,7 +44,12 @@ def parse_file(data: bytes, name: str, limits: ParseLimits) -> ParsedReport:
 
 def parse_file_reports(data: bytes, name: str, limits: ParseLimits) -> tuple[ParsedReport, ...]:
     """Every report a file holds (a PDF of several printouts is split, `ingest.pdf.split`), each
-    with its own patient, date and machine; or a ParseError for the whole file."""
+    with its own patient, date and machine and checked for plausibility; or a ParseError for the
+    whole file (one implausible report refuses the file: it is stored whole or not at all)."""
+    return tuple(check_report(report, limits.today) for report in _parse(data, name, limits))
+
+
+def _parse(data: bytes, name: str, limits: ParseLimits) -> tuple[ParsedReport, ...]:
     size = len(data)
     if size == 0:
         raise EmptyFile("empty file: 0 bytes")
@@ -45,7 +58,7 @@ def parse_file_reports(data: bytes, name: str, limits: ParseLimits) -> tuple[Par
     if data.startswith(b"%PDF") or (_is_pdf(data) and not looks_like_dicom(data)):
         from ingest.pdf.parse import parse_pdf_reports  # lazy: the PDF libraries load only for PDFs
 
-        return parse_pdf_reports(data, name, max_pages=limits.max_pdf_pages)
+        return guarded("PDF", lambda: parse_pdf_reports(data, name, max_pages=limits.max_pdf_pages))
     if looks_like_dicom(data):
-        return parse_dicom_reports(data, name, max_pdf_pages=limits.max_pdf_pages)
+        return guarded("DICOM", lambda: parse_dicom_reports(data, name, max_pdf_pages=limits.max_pdf_pages))
     raise NotDicom("not a DICOM file or PDF: unrecognised format")

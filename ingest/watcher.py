@@ -12,6 +12,7 @@ minimum age. Temporary names that scanners and copy tools use while writing (`*.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,81 @@ class ReadinessTracker:
         self._last.pop(path, None)
 
 
+class OddEntries:
+    """Inbox entries that are not regular files (symlinks, FIFOs, sockets, devices, empty folders):
+    never opened, never followed, but never silently ignored either. Like `ReadinessTracker`, only
+    the rule (no I/O, `now` passed in): an entry is `new` the first scan it is seen (to be logged
+    and counted) and `persisting` once, when it has stayed `persist_s` (to get a QA entry and,
+    for anything but a folder, be moved out of the inbox)."""
+
+    def __init__(self, persist_s: float) -> None:
+        self._persist_s = persist_s
+        self._first_seen: dict[str, float] = {}
+        self._reported: set[str] = set()
+
+    def observe(self, odd: dict[str, str], now: float) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        new = [(path, kind) for path, kind in sorted(odd.items()) if path not in self._first_seen]
+        for path, _ in new:
+            self._first_seen[path] = now
+        self._first_seen = {p: t for p, t in self._first_seen.items() if p in odd}
+        self._reported &= set(odd)
+        persisting = [
+            (path, kind)
+            for path, kind in sorted(odd.items())
+            if path not in self._reported and now - self._first_seen[path] >= self._persist_s
+        ]
+        self._reported.update(path for path, _ in persisting)
+        return new, persisting
+
+
+def _kind(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    if stat.S_ISDIR(mode):
+        return None
+    return "other"
+
+
+def scan_inbox(root: Path) -> tuple[dict[str, FileState], dict[str, str]]:
+    """(regular files ready to be tracked, other entries by kind). Only `lstat`: a symlink's target
+    is never looked at, a FIFO never opened."""
+    files: dict[str, FileState] = {}
+    odd: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        empty = not dirnames and not filenames
+        visible = [d for d in dirnames if not d.startswith(".")]
+        dirnames[:] = []
+        for name in visible:
+            path = Path(dirpath) / name
+            if path.is_symlink():  # a link to a folder: listed by walk as a folder, never entered
+                odd[str(path)] = "symlink"
+            else:
+                dirnames.append(name)
+        shown = [n for n in filenames if not is_ignored(n)]
+        if empty and Path(dirpath) != root:
+            odd[dirpath] = "empty_folder"
+        for name in shown:
+            path = Path(dirpath) / name
+            try:
+                st = path.lstat()
+            except FileNotFoundError:
+                continue
+            kind = _kind(st.st_mode)
+            if kind is None:
+                files[str(path)] = FileState(st.st_size, st.st_mtime)
+            else:
+                odd[str(path)] = kind
+    return files, odd
+
+
 def iter_files(root: Path) -> Iterator[Path]:
     """Every regular, non-ignored file below root (recursively, links not followed)."""
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
@@ -66,11 +142,4 @@ def iter_files(root: Path) -> Iterator[Path]:
 
 
 def scan_folder(root: Path) -> dict[str, FileState]:
-    snapshot: dict[str, FileState] = {}
-    for path in iter_files(root):
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            continue
-        snapshot[str(path)] = FileState(st.st_size, st.st_mtime)
-    return snapshot
+    return scan_inbox(root)[0]

@@ -26,11 +26,10 @@ from web import filters
 from web.auth import CsrfFailed, Forbidden, LoginRequired, is_api, load_secret_key
 from web.deps import Services, TherapyHook, User, render
 from web.metrics import BrokerDepth, OperationsCollector, make_registry
-from web.routes import alerts, auth_routes, operations, patients, qa, worklist
+from web.routes import alerts, auth_routes, operations, patients, qa, qa_records, worklist
 
 HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = "dxa_session"
-SESSION_MAX_AGE_S = 8 * 3600
 
 _SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -120,7 +119,7 @@ def create_app(
         SessionMiddleware,
         secret_key=load_secret_key(settings.secret_key, settings.data_dir),
         session_cookie=SESSION_COOKIE,
-        max_age=SESSION_MAX_AGE_S,
+        max_age=int(settings.session_max_hours * 3600),  # the server's row decides; this only tidies
         same_site="lax",
         https_only=False,  # SecurityHeaders adds Secure per request when served over https
     )
@@ -128,7 +127,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.state.operations = OperationsCollector(session_factory, broker_depth)
     app.state.metrics_registry = make_registry(session_factory, broker_depth)
-    for module in (auth_routes, patients, alerts, worklist, qa, operations):
+    for module in (auth_routes, patients, alerts, worklist, qa, qa_records, operations):
         app.include_router(module.router)
     _install_error_handlers(app)
 

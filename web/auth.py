@@ -11,11 +11,13 @@ from __future__ import annotations
 import hmac
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import Request
 from sqlalchemy.orm import Session
 
+from db import signin
 from web import queries
 
 ROLES = ("clinician", "qa", "admin")
@@ -89,11 +91,37 @@ def authenticate(request: Request, session: Session) -> CurrentUser:
             raise LoginRequired()
         session.commit()  # last_used_at
         return CurrentUser(user.id, user.username, user.role, via_token=True)
-    user_id = request.session.get("uid")
-    if not isinstance(user_id, int):
+    secret = request.session.get("sid")
+    if not isinstance(secret, str):
         raise LoginRequired()
-    row = queries.user_by_id(session, user_id)
-    if row is None or not row.active or request.session.get("role") != row.role:
+    row = signin.session_user(session, secret, session_times(request))
+    if row is None or request.session.get("role") != row.role:
+        if row is not None:
+            signin.revoke_session(session, secret)
+        session.commit()
         request.session.clear()
         raise LoginRequired()
+    session.commit()  # last use (written at most once a minute)
     return CurrentUser(row.id, row.username, row.role)
+
+
+def session_times(request: Request) -> signin.SessionTimes:
+    settings = request.app.state.services.settings
+    return signin.SessionTimes(
+        idle=timedelta(minutes=settings.session_idle_minutes), absolute=timedelta(hours=settings.session_max_hours)
+    )
+
+
+def throttle_rule(request: Request) -> signin.ThrottleRule:
+    settings = request.app.state.services.settings
+    return signin.ThrottleRule(
+        window=timedelta(minutes=settings.signin_window_minutes),
+        per_account=settings.signin_max_failures_per_account,
+        per_address=settings.signin_max_failures_per_address,
+    )
+
+
+def client_address(request: Request) -> str:
+    """The peer's address (a trusted reverse proxy is configured to pass the real one to uvicorn
+    with --proxy-headers; an X-Forwarded-For from anyone else is not believed)."""
+    return request.client.host if request.client else "unknown"

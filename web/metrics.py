@@ -52,6 +52,11 @@ class OperationsCollector(Collector):
         yield GaugeMetricFamily(
             "dxa_files_finished_last_hour", "Files ingested or quarantined in the last hour", value=snap.files_last_hour
         )
+        yield GaugeMetricFamily(
+            "dxa_inbox_entries_refused",
+            "Inbox entries that were not regular files (symlinks, FIFOs, sockets, empty folders), recorded for QA",
+            value=snap.inbox_refused,
+        )
         if snap.broker_depth is not None:
             yield GaugeMetricFamily("dxa_broker_queue_depth", "Messages waiting in the broker", value=snap.broker_depth)
 

@@ -59,6 +59,7 @@ def run_in_child(fn: Callable[..., Any], args: tuple[Any, ...], limits: ChildLim
     ChildFailed ("timeout", "memory", "crash").
     """
     read_fd, write_fd = os.pipe()
+    deadline = time.monotonic() + limits.timeout_s  # before the fork: the child's time starts there
     pid = os.fork()
     if pid == 0:  # child
         os.close(read_fd)
@@ -84,7 +85,6 @@ def run_in_child(fn: Callable[..., Any], args: tuple[Any, ...], limits: ChildLim
 
     os.close(write_fd)
     chunks: list[bytes] = []
-    deadline = time.monotonic() + limits.timeout_s
     timed_out = False
     with os.fdopen(read_fd, "rb", buffering=0) as pipe:
         while True:
@@ -289,6 +289,7 @@ class ReusableChild:
             self._spawn(limits)
         reused = self.calls > 0
         request = pickle.dumps((fn, args, limits.timeout_s))
+        deadline = time.monotonic() + limits.timeout_s  # from the request: a late parent lets nothing over
         try:
             _write_frame(self._request_w, request)
         except BrokenPipeError:  # it had stopped while idle: nothing of this call reached it
@@ -296,14 +297,13 @@ class ReusableChild:
             self._spawn(limits)
             reused = False
             _write_frame(self._request_w, request)
-        reply = self._receive(limits, reused)
+        reply = self._receive(limits, reused, deadline)
         self.calls += 1
         if reply[-1]:  # it retires after this answer
             self.close()
         return _outcome(reply, limits, reused=reused)
 
-    def _receive(self, limits: ChildLimits, reused: bool) -> tuple[Any, ...]:
-        deadline = time.monotonic() + limits.timeout_s
+    def _receive(self, limits: ChildLimits, reused: bool, deadline: float) -> tuple[Any, ...]:
         buffer = b""
         need: int | None = None
         while need is None or len(buffer) < need:

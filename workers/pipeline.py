@@ -20,9 +20,11 @@ commit after its claim, shared by every file of the patient stored while it was 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import pickle
 import socket
 import threading
 from dataclasses import dataclass
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
 from db.calibration import PrecisionRepeat
@@ -44,6 +46,7 @@ from db.files import (
     mark_duplicate,
     mark_quarantined,
     register_source_file,
+    reset_for_reprocess,
     start_processing,
     uid_holder,
 )
@@ -62,7 +65,7 @@ from db.jobs import (
 from db.models import Job, Patient, SourceFile
 from db.operations import STALE_AFTER
 from db.vendor_lsc import patients_on_device
-from ingest.errors import ParseError
+from ingest.errors import ParseError, TooComplex
 from ingest.parse import ParseLimits, parse_file_reports
 from ingest.report import ParsedReport
 from monitor.evaluate import evaluate_patient
@@ -85,6 +88,7 @@ log = logging.getLogger(__name__)
 
 PARSER_VERSION = "dxa-monitor 0.1.0"
 WORKER_CRASH = "worker_crash"
+STORE_REFUSED = "store_refused"
 
 FileOutcome = Literal["ingested", "duplicate", "quarantined", "retry", "skipped"]
 
@@ -122,7 +126,17 @@ def intake(ctx: Context, path: Path, *, copy: bool) -> IntakeResult:
     """Claim one file and register it with its job (steps 1 and 2)."""
     work_dir = ctx.settings.work_dir
     work_path = claim_by_copy(path, work_dir) if copy else claim_by_rename(path, work_dir)
-    return register_claimed(ctx, work_path, display_name(path.name))
+    try:
+        return register_claimed(ctx, work_path, display_name(path.name))
+    except Exception:
+        # Not registered (the database locked or away): undo the claim so the file is seen again
+        # at the next scan, rather than waiting in work/ for the next start-up's recovery.
+        if copy:
+            work_path.unlink(missing_ok=True)
+        elif not path.exists():
+            with contextlib.suppress(OSError):
+                move_durably(work_path, path)
+        raise
 
 
 def register_claimed(ctx: Context, work_path: Path, original_name: str) -> IntakeResult:
@@ -136,19 +150,44 @@ def register_claimed(ctx: Context, work_path: Path, original_name: str) -> Intak
             stored_path=str(work_path),
         )
         kept_at = reg.file.stored_path
-        if reg.outcome == "duplicate":
+        if reg.outcome == "duplicate" and _worth_another_try(session, reg.file):
+            prior = reg.file.status
+            reset_for_reprocess(session, reg.file)
+            if not (kept_at and Path(kept_at).is_file()):  # the kept copy is gone: use this one
+                reg.file.stored_path = kept_at = str(work_path)
+            job = enqueue_ingest(session, reg.file.id)
+            result = IntakeResult(reg.file.id, "queued", job.id, prior)
+        elif reg.outcome == "duplicate":
             result = IntakeResult(reg.file.id, "duplicate", None, reg.file.status)
         else:
             job = enqueue_ingest(session, reg.file.id)
             result = IntakeResult(reg.file.id, "queued", job.id)
-    if result.outcome == "duplicate":
-        # The same bytes are already kept (archived, quarantined or being processed): this
-        # copy adds nothing, and keeping it would make `work/` grow with every re-drop.
-        if kept_at != str(work_path):
-            work_path.unlink(missing_ok=True)
-    elif result.job_id is not None:
+    # The same bytes are already kept (archived, quarantined or being processed): this copy adds
+    # nothing, and keeping it would make `work/` grow with every re-drop.
+    if (result.outcome == "duplicate" or result.prior_status is not None) and kept_at != str(work_path):
+        work_path.unlink(missing_ok=True)
+    if result.job_id is not None:
         ctx.submit(result.job_id, "ingest_file")
     return result
+
+
+# Quarantine reasons that say something about our process, not about the bytes.
+_NOT_THE_FILES_FAULT = frozenset({WORKER_CRASH, STORE_REFUSED, "timeout", "memory", "crash", "parse_fault"})
+
+
+def _worth_another_try(session: Session, file: SourceFile) -> bool:
+    """Whether the same bytes dropped again should be processed again rather than answer
+    `duplicate`: a file refused by an older parser, refused for a fault of ours (a crash, the
+    database), or left `pending`/`processing` with no live job (an older version's stuck file)
+    would otherwise never be looked at again. A refusal by this parser of these bytes stands."""
+    if file.status == "quarantined":
+        return file.parser_version != PARSER_VERSION or (file.reason_code or "") in _NOT_THE_FILES_FAULT
+    if file.status in ("pending", "processing"):
+        live = session.scalars(
+            select(Job.id).where(Job.source_file_id == file.id, Job.state.in_(("queued", "running")))
+        ).first()
+        return live is None
+    return False
 
 
 # --------------------------------------------------------------------------- running jobs
@@ -159,7 +198,7 @@ def run_job(ctx: Context, job_id: int) -> JobResult | None:
     with ctx.sessions.begin() as session:
         job = claim_job(session, job_id, worker=worker_name())
         started = _start(ctx, session, _snapshot(job)) if job is not None else None
-    return _execute(ctx, started) if started is not None else None
+    return _execute_or_release(ctx, started) if started is not None else None
 
 
 def run_next(ctx: Context, kinds: tuple[str, ...] | None = None) -> JobResult | None:
@@ -167,7 +206,36 @@ def run_next(ctx: Context, kinds: tuple[str, ...] | None = None) -> JobResult | 
     with ctx.sessions.begin() as session:
         job = claim_next_job(session, kinds=kinds, worker=worker_name())  # type: ignore[arg-type]
         started = _start(ctx, session, _snapshot(job)) if job is not None else None
-    return _execute(ctx, started) if started is not None else None
+    return _execute_or_release(ctx, started) if started is not None else None
+
+
+def _execute_or_release(ctx: Context, started: _JobSnapshot | _Parse | JobResult) -> JobResult:
+    """A job that fails by a fault (the database went away, the disk filled) goes back to `queued`
+    at once, its file to `pending`, so neither stays `running`/`processing` until the sweeper's
+    age rule (the Celery retry of the same message then claims it again). If even that cannot be
+    written, the sweeper's rule remains."""
+    try:
+        return _execute(ctx, started)
+    except Exception as exc:
+        job = started.job if isinstance(started, _Parse) else started
+        if isinstance(job, _JobSnapshot):
+            log.warning("job %s failed by a fault (%s); put back in the queue", job.id, type(exc).__name__)
+            try:
+                _release(ctx, job.id)
+            except Exception as again:
+                log.warning("job %s could not be put back (%s); the sweeper will", job.id, type(again).__name__)
+        raise
+
+
+def _release(ctx: Context, job_id: int) -> None:
+    with ctx.sessions.begin() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.state != "running" or job.worker != worker_name():
+            return
+        job.state = "queued"
+        job.worker = None
+        if job.source_file is not None and job.source_file.status == "processing":
+            job.source_file.status = "pending"
 
 
 @dataclass(frozen=True)
@@ -230,7 +298,7 @@ def _execute(ctx: Context, started: _JobSnapshot | _Parse | JobResult) -> JobRes
 def _parse_limits(ctx: Context) -> tuple[ParseLimits, ChildLimits]:
     s = ctx.settings
     return (
-        ParseLimits(max_bytes=s.max_file_bytes, max_pdf_pages=s.max_pdf_pages),
+        ParseLimits(max_bytes=s.max_file_bytes, max_pdf_pages=s.max_pdf_pages, today=_now().date()),
         ChildLimits(timeout_s=s.parse_timeout_s, memory_mb=s.parse_memory_mb),
     )
 
@@ -277,12 +345,19 @@ def parse_in_child(
     child = getattr(_children, "child", None)
     if child is None:
         child = _children.child = ReusableChild()
+    reused = child.calls > 0 and child.pid is not None
     try:
         reports: tuple[ParsedReport, ...] = child.run(_parse_path, (path, name, parse_limits), child_limits)
     except ChildFailed as exc:
         if not exc.reused:
             raise
         log.info("a reused parse child failed (%s); parsing the file again in a fresh one", exc.code)
+        reports = run_in_child(_parse_path, (path, name, parse_limits), child_limits)
+    except TooComplex:
+        if not reused:
+            raise
+        # Out of memory in a child that had parsed others may be their heap, not this file's need.
+        log.info("a reused parse child ran out of memory; parsing the file again in a fresh one")
         reports = run_in_child(_parse_path, (path, name, parse_limits), child_limits)
     return reports
 
@@ -298,21 +373,12 @@ def _ingest(ctx: Context, work: _Parse) -> JobResult:
             file = _file(session, work.source_file_id)
             return _quarantine(ctx, session, job, file, exc.code, exc.message)
     except ChildFailed as exc:
-        with ctx.sessions.begin() as session:
-            file = _file(session, work.source_file_id)
-            if job.attempts >= ctx.settings.max_attempts:
-                return _quarantine(ctx, session, job, file, exc.code, exc.message)
-            fail_job(
-                session,
-                _job(session, job.id),
-                exc.message,
-                retry=True,
-                max_attempts=ctx.settings.max_attempts,
-                backoff=timedelta(seconds=2**job.attempts),
-            )
-            file.status = "pending"
-        ctx.submit(job.id, job.kind)
-        return JobResult(job.id, job.kind, "retry", exc.message, job.source_file_id)
+        return _retry_later(ctx, work, exc.code, exc.message)
+    except (OSError, EOFError, pickle.UnpicklingError) as exc:
+        # A fault around the parse (the work file unreadable, the child's pipe broken), not a
+        # verdict on the bytes: retried like a crash. Parsers themselves only raise ParseError.
+        log.warning("job %s: parsing could not run (%s); retried", job.id, type(exc).__name__)
+        return _retry_later(ctx, work, "parse_fault", f"parsing could not run ({type(exc).__name__})")
 
     try:
         return _store(ctx, work, reports, check_uid=False)
@@ -321,7 +387,46 @@ def _ingest(ctx: Context, work: _Parse) -> JobResult:
         # other bytes (rare enough that checking it first for every file would cost more). Nothing
         # was kept; the second try looks for the owner first, and quarantines a UID conflict.
         log.info("store of job %s hit a unique key (a UID conflict?); checking first this time", job.id)
-        return _store(ctx, work, reports, check_uid=True)
+        try:
+            return _store(ctx, work, reports, check_uid=True)
+        except (IntegrityError, DataError) as exc:
+            return _refused_by_database(ctx, work, exc)
+    except DataError as exc:
+        return _refused_by_database(ctx, work, exc)
+
+
+def _retry_later(ctx: Context, work: _Parse, code: str, message: str) -> JobResult:
+    """A crash, time-out or fault: the job queues again with backoff, until its attempts run out."""
+    job = work.job
+    with ctx.sessions.begin() as session:
+        file = _file(session, work.source_file_id)
+        if job.attempts >= ctx.settings.max_attempts:
+            return _quarantine(ctx, session, job, file, code, message)
+        fail_job(
+            session,
+            _job(session, job.id),
+            message,
+            retry=True,
+            max_attempts=ctx.settings.max_attempts,
+            backoff=timedelta(seconds=2**job.attempts),
+        )
+        file.status = "pending"
+    ctx.submit(job.id, job.kind)
+    return JobResult(job.id, job.kind, "retry", message, job.source_file_id)
+
+
+def _refused_by_database(ctx: Context, work: _Parse, exc: Exception) -> JobResult:
+    """The database refused a value the plausibility checks let through (a CHECK, a column too
+    short): the same bytes would be refused again, so the file is quarantined now with that reason
+    rather than retried or mistaken for a UID conflict. The driver's text quotes the values, so
+    only the exception type is kept."""
+    log.warning("job %s: the database refused the parsed values (%s)", work.job.id, type(exc).__name__)
+    text = (
+        "the database refused a value read from this file (out of range or too long); "
+        "report it: a plausibility check is missing"
+    )
+    with ctx.sessions.begin() as session:
+        return _quarantine(ctx, session, work.job, _file(session, work.source_file_id), STORE_REFUSED, text)
 
 
 def _store(ctx: Context, work: _Parse, reports: tuple[ParsedReport, ...], *, check_uid: bool) -> JobResult:
@@ -418,6 +523,8 @@ def _quarantine(ctx: Context, session: Session, job: _JobSnapshot, file: SourceF
     session.commit()
     if work_path.is_file():
         quarantine_file(work_path, ctx.settings.quarantine_dir, code, sidecar)
+        if work_path != dest and work_path.is_relative_to(ctx.settings.quarantine_dir):  # re-processed
+            work_path.with_name(work_path.name + ".json").unlink(missing_ok=True)
     return JobResult(job.id, job.kind, "quarantined", f"{code}: {text}", job.source_file_id)
 
 

@@ -16,6 +16,7 @@ from datetime import timedelta
 from celery import Celery
 from sqlalchemy.exc import OperationalError
 
+from dxa.logsafe import describe
 from workers import context, pipeline
 from workers.celery_app import app
 
@@ -23,6 +24,19 @@ log = logging.getLogger(__name__)
 
 SETTLED_S = 60  # a file finished this long ago and still in work/ was left there by a crash
 TRANSIENT = (OperationalError, ConnectionError, TimeoutError)
+
+
+class TransientFault(Exception):
+    """A TRANSIENT error with its text dropped: Celery logs a retried task's exception, and a
+    driver's message quotes the statement's parameters (patient names, IDs)."""
+
+
+def _run(job_id: int) -> str | None:
+    try:
+        result = pipeline.run_job(_ctx(), job_id)
+    except TRANSIENT as exc:
+        raise TransientFault(describe(exc)) from None
+    return result.outcome if result else None
 
 
 def submit(job_id: int, kind: str) -> None:
@@ -38,22 +52,22 @@ def _ctx() -> context.Context:
     return context.current(submit=submit)
 
 
-@app.task(name="dxa.ingest_file", autoretry_for=TRANSIENT, retry_backoff=True, retry_backoff_max=120, max_retries=10)
+@app.task(
+    name="dxa.ingest_file", autoretry_for=(TransientFault,), retry_backoff=True, retry_backoff_max=120, max_retries=10
+)
 def ingest_file(job_id: int) -> str | None:
-    result = pipeline.run_job(_ctx(), job_id)
-    return result.outcome if result else None
+    return _run(job_id)
 
 
 @app.task(
     name="dxa.evaluate_patient",
-    autoretry_for=TRANSIENT,
+    autoretry_for=(TransientFault,),
     retry_backoff=True,
     retry_backoff_max=120,
     max_retries=10,
 )
 def evaluate_patient(job_id: int) -> str | None:
-    result = pipeline.run_job(_ctx(), job_id)
-    return result.outcome if result else None
+    return _run(job_id)
 
 
 @app.task(name="dxa.refresh_schedules", autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)

@@ -171,3 +171,27 @@ def test_patients_list_latest_change_per_site(signed_in: Any, width: int) -> Non
     assert "none beyond LSC" not in page.content()
     no_sideways_scroll(page)
     shot(page, f"15-patients-{width}")
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_quarantine_by_reason_and_audit_trail(signed_in: Any, width: int) -> None:
+    page = signed_in["qa"][width]
+    page.goto("/qa/ingest")
+    counts = page.locator("#reason-counts").inner_text()
+    assert "truncated" in counts.lower()
+    main = page.locator("#quarantine").inner_text()
+    assert "broken.dcm" in main and "abababababab" in main  # original name, sha prefix
+    no_sideways_scroll(page)
+    shot(page, f"15-qa-ingest-{width}")
+    page.goto("/qa/audit")
+    page.select_option("select[name=kind]", "sign-ins")
+    page.click("#audit-filters button[type=submit]")
+    page.wait_for_load_state()
+    actions = page.locator("#audit tbody tr").all_inner_texts()
+    assert actions and all("login" in a for a in actions)
+    no_sideways_scroll(page)
+    with page.expect_download() as download:
+        page.click("#audit-csv")
+    frame = pd.read_csv(download.value.path(), dtype=str)
+    assert len(frame) == len(actions) and set(frame["action"]) <= {"login", "login_failed", "signout"}
+    shot(page, f"15-qa-audit-{width}")

@@ -79,7 +79,8 @@ def test_every_patient_route_takes_the_identifier(login: Login, odd: dict[tuple[
     for href in exports:
         response = client.get(href)
         assert response.status_code == 200, href
-        assert f"dxa-{odd[(pid, '')]}" in response.headers["content-disposition"]
+        disposition = response.headers["content-disposition"]
+        assert "dxa-patient-export_" in disposition and f"dxa-{odd[(pid, '')]}" not in disposition
     assert pid in client.get(exports[1]).json()["patient_id"]  # format=json
 
     add = _links(page.text, r'action="([^"]+/therapies(?:\?[^"]*)?)"')

@@ -15,6 +15,7 @@ from db.models import AuditEvent, Exam, Job, SourceFile, TherapyRow
 from tests.web.conftest import csrf_of
 from tests.web.seed import FORMULA_ID, REPLACED, SAME, Seeded
 from web.app import create_app
+from web.exports import COMPARISON_CSV_COLUMNS, comparisons_csv
 
 Login = Callable[[str], TestClient]
 
@@ -120,14 +121,29 @@ def test_fhir_export_validates(login: Login, seeded: Seeded) -> None:
     assert _audits(seeded, "patient_exported")
 
 
-def test_csv_export_escapes_formulas_and_keeps_numbers(login: Login) -> None:
+def test_csv_export_one_row_per_comparison_escapes_formulas_and_keeps_numbers(login: Login) -> None:
     client = login("clin")
-    response = client.get(f"/api/patients/{FORMULA_ID}/export", params={"format": "csv"})
+    response = client.get(f"/api/patients/{SAME}/export", params={"format": "csv"})
     assert response.status_code == 200, response.text
-    frame = pd.read_csv(io.StringIO(response.text))
-    assert frame["patient_id"][0] == "'" + FORMULA_ID
-    assert frame["bmd"].dtype.kind == "f" and frame["bmd"][0] == 1.01
-    assert frame["t_score"][0] == -0.5  # a negative number is not escaped
+    disposition = response.headers["content-disposition"]
+    assert "dxa-patient-export_" in disposition and SAME not in disposition
+    frame = pd.read_csv(io.StringIO(response.text), dtype={"patient_id": str})
+    assert list(frame.columns) == list(COMPARISON_CSV_COLUMNS)  # the README's export schema, as the CLI
+    assert len(frame) == 4 and set(frame["reference"]) == {"baseline", "previous"}
+    assert frame["percent_change"].dtype.kind == "f" and (frame["percent_change"] < 0).all()  # not escaped
+    formula = client.get(f"/api/patients/{FORMULA_ID}/export", params={"format": "csv"}).text
+    assert formula.splitlines()[0].startswith("patient_id,") and len(formula.splitlines()) == 1  # one exam
+    export = {
+        "patient_id": FORMULA_ID,
+        "exams": [],
+        "comparisons": [
+            {k: None for k in (*COMPARISON_CSV_COLUMNS, "from_exam", "to_exam")}
+            | {"percent_change": -4.2, "dissimilar": False}
+        ],
+        "next_scan": None,
+    }
+    escaped = pd.read_csv(io.StringIO(comparisons_csv([export])))
+    assert escaped["patient_id"][0] == "'" + FORMULA_ID and escaped["percent_change"][0] == -4.2
 
 
 def test_json_export(login: Login) -> None:

@@ -21,13 +21,14 @@ from db import therapies as therapy_repo
 from db.export import export_patient
 from db.jobs import enqueue_evaluation
 from db.models import Patient
+from dxa.logsafe import describe
 from monitor.config import MonitoringConfig
 from monitor.drugs import UnknownAgent, therapy_from_agent
 from web import alerts as web_alerts
 from web import charts, patient_view, queries
 from web.auth import CurrentUser, check_csrf
 from web.deps import App, DbSession, Services, User, render
-from web.exports import to_csv
+from web.exports import comparisons_csv
 from web.fhir import build_bundle
 from web.filters import patient_url
 from web.forms import FilterErrors
@@ -58,8 +59,6 @@ class PatientRoute(APIRoute):
 
 
 router = APIRouter(route_class=PatientRoute)
-
-EXPORT_COLUMNS = ("patient_id", "exam_id", "date", "manufacturer", "model", "serial", "site", "side", "bmd")
 
 
 def load_patient(session: Session, patient_id: str, issuer: str | None) -> Patient:
@@ -264,37 +263,24 @@ def trend_api(session: DbSession, user: User, patient_id: str, issuer: str | Non
 @router.get("/api/patients/{patient_id}/export", tags=["patients"])
 def export_api(
     session: DbSession,
+    app: App,
     user: User,
     patient_id: str,
     format: Annotated[str, Query(pattern="^(json|csv|fhir)$")] = "json",
     issuer: str | None = None,
 ) -> Response:
-    """One patient as the DESIGN.md §6 JSON object, a CSV of measurements, or a FHIR R4 Bundle."""
+    """One patient as the DESIGN.md §6 JSON object, a CSV of its comparisons (one row per
+    comparison, as `dxa export --format csv`), or a FHIR R4 Bundle."""
     patient = load_patient(session, patient_id, issuer)
     export = export_patient(session, patient.id)
     queries.add_audit(session, user, "patient_exported", patient.id, format=format)
     session.commit()
-    stem = f"dxa-{patient.id}"
+    # Named for what it holds, never after an internal row id nor the patient (a downloaded
+    # file's name is a path on someone's disk): the export date tells two downloads apart.
+    stem = f"dxa-patient-export_{app.today().isoformat()}"
     if format == "csv":
-        rows = [
-            (
-                export["patient_id"],
-                e["exam_id"],
-                e["date"],
-                e["device"]["manufacturer"],
-                e["device"]["model"],
-                e["device"]["serial"],
-                m["site"],
-                m["side"],
-                m["bmd"],
-                m["t_score"],
-                m["z_score"],
-            )
-            for e in export["exams"]
-            for m in e["measurements"]
-        ]
-        body = to_csv(rows, (*EXPORT_COLUMNS, "t_score", "z_score"))
-        return Response(body, media_type="text/csv; charset=utf-8", headers=_attachment(f"{stem}.csv"))
+        body = comparisons_csv([export])
+        return Response(body, media_type="text/csv; charset=utf-8", headers=_attachment(f"{stem}_comparisons.csv"))
     if format == "fhir":
         body = json.dumps(build_bundle(export), ensure_ascii=False, indent=1)
         return Response(body, media_type="application/fhir+json", headers=_attachment(f"{stem}.fhir.json"))
@@ -323,8 +309,8 @@ def _after_therapy_change(session: Session, app: Services, patient_pk: int) -> s
         return None
     try:
         app.on_therapy_changed(app.session_factory, app.settings, patient_pk)
-    except Exception:  # the therapy is saved; say so and let the job runner retry
-        log.exception("re-evaluation after a therapy change failed")
+    except Exception as exc:  # the therapy is saved; say so and let the job runner retry
+        log.warning("re-evaluation after a therapy change failed (%s)", describe(exc))
         enqueue_evaluation(session, patient_pk)
         session.commit()
         return "The therapy was saved but re-evaluation failed; it has been queued and will be retried."

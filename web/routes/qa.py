@@ -446,16 +446,6 @@ def crosscal_save_api(request: Request, session: DbSession, app: App, user: QaUs
 # --------------------------------------------------------------------------- ingest
 
 
-@router.get("/qa/ingest", include_in_schema=False)
-def ingest_page(request: Request, session: DbSession, _: QaUser, notice: str | None = None) -> Response:
-    context = {
-        "recent": queries.recent_files(session, limit=200),
-        "quarantined": queries.recent_files(session, status="quarantined", limit=500),
-        "notice": notice,
-    }
-    return render(request, "qa_ingest.html", context)
-
-
 @router.get("/api/qa/ingest", tags=["qa"])
 def ingest_api(session: DbSession, _: QaUser, status: str | None = None, limit: int = 200) -> dict[str, Any]:
     """Recently received files with their status and, for quarantined ones, the reason."""

@@ -1,0 +1,660 @@
+"""Soak: hostile inputs and faults at volume (issue 11). Prints ONE table; not a test.
+
+    make soak                                   # everything at full size (~15-20 min here)
+    .venv/bin/python bench/soak.py --mutants 2000 --files 1000 --modes mutants,embedded
+
+- mutants: N deterministic mutants of the shared samples (tests/hardening/mutants.py) through the
+  real parse child with its limits: each must end as a report or a typed refusal;
+- embedded: `dxa serve` (SQLite) takes N files (samples, re-drops, UID conflicts, variants and a
+  share of mutants) dropped by a sender that keeps a backlog, plus symlinks, FIFOs and empty
+  folders; meanwhile 50 signed-in users browse (asyncio, 127.0.0.1), another process holds the
+  SQLite database locked, the inbox (a small tmpfs when run as root) fills up, and `dxa serve` is
+  killed with -9 and restarted;
+- celery: the same through `dxa watch` + a Celery worker with 2 processes on a private
+  redis-server and a throwaway PostgreSQL database, with `dxa web` serving the 50 users; a pool
+  process is killed with -9, the private Redis is restarted, and every connection of the
+  database is ended with pg_terminate_backend.
+
+Afterwards every file must be accounted for exactly once (archive, quarantine, duplicate), no
+job left running or queued, and no sample patient's name, ID, birth date or accession number in
+any service log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import psutil  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
+
+from db.models import Job, SourceFile  # noqa: E402
+from tests.hardening.conftest import AppendPerRecord, leaks  # noqa: E402
+from tests.hardening.mutants import mutants, patient_strings  # noqa: E402
+from tests.integration.pipeline.support import (  # noqa: E402
+    SAMPLES,
+    BatchFile,
+    PrivateRedis,
+    celery_worker,
+    check_accounting,
+    dxa,
+    free_port,
+    load_samples,
+    make_batch,
+    send_sweep,
+    service_env,
+    wait_until,
+)
+
+PASSWORD = "soak-user-password-1"
+PAGES = ["/patients", "/worklist", "/qa/ingest", "/qa/devices", "/qa/comparisons", "/patients?q=1"]
+
+
+@dataclass
+class Phase:
+    name: str
+    outcomes: Counter[str] = field(default_factory=Counter)
+    files_in: int = 0
+    accounted: int = 0
+    faults: list[tuple[str, bool]] = field(default_factory=list)  # (fault, recovered)
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+    errors: Counter[str] = field(default_factory=Counter)
+    rss_mb: tuple[float, float] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def p95(values: list[float]) -> str:
+    if not values:
+        return "-"
+    ordered = sorted(values)
+    return f"{ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]:.2f}s"
+
+
+def rss_mb(pid: int, *, pool: bool = False) -> float:
+    """The process's resident memory, with its direct children for a Celery worker (the pool), but
+    never the forked parse children, whose pages are shared with their parent (summing them would
+    count the same memory several times)."""
+    total = 0
+    with contextlib.suppress(psutil.Error):
+        proc = psutil.Process(pid)
+        total = proc.memory_info().rss
+        if pool:
+            total += sum(c.memory_info().rss for c in proc.children(recursive=False))
+    return total / 2**20
+
+
+# --------------------------------------------------------------------------- mutants
+
+
+def run_mutants(count: int, secrets: set[str], log_path: Path) -> Phase:
+    from ingest.errors import ParseError
+    from ingest.parse import ParseLimits, parse_file
+    from workers.child import ChildFailed, ChildLimits, ReusableChild
+
+    phase = Phase(f"parser: {count} mutants")
+    import logging
+
+    handler = AppendPerRecord(log_path)
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.DEBUG)
+    limits = ParseLimits(today=date.today())
+    child_limits = ChildLimits(timeout_s=30, memory_mb=1024)
+    child = ReusableChild()
+    samples = len(load_samples())
+    times: list[float] = []
+    messages: list[str] = []
+    try:
+        for i, m in enumerate(mutants(SAMPLES, per_sample=-(-count // samples))):
+            if i >= count:
+                break
+            start = time.perf_counter()
+            try:
+                child.run(parse_file, (m.data, "mutant", limits), child_limits)
+                phase.outcomes["report"] += 1
+            except ParseError as exc:
+                phase.outcomes[f"typed: {exc.code}"] += 1
+                messages.append(exc.message)
+            except ChildFailed as exc:
+                phase.outcomes[f"UNTYPED child {exc.code}"] += 1
+                phase.errors[f"{exc.code} ({m.label})"] += 1
+            except Exception as exc:
+                phase.outcomes[f"UNTYPED {type(exc).__name__}"] += 1
+                phase.errors[type(exc).__name__] += 1
+            times.append(time.perf_counter() - start)
+            phase.files_in += 1
+    finally:
+        child.close(kill=True)
+        logging.getLogger().removeHandler(handler)
+    phase.accounted = sum(phase.outcomes.values())
+    phase.latencies["parse"] = times
+    leaked = leaks(log_path.read_text("utf-8") if log_path.exists() else "", secrets)
+    leaked += [s for msg in messages for s in leaks(msg, secrets)]
+    phase.errors["patient data in log/refusal"] += len(set(leaked))
+    return phase
+
+
+# --------------------------------------------------------------------------- the batch and the sender
+
+
+def build_batch(files: int) -> list[BatchFile]:
+    samples = load_samples()
+    share = max(1, files // 10)
+    batch = make_batch(samples, files - share)
+    for m in mutants(SAMPLES, per_sample=-(-share // len(samples)), seed=7):
+        if len(batch) >= files:
+            break
+        batch.append(BatchFile(f"mutant/{m.operator}{m.index}_{abs(hash(m.sample)) % 10**6}.dcm", m.data, "mutant"))
+    return batch
+
+
+class Sender:
+    """Drops the batch like a sender over a share: `<name>.part` then rename, never more than
+    `backlog` files waiting; a full disk (ENOSPC) is waited out and retried, as a sender would."""
+
+    def __init__(self, batch: list[BatchFile], inbox: Path, backlog: int = 300) -> None:
+        self.batch, self.inbox, self.backlog = batch, inbox, backlog
+        self.dropped: dict[str, float] = {}
+        self.sent = 0
+        self.enospc = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _waiting(self) -> int:
+        return sum(1 for p in self.inbox.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+    def _run(self) -> None:
+        for f in self.batch:
+            while self._waiting() >= self.backlog:
+                time.sleep(0.2)
+            dest = self.inbox / f.rel
+            while True:
+                try:
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = dest.with_name(dest.name + ".part")
+                    tmp.write_bytes(f.data)
+                    os.replace(tmp, dest)
+                    break
+                except OSError as exc:
+                    if exc.errno != 28:  # ENOSPC
+                        raise
+                    self.enospc += 1
+                    with contextlib.suppress(OSError):
+                        tmp.unlink()
+                    time.sleep(0.5)
+            self.dropped.setdefault(f.sha256, time.time())
+            self.sent += 1
+
+
+def odd_entries(inbox: Path, count: int = 10) -> int:
+    outside = inbox.parent / "outside"
+    outside.mkdir(exist_ok=True)
+    made = 0
+    for i in range(count):
+        kind = i % 3
+        path = inbox / f"odd{i}"
+        if kind == 0:
+            os.symlink(outside / f"target{i}", path)
+        elif kind == 1:
+            os.mkfifo(path)
+        else:
+            path.mkdir()
+        made += 1
+    return made
+
+
+def fill_disk(folder: Path) -> Path:
+    filler = folder / ".filler"
+    with filler.open("wb") as fh, contextlib.suppress(OSError):
+        while True:
+            fh.write(b"\0" * (1 << 20))
+    return filler
+
+
+# --------------------------------------------------------------------------- users
+
+
+async def browse(base: str, users: list[str], until: Callable[[], bool], phase: Phase, max_s: float) -> None:
+    import httpx
+
+    latencies: list[float] = []
+    phase.latencies["web"] = latencies
+    deadline = time.monotonic() + max_s
+
+    async def one(name: str, rng: random.Random) -> None:
+        async with httpx.AsyncClient(base_url=base, timeout=30, follow_redirects=False) as client:
+            try:
+                page = await client.get("/login")
+                token = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+                data = {"username": name, "password": PASSWORD, "csrf_token": token}
+                signed = await client.post("/login", data=data)
+            except (httpx.HTTPError, IndexError) as exc:
+                phase.errors[f"sign-in {type(exc).__name__}"] += 1
+                return
+            if signed.status_code != 303:
+                phase.errors[f"sign-in {signed.status_code}"] += 1
+                return
+            while not until() and time.monotonic() < deadline:
+                path = rng.choice(PAGES)
+                start = time.perf_counter()
+                try:
+                    response = await client.get(path)
+                except httpx.HTTPError as exc:
+                    phase.errors[f"web {type(exc).__name__}"] += 1
+                    continue
+                latencies.append(time.perf_counter() - start)
+                if response.status_code != 200:
+                    phase.errors[f"web {path.split('?')[0]} {response.status_code}"] += 1
+                await asyncio.sleep(rng.uniform(0.2, 1.0))
+
+    await asyncio.gather(*(one(name, random.Random(i)) for i, name in enumerate(users)))
+
+
+def make_users(sessions: Any, count: int) -> list[str]:
+    from db.accounts import create_user
+
+    names = [f"soak{i:02d}" for i in range(count)]
+    with sessions.begin() as session:
+        for name in names:
+            create_user(session, name, PASSWORD, "qa")
+    return names
+
+
+def users_thread(
+    base: str, users: list[str], until: Callable[[], bool], phase: Phase, max_s: float
+) -> threading.Thread:
+    thread = threading.Thread(target=lambda: asyncio.run(browse(base, users, until, phase, max_s)), daemon=True)
+    thread.start()
+    return thread
+
+
+# --------------------------------------------------------------------------- accounting
+
+
+def settle(phase: Phase, sessions: Any, data_dir: Path, inbox: Path, batch: list[BatchFile], sender: Sender) -> None:
+    phase.files_in = len(batch)
+    try:
+        state = check_accounting(data_dir, inbox, batch, sessions)
+        phase.accounted = len(state.archived) + len(state.quarantined) + state.duplicates
+    except AssertionError as exc:
+        phase.errors["accounting"] += 1
+        phase.notes.append(str(exc)[:300])
+    with sessions() as session:
+        for status, n in session.execute(select(SourceFile.status, func.count()).group_by(SourceFile.status)):
+            phase.outcomes[f"{status}"] += int(n)
+        for code, n in session.execute(
+            select(SourceFile.reason_code, func.count())
+            .where(SourceFile.status == "quarantined")
+            .group_by(SourceFile.reason_code)
+        ):
+            phase.outcomes[f"  quarantined: {code}"] += int(n)
+        later = session.scalar(
+            select(func.count())
+            .select_from(SourceFile)
+            .where(SourceFile.status == "quarantined", SourceFile.attempts > 1)
+        )
+        phase.outcomes["  quarantined after more than one attempt (a fault hit them)"] += int(later or 0)
+        stuck = session.scalar(select(func.count()).select_from(Job).where(Job.state.in_(("running", "queued"))))
+        phase.errors["jobs left running/queued"] += int(stuck or 0)
+        rows = session.execute(select(SourceFile.sha256, SourceFile.finished_at)).all()
+    phase.outcomes["duplicates (re-drops)"] += len(batch) - len(rows)
+    phase.latencies["file"] = [
+        f.timestamp() - sender.dropped[sha] for sha, f in rows if f is not None and sha in sender.dropped
+    ]
+
+
+def log_leaks(paths: list[Path], secrets: set[str]) -> int:
+    text = "\n".join(p.read_text("utf-8", errors="replace") for p in paths if p.exists())
+    return len(leaks(text, secrets))
+
+
+def wait_done(sessions: Any, sender: Sender, inbox: Path, total: int, timeout: float, tick: Callable[[], None]) -> bool:
+    def done() -> bool:
+        tick()
+        if sender.sent < total or any(p.is_file() for p in inbox.rglob("*") if not p.name.startswith((".", "odd"))):
+            return False
+        with sessions() as session:
+            open_jobs = session.scalar(
+                select(func.count()).select_from(Job).where(Job.state.in_(("running", "queued")))
+            )
+            busy = session.scalar(
+                select(func.count()).select_from(SourceFile).where(SourceFile.status.in_(("pending", "processing")))
+            )
+        return not open_jobs and not busy
+
+    try:
+        wait_until(done, timeout, "the batch", every=1.0)
+        return True
+    except AssertionError:
+        return False
+
+
+# --------------------------------------------------------------------------- faults at progress points
+
+
+class Faults:
+    """Runs each fault once, when the sender has dropped the given share of the batch."""
+
+    def __init__(self, sender: Sender, total: int) -> None:
+        self.sender, self.total = sender, total
+        self.plan: list[tuple[float, str, Callable[[], Callable[[], bool]]]] = []
+        self.done: list[tuple[str, Callable[[], bool]]] = []
+
+    def at(self, share: float, name: str, inject: Callable[[], Callable[[], bool]]) -> None:
+        """`inject` does the harm and returns a check of recovery, asked at the end."""
+        self.plan.append((share, name, inject))
+
+    def tick(self) -> None:
+        while self.plan and self.sender.sent >= self.plan[0][0] * self.total:
+            _, name, inject = self.plan.pop(0)
+            print(f"  fault: {name}", flush=True)
+            self.done.append((name, inject()))
+
+    def report(self, phase: Phase) -> None:
+        for name, recovered in self.done:
+            phase.faults.append((name, bool(recovered())))
+        for _, name, _ in self.plan:
+            phase.faults.append((f"{name} (never reached)", False))
+
+
+def lock_sqlite(db_path: Path, seconds: float, finished: Callable[[], int]) -> Callable[[], bool]:
+    """Another process takes SQLite's write lock and keeps it longer than the busy timeout."""
+    code = (
+        "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+        "c.execute('BEGIN EXCLUSIVE'); time.sleep(float(sys.argv[2])); c.execute('ROLLBACK')"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(db_path), str(seconds)])
+    before = finished()
+    holder.wait(timeout=seconds + 60)
+    return lambda: finished() > before
+
+
+def count_finished(sessions: Any) -> Callable[[], int]:
+    def count() -> int:
+        with contextlib.suppress(Exception), sessions() as session:
+            return int(
+                session.scalar(select(func.count()).select_from(SourceFile).where(SourceFile.finished_at.is_not(None)))
+                or 0
+            )
+        return -1
+
+    return count
+
+
+# --------------------------------------------------------------------------- embedded
+
+
+def run_embedded(batch: list[BatchFile], users: int, secrets: set[str], base: Path, max_s: float) -> Phase:
+    from db.engine import make_engine, session_factory
+    from db.migrate import upgrade
+
+    phase = Phase(f"embedded (dxa serve, SQLite): {len(batch)} files")
+    data_dir, inbox = base / "emb" / "data", base / "emb" / "inbox"
+    inbox.mkdir(parents=True)
+    data_dir.mkdir(parents=True)
+    tmpfs = (
+        os.geteuid() == 0
+        and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(inbox)]).returncode == 0
+    )
+    if not tmpfs:
+        phase.notes.append("inbox full-disk fault not injected: not root, no tmpfs (no substitute used)")
+    url = f"sqlite:///{data_dir / 'dxa.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    sessions = session_factory(engine)
+    names = make_users(sessions, users)
+    port = free_port()
+    env = service_env(
+        DXA_DATA_DIR=str(data_dir), DXA_INBOX=str(inbox), DXA_PORT=str(port), DXA_HOST="127.0.0.1",
+        DXA_MIN_FILE_AGE_S="0", DXA_SCAN_INTERVAL_S="0.2",
+    )  # fmt: skip
+    serve = dxa(["serve"], env, base / "serve.log").start()
+    try:
+        serve.wait_log("DXA monitor (embedded)", 90)
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 90, "dxa serve's web app")
+        odd = odd_entries(inbox)
+        sender = Sender(batch, inbox)
+        rss0 = rss_mb(serve.pid)
+        rss_restart = [0.0]
+        finished = count_finished(sessions)
+        faults = Faults(sender, len(batch))
+        web_done = threading.Event()
+        faults.at(0.2, "SQLite locked by another process for 40 s (busy timeout 30 s)",
+                  lambda: lock_sqlite(data_dir / "dxa.db", 40, finished))  # fmt: skip
+        if tmpfs:
+
+            def full_disk() -> Callable[[], bool]:
+                filler = fill_disk(inbox)
+                enospc = sender.enospc
+                time.sleep(8)
+                filler.unlink()
+                return lambda: sender.sent == len(batch) and sender.enospc >= enospc
+
+            faults.at(0.4, "inbox disk full (tmpfs) for 8 s", full_disk)
+
+        def kill_serve() -> Callable[[], bool]:
+            web_done.wait(timeout=300)  # the users' session ends first: the web dies with it
+            serve.kill()
+            serve.start()
+            serve.wait_log("DXA monitor (embedded)", 90)
+            rss_restart[0] = rss_mb(serve.pid)
+            before = finished()
+            return lambda: finished() > before
+
+        faults.at(0.6, "kill -9 of dxa serve, restart", kill_serve)
+        sender.thread.start()
+        web = users_thread(
+            f"http://127.0.0.1:{port}", names, lambda: sender.sent >= 0.55 * len(batch), phase, max_s=max_s / 2
+        )
+        threading.Thread(target=lambda: (web.join(), web_done.set()), daemon=True).start()
+        complete = wait_done(sessions, sender, inbox, len(batch), max_s, faults.tick)
+        if not complete:
+            phase.errors["hang: not finished in time"] += 1
+        phase.rss_mb = (rss0, rss_mb(serve.pid))
+        phase.notes.append(f"RSS is dxa serve's own; after the kill -9 it restarted at {rss_restart[0]:.0f} MB")
+        logged = sum(int(n) for n in re.findall(r"inbox: (\d+) entr", serve.log()))
+        left = [p for p in inbox.iterdir() if p.name.startswith("odd") and (p.is_symlink() or not p.is_dir())]
+        phase.outcomes[f"odd inbox entries made {odd}: refusals logged (per process start)"] += logged
+        phase.outcomes["odd inbox entries: QA entries"] += _audit_count(sessions, "inbox_entry_refused")
+        phase.outcomes["odd inbox entries: non-folders still in the inbox"] += len(left)
+        faults.report(phase)
+    finally:
+        serve.stop()
+    settle(phase, sessions, data_dir, inbox, batch, sender)
+    phase.errors["patient data in service log"] += log_leaks([base / "serve.log"], secrets)
+    engine.dispose()
+    if tmpfs:
+        subprocess.run(["umount", "-l", str(inbox)], check=False)
+    return phase
+
+
+# --------------------------------------------------------------------------- celery
+
+
+def terminate_backends(url: str) -> Callable[[], bool]:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    conninfo = parsed.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (parsed.database,),
+        ).fetchall()
+    ended = len(rows)
+    return lambda: ended > 0
+
+
+def run_celery(batch: list[BatchFile], users: int, secrets: set[str], base: Path, max_s: float) -> Phase:
+    from db.engine import make_engine, session_factory
+    from db.migrate import upgrade
+    from tests.conftest import create_postgres_database, drop_postgres_database
+
+    phase = Phase(f"celery (2 worker processes, PostgreSQL, Redis): {len(batch)} files")
+    data_dir, inbox = base / "cel" / "data", base / "cel" / "inbox"
+    inbox.mkdir(parents=True)
+    redis = PrivateRedis(base / "redis.log")
+    redis.start()
+    url = create_postgres_database("dxa_soak")
+    procs: list[Any] = []
+    engine = None
+    try:
+        upgrade(url)
+        engine = make_engine(url)
+        sessions = session_factory(engine)
+        names = make_users(sessions, users)
+        port = free_port()
+        env = service_env(
+            DXA_BROKER_URL=redis.url, DXA_DATABASE_URL=url, DXA_DATA_DIR=str(data_dir), DXA_INBOX=str(inbox),
+            DXA_MIN_FILE_AGE_S="0", DXA_SCAN_INTERVAL_S="0.2", DXA_PORT=str(port), DXA_HOST="127.0.0.1",
+        )  # fmt: skip
+        worker = celery_worker(env, base / "worker.log", concurrency=2).start()
+        watch = dxa(["watch"], env, base / "watch.log").start()
+        web = dxa(["web"], env, base / "web.log").start()
+        procs = [watch, web, worker]
+        worker.wait_log("ready.", 90)
+        watch.wait_log("watching the inbox", 90)
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 90, "dxa web")
+        sender = Sender(batch, inbox)
+        rss0 = rss_mb(worker.pid, pool=True)
+        finished = count_finished(sessions)
+        faults = Faults(sender, len(batch))
+
+        def kill_pool_process() -> Callable[[], bool]:
+            pool = worker.children()
+            victim = next((p for p in pool if psutil.Process(p).ppid() == worker.pid), None)
+            if victim is not None:
+                os.kill(victim, 9)
+            before = finished()
+            return lambda: victim is not None and finished() > before
+
+        def restart_redis() -> Callable[[], bool]:
+            redis.kill()
+            time.sleep(3)
+            redis.start()
+            before = finished()
+            return lambda: finished() > before
+
+        def end_connections() -> Callable[[], bool]:
+            ended = terminate_backends(url)
+            before = finished()
+            return lambda: ended() and finished() > before
+
+        faults.at(0.25, "kill -9 of a Celery pool process", kill_pool_process)
+        faults.at(0.5, "private Redis killed and restarted", restart_redis)
+        faults.at(0.75, "pg_terminate_backend on every connection of the database", end_connections)
+        last_sweep = [0.0]
+
+        def tick() -> None:
+            faults.tick()
+            if time.monotonic() - last_sweep[0] > 10:  # what beat does
+                send_sweep(redis.url)
+                last_sweep[0] = time.monotonic()
+
+        sender.thread.start()
+        users_thread(f"http://127.0.0.1:{port}", names, lambda: sender.sent >= len(batch), phase, max_s=max_s / 2)
+        complete = wait_done(sessions, sender, inbox, len(batch), max_s, tick)
+        if not complete:
+            phase.errors["hang: not finished in time"] += 1
+        phase.rss_mb = (rss0, rss_mb(worker.pid, pool=True))
+        faults.report(phase)
+        for proc in procs:
+            proc.stop()
+        settle(phase, sessions, data_dir, inbox, batch, sender)
+        phase.errors["patient data in service log"] += log_leaks(
+            [base / "worker.log", base / "watch.log", base / "web.log"], secrets
+        )
+    finally:
+        for proc in procs:
+            proc.stop()
+        if engine is not None:
+            engine.dispose()
+        drop_postgres_database(url)
+        redis.stop()
+    return phase
+
+
+def _audit_count(sessions: Any, action: str) -> int:
+    from db.models import AuditEvent
+
+    with sessions() as session:
+        return int(session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.action == action)) or 0)
+
+
+def _answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def table(phases: list[Phase]) -> str:
+    head = ["phase", "inputs and how each ended", "files in / accounted", "faults injected → recovered"]
+    head += ["p95", "errors", "RSS start → end"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for p in phases:
+        ends = "; ".join(f"{k} {v}" for k, v in sorted(p.outcomes.items()))
+        faults = "; ".join(f"{name} → {'yes' if ok else 'NO'}" for name, ok in p.faults) or "-"
+        lat = ", ".join(f"{k} {p95(v)}" for k, v in p.latencies.items() if v) or "-"
+        errs = ", ".join(f"{k} {v}" for k, v in sorted(p.errors.items()) if v) or "0"
+        rss = f"{p.rss_mb[0]:.0f} → {p.rss_mb[1]:.0f} MB" if p.rss_mb else "-"
+        lines.append(f"| {p.name} | {ends} | {p.files_in} / {p.accounted} | {faults} | {lat} | {errs} | {rss} |")
+    notes = [f"- {p.name}: {n}" for p in phases for n in p.notes]
+    return "\n".join(lines + notes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mutants", type=int, default=10_000)
+    ap.add_argument("--files", type=int, default=10_000)
+    ap.add_argument("--users", type=int, default=50)
+    ap.add_argument("--modes", default="mutants,embedded,celery")
+    ap.add_argument("--max-minutes", type=float, default=20.0, help="per pipeline phase")
+    args = ap.parse_args(argv)
+    modes = {m.strip() for m in args.modes.split(",")}
+    secrets = patient_strings(SAMPLES)
+    phases: list[Phase] = []
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="dxa-soak-") as tmp:
+        base = Path(tmp)
+        if "mutants" in modes:
+            phases.append(run_mutants(args.mutants, secrets, base / "mutants.log"))
+            print(f"  ... {phases[-1].name}: done", flush=True)
+        batch = build_batch(args.files) if modes & {"embedded", "celery"} else []
+        if "embedded" in modes:
+            phases.append(run_embedded(batch, args.users, secrets, base, args.max_minutes * 60))
+            print(f"  ... {phases[-1].name}: done", flush=True)
+        if "celery" in modes:
+            phases.append(run_celery(batch, args.users, secrets, base, args.max_minutes * 60))
+            print(f"  ... {phases[-1].name}: done", flush=True)
+    print()
+    print(table(phases))
+    print(f"\nsoak took {(time.monotonic() - started) / 60:.1f} min")
+    bad = sum(sum(p.errors.values()) for p in phases) + sum(1 for p in phases for _, ok in p.faults if not ok)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

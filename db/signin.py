@@ -1,0 +1,152 @@
+"""Server-side web sessions and the sign-in throttle.
+
+A session cookie only carries a random secret; the row (its SHA-256) says whose session it is and
+whether it still holds: revoked at sign-out, on a password change and when the account is
+disabled, over after `idle` unused or `absolute` after sign-in. A stolen or saved cookie therefore
+stops working when the user signs out, instead of for as long as its signature is valid.
+
+The throttle counts failed sign-ins in a sliding window by the name typed (whether or not such an
+account exists, so the answer reveals nothing) and by client address. Once either reaches its
+limit, sign-in is refused without checking the password until the oldest counted failure leaves
+the window. It lives in the database, so several web processes share it. Nothing here commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from db.models import LoginFailure, User, WebSession, utcnow
+
+TOUCH_EVERY = timedelta(seconds=60)  # last_seen_at is written at most this often per session
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class SessionTimes:
+    idle: timedelta = timedelta(minutes=30)
+    absolute: timedelta = timedelta(hours=8)
+
+
+def open_session(session: Session, user: User, *, now: datetime | None = None) -> str:
+    """A new session for `user`; returns the secret for the cookie (only its hash is kept)."""
+    moment = now or utcnow()
+    secret = secrets.token_urlsafe(32)
+    session.add(WebSession(token_hash=_hash(secret), user_id=user.id, created_at=moment, last_seen_at=moment))
+    session.flush()
+    return secret
+
+
+def session_user(session: Session, secret: str, times: SessionTimes, *, now: datetime | None = None) -> User | None:
+    """The active user of a live session, its last use recorded; None when the session is unknown,
+    revoked, idle too long or too old (it is then revoked, so it cannot come back)."""
+    moment = now or utcnow()
+    row = session.scalars(select(WebSession).where(WebSession.token_hash == _hash(secret))).one_or_none()
+    if row is None or row.revoked_at is not None:
+        return None
+    user = session.get(User, row.user_id)
+    expired = moment - row.last_seen_at > times.idle or moment - row.created_at > times.absolute
+    if user is None or not user.active or expired:
+        row.revoked_at = moment
+        session.flush()
+        return None
+    if moment - row.last_seen_at >= TOUCH_EVERY:
+        row.last_seen_at = moment
+        session.flush()
+    return user
+
+
+def revoke_session(session: Session, secret: str, *, now: datetime | None = None) -> None:
+    session.execute(
+        update(WebSession)
+        .where(WebSession.token_hash == _hash(secret), WebSession.revoked_at.is_(None))
+        .values(revoked_at=now or utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def revoke_user_sessions(session: Session, user_id: int, *, now: datetime | None = None) -> int:
+    """End every session of a user (password changed, account disabled); how many were live."""
+    result = session.execute(
+        update(WebSession)
+        .where(WebSession.user_id == user_id, WebSession.revoked_at.is_(None))
+        .values(revoked_at=now or utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+# --------------------------------------------------------------------------- throttle
+
+
+@dataclass(frozen=True)
+class ThrottleRule:
+    window: timedelta = timedelta(minutes=15)
+    per_account: int = 5
+    per_address: int = 20
+
+
+@dataclass(frozen=True)
+class Throttled:
+    by: Literal["account", "address"]
+    retry_after_s: int
+
+
+def _key(username: str) -> str:
+    return username.strip().lower()[:128]
+
+
+def _wait(
+    session: Session, column: InstrumentedAttribute[str], value: str, limit: int, rule: ThrottleRule, now: datetime
+) -> int:
+    """Seconds until fewer than `limit` failures for `value` remain in the window (0: not locked)."""
+    since = now - rule.window
+    times = list(
+        session.scalars(
+            select(LoginFailure.occurred_at)
+            .where(column == value, LoginFailure.occurred_at > since)
+            .order_by(LoginFailure.occurred_at.desc())
+            .limit(limit)
+        )
+    )
+    if len(times) < limit:
+        return 0
+    return max(1, int((times[-1] + rule.window - now).total_seconds()) + 1)
+
+
+def throttled(
+    session: Session, username: str, address: str, rule: ThrottleRule, *, now: datetime | None = None
+) -> Throttled | None:
+    moment = now or utcnow()
+    account = _wait(session, LoginFailure.username, _key(username), rule.per_account, rule, moment)
+    if account:
+        return Throttled("account", account)
+    by_address = _wait(session, LoginFailure.address, address[:64], rule.per_address, rule, moment)
+    return Throttled("address", by_address) if by_address else None
+
+
+def record_failure(
+    session: Session, username: str, address: str, rule: ThrottleRule, *, now: datetime | None = None
+) -> None:
+    moment = now or utcnow()
+    session.add(LoginFailure(username=_key(username), address=address[:64], occurred_at=moment))
+    session.execute(delete(LoginFailure).where(LoginFailure.occurred_at < moment - 2 * rule.window))
+    session.flush()
+
+
+def clear_failures(session: Session, username: str) -> None:
+    """A successful sign-in forgives the account's earlier mistakes (not the address's)."""
+    session.execute(delete(LoginFailure).where(LoginFailure.username == _key(username)))
+
+
+def failure_count(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(LoginFailure)) or 0)
