@@ -134,11 +134,12 @@ def _new_patient(k: int) -> Callable[[Any], None]:
             # A Hologic results block names the patient too: renamed with the header.
             old = str(ds.PatientID)
             ds.PatientID = f"{old}V{k}"
+            before, after = f'PatientID = "{old}";', f'PatientID = "{old}V{k}";'
             for elem in ds:
-                if elem.tag.is_private and isinstance(elem.value, bytes) and b"PatientID = " in elem.value:
-                    elem.value = elem.value.replace(
-                        f'PatientID = "{old}";'.encode(), f'PatientID = "{old}V{k}";'.encode()
-                    )
+                if elem.tag.is_private and isinstance(elem.value, str) and before in elem.value:
+                    elem.value = elem.value.replace(before, after)
+                elif elem.tag.is_private and isinstance(elem.value, bytes) and before.encode() in elem.value:
+                    elem.value = elem.value.replace(before.encode(), after.encode())
         ds.SOPInstanceUID = generate_uid()
         if "file_meta" in ds.__dict__ or getattr(ds, "file_meta", None) is not None:
             ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
