@@ -41,12 +41,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+PACKAGES := settings monitor ingest db services workers web dxa
+
 typecheck: $(STAMP)
-	$(BIN)/mypy dxa ingest monitor workers db web
+	$(BIN)/mypy $(PACKAGES)
+	$(BIN)/lint-imports
 
 test: $(STAMP) system-deps
 	$(BIN)/ruff check .
-	$(BIN)/mypy dxa ingest monitor workers db web
+	$(BIN)/mypy $(PACKAGES)
+	$(BIN)/lint-imports
 	DXA_REQUIRE_SERVICES=$${DXA_REQUIRE_SERVICES:-$$( [ "$$CI" = "true" ] && echo 1 || echo 0 )} $(BIN)/pytest -q
 
 # The long hardening runs (issue 11): 10 000 mutants through the parse child, 10 000 files through

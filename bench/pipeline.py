@@ -125,9 +125,9 @@ def _epoch(moment: datetime | None) -> float:
 
 
 def parse_only(batch: list[BatchFile]) -> Result:
-    from dxa.settings import Settings
     from ingest.errors import ParseError
     from ingest.parse import ParseLimits, parse_file
+    from settings import Settings
 
     s = Settings()
     limits = ParseLimits(max_bytes=s.max_file_bytes, max_pdf_pages=s.max_pdf_pages)
@@ -166,8 +166,8 @@ def _measure(sessions: Any, dropped_at: dict[str, float], t0: float, n: int) -> 
 def embedded(batch: list[BatchFile], runners: int = 2) -> Result:
     from db.migrate import upgrade
     from dxa.embedded import run_jobs_forever, watch_forever
-    from dxa.settings import Settings
-    from workers.context import build_context
+    from services.context import build_context
+    from settings import Settings
 
     with tempfile.TemporaryDirectory(prefix="dxa-bench-") as tmp:
         settings = Settings(

@@ -107,7 +107,7 @@ def rss_mb(pid: int, *, pool: bool = False) -> float:
 def run_mutants(count: int, secrets: set[str], log_path: Path) -> Phase:
     from ingest.errors import ParseError
     from ingest.parse import ParseLimits, parse_file
-    from workers.child import ChildFailed, ChildLimits, ReusableChild
+    from services.child import ChildFailed, ChildLimits, ReusableChild
 
     phase = Phase(f"parser: {count} mutants")
     import logging

@@ -68,12 +68,14 @@ from db.models import (
     PrecisionStudy,
     TherapyRow,
 )
-from dxa.settings import Settings
 from monitor import identity
 from monitor import model as m
 from monitor.config import MonitoringConfig
 from monitor.drugs import therapy_from_agent
 from monitor.evaluate import evaluate_patient
+from services.context import build_context
+from settings import Settings
+from settings.monitoring import load_monitoring_config
 from web.app import create_app
 
 TODAY = date(2024, 6, 1)
@@ -540,7 +542,7 @@ def _stage_chunk(job: tuple[str, int, int]) -> dict[str, int]:
 @cache
 def _worker_config() -> MonitoringConfig:
     _memoise_machine_identity()
-    return MonitoringConfig.from_toml((Path(__file__).resolve().parents[1] / "dxa" / "monitoring.toml").read_text())
+    return load_monitoring_config(Settings())
 
 
 @cache
@@ -631,7 +633,7 @@ def run_requests(url: str, tmp: Path, n: int, rounds: int) -> None:
         if accounts.verify_user(session, "bench", "bench-password") is None:
             accounts.create_user(session, "bench", "bench-password", "clinician")
             session.commit()
-    app = create_app(Settings(data_dir=tmp, database_url=url, secret_key="bench"), factory, today=lambda: TODAY)
+    app = create_app(build_context(Settings(data_dir=tmp, database_url=url, secret_key="bench")), today=lambda: TODAY)
     rng = random.Random(2)
     sample = _sample_patients(url, 2000, rng)
     names = [f.lower()[:4] for f in FAMILY]

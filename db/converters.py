@@ -220,7 +220,7 @@ def comparison_row(comparison: Comparison, *, patient_id: int, position: int) ->
 
 
 def comparison_to_export(row: ComparisonRow) -> dict[str, Any]:
-    """DESIGN.md §6 comparison object (exam ids as strings, like `exams[].exam_id`)."""
+    """docs/architecture.md, "Exports" comparison object (exam ids as strings, like `exams[].exam_id`)."""
     return {
         "site": row.site,
         "side": row.side,

@@ -1,7 +1,7 @@
 """Patients, devices, exam assembly and measurements: storing what a parsed file says.
 
-Every function works inside the caller's transaction and never commits, so the pipeline can store
-a file's rows and mark the file in one commit (issue 4). Concurrency is handled in the database:
+Every function works inside the caller's transaction and never commits, so the ingest use case can
+store a file's rows and mark the file in one commit. Concurrency is handled in the database:
 unique constraints catch two workers creating the same patient, device or exam (`INSERT … ON
 CONFLICT DO NOTHING`, then the loser reads the winner's row), and the patient row is locked
 (`SELECT … FOR UPDATE` on PostgreSQL; SQLite serialises writers anyway) while a patient's exams are
@@ -68,10 +68,25 @@ def lock_patient(session: Session, patient_id: int) -> Patient:
 # --------------------------------------------------------------------------- patients and devices
 
 
+class AmbiguousPatient(LookupError):
+    """One identifier names patients of several issuers: the caller must say which."""
+
+    def __init__(self, issuers: list[str]) -> None:
+        super().__init__("identifier used by several issuers")
+        self.issuers = issuers
+
+
 def find_patient(session: Session, identifier: str, issuer: str | None = None) -> Patient | None:
-    return session.scalars(
-        select(Patient).where(Patient.identifier == identifier.strip(), Patient.issuer == (issuer or "").strip())
-    ).one_or_none()
+    """The patient an identifier names, for every caller (pages, API, imports). Without `issuer`,
+    any issuer's patient of that identifier, unless several have it (`AmbiguousPatient`: picking
+    one would risk the wrong patient); with it, exactly that issuer's."""
+    stmt = select(Patient).where(Patient.identifier == identifier.strip())
+    if issuer is not None:
+        stmt = stmt.where(Patient.issuer == issuer.strip())
+    found = list(session.scalars(stmt.limit(10)))
+    if len(found) > 1:
+        raise AmbiguousPatient(sorted(p.issuer for p in found))
+    return found[0] if found else None
 
 
 def upsert_patient(session: Session, info: PatientInfo) -> Patient:
@@ -418,9 +433,9 @@ def list_conflicts(
 
 def _vendor_changes(report: ParsedReport) -> dict[tuple[str, str | None], dict[str, Any]]:
     """The change the vendor printed for this exam, by site and side, to keep beside the value so the
-    dashboard can show the vendor's own percent change next to ours (issue 5). With each figure,
+    dashboard can show the vendor's own percent change next to ours. With each figure,
     the date of the exam the vendor compared against (its first and its preceding trend row), so
-    the dashboard shows it only where both compare the very same two exams (issue 15)."""
+    the dashboard shows it only where both compare the very same two exams."""
     earlier: dict[tuple[str, str | None], list[date]] = {}
     for h in report.extras.history:
         if h.date < report.exam_date:

@@ -1,4 +1,4 @@
-"""The DESIGN.md §6 JSON export, one object per patient, built from stored rows only.
+"""The docs/architecture.md, "Exports" JSON export, one object per patient, built from stored rows only.
 
 Exam ids are the strings the comparisons use; exams come oldest first with measurements
 ordered by site and side, and comparisons in the order the monitor produced them, so two

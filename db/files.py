@@ -165,7 +165,7 @@ def finish_ingested(
 
 
 def mark_processing(session: Session, file: SourceFile, *, parser_version: str | None = None) -> None:
-    """Counts attempts, so a file that keeps killing its worker can be quarantined (issue 4)."""
+    """Counts attempts, so a file that keeps killing its worker can be quarantined."""
     file.status = "processing"
     file.attempts += 1
     if parser_version:

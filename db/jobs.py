@@ -1,5 +1,5 @@
 """The job table: the source of truth for pending work; Celery and the embedded runner only
-carry job ids (issue 4).
+carry job ids (docs/architecture.md).
 
 Claiming is atomic on both backends with one code path: the candidate is selected `FOR UPDATE
 SKIP LOCKED` (PostgreSQL; SQLite renders no locking clause) and then moved to `running` by an
@@ -232,36 +232,6 @@ def fail_job(
         job.finished_at = moment
     session.flush()
     return "queued" if job.state == "queued" else "failed"
-
-
-def requeue_stale_jobs(
-    session: Session, *, started_before: datetime, max_attempts: int, now: datetime | None = None
-) -> tuple[list[int], list[int]]:
-    """Jobs left `running` by a worker that died: queued again, or failed once they used up
-    `max_attempts` (a file that kills its worker must not loop forever). Returns (requeued, failed)."""
-    moment = now or utcnow()
-    stale = list(
-        session.scalars(
-            select(Job)
-            .where(Job.state == "running", Job.started_at < started_before)
-            .order_by(Job.id)
-            .with_for_update(skip_locked=True)
-        )
-    )
-    requeued: list[int] = []
-    failed: list[int] = []
-    for job in stale:
-        if job.attempts >= max_attempts:
-            job.state = "failed"
-            job.finished_at = moment
-            job.last_error = job.last_error or "worker stopped while running this job"
-            failed.append(job.id)
-        else:
-            job.state = "queued"
-            job.worker = None
-            requeued.append(job.id)
-    session.flush()
-    return requeued, failed
 
 
 def lost_dispatches(

@@ -157,7 +157,7 @@ for _column in (Patient.identifier, Patient.name):
 class Device(Timestamped, Base):
     """A densitometer. `identity_key` is the normalised (manufacturer, model, serial); devices
     without a serial share one weak row per manufacturer and model, which the monitor never treats
-    as the same machine as anything (DESIGN.md §4)."""
+    as the same machine as anything (docs/architecture.md, "Vocabulary")."""
 
     __tablename__ = "devices"
     __table_args__ = (
@@ -243,7 +243,7 @@ class FileBlob(Base):
 
 
 class Job(Base):
-    """Pending work; the source of truth Celery only transports (issue 4).
+    """Pending work; the source of truth Celery only transports.
 
     `dedup_key` is set while a job is queued and cleared when it is claimed: at most one queued
     job per key (say one `evaluate_patient` per patient), while a new one may queue behind a
@@ -451,7 +451,7 @@ class CrossCalibrationRow(Base):
 
 
 class ComparisonRow(Base):
-    """A comparison in the DESIGN.md §6 export shape; replaced whole on each evaluation."""
+    """A comparison in the docs/architecture.md, "Exports" export shape; replaced whole on each evaluation."""
 
     __tablename__ = "comparisons"
     __table_args__ = (

@@ -6,7 +6,7 @@ patient or error text leaves here (the error text may come from a parser).
 
 A job is *stuck* when it is `running` and its heartbeat (`updated_at`, refreshed by the worker
 every `HEARTBEAT_S` while it runs) is older than `STALE_AFTER`: its worker is dead or cut off,
-and the sweeper hands it to another worker (`workers.pipeline.recover_jobs`).
+and the sweeper hands it to another worker (`services.recovery.recover_jobs`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The `dxa` command (DESIGN.md §6). Parsing of arguments only: each command is a thin call
+"""The `dxa` command (docs/architecture.md, "Exports"). Parsing of arguments only: each command is a thin call
 into `dxa.commands`, which holds the wiring, so that `dxa --help` stays fast."""
 
 from __future__ import annotations
@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("service", choices=("web", "worker", "beat", "watch", "storescp"))
 
     sub.add_parser("evaluate", help="re-evaluate every patient (comparisons, next scan)")
+
+    demo = sub.add_parser("demo", help="write an invented demo cohort into the inbox of the running service")
+    demo.add_argument("--wait", type=float, default=180.0, help="seconds to wait for the service (180)")
+    demo.add_argument("--now", action="store_true", help="ingest here instead of waiting for a running service")
     return parser
 
 

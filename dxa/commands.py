@@ -1,4 +1,5 @@
-"""What each `dxa` command does: wiring settings, database and pipeline, then one call.
+"""What each `dxa` command does: build the context (`dxa.wiring`), call one use case of
+`services`, print the outcome.
 
 Output is for the operator at the terminal: one line per file, plain words, and no patient
 identifiers (a back-loading run's output often ends up pasted into a ticket).
@@ -14,9 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from db.migrate import is_up_to_date, upgrade
-from dxa.settings import Settings, load_settings
-from workers.context import Context, build_context
+from db.migrate import upgrade
+from dxa import wiring
+from services.context import Context, no_submit
+from services.csv_rows import ImportError_
+from settings import Settings, load_settings
 
 log = logging.getLogger("dxa")
 
@@ -29,13 +32,21 @@ def _settings() -> Settings:
     return load_settings()
 
 
-def _context(settings: Settings | None = None, **kwargs: Any) -> Context:
-    """A context on an up-to-date schema (SQLite is created on first use; PostgreSQL deployments
-    run `dxa migrate` once, but an out-of-date schema is upgraded here too)."""
-    ctx = build_context(settings or _settings(), **kwargs)
-    if not is_up_to_date(ctx.engine):
-        upgrade(ctx.engine)
-    return ctx
+def _context(settings: Settings | None = None, *, dispatch: bool = True) -> Context:
+    return wiring.context(settings or _settings(), dispatch=dispatch)
+
+
+def _run_queued_evaluations(ctx: Context) -> int:
+    """Embedded mode: run the evaluations a command queued now, so the command returns with its
+    patients re-evaluated (in the scaled mode they were sent to the Celery workers)."""
+    from services.runner import run_next
+
+    if ctx.submit is not no_submit:
+        return 0
+    count = 0
+    while run_next(ctx, kinds=("evaluate_patient",)) is not None:
+        count += 1
+    return count
 
 
 def _logging() -> None:
@@ -48,7 +59,7 @@ def _logging() -> None:
 def cmd_migrate(args: argparse.Namespace) -> int:
     settings = _settings()
     from db.engine import make_engine, session_factory
-    from dxa.users import ensure_first_admin
+    from services.users import ensure_first_admin
 
     _logging()
     engine = make_engine(settings.db_url)
@@ -76,18 +87,14 @@ def _expand(paths: list[Path]) -> Iterator[Path]:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from workers import pipeline
-
-    ctx = _context()
+    ctx = _context(dispatch=False)  # back-loading runs its own jobs, whatever the deployment
     files = list(_expand(args.paths))
     counts = {"ingested": 0, "duplicate": 0, "quarantined": 0, "unfinished": 0}
     for path in files:
         outcome, detail = _ingest_one(ctx, path)
         counts[outcome] += 1
         print(f"{path}: {outcome} ({detail})" if outcome != "quarantined" else f"{path}: quarantined: {detail}")
-    evaluated = 0
-    while pipeline.run_next(ctx, kinds=("evaluate_patient",)) is not None:
-        evaluated += 1
+    evaluated = _run_queued_evaluations(ctx)
     print(
         f"{len(files)} files: {counts['ingested']} ingested, {counts['duplicate']} duplicate, "
         f"{counts['quarantined']} quarantined"
@@ -98,14 +105,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _ingest_one(ctx: Context, path: Path) -> tuple[str, str]:
-    from workers import pipeline
+    from services.intake import intake
+    from services.runner import run_job
 
-    intake = pipeline.intake(ctx, path, copy=True)
-    if intake.outcome == "duplicate":
-        return "duplicate", f"same bytes as a file already received, now {intake.prior_status}"
-    assert intake.job_id is not None
+    received = intake(ctx, path, copy=True)
+    if received.outcome == "duplicate":
+        return "duplicate", f"same bytes as a file already received, now {received.prior_status}"
+    assert received.job_id is not None
     for _ in range(ctx.settings.max_attempts + 1):
-        result = pipeline.run_job(ctx, intake.job_id)
+        result = run_job(ctx, received.job_id)
         if result is None:
             return "unfinished", "job is held by another process"
         if result.outcome in ("ingested", "duplicate", "quarantined"):
@@ -114,9 +122,9 @@ def _ingest_one(ctx: Context, path: Path) -> tuple[str, str]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from workers import pipeline
+    from services.evaluation import evaluate_all
 
-    count = pipeline.evaluate_all(_context())
+    count = evaluate_all(_context())
     print(f"{count} patients re-evaluated")
     return 0
 
@@ -132,80 +140,50 @@ def _write(text: str, out: Path | None) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from db.accounts import record_audit
-    from db.export import export_patients
+    from services.exports import export_all
 
-    ctx = _context()
-    with ctx.sessions.begin() as session:
-        patients = list(export_patients(session, identifier=args.patient))
-        if args.patient is not None and not patients:
-            raise UserError("no patient with that identifier")
-        record_audit(
-            session,
-            actor="cli",
-            action="export",
-            patient_id=None,
-            detail={
-                "format": args.format,
-                "patients": len(patients),
-                "scope": "one" if args.patient else "all",
-            },
-        )
-    if args.format == "json":
-        _write(json.dumps(patients, indent=2, ensure_ascii=False) + "\n", args.out)
-    elif args.format == "csv":
-        from web.exports import comparisons_csv
-
-        _write(comparisons_csv(patients), args.out)
-    else:
-        from web.fhir import build_bundle
-
-        bundles = [build_bundle(p) for p in patients]
-        payload: Any = bundles[0] if args.patient is not None else bundles
-        _write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", args.out)
+    try:
+        text = export_all(_context(), args.format, identifier=args.patient)
+    except LookupError:
+        raise UserError("no patient with that identifier") from None
+    _write(text, args.out)
     return 0
 
 
 # --------------------------------------------------------------------------- imports
 
 
-def _run_import(fn: Any) -> tuple[Context, Any]:
-    """Run one importer, `fn(session, ctx)`, in one transaction; a bad row rolls everything back."""
-    from dxa.imports import ImportError_
-
-    ctx = _context()
+def _import(run: Any) -> Any:
+    """Run one import use case; a bad row rolls everything back."""
     try:
-        with ctx.sessions.begin() as session:
-            result = fn(session, ctx)
+        return run()
     except ImportError_ as exc:
         raise UserError(f"{exc}; nothing was imported") from None
-    return ctx, result
 
 
 def cmd_therapies_import(args: argparse.Namespace) -> int:
-    from dxa.imports import import_therapies
-    from workers import pipeline
+    from services.therapies import import_therapies
 
-    ctx, touched = _run_import(lambda session, _: import_therapies(session, args.file))
-    for patient_id in touched:
-        pipeline.evaluate(ctx, patient_id)
+    ctx = _context()
+    touched = _import(lambda: import_therapies(ctx, args.file))
+    _run_queued_evaluations(ctx)
     print(f"therapies imported for {len(touched)} patients; their next scans were recomputed")
     return 0
 
 
 def cmd_precision_import(args: argparse.Namespace) -> int:
-    from dxa.imports import import_precision
-    from workers import pipeline
+    from services.precision import import_precision
 
-    ctx, results = _run_import(lambda session, c: import_precision(session, args.file, c.monitoring))
-    for r in results:
+    ctx = _context()
+    for r in _import(lambda: import_precision(ctx, args.file)):
+        f = r.facility
         print(
             f"{r.device.manufacturer} {r.device.model} S/N {r.device.serial} {r.site}: "
-            f"RMS-SD {r.facility.rms_sd_g_cm2:.4f} g/cm2, %CV {r.facility.rms_cv_percent:.2f}, "
-            f"LSC {r.facility.lsc_g_cm2:.3f} g/cm2 ({r.facility.degrees_of_freedom} df)"
+            f"RMS-SD {f.rms_sd_g_cm2:.4f} g/cm2, %CV {f.rms_cv_percent:.2f}, "
+            f"LSC {f.lsc_g_cm2:.3f} g/cm2 ({f.degrees_of_freedom} df)"
             + "".join(f"\n  warning: {w}" for w in r.warnings)
         )
-    pipeline.evaluate_all(ctx)
+    _run_queued_evaluations(ctx)
     return 0
 
 
@@ -229,17 +207,61 @@ def cmd_precision_show(args: argparse.Namespace) -> int:
 
 
 def cmd_crosscal_import(args: argparse.Namespace) -> int:
-    from dxa.imports import import_crosscal
-    from workers import pipeline
+    from services.crosscal import import_crosscal
 
-    ctx, results = _run_import(lambda session, c: import_crosscal(session, args.file, c.monitoring))
-    for r in results:
+    ctx = _context()
+    saved = _import(lambda: import_crosscal(ctx, args.file))
+    for r in saved.previews:
         print(
             f"{r.kind} {r.device_a.model} S/N {r.device_a.serial} -> {r.device_b.model} S/N {r.device_b.serial} "
             f"{r.site}: slope {r.slope:.4f}, intercept {r.intercept:.4f}, LSC {r.lsc_g_cm2:.3f} g/cm2"
             + (f" ({r.note})" if r.note else "")
         )
-    pipeline.evaluate_all(ctx)
+    _run_queued_evaluations(ctx)
+    return 0
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Write the demo cohort into the inbox, let the running service ingest it (or ingest it
+    here with --now), then import its precision studies, cross-calibration and therapies."""
+    import tempfile
+
+    from dxa import demo
+
+    ctx = _context()
+    made = demo.cohort()
+    paths = demo.write_files(ctx.settings.inbox_dir, made.files)
+    print(f"{len(paths)} demo files written to {ctx.settings.inbox_dir / demo.DEMO_FOLDER} (all data invented)")
+    if args.now:
+        for path in paths:
+            outcome, detail = _ingest_one(ctx, path)
+            print(f"  {path.name}: {outcome} ({detail})")
+            path.unlink(missing_ok=True)
+    else:
+        print(f"waiting up to {args.wait:.0f} s for the running service to ingest them…")
+        done = demo.wait_until_received(ctx.sessions, made.files, args.wait)
+        for name, status in sorted(done.items()):
+            print(f"  {name}: {status}")
+        if len(done) < len(made.files):
+            raise UserError(
+                "the service has not finished the demo files: is `make run` (dxa serve) running on this "
+                "data folder? Start it, or run `dxa demo --now` to ingest here"
+            )
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for name, text in (
+            ("demo-precision.csv", made.precision_csv),
+            ("demo-crosscal.csv", made.crosscal_csv),
+            ("demo-therapies.csv", made.therapies_csv),
+        ):
+            (folder / name).write_text(text, encoding="utf-8")
+        cmd_precision_import(argparse.Namespace(file=folder / "demo-precision.csv"))
+        cmd_crosscal_import(argparse.Namespace(file=folder / "demo-crosscal.csv"))
+        cmd_therapies_import(argparse.Namespace(file=folder / "demo-therapies.csv"))
+    print("demo ready: patients DEMO-0001 … DEMO-0004 on the dashboard (invented data; delete before real use)")
     return 0
 
 
@@ -252,8 +274,8 @@ def _read_password(path: Path | None, stream: TextIO) -> str:
 
 
 def _account_change(fn: Any) -> None:
-    """Run one `dxa.users` change in one transaction; a refusal is the operator's to fix."""
-    from dxa.users import AccountError
+    """Run one `services.users` change in one transaction; a refusal is the operator's to fix."""
+    from services.users import AccountError
 
     ctx = _context()
     try:
@@ -264,7 +286,7 @@ def _account_change(fn: Any) -> None:
 
 
 def cmd_users_list(args: argparse.Namespace) -> int:
-    from dxa.users import accounts
+    from services.users import accounts
 
     ctx = _context()
     with ctx.sessions() as session:
@@ -277,7 +299,7 @@ def cmd_users_list(args: argparse.Namespace) -> int:
 
 
 def cmd_users_add(args: argparse.Namespace) -> int:
-    from dxa import users
+    from services import users
 
     password = _read_password(args.password_file, sys.stdin)
     _account_change(lambda s: users.add(s, args.username, password, args.role))
@@ -286,7 +308,7 @@ def cmd_users_add(args: argparse.Namespace) -> int:
 
 
 def cmd_users_passwd(args: argparse.Namespace) -> int:
-    from dxa import users
+    from services import users
 
     password = _read_password(args.password_file, sys.stdin)
     _account_change(lambda s: users.change_password(s, args.username, password))
@@ -295,7 +317,7 @@ def cmd_users_passwd(args: argparse.Namespace) -> int:
 
 
 def cmd_users_disable(args: argparse.Namespace) -> int:
-    from dxa import users
+    from services import users
 
     _account_change(lambda s: users.set_enabled(s, args.username, False))
     print(f"user {args.username} disabled")
@@ -303,7 +325,7 @@ def cmd_users_disable(args: argparse.Namespace) -> int:
 
 
 def cmd_users_enable(args: argparse.Namespace) -> int:
-    from dxa import users
+    from services import users
 
     _account_change(lambda s: users.set_enabled(s, args.username, True))
     print(f"user {args.username} enabled")
@@ -311,7 +333,7 @@ def cmd_users_enable(args: argparse.Namespace) -> int:
 
 
 def cmd_users_remove(args: argparse.Namespace) -> int:
-    from dxa import users
+    from services import users
 
     _account_change(lambda s: users.remove(s, args.username))
     print(f"user {args.username} removed")
@@ -341,11 +363,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     settings = _settings()
     ctx = _context(settings)
-    depth = None
-    if not settings.embedded:
-        from workers.tasks import broker_depth
-
-        depth = broker_depth()
+    count = wiring.broker_depth(settings)
+    depth = count() if count is not None else None
     with ctx.sessions() as session:
         snap = snapshot(session, broker_depth=depth)
     if args.json:
@@ -381,14 +400,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     _logging()
     settings = _settings()
-    return serve(_context(settings), host=args.host or settings.host, port=args.port or settings.port)
+    # everything in one process: its runner threads run the jobs, nothing is sent to a broker
+    return serve(_context(settings, dispatch=False), host=args.host or settings.host, port=args.port or settings.port)
 
 
 def cmd_web(args: argparse.Namespace) -> int:
     from dxa.embedded import run_web
 
     _logging()
-    from dxa.users import ensure_first_admin
+    from services.users import ensure_first_admin
 
     settings = _settings()
     ctx = _context(settings)
@@ -403,38 +423,33 @@ def _require_broker(settings: Settings) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from dxa.embedded import run_celery_worker
+
     settings = _settings()
     _require_broker(settings)
     _context(settings)
-    from workers.celery_app import app
-
-    app.worker_main(["worker", f"--concurrency={args.concurrency}", "--loglevel=INFO", "--without-gossip"])
+    run_celery_worker(args.concurrency)
     return 0
 
 
 def cmd_beat(args: argparse.Namespace) -> int:
+    from dxa.embedded import run_celery_beat
+
     settings = _settings()
     _require_broker(settings)
-    from workers.celery_app import app
-
-    schedule = settings.data_dir / "celerybeat-schedule"
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app.start(
-        ["beat", "--loglevel=INFO", f"--schedule={schedule}", "--scheduler=workers.celery_app:HeartbeatScheduler"]
-    )
+    run_celery_beat(settings)
     return 0
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
     from dxa.embedded import watch_forever
-    from workers import pipeline
-    from workers.tasks import submit
+    from services.recovery import recover_files
 
     _logging()
     settings = _settings()
     _require_broker(settings)
-    ctx = _context(settings, submit=submit)
-    pipeline.recover_files(ctx)
+    ctx = _context(settings)
+    recover_files(ctx)
     watch_forever(ctx)
     return 0
 

@@ -1,4 +1,5 @@
-"""The long-running loops: the folder watcher, the embedded job runner, the web server.
+"""The long-running processes: the folder watcher, the embedded job runner, the web server, and
+the Celery worker and beat of the scaled mode.
 
 `dxa serve` runs all three in one process on SQLite (a workstation, no Redis). At scale
 the same loops run as separate processes (`dxa watch`, Celery workers, `dxa web`), so there is
@@ -10,17 +11,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from dxa.logsafe import describe
-from dxa.settings import Settings
+from dxa.wiring import make_app
 from ingest.watcher import OddEntries, ReadinessTracker, scan_inbox
-from workers import inbox_entries, pipeline
-from workers.context import Context
+from services import evaluation, inbox_entries, recovery, runner
+from services.context import Context
+from services.intake import intake
+from services.logsafe import describe
+from settings import Settings
 
 log = logging.getLogger("dxa")
 
@@ -40,7 +42,7 @@ def watch_once(ctx: Context, tracker: ReadinessTracker, odd: OddEntries | None =
         inbox_entries.refuse(ctx, inbox, *odd.observe(others, time.time()))
     for path in tracker.observe(files, time.time()):
         try:
-            pipeline.intake(ctx, Path(path), copy=False)
+            intake(ctx, Path(path), copy=False)
             claimed += 1
         except FileNotFoundError:
             tracker.forget(path)  # taken by another watcher, or removed by the sender
@@ -72,12 +74,12 @@ def run_jobs_forever(ctx: Context, stop: threading.Event, *, refresh_daily: bool
     while not stop.is_set():
         try:
             if refresh_daily and last_refresh != date.today():
-                pipeline.evaluate_all(ctx)
+                evaluation.evaluate_all(ctx)
                 last_refresh = date.today()
             if time.monotonic() - last_sweep > SWEEP_EVERY_S:
-                pipeline.recover_jobs(ctx)
+                recovery.recover_jobs(ctx)
                 last_sweep = time.monotonic()
-            result = pipeline.run_next(ctx)
+            result = runner.run_next(ctx)
         except Exception as exc:
             log.warning("job runner error (%s); retrying", describe(exc))
             result = None
@@ -102,31 +104,10 @@ def ensure_demo_user(sessions: sessionmaker[Session], settings: Settings) -> str
         return password
 
 
-def make_app(ctx: Context) -> object:
-    from web.app import create_app
-
-    def on_therapy_changed(sessions: object, settings: object, patient_pk: int) -> None:
-        pipeline.evaluate(ctx, patient_pk)
-
-    broker_depth: Callable[[], int | None] | None = None
-    if not ctx.settings.embedded:
-        from workers import tasks
-
-        broker_depth = tasks.broker_depth
-
-    return create_app(
-        ctx.settings,
-        ctx.sessions,
-        on_therapy_changed=on_therapy_changed,
-        monitoring=ctx.monitoring,
-        broker_depth=broker_depth,
-    )
-
-
 def run_web(ctx: Context, host: str, port: int) -> None:
     import uvicorn
 
-    uvicorn.run(make_app(ctx), host=host, port=port, log_level="info", access_log=False)  # type: ignore[arg-type]
+    uvicorn.run(make_app(ctx), host=host, port=port, log_level="info", access_log=False)
 
 
 def serve(ctx: Context, host: str, port: int, workers: int = 2) -> int:
@@ -134,10 +115,10 @@ def serve(ctx: Context, host: str, port: int, workers: int = 2) -> int:
     settings = ctx.settings
     for folder in (settings.inbox_dir, settings.work_dir, settings.archive_dir, settings.quarantine_dir):
         folder.mkdir(parents=True, exist_ok=True)
-    recovered = pipeline.recover(ctx, stale_after=None)
+    recovered = recovery.recover(ctx, stale_after=None)
     if any(recovered.values()):
         log.info("recovered after an interruption: %s", recovered)
-    from dxa.users import ensure_first_admin
+    from services.users import ensure_first_admin
 
     if settings.admin_user:
         ensure_first_admin(ctx.sessions, settings)
@@ -162,3 +143,19 @@ def serve(ctx: Context, host: str, port: int, workers: int = 2) -> int:
         for t in threads:
             t.join(timeout=10)
     return 0
+
+
+def run_celery_worker(concurrency: int) -> None:
+    from workers.celery_app import app
+
+    app.worker_main(["worker", f"--concurrency={concurrency}", "--loglevel=INFO", "--without-gossip"])
+
+
+def run_celery_beat(settings: Settings) -> None:
+    from workers.celery_app import app
+
+    schedule = settings.data_dir / "celerybeat-schedule"
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app.start(
+        ["beat", "--loglevel=INFO", f"--schedule={schedule}", "--scheduler=workers.celery_app:HeartbeatScheduler"]
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import urllib.request
 
-from dxa.settings import Settings
+from settings import Settings
 from workers.heartbeat import heartbeat_fresh
 
 SERVICES = ("web", "worker", "beat", "watch", "storescp")

@@ -1,4 +1,4 @@
-"""What a parser returns: one vendor file reduced to the DESIGN.md vocabulary.
+"""What a parser returns: one vendor file reduced to the vocabulary of docs/architecture.md.
 
 These types are the contract between every parser and the rest of the service. They hold
 plain values only (no pydicom or pdfplumber objects), so a report can cross a process
@@ -52,7 +52,7 @@ class SiteMeasurement:
     vendor's own screen: an SR content path, a Hologic table/row/column, or a PDF page/line.
     """
 
-    site: str  # DESIGN.md §4 vocabulary: "L1-L4", "femoral_neck", "total_hip", "radius_33", ...
+    site: str  # docs/architecture.md, "Vocabulary" vocabulary: "L1-L4", "femoral_neck", "total_hip", "radius_33", ...
     side: str | None  # "left", "right", "mean" or None (spine, total body)
     bmd: float  # g/cm²
     t_score: float | None = None

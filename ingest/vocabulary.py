@@ -1,4 +1,4 @@
-"""The DESIGN.md §4 vocabulary, and the small readers every parser shares.
+"""The docs/architecture.md, "Vocabulary" vocabulary, and the small readers every parser shares.
 
 Vendors write the same site a dozen ways ("Neck", "Femoral Neck", "股骨颈", "Radius 33%",
 "1/3"). Parsers translate labels here and nowhere else, so that a new synonym is one line

@@ -1,4 +1,4 @@
-"""Baseline and previous comparisons per site and side (DESIGN.md §5, fixed semantics).
+"""Baseline and previous comparisons per site and side (docs/architecture.md, "Monitoring rules", fixed semantics).
 
 A BMD change means something only when both scans come from one machine (or two machines
 tied by a cross-calibration), cover the same bone, and exceed the least significant change.
@@ -31,7 +31,7 @@ from monitor.model import (
 _L = TypeVar("_L", SiteLsc, VendorLsc)
 
 SPINE = "spine"
-#: Sites that are trended besides the analysed lumbar range (DESIGN.md §5).
+#: Sites that are trended besides the analysed lumbar range (docs/architecture.md, "Monitoring rules").
 MONITORED_SITES = ("femoral_neck", "total_hip", "radius_33")
 _TRACK_ORDER = {SPINE: 0, "femoral_neck": 1, "total_hip": 2, "radius_33": 3}
 _SIDE_ORDER = {None: 0, "left": 1, "right": 2, "mean": 3}

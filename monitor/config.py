@@ -1,6 +1,6 @@
 """Monitoring configuration as plain, validated data (thresholds and the repeat-scan rules).
 
-The file (`dxa/monitoring.toml`) is read by the composition root; the core only sees the
+The file (`settings/monitoring.toml`) is read by `settings.monitoring.load_monitoring_config`; the core only sees the
 mapping, so it stays free of I/O. Validation is strict (unknown keys are errors) because a
 mistyped threshold would otherwise silently fall back to a default and change clinical output.
 """

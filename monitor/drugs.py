@@ -1,4 +1,4 @@
-"""Agent names (English, Chinese, brands) -> DESIGN.md §4 drug classes.
+"""Agent names (English, Chinese, brands) -> docs/architecture.md, "Vocabulary" drug classes.
 
 Therapy lists come from hand-typed CSVs and Chinese hospital systems: "Fosamax 70mg weekly",
 "阿仑膦酸钠片", "Zoledronic  Acid". The repeat-scan rule depends on the class, so a name we do
@@ -27,7 +27,7 @@ class UnknownAgent(ValueError):
 
 @dataclass(frozen=True)
 class AgentClass:
-    drug_class: str  # DESIGN.md §4 drug_class ("none" for a glucocorticoid alone)
+    drug_class: str  # docs/architecture.md, "Vocabulary" drug_class ("none" for a glucocorticoid alone)
     glucocorticoid: bool
     canonical: str  # e.g. "alendronate", "prednisone"
 

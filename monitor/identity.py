@@ -1,4 +1,4 @@
-"""Machine identity: when two exams were measured on the same densitometer (DESIGN.md §4).
+"""Machine identity: when two exams were measured on the same densitometer (docs/architecture.md, "Vocabulary").
 
 BMD differs between manufacturers by up to ~10 % and between units of one model by a few
 per cent, so a comparison is only trusted on the very same unit. Vendors spell their own name

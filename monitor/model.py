@@ -1,4 +1,4 @@
-"""Plain data the monitoring core takes and gives back (DESIGN.md §4–5).
+"""Plain data the monitoring core takes and gives back (docs/architecture.md, "Vocabulary" and "Monitoring rules").
 
 Nothing here knows about files, databases or the clock: callers build these from whatever
 they store, and `today` is always passed in.
@@ -123,7 +123,7 @@ class CrossCalibration:
 
 @dataclass(frozen=True)
 class Comparison:
-    """One pair of exams at one site and side, in the export shape of DESIGN.md §6."""
+    """One pair of exams at one site and side, in the export shape of docs/architecture.md, "Exports"."""
 
     site: str
     side: str | None

@@ -1,4 +1,4 @@
-"""When the next DXA is due, from the drug class and the rule table (DESIGN.md §5).
+"""When the next DXA is due, from the drug class and the rule table (docs/architecture.md, "Monitoring rules").
 
 Repeating a scan before the expected change can exceed the LSC only adds radiation and noise;
 waiting too long misses treatment failure. The rule table in configuration holds the

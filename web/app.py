@@ -1,8 +1,9 @@
-"""The dashboard and HTTP API: `create_app(settings, session_factory)` builds the FastAPI app.
+"""The dashboard and HTTP API: `create_app(ctx)` builds the FastAPI app.
 
 Server-rendered pages (Jinja2, no JavaScript needed, every asset vendored under web/static) and a
-JSON API under /api/ that mirrors them. The composition root (`dxa serve` / `dxa web`) wires the
-real session factory and the lead's `evaluate_patient` hook; tests pass their own.
+JSON API under /api/ that mirrors them. The composition root (`dxa serve` / `dxa web`) passes the
+context the use cases run with: in the scaled mode its `submit` sends jobs to Celery, so work a
+page queues (a precision study's re-evaluations, a file to re-process) starts at once.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dxa.settings import Settings
-from monitor.config import MonitoringConfig
+from db.engine import make_engine, session_factory
+from services.context import Context
 from web import filters
 from web.auth import CsrfFailed, Forbidden, LoginRequired, is_api, load_secret_key
-from web.deps import Services, TherapyHook, User, render
+from web.deps import Services, User, render
 from web.metrics import BrokerDepth, OperationsCollector, make_registry
 from web.routes import alerts, auth_routes, operations, patients, qa, qa_records, worklist
 
@@ -73,31 +74,22 @@ class SecurityHeaders:
         await self.app(scope, receive, wrapped)
 
 
-def load_monitoring_config(settings: Settings) -> MonitoringConfig | None:
-    """The monitoring configuration (for the QA precision limits), or None when it cannot be read."""
-    path = settings.monitoring_config or Path(__file__).resolve().parent.parent / "dxa" / "monitoring.toml"
-    try:
-        return MonitoringConfig.from_toml(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+def _read_sessions(ctx: Context) -> sessionmaker[Session]:
+    """Sessions for the pages' reads. On SQLite every transaction of the use cases' engine begins
+    IMMEDIATE (it takes the write lock); a page's reads must not hold that lock while the use case
+    it calls waits for it, so they get deferred transactions of their own (WAL: readers never
+    block the writer). PostgreSQL reads take no such lock."""
+    if ctx.engine.dialect.name == "sqlite":
+        return session_factory(make_engine(ctx.engine.url, sqlite_immediate=False))
+    return ctx.sessions
 
 
 def create_app(
-    settings: Settings,
-    session_factory: sessionmaker[Session],
-    *,
-    on_therapy_changed: TherapyHook | None = None,
-    today: Callable[[], date] = date.today,
-    monitoring: MonitoringConfig | None = None,
-    broker_depth: BrokerDepth | None = None,
+    ctx: Context, *, today: Callable[[], date] = date.today, broker_depth: BrokerDepth | None = None
 ) -> FastAPI:
-    """The web application.
-
-    `on_therapy_changed(session_factory, settings, patient_pk)` runs after a therapy is added or
-    stopped, so the patient is re-evaluated before the page is shown again (the composition root
-    passes `workers.usecases.evaluate_patient`). `today` is injectable for tests. `broker_depth()`
-    counts the messages waiting in the broker (scaled mode) for the operations page and /metrics.
-    """
+    """The web application over `ctx` (`today` is injectable for tests). `broker_depth()` counts
+    the messages waiting in the broker (scaled mode) for the operations page and /metrics."""
+    settings = ctx.settings
     app = FastAPI(
         title="DXA monitor",
         version="0.1.0",
@@ -107,14 +99,8 @@ def create_app(
     )
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     filters.install(templates.env)
-    app.state.services = Services(
-        settings=settings,
-        session_factory=session_factory,
-        templates=templates,
-        on_therapy_changed=on_therapy_changed,
-        today=today,
-        monitoring=monitoring or load_monitoring_config(settings),
-    )
+    read_sessions = _read_sessions(ctx)
+    app.state.services = Services(ctx=ctx, read_sessions=read_sessions, templates=templates, today=today)
     app.add_middleware(
         SessionMiddleware,
         secret_key=load_secret_key(settings.secret_key, settings.data_dir),
@@ -125,8 +111,8 @@ def create_app(
     )
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
-    app.state.operations = OperationsCollector(session_factory, broker_depth)
-    app.state.metrics_registry = make_registry(session_factory, broker_depth)
+    app.state.operations = OperationsCollector(read_sessions, broker_depth)
+    app.state.metrics_registry = make_registry(read_sessions, broker_depth)
     for module in (auth_routes, patients, alerts, worklist, qa, qa_records, operations):
         app.include_router(module.router)
     _install_error_handlers(app)

@@ -18,7 +18,8 @@ from fastapi import Request
 from sqlalchemy.orm import Session
 
 from db import signin
-from web import queries
+from services.accounts import resume_session, token_user
+from services.context import Context
 
 ROLES = ("clinician", "qa", "admin")
 QA_ROLES = frozenset({"qa", "admin"})
@@ -82,27 +83,22 @@ def check_csrf(request: Request, submitted: str | None) -> None:
         raise CsrfFailed()
 
 
-def authenticate(request: Request, session: Session) -> CurrentUser:
+def authenticate(request: Request, session: Session, ctx: Context) -> CurrentUser:
     """The user of this request, by bearer token (API only) or by session cookie."""
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer ") and is_api(request):
-        user = queries.user_for_token(session, header[7:].strip())
+        user = token_user(ctx, header[7:].strip())
         if user is None:
             raise LoginRequired()
-        session.commit()  # last_used_at
         return CurrentUser(user.id, user.username, user.role, via_token=True)
     secret = request.session.get("sid")
     if not isinstance(secret, str):
         raise LoginRequired()
-    row = signin.session_user(session, secret, session_times(request))
-    if row is None or request.session.get("role") != row.role:
-        if row is not None:
-            signin.revoke_session(session, secret)
-        session.commit()
+    user = resume_session(ctx, secret, request.session.get("role"), session_times(request))
+    if user is None:
         request.session.clear()
         raise LoginRequired()
-    session.commit()  # last use (written at most once a minute)
-    return CurrentUser(row.id, row.username, row.role)
+    return CurrentUser(user.id, user.username, user.role)
 
 
 def session_times(request: Request) -> signin.SessionTimes:

@@ -2,7 +2,7 @@
 
 Only exams on the very same machine are joined by a line: a machine change (or an exam whose
 machine has no serial) starts a new segment, because BMD from two machines is not comparable
-without a cross-calibration (DESIGN.md §5). Each segment has its own LSC band around its
+without a cross-calibration (docs/architecture.md, "Monitoring rules"). Each segment has its own LSC band around its
 baseline. T-scores are never trended: they only appear in the table beside each point.
 """
 

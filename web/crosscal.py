@@ -1,5 +1,5 @@
 """The cross-calibration calculator behind the QA machines page: what the device cards list and
-the JSON shape of a preview. The computation itself is `dxa.imports.preview_crosscal`, the one
+the JSON shape of a preview. The computation itself is `services.crosscal.preview_crosscal`, the one
 `dxa crosscal import` runs, so the page and the command line can never disagree.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from db.models import CrossCalibrationRow, Device, Exam
-from dxa.imports import CrossCalPreview
+from db.models import CrossCalibrationRow, Device
+from services.crosscal import CrossCalPreview
 
 
 @dataclass(frozen=True)
@@ -133,14 +133,3 @@ def preview_json(preview: CrossCalPreview) -> dict[str, Any]:
             "note": v.note,
         }
     return out
-
-
-def patients_on_both(session: Session, previews: list[CrossCalPreview]) -> list[int]:
-    """Patients with exams on both machines of a saved cross-calibration: the only ones whose
-    comparisons it can change, so the only ones to re-evaluate."""
-    found: set[int] = set()
-    for preview in previews:
-        on_a = set(session.scalars(select(Exam.patient_id).where(Exam.device_id == preview.device_a.id)))
-        on_b = set(session.scalars(select(Exam.patient_id).where(Exam.device_id == preview.device_b.id)))
-        found |= on_a & on_b
-    return sorted(found)

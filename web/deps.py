@@ -1,4 +1,8 @@
-"""What every route needs, as FastAPI dependencies: the app's services, a DB session, the user."""
+"""What every route needs, as FastAPI dependencies: the app's context, a read session, the user.
+
+Routes read through `DbSession` (on SQLite a deferred transaction, so a page being rendered never
+holds the write lock) and change things only by calling a use case of `services` with `app.ctx`:
+the use case owns its transaction, and routes never commit."""
 
 from __future__ import annotations
 
@@ -11,21 +15,27 @@ from fastapi import Depends, Request, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session, sessionmaker
 
-from dxa.settings import Settings
 from monitor.config import MonitoringConfig
+from services.audit import Actor
+from services.context import Context
+from settings import Settings
 from web.auth import CLINICAL_ROLES, QA_ROLES, CurrentUser, Forbidden, authenticate, csrf_token
-
-TherapyHook = Callable[[sessionmaker[Session], Settings, int], Any]
 
 
 @dataclass(frozen=True)
 class Services:
-    settings: Settings
-    session_factory: sessionmaker[Session]
+    ctx: Context  # for the use cases
+    read_sessions: sessionmaker[Session]  # for the pages' reads
     templates: Jinja2Templates
-    on_therapy_changed: TherapyHook | None
     today: Callable[[], date]
-    monitoring: MonitoringConfig | None
+
+    @property
+    def settings(self) -> Settings:
+        return self.ctx.settings
+
+    @property
+    def monitoring(self) -> MonitoringConfig:
+        return self.ctx.monitoring
 
 
 def services(request: Request) -> Services:
@@ -34,7 +44,7 @@ def services(request: Request) -> Services:
 
 
 def db_session(request: Request) -> Iterator[Session]:
-    with services(request).session_factory() as session:
+    with services(request).read_sessions() as session:
         yield session
 
 
@@ -43,7 +53,7 @@ App = Annotated[Services, Depends(services)]
 
 
 def current_user(request: Request, session: DbSession) -> CurrentUser:
-    user = authenticate(request, session)
+    user = authenticate(request, session, services(request).ctx)
     request.state.user = user
     return user
 
@@ -58,6 +68,11 @@ def qa_user(user: Annotated[CurrentUser, Depends(current_user)]) -> CurrentUser:
     if user.role not in QA_ROLES:
         raise Forbidden()
     return user
+
+
+def actor(user: CurrentUser) -> Actor:
+    """How the use cases name the signed-in user in the audit trail."""
+    return Actor(user.username, user.id)
 
 
 User = Annotated[CurrentUser, Depends(any_user)]

@@ -1,7 +1,8 @@
-"""Database reads and small writes behind the web pages and API, as plain dataclasses.
+"""Database reads behind the web pages and API, as plain dataclasses (writes are use cases of
+`services`).
 
 Routes stay thin: each one calls a function here and renders or serialises what it returns. The
-shapes mirror DESIGN.md §6 (the export dict) so the pages, the JSON API and the exports agree.
+shapes mirror the JSON export object so the pages, the JSON API and the exports agree.
 """
 
 from __future__ import annotations
@@ -9,15 +10,11 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased, selectinload
 
-from db import accounts, calibration
-from db.calibration import PrecisionRepeat
-from db.files import reset_for_reprocess
-from db.jobs import enqueue_ingest
 from db.models import (
     AlertRow,
     ComparisonRow,
@@ -44,29 +41,6 @@ PAGE_SIZE = 50
 
 def user_by_id(session: Session, user_id: int) -> User | None:
     return session.get(User, user_id)
-
-
-def user_for_token(session: Session, token: str) -> User | None:
-    """The active user behind a non-revoked API token (only its SHA-256 is stored)."""
-    return accounts.verify_api_token(session, token)
-
-
-class Actor(Protocol):
-    @property
-    def id(self) -> int: ...
-    @property
-    def username(self) -> str: ...
-
-
-def add_audit(session: Session, user: Actor | None, action: str, patient_pk: int | None = None, **detail: Any) -> None:
-    accounts.record_audit(
-        session,
-        actor=user.username if user else "anonymous",
-        user_id=user.id if user else None,
-        action=action,
-        patient_id=patient_pk,
-        detail=detail,
-    )
 
 
 # --------------------------------------------------------------------------- patients list
@@ -332,24 +306,6 @@ class PatientDetail:
     open_alerts: tuple[dict[str, Any], ...] = field(default_factory=tuple)
 
 
-class AmbiguousPatient(Exception):
-    """One identifier names patients of several issuers: the caller must say which."""
-
-    def __init__(self, issuers: list[str]) -> None:
-        super().__init__("identifier used by several issuers")
-        self.issuers = issuers
-
-
-def find_patient(session: Session, patient_id: str, issuer: str | None = None) -> Patient | None:
-    stmt = select(Patient).where(Patient.identifier == patient_id)
-    if issuer is not None:
-        stmt = stmt.where(Patient.issuer == issuer)
-    found = list(session.scalars(stmt.limit(10)))
-    if len(found) > 1:
-        raise AmbiguousPatient(sorted(p.issuer for p in found))
-    return found[0] if found else None
-
-
 def _machine_key(device_pk: int, identity_strength: str, serial: str | None, exam_pk: int) -> str:
     # A device without serial is never "the same machine" as anything, not even itself.
     return f"d{device_pk}" if identity_strength == "serial" and serial else f"weak-exam{exam_pk}"
@@ -525,14 +481,6 @@ def patient_detail(session: Session, patient: Patient) -> PatientDetail:
         next_scan=nxt,
         open_alerts=open_alerts,
     )
-
-
-# --------------------------------------------------------------------------- therapies
-
-
-def therapy_of_patient(session: Session, patient_pk: int, therapy_pk: int) -> TherapyRow | None:
-    row = session.get(TherapyRow, therapy_pk)
-    return row if row is not None and row.patient_id == patient_pk else None
 
 
 # --------------------------------------------------------------------------- worklist
@@ -721,29 +669,6 @@ def precision_repeats(session: Session, study_pk: int) -> list[tuple[str, str, i
     ]
 
 
-def save_precision_study(
-    session: Session,
-    device_pk: int,
-    site: str,
-    performed_on: date | None,
-    repeats: list[tuple[str, str, int, float]],
-    rms_sd: float,
-    lsc: float,
-) -> PrecisionStudy:
-    device = session.get(Device, device_pk)
-    if device is None:
-        raise LookupError("no such device")
-    return calibration.save_precision_study(
-        session,
-        device,
-        site,
-        [PrecisionRepeat(t, p, i, b) for t, p, i, b in repeats],
-        rms_sd_g_cm2=rms_sd,
-        lsc_g_cm2=lsc,
-        performed_on=performed_on,
-    )
-
-
 # --------------------------------------------------------------------------- QA: ingest
 
 
@@ -789,19 +714,6 @@ def recent_files(session: Session, *, status: str | None = None, limit: int = 20
         )
         for f, s in rows
     ]
-
-
-def requeue_quarantined(session: Session, file_pk: int) -> bool:
-    """Put a quarantined file back to pending and queue its ingest job again.
-
-    The job runner takes the file back from quarantine when it claims the job.
-    """
-    source = session.get(SourceFile, file_pk)
-    if source is None or source.status != "quarantined":
-        return False
-    reset_for_reprocess(session, source)
-    enqueue_ingest(session, file_pk)
-    return True
 
 
 # --------------------------------------------------------------------------- health

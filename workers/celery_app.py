@@ -15,7 +15,7 @@ from celery import Celery
 from celery.beat import PersistentScheduler
 from celery.signals import worker_process_init
 
-from dxa.settings import Settings, load_settings
+from settings import Settings, load_settings
 
 VISIBILITY_TIMEOUT_S = 3600
 
@@ -49,9 +49,9 @@ app = make_celery(load_settings())
 @worker_process_init.connect
 def _fresh_engine_after_fork(**_: Any) -> None:
     """A forked pool process must not reuse the parent's database connections."""
-    from workers import context
+    from workers.tasks import reset_after_fork
 
-    context.reset_after_fork()
+    reset_after_fork()
 
 
 class HeartbeatScheduler(PersistentScheduler):  # type: ignore[misc]

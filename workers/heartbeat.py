@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from dxa.settings import Settings
+from settings import Settings
 
 
 def heartbeat_path(settings: Settings, service: str) -> Path:

@@ -1,4 +1,4 @@
-"""Celery tasks: each is a thin call into `workers.pipeline` with a job id.
+"""Celery tasks: each translates a message (a job id) into one call of a use case of `services`.
 
 Transient failures (the database restarting, a lost connection) are retried with backoff;
 a second delivery of a message whose job already ran finds it claimed and does nothing.
@@ -16,8 +16,10 @@ from datetime import timedelta
 from celery import Celery
 from sqlalchemy.exc import OperationalError
 
-from dxa.logsafe import describe
-from workers import context, pipeline
+from db.engine import dispose_after_fork
+from services import evaluation, recovery, runner
+from services.context import Context, build_context
+from services.logsafe import describe
 from workers.celery_app import app
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,7 @@ class TransientFault(Exception):
 
 def _run(job_id: int) -> str | None:
     try:
-        result = pipeline.run_job(_ctx(), job_id)
+        result = runner.run_job(_ctx(), job_id)
     except TRANSIENT as exc:
         raise TransientFault(describe(exc)) from None
     return result.outcome if result else None
@@ -48,8 +50,22 @@ def submit(job_id: int, kind: str) -> None:
         log.warning("broker unavailable, job %s stays queued for the sweeper: %s", job_id, type(exc).__name__)
 
 
-def _ctx() -> context.Context:
-    return context.current(submit=submit)
+_current: Context | None = None
+
+
+def _ctx() -> Context:
+    """The worker process's context (Celery tasks have no other place to keep it); its jobs are
+    sent on through `submit`, like the web app's and the command line's."""
+    global _current
+    if _current is None:
+        _current = build_context(submit=submit)
+    return _current
+
+
+def reset_after_fork() -> None:
+    """A forked pool process must not reuse the parent's database connections."""
+    if _current is not None:
+        dispose_after_fork(_current.engine)
 
 
 @app.task(
@@ -73,7 +89,7 @@ def evaluate_patient(job_id: int) -> str | None:
 @app.task(name="dxa.refresh_schedules", autoretry_for=TRANSIENT, retry_backoff=True, max_retries=5)
 def refresh_schedules() -> int:
     """Daily: due and overdue states move with the calendar even when no file arrives."""
-    return pipeline.evaluate_all(_ctx())
+    return evaluation.evaluate_all(_ctx())
 
 
 def broker_depth(celery: Celery = app) -> int | None:
@@ -102,6 +118,6 @@ def sweep_jobs() -> int:
     would, short of restarting `dxa watch`). A job waiting its turn behind a backlog is not sent
     again (`db.jobs.lost_dispatches`)."""
     ctx = _ctx()
-    pipeline.recover_jobs(ctx)
-    pipeline.recover_files(ctx, settled_for=timedelta(seconds=SETTLED_S))
-    return len(pipeline.resend_lost_jobs(ctx, broker_idle=broker_idle()))
+    recovery.recover_jobs(ctx)
+    recovery.recover_files(ctx, settled_for=timedelta(seconds=SETTLED_S))
+    return len(recovery.resend_lost_jobs(ctx, broker_idle=broker_idle()))

@@ -17,8 +17,9 @@ from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
+from ingest.dates import parse_date
 from ingest.dicom import header as h
-from ingest.dicom.dates import parse_date, resolve_order, separator_default
+from ingest.dicom.dates import resolve_order, separator_default
 from ingest.dicom.rawsr import Node, node_from_dataset, parse_sequence
 from ingest.dicom.sites import Region, region_and_side, site_in, split_side
 from ingest.errors import NotDxaResult, UnsupportedLayout
@@ -261,7 +262,7 @@ def parse_ge_sr(ds: Dataset, name: str) -> ParsedReport:
 def _history(trends: list[_TrendRow], order: str) -> list[VendorHistoryRow]:
     out: list[VendorHistoryRow] = []
     for t in trends:
-        d: date | None = parse_date(t.raw_date, "dmy" if order == "dmy" else "mdy")
+        d: date | None = parse_date(t.raw_date, "DMY" if order == "DMY" else "MDY")
         if d is None:
             continue
         out.append(

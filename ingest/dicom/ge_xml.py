@@ -14,8 +14,9 @@ from datetime import date
 
 from pydicom.dataset import Dataset
 
+from ingest.dates import parse_date
 from ingest.dicom import header as h
-from ingest.dicom.dates import parse_date, resolve_order, separator_default
+from ingest.dicom.dates import resolve_order, separator_default
 from ingest.dicom.sites import Region, region_and_side, site_in, split_side
 from ingest.errors import MalformedResults, NotDxaResult
 from ingest.report import ParsedReport, SiteMeasurement, VendorExtras, VendorHistoryRow

@@ -14,8 +14,9 @@ from datetime import date
 
 from pydicom.dataset import Dataset
 
+from ingest.dates import parse_date
 from ingest.dicom import header as h
-from ingest.dicom.dates import Order, parse_date, resolve_order, separator_default
+from ingest.dicom.dates import Order, resolve_order, separator_default
 from ingest.dicom.sites import Region, region_and_side, site_in, split_side
 from ingest.errors import MalformedResults, MissingField, NotDxaResult, PatientMismatch, UnsupportedLayout
 from ingest.report import ParsedReport, SiteMeasurement, VendorExtras, VendorHistoryRow
@@ -445,9 +446,9 @@ def _locale_order(blob: Blob, raws: list[str], exam: date) -> Order:
     day-first. That is the locale of the whole printout, numeric dates included."""
     scan = blob.get("Scan") or ""
     if re.match(r"^\s*[A-Za-z]{3,}\.?\s+\d{1,2},?\s+\d{4}", scan):
-        default: Order = "mdy"
+        default: Order = "MDY"
     elif re.match(r"^\s*\d{1,2}[\s.-]+[A-Za-z]{3,}", scan):
-        default = "dmy"
+        default = "DMY"
     else:
         default = separator_default(raws)
     return resolve_order(raws, exam, default)

@@ -16,9 +16,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 
+from ingest.dates import DateOrder, locale_order, parse_date
 from ingest.errors import MalformedResults, MissingField
-from ingest.pdf.dates import locale_order, parse_date
-from ingest.pdf.template import CHANGE_KEYS, Column, DateOrder, HistorySpec, Template
+from ingest.pdf.template import CHANGE_KEYS, Column, HistorySpec, Template
 from ingest.pdf.text import PdfText
 from ingest.report import (
     DeviceIdentity,

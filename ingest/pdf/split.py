@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
+from ingest.dates import parse_date
 from ingest.errors import PatientMismatch
-from ingest.pdf.dates import parse_date
 from ingest.pdf.sniff import choose_template
 from ingest.pdf.template import Template
 from ingest.pdf.text import PdfText

@@ -16,9 +16,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
+from ingest.dates import DateOrder
 from ingest.vocabulary import _fold, canonical_side  # the vocabulary's own folding, so label lookups agree
 
-DateOrder = Literal["DMY", "MDY", "YMD"]
 TextSource = Literal["pdfium", "pdfplumber"]
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")

@@ -40,7 +40,7 @@ def test_the_wheel_holds_every_module_and_data_file(installed: Installed) -> Non
         shipped = {name for name in wheel.namelist() if not name.startswith("dxa_monitor-")}
     missing = _source_files() - shipped
     assert not missing, f"left out of the wheel: {sorted(missing)}"
-    assert "web/routes/patients.py" in shipped and "dxa/monitoring.toml" in shipped
+    assert "web/routes/patients.py" in shipped and "settings/monitoring.toml" in shipped
 
 
 def test_the_installed_venv_cannot_see_the_source_tree(installed: Installed, run_dir: Path) -> None:

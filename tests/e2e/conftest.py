@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import pytest
 
 from tests.conftest import skip_or_fail
-from tests.web.seed import TODAY, Seeded, build, evaluator
+from tests.web.seed import TODAY, Seeded, build
 
 CHROMIUM = os.environ.get("DXA_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -68,7 +68,7 @@ def serve_app(app: Any) -> Iterator[str]:
 def live_server(seeded: Seeded) -> Iterator[str]:
     from web.app import create_app
 
-    app = create_app(seeded.settings, seeded.factory, on_therapy_changed=evaluator(), today=lambda: TODAY)
+    app = create_app(seeded.ctx, today=lambda: TODAY)
     with serve_app(app) as url:
         yield url
 

@@ -11,13 +11,16 @@ from typing import Any
 
 import pytest
 
-from dxa.embedded import make_app
-from dxa.imports import import_therapies
-from dxa.settings import Settings
+import services.evaluation
+import services.intake
+import services.recovery
+import services.runner
+from dxa.wiring import make_app
 from ingest.watcher import iter_files
+from services.context import build_context
+from services.therapies import import_therapies
+from settings import Settings
 from tests.e2e.conftest import serve_app, shot
-from workers import pipeline
-from workers.context import build_context
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
@@ -40,17 +43,15 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     for path in sorted(iter_files(staged)):
         if path.name.endswith((".json", ".csv", ".md")):
             continue
-        result = pipeline.intake(ctx, path, copy=True)
+        result = services.intake.intake(ctx, path, copy=True)
         assert result.job_id is not None
-        pipeline.run_job(ctx, result.job_id)
+        services.runner.run_job(ctx, result.job_id)
     with ctx.sessions.begin() as session:
-        touched = import_therapies(session, SAMPLES / "therapies.csv")
         create_user(session, "clin", PASSWORD, "clinician")
         create_user(session, "qa", PASSWORD, "qa")
-    while pipeline.run_next(ctx, kinds=("evaluate_patient",)) is not None:
+    import_therapies(ctx, SAMPLES / "therapies.csv")  # queues the re-evaluation of its patients
+    while services.runner.run_next(ctx, kinds=("evaluate_patient",)) is not None:
         pass
-    for patient_id in touched:
-        pipeline.evaluate(ctx, patient_id)
 
     app: Any = make_app(ctx)
     with serve_app(app) as url:

@@ -15,7 +15,7 @@ import pytest
 from db.therapies import add_therapy
 from monitor.drugs import therapy_from_agent
 from tests.e2e.conftest import shot
-from tests.web.seed import PASSWORDS, REPLACED, SAME, Seeded, build, evaluator
+from tests.web.seed import PASSWORDS, REPLACED, SAME, Seeded, build, evaluate
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 WIDTHS = (1366, 390)
@@ -30,7 +30,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
         add_therapy(session, pk, therapy_from_agent("risedronate", date(2012, 10, 1), date(2017, 10, 1)))
         add_therapy(session, pk, therapy_from_agent("raloxifene", date(2017, 10, 15), None))
         session.commit()
-    evaluator()(seeded.factory, seeded.settings, seeded.patients[REPLACED])
+    evaluate(seeded.ctx, seeded.patients[REPLACED])
     return seeded
 
 

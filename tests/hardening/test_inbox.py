@@ -15,10 +15,10 @@ from db.migrate import upgrade
 from db.models import AuditEvent
 from db.operations import snapshot
 from dxa.embedded import watch_once
-from dxa.settings import Settings
 from ingest.watcher import OddEntries, ReadinessTracker, scan_inbox
-from workers import inbox_entries
-from workers.context import build_context
+from services import inbox_entries
+from services.context import build_context
+from settings import Settings
 
 SECRET = "DOE_JANE_19500101"
 

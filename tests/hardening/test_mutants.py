@@ -10,9 +10,9 @@ from pathlib import Path
 
 from ingest.errors import ParseError
 from ingest.parse import ParseLimits, parse_file
+from services.child import ChildFailed, ChildLimits, ReusableChild
 from tests.hardening.conftest import leaks
 from tests.hardening.mutants import Mutant, mutants, patient_strings, sample_files
-from workers.child import ChildFailed, ChildLimits, ReusableChild
 
 PER_FAMILY = 200
 LIMITS = ParseLimits(max_bytes=64 * 1024 * 1024, max_pdf_pages=40, today=date(2030, 1, 1))

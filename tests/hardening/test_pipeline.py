@@ -20,15 +20,18 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
+import services.ingestion
+import services.intake
+import services.runner
 from db.migrate import upgrade
 from db.models import Job, SourceFile
-from dxa.settings import Settings
 from ingest.parse import ParseLimits, parse_file
 from ingest.report import ParsedReport
+from services.context import Context, build_context
+from services.outcomes import JobResult
+from settings import Settings
 from tests.hardening.conftest import leaks
 from tests.hardening.mutants import mutants, patient_strings, sample_files
-from workers import pipeline
-from workers.context import Context, build_context
 
 
 def _context(tmp_path: Path) -> Context:
@@ -38,9 +41,9 @@ def _context(tmp_path: Path) -> Context:
     return ctx
 
 
-def _drain(ctx: Context) -> list[pipeline.JobResult]:
+def _drain(ctx: Context) -> list[JobResult]:
     results = []
-    while (result := pipeline.run_next(ctx)) is not None:
+    while (result := services.runner.run_next(ctx)) is not None:
         results.append(result)
     return results
 
@@ -72,7 +75,7 @@ def test_samples_and_mutants_through_the_pipeline(samples_root: Path, tmp_path: 
     batch = [(p.name, p.read_bytes()) for p in originals]
     batch += [(f"m{i}.dcm", m.data) for i, m in enumerate(mutants(samples_root, per_sample=2))]
     for name, data in batch:
-        pipeline.intake(ctx, _drop(tmp_path, name, data), copy=True)
+        services.intake.intake(ctx, _drop(tmp_path, name, data), copy=True)
     results = _drain(ctx)
     assert _jobs_open(ctx) == 0
     files = _files(ctx)
@@ -111,8 +114,8 @@ def test_values_the_database_refuses_are_not_a_uid_conflict(
     ctx = _context(tmp_path)
     sample = _good_sample(samples_root)
     report = _zero_bmd(parse_file(sample.read_bytes(), sample.name, ParseLimits()))
-    monkeypatch.setattr(pipeline, "parse_in_child", lambda *a, **k: (report,))
-    pipeline.intake(ctx, sample, copy=True)
+    monkeypatch.setattr(services.ingestion, "parse_in_child", lambda *a, **k: (report,))
+    services.intake.intake(ctx, sample, copy=True)
     (result,) = _drain(ctx)
     assert result.outcome == "quarantined"
     (file,) = _files(ctx)
@@ -120,7 +123,7 @@ def test_values_the_database_refuses_are_not_a_uid_conflict(
     assert _jobs_open(ctx) == 0
     # A re-drop (after the fix) is processed again instead of answering `duplicate` forever.
     monkeypatch.undo()
-    again = pipeline.intake(ctx, sample, copy=True)
+    again = services.intake.intake(ctx, sample, copy=True)
     assert again.outcome == "queued" and again.prior_status == "quarantined"
     (result,) = [r for r in _drain(ctx) if r.kind == "ingest_file"]
     assert result.outcome == "ingested"
@@ -131,19 +134,19 @@ def test_a_fault_during_the_store_puts_the_job_back(
     samples_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ctx = _context(tmp_path)
-    pipeline.intake(ctx, _good_sample(samples_root), copy=True)
-    real_store = pipeline._store
+    services.intake.intake(ctx, _good_sample(samples_root), copy=True)
+    real_store = services.ingestion._store
     calls: list[int] = []
 
-    def failing_once(*args: Any, **kwargs: Any) -> pipeline.JobResult:
+    def failing_once(*args: Any, **kwargs: Any) -> JobResult:
         calls.append(1)
         if len(calls) == 1:
             raise OperationalError("INSERT", {}, Exception("server closed the connection"))
         return real_store(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "_store", failing_once)
+    monkeypatch.setattr(services.ingestion, "_store", failing_once)
     with pytest.raises(OperationalError):
-        pipeline.run_next(ctx)
+        services.runner.run_next(ctx)
     with ctx.sessions() as session:
         job = session.scalars(select(Job)).one()
         assert job.state == "queued" and job.worker is None
@@ -155,12 +158,12 @@ def test_a_fault_during_the_store_puts_the_job_back(
 def test_redrop_answers_duplicate_only_when_this_parser_refused_these_bytes(samples_root: Path, tmp_path: Path) -> None:
     ctx = _context(tmp_path)
     bad = _drop(tmp_path, "x.pdf", b"%PDF-1.4\n" + b"\x00" * 64)
-    pipeline.intake(ctx, bad, copy=True)
+    services.intake.intake(ctx, bad, copy=True)
     _drain(ctx)
-    assert pipeline.intake(ctx, bad, copy=True).outcome == "duplicate"
+    assert services.intake.intake(ctx, bad, copy=True).outcome == "duplicate"
     with ctx.sessions.begin() as session:  # as if an older release had refused it
         session.execute(update(SourceFile).values(parser_version="dxa-monitor 0.0.9"))
-    again = pipeline.intake(ctx, bad, copy=True)
+    again = services.intake.intake(ctx, bad, copy=True)
     assert again.outcome == "queued"
     (result,) = _drain(ctx)
     assert result.outcome == "quarantined"
@@ -180,17 +183,17 @@ def test_a_claim_the_database_cannot_record_is_undone(
     def locked(*args: Any, **kwargs: Any) -> None:
         raise OperationalError("INSERT INTO source_files", {"original_name": "DOE_JANE.dcm"}, Exception("locked"))
 
-    monkeypatch.setattr(pipeline, "register_claimed", locked)
+    monkeypatch.setattr(services.intake, "register_claimed", locked)
     with pytest.raises(OperationalError):
-        pipeline.intake(ctx, dropped, copy=False)
+        services.intake.intake(ctx, dropped, copy=False)
     assert dropped.is_file() and not list(ctx.settings.work_dir.iterdir())
     monkeypatch.undo()
-    assert pipeline.intake(ctx, dropped, copy=False).outcome == "queued"
+    assert services.intake.intake(ctx, dropped, copy=False).outcome == "queued"
     assert not dropped.exists()
 
 
 def test_log_lines_name_the_exception_type_not_its_text() -> None:
-    from dxa.logsafe import describe
+    from services.logsafe import describe
 
     try:
         raise OperationalError("INSERT", {"name": "DOE^JANE", "birth": "19500101"}, Exception("database is locked"))

@@ -7,7 +7,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from tests.web.seed import PASSWORDS, TODAY, Seeded, build, evaluator
+from tests.web.seed import PASSWORDS, TODAY, Seeded, build
 from web.app import create_app
 
 
@@ -18,7 +18,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
 
 @pytest.fixture(scope="module")
 def app(seeded: Seeded) -> FastAPI:
-    return create_app(seeded.settings, seeded.factory, on_therapy_changed=evaluator(), today=lambda: TODAY)
+    return create_app(seeded.ctx, today=lambda: TODAY)
 
 
 @pytest.fixture

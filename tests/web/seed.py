@@ -1,32 +1,31 @@
 """A small migrated SQLite database with users, patients, a refused cross-machine comparison, a
 quarantined file and a precision study, shared by the API tests and the browser tests.
 
-Exams go in through the db repositories (`store_report`), and patients are evaluated by the
-monitoring core (`monitor.evaluate`) and saved with `db.history.save_evaluation`: the same path
-the pipeline takes, minus the file parsing. When the lead's `workers.usecases.evaluate_patient`
-exists it is used instead of the local stand-in.
+Exams go in through the db repositories (`store_report`, what the ingest use case stores a parsed
+file with), the precision study through `dxa precision import`'s use case, and patients are
+evaluated by the production use case (`services.evaluation.evaluate`, with the birth date, the
+precision studies and the patient lock), on the seed's fixed `TODAY`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from db import accounts, calibration, files
-from db.engine import make_engine, session_factory
+import services.evaluation
+import services.runner
+from db import accounts, files
 from db.exams import store_report
-from db.history import load_patient_history, save_evaluation
 from db.migrate import upgrade
 from db.models import Device, Patient, SourceFile
-from dxa.settings import Settings
 from ingest.report import DeviceIdentity, ParsedReport, PatientInfo, SiteMeasurement
-from monitor.config import MonitoringConfig
-from monitor.evaluate import evaluate_patient as evaluate_core
+from services.audit import Actor
+from services.context import Context, build_context
+from services.precision import save_precision
+from settings import Settings
 
 TODAY = date(2019, 6, 1)
 PASSWORDS = {"clin": "clin-pass-1", "qa": "qa-pass-1", "admin": "admin-pass-1"}
@@ -39,40 +38,26 @@ OLD = DeviceIdentity("HOLOGIC", "Discovery SL", "45678", "13.3")
 NEW = DeviceIdentity("HOLOGIC", "Horizon W", "200457", "13.6")
 NO_SERIAL = DeviceIdentity("GE Healthcare", "Lunar Prodigy", None, "16")
 
-Evaluator = Callable[[sessionmaker[Session], Settings, int], Any]
+
+def _precision_csv() -> str:
+    """The Horizon W's L1-L4 study, 2 technologists x 15 patients x 3 scans, in `dxa precision
+    import`'s layout: facility RMS-SD 0.0100 g/cm² (LSC 0.0277); alice within the ISCD limit for
+    the spine (1.9 %CV), bob over it (2.5 %)."""
+    spread = {"alice": (0.00015 - 0.0105**2) ** 0.5, "bob": 0.0105}
+    rows = ["device_serial,site,technologist,patient,bmd_1,bmd_2,bmd_3"]
+    for tech, d in spread.items():
+        for i in range(15):
+            scans = ",".join(f"{0.45 + i * 0.005 + d * (-1) ** k:.12f}" for k in range(3))
+            rows.append(f"{NEW.serial},L1-L4,{tech},s{i},{scans}")
+    return "\n".join(rows)
 
 
-def _monitoring_config() -> MonitoringConfig:
-    root = Path(__file__).resolve().parents[2]
-    return MonitoringConfig.from_toml((root / "dxa" / "monitoring.toml").read_text(encoding="utf-8"))
+PRECISION_CSV = _precision_csv()
 
 
-def local_evaluate(factory: sessionmaker[Session], settings: Settings, patient_pk: int) -> None:
-    """Stand-in for workers.usecases.evaluate_patient (same core, same repositories)."""
-    with factory() as session:
-        history = load_patient_history(session, patient_pk)
-        evaluation = evaluate_core(
-            history.exams,
-            history.therapies,
-            history.lscs,
-            history.cross_calibrations,
-            _monitoring_config(),
-            TODAY,
-        )
-        save_evaluation(session, patient_pk, evaluation)
-        session.commit()
-
-
-def evaluator() -> Evaluator:
-    try:
-        from workers.usecases import evaluate_patient  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        return local_evaluate
-
-    def call(factory: sessionmaker[Session], settings: Settings, patient_pk: int) -> Any:
-        return evaluate_patient(factory, settings, patient_pk)
-
-    return call
+def evaluate(ctx: Context, patient_pk: int) -> None:
+    """The production evaluation, on the seed's calendar."""
+    services.evaluation.evaluate(ctx, patient_pk, TODAY)
 
 
 def _report(
@@ -94,6 +79,7 @@ def _report(
 
 @dataclass
 class Seeded:
+    ctx: Context
     settings: Settings
     factory: sessionmaker[Session]
     token: str  # a clinician's API token
@@ -103,12 +89,12 @@ class Seeded:
     device_ids: dict[str, int]
 
 
-def build(tmp: Path, evaluate: Evaluator | None = None) -> Seeded:
+def build(tmp: Path) -> Seeded:
     url = f"sqlite:///{tmp / 'web.db'}"
     upgrade(url)
     settings = Settings(data_dir=tmp, database_url=url, secret_key="test-secret-key-not-for-production")
-    factory = session_factory(make_engine(url))
-    run = evaluate or evaluator()
+    ctx = build_context(settings)
+    factory = ctx.sessions
     with factory() as session:
         users = {name: accounts.create_user(session, name, PASSWORDS[name], ROLES[name]) for name in PASSWORDS}  # type: ignore[arg-type]
         _, token = accounts.create_api_token(session, users["clin"], "tests")
@@ -188,27 +174,13 @@ def build(tmp: Path, evaluate: Evaluator | None = None) -> Seeded:
         )
         ok = files.register_source_file(session, sha256="cd" * 32, original_name="fine.dcm", size_bytes=99)
         ok.file.status = "ingested"
-        device = session.query(Device).filter_by(serial="200457").one()
-        calibration.save_precision_study(
-            session,
-            device,
-            "L1-L4",
-            [
-                calibration.PrecisionRepeat(
-                    tech, f"s{i}", k, 0.9 + i * 0.01 + (0.03 if tech == "bob" else 0.004) * (-1) ** k
-                )
-                for tech in ("alice", "bob")
-                for i in range(15)
-                for k in range(3)
-            ],
-            rms_sd_g_cm2=0.01,
-            lsc_g_cm2=0.0277,
-            performed_on=date(2016, 1, 1),
-        )
         session.commit()
         patients = {p.identifier: p.id for p in session.query(Patient)}
         quarantined = session.query(SourceFile).filter_by(original_name="broken.dcm").one().id
         device_ids = {d.serial or "none": d.id for d in session.query(Device)}
+    save_precision(ctx, Actor("seed"), PRECISION_CSV, "seed", performed_on=date(2016, 1, 1))
+    while services.runner.run_next(ctx) is not None:  # the re-evaluations the study queued
+        pass
     for pk in patients.values():
-        run(factory, settings, pk)
-    return Seeded(settings, factory, token, qa_token, patients, quarantined, device_ids)
+        evaluate(ctx, pk)
+    return Seeded(ctx, settings, factory, token, qa_token, patients, quarantined, device_ids)

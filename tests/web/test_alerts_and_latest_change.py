@@ -12,7 +12,7 @@ from sqlalchemy import select
 from db.exams import store_report
 from db.models import AlertRow, AuditEvent, Patient
 from tests.web.conftest import csrf_of
-from tests.web.seed import NEW, OLD, SAME, Seeded, _report, evaluator
+from tests.web.seed import NEW, OLD, SAME, Seeded, _report, evaluate
 
 Login = Callable[[str], TestClient]
 MOVED = "7700001"  # two exams, the second on another machine: nothing comparable
@@ -48,7 +48,7 @@ def test_real_loss_alert_acknowledged_then_back_on_new_facts(login: Login, seede
         )
 
     # re-evaluating the same facts keeps it acknowledged
-    evaluator()(seeded.factory, seeded.settings, seeded.patients[SAME])
+    evaluate(seeded.ctx, seeded.patients[SAME])
     assert [a.state for a in _alerts(seeded, "loss_untreated")] == ["acknowledged"]
 
     # a new exam with a further loss is something new: the alert is open again
@@ -58,7 +58,7 @@ def test_real_loss_alert_acknowledged_then_back_on_new_facts(login: Login, seede
             _report(SAME, "Same^Machine", date(2019, 3, 11), NEW, {("L1-L4", None): (0.80, -2.4)}),
         )
         session.commit()
-    evaluator()(seeded.factory, seeded.settings, seeded.patients[SAME])
+    evaluate(seeded.ctx, seeded.patients[SAME])
     states = sorted(a.state for a in _alerts(seeded, "loss_untreated"))
     assert states == ["open", "resolved"]
     assert 'data-state="open"' in client.get(f"/patients/{SAME}").text
@@ -71,7 +71,7 @@ def test_latest_change_per_site_says_not_comparable_after_a_machine_change(login
             store_report(session, _report(MOVED, "Moved^Machine", day, device, values))
         session.commit()
         pk = session.scalars(select(Patient.id).where(Patient.identifier == MOVED)).one()
-    evaluator()(seeded.factory, seeded.settings, pk)
+    evaluate(seeded.ctx, pk)
     client = login("clin")
     row = client.get("/api/patients", params={"q": MOVED}).json()["patients"][0]
     assert [(c["site"], c["verdict"], c["date"]) for c in row["changes"]] == [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 from fastapi import FastAPI
@@ -42,8 +43,9 @@ def test_healthz_answers_without_login(anon: TestClient) -> None:
 
 
 def test_healthz_is_503_when_the_database_does_not_answer(seeded: Seeded) -> None:
-    broken = sessionmaker(bind=create_engine("sqlite:////nonexistent-dir/for/sure/x.db"))
-    with TestClient(create_app(seeded.settings, broken)) as client:
+    nowhere = create_engine("postgresql+psycopg://dxa@127.0.0.1:1/nothing", connect_args={"connect_timeout": 2})
+    broken = replace(seeded.ctx, engine=nowhere, sessions=sessionmaker(bind=nowhere))
+    with TestClient(create_app(broken)) as client:
         assert client.get("/healthz").status_code == 503
 
 

@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
+from services.exports import escape_cell, to_csv
+from services.fhir import build_bundle, loinc_codes
 from web import svg
-from web.exports import escape_cell, to_csv, to_ics
-from web.fhir import build_bundle, loinc_codes
+from web.exports import to_ics
 from web.filters import person_name
 
 

@@ -22,7 +22,7 @@ from db.exams import store_report
 from db.models import Patient
 from ingest.report import PatientInfo
 from tests.web.conftest import csrf_of, sign_in
-from tests.web.seed import NEW, OLD, Seeded, _report, evaluator
+from tests.web.seed import NEW, OLD, Seeded, _report, evaluate
 from web.filters import patient_url
 
 Login = Callable[[str], TestClient]
@@ -45,7 +45,6 @@ def _two_exams(pid: str, issuer: str | None = None) -> list:  # type: ignore[typ
 @pytest.fixture(scope="module")
 def odd(seeded: Seeded) -> dict[tuple[str, str], int]:
     """The module's database plus the odd identifiers; (identifier, issuer) -> patient pk."""
-    run = evaluator()
     with seeded.factory() as session:
         for pid in ODD:
             for report in _two_exams(pid):
@@ -57,7 +56,7 @@ def odd(seeded: Seeded) -> dict[tuple[str, str], int]:
         found = {(p.identifier, p.issuer): p.id for p in session.query(Patient)}
     for (identifier, _), pk in found.items():
         if identifier in ODD or identifier == SHARED:
-            run(seeded.factory, seeded.settings, pk)
+            evaluate(seeded.ctx, pk)
     return found
 
 

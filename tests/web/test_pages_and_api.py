@@ -7,15 +7,15 @@ import json
 from collections.abc import Callable
 
 import pandas as pd
+import pytest
 from fastapi.testclient import TestClient
 from fhir.resources.R4B.bundle import Bundle
 from sqlalchemy import select
 
 from db.models import AuditEvent, Exam, Job, SourceFile, TherapyRow
+from services.exports import COMPARISON_CSV_COLUMNS, comparisons_csv
 from tests.web.conftest import csrf_of
 from tests.web.seed import FORMULA_ID, REPLACED, SAME, Seeded
-from web.app import create_app
-from web.exports import COMPARISON_CSV_COLUMNS, comparisons_csv
 
 Login = Callable[[str], TestClient]
 
@@ -216,18 +216,21 @@ def test_therapy_api_with_token_and_csrf_for_sessions(anon: TestClient, login: L
     assert ok.status_code == 201
 
 
-def test_without_hook_a_therapy_change_queues_an_evaluation(seeded: Seeded) -> None:
-    from tests.web.conftest import sign_in
+def test_a_therapy_change_whose_evaluation_fails_is_queued(
+    login: Login, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The therapy is kept and the page says so; the evaluation waits in the job table."""
+    import services.evaluation
 
-    app = create_app(seeded.settings, seeded.factory, on_therapy_changed=None)
-    with TestClient(app, follow_redirects=False) as client:
-        sign_in(client, "clin")
-        token = csrf_of(client.get("/patients").text)
-        body = {"agent": "teriparatide", "start_date": "2019-01-01"}
-        assert (
-            client.post(f"/api/patients/{FORMULA_ID}/therapies", json=body, headers={"X-CSRF-Token": token}).status_code
-            == 201
-        )
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("evaluation down")
+
+    monkeypatch.setattr(services.evaluation, "evaluate", broken)
+    client = login("clin")
+    token = csrf_of(client.get("/patients").text)
+    body = {"agent": "teriparatide", "start_date": "2019-01-01"}
+    answer = client.post(f"/api/patients/{FORMULA_ID}/therapies", json=body, headers={"X-CSRF-Token": token})
+    assert answer.status_code == 201 and "queued" in answer.json()["warning"]
     with seeded.factory() as session:
         pk = seeded.patients[FORMULA_ID]
         job = session.scalar(select(Job).where(Job.kind == "evaluate_patient", Job.patient_id == pk))
@@ -289,8 +292,8 @@ def test_qa_devices(login: Login) -> None:
 def test_precision_calculator_preview_then_save(login: Login, seeded: Seeded) -> None:
     client = login("qa")
     token = csrf_of(client.get("/qa/devices").text)
-    rows = ["technologist,patient_code,scan_index,bmd"]
-    rows += [f"carol,p{i},{k},{1.0 + i * 0.01 + 0.01 * (-1) ** k:.3f}" for i in range(30) for k in (1, 2)]
+    rows = ["technologist,patient,bmd"]  # the README's layout; machine and site come from the form
+    rows += [f"carol,p{i},{1.0 + i * 0.01 + 0.01 * (-1) ** k:.3f}" for i in range(30) for k in (1, 2)]
     form = {"device": str(seeded.device_ids["45678"]), "site": "total_hip", "csrf_token": token}
     files = {"file": ("study.csv", "\n".join(rows).encode(), "text/csv")}
     preview = client.post("/qa/devices/precision", data=form, files=files)
@@ -347,13 +350,8 @@ def test_precision_calculator_pools_technologists_like_the_cli(login: Login, see
     import` computes it."""
     client = login("qa")
     token = csrf_of(client.get("/qa/devices").text)
-    rows = ["technologist,patient_code,scan_index,bmd"]
-    rows += [
-        f"{t},{t}{i},{k},{1.0 + i * 0.01 + (0.01 if k == 2 else 0):.3f}"
-        for t in "abc"
-        for i in range(10)
-        for k in (1, 2)
-    ]
+    rows = ["device_serial,site,technologist,patient,bmd_1,bmd_2"]  # `dxa precision import`'s file as it is
+    rows += [f"45678,L1-L4,{t},{t}{i},{1.0 + i * 0.01:.3f},{1.01 + i * 0.01:.3f}" for t in "abc" for i in range(10)]
     form = {
         "device": str(seeded.device_ids["45678"]),
         "site": "L1-L4",

@@ -113,7 +113,10 @@ def test_in_vivo_preview_shows_generalized_lsc_then_save_stores_it(login: Login,
     with studies.factory() as session:
         # the patient scanned on both machines is queued for re-evaluation
         job = session.scalar(
-            select(Job).where(Job.kind == "evaluate_patient", Job.patient_id == studies.patients[REPLACED])
+            select(Job)
+            .where(Job.kind == "evaluate_patient", Job.patient_id == studies.patients[REPLACED])
+            .order_by(Job.id.desc())
+            .limit(1)
         )
         assert job is not None and job.state == "queued"
 

@@ -8,31 +8,30 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel
-from sqlalchemy.orm import Session
 
-from db.history import acknowledge_alert
+from services.alerts import acknowledge
 from web.auth import CurrentUser, check_csrf
-from web.deps import DbSession, User
+from web.deps import App, DbSession, User, actor
 from web.filters import patient_url
 from web.routes.patients import PatientRoute, load_patient
 
 router = APIRouter(route_class=PatientRoute)
 
 
-def _acknowledge(session: Session, user: CurrentUser, patient_pk: int, alert_id: int, comment: str) -> None:
+def _acknowledge(app: App, user: CurrentUser, patient_pk: int, alert_id: int, comment: str) -> None:
     try:
-        acknowledge_alert(session, patient_pk, alert_id, actor=user.username, user_id=user.id, comment=comment)
+        acknowledge(app.ctx, actor(user), patient_pk, alert_id, comment)
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
-    session.commit()
 
 
 @router.post("/patients/{patient_id}/alerts/{alert_id}/acknowledge", include_in_schema=False)
 def acknowledge_form(
     request: Request,
     session: DbSession,
+    app: App,
     user: User,
     patient_id: str,
     alert_id: int,
@@ -42,7 +41,7 @@ def acknowledge_form(
 ) -> Response:
     check_csrf(request, csrf_token)
     patient = load_patient(session, patient_id, issuer)
-    _acknowledge(session, user, patient.id, alert_id, comment)
+    _acknowledge(app, user, patient.id, alert_id, comment)
     notice = "Alert acknowledged; it returns if something new happens."
     return RedirectResponse(patient_url(patient.identifier, patient.issuer, notice=notice), status_code=303)
 
@@ -55,6 +54,7 @@ class AcknowledgeIn(BaseModel):
 def acknowledge_api(
     request: Request,
     session: DbSession,
+    app: App,
     user: User,
     patient_id: str,
     alert_id: int,
@@ -66,5 +66,5 @@ def acknowledge_api(
     if not user.via_token:
         check_csrf(request, request.headers.get("x-csrf-token"))
     patient = load_patient(session, patient_id, issuer)
-    _acknowledge(session, user, patient.id, alert_id, data.comment)
+    _acknowledge(app, user, patient.id, alert_id, data.comment)
     return {"acknowledged": alert_id}

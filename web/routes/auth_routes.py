@@ -8,10 +8,11 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 
-from db import accounts, signin
+from db.signin import Throttled
+from services.accounts import sign_in, sign_out
 from web import queries
 from web.auth import check_csrf, client_address, throttle_rule
-from web.deps import DbSession, User, render, services
+from web.deps import App, User, render, services
 
 router = APIRouter()
 
@@ -26,7 +27,7 @@ def _safe_next(target: str | None) -> str:
 @router.get("/healthz", include_in_schema=False)
 def healthz(request: Request) -> Response:
     try:
-        with services(request).session_factory() as session:
+        with services(request).read_sessions() as session:
             queries.database_answers(session)
     except SQLAlchemyError:
         return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
@@ -46,52 +47,46 @@ def login_form(request: Request, next: str | None = None) -> Response:
 @router.post("/login", include_in_schema=False)
 def login(
     request: Request,
-    session: DbSession,
+    app: App,
     username: Annotated[str, Form()],
     password: Annotated[str, Form()],
     csrf_token: Annotated[str, Form()] = "",
     next: Annotated[str, Form()] = "/patients",
 ) -> Response:
     check_csrf(request, csrf_token)
-    rule, address = throttle_rule(request), client_address(request)
-    locked = signin.throttled(session, username, address, rule)
-    if locked is not None:
-        queries.add_audit(session, None, "login_throttled", by=locked.by)
-        session.commit()
-        minutes = max(1, -(-locked.retry_after_s // 60))
-        who = "this user name" if locked.by == "account" else "this computer"
+    old = request.session.get("sid")
+    outcome = sign_in(
+        app.ctx,
+        username,
+        password,
+        client_address(request),
+        throttle_rule(request),
+        old_secret=old if isinstance(old, str) else None,
+    )
+    if isinstance(outcome, Throttled):
+        minutes = max(1, -(-outcome.retry_after_s // 60))
+        who = "this user name" if outcome.by == "account" else "this computer"
         error = (
             f"Too many failed sign-ins for {who}. Sign-in is paused for {minutes} minute"
             f"{'s' if minutes != 1 else ''}; try again then, or ask an administrator to reset the password."
         )
         response = render(request, "login.html", {"next": _safe_next(next), "error": error}, status_code=429)
-        response.headers["Retry-After"] = str(locked.retry_after_s)
+        response.headers["Retry-After"] = str(outcome.retry_after_s)
         return response
-    user = accounts.verify_user(session, username, password)
-    if user is None:
-        signin.record_failure(session, username, address, rule)
-        queries.add_audit(session, None, "login_failed")
-        session.commit()
+    if outcome is None:
         context = {"next": _safe_next(next), "error": "Wrong user name or password."}
         return render(request, "login.html", context, status_code=401)
-    signin.clear_failures(session, username)
-    old = request.session.get("sid")
-    if isinstance(old, str):
-        signin.revoke_session(session, old)
     request.session.clear()  # a fresh session (and CSRF token) on every sign-in
-    request.session.update({"sid": signin.open_session(session, user), "role": user.role})
-    queries.add_audit(session, user, "login")
-    session.commit()
+    request.session.update({"sid": outcome.session_secret, "role": outcome.role})
     return RedirectResponse(_safe_next(next), status_code=303)
 
 
 @router.post("/logout", include_in_schema=False)
-def logout(request: Request, session: DbSession, csrf_token: Annotated[str, Form()] = "") -> Response:
+def logout(request: Request, app: App, csrf_token: Annotated[str, Form()] = "") -> Response:
     """Ends the session on the server too: a copy of the cookie saved before is worthless after."""
     check_csrf(request, csrf_token)
     secret = request.session.get("sid")
     if isinstance(secret, str):
-        signin.revoke_session(session, secret)
-        session.commit()
+        sign_out(app.ctx, secret)
     request.session.clear()
     return RedirectResponse("/login", status_code=303)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict
 from datetime import date
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote_to_bytes
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request
@@ -17,19 +16,17 @@ from sqlalchemy.orm import Session
 from starlette.routing import Match
 from starlette.types import Scope
 
-from db import therapies as therapy_repo
+from db.exams import AmbiguousPatient, find_patient
 from db.export import export_patient
-from db.jobs import enqueue_evaluation
 from db.models import Patient
-from dxa.logsafe import describe
-from monitor.config import MonitoringConfig
-from monitor.drugs import UnknownAgent, therapy_from_agent
+from monitor.drugs import UnknownAgent
+from services import therapies
+from services.audit import record_event
+from services.exports import export_one
 from web import alerts as web_alerts
 from web import charts, patient_view, queries
-from web.auth import CurrentUser, check_csrf
-from web.deps import App, DbSession, Services, User, render
-from web.exports import comparisons_csv
-from web.fhir import build_bundle
+from web.auth import check_csrf
+from web.deps import App, DbSession, Services, User, actor, render
 from web.filters import patient_url
 from web.forms import FilterErrors
 
@@ -63,8 +60,8 @@ router = APIRouter(route_class=PatientRoute)
 
 def load_patient(session: Session, patient_id: str, issuer: str | None) -> Patient:
     try:
-        patient = queries.find_patient(session, patient_id, issuer)
-    except queries.AmbiguousPatient as exc:
+        patient = find_patient(session, patient_id, issuer)
+    except AmbiguousPatient as exc:
         raise HTTPException(409, f"identifier used by several issuers; add ?issuer= one of {exc.issuers}") from exc
     if patient is None:
         raise HTTPException(404, "no such patient")
@@ -147,8 +144,7 @@ def patients_api(
 
 def _patient_context(session: Session, app: Services, patient: Patient) -> dict[str, Any]:
     detail = queries.patient_detail(session, patient)
-    config = app.monitoring if app.monitoring is not None else MonitoringConfig(rules={})
-    tables = patient_view.site_tables(detail, config)
+    tables = patient_view.site_tables(detail, app.monitoring)
     span = charts.time_span(detail)
     keys = [(t.site, t.side) for t in tables]
     drawn = {c.key: c for c in charts.build_charts(detail, keys=keys, span=span)}
@@ -190,18 +186,16 @@ def patient_page(
 ) -> Response:
     patient = load_patient(session, patient_id, issuer)
     context = _patient_context(session, app, patient)
-    queries.add_audit(session, user, "patient_viewed", patient.id, via="page")
-    session.commit()
+    record_event(app.ctx, actor(user), "patient_viewed", patient.id, via="page")
     return render(request, "patient.html", {**context, "notice": notice, "error": None})
 
 
 @router.get("/api/patients/{patient_id}", tags=["patients"])
 def patient_api(session: DbSession, app: App, user: User, patient_id: str, issuer: str | None = None) -> dict[str, Any]:
-    """The DESIGN.md §6 export object, plus name, WHO category, therapies and open alerts."""
+    """The docs/architecture.md, "Exports" export object, plus name, WHO category, therapies and open alerts."""
     patient = load_patient(session, patient_id, issuer)
     detail = queries.patient_detail(session, patient)
-    queries.add_audit(session, user, "patient_viewed", patient.id, via="api")
-    session.commit()
+    record_event(app.ctx, actor(user), "patient_viewed", patient.id, via="api")
     nxt = detail.next_scan
     return {
         **export_patient(session, patient.id),
@@ -225,13 +219,12 @@ def patient_api(session: DbSession, app: App, user: User, patient_id: str, issue
 
 
 @router.get("/api/patients/{patient_id}/trend", tags=["patients"])
-def trend_api(session: DbSession, user: User, patient_id: str, issuer: str | None = None) -> dict[str, Any]:
+def trend_api(session: DbSession, app: App, user: User, patient_id: str, issuer: str | None = None) -> dict[str, Any]:
     """BMD per monitoring site over time, split into same-machine segments (never joined across
     machines); T-scores are per exam and not a trend."""
     patient = load_patient(session, patient_id, issuer)
     detail = queries.patient_detail(session, patient)
-    queries.add_audit(session, user, "patient_viewed", patient.id, via="trend_api")
-    session.commit()
+    record_event(app.ctx, actor(user), "patient_viewed", patient.id, via="trend_api")
     return {
         "patient_id": detail.patient_id,
         "sites": [
@@ -266,25 +259,16 @@ def export_api(
     app: App,
     user: User,
     patient_id: str,
-    format: Annotated[str, Query(pattern="^(json|csv|fhir)$")] = "json",
+    format: Annotated[Literal["json", "csv", "fhir"], Query()] = "json",
     issuer: str | None = None,
 ) -> Response:
-    """One patient as the DESIGN.md §6 JSON object, a CSV of its comparisons (one row per
-    comparison, as `dxa export --format csv`), or a FHIR R4 Bundle."""
+    """One patient as the JSON export object, a CSV of its comparisons (one row per comparison, as
+    `dxa export --format csv`), or a FHIR R4 Bundle."""
     patient = load_patient(session, patient_id, issuer)
-    export = export_patient(session, patient.id)
-    queries.add_audit(session, user, "patient_exported", patient.id, format=format)
-    session.commit()
-    # Named for what it holds, never after an internal row id nor the patient (a downloaded
-    # file's name is a path on someone's disk): the export date tells two downloads apart.
-    stem = f"dxa-patient-export_{app.today().isoformat()}"
-    if format == "csv":
-        body = comparisons_csv([export])
-        return Response(body, media_type="text/csv; charset=utf-8", headers=_attachment(f"{stem}_comparisons.csv"))
-    if format == "fhir":
-        body = json.dumps(build_bundle(export), ensure_ascii=False, indent=1)
-        return Response(body, media_type="application/fhir+json", headers=_attachment(f"{stem}.fhir.json"))
-    return JSONResponse(export, headers=_attachment(f"{stem}.json"))
+    out = export_one(app.ctx, actor(user), patient.id, format, app.today())
+    if isinstance(out.body, dict):
+        return JSONResponse(out.body, headers=_attachment(out.filename))
+    return Response(out.body, media_type=out.media_type, headers=_attachment(out.filename))
 
 
 def _attachment(name: str) -> dict[str, str]:
@@ -298,30 +282,6 @@ class TherapyIn(BaseModel):
     agent: str
     start_date: date
     stop_date: date | None = None
-
-
-def _after_therapy_change(session: Session, app: Services, patient_pk: int) -> str | None:
-    """Re-evaluate now through the lead's hook, or queue an evaluation job when there is none.
-    Returns a warning to show when the re-evaluation failed."""
-    if app.on_therapy_changed is None:
-        enqueue_evaluation(session, patient_pk)
-        session.commit()
-        return None
-    try:
-        app.on_therapy_changed(app.session_factory, app.settings, patient_pk)
-    except Exception as exc:  # the therapy is saved; say so and let the job runner retry
-        log.warning("re-evaluation after a therapy change failed (%s)", describe(exc))
-        enqueue_evaluation(session, patient_pk)
-        session.commit()
-        return "The therapy was saved but re-evaluation failed; it has been queued and will be retried."
-    return None
-
-
-def _save_therapy(session: Session, user: CurrentUser, patient: Patient, data: TherapyIn) -> None:
-    therapy = therapy_from_agent(data.agent, data.start_date, data.stop_date)
-    therapy_repo.add_therapy(session, patient.id, therapy, source=f"web:{user.username}")
-    queries.add_audit(session, user, "therapy_added", patient.id, drug_class=therapy.drug_class)
-    session.commit()
 
 
 @router.post("/patients/{patient_id}/therapies", include_in_schema=False)
@@ -340,17 +300,12 @@ def add_therapy_form(
     check_csrf(request, csrf_token)
     patient = load_patient(session, patient_id, issuer)
     try:
-        data = TherapyIn(
-            agent=agent,
-            start_date=date.fromisoformat(start_date),
-            stop_date=date.fromisoformat(stop_date) if stop_date else None,
-        )
-        _save_therapy(session, user, patient, data)
+        start = date.fromisoformat(start_date)
+        stop = date.fromisoformat(stop_date) if stop_date else None
+        warning = therapies.add_therapy(app.ctx, actor(user), patient.id, agent, start, stop)
     except (UnknownAgent, ValueError) as exc:
-        session.rollback()
         context = _patient_context(session, app, patient)
         return render(request, "patient.html", {**context, "notice": None, "error": str(exc)}, status_code=422)
-    warning = _after_therapy_change(session, app, patient.id)
     notice = warning or "Therapy saved; the next scan date has been recalculated."
     return RedirectResponse(_patient_url(patient, notice), status_code=303)
 
@@ -369,20 +324,14 @@ def stop_therapy_form(
 ) -> Response:
     check_csrf(request, csrf_token)
     patient = load_patient(session, patient_id, issuer)
-    row = queries.therapy_of_patient(session, patient.id, therapy_pk)
-    if row is None:
-        raise HTTPException(404, "no such therapy")
     try:
         stop = date.fromisoformat(stop_date)
-        therapy = therapy_from_agent(row.agent, row.start_date, stop)
-        therapy_repo.update_therapy(session, row.id, therapy)
+        warning = therapies.stop_therapy(app.ctx, actor(user), patient.id, therapy_pk, stop)
+    except LookupError:
+        raise HTTPException(404, "no such therapy") from None
     except (UnknownAgent, ValueError) as exc:
-        session.rollback()
         context = _patient_context(session, app, patient)
         return render(request, "patient.html", {**context, "notice": None, "error": str(exc)}, status_code=422)
-    queries.add_audit(session, user, "therapy_stopped", patient.id, therapy=row.id)
-    session.commit()
-    warning = _after_therapy_change(session, app, patient.id)
     return RedirectResponse(
         _patient_url(patient, warning or "Therapy stopped; the next scan date has been recalculated."),
         status_code=303,
@@ -405,11 +354,10 @@ def add_therapy_api(
         check_csrf(request, request.headers.get("x-csrf-token"))
     patient = load_patient(session, patient_id, issuer)
     try:
-        _save_therapy(session, user, patient, data)
+        warning = therapies.add_therapy(app.ctx, actor(user), patient.id, data.agent, data.start_date, data.stop_date)
     except (UnknownAgent, ValueError) as exc:
         raise HTTPException(422, str(exc)) from exc
-    warning = _after_therapy_change(session, app, patient.id)
-    session.expire_all()
+    session.rollback()  # end the read transaction: the answer must see the re-evaluation
     return {"next_scan": export_patient(session, patient.id)["next_scan"], "warning": warning}
 
 

@@ -11,21 +11,24 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Form, HTTPException, Request, UploadFile
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.jobs import enqueue_evaluation
-from db.models import Device, Exam
-from dxa.imports import CROSSCAL_KINDS, CrossCalKind, CrossCalPreview, preview_crosscal, save_crosscal
-from monitor.config import MonitoringConfig
+from db.calibration import PrecisionRepeat
+from db.models import Device
 from monitor.precision import TechnologistStudy
-from web import crosscal, precision, queries
+from services.audit import record_event
+from services.crosscal import CROSSCAL_KINDS, CrossCalKind, CrossCalPreview, preview_crosscal, save_crosscal
+from services.csv_rows import ImportError_
+from services.exports import to_csv
+from services.precision import preview_precision, save_precision, study_of
+from services.reprocess import reprocess
+from web import crosscal, queries
 from web.auth import CurrentUser, check_csrf
-from web.deps import App, DbSession, QaUser, render
-from web.exports import to_csv
+from web.deps import App, DbSession, QaUser, actor, render
 from web.forms import FilterErrors
 
 router = APIRouter()
+CSV_LABEL = "CSV"  # what error messages call the uploaded file ("CSV: line 3: field site: …")
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 PRECISION_SITES = ("L1-L4", "L2-L4", "total_hip", "femoral_neck", "radius_33")
 
@@ -141,6 +144,7 @@ def refused_api(
 @router.get("/qa/comparisons.csv", include_in_schema=False)
 def refused_csv(
     session: DbSession,
+    app: App,
     user: QaUser,
     device: str | None = None,
     start: str | None = None,
@@ -151,8 +155,7 @@ def refused_csv(
     """The rows the page shows for the same filters, in the page's column order."""
     chosen = read_refused_filter(device, start, end, status, year)
     rows = _refused(session, chosen)
-    queries.add_audit(session, user, "refused_comparisons_exported", None, rows=len(rows), filters=chosen.query)
-    session.commit()
+    record_event(app.ctx, actor(user), "refused_comparisons_exported", None, rows=len(rows), filters=chosen.query)
     body = to_csv(
         [
             (
@@ -208,11 +211,10 @@ def _technologist_checks(
     flagged: dict[int, list[TechnologistStudy]] = defaultdict(list)
     for detail in details:
         for study in detail.studies:
-            repeats = queries.precision_repeats(session, study.pk)
+            repeats = [PrecisionRepeat(*r) for r in queries.precision_repeats(session, study.pk)]
             if not repeats:
                 continue
-            preview = precision.compute(study.site, repeats, app.monitoring)
-            flagged[study.pk].extend(preview.over_limit)
+            flagged[study.pk].extend(study_of(study.site, repeats, app.monitoring).over_limit)
     return flagged
 
 
@@ -225,7 +227,7 @@ def _devices_context(session: Session, app: App) -> dict[str, Any]:
         "crosscal_cards": crosscal.device_cards(session),
         "sites": PRECISION_SITES,
         "crosscal_kinds": CROSSCAL_KINDS,
-        "crosscal_limits": app.monitoring if app.monitoring is not None else MonitoringConfig(rules={}),
+        "crosscal_limits": app.monitoring,
         "preview": None,
         "upload": None,
         "error": None,
@@ -299,38 +301,45 @@ async def precision_upload(
     file: UploadFile | None = None,
     csrf_token: Annotated[str, Form()] = "",
 ) -> Response:
-    """Preview (compute RMS-SD and LSC, save nothing) or save an uploaded precision study. The
+    """Preview (compute RMS-SD and LSC, save nothing) or save an uploaded precision study, in the
+    CSV layout of `dxa precision import` (the machine and site chosen here fill those columns). The
     preview page carries the CSV back in a hidden field, so saving stores exactly what was seen."""
     check_csrf(request, csrf_token)
-    if session.get(Device, device) is None:
+    chosen = session.get(Device, device)
+    if chosen is None:
         raise HTTPException(404, "no such device")
     csv_text = await _uploaded_csv(file, csv_text, "precision study")
     context = _devices_context(session, app)
     context["upload"] = {"device": device, "site": site, "performed_on": performed_on, "csv_text": csv_text}
     try:
         when = date.fromisoformat(performed_on) if performed_on else None
-        repeats = precision.parse_csv(csv_text)
+        previews = preview_precision(session, csv_text, CSV_LABEL, app.monitoring, device=chosen, site=site)
+        if len(previews) != 1:
+            raise ImportError_(f"{CSV_LABEL}: one study (one machine, one site) at a time here")
     except ValueError as exc:
         context["error"] = str(exc)
         return render(request, "qa_devices.html", context, status_code=422)
-    preview = precision.compute(site, repeats, app.monitoring)
-    context["preview"] = preview
-    if action != "save" or preview.facility is None:
-        return render(request, "qa_devices.html", context, status_code=200 if preview.facility else 422)
-    queries.save_precision_study(
-        session, device, site, when, repeats, preview.facility.rms_sd_g_cm2, preview.facility.lsc_g_cm2
-    )
-    queries.add_audit(session, user, "precision_study_saved", None, device=device, site=site)
-    # A new LSC can turn a stable change into a significant one: re-evaluate everyone scanned here.
-    for patient_pk in session.scalars(select(Exam.patient_id).where(Exam.device_id == device).distinct()):
-        enqueue_evaluation(session, patient_pk)
-    session.commit()
+    study = previews[0].study
+    context["preview"] = study
+    if action != "save" or study.facility is None:
+        return render(request, "qa_devices.html", context, status_code=200 if study.facility else 422)
+    try:
+        save_precision(app.ctx, actor(user), csv_text, CSV_LABEL, device_id=device, site=site, performed_on=when)
+    except ValueError as exc:
+        context["error"] = str(exc)
+        return render(request, "qa_devices.html", context, status_code=422)
     return RedirectResponse("/qa/devices", status_code=303)
 
 
 # --------------------------------------------------------------------------- cross-calibration calculator
 
-CSV_LABEL = "CSV"  # what error messages call the uploaded file ("CSV: line 3: field site: …")
+
+def _crosscal_kind(kind: str) -> CrossCalKind | None:
+    if not kind:
+        return None
+    if kind not in CROSSCAL_KINDS:
+        raise ValueError(f"kind {kind!r} is not phantom or in_vivo")
+    return "phantom" if kind == "phantom" else "in_vivo"
 
 
 def _crosscal_compute(session: Session, app: App, csv_text: str, kind: str, performed_on: str) -> list[CrossCalPreview]:
@@ -338,36 +347,16 @@ def _crosscal_compute(session: Session, app: App, csv_text: str, kind: str, perf
     a file that cannot be read, with the line and field."""
     if len(csv_text.encode()) > MAX_UPLOAD_BYTES:
         raise HTTPException(413, "cross-calibration file too large (2 MiB at most)")
-    chosen: CrossCalKind | None = None
-    if kind:
-        if kind not in CROSSCAL_KINDS:
-            raise ValueError(f"kind {kind!r} is not phantom or in_vivo")
-        chosen = "phantom" if kind == "phantom" else "in_vivo"
     when = date.fromisoformat(performed_on) if performed_on else None
-    return preview_crosscal(session, csv_text, CSV_LABEL, app.monitoring, kind=chosen, performed_on=when)
+    return preview_crosscal(session, csv_text, CSV_LABEL, app.monitoring, kind=_crosscal_kind(kind), performed_on=when)
 
 
-def _crosscal_save(session: Session, user: CurrentUser, previews: list[CrossCalPreview]) -> int:
-    """Store the previewed records, audit each, and queue re-evaluation of the patients scanned on
-    both machines (their refused comparisons may now be allowed). Returns how many were queued."""
-    save_crosscal(session, previews, CSV_LABEL)
-    for p in previews:
-        queries.add_audit(
-            session,
-            user,
-            "cross_calibration_saved",
-            None,
-            kind=p.kind,
-            device_a=p.device_a.id,
-            device_b=p.device_b.id,
-            site=p.site,
-            lsc_g_cm2=p.lsc_g_cm2,
-        )
-    patients = crosscal.patients_on_both(session, previews)
-    for patient_pk in patients:
-        enqueue_evaluation(session, patient_pk)
-    session.commit()
-    return len(patients)
+def _crosscal_save(app: App, user: CurrentUser, csv_text: str, kind: str, performed_on: str) -> int:
+    """Save what was previewed (recomputed in the saving transaction); how many patients were
+    queued for re-evaluation."""
+    when = date.fromisoformat(performed_on) if performed_on else None
+    saved = save_crosscal(app.ctx, actor(user), csv_text, CSV_LABEL, kind=_crosscal_kind(kind), performed_on=when)
+    return saved.patients_queued
 
 
 @router.post("/qa/devices/crosscal", include_in_schema=False)
@@ -399,7 +388,11 @@ async def crosscal_upload(
     saveable = all(p.saveable for p in previews)
     if action != "save" or not saveable:
         return render(request, "qa_devices.html", context, status_code=200 if saveable else 422)
-    _crosscal_save(session, user, previews)
+    try:
+        _crosscal_save(app, user, csv_text, kind, performed_on)
+    except ValueError as exc:
+        context["crosscal_error"] = str(exc)
+        return render(request, "qa_devices.html", context, status_code=422)
     return RedirectResponse(f"/qa/devices#device-{previews[0].device_a.id}", status_code=303)
 
 
@@ -439,7 +432,11 @@ def crosscal_save_api(request: Request, session: DbSession, app: App, user: QaUs
     body: dict[str, Any] = {"cross_calibrations": [crosscal.preview_json(p) for p in previews]}
     if not all(p.saveable for p in previews):
         return JSONResponse({**body, "saveable": False}, status_code=422)
-    body["patients_queued"] = _crosscal_save(session, user, previews)
+    performed_on = data.performed_on.isoformat() if data.performed_on else ""
+    try:
+        body["patients_queued"] = _crosscal_save(app, user, data.csv_text, data.kind or "", performed_on)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
     return JSONResponse({**body, "saveable": True}, status_code=201)
 
 
@@ -453,26 +450,24 @@ def ingest_api(session: DbSession, _: QaUser, status: str | None = None, limit: 
     return {"files": [{**_jsonable(asdict(f)), "received_at": f.received_at.isoformat(), "id": f.pk} for f in files]}
 
 
-def _reprocess(session: Session, user: Any, file_pk: int) -> None:
-    if not queries.requeue_quarantined(session, file_pk):
+def _reprocess(app: App, user: CurrentUser, file_pk: int) -> None:
+    if not reprocess(app.ctx, actor(user), file_pk):
         raise HTTPException(404, "no quarantined file with that id")
-    queries.add_audit(session, user, "file_reprocess_requested", None, source_file=file_pk)
-    session.commit()
 
 
 @router.post("/qa/ingest/{file_pk}/reprocess", include_in_schema=False)
 def reprocess_form(
-    request: Request, session: DbSession, user: QaUser, file_pk: int, csrf_token: Annotated[str, Form()] = ""
+    request: Request, app: App, user: QaUser, file_pk: int, csrf_token: Annotated[str, Form()] = ""
 ) -> Response:
     check_csrf(request, csrf_token)
-    _reprocess(session, user, file_pk)
+    _reprocess(app, user, file_pk)
     return RedirectResponse("/qa/ingest?notice=File+queued+for+re-processing.", status_code=303)
 
 
 @router.post("/api/qa/ingest/{file_pk}/reprocess", tags=["qa"], status_code=202)
-def reprocess_api(request: Request, session: DbSession, user: QaUser, file_pk: int) -> dict[str, Any]:
+def reprocess_api(request: Request, app: App, user: QaUser, file_pk: int) -> dict[str, Any]:
     """Queue a quarantined file for ingestion again (after its cause was fixed)."""
     if not user.via_token:
         check_csrf(request, request.headers.get("x-csrf-token"))
-    _reprocess(session, user, file_pk)
+    _reprocess(app, user, file_pk)
     return {"queued": file_pk}

@@ -9,9 +9,11 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
+from services.audit import record_event
+from services.exports import to_csv
 from web import audit_log, qa_files, queries
-from web.deps import DbSession, QaUser, render
-from web.exports import to_csv
+from web.deps import App, DbSession, QaUser, render
+from web.deps import actor as actor_of
 from web.forms import FilterErrors
 
 router = APIRouter()
@@ -138,6 +140,7 @@ def audit_page(
 @router.get("/qa/audit.csv", include_in_schema=False)
 def audit_csv(
     session: DbSession,
+    app: App,
     user: QaUser,
     kind: str | None = None,
     action: str | None = None,
@@ -149,8 +152,7 @@ def audit_csv(
     """Every event matching the page's filters (all pages), in the page's order."""
     chosen, _ = _audit_filter(kind, action, actor, patient, start, end, None)
     rows, _total = audit_log.events(session, chosen, page_size=None)
-    queries.add_audit(session, user, "audit_exported", None, rows=len(rows), filters=_audit_query(chosen))
-    session.commit()
+    record_event(app.ctx, actor_of(user), "audit_exported", None, rows=len(rows), filters=_audit_query(chosen))
     body = to_csv(
         [(r.occurred_at.isoformat(), r.actor, r.action, r.patient_id, r.issuer, r.detail_text) for r in rows],
         AUDIT_COLUMNS,

@@ -9,9 +9,11 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 
+from services.audit import record_event
+from services.exports import to_csv
 from web import queries
-from web.deps import App, DbSession, User, render
-from web.exports import to_csv, to_ics
+from web.deps import App, DbSession, User, actor, render
+from web.exports import to_ics
 from web.forms import FilterErrors
 
 router = APIRouter()
@@ -117,8 +119,7 @@ def worklist_csv(
 ) -> Response:
     chosen, items = _items(session, app.today(), start, end, overdue)
     lo, hi = chosen.start, chosen.end
-    queries.add_audit(session, user, "worklist_exported", None, format="csv", patients=len(items))
-    session.commit()
+    record_event(app.ctx, actor(user), "worklist_exported", None, format="csv", patients=len(items))
     rows = [tuple(_as_row(i).values()) for i in items]
     return Response(
         to_csv(rows, COLUMNS),
@@ -140,8 +141,7 @@ def worklist_ics(
     today = app.today()
     chosen, items = _items(session, today, start, end, overdue)
     lo, hi = chosen.start, chosen.end
-    queries.add_audit(session, user, "worklist_exported", None, format="ics", patients=len(items))
-    session.commit()
+    record_event(app.ctx, actor(user), "worklist_exported", None, format="ics", patients=len(items))
     events = [
         (
             f"dxa-due-{i.patient_id}-{i.due.isoformat()}@dxa-monitor",

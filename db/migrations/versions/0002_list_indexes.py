@@ -1,4 +1,4 @@
-"""Indexes for the patients list at 100 000 patients (issue 5).
+"""Indexes for the patients list at 100 000 patients.
 
 - patients (identifier, issuer, id): the list pages through patients in identifier order; with
   the id in the index a deep page (OFFSET) is read from the index alone.

@@ -14,8 +14,8 @@ from db.models import AuditEvent
 from dxa.cli import main
 from dxa.commands import _context
 from dxa.embedded import ensure_demo_user
-from dxa.settings import load_settings
-from dxa.users import ensure_first_admin
+from services.users import ensure_first_admin
+from settings import load_settings
 
 
 @pytest.fixture(autouse=True)

@@ -25,7 +25,6 @@ from db.jobs import (
     job_counts,
     lost_dispatches,
     queue_evaluation_once,
-    requeue_stale_jobs,
     stamp_dispatched,
     worker_gone,
 )
@@ -99,22 +98,6 @@ def test_failure_retries_with_backoff_then_fails(session: Session) -> None:
     assert fail_job(session, job, "timeout again", retry=True, max_attempts=2) == "failed"
     session.commit()
     assert (job.state, job.last_error) == ("failed", "timeout again")
-
-
-def test_stale_running_jobs_are_requeued_or_failed(session: Session) -> None:
-    ids = [enqueue_ingest(session, f).id for f in _files(session, 2)]
-    session.commit()
-    past = utcnow() - timedelta(hours=1)
-    one = claim_next_job(session, now=past)
-    two = claim_next_job(session, now=past)
-    assert one is not None and two is not None
-    two.attempts = 3
-    session.commit()
-    requeued, failed = requeue_stale_jobs(session, started_before=utcnow() - timedelta(minutes=10), max_attempts=3)
-    session.commit()
-    assert (requeued, failed) == ([ids[0]], [ids[1]])
-    again = claim_next_job(session)
-    assert again is not None and again.id == ids[0] and again.attempts == 2
 
 
 def test_many_claimers_never_share_a_job(engine: Engine) -> None:

@@ -13,9 +13,14 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+import services.evaluation
+import services.intake
+import services.recovery
+import services.runner
 from db.models import Job, utcnow
-from dxa.imports import import_therapies
-from dxa.settings import Settings
+from services.context import build_context, no_submit
+from services.therapies import import_therapies
+from settings import Settings
 from tests.integration.pipeline.support import (
     SAMPLES,
     BatchFile,
@@ -34,8 +39,6 @@ from tests.integration.pipeline.support import (
     service_env,
     wait_until,
 )
-from workers import pipeline
-from workers.context import build_context, no_submit
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
@@ -76,7 +79,7 @@ def test_celery_worker_on_redis_and_postgres_processes_the_samples(
         # The late file is claimed and registered, but its message never reaches the broker.
         ctx.submit = no_submit
         drop(late, inbox)
-        lost = [pipeline.intake(ctx, inbox / f.rel, copy=False) for f in late]
+        lost = [services.intake.intake(ctx, inbox / f.rel, copy=False) for f in late]
         assert all(r.outcome == "queued" and r.job_id is not None for r in lost)
         with ctx.sessions.begin() as session:  # ... a minute ago
             session.execute(
@@ -90,11 +93,8 @@ def test_celery_worker_on_redis_and_postgres_processes_the_samples(
         wait_until(lambda: pipeline_idle(ctx.sessions, len(batch)), 60, "the sweeper to re-send the lost job")
 
         # Therapies change next scans: re-evaluation goes through the broker to the worker too.
-        with ctx.sessions.begin() as session:
-            touched = import_therapies(session, SAMPLES / "therapies.csv")
         ctx.submit = submit
-        for patient_id in touched:
-            pipeline.queue_evaluation(ctx, patient_id)
+        assert import_therapies(ctx, SAMPLES / "therapies.csv")  # queues their re-evaluation, sent at once
         wait_until(lambda: pipeline_idle(ctx.sessions, len(batch)), 60, "re-evaluation after therapies")
     finally:
         watch.stop()

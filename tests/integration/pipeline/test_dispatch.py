@@ -19,14 +19,18 @@ from typing import Any
 import pytest
 from sqlalchemy import event, select, update
 
+import services.evaluation
+import services.ingestion
+import services.intake
+import services.recovery
+import services.runner
 from db.jobs import claim_job
 from db.migrate import upgrade
 from db.models import ComparisonRow, Job, Measurement, SourceFile, utcnow
-from dxa.settings import Settings
+from services.context import Context, build_context
+from settings import Settings
 from tests.conftest import skip_or_fail
 from tests.integration.pipeline.support import SAMPLES, files_below, rewrite_dicom, same_uid_other_bytes
-from workers import pipeline
-from workers.context import Context, build_context
 
 PATIENT = SAMPLES / "patients" / "4555466_same_machine_gain_loss"
 
@@ -68,29 +72,29 @@ def _commits(ctx: Context) -> list[int]:
 
 def test_the_sweeper_resends_a_lost_message_not_a_waiting_one(ctx: Context) -> None:
     waiting, lost = (
-        pipeline.intake(ctx, PATIENT / n, copy=True) for n in ("20130416_SP_DICOM.dcm", "20150505_SP_DICOM.dcm")
+        services.intake.intake(ctx, PATIENT / n, copy=True) for n in ("20130416_SP_DICOM.dcm", "20150505_SP_DICOM.dcm")
     )
     assert waiting.job_id is not None and lost.job_id is not None
     _sent(ctx).clear()
     with ctx.sessions.begin() as session:  # `waiting` was sent a moment ago; `lost` half an hour ago
         session.execute(update(Job).where(Job.id == lost.job_id).values(updated_at=utcnow() - timedelta(minutes=30)))
 
-    assert pipeline.resend_lost_jobs(ctx, broker_idle=False) == [(lost.job_id, "ingest_file")]
+    assert services.recovery.resend_lost_jobs(ctx, broker_idle=False) == [(lost.job_id, "ingest_file")]
     assert _sent(ctx) == [(lost.job_id, "ingest_file")]
     # Stamped as sent just now: the next sweep does not send it again, even with the broker empty.
-    assert pipeline.resend_lost_jobs(ctx, broker_idle=True) == []
+    assert services.recovery.resend_lost_jobs(ctx, broker_idle=True) == []
     assert len(_sent(ctx)) == 1
 
 
 def test_the_next_delivery_takes_over_a_job_whose_worker_died(ctx: Context) -> None:
-    intake = pipeline.intake(ctx, PATIENT / "20130416_SP_DICOM.dcm", copy=True)
+    intake = services.intake.intake(ctx, PATIENT / "20130416_SP_DICOM.dcm", copy=True)
     assert intake.job_id is not None
     child = subprocess.Popen(["true"])  # a worker process of this host, now gone
     child.wait()
     with ctx.sessions.begin() as session:
         assert claim_job(session, intake.job_id, worker=f"{socket.gethostname()}:{child.pid}") is not None
 
-    result = pipeline.run_job(ctx, intake.job_id)  # Celery delivers the message again
+    result = services.runner.run_job(ctx, intake.job_id)  # Celery delivers the message again
     assert result is not None and result.outcome == "ingested", result
     with ctx.sessions() as session:
         job = session.get(Job, intake.job_id)
@@ -103,21 +107,21 @@ def test_a_file_is_stored_in_one_commit_and_its_patient_evaluated_once(
 ) -> None:
     names = ("20130416_SP_DICOM.dcm", "20150505_SP_DICOM.dcm", "20170425_SP_DICOM.dcm")
     for name in names:
-        pipeline.intake(ctx, PATIENT / name, copy=True)
+        services.intake.intake(ctx, PATIENT / name, copy=True)
     commits = _commits(ctx)
     after_parse: list[int] = []
-    parse = pipeline.parse_in_child
+    parse = services.ingestion.parse_in_child
 
     def parse_and_mark(*args: Any, **kwargs: Any) -> Any:
         report = parse(*args, **kwargs)
         after_parse.append(commits[0])
         return report
 
-    monkeypatch.setattr(pipeline, "parse_in_child", parse_and_mark)
+    monkeypatch.setattr(services.ingestion, "parse_in_child", parse_and_mark)
     _sent(ctx).clear()
     for _ in names:
         before = commits[0]
-        result = pipeline.run_next(ctx, kinds=("ingest_file",))
+        result = services.runner.run_next(ctx, kinds=("ingest_file",))
         assert result is not None and result.outcome == "ingested", result
         assert after_parse[-1] - before == 1, "the claim (job running, file processing) is one commit"
         assert commits[0] - after_parse[-1] == 1, "rows, file state, job done and evaluation: one commit"
@@ -129,10 +133,10 @@ def test_a_file_is_stored_in_one_commit_and_its_patient_evaluated_once(
         queued = session.scalars(select(Job.id).where(Job.kind == "evaluate_patient")).all()
         assert queued == [evaluations[0][0]]
     before = commits[0]
-    result = pipeline.run_next(ctx)
+    result = services.runner.run_next(ctx)
     assert result is not None and result.kind == "evaluate_patient"
     assert commits[0] - before == 2, "the claim, then the evaluation with its job done"
-    assert pipeline.run_next(ctx) is None
+    assert services.runner.run_next(ctx) is None
     with ctx.sessions() as session:
         exams = set(session.scalars(select(SourceFile.exam_id)))
         compared = set(session.scalars(select(ComparisonRow.to_exam_id))) | set(
@@ -147,9 +151,9 @@ def test_a_file_with_a_taken_uid_is_quarantined_and_leaves_no_rows(ctx: Context,
     original = PATIENT / "20130416_SP_DICOM.dcm"
     twin = tmp_path / "twin.dcm"
     twin.write_bytes(rewrite_dicom(original.read_bytes(), same_uid_other_bytes))
-    first = pipeline.intake(ctx, original, copy=True)
-    second = pipeline.intake(ctx, twin, copy=True)
-    outcomes = [pipeline.run_next(ctx, kinds=("ingest_file",)) for _ in range(2)]
+    first = services.intake.intake(ctx, original, copy=True)
+    second = services.intake.intake(ctx, twin, copy=True)
+    outcomes = [services.runner.run_next(ctx, kinds=("ingest_file",)) for _ in range(2)]
     assert [r.outcome for r in outcomes if r is not None] == ["ingested", "quarantined"]
     with ctx.sessions() as session:
         owner, other = (session.get(SourceFile, r.source_file_id) for r in (first, second))

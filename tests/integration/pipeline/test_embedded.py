@@ -10,12 +10,17 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+import services.evaluation
+import services.intake
+import services.recovery
+import services.runner
 from db.migrate import upgrade
 from db.models import Exam, NextScanRow, Patient
 from dxa.embedded import run_jobs_forever, watch_forever
-from dxa.imports import import_therapies
-from dxa.settings import Settings
 from monitor.who import age_at
+from services.context import build_context, no_submit
+from services.therapies import import_therapies
+from settings import Settings
 from tests.integration.pipeline.support import (
     SAMPLES,
     BatchFile,
@@ -29,8 +34,6 @@ from tests.integration.pipeline.support import (
     pipeline_idle,
     wait_until,
 )
-from workers import pipeline
-from workers.context import build_context, no_submit
 
 
 def test_embedded_pipeline_ends_every_sample_where_its_truth_says(
@@ -72,10 +75,9 @@ def test_embedded_pipeline_ends_every_sample_where_its_truth_says(
             t.join(timeout=30)
     assert not any(t.is_alive() for t in threads)
 
-    with ctx.sessions.begin() as session:
-        touched = import_therapies(session, SAMPLES / "therapies.csv")
-    for patient_id in touched:
-        pipeline.evaluate(ctx, patient_id)
+    assert import_therapies(ctx, SAMPLES / "therapies.csv")  # queues the patients' re-evaluation
+    while services.runner.run_next(ctx, kinds=("evaluate_patient",)) is not None:
+        pass
 
     state = check_accounting(settings.data_dir, settings.inbox_dir, batch, ctx.sessions)
     check_outcomes(state, batch)

@@ -27,7 +27,8 @@ from sqlalchemy import func, select
 
 from db.engine import make_engine, session_factory
 from db.models import Job, SourceFile
-from dxa.settings import Settings
+from services.context import build_context
+from settings import Settings
 from tests.conftest import skip_or_fail
 from tests.integration.pipeline.support import (
     BatchFile,
@@ -50,7 +51,6 @@ from tests.integration.pipeline.support import (
     service_env,
     wait_until,
 )
-from workers.context import build_context
 
 pytestmark = [pytest.mark.slow]
 

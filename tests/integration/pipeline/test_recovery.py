@@ -19,14 +19,18 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+import services.evaluation
+import services.ingestion
+import services.intake
+import services.recovery
+import services.runner
 from db.exams import lock_patient, store_report
 from db.migrate import upgrade
 from db.models import ComparisonRow, SourceFile
-from dxa.settings import Settings
 from ingest.parse import ParseLimits, parse_file
+from services.context import Context, build_context
+from settings import Settings
 from tests.integration.pipeline.support import SAMPLES, BatchFile, Sample, check_accounting, files_below
-from workers import pipeline
-from workers.context import Context, build_context
 
 
 class Crash(BaseException):
@@ -45,7 +49,7 @@ def _context(tmp_path: Path, db_url: str | None = None) -> Context:
 
 
 def _drain(ctx: Context) -> None:
-    while pipeline.run_next(ctx) is not None:
+    while services.runner.run_next(ctx) is not None:
         pass
 
 
@@ -56,13 +60,13 @@ def test_files_committed_but_not_moved_are_finished_by_recovery(
     good = next(s for s in samples if s.expect == "accept" and s.rel.endswith(".dcm"))
     bad = next(s for s in samples if s.expect == "reject" and s.path.stat().st_size > 0)
     for sample in (good, bad):
-        pipeline.intake(ctx, sample.path, copy=True)
+        services.intake.intake(ctx, sample.path, copy=True)
 
-    monkeypatch.setattr(pipeline, "move_durably", _crash)  # dies right after the archive commit
-    monkeypatch.setattr(pipeline, "quarantine_file", _crash)  # ... and after the quarantine commit
+    monkeypatch.setattr(services.ingestion, "move_durably", _crash)  # dies right after the archive commit
+    monkeypatch.setattr(services.ingestion, "quarantine_file", _crash)  # ... and after the quarantine commit
     for _ in range(2):
         with pytest.raises(Crash):
-            pipeline.run_next(ctx, kinds=("ingest_file",))
+            services.runner.run_next(ctx, kinds=("ingest_file",))
     monkeypatch.undo()
 
     assert len(files_below(ctx.settings.work_dir)) == 2
@@ -70,10 +74,10 @@ def test_files_committed_but_not_moved_are_finished_by_recovery(
         assert sorted(session.scalars(select(SourceFile.status))) == ["ingested", "quarantined"]
 
     # The sweeper leaves a row that finished a moment ago alone (its job may still be moving it) ...
-    assert pipeline.recover_files(ctx, settled_for=timedelta(seconds=60)) == {"moved": 0, "registered": 0}
+    assert services.recovery.recover_files(ctx, settled_for=timedelta(seconds=60)) == {"moved": 0, "registered": 0}
     assert len(files_below(ctx.settings.work_dir)) == 2
     # ... and finishes it once it has settled; so does a restart.
-    assert pipeline.recover_files(ctx, settled_for=timedelta(0)) == {"moved": 2, "registered": 0}
+    assert services.recovery.recover_files(ctx, settled_for=timedelta(0)) == {"moved": 2, "registered": 0}
     _drain(ctx)  # the evaluation job was committed with the rows
 
     batch = [BatchFile(s.rel, s.data, "original", s) for s in (good, bad)]
@@ -90,7 +94,7 @@ def test_evaluation_started_during_a_store_sees_the_stored_exam(tmp_path: Path, 
     ctx = _context(tmp_path, pg_url)
     folder = SAMPLES / "patients" / "4555466_same_machine_gain_loss"
     for name in ("20130416_SP_DICOM.dcm", "20150505_SP_DICOM.dcm"):
-        pipeline.intake(ctx, folder / name, copy=True)
+        services.intake.intake(ctx, folder / name, copy=True)
     _drain(ctx)
     third = parse_file(
         (folder / "20170425_SP_DICOM.dcm").read_bytes(), "x.dcm", ParseLimits(max_bytes=10**8, max_pdf_pages=40)
@@ -100,7 +104,7 @@ def test_evaluation_started_during_a_store_sees_the_stored_exam(tmp_path: Path, 
         stored = store_report(storing, third)
         patient_id, new_exam = stored.patient.id, stored.exam.id
         lock_patient(storing, patient_id)
-        evaluation = threading.Thread(target=pipeline.evaluate, args=(ctx, patient_id))
+        evaluation = threading.Thread(target=services.evaluation.evaluate, args=(ctx, patient_id))
         evaluation.start()
         time.sleep(1.0)
         assert evaluation.is_alive(), "the evaluation should wait for the patient's lock"

@@ -18,9 +18,11 @@ import pytest
 import redis as redis_lib
 from sqlalchemy import select, update
 
+import services.recovery
 from db.models import Job, utcnow
 from db.operations import STALE_AFTER
-from dxa.settings import Settings
+from services.context import build_context
+from settings import Settings
 from tests.integration.pipeline.support import (
     BatchFile,
     Sample,
@@ -34,8 +36,6 @@ from tests.integration.pipeline.support import (
     service_env,
     wait_until,
 )
-from workers import pipeline
-from workers.context import build_context
 
 TAKEOVER_LIMIT_S = 120
 
@@ -57,7 +57,7 @@ def test_a_silent_job_of_any_host_is_requeued_and_a_live_one_is_not(db_url: str,
         ids = (silent.id, live.id)
     sent: list[int] = []
     ctx.submit = lambda job_id, kind: sent.append(job_id)
-    assert pipeline.recover_jobs(ctx) == 1
+    assert services.recovery.recover_jobs(ctx) == 1
     with ctx.sessions() as session:
         states = {j.id: (j.state, j.worker) for j in session.scalars(select(Job))}
     assert states[ids[0]] == ("queued", None) and sent == [ids[0]]

@@ -8,7 +8,8 @@ from datetime import date
 
 import pytest
 
-from ingest.dicom.dates import parse_date, resolve_order
+from ingest.dates import parse_date
+from ingest.dicom.dates import resolve_order
 from ingest.dicom.header import split_model_serial
 from ingest.errors import EmptyFile, MalformedResults, NotDicom, NotDxaResult, TooLarge, UnreadableFile
 from ingest.parse import ParseLimits, parse_file
@@ -279,10 +280,10 @@ def test_model_serial_split() -> None:
 
 
 def test_date_order_is_chosen_per_file() -> None:
-    assert resolve_order(["04/01/2018"], date(2018, 4, 1), "dmy") == "mdy"
-    assert resolve_order(["04/01/2018", "13/02/2019"], None, "mdy") == "dmy"
-    assert parse_date("05-Sep-2019", "mdy") == date(2019, 9, 5)
-    assert parse_date("22.12.2021", "dmy") == date(2021, 12, 22)
+    assert resolve_order(["04/01/2018"], date(2018, 4, 1), "DMY") == "MDY"
+    assert resolve_order(["04/01/2018", "13/02/2019"], None, "MDY") == "DMY"
+    assert parse_date("05-Sep-2019", "MDY") == date(2019, 9, 5)
+    assert parse_date("22.12.2021", "DMY") == date(2021, 12, 22)
 
 
 def test_no_pydicom_warning_escapes() -> None:

@@ -8,8 +8,8 @@ from datetime import date
 
 import pytest
 
+from ingest.dates import parse_date
 from ingest.parse import ParseLimits, parse_file_reports
-from ingest.pdf.dates import parse_date
 from tests.conftest import skip_or_fail
 from tests.unit.ingest.pdf_variants import accepted_pdfs, judge, truth_of
 from tests.unit.ingest.spellings import axes, encapsulated, rewritten, spellings

@@ -9,7 +9,7 @@ from monitor.config import MonitoringConfig
 from monitor.model import Exam, Machine, Measurement
 
 REPO = Path(__file__).resolve().parents[3]
-CONFIG_FILE = REPO / "dxa" / "monitoring.toml"
+CONFIG_FILE = REPO / "settings" / "monitoring.toml"
 
 HOLOGIC_A = Machine("HOLOGIC", "Horizon Ci", "301234M")
 HOLOGIC_B = Machine("Hologic Inc.", "Horizon Ci", "305555M")

@@ -25,7 +25,7 @@ from db.accounts import (
     set_password,
 )
 from db.models import User
-from dxa.settings import Settings
+from settings import Settings
 
 log = logging.getLogger("dxa")
 

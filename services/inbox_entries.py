@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from db.models import AuditEvent
-from dxa.settings import Settings
-from workers.context import Context
+from services.context import Context
+from settings import Settings
 
 log = logging.getLogger("dxa.inbox")
 

@@ -1,4 +1,5 @@
-"""FHIR R4 export: one `Bundle` (type collection) per patient, built from the DESIGN.md §6 export dict.
+"""FHIR R4 export: one `Bundle` (type collection) per patient, built from the JSON export object
+(docs/architecture.md, "Exports").
 
 Per exam a `DiagnosticReport` coded LOINC 83311-1 ("Bone density quantitative measurement by
 DXA panel") whose results are `Observation`s per site: BMD in UCUM `g/cm2`, T-score and Z-score
@@ -126,7 +127,7 @@ def _device_key(device: dict[str, Any]) -> str:
 
 
 def build_bundle(export: dict[str, Any]) -> dict[str, Any]:
-    """A FHIR R4 Bundle (collection) for one patient's DESIGN.md §6 export dict."""
+    """A FHIR R4 Bundle (collection) for one patient's docs/architecture.md, "Exports" export dict."""
     pid = str(export["patient_id"])
     patient_url = _urn("patient", pid)
     entries: list[dict[str, Any]] = [

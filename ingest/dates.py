@@ -1,16 +1,19 @@
-"""Printed dates, read in the order the layout declares.
+"""Vendor-printed dates ('05-Sep-2019', '04/01/2018', 'March 20, 2021', '22.12.2021',
+'2019年03月12日', '20190905'): the one reader every parser (PDF and DICOM) uses.
 
-"03/04/2016" is 3 April on one printout and March 4 on another; the template says which
-(`date_order`), and the value is never used to guess (a 13 does not flip the order). A month
-written as a word, or a four-digit year in front (ISO, Chinese 2019年03月12日), is unambiguous.
+"03/04/2016" is 3 April on one printout and March 4 on another: the caller says which (`order`,
+from the PDF template's `date_order`, or resolved once per DICOM file by
+`ingest.dicom.dates.resolve_order`), and the value is never used to guess (a 13 does not flip the
+order). A month written as a word, or a four-digit year in front (ISO, Chinese), is unambiguous.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import date
+from typing import Literal
 
-from ingest.pdf.template import DateOrder
+DateOrder = Literal["DMY", "MDY", "YMD"]
 
 _MONTH_NAMES = (
     # English; German, French, Spanish, Italian as the vendors' localised software prints them
@@ -52,6 +55,9 @@ def parse_date(text: str, order: DateOrder) -> date | None:
     numbers = [p for p in parts if p.isdigit()]
     months = [_MONTHS[w] for w in words if w in _MONTHS]
     try:
+        if not words and len(numbers) == 1 and len(numbers[0]) == 8:  # DICOM-style YYYYMMDD
+            n = numbers[0]
+            return date(int(n[:4]), int(n[4:6]), int(n[6:]))
         if months or len(numbers) == 2:  # "7 July 2015", "7 de julio de 2015", "July 7th, 2015"
             if len(months) != 1 or len(numbers) != 2:
                 return None

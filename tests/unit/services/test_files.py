@@ -6,7 +6,7 @@ import json
 from datetime import date
 from pathlib import Path
 
-from workers.files import (
+from services.files import (
     archive_path,
     claim_by_copy,
     claim_by_rename,

@@ -13,8 +13,8 @@ import pytest
 
 from ingest.errors import NotDxaResult
 from ingest.parse import ParseLimits
-from workers import pipeline
-from workers.child import ChildFailed, ChildLimits, ReusableChild, run_in_child
+from services import parsing
+from services.child import ChildFailed, ChildLimits, ReusableChild, run_in_child
 
 LIMITS = ChildLimits(timeout_s=5, memory_mb=512)
 
@@ -174,17 +174,17 @@ def test_a_failure_a_reused_child_may_owe_to_an_earlier_file_is_judged_afresh(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("DXA_TEST_TAINTED", raising=False)
-    monkeypatch.setattr(pipeline, "_parse_path", _tainting_parse)
-    monkeypatch.setattr(pipeline, "_children", type(pipeline._children)())
+    monkeypatch.setattr(parsing, "_parse_path", _tainting_parse)
+    monkeypatch.setattr(parsing, "_children", type(parsing._children)())
     parse, child = ParseLimits(max_bytes=1000, max_pdf_pages=1), LIMITS
-    assert pipeline.parse_in_child("a", "first.dcm", parse, child) == "parsed first.dcm"  # type: ignore[comparison-overlap]
+    assert parsing.parse_in_child("a", "first.dcm", parse, child) == "parsed first.dcm"  # type: ignore[comparison-overlap]
     # The same child would die on the next file; a fresh one parses it.
-    assert pipeline.parse_in_child("b", "second.dcm", parse, child) == "parsed second.dcm"  # type: ignore[comparison-overlap]
+    assert parsing.parse_in_child("b", "second.dcm", parse, child) == "parsed second.dcm"  # type: ignore[comparison-overlap]
     # A fresh child's failure stands.
-    monkeypatch.setattr(pipeline, "_children", type(pipeline._children)())
-    monkeypatch.setattr(pipeline, "_parse_path", _dying_parse)
+    monkeypatch.setattr(parsing, "_children", type(parsing._children)())
+    monkeypatch.setattr(parsing, "_parse_path", _dying_parse)
     with pytest.raises(ChildFailed) as info:
-        pipeline.parse_in_child("c", "third.dcm", parse, child)
+        parsing.parse_in_child("c", "third.dcm", parse, child)
     assert (info.value.code, info.value.reused) == ("crash", False)
 
 

@@ -1,8 +1,11 @@
-"""One typed, validated settings object, read from the environment (DESIGN.md §6).
+"""One typed, validated settings object, read from the environment (README, "Configuration").
 
-Every process (embedded server, Celery worker, CLI) builds its settings here and nowhere
-else. Secrets may come from files (`DXA_SECRET_KEY_FILE=/run/secrets/key`), the usual way
-under docker-compose, so they never have to sit in the environment.
+Every process (embedded server, Celery worker, web app, CLI) builds its settings here and nowhere
+else. This package sits at the bottom of the import graph (it imports the standard library,
+pydantic and, for `settings.monitoring`, the pure `monitor` core), so every layer may read it.
+
+Secrets may come from files (`DXA_SECRET_KEY_FILE=/run/secrets/key`), the usual way under
+docker-compose, so they never have to sit in the environment.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ class Settings(BaseSettings):
     storescp_allowed_aes: str = ""  # comma-separated calling AE titles; others are refused at association
     storescp_max_associations: int = Field(default=64, ge=1)
 
-    monitoring_config: Path | None = None  # a TOML file overriding dxa/monitoring.toml
+    monitoring_config: Path | None = None  # a TOML file overriding settings/monitoring.toml
 
     # web sign-in: a session ends after this long unused, and this long after sign-in whatever
     # happens; failed sign-ins within the window lock the name typed, or the client address

@@ -1,0 +1,50 @@
+"""What every use case is given: settings, database, monitoring configuration, and how a queued
+job reaches whatever runs jobs. Built once per process by the composition root (`dxa`), or by a
+Celery worker process for itself (and its engine renewed after a fork).
+
+`submit` is the one difference between the two deployments. Embedded (`dxa serve`): nothing to
+do, the runner threads poll the job table. Scaled: the composition root passes
+`workers.tasks.submit`, which sends the job id to Celery at once, from a page, a command or a
+worker alike (docs/architecture.md, "How does a job reach a worker?").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.engine import make_engine, session_factory
+from monitor.config import MonitoringConfig
+from settings import Settings, load_settings
+from settings.monitoring import load_monitoring_config
+
+# (job_id, kind) -> hand a committed job to whatever runs jobs.
+Submit = Callable[[int, str], None]
+
+
+def no_submit(job_id: int, kind: str) -> None:
+    """Embedded mode: the job table itself is the queue."""
+
+
+@dataclass
+class Context:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    monitoring: MonitoringConfig
+    submit: Submit = no_submit
+
+
+def build_context(settings: Settings | None = None, submit: Submit | None = None) -> Context:
+    settings = settings or load_settings()
+    engine = make_engine(settings.db_url)
+    return Context(
+        settings=settings,
+        engine=engine,
+        sessions=session_factory(engine),
+        monitoring=load_monitoring_config(settings),
+        submit=submit or no_submit,
+    )

@@ -1,0 +1,88 @@
+"""Evaluation of a patient: load the history, run the pure core (`monitor.evaluate`), save the
+comparisons, flags and next scan, all under the patient's lock in one transaction.
+
+Every caller evaluates through `evaluate` (a queued job, a therapy changed on a page, the daily
+refresh, the test seeds); work that can wait is queued through `services.queue` instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import date
+
+from sqlalchemy import select
+
+from db.calibration import PrecisionRepeat
+from db.exams import lock_patient
+from db.history import load_patient_history, save_evaluation
+from db.jobs import finish_job_id
+from db.models import Patient
+from monitor.evaluate import evaluate_patient
+from monitor.precision import precision_study
+from services.context import Context
+from services.outcomes import ClaimedJob, JobResult
+from services.queue import queue_evaluations
+
+log = logging.getLogger(__name__)
+
+
+def _precision(repeats: Iterable[PrecisionRepeat]) -> tuple[float, float]:
+    grouped: dict[tuple[str, str], list[float]] = {}
+    for r in repeats:
+        grouped.setdefault((r.technologist, r.patient_code), []).append(r.bmd)
+    # Studies were checked for enough degrees of freedom when saved; here only recompute.
+    values = [v for v in grouped.values() if len(v) >= 2]
+    result = precision_study("stored", values, min_degrees_of_freedom=1)
+    return result.rms_sd_g_cm2, result.lsc_g_cm2
+
+
+def evaluate(ctx: Context, patient_id: int, today: date | None = None, *, job_id: int | None = None) -> None:
+    """Recompute one patient's comparisons, flags and next scan (same rows when run twice); with
+    `job_id`, that evaluation job is marked done in the same commit."""
+    with ctx.sessions.begin() as session:
+        # Lock first, read second: an evaluation that read the history before a concurrent store
+        # committed must not save its stale result over a newer evaluation's (PostgreSQL; SQLite's
+        # BEGIN IMMEDIATE already serialises the whole transaction).
+        lock_patient(session, patient_id)
+        history = load_patient_history(session, patient_id, precision_calculator=_precision)
+        result = evaluate_patient(
+            history.exams,
+            history.therapies,
+            history.lscs,
+            history.cross_calibrations,
+            ctx.monitoring,
+            today or date.today(),
+            birth_date=history.birth_date,
+            vendor_lscs=history.vendor_lscs,
+        )
+        save_evaluation(session, patient_id, result, own_exams={e.exam_id for e in history.exams})
+        if job_id is not None:
+            finish_job_id(session, job_id)
+
+
+def evaluate_job(ctx: Context, job: ClaimedJob) -> JobResult:
+    assert job.patient_id is not None
+    evaluate(ctx, job.patient_id, job_id=job.id)
+    return JobResult(job.id, job.kind, "ingested", "evaluated", patient_id=job.patient_id)
+
+
+def evaluate_all(ctx: Context, today: date | None = None) -> int:
+    """Every patient again: the daily refresh that moves due and overdue with the calendar."""
+    with ctx.sessions() as session:
+        ids = list(session.scalars(select(Patient.id).order_by(Patient.id)))
+    for patient_id in ids:
+        evaluate(ctx, patient_id, today)
+    return len(ids)
+
+
+def evaluate_now(ctx: Context, patient_id: int) -> str | None:
+    """Re-evaluate at once (a clinician waiting for the recalculated next scan); when that fails,
+    queue it for the runners instead. Returns a warning to show when it had to be queued."""
+    try:
+        evaluate(ctx, patient_id)
+    except Exception:
+        log.exception("re-evaluation failed; queued for the job runners")
+        queue_evaluations(ctx, [patient_id])
+        return "The change was saved but re-evaluation failed; it has been queued and will be retried."
+    return None

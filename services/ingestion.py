@@ -1,0 +1,276 @@
+"""Ingest of a claimed file: parse it in a killable child, then store its rows, the file's final
+place, the job done and the patient's evaluation queued in one transaction, and only then move
+the bytes (to `archive/`, or `quarantine/<reason code>/` with a JSON sidecar saying why).
+
+A crash between that commit and the move leaves a file in `work/` whose row already says where
+it goes, which `services.recovery.recover_files` finishes. A file that stopped its worker more
+often than `DXA_MAX_ATTEMPTS` is set aside (quarantined as `worker_crash`) when it is claimed
+again, so it cannot block the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.orm import Session
+
+from db.exams import same_stored_results, store_report
+from db.files import (
+    UID_CONFLICT,
+    UID_CONFLICT_TEXT,
+    finish_ingested,
+    mark_duplicate,
+    mark_quarantined,
+    start_processing,
+    uid_holder,
+)
+from db.jobs import fail_job, finish_job_id
+from db.models import Job, SourceFile
+from db.vendor_lsc import patients_on_device
+from ingest.errors import ParseError
+from ingest.report import ParsedReport
+from services.child import ChildFailed
+from services.context import Context
+from services.files import archive_path, move_durably, quarantine_code, quarantine_file
+from services.outcomes import PARSER_VERSION, STORE_REFUSED, WORKER_CRASH, ClaimedJob, JobResult
+from services.parsing import parse_in_child, parse_limits, warm_parsers
+from services.queue import unit_of_work
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClaimedFile:
+    """An ingest job claimed with its file marked `processing`: what the parse and store need."""
+
+    job: ClaimedJob
+    source_file_id: int
+    work_path: str
+    name: str
+    sha256: str
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def start_ingest(ctx: Context, session: Session, job: ClaimedJob) -> ClaimedFile | JobResult:
+    """In the claim's transaction: the job's file is marked `processing` (its attempt counted) in
+    the same commit, or set aside when it has stopped its worker too often."""
+    assert job.source_file_id is not None
+    if job.attempts > ctx.settings.max_attempts:
+        file = session.get(SourceFile, job.source_file_id)
+        if file is not None:
+            text = (
+                f"processing this file stopped its worker {job.attempts - 1} times "
+                "(crash, time-out or memory); it was set aside so it cannot block the queue"
+            )
+            return quarantine(ctx, session, job, file, WORKER_CRASH, text)
+        started = None
+    else:
+        started = start_processing(session, job.source_file_id, parser_version=PARSER_VERSION)
+    if started is None:
+        finish_job_id(session, job.id)
+        return JobResult(job.id, job.kind, "skipped", "source file row is gone")
+    return ClaimedFile(job, started.id, started.stored_path or "", started.original_name, started.sha256)
+
+
+def ingest_claimed(ctx: Context, work: ClaimedFile) -> JobResult:
+    """Parse and store a claimed file: ingested, quarantined with a reason, or (the child died)
+    queued again with a backoff until its attempts are used up."""
+    job = work.job
+    limits, child_limits = parse_limits(ctx.settings, _now().date())
+    warm_parsers()
+    try:
+        reports = parse_in_child(work.work_path, work.name, limits, child_limits)
+    except ParseError as exc:
+        with ctx.sessions.begin() as session:
+            return quarantine(ctx, session, job, _file(session, work.source_file_id), exc.code, exc.message)
+    except ChildFailed as exc:
+        return _retry_later(ctx, work, exc.code, exc.message)
+    except (OSError, EOFError, pickle.UnpicklingError) as exc:
+        # A fault around the parse (the work file unreadable, the child's pipe broken), not a
+        # verdict on the bytes: retried like a crash. Parsers themselves only raise ParseError.
+        log.warning("job %s: parsing could not run (%s); retried", job.id, type(exc).__name__)
+        return _retry_later(ctx, work, "parse_fault", f"parsing could not run ({type(exc).__name__})")
+
+    try:
+        return _store(ctx, work, reports, check_uid=False)
+    except IntegrityError:
+        # A unique key was taken: nearly always the file's DICOM instance UID, owned by a file with
+        # other bytes (rare enough that checking it first for every file would cost more). Nothing
+        # was kept; the second try looks for the owner first, and quarantines a UID conflict.
+        log.info("store of job %s hit a unique key (a UID conflict?); checking first this time", job.id)
+        try:
+            return _store(ctx, work, reports, check_uid=True)
+        except (IntegrityError, DataError) as exc:
+            return _refused_by_database(ctx, work, exc)
+    except DataError as exc:
+        return _refused_by_database(ctx, work, exc)
+
+
+def _retry_later(ctx: Context, work: ClaimedFile, code: str, message: str) -> JobResult:
+    """A crash, time-out or fault: the job queues again with backoff, until its attempts run out."""
+    job = work.job
+    with ctx.sessions.begin() as session:
+        file = _file(session, work.source_file_id)
+        if job.attempts >= ctx.settings.max_attempts:
+            return quarantine(ctx, session, job, file, code, message)
+        fail_job(
+            session,
+            _job(session, job.id),
+            message,
+            retry=True,
+            max_attempts=ctx.settings.max_attempts,
+            backoff=timedelta(seconds=2**job.attempts),
+        )
+        file.status = "pending"
+    ctx.submit(job.id, job.kind)
+    return JobResult(job.id, job.kind, "retry", message, job.source_file_id)
+
+
+def _refused_by_database(ctx: Context, work: ClaimedFile, exc: Exception) -> JobResult:
+    """The database refused a value the plausibility checks let through (a CHECK, a column too
+    short): the same bytes would be refused again, so the file is quarantined now with that reason
+    rather than retried or mistaken for a UID conflict. The driver's text quotes the values, so
+    only the exception type is kept."""
+    log.warning("job %s: the database refused the parsed values (%s)", work.job.id, type(exc).__name__)
+    text = (
+        "the database refused a value read from this file (out of range or too long); "
+        "report it: a plausibility check is missing"
+    )
+    with ctx.sessions.begin() as session:
+        return quarantine(ctx, session, work.job, _file(session, work.source_file_id), STORE_REFUSED, text)
+
+
+def _store(ctx: Context, work: ClaimedFile, reports: tuple[ParsedReport, ...], *, check_uid: bool) -> JobResult:
+    """One transaction: the rows of every report the file holds, the file's final state, the job
+    done, each patient's evaluation queued; so a file of several reports is stored whole or not at
+    all, and counted once. The file row links the first report's patient and exam; every
+    measurement row names the file. Without `check_uid`, a DICOM instance UID another file owns
+    fails the transaction (the unique index of `source_files.sop_instance_uid`), and nothing is kept."""
+    job = work.job
+    if not reports:  # parsers raise rather than return nothing; never count an empty file as ingested
+        raise LookupError("parser returned no report")
+    first = reports[0]
+    with unit_of_work(ctx) as uow:
+        session = uow.session
+        holder = uid_holder(session, work.source_file_id, first.sop_instance_uid) if check_uid else None
+        if holder is not None and len(reports) == 1 and same_stored_results(session, holder, first):
+            return _reencoded_duplicate(ctx, session, work, holder)
+        if holder is not None:  # same UID, other results: QA decides which is right
+            file = _file(session, work.source_file_id)
+            file.conflict_with_id = holder
+            return quarantine(ctx, session, job, file, UID_CONFLICT, UID_CONFLICT_TEXT)
+        stored = [store_report(session, report, source_file_id=work.source_file_id) for report in reports]
+        dest = archive_path(ctx.settings.archive_dir, work.sha256, work.name, _now().date())
+        finish_ingested(
+            session,
+            work.source_file_id,
+            stored_path=str(dest),
+            patient_id=stored[0].patient.id,
+            exam_id=stored[0].exam.id,
+            format=first.format,
+            sop_instance_uid=first.sop_instance_uid,
+            parser_version=PARSER_VERSION,
+        )
+        patients = list(dict.fromkeys(s.patient.id for s in stored))
+        for one in stored:  # a machine's new printed LSC applies to everyone it scanned
+            if one.lsc_changed:
+                patients += [p for p in patients_on_device(session, one.device.id) if p not in patients]
+        # A patient's evaluation queued already (and sent) covers this file too.
+        uow.queue_evaluations(patients)
+        finish_job_id(session, job.id)
+        details = []
+        for report, one in zip(reports, stored, strict=True):
+            conflicts = len(one.measurements.conflicts)
+            details.append(
+                f"{report.format}, exam {report.exam_date.isoformat()}, {len(report.measurements)} sites"
+                + (f", {conflicts} values disagree (flagged for QA)" if conflicts else "")
+            )
+        detail = details[0] if len(details) == 1 else f"{len(details)} reports: " + "; ".join(details)
+        patient_pk = stored[0].patient.id
+    source = Path(work.work_path)
+    move_durably(source, dest)
+    if source.is_relative_to(ctx.settings.quarantine_dir):  # re-processed after a fix: the old reason is void
+        source.with_name(source.name + ".json").unlink(missing_ok=True)
+    return JobResult(job.id, job.kind, "ingested", detail, work.source_file_id, patient_pk)
+
+
+REENCODED_TEXT = (
+    "the same DICOM instance as a file already ingested, re-encoded on the way (transfer syntax, "
+    "pixel data or private elements changed); its results are identical, nothing new to store"
+)
+
+
+def _reencoded_duplicate(ctx: Context, session: Session, work: ClaimedFile, holder: int) -> JobResult:
+    """Same instance UID, other bytes, equal results: a router's re-encoding, not a conflict. The
+    file is kept in the archive and counted once, as a duplicate of its first copy."""
+    file = _file(session, work.source_file_id)
+    dest = archive_path(ctx.settings.archive_dir, work.sha256, work.name, _now().date())
+    file.conflict_with_id = holder
+    file.stored_path = str(dest)
+    file.parser_version = PARSER_VERSION
+    mark_duplicate(session, file, reason_text=REENCODED_TEXT)
+    finish_job_id(session, work.job.id)
+    session.commit()
+    move_durably(Path(work.work_path), dest)
+    return JobResult(work.job.id, work.job.kind, "duplicate", REENCODED_TEXT, work.source_file_id)
+
+
+def quarantine(ctx: Context, session: Session, job: ClaimedJob, file: SourceFile, code: str, text: str) -> JobResult:
+    """Record the reason, commit (the caller's `begin()` block ends with nothing left to do) and
+    move the bytes beside their sidecar."""
+    folder = ctx.settings.quarantine_dir / quarantine_code(code)
+    work_path = Path(file.stored_path or "")
+    dest = folder / f"{file.sha256}{work_path.suffix}"
+    mark_quarantined(
+        session,
+        file,
+        reason_code=code,
+        reason_text=text,
+        stored_path=str(dest),
+        parser_version=PARSER_VERSION,
+    )
+    finish_job_id(session, job.id)
+    side = sidecar(file, code, text)
+    session.commit()
+    if work_path.is_file():
+        quarantine_file(work_path, ctx.settings.quarantine_dir, code, side)
+        if work_path != dest and work_path.is_relative_to(ctx.settings.quarantine_dir):  # re-processed
+            work_path.with_name(work_path.name + ".json").unlink(missing_ok=True)
+    return JobResult(job.id, job.kind, "quarantined", f"{code}: {text}", job.source_file_id)
+
+
+def sidecar(file: SourceFile, code: str, text: str) -> dict[str, Any]:
+    """The JSON written beside a quarantined file: why, and what it was (no patient data)."""
+    return {
+        "reason": text,
+        "reason_code": code,
+        "sha256": file.sha256,
+        "original_name": file.original_name,
+        "size_bytes": file.size_bytes,
+        "parser_version": PARSER_VERSION,
+        "received_at": file.received_at.isoformat() if file.received_at else None,
+        "quarantined_at": _now().isoformat(),
+    }
+
+
+def _file(session: Session, source_file_id: int) -> SourceFile:
+    file = session.get(SourceFile, source_file_id)
+    if file is None:
+        raise LookupError("source file row disappeared")
+    return file
+
+
+def _job(session: Session, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise LookupError("job row disappeared")
+    return job

@@ -1,0 +1,96 @@
+"""Intake of a file: claim it out of the inbox (or copy it, for back-loading) into `work/`, then
+register its SHA-256 together with its `ingest_file` job in one commit.
+
+A crash between the claim and the commit leaves an unregistered file in `work/`, which
+`services.recovery.recover_files` registers; the same bytes arriving twice are recognised by their
+hash and the second copy dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.files import register_source_file, reset_for_reprocess
+from db.models import Job, SourceFile
+from services.context import Context
+from services.files import claim_by_copy, claim_by_rename, display_name, move_durably, sha256_of
+from services.outcomes import PARSER_VERSION, STORE_REFUSED, WORKER_CRASH
+from services.queue import unit_of_work
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    source_file_id: int
+    outcome: Literal["queued", "duplicate"]
+    job_id: int | None
+    prior_status: str | None = None
+
+
+def intake(ctx: Context, path: Path, *, copy: bool) -> IntakeResult:
+    """Claim one file and register it with its job."""
+    work_dir = ctx.settings.work_dir
+    work_path = claim_by_copy(path, work_dir) if copy else claim_by_rename(path, work_dir)
+    try:
+        return register_claimed(ctx, work_path, display_name(path.name))
+    except Exception:
+        # Not registered (the database locked or away): undo the claim so the file is seen again
+        # at the next scan, rather than waiting in work/ for the next start-up's recovery.
+        if copy:
+            work_path.unlink(missing_ok=True)
+        elif not path.exists():
+            with contextlib.suppress(OSError):
+                move_durably(work_path, path)
+        raise
+
+
+def register_claimed(ctx: Context, work_path: Path, original_name: str) -> IntakeResult:
+    sha = sha256_of(work_path)
+    with unit_of_work(ctx) as work:
+        reg = register_source_file(
+            work.session,
+            sha256=sha,
+            original_name=original_name,
+            size_bytes=work_path.stat().st_size,
+            stored_path=str(work_path),
+        )
+        kept_at = reg.file.stored_path
+        if reg.outcome == "duplicate" and _worth_another_try(work.session, reg.file):
+            prior = reg.file.status
+            reset_for_reprocess(work.session, reg.file)
+            if not (kept_at and Path(kept_at).is_file()):  # the kept copy is gone: use this one
+                reg.file.stored_path = kept_at = str(work_path)
+            result = IntakeResult(reg.file.id, "queued", work.queue_ingest(reg.file.id), prior)
+        elif reg.outcome == "duplicate":
+            result = IntakeResult(reg.file.id, "duplicate", None, reg.file.status)
+        else:
+            result = IntakeResult(reg.file.id, "queued", work.queue_ingest(reg.file.id))
+    # The same bytes are already kept (archived, quarantined or being processed): this copy adds
+    # nothing, and keeping it would make `work/` grow with every re-drop.
+    if (result.outcome == "duplicate" or result.prior_status is not None) and kept_at != str(work_path):
+        work_path.unlink(missing_ok=True)
+    return result
+
+
+# Quarantine reasons that say something about our process, not about the bytes.
+_NOT_THE_FILES_FAULT = frozenset({WORKER_CRASH, STORE_REFUSED, "timeout", "memory", "crash", "parse_fault"})
+
+
+def _worth_another_try(session: Session, file: SourceFile) -> bool:
+    """Whether the same bytes dropped again should be processed again rather than answer
+    `duplicate`: a file refused by an older parser, refused for a fault of ours (a crash, the
+    database), or left `pending`/`processing` with no live job (an older version's stuck file)
+    would otherwise never be looked at again. A refusal by this parser of these bytes stands."""
+    if file.status == "quarantined":
+        return file.parser_version != PARSER_VERSION or (file.reason_code or "") in _NOT_THE_FILES_FAULT
+    if file.status in ("pending", "processing"):
+        live = session.scalars(
+            select(Job.id).where(Job.source_file_id == file.id, Job.state.in_(("queued", "running")))
+        ).first()
+        return live is None
+    return False
