@@ -98,12 +98,14 @@ def load_site_lscs(
     device_ids: Iterable[int] | None = None,
 ) -> tuple[SiteLsc, ...]:
     """Per machine and site LSCs for the monitor. With a calculator they are recomputed from the
-    raw repeats; without one the stored figures are used and studies without them are skipped
-    (the monitor then falls back to its default LSC, saying so)."""
+    raw repeats; otherwise, or for a study stored with its figures only, the stored figures are
+    used, and studies without them are skipped (the monitor then falls back to its default LSC,
+    saying so)."""
     out: list[SiteLsc] = []
     for study in latest_studies(session, device_ids=device_ids):
-        if calculator is not None:
-            rms_sd, lsc = calculator(study_repeats(study))
+        repeats = study_repeats(study) if calculator is not None else []
+        if calculator is not None and repeats:
+            rms_sd, lsc = calculator(repeats)
         elif study.rms_sd_g_cm2 is not None and study.lsc_g_cm2 is not None:
             rms_sd, lsc = study.rms_sd_g_cm2, study.lsc_g_cm2
         else:

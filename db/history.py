@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session, selectinload
 
 from db.calibration import PrecisionCalculator, load_cross_calibrations, load_site_lscs
 from db.converters import alerts_to_json, comparison_row, comparison_to_domain, exam_id_str, exam_to_domain
-from db.exams import lock_patient
 from db.models import AlertRow, AuditEvent, ComparisonRow, NextScanRow, Patient, utcnow
 from db.models import Exam as ExamRow
+from db.patients import lock_patient
 from db.therapies import load_therapies
 from db.vendor_lsc import load_vendor_lscs
 from monitor.model import Alert, Comparison, CrossCalibration, Exam, PatientEvaluation, SiteLsc, Therapy, VendorLsc

@@ -1,5 +1,6 @@
 """The `dxa` command (docs/architecture.md, "Exports"). Parsing of arguments only: each command is a thin call
-into `dxa.commands`, which holds the wiring, so that `dxa --help` stays fast."""
+into `dxa.commands`, `dxa.account_commands` or `dxa.process_commands`, imported only once a
+command is chosen, so that `dxa --help` stays fast."""
 
 from __future__ import annotations
 
@@ -86,12 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from dxa import commands
+    from dxa import account_commands, commands, process_commands
+    from dxa.cli_support import UserError
 
-    handler = getattr(commands, "cmd_" + "_".join(filter(None, [args.command, getattr(args, "action", None)])))
+    name = "cmd_" + "_".join(filter(None, [args.command, getattr(args, "action", None)]))
+    module = next(m for m in (commands, account_commands, process_commands) if hasattr(m, name))
+    handler = getattr(module, name)
     try:
         result: int = handler(args)
-    except commands.UserError as exc:
+    except UserError as exc:
         print(f"dxa: error: {exc}", file=sys.stderr)
         return 2
     return result

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dxa.wiring import make_app
 from ingest.watcher import OddEntries, ReadinessTracker, scan_inbox
 from services import evaluation, inbox_entries, recovery, runner
+from services.bytestore import uses_database
 from services.context import Context
 from services.intake import intake
 from services.logsafe import describe
@@ -52,6 +53,16 @@ def watch_once(ctx: Context, tracker: ReadinessTracker, odd: OddEntries | None =
     return claimed
 
 
+def _write_host_copies(ctx: Context) -> None:
+    """The database mode: archive and quarantine copies of what workers on any host finished."""
+    from services.host_copies import write_host_copies
+
+    try:
+        write_host_copies(ctx)
+    except Exception:
+        log.exception("could not write the archive copies of finished files; retrying")
+
+
 def watch_forever(ctx: Context, stop: threading.Event | None = None) -> None:
     stop = stop or threading.Event()
     tracker = ReadinessTracker(ctx.settings.min_file_age_s)
@@ -61,6 +72,8 @@ def watch_forever(ctx: Context, stop: threading.Event | None = None) -> None:
 
     while not stop.is_set():
         watch_once(ctx, tracker, odd)
+        if uses_database(ctx):
+            _write_host_copies(ctx)
         touch_heartbeat(ctx.settings, "watch")
         stop.wait(ctx.settings.scan_interval_s)
 

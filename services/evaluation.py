@@ -14,10 +14,10 @@ from datetime import date
 from sqlalchemy import select
 
 from db.calibration import PrecisionRepeat
-from db.exams import lock_patient
 from db.history import load_patient_history, save_evaluation
 from db.jobs import finish_job_id
 from db.models import Patient
+from db.patients import lock_patient
 from monitor.evaluate import evaluate_patient
 from monitor.precision import precision_study
 from services.context import Context

@@ -20,7 +20,6 @@ from typing import Any
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
-from db.exams import same_stored_results, store_report
 from db.files import (
     UID_CONFLICT,
     UID_CONFLICT_TEXT,
@@ -32,9 +31,11 @@ from db.files import (
 )
 from db.jobs import fail_job, finish_job_id
 from db.models import Job, SourceFile
+from db.reports import same_stored_results, store_report
 from db.vendor_lsc import patients_on_device
 from ingest.errors import ParseError
 from ingest.report import ParsedReport
+from services.bytestore import database_path, kept_in_database, parse_copy
 from services.child import ChildFailed
 from services.context import Context
 from services.files import archive_path, move_durably, quarantine_code, quarantine_file
@@ -88,7 +89,8 @@ def ingest_claimed(ctx: Context, work: ClaimedFile) -> JobResult:
     limits, child_limits = parse_limits(ctx.settings, _now().date())
     warm_parsers()
     try:
-        reports = parse_in_child(work.work_path, work.name, limits, child_limits)
+        with parse_copy(ctx, work.sha256, work.work_path, work.name) as path:
+            reports = parse_in_child(path, work.name, limits, child_limits)
     except ParseError as exc:
         with ctx.sessions.begin() as session:
             return quarantine(ctx, session, job, _file(session, work.source_file_id), exc.code, exc.message)
@@ -169,7 +171,10 @@ def _store(ctx: Context, work: ClaimedFile, reports: tuple[ParsedReport, ...], *
             file.conflict_with_id = holder
             return quarantine(ctx, session, job, file, UID_CONFLICT, UID_CONFLICT_TEXT)
         stored = [store_report(session, report, source_file_id=work.source_file_id) for report in reports]
+        in_db = kept_in_database(ctx, session, work.sha256)  # then the watcher's host writes the copy
         dest = archive_path(ctx.settings.archive_dir, work.sha256, work.name, _now().date())
+        if in_db:
+            dest = Path(database_path(work.sha256))
         finish_ingested(
             session,
             work.source_file_id,
@@ -197,9 +202,10 @@ def _store(ctx: Context, work: ClaimedFile, reports: tuple[ParsedReport, ...], *
         detail = details[0] if len(details) == 1 else f"{len(details)} reports: " + "; ".join(details)
         patient_pk = stored[0].patient.id
     source = Path(work.work_path)
-    move_durably(source, dest)
-    if source.is_relative_to(ctx.settings.quarantine_dir):  # re-processed after a fix: the old reason is void
-        source.with_name(source.name + ".json").unlink(missing_ok=True)
+    if not in_db:
+        move_durably(source, dest)
+        if source.is_relative_to(ctx.settings.quarantine_dir):  # re-processed after a fix: the old reason is void
+            source.with_name(source.name + ".json").unlink(missing_ok=True)
     return JobResult(job.id, job.kind, "ingested", detail, work.source_file_id, patient_pk)
 
 
@@ -213,14 +219,18 @@ def _reencoded_duplicate(ctx: Context, session: Session, work: ClaimedFile, hold
     """Same instance UID, other bytes, equal results: a router's re-encoding, not a conflict. The
     file is kept in the archive and counted once, as a duplicate of its first copy."""
     file = _file(session, work.source_file_id)
+    in_db = kept_in_database(ctx, session, work.sha256)
     dest = archive_path(ctx.settings.archive_dir, work.sha256, work.name, _now().date())
+    if in_db:
+        dest = Path(database_path(work.sha256))
     file.conflict_with_id = holder
     file.stored_path = str(dest)
     file.parser_version = PARSER_VERSION
     mark_duplicate(session, file, reason_text=REENCODED_TEXT)
     finish_job_id(session, work.job.id)
     session.commit()
-    move_durably(Path(work.work_path), dest)
+    if not in_db:
+        move_durably(Path(work.work_path), dest)
     return JobResult(work.job.id, work.job.kind, "duplicate", REENCODED_TEXT, work.source_file_id)
 
 
@@ -230,6 +240,9 @@ def quarantine(ctx: Context, session: Session, job: ClaimedJob, file: SourceFile
     folder = ctx.settings.quarantine_dir / quarantine_code(code)
     work_path = Path(file.stored_path or "")
     dest = folder / f"{file.sha256}{work_path.suffix}"
+    in_db = kept_in_database(ctx, session, file.sha256)
+    if in_db:  # the watcher's host writes the copy and its sidecar (`services.host_copies`)
+        dest = Path(database_path(file.sha256))
     mark_quarantined(
         session,
         file,
@@ -241,7 +254,7 @@ def quarantine(ctx: Context, session: Session, job: ClaimedJob, file: SourceFile
     finish_job_id(session, job.id)
     side = sidecar(file, code, text)
     session.commit()
-    if work_path.is_file():
+    if not in_db and work_path.is_file():
         quarantine_file(work_path, ctx.settings.quarantine_dir, code, side)
         if work_path != dest and work_path.is_relative_to(ctx.settings.quarantine_dir):  # re-processed
             work_path.with_name(work_path.name + ".json").unlink(missing_ok=True)

@@ -9,6 +9,7 @@ hash and the second copy dropped.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -16,8 +17,10 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from db.blobs import put_blob
 from db.files import register_source_file, reset_for_reprocess
 from db.models import Job, SourceFile
+from services.bytestore import database_path, uses_database
 from services.context import Context
 from services.files import claim_by_copy, claim_by_rename, display_name, move_durably, sha256_of
 from services.outcomes import PARSER_VERSION, STORE_REFUSED, WORKER_CRASH
@@ -50,21 +53,27 @@ def intake(ctx: Context, path: Path, *, copy: bool) -> IntakeResult:
 
 
 def register_claimed(ctx: Context, work_path: Path, original_name: str) -> IntakeResult:
-    sha = sha256_of(work_path)
+    """Register a claimed file with its job. In the database mode (`services.bytestore`) its bytes
+    are committed with it, and the local copy is dropped once they are."""
+    data = work_path.read_bytes() if uses_database(ctx) else None
+    sha = hashlib.sha256(data).hexdigest() if data is not None else sha256_of(work_path)
+    stored_at = database_path(sha) if data is not None else str(work_path)
     with unit_of_work(ctx) as work:
+        if data is not None:
+            put_blob(work.session, sha, data)
         reg = register_source_file(
             work.session,
             sha256=sha,
             original_name=original_name,
             size_bytes=work_path.stat().st_size,
-            stored_path=str(work_path),
+            stored_path=stored_at,
         )
         kept_at = reg.file.stored_path
         if reg.outcome == "duplicate" and _worth_another_try(work.session, reg.file):
             prior = reg.file.status
             reset_for_reprocess(work.session, reg.file)
-            if not (kept_at and Path(kept_at).is_file()):  # the kept copy is gone: use this one
-                reg.file.stored_path = kept_at = str(work_path)
+            if data is not None or not (kept_at and Path(kept_at).is_file()):  # the kept copy is gone
+                reg.file.stored_path = kept_at = stored_at
             result = IntakeResult(reg.file.id, "queued", work.queue_ingest(reg.file.id), prior)
         elif reg.outcome == "duplicate":
             result = IntakeResult(reg.file.id, "duplicate", None, reg.file.status)
@@ -72,7 +81,8 @@ def register_claimed(ctx: Context, work_path: Path, original_name: str) -> Intak
             result = IntakeResult(reg.file.id, "queued", work.queue_ingest(reg.file.id))
     # The same bytes are already kept (archived, quarantined or being processed): this copy adds
     # nothing, and keeping it would make `work/` grow with every re-drop.
-    if (result.outcome == "duplicate" or result.prior_status is not None) and kept_at != str(work_path):
+    spare = result.outcome == "duplicate" or result.prior_status is not None or data is not None
+    if spare and kept_at != str(work_path):
         work_path.unlink(missing_ok=True)
     return result
 

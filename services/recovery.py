@@ -23,6 +23,7 @@ from db.files import get_source_file
 from db.jobs import lost_dispatches, stamp_dispatched, worker_gone
 from db.models import Job
 from db.operations import STALE_AFTER
+from services.bytestore import in_database
 from services.context import Context
 from services.files import move_durably, sha256_of
 from services.ingestion import sidecar
@@ -91,6 +92,8 @@ def recover_files(ctx: Context, *, settled_for: timedelta | None = None) -> dict
                 if cutoff is None:
                     register_claimed(ctx, path, path.name)
                     counts["registered"] += 1
+            elif in_database(target):  # registered with its bytes; the claim's local copy is spare
+                path.unlink(missing_ok=True)
             elif target and target != str(path) and status in ("ingested", "duplicate", "quarantined"):
                 if cutoff is not None and (finished is None or finished > cutoff):
                     continue

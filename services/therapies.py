@@ -13,8 +13,8 @@ from datetime import date
 from pathlib import Path
 
 from db import therapies as repo
-from db.exams import AmbiguousPatient, find_patient, upsert_patient
 from db.models import TherapyRow
+from db.patients import AmbiguousPatient, find_patient, upsert_patient
 from ingest.report import PatientInfo
 from monitor.drugs import UnknownAgent, therapy_from_agent
 from monitor.model import Therapy

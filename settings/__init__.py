@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +37,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")
     inbox: Path | None = None
     archive: Path | None = None  # default <data_dir>/archive; compose puts it on a host folder
+    # Where a claimed file's bytes wait for a worker: "folder" (work/ under the data folder, which
+    # every worker must share with the watcher: one host, or a shared volume) or "database"
+    # (PostgreSQL, by SHA-256: workers on any host; the watcher's host keeps archive copies).
+    file_store: Literal["folder", "database"] = "folder"
     database_url: str | None = None
     broker_url: str | None = None  # unset = embedded mode, no broker
     host: str = "127.0.0.1"

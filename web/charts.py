@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from web import svg
-from web.queries import ComparisonView, ExamView, PatientDetail, TherapyView, site_label
+from web.queries.patient import ComparisonView, ExamView, PatientDetail, TherapyView, site_label
 
 # Okabe-Ito colours (distinguishable with colour-vision deficiencies), each with its own marker shape.
 MACHINE_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")

@@ -8,7 +8,7 @@ from urllib.parse import quote, urlencode
 
 from jinja2 import Environment
 
-from web.queries import site_label
+from web.queries.patient import site_label
 
 STATUS_TEXT = {
     "ok": "Compared",

@@ -20,7 +20,7 @@ from monitor.model import Exam as CoreExam
 from monitor.model import Machine, Therapy
 from monitor.model import Measurement as CoreMeasurement
 from monitor.schedule import current_therapy, in_effect
-from web.queries import ComparisonView, ExamView, PatientDetail, TherapyView, site_label
+from web.queries.patient import ComparisonView, ExamView, PatientDetail, TherapyView, site_label
 
 PRIMARY_SITES = ("spine", "total_hip", "femoral_neck", "radius_33")
 LSC_SOURCE_TEXT = {

@@ -10,9 +10,10 @@ the first administrator the `migrate` service created from the secrets.
 The only changes made to what is written are those a container runtime would make, all in
 `Rewrites` below: the host names `postgres` and `redis` become this machine's servers (a
 throwaway database and Redis database number), container ports become free local ports, a bind to
-0.0.0.0 becomes 127.0.0.1, `/run/secrets/NAME` becomes a file the test writes, and each volume's
+0.0.0.0 becomes 127.0.0.1, `/run/secrets/NAME` becomes a file the test writes, each volume's
 mount point becomes a temporary folder (one per named volume or host folder, shared by the
-services that share it, as in compose).
+services that share it, as in compose), and a container path with no volume a folder private to
+that service (the container's own filesystem: the workers share nothing with the watcher).
 """
 
 from __future__ import annotations
@@ -84,6 +85,13 @@ class Rewrites:
             folder = self.root / "volumes" / key
             folder.mkdir(parents=True, exist_ok=True)
             mounts[target] = folder
+        # A container path with no volume is the container's own filesystem: a private folder.
+        for value in (service.get("environment") or {}).values():
+            text = str(value or "")
+            container_path = text.startswith("/") and not text.startswith("/run/secrets/")
+            if container_path and not any(text == t or text.startswith(t + "/") for t in mounts):
+                mounts[text] = self.root / "containers" / name / text.strip("/").replace("/", "_")
+                mounts[text].mkdir(parents=True, exist_ok=True)
         self.mounts[name] = mounts
 
     def value(self, service: str, text: str) -> str:
@@ -204,8 +212,8 @@ def test_compose_services_run_as_written_and_a_dropped_file_reaches_the_dashboar
         figures["drop to dashboard"] = time.monotonic() - dropped
         figures.update(installed.figures)
         print("\ncompose as written, seconds:", ", ".join(f"{k} {v:.1f}" for k, v in figures.items()))
-        archive = rewrites.mounts["worker"][services["worker"]["environment"]["DXA_ARCHIVE"]]
-        assert list(archive.rglob("*.dcm")), "the ingested file is not in the host archive folder"
+        archive = rewrites.mounts["watch"][services["watch"]["environment"]["DXA_ARCHIVE"]]
+        wait_until(lambda: bool(list(archive.rglob("*.dcm"))), 60, "the ingested file in the host archive folder")
     finally:
         for proc in reversed(list(procs.values())):
             proc.stop()

@@ -82,16 +82,22 @@ def test_worker_can_be_scaled(config: dict[str, Any]) -> None:
     assert "container_name" not in worker and not worker.get("ports")
 
 
-def test_inbox_and_archive_are_host_folders_and_secrets_are_files(config: dict[str, Any]) -> None:
+def _binds(service: dict[str, Any]) -> dict[str, Any]:
+    return {
+        (v["target"] if isinstance(v, dict) else v.split(":")[1]): v
+        for v in service.get("volumes") or []
+        if (v.get("type") == "bind" if isinstance(v, dict) else v.startswith("/"))
+    }
+
+
+def test_host_folders_only_where_needed_and_secrets_are_files(config: dict[str, Any]) -> None:
     services = config["services"]
-    for name in ("watch", "worker", "storescp"):
-        env = services[name]["environment"]
-        binds = {
-            (v["target"] if isinstance(v, dict) else v.split(":")[1]): v
-            for v in services[name]["volumes"]
-            if (v.get("type") == "bind" if isinstance(v, dict) else v.startswith("/"))
-        }
-        assert env["DXA_INBOX"] in binds and env["DXA_ARCHIVE"] in binds, name
+    watch = services["watch"]["environment"]
+    assert {watch["DXA_INBOX"], watch["DXA_ARCHIVE"]} <= set(_binds(services["watch"]))
+    assert services["storescp"]["environment"]["DXA_INBOX"] in _binds(services["storescp"])
+    for name in ("worker", "web", "beat"):  # workers on any host: no folder shared with the watcher
+        assert not services[name].get("volumes"), name
+        assert services[name]["environment"]["DXA_FILE_STORE"] == "database", name
     for name in APP_SERVICES | {"migrate"}:
         env = services[name]["environment"]
         assert "DXA_SECRET_KEY" not in env and "DXA_DATABASE_URL" not in env, name

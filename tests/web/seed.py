@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 import services.evaluation
 import services.runner
 from db import accounts, files
-from db.exams import store_report
 from db.migrate import upgrade
 from db.models import Device, Patient, SourceFile
+from db.reports import store_report
 from ingest.report import DeviceIdentity, ParsedReport, PatientInfo, SiteMeasurement
 from services.audit import Actor
 from services.context import Context, build_context

@@ -9,8 +9,8 @@ from datetime import date
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from db.exams import store_report
 from db.models import AlertRow, AuditEvent, Patient
+from db.reports import store_report
 from tests.web.conftest import csrf_of
 from tests.web.seed import NEW, OLD, SAME, Seeded, _report, evaluate
 

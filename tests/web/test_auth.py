@@ -16,7 +16,7 @@ from db.models import AuditEvent
 from tests.web.conftest import csrf_of
 from tests.web.seed import PASSWORDS, REPLACED, Seeded
 from web.app import create_app
-from web.routes import auth_routes, patients, qa, worklist
+from web.routes import auth_routes, patients, qa, qa_devices, worklist
 
 OPEN = {"/healthz", "/login", "/logout"}  # /logout shows no data and needs its CSRF token
 QA_GET = ["/qa/comparisons", "/qa/devices", "/qa/ingest", "/qa/comparisons.csv"]
@@ -29,7 +29,7 @@ def _concrete(path: str) -> str:
 
 def _routes(app: FastAPI) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
-    routes = [*app.routes, *(r for m in (auth_routes, patients, qa, worklist) for r in m.router.routes)]
+    routes = [*app.routes, *(r for m in (auth_routes, patients, qa, qa_devices, worklist) for r in m.router.routes)]
     for route in routes:
         if isinstance(route, APIRoute) and route.path not in OPEN:
             found.extend((method, _concrete(route.path)) for method in sorted(route.methods or ()))

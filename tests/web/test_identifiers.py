@@ -18,8 +18,8 @@ import pytest
 from fastapi.testclient import TestClient
 from markupsafe import escape
 
-from db.exams import store_report
 from db.models import Patient
+from db.reports import store_report
 from ingest.report import PatientInfo
 from tests.web.conftest import csrf_of, sign_in
 from tests.web.seed import NEW, OLD, Seeded, _report, evaluate

@@ -9,7 +9,7 @@ from typing import Any
 
 from monitor.config import MonitoringConfig
 from web.patient_view import drug_at, other_spine_sets, site_tables, spine_set_in_use
-from web.queries import ComparisonView, DeviceView, ExamView, MeasurementView, PatientDetail, TherapyView
+from web.queries.patient import ComparisonView, DeviceView, ExamView, MeasurementView, PatientDetail, TherapyView
 
 A = DeviceView(1, "HOLOGIC", "Discovery A", "111")
 B = DeviceView(2, "HOLOGIC", "Horizon A", "222")

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from db import calibration
-from db.exams import find_or_create_device
+from db.devices import find_or_create_device
 from db.models import AuditEvent, CrossCalibrationRow, Job
 from ingest.report import DeviceIdentity
 from tests.web.conftest import csrf_of

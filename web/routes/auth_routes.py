@@ -10,9 +10,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from db.signin import Throttled
 from services.accounts import sign_in, sign_out
-from web import queries
 from web.auth import check_csrf, client_address, throttle_rule
 from web.deps import App, User, render, services
+from web.queries import health as health_q
 
 router = APIRouter()
 
@@ -28,7 +28,7 @@ def _safe_next(target: str | None) -> str:
 def healthz(request: Request) -> Response:
     try:
         with services(request).read_sessions() as session:
-            queries.database_answers(session)
+            health_q.database_answers(session)
     except SQLAlchemyError:
         return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
     return JSONResponse({"status": "ok", "database": "ok"})

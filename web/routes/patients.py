@@ -16,19 +16,21 @@ from sqlalchemy.orm import Session
 from starlette.routing import Match
 from starlette.types import Scope
 
-from db.exams import AmbiguousPatient, find_patient
 from db.export import export_patient
 from db.models import Patient
+from db.patients import AmbiguousPatient, find_patient
 from monitor.drugs import UnknownAgent
 from services import therapies
 from services.audit import record_event
 from services.exports import export_one
 from web import alerts as web_alerts
-from web import charts, patient_view, queries
+from web import charts, patient_view
 from web.auth import check_csrf
 from web.deps import App, DbSession, Services, User, actor, render
 from web.filters import patient_url
 from web.forms import FilterErrors
+from web.queries import patient as patient_q
+from web.queries import patient_list as patient_list_q
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,7 @@ def load_patient(session: Session, patient_id: str, issuer: str | None) -> Patie
     return patient
 
 
-def _summary_json(s: queries.PatientSummary) -> dict[str, Any]:
+def _summary_json(s: patient_list_q.PatientSummary) -> dict[str, Any]:
     data = asdict(s)
     data.pop("pk")
     for key in ("last_exam", "next_due"):
@@ -99,10 +101,10 @@ def patients_page(
     page: str | None = None,
 ) -> Response:
     q, chosen_overdue, chosen_alerts, chosen_page = _list_filter(q, overdue, alerts, page)
-    rows, total = queries.list_patients(
+    rows, total = patient_list_q.list_patients(
         session, today=app.today(), q=q, overdue=chosen_overdue, alerts=chosen_alerts, page=chosen_page
     )
-    pages = max(1, -(-total // queries.PAGE_SIZE))
+    pages = max(1, -(-total // patient_list_q.PAGE_SIZE))
     context = {
         "rows": rows,
         "total": total,
@@ -128,13 +130,13 @@ def patients_api(
     """Patients matching an identifier or name, with last exam, WHO category, latest comparison
     per primary site, next scan due and open alerts; `overdue` and `alerts` filter."""
     q, chosen_overdue, chosen_alerts, chosen_page = _list_filter(q, overdue, alerts, page)
-    rows, total = queries.list_patients(
+    rows, total = patient_list_q.list_patients(
         session, today=app.today(), q=q, overdue=chosen_overdue, alerts=chosen_alerts, page=chosen_page
     )
     return {
         "total": total,
         "page": chosen_page,
-        "page_size": queries.PAGE_SIZE,
+        "page_size": patient_list_q.PAGE_SIZE,
         "patients": [_summary_json(r) for r in rows],
     }
 
@@ -143,7 +145,7 @@ def patients_api(
 
 
 def _patient_context(session: Session, app: Services, patient: Patient) -> dict[str, Any]:
-    detail = queries.patient_detail(session, patient)
+    detail = patient_q.patient_detail(session, patient)
     tables = patient_view.site_tables(detail, app.monitoring)
     span = charts.time_span(detail)
     keys = [(t.site, t.side) for t in tables]
@@ -194,7 +196,7 @@ def patient_page(
 def patient_api(session: DbSession, app: App, user: User, patient_id: str, issuer: str | None = None) -> dict[str, Any]:
     """The docs/architecture.md, "Exports" export object, plus name, WHO category, therapies and open alerts."""
     patient = load_patient(session, patient_id, issuer)
-    detail = queries.patient_detail(session, patient)
+    detail = patient_q.patient_detail(session, patient)
     record_event(app.ctx, actor(user), "patient_viewed", patient.id, via="api")
     nxt = detail.next_scan
     return {
@@ -223,7 +225,7 @@ def trend_api(session: DbSession, app: App, user: User, patient_id: str, issuer:
     """BMD per monitoring site over time, split into same-machine segments (never joined across
     machines); T-scores are per exam and not a trend."""
     patient = load_patient(session, patient_id, issuer)
-    detail = queries.patient_detail(session, patient)
+    detail = patient_q.patient_detail(session, patient)
     record_event(app.ctx, actor(user), "patient_viewed", patient.id, via="trend_api")
     return {
         "patient_id": detail.patient_id,

@@ -11,10 +11,11 @@ from fastapi.responses import Response
 
 from services.audit import record_event
 from services.exports import to_csv
-from web import audit_log, qa_files, queries
+from web import audit_log, qa_files
 from web.deps import App, DbSession, QaUser, render
 from web.deps import actor as actor_of
 from web.forms import FilterErrors
+from web.queries import qa as qa_q
 
 router = APIRouter()
 AUDIT_COLUMNS = ("occurred_at", "actor", "action", "patient_id", "issuer", "detail")
@@ -63,7 +64,7 @@ def ingest_page(
         "pages": pages,
         "query": urlencode(query),
         "filter_errors": errors.messages,
-        "recent": queries.recent_files(session, limit=50),
+        "recent": qa_q.recent_files(session, limit=50),
         "notice": notice,
         "titles": qa_files.REASON_TITLES,
     }

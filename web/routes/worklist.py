@@ -11,10 +11,10 @@ from fastapi.responses import Response
 
 from services.audit import record_event
 from services.exports import to_csv
-from web import queries
 from web.deps import App, DbSession, User, actor, render
 from web.exports import to_ics
 from web.forms import FilterErrors
+from web.queries import worklist as worklist_q
 
 router = APIRouter()
 DEFAULT_WINDOW_DAYS = 90
@@ -59,9 +59,11 @@ def _read(today: date, start: str | None, end: str | None, overdue: str | None) 
 
 def _items(
     session: Any, today: date, start: str | None, end: str | None, overdue: str | None
-) -> tuple[Chosen, list[queries.WorklistItem]]:
+) -> tuple[Chosen, list[worklist_q.WorklistItem]]:
     chosen = _read(today, start, end, overdue)
-    items = queries.worklist(session, today=today, start=chosen.start, end=chosen.end, include_overdue=chosen.overdue)
+    items = worklist_q.worklist(
+        session, today=today, start=chosen.start, end=chosen.end, include_overdue=chosen.overdue
+    )
     return chosen, items
 
 

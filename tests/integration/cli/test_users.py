@@ -12,7 +12,7 @@ from sqlalchemy import select
 from db.accounts import verify_user
 from db.models import AuditEvent
 from dxa.cli import main
-from dxa.commands import _context
+from dxa.cli_support import context as _context
 from dxa.embedded import ensure_demo_user
 from services.users import ensure_first_admin
 from settings import load_settings

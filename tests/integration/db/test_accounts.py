@@ -15,7 +15,7 @@ from db.accounts import (
     verify_api_token,
     verify_user,
 )
-from db.exams import upsert_patient
+from db.patients import upsert_patient
 from ingest.report import PatientInfo
 
 

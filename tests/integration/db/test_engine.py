@@ -11,8 +11,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.engine import make_engine
-from db.exams import upsert_patient
 from db.models import Exam, Job
+from db.patients import upsert_patient
 from ingest.report import PatientInfo
 
 

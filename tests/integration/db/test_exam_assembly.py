@@ -8,11 +8,13 @@ from datetime import date
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from db.devices import find_or_create_device
 from db.engine import session_factory
-from db.exams import find_or_create_device, store_report, upsert_patient
 from db.files import register_source_file
 from db.history import save_evaluation
 from db.models import ComparisonRow, Device, Exam, Measurement, Patient
+from db.patients import upsert_patient
+from db.reports import store_report
 from ingest.report import PatientInfo
 from tests.integration.db.helpers import (
     GE,

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from db.accounts import list_audit_events
 from db.calibration import PrecisionRepeat, load_site_lscs, save_cross_calibration, save_precision_study
-from db.exams import find_or_create_device, store_report
+from db.devices import find_or_create_device
 from db.export import export_patient, export_patients
 from db.history import (
     REFUSED_COMPARISON,
@@ -21,6 +21,7 @@ from db.history import (
     save_evaluation,
 )
 from db.models import AlertRow, ComparisonRow, NextScanRow
+from db.reports import store_report
 from db.therapies import add_therapy, replace_therapies
 from monitor.model import Alert, Machine, Therapy
 from tests.integration.db.helpers import (

@@ -13,7 +13,6 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from db.engine import make_engine, session_factory
-from db.exams import upsert_patient
 from db.files import register_source_file
 from db.jobs import (
     claim_job,
@@ -29,6 +28,7 @@ from db.jobs import (
     worker_gone,
 )
 from db.models import Job, utcnow
+from db.patients import upsert_patient
 from ingest.report import PatientInfo
 from tests.conftest import clear_tables
 from tests.integration.db.helpers import sha

@@ -6,7 +6,6 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db.exams import add_measurements, list_conflicts, store_report
 from db.files import (
     UID_CONFLICT,
     claim_sop_instance_uid,
@@ -16,7 +15,9 @@ from db.files import (
     register_source_file,
     reset_for_reprocess,
 )
+from db.measurements import add_measurements, list_conflicts
 from db.models import Measurement, MeasurementConflict, SourceFile
+from db.reports import store_report
 from tests.integration.db.helpers import SPINE, report, sha, site
 
 

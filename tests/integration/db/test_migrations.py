@@ -12,9 +12,9 @@ from sqlalchemy import insert, inspect
 from sqlalchemy.exc import IntegrityError
 
 from db.engine import make_engine, session_factory
-from db.exams import store_report
 from db.migrate import current_revision, downgrade, head_revision, is_up_to_date, upgrade
 from db.models import Base, Measurement, utcnow
+from db.reports import store_report
 from tests.conftest import create_postgres_database, drop_postgres_database
 from tests.integration.db.helpers import report, site
 

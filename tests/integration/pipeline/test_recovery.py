@@ -24,9 +24,10 @@ import services.ingestion
 import services.intake
 import services.recovery
 import services.runner
-from db.exams import lock_patient, store_report
 from db.migrate import upgrade
 from db.models import ComparisonRow, SourceFile
+from db.patients import lock_patient
+from db.reports import store_report
 from ingest.parse import ParseLimits, parse_file
 from services.context import Context, build_context
 from settings import Settings

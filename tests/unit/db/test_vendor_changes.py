@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from db.exams import _vendor_changes
+from db.reports import _vendor_changes
 from ingest.report import DeviceIdentity, ParsedReport, PatientInfo, SiteMeasurement, VendorExtras, VendorHistoryRow
 
 

@@ -1,0 +1,149 @@
+"""Measurements of an exam: a file's site results added without ever overwriting one; a second
+file's different value kept as a conflict for QA (`monitor.assembly.bmd_agree` says what differs).
+Nothing here commits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.converters import measurement_provenance, measurement_row
+from db.models import Exam, Measurement, MeasurementConflict
+from db.patients import lock_patient
+from ingest.report import SiteMeasurement
+from monitor.assembly import bmd_agree
+
+
+def as_site(row: Measurement) -> SiteMeasurement:
+    at = row.provenance.get("bmd", {}).get("at", "") if isinstance(row.provenance, dict) else ""
+    return SiteMeasurement(
+        site=row.site,
+        side=row.side,
+        bmd=row.bmd,
+        t_score=row.t_score,
+        z_score=row.z_score,
+        bmc_g=row.bmc_g,
+        area_cm2=row.area_cm2,
+        provenance=str(at),
+    )
+
+
+@dataclass
+class MeasurementMerge:
+    """What adding one file's measurements to an exam did."""
+
+    added: list[Measurement] = field(default_factory=list)
+    confirmed: list[Measurement] = field(default_factory=list)
+    conflicts: list[MeasurementConflict] = field(default_factory=list)
+
+
+def record_conflict(
+    session: Session, kept: Measurement, value: SiteMeasurement, source_file_id: int | None
+) -> MeasurementConflict:
+    if source_file_id is not None:
+        already = session.scalars(
+            select(MeasurementConflict).where(
+                MeasurementConflict.measurement_id == kept.id,
+                MeasurementConflict.source_file_id == source_file_id,
+            )
+        ).one_or_none()
+        if already is not None:
+            return already
+    conflict = MeasurementConflict(
+        measurement_id=kept.id,
+        exam_id=kept.exam_id,
+        source_file_id=source_file_id,
+        site=kept.site,
+        side=kept.side,
+        accepted_bmd=kept.bmd,
+        conflicting_bmd=value.bmd,
+        conflicting_t_score=value.t_score,
+        conflicting_z_score=value.z_score,
+        provenance=value.provenance or None,
+        state="open",
+    )
+    session.add(conflict)
+    return conflict
+
+
+def add_measurements(
+    session: Session,
+    exam: Exam,
+    measurements: Iterable[SiteMeasurement],
+    *,
+    source_file_id: int | None = None,
+) -> MeasurementMerge:
+    """Add a file's site results to an exam without ever overwriting one.
+
+    A new site and side is added. The same BMD from another file (within `BMD_AGREEMENT_G_CM2`)
+    confirms the row and may fill its empty T/Z/BMC/area. A different BMD is recorded as a
+    `MeasurementConflict` for QA and the accepted value stays. Running the same file again changes
+    nothing.
+    """
+    result = merge_measurements(session, exam, measurements, source_file_id=source_file_id)
+    session.flush()
+    return result
+
+
+def merge_measurements(
+    session: Session,
+    exam: Exam,
+    measurements: Iterable[SiteMeasurement],
+    *,
+    source_file_id: int | None,
+    vendor: Mapping[tuple[str, str | None], dict[str, Any]] | None = None,
+) -> MeasurementMerge:
+    """`add_measurements` without the final flush; `vendor` (`vendor_provenance`) goes into new
+    rows' provenance before they are written (no second UPDATE of each row), and fills what a kept
+    row lacks."""
+    lock_patient(session, exam.patient_id)
+    result = MeasurementMerge()
+    current = {(m.site, m.side): m for m in exam.measurements}
+    for value in measurements:
+        key = (value.site, value.side)
+        kept = current.get(key)
+        if kept is None:
+            row = measurement_row(value, exam_id=exam.id, source_file_id=source_file_id)
+            extra = (vendor or {}).get(key)
+            if extra:
+                row.provenance = {**(row.provenance or {}), **extra}
+            exam.measurements.append(row)
+            current[key] = row
+            result.added.append(row)
+        elif bmd_agree(kept.bmd, value.bmd):
+            _fill_gaps(kept, value, source_file_id)
+            missing = {k: v for k, v in (vendor or {}).get(key, {}).items() if k not in (kept.provenance or {})}
+            if missing:
+                kept.provenance = {**(kept.provenance or {}), **missing}
+            result.confirmed.append(kept)
+        else:  # another file, or another report of the same file: QA sees both values
+            if kept.id is None:
+                session.flush()  # the kept row needs its id
+            result.conflicts.append(record_conflict(session, kept, value, source_file_id))
+    return result
+
+
+def _fill_gaps(kept: Measurement, value: SiteMeasurement, source_file_id: int | None) -> None:
+    origin = measurement_provenance(value, source_file_id)
+    provenance = dict(kept.provenance or {})
+    for name in ("t_score", "z_score", "bmc_g", "area_cm2"):
+        if getattr(kept, name) is None and getattr(value, name) is not None:
+            setattr(kept, name, getattr(value, name))
+            provenance[name] = origin[name]
+    if provenance != kept.provenance:
+        kept.provenance = provenance
+
+
+def list_conflicts(
+    session: Session, *, state: str | None = "open", exam_id: int | None = None
+) -> list[MeasurementConflict]:
+    stmt = select(MeasurementConflict).order_by(MeasurementConflict.id)
+    if state is not None:
+        stmt = stmt.where(MeasurementConflict.state == state)
+    if exam_id is not None:
+        stmt = stmt.where(MeasurementConflict.exam_id == exam_id)
+    return list(session.scalars(stmt))

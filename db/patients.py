@@ -1,0 +1,100 @@
+"""Patients: found by identifier for every caller, created or completed from a parsed file, and
+locked while one of their exams is assembled or evaluated.
+
+Nothing here commits (the caller's use case owns the transaction). The patient row is locked
+(`SELECT … FOR UPDATE` on PostgreSQL; SQLite serialises writers anyway) so two files of one exam
+processed at once cannot both create it, and an evaluation never saves over a newer one. A patient
+is locked at most once per transaction: the lock holds until the commit.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.converters import patient_values
+from db.inserts import insert_unless_exists
+from db.models import Patient
+from ingest.report import PatientInfo
+
+_LOCKED = "dxa_locked_patients"
+
+
+def _locked_patients(session: Session) -> dict[int, Patient]:
+    """The patients this session's current transaction has locked (row locks last until it ends),
+    held here too: the session's identity map keeps rows only while something refers to them."""
+    transaction = session.get_transaction()
+    held = session.info.get(_LOCKED)
+    if held is None or held[0] is not transaction:
+        held = (transaction, {})
+        session.info[_LOCKED] = held
+    locked: dict[int, Patient] = held[1]
+    return locked
+
+
+def lock_patient(session: Session, patient_id: int) -> Patient:
+    """Serialise work on one patient's exams (a row lock on PostgreSQL; a no-op on SQLite, where
+    `BEGIN IMMEDIATE` already serialises writers). Once per transaction: a second call finds the
+    lock held and the row in the session."""
+    held = _locked_patients(session).get(patient_id)
+    if held is not None:
+        return held
+    patient = session.scalars(select(Patient).where(Patient.id == patient_id).with_for_update()).one()
+    _locked_patients(session)[patient_id] = patient
+    return patient
+
+
+class AmbiguousPatient(LookupError):
+    """One identifier names patients of several issuers: the caller must say which."""
+
+    def __init__(self, issuers: list[str]) -> None:
+        super().__init__("identifier used by several issuers")
+        self.issuers = issuers
+
+
+def find_patient(session: Session, identifier: str, issuer: str | None = None) -> Patient | None:
+    """The patient an identifier names, for every caller (pages, API, imports). Without `issuer`,
+    any issuer's patient of that identifier, unless several have it (`AmbiguousPatient`: picking
+    one would risk the wrong patient); with it, exactly that issuer's."""
+    stmt = select(Patient).where(Patient.identifier == identifier.strip())
+    if issuer is not None:
+        stmt = stmt.where(Patient.issuer == issuer.strip())
+    found = list(session.scalars(stmt.limit(10)))
+    if len(found) > 1:
+        raise AmbiguousPatient(sorted(p.issuer for p in found))
+    return found[0] if found else None
+
+
+def upsert_patient(session: Session, info: PatientInfo) -> Patient:
+    """The patient row for (identifier, issuer); demographics fill gaps but never overwrite, since
+    an old archive back-loaded later must not replace what newer files said."""
+    return _upsert_patient(session, info, lock=False)[0]
+
+
+def _upsert_patient(session: Session, info: PatientInfo, *, lock: bool) -> tuple[Patient, bool]:
+    """(patient, created); with `lock`, the row is locked for this transaction as it is read (one
+    query for both). A row this transaction inserted is as good as locked: nobody else sees it."""
+    values = patient_values(info)
+    if not values["identifier"]:
+        raise ValueError("patient identifier is empty")
+    stmt = select(Patient).where(Patient.identifier == values["identifier"], Patient.issuer == values["issuer"])
+    if lock:
+        stmt = stmt.with_for_update()
+    patient = session.scalars(stmt).one_or_none()
+    created = False
+    if patient is None:
+        patient = insert_unless_exists(session, Patient, values, ["identifier", "issuer"])
+        created = patient is not None
+        if patient is None:  # a concurrent transaction created it first (and has committed)
+            patient = session.scalars(stmt).one()
+    if lock:
+        _locked_patients(session)[patient.id] = patient
+    for name in ("name", "birth_date", "sex"):
+        if getattr(patient, name) is None and values[name] is not None:
+            setattr(patient, name, values[name])
+    return patient, created
+
+
+def upsert_patient_locked(session: Session, info: PatientInfo) -> tuple[Patient, bool]:
+    """(patient, created), the row locked for this transaction as it is read (one query for both)."""
+    return _upsert_patient(session, info, lock=True)

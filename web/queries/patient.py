@@ -1,0 +1,310 @@
+"""One patient: exams with machines and measurements, comparisons, therapies, next scan and open
+alerts, read in a few plain-column queries. Whether two exams are on one machine is asked of
+`monitor.identity`, as the comparisons do, so the charts never join what the evaluation refused.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.models import AlertRow, ComparisonRow, Device, Exam, Measurement, NextScanRow, Patient, TherapyRow
+from monitor.identity import machine_key
+from monitor.model import Machine
+
+SITE_NAMES = {
+    "femoral_neck": "Femoral neck",
+    "total_hip": "Total hip",
+    "trochanter": "Trochanter",
+    "intertrochanter": "Intertrochanter",
+    "wards": "Ward's triangle",
+    "radius_33": "1/3 radius",
+    "radius_ud": "Ultradistal radius",
+    "radius_total": "Total radius",
+    "total_body": "Total body",
+}
+
+
+def site_label(site: str, side: str | None) -> str:
+    name = SITE_NAMES.get(site, site if site.startswith("L") else site.replace("_", " "))
+    if side == "mean":
+        return f"{name} (mean of both sides)"
+    return f"{name} ({side})" if side else name
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    pk: int
+    manufacturer: str
+    model: str
+    serial: str | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.manufacturer} {self.model} ({'S/N ' + self.serial if self.serial else 'no serial'})"
+
+
+@dataclass(frozen=True)
+class MeasurementView:
+    site: str
+    side: str | None
+    bmd: float
+    t_score: float | None
+    z_score: float | None
+    provenance: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ExamView:
+    pk: int
+    exam_id: str
+    date: date
+    device: DeviceView
+    machine_key: str  # equal only for exams on the very same serial-identified machine
+    measurements: tuple[MeasurementView, ...]
+    software_version: str | None
+
+
+@dataclass(frozen=True)
+class ComparisonView:
+    site: str
+    side: str | None
+    from_exam: str
+    to_exam: str
+    from_date: date
+    to_date: date
+    from_device: str
+    to_device: str
+    reference: str
+    status: str
+    delta_g_cm2: float | None
+    percent_change: float | None
+    lsc_g_cm2: float | None
+    lsc_source: str | None
+    significance: str | None
+    dissimilar: bool
+    reason: str | None
+    vendor_percent_change: float | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.status.startswith("rejected")
+
+
+@dataclass(frozen=True)
+class TherapyView:
+    pk: int
+    agent: str
+    drug_class: str
+    start: date
+    stop: date | None
+    glucocorticoid: bool
+
+
+@dataclass(frozen=True)
+class NextScanView:
+    due: date | None
+    rule_id: str | None
+    reason: str
+    alerts: tuple[dict[str, Any], ...]
+    who_category: str | None
+    z_below_expected: bool
+
+
+@dataclass(frozen=True)
+class PatientDetail:
+    pk: int
+    patient_id: str
+    issuer: str
+    name: str | None
+    birth_date: date | None
+    sex: str | None
+    exams: tuple[ExamView, ...]
+    comparisons: tuple[ComparisonView, ...]
+    therapies: tuple[TherapyView, ...]
+    next_scan: NextScanView | None
+    open_alerts: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+
+def _machine_key(manufacturer: str, model: str, serial: str | None, exam_pk: int) -> str:
+    """Equal for two exams exactly when `monitor.identity` calls their machines the same; a machine
+    without a serial is never the same as anything, not even itself."""
+    key = machine_key(Machine(manufacturer, model, serial))
+    return "machine:" + "|".join(key) if key is not None else f"weak-exam{exam_pk}"
+
+
+def vendor_change(provenance: dict[str, Any], reference: str) -> float | None:
+    """The vendor's printed % change for this measurement, when ingestion kept it.
+
+    Expected under `provenance["vendor_change_pct"] = {"baseline": x, "previous": y}`; absent
+    until ingestion stores it there (see the report to the db/ingest owners).
+    """
+    printed = provenance.get("vendor_change_pct") if isinstance(provenance, dict) else None
+    if isinstance(printed, dict):
+        value = printed.get(reference)
+        if isinstance(value, int | float):
+            return float(value)
+    return None
+
+
+def _exam_views(session: Session, patient_pk: int) -> list[ExamView]:
+    """The patient's exams in date order, each with its device and measurements, in one query.
+
+    Plain columns rather than ORM objects: building and tracking entities for every measurement
+    cost more than the whole query on a patient followed for years.
+    """
+    rows = session.execute(
+        select(
+            Exam.id,
+            Exam.exam_date,
+            Exam.software_version,
+            Device.id,
+            Device.manufacturer,
+            Device.model,
+            Device.serial,
+            Device.identity_strength,
+            Measurement.site,
+            Measurement.side,
+            Measurement.bmd,
+            Measurement.t_score,
+            Measurement.z_score,
+            Measurement.provenance,
+        )
+        .join(Device, Device.id == Exam.device_id)
+        .outerjoin(Measurement, Measurement.exam_id == Exam.id)
+        .where(Exam.patient_id == patient_pk)
+        .order_by(Exam.exam_date, Exam.id, Measurement.site, Measurement.side)
+    ).all()
+    heads: dict[int, tuple[Any, ...]] = {}
+    measurements: dict[int, list[MeasurementView]] = defaultdict(list)
+    for exam_pk, day, software, device_pk, maker, model, serial, strength, site, side, bmd, t, z, prov in rows:
+        heads.setdefault(exam_pk, (day, software, device_pk, maker, model, serial, strength))
+        if site is not None:
+            measurements[exam_pk].append(MeasurementView(site, side, bmd, t, z, dict(prov or {})))
+    return [
+        ExamView(
+            pk=exam_pk,
+            exam_id=str(exam_pk),
+            date=day,
+            device=DeviceView(device_pk, maker, model, serial),
+            machine_key=_machine_key(maker, model, serial, exam_pk),
+            measurements=tuple(measurements[exam_pk]),
+            software_version=software,
+        )
+        for exam_pk, (day, software, device_pk, maker, model, serial, strength) in heads.items()
+    ]
+
+
+def patient_detail(session: Session, patient: Patient) -> PatientDetail:
+    exams = _exam_views(session, patient.id)
+    exam_views = {exam.pk: exam for exam in exams}
+    comparisons = []
+    for row in session.execute(
+        select(
+            ComparisonRow.site,
+            ComparisonRow.side,
+            ComparisonRow.from_exam_id,
+            ComparisonRow.to_exam_id,
+            ComparisonRow.reference,
+            ComparisonRow.status,
+            ComparisonRow.delta_g_cm2,
+            ComparisonRow.percent_change,
+            ComparisonRow.lsc_g_cm2,
+            ComparisonRow.lsc_source,
+            ComparisonRow.significance,
+            ComparisonRow.dissimilar,
+            ComparisonRow.reason,
+        )
+        .where(ComparisonRow.patient_id == patient.id)
+        .order_by(ComparisonRow.position)
+    ):
+        src, dst = exam_views.get(row.from_exam_id), exam_views.get(row.to_exam_id)
+        if src is None or dst is None:
+            continue
+        provenance = next((m.provenance for m in dst.measurements if m.site == row.site and m.side == row.side), {})
+        vendor = vendor_change(provenance, row.reference)
+        comparisons.append(
+            ComparisonView(
+                site=row.site,
+                side=row.side,
+                from_exam=src.exam_id,
+                to_exam=dst.exam_id,
+                from_date=src.date,
+                to_date=dst.date,
+                from_device=src.device.label,
+                to_device=dst.device.label,
+                reference=row.reference,
+                status=row.status,
+                delta_g_cm2=row.delta_g_cm2,
+                percent_change=row.percent_change,
+                lsc_g_cm2=row.lsc_g_cm2,
+                lsc_source=row.lsc_source,
+                significance=row.significance,
+                dissimilar=row.dissimilar,
+                reason=row.reason,
+                vendor_percent_change=vendor,
+            )
+        )
+    therapies = tuple(
+        TherapyView(*row)
+        for row in session.execute(
+            select(
+                TherapyRow.id,
+                TherapyRow.agent,
+                TherapyRow.drug_class,
+                TherapyRow.start_date,
+                TherapyRow.stop_date,
+                TherapyRow.glucocorticoid,
+            )
+            .where(TherapyRow.patient_id == patient.id)
+            .order_by(TherapyRow.start_date)
+        )
+    )
+    nxt_row = session.execute(
+        select(
+            NextScanRow.due,
+            NextScanRow.rule_id,
+            NextScanRow.reason,
+            NextScanRow.alerts,
+            NextScanRow.who_category,
+            NextScanRow.z_below_expected,
+        ).where(NextScanRow.patient_id == patient.id)
+    ).first()
+    nxt = (
+        NextScanView(
+            due=nxt_row.due,
+            rule_id=nxt_row.rule_id,
+            reason=nxt_row.reason,
+            alerts=tuple(a if isinstance(a, dict) else {"code": str(a), "message": str(a)} for a in nxt_row.alerts),
+            who_category=nxt_row.who_category,
+            z_below_expected=nxt_row.z_below_expected,
+        )
+        if nxt_row
+        else None
+    )
+    open_alerts = tuple(
+        {"code": code, "message": message, "raised_at": raised_at.date().isoformat()}
+        for code, message, raised_at in session.execute(
+            select(AlertRow.code, AlertRow.message, AlertRow.raised_at)
+            .where(AlertRow.patient_id == patient.id, AlertRow.state == "open")
+            .order_by(AlertRow.id)
+        )
+    )
+    return PatientDetail(
+        pk=patient.id,
+        patient_id=patient.identifier,
+        issuer=patient.issuer,
+        name=patient.name,
+        birth_date=patient.birth_date,
+        sex=patient.sex,
+        exams=tuple(exams),
+        comparisons=tuple(comparisons),
+        therapies=therapies,
+        next_scan=nxt,
+        open_alerts=open_alerts,
+    )

@@ -1,0 +1,160 @@
+"""The patients list: one page of patients with their last exam, WHO category, latest comparison
+per primary site, next scan and open alerts, chosen so that a deep page stays cheap at 100 000
+patients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from db.models import AlertRow, Exam, NextScanRow, Patient
+from web.latest_change import SiteChange, latest_changes
+from web.queries.patient import site_label
+
+PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class PatientSummary:
+    pk: int
+    patient_id: str
+    issuer: str
+    name: str | None
+    last_exam: date | None
+    who_category: str | None
+    latest_change: str | None
+    latest_significance: str | None
+    next_due: date | None
+    overdue: bool
+    open_alerts: int
+    changes: tuple[SiteChange, ...] = ()  # per primary site, the latest comparison's verdict
+
+
+def _conditions(q: str, overdue: bool, alerts: bool, today: date) -> list[ColumnElement[bool]]:
+    """The filters of the patients list, as conditions on `Patient`.
+
+    The search is a case-insensitive substring of the identifier or the name. On PostgreSQL,
+    migration 0002 adds trigram indexes on exactly these `lower(...)` expressions when pg_trgm is
+    available, so the search does not read all patients; elsewhere it is a scan.
+    """
+    conditions: list[ColumnElement[bool]] = []
+    text = q.strip()
+    if text:
+        like = f"%{text.lower()}%"
+        conditions.append(or_(func.lower(Patient.identifier).like(like), func.lower(Patient.name).like(like)))
+    if overdue:
+        conditions.append(
+            select(NextScanRow.patient_id).where(NextScanRow.patient_id == Patient.id, NextScanRow.due < today).exists()
+        )
+    if alerts:
+        conditions.append(_has_open_alert(Patient.id))
+    return conditions
+
+
+def _has_open_alert(patient_id: ColumnElement[int] | InstrumentedAttribute[int]) -> ColumnElement[bool]:
+    return select(AlertRow.id).where(AlertRow.patient_id == patient_id, AlertRow.state == "open").exists()
+
+
+def _count_patients(session: Session, q: str, overdue: bool, alerts: bool, today: date) -> int:
+    """How many patients pass the filters, counted from the table that narrows them most.
+
+    Counting `patients` joined to the filters makes the database hash-join all 100 000 patients
+    for an overdue or alerts count; counting the overdue next scans (index on next_scans (due,
+    patient_id)) or the patients with an open alert (index on alerts (patient_id, state)) reads
+    only those indexes. A search narrows most, so with one the count starts from the matches.
+    """
+    if overdue and not q.strip():
+        stmt = select(func.count()).select_from(NextScanRow).where(NextScanRow.due < today)
+        if alerts:
+            stmt = stmt.where(_has_open_alert(NextScanRow.patient_id))
+    elif alerts and not q.strip():
+        stmt = select(func.count(AlertRow.patient_id.distinct())).where(AlertRow.state == "open")
+    else:
+        stmt = select(func.count()).select_from(Patient).where(*_conditions(q, overdue, alerts, today))
+    return session.scalar(stmt) or 0
+
+
+def list_patients(
+    session: Session,
+    *,
+    today: date,
+    q: str = "",
+    overdue: bool = False,
+    alerts: bool = False,
+    page: int = 1,
+    page_size: int = PAGE_SIZE,
+) -> tuple[list[PatientSummary], int]:
+    """One page of patients (by identifier) with the columns of the patients page, and the total.
+
+    The page is chosen on `patients` alone, walking its (identifier, issuer, id) index, and only
+    its rows are then joined to their next scan, last exam and open alerts: joining first would
+    make the database join every patient before the OFFSET of a deep page.
+    """
+    total = _count_patients(session, q, overdue, alerts, today)
+    chosen = (
+        select(Patient.id, Patient.identifier, Patient.issuer)
+        .where(*_conditions(q, overdue, alerts, today))
+        .order_by(Patient.identifier, Patient.issuer)
+        .limit(page_size)
+        .offset((max(page, 1) - 1) * page_size)
+        .subquery()
+    )
+    last_exam = select(func.max(Exam.exam_date)).where(Exam.patient_id == chosen.c.id).scalar_subquery()
+    open_alerts = (
+        select(func.count())
+        .select_from(AlertRow)
+        .where(AlertRow.patient_id == chosen.c.id, AlertRow.state == "open")
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        select(
+            Patient.id,
+            Patient.identifier,
+            Patient.issuer,
+            Patient.name,
+            NextScanRow.due,
+            NextScanRow.who_category,
+            last_exam,
+            open_alerts,
+        )
+        .select_from(chosen)
+        .join(Patient, Patient.id == chosen.c.id)
+        .outerjoin(NextScanRow, NextScanRow.patient_id == chosen.c.id)
+        .order_by(chosen.c.identifier, chosen.c.issuer)
+    ).all()
+    if not rows:
+        return [], total
+    changes = latest_changes(session, [row.id for row in rows])
+    result = []
+    for pk, identifier, issuer, name, due, who, last, alert_count in rows:
+        sites = changes.get(pk, ())
+        change = _headline(sites)
+        result.append(
+            PatientSummary(
+                pk=pk,
+                patient_id=identifier,
+                issuer=issuer,
+                name=name,
+                last_exam=last,
+                who_category=who,
+                latest_change=change[0] if change else None,
+                latest_significance=change[1] if change else None,
+                next_due=due,
+                overdue=due is not None and due < today,
+                open_alerts=alert_count or 0,
+                changes=sites,
+            )
+        )
+    return result, total
+
+
+def _headline(sites: tuple[SiteChange, ...]) -> tuple[str, str] | None:
+    """The first primary site's latest verdict as one text (the `latest_change` of the API)."""
+    if not sites:
+        return None
+    c = sites[0]
+    pct = f" {c.percent_change:+.2f} %" if c.percent_change is not None and not c.status.startswith("rejected") else ""
+    return f"{site_label(c.site, c.side)}: {c.verdict}{pct} ({c.when.isoformat()})", c.significance or c.verdict
