@@ -629,6 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mutants", type=int, default=10_000)
     ap.add_argument("--files", type=int, default=10_000)
+    ap.add_argument("--embedded-files", type=int, default=None, help="default: --files")
     ap.add_argument("--users", type=int, default=50)
     ap.add_argument("--modes", default="mutants,embedded,celery")
     ap.add_argument("--max-minutes", type=float, default=20.0, help="per pipeline phase")
@@ -644,7 +645,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  ... {phases[-1].name}: done", flush=True)
         batch = build_batch(args.files) if modes & {"embedded", "celery"} else []
         if "embedded" in modes:
-            phases.append(run_embedded(batch, args.users, secrets, base, args.max_minutes * 60))
+            small = batch if args.embedded_files is None else build_batch(args.embedded_files)
+            phases.append(run_embedded(small, args.users, secrets, base, args.max_minutes * 60))
             print(f"  ... {phases[-1].name}: done", flush=True)
         if "celery" in modes:
             phases.append(run_celery(batch, args.users, secrets, base, args.max_minutes * 60))

@@ -81,11 +81,12 @@ def test_watcher_refuses_records_and_moves_aside(tmp_path: Path, caplog: pytest.
         watch_once(ctx, tracker, rule)
     with ctx.sessions() as session:
         events = list(session.scalars(select(AuditEvent).where(AuditEvent.action == "inbox_entry_refused")))
-    # "modality" is empty too now that its file was claimed: recorded, and left in place
+    # empty folders (and "modality", emptied by the claim) are counted and logged, never recorded
     kinds = sorted(e.detail["kind"] for e in events)
-    assert kinds == ["empty_folder", "empty_folder", "fifo", "socket", "symlink", "symlink", "symlink"]
+    assert kinds == ["fifo", "socket", "symlink", "symlink", "symlink"]
+    assert "1 entry is not a regular file, refused (1 empty_folder)" in caplog.text
     with ctx.sessions() as session:
-        assert snapshot(session).inbox_refused == 7  # what /metrics and `dxa status` report
+        assert snapshot(session).inbox_refused == 5  # what /metrics and `dxa status` report
     remaining = {p.name for p in inbox.rglob("*")}
     assert remaining == {"sub", f"{SECRET}_empty", "modality"}  # the claimed file left; folders stay
     moved = list((settings.quarantine_dir / inbox_entries.FOLDER).iterdir())
