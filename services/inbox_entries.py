@@ -85,13 +85,24 @@ def refuse(ctx: Context, inbox: Path, new: list[tuple[str, str]], persisting: li
 
 def _move_aside(quarantine_dir: Path, path: str, kind: str, ident: str) -> str | None:
     """Rename the entry itself (never what it points to) into quarantine; None when it cannot be
-    (gone already, or on another volume: then it stays, recorded)."""
+    (gone already, or a socket or device on another volume: then it stays, recorded). Across
+    volumes a symlink is made again from its text (`readlink`, which reads the link, never its
+    target) and a FIFO is made again, then the original is removed."""
     folder = quarantine_dir / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     dest = folder / f"{ident}-{stamp}.{kind}"
     try:
-        os.rename(path, dest)
+        try:
+            os.rename(path, dest)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV or kind not in ("symlink", "fifo"):
+                raise
+            if kind == "symlink":
+                os.symlink(os.readlink(path), dest)
+            else:
+                os.mkfifo(dest)
+            os.unlink(path)
     except OSError as exc:
         if exc.errno not in (errno.ENOENT, errno.EXDEV):
             log.warning("inbox: entry %s could not be moved aside (%s)", ident, type(exc).__name__)

@@ -95,3 +95,26 @@ def test_watcher_refuses_records_and_moves_aside(tmp_path: Path, caplog: pytest.
     assert SECRET not in caplog.text
     assert all(SECRET not in p.name for p in settings.quarantine_dir.rglob("*"))
     assert all(SECRET not in str(e.detail) for e in events)
+
+
+def test_links_and_fifos_leave_an_inbox_on_another_volume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An inbox on its own volume (a share, a tmpfs): rename fails with EXDEV; the link is made again
+    from its text and the FIFO made again in quarantine, and the originals leave the inbox."""
+    import errno
+
+    inbox, target = _odd_inbox(tmp_path)
+    quarantine = tmp_path / "q"
+    real_rename = os.rename
+
+    def cross_device(src: object, dst: object) -> None:
+        if str(src).startswith(str(inbox)):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real_rename(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "rename", cross_device)
+    moved = inbox_entries._move_aside(quarantine, str(inbox / f"{SECRET}.dcm"), "symlink", "abc")
+    assert moved is not None and not os.path.lexists(inbox / f"{SECRET}.dcm")
+    assert os.readlink(quarantine / moved) == str(target) and target.exists()
+    assert inbox_entries._move_aside(quarantine, str(inbox / f"{SECRET}.fifo"), "fifo", "def") is not None
+    assert not os.path.lexists(inbox / f"{SECRET}.fifo")
+    assert inbox_entries._move_aside(quarantine, str(inbox / "s.sock"), "socket", "ghi") is None  # stays, recorded
