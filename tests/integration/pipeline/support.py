@@ -484,8 +484,14 @@ def check_accounting(data_dir: Path, inbox: Path, batch: list[BatchFile], sessio
         by_sha = {r.sha256: r for r in rows}
         for sha, path in state.archived.items():
             row = by_sha[sha]
-            assert row.status == "ingested" and row.stored_path == str(path), (row.status, row.stored_path, path)
-            assert row.exam_id is not None or row.patient_id is not None or row.format is not None
+            # a re-encoded copy of an ingested instance is archived too, as a duplicate of its first copy
+            assert row.status in ("ingested", "duplicate") and row.stored_path == str(path), (
+                row.status,
+                row.stored_path,
+                path,
+            )
+            linked = row.exam_id is not None or row.patient_id is not None or row.format is not None
+            assert row.status == "duplicate" or linked
         for sha, (_code, path, _) in state.quarantined.items():
             row = by_sha[sha]
             assert row.status == "quarantined" and row.stored_path == str(path), (row.status, row.stored_path, path)
