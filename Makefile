@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export DXA_DATA_DIR ?= $(CURDIR)/var
 export DXA_INBOX ?= $(CURDIR)/var/inbox
 
-.PHONY: run test lint typecheck unit bench soak clean install system-deps
+.PHONY: run test messages lint typecheck unit bench soak clean install system-deps
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,12 @@ soak: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
+
+# Messages people read: extract into web/locale/messages.pot and merge into each language's .po
+# (translate the new entries there; the .po files are read directly at start, no compile step).
+messages: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg -k _ -k N_ -k gettext -k ngettext:1,2 --no-location --sort-output -o web/locale/messages.pot .
+	$(BIN)/pybabel update -i web/locale/messages.pot -d web/locale -D messages --no-fuzzy-matching
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -536,6 +536,7 @@ class User(Timestamped, Base):
     role: Mapped[str] = mapped_column(String(16))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     last_login_at: Mapped[datetime | None]
+    locale: Mapped[str | None] = mapped_column(String(16))  # dashboard language; NULL follows the browser
 
 
 class ApiToken(Base):

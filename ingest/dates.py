@@ -34,6 +34,20 @@ _MONTHS = {name: i for i, names in enumerate(_MONTH_NAMES, start=1) for name in 
 _PART = re.compile(r"\d+|[^\W\d_]+")
 
 
+_MONTH_FIRST = re.compile(r"^\s*[^\W\d_]{3,10}\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4}")
+_DAY_FIRST = re.compile(r"^\s*\d{1,2}(?:st|nd|rd|th|er|\.)?[\s-]+(?:de\s+)?[^\W\d_]{3,10}")
+
+
+def locale_order(text: str) -> DateOrder | None:
+    """The numeric day/month order of the locale a word date was printed in: "July 7, 2015" (US)
+    prints 07/07/2015 month first, "7 July 2015" prints day first; None for a numeric date."""
+    if _MONTH_FIRST.match(text) and parse_date(text, "DMY") is not None:
+        return "MDY"
+    if _DAY_FIRST.match(text) and parse_date(text, "DMY") is not None:
+        return "DMY"
+    return None
+
+
 def parse_date(text: str, order: DateOrder) -> date | None:
     """The date in `text`, or None when it is not a complete date (two-digit years are refused)."""
     parts = _PART.findall(text)

@@ -25,6 +25,8 @@ from db.accounts import (
     set_password,
 )
 from db.models import User
+from services.audit import Actor, record
+from services.context import Context
 from settings import Settings
 
 log = logging.getLogger("dxa")
@@ -120,3 +122,19 @@ def ensure_first_admin(sessions: sessionmaker[Session], settings: Settings) -> s
         add(session, settings.admin_user, settings.admin_password, "admin", actor="first-start")
         log.info("first administrator account created from DXA_ADMIN_USER")
         return settings.admin_user
+
+
+LANGUAGES = ("en", "zh_CN")
+
+
+def set_language(ctx: Context, actor: Actor, locale: str | None) -> None:
+    """The signed-in user's dashboard language (`en`, `zh_CN`; None follows the browser), kept on
+    the account so it follows the user to any browser; audited."""
+    if locale is not None and locale not in LANGUAGES:
+        raise ValueError(f"unknown language {locale!r}")
+    with ctx.sessions.begin() as session:
+        user = session.get(User, actor.user_id) if actor.user_id is not None else None
+        if user is None:
+            raise LookupError("no such user")
+        user.locale = locale
+        record(session, actor, "language_chosen", None, locale=locale or "browser")

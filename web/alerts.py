@@ -14,16 +14,23 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import AlertRow
+from web.i18n import N_
 
 MEANING = {
-    "denosumab_stopped": "Stopping denosumab without a follow-on antiresorptive is followed by rapid bone loss "
-    "and multiple vertebral fractures within months.",
-    "loss_on_treatment": "A loss beyond the least significant change while on treatment suggests poor adherence, "
-    "a secondary cause, or a treatment that is not working.",
-    "loss_on_holiday": "Bone loss beyond the least significant change during a drug holiday is a reason to end it.",
-    "loss_untreated": "A loss beyond the least significant change is real, not measurement noise.",
-    "scan_too_early": "Over short intervals most changes are measurement noise; the sentence says whether this one "
-    "exceeded the least significant change anyway.",
+    "denosumab_stopped": N_(
+        "Stopping denosumab without a follow-on antiresorptive is followed by rapid bone loss "
+        "and multiple vertebral fractures within months."
+    ),
+    "loss_on_treatment": N_(
+        "A loss beyond the least significant change while on treatment suggests poor adherence, "
+        "a secondary cause, or a treatment that is not working."
+    ),
+    "loss_on_holiday": N_("Bone loss beyond the least significant change during a drug holiday is a reason to end it."),
+    "loss_untreated": N_("A loss beyond the least significant change is real, not measurement noise."),
+    "scan_too_early": N_(
+        "Over short intervals most changes are measurement noise; the sentence says whether this one "
+        "exceeded the least significant change anyway."
+    ),
 }
 
 

@@ -8,12 +8,13 @@ page queues (a precision study's re-evaluations, a file to re-process) starts at
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,13 +24,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from db.engine import make_engine, session_factory
 from services.context import Context
+from services.logsafe import describe
 from web import filters
 from web.auth import CsrfFailed, Forbidden, LoginRequired, is_api, load_secret_key
 from web.deps import Services, User, render
 from web.metrics import BrokerDepth, OperationsCollector, make_registry
-from web.routes import alerts, auth_routes, operations, patients, qa, qa_devices, qa_records, worklist
+from web.routes import alerts, auth_routes, language, operations, patients, qa, qa_devices, qa_records, worklist
 
 HERE = Path(__file__).resolve().parent
+log = logging.getLogger(__name__)
 SESSION_COOKIE = "dxa_session"
 
 _SECURITY_HEADERS = [
@@ -42,6 +45,35 @@ _SECURITY_HEADERS = [
         b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     ),
 ]
+
+
+class QuietErrors:
+    """The outermost layer: an exception no handler took becomes a plain 500, logged by type and
+    place only. Left to the server, it would be logged with its text, and a database error's text
+    quotes the statement's parameters (a patient's name or ID in a search, an audit row)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception as exc:
+            log.warning("request failed (%s)", describe(exc))
+            if not started:
+                await PlainTextResponse("Internal error: the request could not be completed.", 500)(
+                    scope, receive, send
+                )
 
 
 class SecurityHeaders:
@@ -110,10 +142,11 @@ def create_app(
         https_only=False,  # SecurityHeaders adds Secure per request when served over https
     )
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(QuietErrors)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.state.operations = OperationsCollector(read_sessions, broker_depth)
     app.state.metrics_registry = make_registry(read_sessions, broker_depth)
-    for module in (auth_routes, patients, alerts, worklist, qa, qa_devices, qa_records, operations):
+    for module in (auth_routes, language, patients, alerts, worklist, qa, qa_devices, qa_records, operations):
         app.include_router(module.router)
     _install_error_handlers(app)
 

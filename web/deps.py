@@ -13,12 +13,15 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response
 from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from db.models import User as UserRow
 from monitor.config import MonitoringConfig
 from services.audit import Actor
 from services.context import Context
 from settings import Settings
+from web import i18n
 from web.auth import CLINICAL_ROLES, QA_ROLES, CurrentUser, Forbidden, authenticate, csrf_token
 
 
@@ -79,13 +82,28 @@ User = Annotated[CurrentUser, Depends(any_user)]
 QaUser = Annotated[CurrentUser, Depends(qa_user)]
 
 
+def request_locale(request: Request) -> str:
+    """The signed-in user's saved language, else the browser's, else English (web.i18n)."""
+    user = getattr(request.state, "user", None)
+    saved = None
+    if user is not None:
+        with services(request).read_sessions() as session:
+            saved = session.scalar(select(UserRow.locale).where(UserRow.id == user.id))
+    return i18n.choose(saved, request.headers.get("accept-language"))
+
+
 def render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
     app = services(request)
+    locale = request_locale(request)
+    i18n.activate(locale)
     base = {
         "user": getattr(request.state, "user", None),
         "csrf": csrf_token(request),
         "today": app.today(),
         "path": request.url.path,
+        "locale": locale,
+        "locales": i18n.LOCALES,
+        "html_lang": "zh-Hans" if locale == "zh_CN" else "en",
     }
     response: Response = app.templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
     return response

@@ -8,8 +8,10 @@ from urllib.parse import quote, urlencode
 
 from jinja2 import Environment
 
-from web.queries.patient import site_label
+from web import i18n
+from web.queries.patient import SITE_NAMES, site_label
 
+N_ = i18n.N_
 STATUS_TEXT = {
     "ok": "Compared",
     "ok_cross_calibrated": "Compared (cross-calibrated)",
@@ -31,11 +33,8 @@ def fmt_num(value: Any, digits: int = 3, signed: bool = False) -> str:
 
 
 def fmt_date(value: date | datetime | None) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M UTC")
-    return value.isoformat()
+    """As the request's locale writes dates (web.i18n.day)."""
+    return i18n.day(value)
 
 
 def person_name(value: str | None) -> str:
@@ -62,13 +61,35 @@ def person_name(value: str | None) -> str:
     return alphabetic or ideographic or "—"
 
 
+def localized_site(site: str, side: str | None = None) -> str:
+    """A site and side in the request's language (骨密度 reports: 腰椎, 股骨颈, 全髋 …)."""
+    if i18n.current() == i18n.DEFAULT:
+        return site_label(site, side)
+    name = i18n.gettext(SITE_NAMES[site]) if site in SITE_NAMES else site.replace("_", " ")
+    if site.startswith("L") and "-" in site:
+        name = i18n.gettext("Lumbar spine") + " " + site
+    sides = {"left": i18n.gettext("left"), "right": i18n.gettext("right"), "mean": i18n.gettext("mean of both sides")}
+    return f"{name}（{sides[side]}）" if side in sides else name
+
+
+def site_title(site: str, side: str | None = None) -> str:
+    """A per-site heading: the spine names its analysed set ("Lumbar spine L1-L4", "腰椎 L1-L4")."""
+    if site.startswith("L") and "-" in site:
+        return i18n.gettext("Lumbar spine") + " " + site
+    return localized_site(site, side)
+
+
 def install(env: Environment) -> None:
+    env.add_extension("jinja2.ext.i18n")
+    env.install_gettext_callables(i18n.gettext, i18n.ngettext, newstyle=True)  # type: ignore[attr-defined]
     env.filters["num"] = fmt_num
     env.filters["day"] = fmt_date
-    env.filters["site"] = lambda site, side=None: site_label(site, side)
-    env.filters["status_text"] = lambda status: STATUS_TEXT.get(status, status)
+    env.filters["site"] = localized_site
+    env.filters["site_title"] = site_title
+    env.filters["status_text"] = lambda status: i18n.gettext(STATUS_TEXT[status]) if status in STATUS_TEXT else status
     env.filters["person"] = person_name
-    env.filters["who_text"] = lambda who: WHO_TEXT.get(who, who or "—")
+    env.filters["who_text"] = lambda who: i18n.gettext(WHO_TEXT[who]) if who in WHO_TEXT else (who or "—")
+    env.filters["t"] = lambda text: i18n.gettext(text) if text else text
     env.globals["patient_url"] = patient_url
 
 

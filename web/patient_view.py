@@ -20,17 +20,21 @@ from monitor.model import Exam as CoreExam
 from monitor.model import Machine, Therapy
 from monitor.model import Measurement as CoreMeasurement
 from monitor.schedule import current_therapy, in_effect
+from web.i18n import N_
 from web.queries.patient import ComparisonView, ExamView, PatientDetail, TherapyView, site_label
 
 PRIMARY_SITES = ("spine", "total_hip", "femoral_neck", "radius_33")
 LSC_SOURCE_TEXT = {
-    "study": ("machine's precision study", "From this machine's precision study: 2.77 × RMS-SD (ISCD)."),
-    "vendor": ("printed by the machine", "The LSC the machine printed on its report (no local precision study)."),
-    "default": (
-        "configured default",
-        "No precision study and no printed LSC for this machine: the configured default percentage of the BMD.",
+    "study": (N_("machine's precision study"), N_("From this machine's precision study: 2.77 × RMS-SD (ISCD).")),
+    "vendor": (
+        N_("printed by the machine"),
+        N_("The LSC the machine printed on its report (no local precision study)."),
     ),
-    "crosscal": ("cross-calibration", "Generalized LSC of the cross-calibration between the two machines."),
+    "default": (
+        N_("configured default"),
+        N_("No precision study and no printed LSC for this machine: the configured default percentage of the BMD."),
+    ),
+    "crosscal": (N_("cross-calibration"), N_("Generalized LSC of the cross-calibration between the two machines.")),
 }
 
 
@@ -49,11 +53,11 @@ class Change:
     def verdict(self) -> str:
         c = self.comparison
         if c.status == "rejected_cross_machine":
-            return "not comparable: machine changed"
+            return N_("not comparable: machine changed")
         if c.status == "rejected_unknown_machine":
-            return "not comparable: machine unknown"
+            return N_("not comparable: machine unknown")
         if c.dissimilar:
-            return "not comparable: dissimilar scans"
+            return N_("not comparable: dissimilar scans")
         return c.significance or "—"
 
 
@@ -75,7 +79,7 @@ class ExamRow:
     t_score: float | None
     previous: Change | None
     baseline: Change | None
-    drug: str
+    drug: DrugAt
     first: bool  # the patient's first exam at this site
     new_baseline: bool  # first exam on another machine: its changes were refused, it starts a baseline
     sides: tuple[SideValue, ...] = ()  # left and right beside a dual-hip mean
@@ -139,19 +143,35 @@ def spine_set_in_use(exams: tuple[ExamView, ...]) -> str | None:
     return None
 
 
-def drug_at(therapies: tuple[TherapyView, ...], day: date, config: MonitoringConfig) -> str:
-    """The drug in effect on the exam day, in words ("none recorded" when there is none)."""
+@dataclass(frozen=True)
+class DrugAt:
+    """The drug in effect on an exam day (the template words it in the user's language)."""
+
+    agent: str | None  # None: no treatment recorded
+    stopped: date | None = None  # stopped before the exam
+    still_acting: bool = False  # stopped, but within the drug's effect period
+    glucocorticoid: bool = False
+
+    def __str__(self) -> str:
+        suffix = " + glucocorticoid" if self.glucocorticoid and self.agent else ""
+        if self.agent is None:
+            return "glucocorticoid only" if self.glucocorticoid else "none recorded"
+        if self.stopped is not None:
+            when = f"stopped {self.stopped.isoformat()}" + (", still acting" if self.still_acting else "")
+            return f"{self.agent} ({when}){suffix}"
+        return f"{self.agent}{suffix}"
+
+
+def drug_at(therapies: tuple[TherapyView, ...], day: date, config: MonitoringConfig) -> DrugAt:
+    """The drug in effect on the exam day."""
     core = [Therapy(t.agent, t.drug_class, t.start, t.stop, t.glucocorticoid) for t in therapies]
     therapy = current_therapy(core, day, config)
     steroid = any(t.glucocorticoid and t.start <= day and (t.stop is None or day <= t.stop) for t in core)
-    suffix = " + glucocorticoid" if steroid else ""
     if therapy is None or therapy.drug_class == "none":
-        return ("none recorded" + suffix) if not steroid else "glucocorticoid only"
+        return DrugAt(None, glucocorticoid=steroid)
     if therapy.stop is not None and therapy.stop < day:
-        still = in_effect(therapy, day, config)
-        when = f"stopped {therapy.stop.isoformat()}" + (", still acting" if still else "")
-        return f"{therapy.agent} ({when}){suffix}"
-    return f"{therapy.agent}{suffix}"
+        return DrugAt(therapy.agent, therapy.stop, in_effect(therapy, day, config), steroid)
+    return DrugAt(therapy.agent, glucocorticoid=steroid)
 
 
 def _vendor_for(comparison: ComparisonView, printed: float | None, printed_from: str | None) -> float | None:

@@ -18,7 +18,7 @@ from ingest.dates import parse_date
 from ingest.dicom import header as h
 from ingest.dicom.dates import Order, resolve_order, separator_default
 from ingest.dicom.sites import Region, region_and_side, site_in, split_side
-from ingest.errors import MalformedResults, MissingField, NotDxaResult, UnsupportedLayout
+from ingest.errors import MalformedResults, MissingField, NotDxaResult, PatientMismatch, UnsupportedLayout
 from ingest.report import ParsedReport, SiteMeasurement, VendorExtras, VendorHistoryRow
 from ingest.vocabulary import bmd_to_g_cm2, canonical_side, canonical_site, lumbar_site, parse_decimal
 
@@ -491,9 +491,16 @@ def parse_hologic(ds: Dataset, name: str, raw: bytes | str | None = None) -> Par
     notes = tuple(n for n in (blob.get("TableNote1"),) if n)
     software = blob.get("HologicSoftwareVer")
     dev = h.device(ds, fallback_model=blob.get("Model"), software=software, serial_from_model=True)
+    patient = h.patient(ds)
+    in_blob = blob.get("PatientID")
+    if in_blob and patient.patient_id and in_blob.casefold() != patient.patient_id.strip().casefold():
+        raise PatientMismatch(
+            "the DICOM header names another patient than the Hologic results inside the file; "
+            "check which patient these results belong to before re-processing"
+        )
     return ParsedReport(
         format=FORMAT,
-        patient=h.patient(ds),
+        patient=patient,
         exam_date=exam,
         device=dev,
         scan_type=_scan_type(ctx),

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from ingest.dates import parse_date
+from ingest.dates import DateOrder, locale_order, parse_date
 from ingest.errors import MalformedResults, MissingField
 from ingest.pdf.template import CHANGE_KEYS, Column, HistorySpec, Template
 from ingest.pdf.text import PdfText
@@ -195,6 +195,7 @@ class _Context:
     measurements: dict[tuple[str, str | None], SiteMeasurement]
     history: list[VendorHistoryRow]
     notes: list[str]
+    date_order: DateOrder = "DMY"
 
 
 def _need_side(site: str, side: str | None, context_side: str | None, template: Template) -> str | None:
@@ -243,6 +244,13 @@ def _parse_table(ctx: _Context, page_no: int, lines: Sequence[str], page_side: s
             raise MalformedResults(
                 f"{template.description}: a results row at pdf p{page_no} line {index + 1} has values but no "
                 "site label (a rotated or re-flowed page?); its site cannot be told with certainty"
+            )
+        if label is not None and label.site and cells is None and columns is not None:
+            # A printed row of a site whose values cannot be read ("L2 0.703 n.a. -2.9"): skipping
+            # it would store fewer sites than the report prints.
+            raise MalformedResults(
+                f"{template.description}: the {label.site} row at pdf p{page_no} line {index + 1} has values "
+                "that cannot be read; fewer sites would be stored than the report prints"
             )
         if label is None or cells is None:
             _refuse_hidden_row(tokens, template, page_no, index)
@@ -413,7 +421,7 @@ def _parse_history(ctx: _Context, spec: HistorySpec, page_no: int, lines: Sequen
                 if spec.shape == "wide" and not sites:
                     sites = _wide_header(row, template)
                 continue
-            when = parse_date(dated["date"], template.date_order)
+            when = parse_date(dated["date"], ctx.date_order)
             cells = _values(row[dated.end() :].split())
             if when is None or cells is None:
                 if started:
@@ -519,7 +527,10 @@ def apply_template(template: Template, text: PdfText, *, first_page: int = 1) ->
     raw_date = _field(template, full, "exam_date")
     if not raw_date:
         raise MissingField(f"exam date: not found in the {what} text")
-    exam_date = parse_date(raw_date, template.date_order)
+    # A layout printed in another locale says so in its word dates ("July 7, 2015" is a US
+    # printout): its numeric dates follow that locale, never a guess from one number's size.
+    date_order = locale_order(raw_date) or template.date_order
+    exam_date = parse_date(raw_date, date_order)
     if exam_date is None:
         raise MissingField(f"exam date: the {what} date could not be read as a complete date")
 
@@ -545,11 +556,11 @@ def apply_template(template: Template, text: PdfText, *, first_page: int = 1) ->
     patient = PatientInfo(
         patient_id=patient_id,
         name=name,
-        birth_date=parse_date(birth_raw, template.date_order) if birth_raw else None,
+        birth_date=parse_date(birth_raw, date_order) if birth_raw else None,
         sex=_SEX.get(sex_raw.lower()) if sex_raw else None,
     )
 
-    ctx = _Context(template=template, exam_date=exam_date, measurements={}, history=[], notes=[])
+    ctx = _Context(template=template, exam_date=exam_date, measurements={}, history=[], notes=[], date_order=date_order)
     doc_side = _side_in(template, full)
     found_table = False
     for page_no, (lines, page_text) in enumerate(zip(text.pages, joined_pages, strict=True), start=first_page):

@@ -37,6 +37,9 @@ _DXA_WORDS = re.compile(
     r"\bDXA\b|\bDEXA\b|densitometr|vertebral (?:fracture )?assessment|\bIVA\b|\bVFA\b|骨密度|双能",
     re.I,
 )
+# CJK Extension A: next to no report prints these, but a CJK font that lost its ToUnicode map on
+# the way (ghostscript, a print driver) reads back as a run of them.
+_GARBLED = re.compile(r"[\u3400-\u4dbf]")
 _FORM_WORDS = re.compile(r"questionnaire|screening form|\bform\b|\[\s*[xX ]?\s*\]\s*(?:yes|no)|signature", re.I)
 
 
@@ -55,6 +58,12 @@ def classify_unmatched(text: PdfText) -> ParseError:
         return UnsupportedLayout(
             "PDF has no text layer (a scanned image?): no BMD results can be read from it; "
             "send the scanner's own report or its DICOM results"
+        )
+    if len(_GARBLED.findall(full)) >= 5:
+        return UnsupportedLayout(
+            "PDF text layer is garbled: its fonts lost their Unicode mapping (re-distilled or printed to PDF "
+            "on the way), so the printed values cannot be read with certainty; send the scanner's original "
+            "report or its DICOM results"
         )
     vendors = [name for name, pattern in _VENDORS if pattern.search(full)]
     evidence = [what for what, pattern in _BMD_EVIDENCE if pattern.search(full)]

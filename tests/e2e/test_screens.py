@@ -195,3 +195,27 @@ def test_quarantine_by_reason_and_audit_trail(signed_in: Any, width: int) -> Non
     frame = pd.read_csv(download.value.path(), dtype=str)
     assert len(frame) == len(actions) and set(frame["action"]) <= {"login", "login_failed", "signout"}
     shot(page, f"15-qa-audit-{width}")
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_chinese_from_the_browser_language(browser: Any, live_server: str, width: int) -> None:
+    ctx = browser.new_context(base_url=live_server, viewport={"width": width, "height": 900}, locale="zh-CN")
+    try:
+        page = ctx.new_page()
+        page.goto("/login")
+        assert page.locator("h1").inner_text() == "登录"
+        page.fill("input[name=username]", "clin")
+        page.fill("input[name=password]", PASSWORDS["clin"])
+        page.click("button[type=submit]")
+        page.wait_for_url(re.compile(r"/patients$"))
+        assert "各部位最近变化" in page.locator("#patients thead").inner_text()
+        page.goto(f"/patients/{REPLACED}")
+        summary = page.locator("#site-summary").inner_text()
+        for term in ("腰椎 L1-L4", "全髋", "股骨颈", "最小有意义变化", "2018年10月15日"):
+            assert term in summary, term
+        moved = page.locator("figure[data-site='L1-L4'] table.exams tbody tr").nth(2).inner_text()
+        assert "新基线（更换设备）" in moved and "%" not in moved
+        no_sideways_scroll(page)
+        shot(page, f"15-patient-zh-{width}")
+    finally:
+        ctx.close()

@@ -81,11 +81,12 @@ def test_watcher_refuses_records_and_moves_aside(tmp_path: Path, caplog: pytest.
         watch_once(ctx, tracker, rule)
     with ctx.sessions() as session:
         events = list(session.scalars(select(AuditEvent).where(AuditEvent.action == "inbox_entry_refused")))
-    # "modality" is empty too now that its file was claimed: recorded, and left in place
+    # empty folders (and "modality", emptied by the claim) are counted and logged, never recorded
     kinds = sorted(e.detail["kind"] for e in events)
-    assert kinds == ["empty_folder", "empty_folder", "fifo", "socket", "symlink", "symlink", "symlink"]
+    assert kinds == ["fifo", "socket", "symlink", "symlink", "symlink"]
+    assert "1 entry is not a regular file, refused (1 empty_folder)" in caplog.text
     with ctx.sessions() as session:
-        assert snapshot(session).inbox_refused == 7  # what /metrics and `dxa status` report
+        assert snapshot(session).inbox_refused == 5  # what /metrics and `dxa status` report
     remaining = {p.name for p in inbox.rglob("*")}
     assert remaining == {"sub", f"{SECRET}_empty", "modality"}  # the claimed file left; folders stay
     moved = list((settings.quarantine_dir / inbox_entries.FOLDER).iterdir())
@@ -94,3 +95,26 @@ def test_watcher_refuses_records_and_moves_aside(tmp_path: Path, caplog: pytest.
     assert SECRET not in caplog.text
     assert all(SECRET not in p.name for p in settings.quarantine_dir.rglob("*"))
     assert all(SECRET not in str(e.detail) for e in events)
+
+
+def test_links_and_fifos_leave_an_inbox_on_another_volume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An inbox on its own volume (a share, a tmpfs): rename fails with EXDEV; the link is made again
+    from its text and the FIFO made again in quarantine, and the originals leave the inbox."""
+    import errno
+
+    inbox, target = _odd_inbox(tmp_path)
+    quarantine = tmp_path / "q"
+    real_rename = os.rename
+
+    def cross_device(src: object, dst: object) -> None:
+        if str(src).startswith(str(inbox)):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real_rename(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "rename", cross_device)
+    moved = inbox_entries._move_aside(quarantine, str(inbox / f"{SECRET}.dcm"), "symlink", "abc")
+    assert moved is not None and not os.path.lexists(inbox / f"{SECRET}.dcm")
+    assert os.readlink(quarantine / moved) == str(target) and target.exists()
+    assert inbox_entries._move_aside(quarantine, str(inbox / f"{SECRET}.fifo"), "fifo", "def") is not None
+    assert not os.path.lexists(inbox / f"{SECRET}.fifo")
+    assert inbox_entries._move_aside(quarantine, str(inbox / "s.sock"), "socket", "ghi") is None  # stays, recorded

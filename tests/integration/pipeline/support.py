@@ -131,7 +131,15 @@ def _new_patient(k: int) -> Callable[[Any], None]:
         if ds.get("SOPClassUID") != ENCAPSULATED_PDF:
             # An Encapsulated PDF names its patient inside the PDF too: renaming only the envelope
             # makes a header/report mismatch (refused); a new UID alone is the same exam again.
-            ds.PatientID = f"{ds.PatientID}V{k}"
+            # A Hologic results block names the patient too: renamed with the header.
+            old = str(ds.PatientID)
+            ds.PatientID = f"{old}V{k}"
+            before, after = f'PatientID = "{old}";', f'PatientID = "{old}V{k}";'
+            for elem in ds:
+                if elem.tag.is_private and isinstance(elem.value, str) and before in elem.value:
+                    elem.value = elem.value.replace(before, after)
+                elif elem.tag.is_private and isinstance(elem.value, bytes) and before.encode() in elem.value:
+                    elem.value = elem.value.replace(before.encode(), after.encode())
         ds.SOPInstanceUID = generate_uid()
         if "file_meta" in ds.__dict__ or getattr(ds, "file_meta", None) is not None:
             ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID

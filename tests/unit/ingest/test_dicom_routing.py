@@ -10,7 +10,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from ingest.errors import NotDicom, NotDxaResult, ParseError
+from ingest.errors import NotDicom, NotDxaResult, ParseError, PatientMismatch
 from ingest.parse import ParseLimits, parse_file
 from tests.conftest import skip_or_fail
 from tests.unit.ingest.dicom_reencode import REENCODINGS
@@ -65,3 +65,15 @@ def test_a_raw_dataset_must_prove_it_is_a_dicom_instance() -> None:
     with pytest.raises(ParseError) as info:
         parse_file(fake, "x.dcm", ParseLimits())
     assert isinstance(info.value, NotDicom) or info.value.code == "unreadable"
+
+
+def test_a_hologic_header_naming_another_patient_than_its_results_is_refused() -> None:
+    if not HOLOGIC.is_file():
+        skip_or_fail("../shared/samples not present")
+    ds = pydicom.dcmread(HOLOGIC)
+    ds.PatientID = "ZZ0000001"
+    out = io.BytesIO()
+    ds.save_as(out)
+    with pytest.raises(PatientMismatch) as info:
+        parse_file(out.getvalue(), "x.dcm", ParseLimits())
+    assert "ZZ0000001" not in info.value.message

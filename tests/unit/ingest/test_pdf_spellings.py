@@ -88,3 +88,16 @@ def test_dates_take_day_and_month_order_from_the_layout_never_from_the_value(
 def test_numeric_spellings_follow_the_layout_order_only() -> None:
     assert "us_numeric" not in spellings(date(2015, 7, 7), "DMY")
     assert "uk_dotted" not in spellings(date(2015, 7, 7), "MDY")
+
+
+def test_a_printout_in_another_locale_reads_its_numeric_dates_in_that_locales_order() -> None:
+    from tests.unit.ingest.test_pdf_synthetic import HOLOGIC_LINES, build_pdf
+
+    us = [
+        line.replace("03 April 2020", "April 3, 2020").replace("01 March 1950", "03/04/1950") for line in HOLOGIC_LINES
+    ]
+    report = parse_file_reports(build_pdf([us]), "x.pdf", ParseLimits())[0]
+    assert report.exam_date == date(2020, 4, 3)
+    assert report.patient.birth_date == date(1950, 3, 4)  # US printout: month first
+    uk = [line.replace("01 March 1950", "03/04/1950") for line in HOLOGIC_LINES]
+    assert parse_file_reports(build_pdf([uk]), "x.pdf", ParseLimits())[0].patient.birth_date == date(1950, 4, 3)

@@ -17,6 +17,7 @@ from tests.unit.ingest.pdf_variants import (
     SINGLE_VARIANTS,
     accepted_pdfs,
     concat,
+    gs_pdfwrite,
     judge,
     missing_tools,
     truth_of,
@@ -109,3 +110,19 @@ def test_every_sample_pdf_variant_is_right_or_refused(variant: str) -> None:
         if outcome.verdict == "wrong" or (variant in LOSSLESS and outcome.verdict != "correct"):
             wrong.append(f"{Path(sample).name}: {outcome.verdict} {outcome.detail}")
     assert wrong == []
+
+
+def test_a_site_row_whose_values_cannot_be_read_is_refused_not_dropped() -> None:
+    lines = [line.replace("0.636", "n.a.") if line.startswith("Troch") else line for line in HOLOGIC_LINES]
+    with pytest.raises(MalformedResults) as info:
+        parse_file_reports(build_pdf([lines]), "x.pdf", ParseLimits())
+    assert "trochanter" in info.value.message and "fewer sites" in info.value.message
+
+
+def test_a_garbled_text_layer_is_refused_with_that_reason() -> None:
+    if missing_tools():
+        skip_or_fail(f"system packages missing: {missing_tools()} (make system-deps)")
+    outcome = judge(
+        gs_pdfwrite((SINGLE / "primus_report_zh.pdf").read_bytes()), [truth_of(SINGLE / "primus_report_zh.pdf")]
+    )
+    assert outcome.verdict == "quarantined" and "garbled" in outcome.detail

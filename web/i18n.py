@@ -1,0 +1,169 @@
+"""The dashboard in English and 简体中文: Babel catalogs, the user's choice, dates and numbers.
+
+Text people read is written in English in the templates and code, marked for translation
+(`_()` in templates, `N_()` here for words chosen at run time), extracted with
+`make messages` into `web/locale/messages.pot`, and translated in
+`web/locale/<locale>/LC_MESSAGES/messages.po`. The .po files are read directly (compiled in
+memory at start), so there is no build step and no binary file in the repository.
+
+The locale of a request: the signed-in user's saved choice, else the browser's Accept-Language,
+else English. Chinese clinical terms follow Chinese DXA reports (骨密度, 腰椎, 股骨颈, 全髋,
+最小有意义变化 …).
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from datetime import date, datetime
+from functools import cache
+from io import BytesIO
+from pathlib import Path
+
+from babel import Locale, negotiate_locale
+from babel.dates import format_date, format_datetime
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.support import NullTranslations, Translations
+
+LOCALE_DIR = Path(__file__).resolve().parent / "locale"
+DEFAULT = "en"
+LOCALES = {"en": "English", "zh_CN": "简体中文"}
+_current: ContextVar[str] = ContextVar("dxa_locale", default=DEFAULT)
+
+
+def N_(message: str) -> str:
+    """Marks a message chosen at run time (a verdict, a site name) for extraction."""
+    return message
+
+
+@cache
+def translations(locale: str) -> NullTranslations:
+    path = LOCALE_DIR / locale / "LC_MESSAGES" / "messages.po"
+    if locale == DEFAULT or not path.is_file():
+        return NullTranslations()
+    with path.open("rb") as fh:
+        catalog = read_po(fh, locale=locale)
+    buf = BytesIO()
+    write_mo(buf, catalog)
+    buf.seek(0)
+    return Translations(buf)
+
+
+def choose(saved: str | None, accept_language: str | None) -> str:
+    """The user's saved choice, else the browser's preference among ours, else English."""
+    if saved in LOCALES:
+        return saved
+    wanted = []
+    for part in (accept_language or "").split(","):
+        tag = part.split(";")[0].strip().replace("-", "_")
+        if tag:
+            wanted.append(tag)
+    # a bare "zh" or "zh_Hans" browser setting means Simplified Chinese here
+    wanted = ["zh_CN" if w.lower() in ("zh", "zh_hans", "zh_hans_cn", "zh_sg") else w for w in wanted]
+    found = negotiate_locale(wanted, list(LOCALES), sep="_")
+    return found or DEFAULT
+
+
+def activate(locale: str) -> None:
+    _current.set(locale if locale in LOCALES else DEFAULT)
+
+
+def current() -> str:
+    return _current.get()
+
+
+def gettext(message: str, **variables: object) -> str:
+    text = translations(current()).gettext(message)
+    return text % variables if variables else text
+
+
+def ngettext(singular: str, plural: str, n: int, **variables: object) -> str:
+    text = translations(current()).ngettext(singular, plural, n)
+    return text % {"num": n, **variables}
+
+
+def day(value: date | datetime | None) -> str:
+    """A date as the locale writes it: ISO 8601 in English (unambiguous in a chart), 2018年10月15日
+    in Chinese; a time stamp keeps its time and says UTC."""
+    if value is None:
+        return "—"
+    locale = current()
+    if isinstance(value, datetime):
+        if locale == DEFAULT:
+            return value.strftime("%Y-%m-%d %H:%M UTC")
+        return format_datetime(value, "yyyy年M月d日 HH:mm", locale=Locale.parse(locale)) + " UTC"
+    if locale == DEFAULT:
+        return value.isoformat()
+    return format_date(value, "yyyy年M月d日", locale=Locale.parse(locale))
+
+
+# Words the templates translate at run time (`| t`): listed so extraction finds them.
+RUNTIME_WORDS = (
+    N_("gain"),
+    N_("loss"),
+    N_("stable"),
+    N_("baseline"),
+    N_("previous"),
+    N_("not assessed"),
+    N_("left"),
+    N_("right"),
+    N_("mean of both sides"),
+    N_("Lumbar spine"),
+    N_("Femoral neck"),
+    N_("Total hip"),
+    N_("Trochanter"),
+    N_("Intertrochanter"),
+    N_("Ward's triangle"),
+    N_("1/3 radius"),
+    N_("Ultradistal radius"),
+    N_("Total radius"),
+    N_("Total body"),
+    N_("Compared"),
+    N_("Compared (cross-calibrated)"),
+    N_("Refused: different machine"),
+    N_("Refused: machine unknown"),
+    N_("Normal"),
+    N_("Low bone mass"),
+    N_("Osteoporosis"),
+    N_("Under 50: Z-score only"),
+    N_("oral bisphosphonate"),
+    N_("iv bisphosphonate"),
+    N_("denosumab"),
+    N_("anabolic pth"),
+    N_("romosozumab"),
+    N_("serm"),
+    N_("hrt"),
+    N_("calcitonin"),
+    N_("drug holiday"),
+    N_("none"),
+    N_("Wrong user name or password."),
+    N_("Alert acknowledged; it returns if something new happens."),
+    N_("Therapy saved; the next scan date has been recalculated."),
+    N_("Therapy stopped; the next scan date has been recalculated."),
+)
+
+# The repeat-scan sentences of settings/monitoring.toml, as shipped: a site that rewrites one sees
+# its own sentence in English until it is added to the catalogs.
+RULE_SENTENCES = (
+    N_("Untreated, lowest T-score above -2.0: repeat DXA no sooner than 5 years."),
+    N_("Untreated with a T-score of -2.0 or lower: repeat DXA in 2 years (sooner if treatment starts)."),
+    N_("Oral bisphosphonate: first follow-up DXA 2 years after starting treatment."),
+    N_("Oral bisphosphonate: repeat DXA every 2 years."),
+    N_("Zoledronic acid: repeat DXA in 2 to 3 years (due at 2 years; 3 years is acceptable once stable)."),
+    N_(
+        "Denosumab: repeat DXA in 1 to 2 years (due at 1 year). "
+        "Never stop denosumab without a follow-on antiresorptive."
+    ),
+    N_(
+        "Teriparatide/abaloparatide: scan at the end of the course (at most 2 years) "
+        "to set a new baseline before the follow-on antiresorptive."
+    ),
+    N_(
+        "Romosozumab: scan at the end of the 12-month course to set a new baseline before the follow-on antiresorptive."
+    ),
+    N_("Raloxifene/bazedoxifene: repeat DXA every 2 years."),
+    N_("Hormone replacement therapy: repeat DXA every 2 years."),
+    N_("Calcitonin: repeat DXA every 2 years."),
+    N_("Bisphosphonate drug holiday: repeat DXA every 2 years; resume treatment if BMD falls significantly."),
+    N_("Glucocorticoid user: repeat DXA every 12 months (bone loss is fastest in the first months)."),
+)
