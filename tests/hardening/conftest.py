@@ -38,6 +38,12 @@ def samples_root() -> Path:
 @pytest.fixture
 def debug_log(tmp_path: Path) -> Iterator[Path]:
     """Every logger at DEBUG into one file, as an operator chasing a problem would set it."""
+    from services import parsing
+
+    # A parse child forked before the handler was added would log nowhere: start a fresh one.
+    child = getattr(parsing._children, "child", None)
+    if child is not None:
+        child.close(kill=True)
     path = tmp_path / "debug.log"
     handler = AppendPerRecord(path)
     root = logging.getLogger()
