@@ -7,8 +7,11 @@ in one table, and a site can never land on the wrong name in one parser but not 
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
+
+from ingest.errors import MalformedResults
 
 SITES_FIXED = frozenset(
     {
@@ -162,6 +165,35 @@ def parse_decimal(text: str | None) -> float | None:
         return None
     raw = m.group(0).replace("−", "-").replace("–", "-").replace(",", ".")
     return float(raw)
+
+
+_BLANK_CELLS = frozenset({"", "-", "--", "---", "n/a", "na", "—"})
+_CELL_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def parse_cell(text: str | None, what: str = "value") -> float | None:
+    """Read a structured result cell (a DICOM DS, a Hologic table cell, a GE XML value) whole.
+
+    Why not `parse_decimal`: a cell is one value, so "0.6x2", "nan" or a number run together
+    with another must not become a plausible 0.6 or vanish; and DS allows exponents ("1e23" is
+    1e23, left for the plausibility check to refuse, never 1.0). A blank or dash cell is None
+    (nothing printed); anything else that is not one number raises MalformedResults, naming
+    the column but never quoting the cell.
+    """
+    if text is None:
+        return None
+    raw = unicodedata.normalize("NFKC", text).strip().rstrip("%*").strip()
+    if raw.lower() in _BLANK_CELLS:
+        return None
+    raw = raw.replace("−", "-").replace("–", "-")
+    if raw.count(",") == 1 and "." not in raw:
+        raw = raw.replace(",", ".")
+    if not _CELL_NUMBER.fullmatch(raw):
+        raise MalformedResults(f"a {what} cell of the results is not a number; re-export the scan")
+    value = float(raw)
+    if not math.isfinite(value):
+        raise MalformedResults(f"a {what} cell of the results is not a finite number; re-export the scan")
+    return value
 
 
 def bmd_to_g_cm2(value: float, unit: str | None) -> float:

@@ -24,7 +24,7 @@ from ingest.dicom.rawsr import Node, node_from_dataset, parse_sequence
 from ingest.dicom.sites import Region, region_and_side, site_in, split_side
 from ingest.errors import NotDxaResult, UnsupportedLayout
 from ingest.report import ParsedReport, SiteMeasurement, VendorExtras, VendorHistoryRow
-from ingest.vocabulary import bmd_to_g_cm2, parse_decimal
+from ingest.vocabulary import bmd_to_g_cm2, parse_cell, parse_decimal
 
 FORMAT = "ge_enhanced_sr"
 
@@ -98,7 +98,7 @@ def _num(node: Node, dec: Decode) -> tuple[float | None, str | None]:
         first = mv[0]
         units = _seq(first, UNITS_CODE)
         unit = (_str(units[0], CODE_VALUE, dec) or _str(units[0], CODE_MEANING, dec)) if units else None
-        return parse_decimal(_str(first, NUMERIC_VALUE, dec)), unit
+        return parse_cell(_str(first, NUMERIC_VALUE, dec)), unit
     return parse_decimal(_str(node, TEXT_VALUE, dec)), None
 
 

@@ -20,7 +20,7 @@ from ingest.dicom.dates import resolve_order, separator_default
 from ingest.dicom.sites import Region, region_and_side, site_in, split_side
 from ingest.errors import MalformedResults, NotDxaResult
 from ingest.report import ParsedReport, SiteMeasurement, VendorExtras, VendorHistoryRow
-from ingest.vocabulary import bmd_to_g_cm2, parse_decimal
+from ingest.vocabulary import bmd_to_g_cm2, parse_cell
 
 FORMAT = "ge_imagecomments_xml"
 ROOTS = ("DXA_RESULTS", "DENSITOMETRY_RESULTS")
@@ -37,7 +37,7 @@ def results_xml(ds: Dataset) -> str | None:
 
 def _bmd(text: str | None, unit: str | None) -> float | None:
     """BMD in g/cm²; a value above 10 can only be mg/cm² when the file states no unit."""
-    v = parse_decimal(text)
+    v = parse_cell(text, "BMD")
     if v is None:
         return None
     if unit:
@@ -125,10 +125,10 @@ def _dxa_results(root: ET.Element) -> tuple[list[SiteMeasurement], list[_Trend]]
                     site=site,
                     side=sside,
                     bmd=bmd,
-                    t_score=parse_decimal(roi.findtext("BMD_TSCORE")),
-                    z_score=parse_decimal(roi.findtext("BMD_ZSCORE")),
-                    bmc_g=parse_decimal(roi.findtext("BMC")),
-                    area_cm2=parse_decimal(roi.findtext("AREA") or roi.findtext("Area")),
+                    t_score=parse_cell(roi.findtext("BMD_TSCORE")),
+                    z_score=parse_cell(roi.findtext("BMD_ZSCORE")),
+                    bmc_g=parse_cell(roi.findtext("BMC")),
+                    area_cm2=parse_cell(roi.findtext("AREA") or roi.findtext("Area")),
                     provenance=f"ImageComments/{root.tag}/{stype}/{label}/BMD",
                 )
             )
@@ -195,8 +195,8 @@ def _densitometry_results(root: ET.Element, exam: date) -> tuple[list[SiteMeasur
                     site=site,
                     side=sside,
                     bmd=bmd,
-                    t_score=parse_decimal(ex.findtext("YAT") or ex.findtext("BMD_TSCORE")),
-                    z_score=parse_decimal(ex.findtext("AMZ") or ex.findtext("BMD_ZSCORE")),
+                    t_score=parse_cell(ex.findtext("YAT") or ex.findtext("BMD_TSCORE")),
+                    z_score=parse_cell(ex.findtext("AMZ") or ex.findtext("BMD_ZSCORE")),
                     provenance=f"ImageComments/{root.tag}/{stype}/TREND {label}/{current[2]}/BMD",
                 )
             )

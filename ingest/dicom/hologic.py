@@ -20,7 +20,7 @@ from ingest.dicom.dates import Order, resolve_order, separator_default
 from ingest.dicom.sites import Region, region_and_side, site_in, split_side
 from ingest.errors import MalformedResults, MissingField, NotDxaResult, PatientMismatch, UnsupportedLayout
 from ingest.report import ParsedReport, SiteMeasurement, VendorExtras, VendorHistoryRow
-from ingest.vocabulary import bmd_to_g_cm2, canonical_side, canonical_site, lumbar_site, parse_decimal
+from ingest.vocabulary import bmd_to_g_cm2, canonical_side, canonical_site, lumbar_site, parse_cell, parse_decimal
 
 FORMAT = "hologic_apex_dicom"
 CREATOR = "HOLOGIC"
@@ -298,7 +298,7 @@ def _summary_measurements(t: Table, ctx: _Context) -> list[SiteMeasurement]:
     total_row: int | None = None
     for r in t.rows:
         label = _strip_html(t.cell(r, "region") or "")
-        bmd = parse_decimal(t.cell(r, "bmd"))
+        bmd = parse_cell(t.cell(r, "bmd"), "BMD")
         if not label or bmd is None:
             continue
         site: str | None
@@ -319,7 +319,7 @@ def _summary_measurements(t: Table, ctx: _Context) -> list[SiteMeasurement]:
         out.append(_measurement(t, r, site, side, bmd, unit))
     if total_row is not None:
         site = _spine_range(vertebrae, _strip_html(t.cell(total_row, "region") or ""))
-        bmd = parse_decimal(t.cell(total_row, "bmd"))
+        bmd = parse_cell(t.cell(total_row, "bmd"), "BMD")
         if site and bmd is not None:
             out.append(_measurement(t, total_row, site, None, bmd, unit))
     return out
@@ -342,10 +342,10 @@ def _measurement(t: Table, r: int, site: str, side: str | None, bmd: float, unit
         site=site,
         side=side,
         bmd=bmd_to_g_cm2(bmd, unit),
-        t_score=parse_decimal(t.cell(r, "t")),
-        z_score=parse_decimal(t.cell(r, "z")),
-        bmc_g=parse_decimal(t.cell(r, "bmc")),
-        area_cm2=parse_decimal(t.cell(r, "area")),
+        t_score=parse_cell(t.cell(r, "t"), "T-score"),
+        z_score=parse_cell(t.cell(r, "z"), "Z-score"),
+        bmc_g=parse_cell(t.cell(r, "bmc"), "BMC"),
+        area_cm2=parse_cell(t.cell(r, "area"), "area"),
         provenance=t.ref(r, "bmd"),
     )
 
@@ -395,7 +395,7 @@ def _history(t: Table, ctx: _Context, default_site: str | None, order: Order) ->
                 side = row_side
         if site is None:
             continue
-        bmd = parse_decimal(t.cell(r, "bmd"))
+        bmd = parse_cell(t.cell(r, "bmd"), "BMD")
         ba, bp, s1, h1 = _change(t.cell(r, "chg_base"), base_abs)
         pa, pp, s2, h2 = _change(t.cell(r, "chg_prev"), prev_abs)
         out.append(

@@ -11,7 +11,15 @@ import pytest
 from ingest.dates import parse_date
 from ingest.dicom.dates import resolve_order
 from ingest.dicom.header import split_model_serial
-from ingest.errors import EmptyFile, MalformedResults, NotDicom, NotDxaResult, TooLarge, UnreadableFile
+from ingest.errors import (
+    EmptyFile,
+    ImplausibleValues,
+    MalformedResults,
+    NotDicom,
+    NotDxaResult,
+    TooLarge,
+    UnreadableFile,
+)
 from ingest.parse import ParseLimits, parse_file
 from ingest.report import ParsedReport
 from tests.unit.ingest import dicom_builders as b
@@ -107,6 +115,37 @@ def test_hologic_columns_mapped_by_code_and_header_not_position() -> None:
     report = parse_file(b.hologic_file(b.hologic_blob(rows, columns)), "sp.dcm", LIMITS)
     m = {x.site: x for x in report.measurements}
     assert (m["L1-L2"].bmd, m["L1-L2"].t_score, m["L1-L2"].z_score) == (0.650, -3.1, -2.1)
+
+
+def _spine_with_l1_bmd(cell: str) -> bytes:
+    rows = [list(r) for r in b.SPINE_ROWS]
+    rows[0][3] = cell
+    return b.hologic_file(b.hologic_blob(rows))
+
+
+@pytest.mark.parametrize("cell", ["nan", "NaN", "inf", "0.6x2", "0.626 0.672", "0.6.26", "O.626", "1/2"])
+def test_hologic_bmd_cell_that_is_not_one_number_refuses_the_file(cell: str) -> None:
+    """A damaged cell must neither vanish (L1 dropped, Total relabelled L2-L4) nor read as 0.6."""
+    with pytest.raises(MalformedResults, match="BMD cell") as err:
+        parse_file(_spine_with_l1_bmd(cell), "sp.dcm", LIMITS)
+    assert cell not in str(err.value)
+
+
+def test_hologic_bmd_cell_with_an_exponent_is_read_whole_and_refused_as_implausible() -> None:
+    with pytest.raises(ImplausibleValues):
+        parse_file(_spine_with_l1_bmd("1e23"), "sp.dcm", LIMITS)
+
+
+@pytest.mark.parametrize("cell", ["0.626", " 0.626 ", "0,626", "6.26E-01", "+0.626", "0.626*", "0.6260"])
+def test_hologic_bmd_cell_spellings_of_one_number(cell: str) -> None:
+    sites = _by_site(parse_file(_spine_with_l1_bmd(cell), "sp.dcm", LIMITS))
+    assert sites[("L1", None)] == pytest.approx(0.626) and ("L1-L4", None) in sites
+
+
+@pytest.mark.parametrize("cell", ["", "-", "--", "N/A"])
+def test_hologic_blank_bmd_cell_is_a_vertebra_not_printed(cell: str) -> None:
+    sites = _by_site(parse_file(_spine_with_l1_bmd(cell), "sp.dcm", LIMITS))
+    assert ("L1", None) not in sites and ("L2-L4", None) in sites
 
 
 def test_hologic_without_bmd_column_is_malformed() -> None:
