@@ -146,13 +146,13 @@ def test_celery_batch_survives_killed_workers_and_a_broker_restart(
         os.kill(victim[0], signal.SIGKILL)
 
         # 2. The broker dies (no persistence: every queued message is lost) and comes back.
-        wait_until(lambda: finished_files(ctx.sessions) >= 70, 120, "70 files done")
+        wait_until(lambda: finished_files(ctx.sessions) >= 70, 300, "70 files done")
         redis.kill()
         time.sleep(3)  # the watcher's submits fail meanwhile; jobs stay queued in the database
         redis.start()
 
         # 3. The whole worker (main process and pool) is SIGKILLed, then started again.
-        wait_until(lambda: finished_files(ctx.sessions) >= 120, 120, "120 files done")
+        wait_until(lambda: finished_files(ctx.sessions) >= 120, 300, "120 files done")
         worker.kill()
         assert finished_files(ctx.sessions) < distinct, "the worker should die mid-batch"
         worker.start()
@@ -162,7 +162,7 @@ def test_celery_batch_survives_killed_workers_and_a_broker_restart(
         # sweeper once its row is a minute old.
         wait_until(
             lambda: not files_below(inbox) and pipeline_idle(ctx.sessions, len(batch)) and not files_below(work),
-            180,
+            240,
             "the batch to finish",
         )
         with ctx.sessions() as session:
@@ -201,12 +201,12 @@ def test_embedded_serve_killed_mid_batch_and_restarted(
         serve.wait_log("DXA monitor (embedded)", 60)
         drop(batch, inbox)
         for threshold in (50, 130):
-            wait_until(lambda n=threshold: finished_files(sessions) >= n, 120, f"{threshold} files done")
+            wait_until(lambda n=threshold: finished_files(sessions) >= n, 300, f"{threshold} files done")
             serve.kill()
             assert finished_files(sessions) < distinct, "the service should die mid-batch"
             serve.start()
             serve.wait_log("DXA monitor (embedded)", 60)
-        wait_until(lambda: not files_below(inbox) and pipeline_idle(sessions, len(batch)), 180, "the batch to finish")
+        wait_until(lambda: not files_below(inbox) and pipeline_idle(sessions, len(batch)), 420, "the batch to finish")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
             assert response.status == 200
     finally:
