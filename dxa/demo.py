@@ -31,6 +31,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.models import SourceFile
+from dxa.apex_blob import apex_blob
+from dxa.pdf_print import print_pdf
 
 DEMO_PREFIX = "DEMO-"
 DEMO_FOLDER = "dxa-demo"
@@ -99,34 +101,15 @@ _SPINE_COLUMNS = [(1, "Region"), (2, "Area[cm2]"), (4, "BMC[(g)]"), (3, "BMD[g/c
 
 
 def _hologic_blob(machine: Machine, day: date, rows: list[list[str]]) -> str:
-    lines = [
-        "<HologicHeader1>",
-        "<GeneralData>",
-        f"<ScanID>{day.strftime('A%m%d%y')}</ScanID>",
-        "</GeneralData>",
-        "</HologicHeader1>",
-        '<JavaScriptFile, filetype=2, filename="C:\\QDR\\ScanInfo.js">',
-        f'Scan = "{day.strftime("%B %d, %Y")} - {day.strftime("A%m%d%yD")}";',
-        'ScanMode = "f Lumbar Spine";',
-        'AnalProtocol = "Spine";',
-        f'Model = "{machine.model} (S/N {machine.serial})";',
-        'HologicSoftwareVer = "13.6.0.7";',
-        "</JavaScriptFile>",
-        '<JavaScriptFile, filetype=3, filename="C:\\QDR\\Results.js">',
-        "IncludeTable1 = true;",
-        'TableTitle1  = "Results Summary:";',
-        "TableType1 = 1;",
-        "TableRowTypes1[ 0] = 0;",
-    ]
-    for c, (code, head) in enumerate(_SPINE_COLUMNS):
-        lines.append(f"TableColumnTypes1[ {c}] = {code};")
-        lines.append(f'ResultsTable1[ 0][ {c}]  = "{head}";')
-    for r, row in enumerate(rows, start=1):
-        lines.append(f"TableRowTypes1[ {r}] = 1;")
-        for c, cell in enumerate(row):
-            lines.append(f'ResultsTable1[ {r}][ {c}]  = "{cell}";')
-    lines.append("</JavaScriptFile>")
-    return "\r\n".join(lines) + "\r\n"
+    return apex_blob(
+        rows,
+        _SPINE_COLUMNS,
+        scan_id=day.strftime("A%m%d%y"),
+        scan=f"{day.strftime('%B %d, %Y')} - {day.strftime('A%m%d%yD')}",
+        scan_mode="f Lumbar Spine",
+        protocol="Spine",
+        model=f"{machine.model} (S/N {machine.serial})",
+    )
 
 
 def hologic_spine(machine: Machine, pid: str, name: str, birth: date, day: date, total_bmd: float) -> bytes:
@@ -234,12 +217,6 @@ def _zh_date(day: date) -> str:
 def primus_zh_pdf(pid: str, name: str, day: date, spine: float, hip: float) -> bytes:
     """A Chinese OsteoSys PRIMUS report (骨密度检测报告) as a PDF with a text layer, printed with
     reportlab's CID font (no font file needed): lumbar spine and left femur."""
-    from reportlab.pdfbase import pdfmetrics
-    from reportlab.pdfbase.cidfonts import UnicodeCIDFont
-    from reportlab.pdfgen import canvas
-
-    if "STSong-Light" not in pdfmetrics.getRegisteredFontNames():
-        pdfmetrics.registerFont(UnicodeCIDFont("STSong-Light"))
 
     def t(bmd: float, young: float) -> str:
         return f"{(bmd - young) / 0.12:.1f}"
@@ -263,14 +240,7 @@ def primus_zh_pdf(pid: str, name: str, day: date, spine: float, hip: float) -> b
         "设备：OsteoSys PRIMUS S/N：DEMOPRM0001 软件版本：1.2.0 精密度（CV）：≤1%",
         f"报告医师：演示 审核医师：演示 报告日期：{_zh_date(day)}",
     ]
-    buf = BytesIO()
-    pdf = canvas.Canvas(buf, pagesize=(595, 842))
-    pdf.setFont("STSong-Light", 9)
-    for j, line in enumerate(lines):
-        pdf.drawString(36, 800 - 14 * j, line)
-    pdf.showPage()
-    pdf.save()
-    return buf.getvalue()
+    return print_pdf([lines], size=9, left=36, top=800, leading=14)
 
 
 # --------------------------------------------------------------------------- the cohort

@@ -14,6 +14,8 @@ from tests.conftest import create_postgres_database, drop_postgres_database, ski
 from tests.integration.pipeline.support import SAMPLES, Sample, load_samples, load_scenarios, redis_ping
 
 SHARED_REDIS = "redis://127.0.0.1:6379"
+# Where the tests that run `dxa` in process read the samples (DXA_SAMPLES does not move them).
+LOCAL_SAMPLES = Path(__file__).resolve().parents[3].parent / "shared" / "samples"
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +63,19 @@ def pg_url(postgres_server: str) -> Iterator[str]:
         yield url
     finally:
         drop_postgres_database(url)
+
+
+@pytest.fixture
+def local_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`dxa` run in this process on a data directory (and SQLite database) of its own, with no
+    broker: the samples it reads must be there."""
+    if not LOCAL_SAMPLES.is_dir():
+        skip_or_fail("../shared/samples not present")
+    data_dir = tmp_path / "var"
+    monkeypatch.setenv("DXA_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("DXA_DATABASE_URL", raising=False)
+    monkeypatch.delenv("DXA_BROKER_URL", raising=False)
+    return data_dir
 
 
 @pytest.fixture

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from settings import Settings
+
 ROOT = Path(__file__).resolve().parents[3]
 SAMPLES = Path(os.environ.get("DXA_SAMPLES", ROOT.parent / "shared" / "samples"))
 VENV_BIN = Path(sys.executable).parent
@@ -227,6 +229,20 @@ def service_env(**overrides: str | None) -> dict[str, str]:
         if value is not None:
             env[key] = value
     return env
+
+
+def scaled_env(data_dir: Path, inbox: Path, broker_url: str, database_url: str) -> tuple[dict[str, str], Settings]:
+    """The environment of a watcher and its workers sharing one broker, database and data directory
+    (files claimed at once, the inbox scanned every 0.2 s), and the settings of the test's own view."""
+    env = service_env(
+        DXA_BROKER_URL=broker_url,
+        DXA_DATABASE_URL=database_url,
+        DXA_DATA_DIR=str(data_dir),
+        DXA_INBOX=str(inbox),
+        DXA_MIN_FILE_AGE_S="0",
+        DXA_SCAN_INTERVAL_S="0.2",
+    )
+    return env, Settings(data_dir=data_dir, inbox=inbox, database_url=database_url, broker_url=broker_url)
 
 
 @dataclass
@@ -577,6 +593,24 @@ def export_all(sessions: Any) -> list[dict[str, Any]]:
 
     with sessions() as session:
         return list(export_patients(session))
+
+
+def check_end_state(
+    data_dir: Path,
+    inbox: Path,
+    batch: list[BatchFile],
+    sessions: Any,
+    samples: list[Sample],
+    scenarios: list[dict[str, Any]],
+    *,
+    variants: bool = False,
+) -> EndState:
+    """Every file of the batch accounted for, each where its sample says, and the exports exactly as
+    the truth says: what every pipeline test checks once its services are idle."""
+    state = check_accounting(data_dir, inbox, batch, sessions)
+    check_outcomes(state, batch)
+    check_exports(export_all(sessions), samples, scenarios, variants=variants)
+    return state
 
 
 def pipeline_idle(sessions: Any, expected_seen: int) -> bool:

@@ -20,23 +20,19 @@ import services.runner
 from db.models import Job, utcnow
 from services.context import build_context, no_submit
 from services.therapies import import_therapies
-from settings import Settings
 from tests.integration.pipeline.support import (
     SAMPLES,
     BatchFile,
     BrokerSubmit,
     Sample,
     celery_worker,
-    check_accounting,
-    check_exports,
-    check_outcomes,
+    check_end_state,
     drop,
     dxa,
-    export_all,
     files_below,
     pipeline_idle,
+    scaled_env,
     send_sweep,
-    service_env,
     wait_until,
 )
 
@@ -52,15 +48,7 @@ def test_celery_worker_on_redis_and_postgres_processes_the_samples(
     scenarios: list[dict[str, Any]],
 ) -> None:
     data_dir, inbox = tmp_path / "data", tmp_path / "inbox"
-    env = service_env(
-        DXA_BROKER_URL=redis_db,
-        DXA_DATABASE_URL=pg_url,
-        DXA_DATA_DIR=str(data_dir),
-        DXA_INBOX=str(inbox),
-        DXA_MIN_FILE_AGE_S="0",
-        DXA_SCAN_INTERVAL_S="0.2",
-    )
-    settings = Settings(data_dir=data_dir, inbox=inbox, database_url=pg_url, broker_url=redis_db)
+    env, settings = scaled_env(data_dir, inbox, redis_db, pg_url)
     ctx = build_context(settings)  # the test's own view of the same database and folders
     submit = BrokerSubmit(redis_db)
     worker = celery_worker(env, logs / "worker.log", concurrency=2).start()
@@ -101,9 +89,7 @@ def test_celery_worker_on_redis_and_postgres_processes_the_samples(
         worker.stop()
         submit.close()
 
-    state = check_accounting(data_dir, inbox, batch, ctx.sessions)
-    check_outcomes(state, batch)
-    check_exports(export_all(ctx.sessions), samples, scenarios)
+    check_end_state(data_dir, inbox, batch, ctx.sessions, samples, scenarios)
     with ctx.sessions() as session:
         pids = {str(w).rsplit(":", 1)[-1] for w in session.scalars(select(Job.worker).where(Job.worker.is_not(None)))}
     assert len(pids) >= 2, "both pool processes should have run jobs"

@@ -28,7 +28,6 @@ from sqlalchemy import func, select
 from db.engine import make_engine, session_factory
 from db.models import Job, SourceFile
 from services.context import build_context
-from settings import Settings
 from tests.conftest import skip_or_fail
 from tests.integration.pipeline.support import (
     BatchFile,
@@ -36,17 +35,15 @@ from tests.integration.pipeline.support import (
     Proc,
     Sample,
     celery_worker,
-    check_accounting,
-    check_exports,
-    check_outcomes,
+    check_end_state,
     drop,
     dxa,
-    export_all,
     files_below,
     finished_files,
     free_port,
     make_batch,
     pipeline_idle,
+    scaled_env,
     send_sweep,
     service_env,
     wait_until,
@@ -69,13 +66,11 @@ def batch(samples: list[Sample]) -> list[BatchFile]:
 
 def _assert_batch_end_state(data_dir: Path, inbox: Path, batch: list[BatchFile], sessions: Any, samples: list[Sample],
                             scenarios: list[dict[str, Any]]) -> None:  # fmt: skip
-    state = check_accounting(data_dir, inbox, batch, sessions)
-    check_outcomes(state, batch)
+    state = check_end_state(data_dir, inbox, batch, sessions, samples, scenarios, variants=True)
     rejected = {f.sha256 for f in batch if f.sample is not None and f.sample.expect == "reject"}
     assert state.duplicates == 10
     assert len(state.quarantined) == len(rejected) + 3, state.summary()
     assert len(state.archived) == BATCH - 10 - len(rejected) - 3, state.summary()
-    check_exports(export_all(sessions), samples, scenarios, variants=True)
 
 
 def _running_job_pid(sessions: Any, pids: list[int]) -> int | None:
@@ -115,15 +110,8 @@ def test_celery_batch_survives_killed_workers_and_a_broker_restart(
     redis.start()
     data_dir, inbox = tmp_path / "data", tmp_path / "inbox"
     work = data_dir / "work"
-    env = service_env(
-        DXA_BROKER_URL=redis.url,
-        DXA_DATABASE_URL=pg_url,
-        DXA_DATA_DIR=str(data_dir),
-        DXA_INBOX=str(inbox),
-        DXA_MIN_FILE_AGE_S="0",
-        DXA_SCAN_INTERVAL_S="0.2",
-    )
-    ctx = build_context(Settings(data_dir=data_dir, inbox=inbox, database_url=pg_url, broker_url=redis.url))
+    env, settings = scaled_env(data_dir, inbox, redis.url, pg_url)
+    ctx = build_context(settings)
     distinct = len({f.sha256 for f in batch})
     worker = celery_worker(env, logs / "worker.log", concurrency=2).start()
     watch = dxa(["watch"], env, logs / "watch.log").start()

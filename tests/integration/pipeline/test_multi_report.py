@@ -11,7 +11,6 @@ from sqlalchemy import func, select
 
 from db.models import Exam, Measurement, SourceFile
 from dxa.cli import main
-from tests.conftest import skip_or_fail
 from tests.unit.ingest.pdf_variants import concat, truth_of
 
 SAMPLES = Path(__file__).resolve().parents[3].parent / "shared" / "samples"
@@ -24,13 +23,8 @@ FILES = [
 
 
 def test_several_reports_in_one_pdf_are_stored_each_under_its_patient(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, local_data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    if not SAMPLES.is_dir():
-        skip_or_fail("../shared/samples not present")
-    monkeypatch.setenv("DXA_DATA_DIR", str(tmp_path / "var"))
-    monkeypatch.delenv("DXA_DATABASE_URL", raising=False)
-    monkeypatch.delenv("DXA_BROKER_URL", raising=False)
     bundle = tmp_path / "bundle.pdf"
     bundle.write_bytes(concat(*(f.read_bytes() for f in FILES)))
 
@@ -57,7 +51,7 @@ def test_several_reports_in_one_pdf_are_stored_each_under_its_patient(
 
     from sqlalchemy import create_engine
 
-    engine = create_engine(f"sqlite:///{tmp_path / 'var' / 'dxa.db'}")
+    engine = create_engine(f"sqlite:///{local_data_dir / 'dxa.db'}")
     with engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(SourceFile)) == 1
         assert conn.scalar(select(func.count()).select_from(Exam)) == 4

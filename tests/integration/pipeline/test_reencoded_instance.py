@@ -11,7 +11,6 @@ from sqlalchemy import create_engine, func, select
 
 from db.models import Exam, Measurement, SourceFile
 from dxa.cli import main
-from tests.conftest import skip_or_fail
 from tests.integration.pipeline.support import rewrite_dicom, same_uid_other_bytes
 from tests.unit.ingest.dicom_reencode import REENCODINGS
 
@@ -23,13 +22,8 @@ ORIGINALS = [
 
 
 def test_re_encoded_copies_are_duplicates_and_other_results_a_conflict(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, local_data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    if not SAMPLES.is_dir():
-        skip_or_fail("../shared/samples not present")
-    monkeypatch.setenv("DXA_DATA_DIR", str(tmp_path / "var"))
-    monkeypatch.delenv("DXA_DATABASE_URL", raising=False)
-    monkeypatch.delenv("DXA_BROKER_URL", raising=False)
     copies = tmp_path / "routed"
     copies.mkdir()
     routed = 0
@@ -54,7 +48,7 @@ def test_re_encoded_copies_are_duplicates_and_other_results_a_conflict(
             assert ": duplicate (the same DICOM instance" in line, line
     assert routed >= 14 and f"{routed + 2} files: 0 ingested, {routed} duplicate, 2 quarantined" in lines[-1]
 
-    engine = create_engine(f"sqlite:///{tmp_path / 'var' / 'dxa.db'}")
+    engine = create_engine(f"sqlite:///{local_data_dir / 'dxa.db'}")
     try:
         with engine.connect() as conn:
             assert conn.scalar(select(func.count()).select_from(Exam)) == 2
@@ -64,5 +58,5 @@ def test_re_encoded_copies_are_duplicates_and_other_results_a_conflict(
         engine.dispose()
     assert len(owners) == 2  # every value still comes from the two originals
     assert statuses == {"ingested": 2, "duplicate": routed, "quarantined": 2}
-    archived = [p for p in (tmp_path / "var" / "archive").rglob("*") if p.is_file()]
+    archived = [p for p in (local_data_dir / "archive").rglob("*") if p.is_file()]
     assert len(archived) == 2 + routed  # nothing lost: the copies are kept too

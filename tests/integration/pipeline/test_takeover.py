@@ -33,7 +33,7 @@ from tests.integration.pipeline.support import (
     dxa,
     files_below,
     pipeline_idle,
-    service_env,
+    scaled_env,
     wait_until,
 )
 
@@ -81,15 +81,8 @@ def test_killed_worker_and_emptied_redis_job_taken_over_within_two_minutes(
     tmp_path: Path, logs: Path, redis_db: str, pg_url: str, samples: list[Sample]
 ) -> None:
     data_dir, inbox = tmp_path / "data", tmp_path / "inbox"
-    env = service_env(
-        DXA_BROKER_URL=redis_db,
-        DXA_DATABASE_URL=pg_url,
-        DXA_DATA_DIR=str(data_dir),
-        DXA_INBOX=str(inbox),
-        DXA_MIN_FILE_AGE_S="0",
-        DXA_SCAN_INTERVAL_S="0.2",
-    )
-    ctx = build_context(Settings(data_dir=data_dir, inbox=inbox, database_url=pg_url, broker_url=redis_db))
+    env, settings = scaled_env(data_dir, inbox, redis_db, pg_url)
+    ctx = build_context(settings)
     batch = [BatchFile(s.rel, s.data, "original", s) for s in samples]
     first = celery_worker(env, logs / "worker1.log", concurrency=1).start()
     second = celery_worker(env, logs / "worker2.log", concurrency=1)

@@ -19,12 +19,9 @@ from tests.integration.pipeline.support import (
     BatchFile,
     Sample,
     celery_worker,
-    check_accounting,
-    check_exports,
-    check_outcomes,
+    check_end_state,
     drop,
     dxa,
-    export_all,
     files_below,
     pipeline_idle,
     service_env,
@@ -82,9 +79,7 @@ def test_a_worker_sharing_no_folder_with_the_watcher_ingests_the_samples(
         watch.stop()
         worker.stop()
 
-    state = check_accounting(watcher_host, inbox, batch, ctx.sessions)
-    check_outcomes(state, batch)
-    check_exports(export_all(ctx.sessions), samples, scenarios)
+    check_end_state(watcher_host, inbox, batch, ctx.sessions, samples, scenarios)
     with ctx.sessions() as session:
         blobs = session.scalar(select(func.count()).select_from(FileBlob))
     assert blobs == len({f.sha256 for f in batch}), "every distinct file's bytes are kept in the database"

@@ -10,6 +10,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from dxa.apex_blob import apex_blob
+
 SC = "1.2.840.10008.5.1.4.1.1.7"
 ENHANCED_SR = "1.2.840.10008.5.1.4.1.1.88.22"
 
@@ -66,34 +68,9 @@ def hologic_blob(
     history: list[list[str]] | None = None,
     extra: str = "",
 ) -> str:
-    lines = [
-        "<HologicHeader1>",
-        "<GeneralData>",
-        "<ScanID>A1</ScanID>",
-        "</GeneralData>",
-        "</HologicHeader1>",
-        '<JavaScriptFile, filetype=2, filename="C:\\QDR\\ScanInfo.js">',
-        'Scan = "March 20, 2021 - A0320210D";',
-        f'ScanMode = "{scan_mode}";',
-        f'AnalProtocol = "{protocol}";',
-        f'Model = "{model}";',
-        'HologicSoftwareVer = "13.6.0.7";',
-        "</JavaScriptFile>",
-        '<JavaScriptFile, filetype=3, filename="C:\\QDR\\Results.js">',
-        "IncludeTable1 = true;",
-        'TableTitle1  = "Results Summary:";',
-        "TableType1 = 1;",
-        "TableRowTypes1[ 0] = 0;",
-    ]
-    for c, (code, head) in enumerate(columns):
-        lines.append(f"TableColumnTypes1[ {c}] = {code};")
-        lines.append(f'ResultsTable1[ 0][ {c}]  = "{head}";')
-    for r, row in enumerate(rows, start=1):
-        lines.append(f"TableRowTypes1[ {r}] = 1;")
-        for c, cell in enumerate(row):
-            lines.append(f'ResultsTable1[ {r}][ {c}]  = "{cell}";')
+    more_results: list[str] = []
     if history:
-        lines += [
+        more_results += [
             "IncludeTable2 = true;",
             'TableTitle2  = "Results History: L1-L4";',
             "TableType2 = 2;",
@@ -108,11 +85,18 @@ def hologic_blob(
         ]
         for r, row in enumerate(history, start=1):
             for c, cell in enumerate(row):
-                lines.append(f'ResultsTable2[ {r}][ {c}]  = "{cell}";')
-    lines.append("</JavaScriptFile>")
-    if extra:
-        lines += ['<JavaScriptFile, filetype=7, filename="x">', extra, "</JavaScriptFile>"]
-    return "\r\n".join(lines) + "\r\n"
+                more_results.append(f'ResultsTable2[ {r}][ {c}]  = "{cell}";')
+    return apex_blob(
+        rows,
+        columns,
+        scan_id="A1",
+        scan="March 20, 2021 - A0320210D",
+        scan_mode=scan_mode,
+        protocol=protocol,
+        model=model,
+        more_results=more_results,
+        more_files=['<JavaScriptFile, filetype=7, filename="x">', extra, "</JavaScriptFile>"] if extra else [],
+    )
 
 
 SPINE_ROWS = [

@@ -12,6 +12,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from dxa import pdf_print
 from ingest.pdf.sniff import choose_template
 from ingest.pdf.template import Template, builtin_templates
 from ingest.pdf.text import PdfText, read_pdfium
@@ -162,21 +163,7 @@ def axes() -> dict[str, Rewrite]:
 
 def print_pdf(pages: list[list[str]]) -> bytes:
     """Print lines as a PDF with reportlab (a CID font covers Latin and Chinese)."""
-    from reportlab.pdfbase import pdfmetrics
-    from reportlab.pdfbase.cidfonts import UnicodeCIDFont
-    from reportlab.pdfgen import canvas
-
-    if "STSong-Light" not in pdfmetrics.getRegisteredFontNames():
-        pdfmetrics.registerFont(UnicodeCIDFont("STSong-Light"))
-    buf = io.BytesIO()
-    pdf = canvas.Canvas(buf, pagesize=(595, 842))
-    for lines in pages:
-        pdf.setFont("STSong-Light", 8)
-        for j, line in enumerate(lines):
-            pdf.drawString(30, 820 - 11 * j, line)
-        pdf.showPage()
-    pdf.save()
-    return buf.getvalue()
+    return pdf_print.print_pdf(pages, size=8, left=30, top=820, leading=11)
 
 
 def rewritten(sample: Path, truth: dict[str, Any], rewrite: Rewrite) -> bytes | None:
