@@ -106,7 +106,7 @@ def build_charts(
         points: list[ChartPoint] = []
         segment, last_key = -1, None
         for exam in detail.exams:
-            m = next((m for m in exam.measurements if m.site == site and m.side == side), None)
+            m = exam.measurement(site, side)
             if m is None:
                 continue
             if exam.machine_key != last_key or exam.machine_key.startswith("weak-"):

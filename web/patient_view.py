@@ -195,7 +195,7 @@ def _change(
     c = comparisons.get((site, side, exam.exam_id, reference))
     if c is None:
         return None
-    m = next((m for m in exam.measurements if m.site == site and m.side == side), None)
+    m = exam.measurement(site, side)
     printed = m.provenance.get("vendor_change_pct") if m is not None else None
     value = printed.get(reference) if isinstance(printed, dict) else None
     since = printed.get(f"{reference}_date") if isinstance(printed, dict) else None
@@ -233,7 +233,7 @@ def site_tables(detail: PatientDetail, config: MonitoringConfig) -> list[SiteTab
             measured = site
             if family == "spine":
                 measured = analysed_vertebral_set(_core_exam(exam)) or ""
-            m = next((m for m in exam.measurements if m.site == measured and m.side == side), None)
+            m = exam.measurement(measured, side)
             if m is None:
                 continue
             baseline = _change(comparisons, exam, measured, side, "baseline")

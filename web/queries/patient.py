@@ -69,6 +69,10 @@ class ExamView:
     measurements: tuple[MeasurementView, ...]
     software_version: str | None
 
+    def measurement(self, site: str, side: str | None) -> MeasurementView | None:
+        """The exam's value at one site and side, None when that site was not measured."""
+        return next((m for m in self.measurements if m.site == site and m.side == side), None)
+
 
 @dataclass(frozen=True)
 class ComparisonView:
@@ -226,7 +230,8 @@ def patient_detail(session: Session, patient: Patient) -> PatientDetail:
         src, dst = exam_views.get(row.from_exam_id), exam_views.get(row.to_exam_id)
         if src is None or dst is None:
             continue
-        provenance = next((m.provenance for m in dst.measurements if m.site == row.site and m.side == row.side), {})
+        measured = dst.measurement(row.site, row.side)
+        provenance = measured.provenance if measured is not None else {}
         vendor = vendor_change(provenance, row.reference)
         comparisons.append(
             ComparisonView(

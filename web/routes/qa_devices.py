@@ -115,6 +115,11 @@ async def _uploaded_csv(file: UploadFile | None, csv_text: str, what: str) -> st
     return raw.decode("utf-8-sig", errors="replace")
 
 
+def _optional_day(text: str) -> date | None:
+    """A form's ISO date, None when left empty (ValueError when unreadable, as the callers expect)."""
+    return date.fromisoformat(text) if text else None
+
+
 @router.post("/qa/devices/precision", include_in_schema=False)
 async def precision_upload(
     request: Request,
@@ -140,7 +145,7 @@ async def precision_upload(
     context = _devices_context(session, app)
     context["upload"] = {"device": device, "site": site, "performed_on": performed_on, "csv_text": csv_text}
     try:
-        when = date.fromisoformat(performed_on) if performed_on else None
+        when = _optional_day(performed_on)
         previews = preview_precision(session, csv_text, CSV_LABEL, app.monitoring, device=chosen, site=site)
         if len(previews) != 1:
             raise ImportError_(f"{CSV_LABEL}: one study (one machine, one site) at a time here")
@@ -175,14 +180,14 @@ def _crosscal_compute(session: Session, app: App, csv_text: str, kind: str, perf
     a file that cannot be read, with the line and field."""
     if len(csv_text.encode()) > MAX_UPLOAD_BYTES:
         raise HTTPException(413, "cross-calibration file too large (2 MiB at most)")
-    when = date.fromisoformat(performed_on) if performed_on else None
+    when = _optional_day(performed_on)
     return preview_crosscal(session, csv_text, CSV_LABEL, app.monitoring, kind=_crosscal_kind(kind), performed_on=when)
 
 
 def _crosscal_save(app: App, user: CurrentUser, csv_text: str, kind: str, performed_on: str) -> int:
     """Save what was previewed (recomputed in the saving transaction); how many patients were
     queued for re-evaluation."""
-    when = date.fromisoformat(performed_on) if performed_on else None
+    when = _optional_day(performed_on)
     saved = save_crosscal(app.ctx, actor(user), csv_text, CSV_LABEL, kind=_crosscal_kind(kind), performed_on=when)
     return saved.patients_queued
 
