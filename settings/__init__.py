@@ -80,6 +80,16 @@ class Settings(BaseSettings):
     signin_window_minutes: float = Field(default=15.0, gt=0)
     signin_max_failures_per_account: int = Field(default=5, gt=0)
     signin_max_failures_per_address: int = Field(default=20, gt=0)
+    # Password checks (Argon2: 64 MiB and a good fraction of a CPU second each) run this many at a
+    # time per web process; other sign-ins wait their turn up to signin_queue_seconds, then are
+    # asked to try again in a moment (HTTP 503) instead of all slowing the machine down together.
+    signin_concurrency: int = Field(default_factory=lambda: max(1, (os.cpu_count() or 2) // 2), ge=1)
+    signin_queue_seconds: float = Field(default=30.0, gt=0)
+
+    # Prometheus /metrics: with a token, a scraper sends `Authorization: Bearer <token>`; without
+    # one, only the addresses or networks listed here may read it (default: this host only).
+    metrics_token: str | None = None
+    metrics_allow: str = "127.0.0.1,::1"
 
     @field_validator("data_dir", "inbox", "archive", mode="after")
     @classmethod
