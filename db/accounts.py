@@ -69,9 +69,16 @@ def set_password(session: Session, user: User, password: str) -> None:
     """A new password ends every web session of the user: whoever knew the old one is out."""
     if not password:
         raise ValueError("password is empty")
-    user.password_hash = hash_password(password)
-    revoke_user_sessions(session, user.id)
+    set_password_hash(session, user, hash_password(password))
+
+
+def set_password_hash(session: Session, user: User, hashed: str) -> int:
+    """`set_password` with the Argon2 work done beforehand, outside the transaction; returns how
+    many live sessions it ended."""
+    user.password_hash = hashed
+    ended = revoke_user_sessions(session, user.id)
     session.flush()
+    return ended
 
 
 def set_active(session: Session, user: User, active: bool) -> None:

@@ -170,3 +170,58 @@ def token_user(ctx: Context, token: str) -> SignedIn | None:
     with ctx.sessions.begin() as session:
         user = accounts.verify_api_token(session, token)
         return SignedIn(user.id, user.username, user.role) if user is not None else None
+
+
+class PasswordRefused(Exception):
+    """Why a password change was refused: `wrong_current`, `too_short`, `same`, `throttled`."""
+
+    def __init__(self, reason: str, retry_after_s: int = 0) -> None:
+        super().__init__(reason)
+        self.reason, self.retry_after_s = reason, retry_after_s
+
+
+@dataclass(frozen=True)
+class PasswordChanged:
+    session_secret: str  # a new session for the browser that made the change
+    other_sessions_ended: int
+
+
+def change_own_password(
+    ctx: Context,
+    actor: Actor,
+    current: str,
+    new: str,
+    address: str,
+    rule: signin.ThrottleRule,
+    *,
+    min_length: int,
+    old_secret: str,
+) -> PasswordChanged:
+    """A signed-in user sets a new password. The current one must be given (a session left open
+    on a shared workstation is not the account), and a wrong one counts against the sign-in
+    throttle like a failed sign-in. Every session of the user ends, the others included (whoever
+    knew the old password is out); this browser gets a new one. Audited, without the passwords.
+    The Argon2 work (checking the old, hashing the new) runs outside any transaction."""
+    if len(new) < min_length:
+        raise PasswordRefused("too_short")
+    attempt = start_sign_in(ctx, actor.username, address, rule)
+    if attempt.locked is not None:
+        raise PasswordRefused("throttled", attempt.locked.retry_after_s)
+    if not check_password(attempt, current):
+        with ctx.sessions.begin() as session:
+            signin.record_failure(session, actor.username, address, rule)
+            record(session, actor, "password_change_refused", reason="wrong current password")
+        raise PasswordRefused("wrong_current")
+    if new == current:
+        raise PasswordRefused("same")
+    hashed = accounts.hash_password(new)
+    with ctx.sessions.begin() as session:
+        user = accounts.get_user(session, actor.username)
+        if user is None or not user.active or user.id != actor.user_id or user.password_hash != attempt.stored:
+            raise PasswordRefused("wrong_current")  # changed or disabled meanwhile: check again
+        ended = accounts.set_password_hash(session, user, hashed)
+        signin.revoke_session(session, old_secret)
+        secret = signin.open_session(session, user)
+        others = max(0, ended - 1)
+        record(session, actor, "user_password_changed", by="self", other_sessions_ended=others)
+    return PasswordChanged(secret, others)

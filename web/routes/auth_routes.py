@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from functools import partial
 from typing import Annotated
 
-import anyio
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
@@ -15,7 +12,14 @@ from starlette.concurrency import run_in_threadpool
 
 from db.signin import Throttled
 from services.accounts import check_password, finish_sign_in, sign_out, start_sign_in
-from web.auth import check_csrf, client_address, throttle_rule
+from web.auth import (
+    BUSY_MESSAGE,
+    check_csrf,
+    client_address,
+    give_back_password_slot,
+    take_password_slot,
+    throttle_rule,
+)
 from web.deps import App, User, render, services
 from web.queries import health as health_q
 
@@ -49,15 +53,6 @@ def login_form(request: Request, next: str | None = None) -> Response:
     return render(request, "login.html", {"next": _safe_next(next), "error": None})
 
 
-SIGNIN_POLL_S = 0.05
-
-
-def signin_slots(request: Request) -> threading.BoundedSemaphore:
-    """This web process's password-check slots (`DXA_SIGNIN_CONCURRENCY`)."""
-    slots: threading.BoundedSemaphore = request.app.state.signin_slots
-    return slots
-
-
 @router.post("/login", include_in_schema=False)
 async def login(
     request: Request,
@@ -67,29 +62,23 @@ async def login(
     csrf_token: Annotated[str, Form()] = "",
     next: Annotated[str, Form()] = "/patients",
 ) -> Response:
-    """Sign-ins queue for a password-check slot (only the Argon2 check: never while waiting for
-    the database) without holding a server thread while they wait:
-    fifty people signing in at once are served a few at a time, each within seconds, instead of
-    fifty Argon2 checks (64 MiB each) slowing the whole machine down together. One that cannot
-    get a slot within `DXA_SIGNIN_QUEUE_SECONDS` is asked to try again (503, Retry-After)."""
+    """Sign-ins queue for a password-check slot (`web.auth.take_password_slot`) for the Argon2
+    check only, never while waiting for the database; one that cannot get a slot within
+    `DXA_SIGNIN_QUEUE_SECONDS` is asked to try again (503, Retry-After)."""
     check_csrf(request, csrf_token)
     old = request.session.get("sid")
     attempt = await run_in_threadpool(start_sign_in, app.ctx, username, client_address(request), throttle_rule(request))
     matches = False
     if attempt.locked is None:
-        slots = signin_slots(request)
-        deadline = time.monotonic() + app.settings.signin_queue_seconds
-        while not slots.acquire(blocking=False):
-            if time.monotonic() >= deadline:
-                error = "Many people are signing in at this moment. Please try again in a few seconds."
-                response = render(request, "login.html", {"next": _safe_next(next), "error": error}, status_code=503)
-                response.headers["Retry-After"] = "5"
-                return response
-            await anyio.sleep(SIGNIN_POLL_S)
+        if not await take_password_slot(request):
+            context = {"next": _safe_next(next), "error": BUSY_MESSAGE}
+            response = render(request, "login.html", context, status_code=503)
+            response.headers["Retry-After"] = "5"
+            return response
         try:
             matches = await run_in_threadpool(check_password, attempt, password)
         finally:
-            slots.release()
+            give_back_password_slot(request)
     outcome = await run_in_threadpool(
         partial(finish_sign_in, app.ctx, attempt, password, matches, old_secret=old if isinstance(old, str) else None)
     )
