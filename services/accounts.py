@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from db import accounts, signin
@@ -35,6 +35,7 @@ class SignedIn:
     username: str
     role: str
     session_secret: str = ""  # for the cookie, when a session was opened
+    locale: str | None = None  # the dashboard language saved on the account (None: the browser's)
 
     @property
     def actor(self) -> Actor:
@@ -133,7 +134,8 @@ def resume_session(ctx: Context, secret: str, role: object, times: signin.Sessio
         with reading(ctx.sessions) as session:
             found = signin.find_session(session, secret, times)
             user = found.user if found is not None else None
-            return found, SignedIn(user.id, user.username, user.role) if user is not None else None
+            live = SignedIn(user.id, user.username, user.role, locale=user.locale) if user is not None else None
+            return found, live
 
     found, live = retry_transient(look)
     if found is None:
@@ -155,7 +157,7 @@ def _stamp_last_use(ctx: Context, secret: str) -> None:
             brief_lock_wait(session, TOUCH_WAIT_S)
             signin.touch_session(session, secret)
             session.commit()
-    except OperationalError as exc:
+    except SQLAlchemyError as exc:  # a lock, a lost connection: never a reason to fail the page
         log.debug("session last-use stamp skipped: %s", describe(exc))
 
 
@@ -169,7 +171,7 @@ def token_user(ctx: Context, token: str) -> SignedIn | None:
     """The active user behind a non-revoked API token (only its SHA-256 is stored)."""
     with ctx.sessions.begin() as session:
         user = accounts.verify_api_token(session, token)
-        return SignedIn(user.id, user.username, user.role) if user is not None else None
+        return SignedIn(user.id, user.username, user.role, locale=user.locale) if user is not None else None
 
 
 class PasswordRefused(Exception):

@@ -170,7 +170,8 @@ def _read_sessions(ctx: Context) -> sessionmaker[Session]:
     it calls waits for it, so they get deferred transactions of their own (WAL: readers never
     block the writer). PostgreSQL reads take no such lock."""
     if ctx.engine.dialect.name == "sqlite":
-        return session_factory(make_engine(ctx.engine.url, sqlite_immediate=False))
+        # one connection per server thread (SQLite connections are cheap): a page never waits for one
+        return session_factory(make_engine(ctx.engine.url, sqlite_immediate=False, pool_size=10, max_overflow=40))
     return ctx.sessions
 
 

@@ -51,6 +51,7 @@ class CurrentUser:
     username: str
     role: str
     via_token: bool = False
+    locale: str | None = None  # read with the session: a page needs no second connection for it
 
     @property
     def is_qa(self) -> bool:
@@ -94,7 +95,7 @@ def authenticate(request: Request, session: Session, ctx: Context) -> CurrentUse
         user = token_user(ctx, header[7:].strip())
         if user is None:
             raise LoginRequired()
-        return CurrentUser(user.id, user.username, user.role, via_token=True)
+        return CurrentUser(user.id, user.username, user.role, via_token=True, locale=user.locale)
     secret = request.session.get("sid")
     if not isinstance(secret, str):
         raise LoginRequired()
@@ -102,7 +103,7 @@ def authenticate(request: Request, session: Session, ctx: Context) -> CurrentUse
     if user is None:
         request.session.clear()
         raise LoginRequired()
-    return CurrentUser(user.id, user.username, user.role)
+    return CurrentUser(user.id, user.username, user.role, locale=user.locale)
 
 
 def session_times(request: Request) -> signin.SessionTimes:

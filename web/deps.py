@@ -13,10 +13,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import User as UserRow
 from monitor.config import MonitoringConfig
 from services.audit import Actor
 from services.context import Context
@@ -85,10 +83,7 @@ QaUser = Annotated[CurrentUser, Depends(qa_user)]
 def request_locale(request: Request) -> str:
     """The signed-in user's saved language, else the browser's, else English (web.i18n)."""
     user = getattr(request.state, "user", None)
-    saved = None
-    if user is not None:
-        with services(request).read_sessions() as session:
-            saved = session.scalar(select(UserRow.locale).where(UserRow.id == user.id))
+    saved = user.locale if isinstance(user, CurrentUser) else None  # read with the session (web.auth)
     return i18n.choose(saved, request.headers.get("accept-language"))
 
 

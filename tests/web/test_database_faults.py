@@ -297,3 +297,15 @@ def test_a_full_sign_in_queue_asks_to_try_again(sqlite_seeded: Seeded, monkeypat
     assert "Many people are signing in at this moment" in busy.text
     assert outcome == [303], "the sign-in that had the slot went through"
     first.close()
+
+
+def test_fifty_signed_in_users_browse_at_once(sqlite_seeded: Seeded, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fifty users reading pages side by side (each server thread its own connection): none
+    waits out the connection pool. A page used to take a second connection of the pool while
+    holding its first (the user's language), and fifty of them held the whole pool waiting."""
+    monkeypatch.setattr(accounts, "password_matches", lambda stored, password: password == PASSWORDS["qa"])
+    app = create_app(sqlite_seeded.ctx, today=lambda: TODAY)
+    with Browsers(app, users=50) as users:
+        wait_for(lambda: users.signed_in == 50 and users.served() >= 250, 300, "fifty users reading pages")
+    assert not users.failures, users.failures[:3]
+    assert users.errors() == [], users.errors()[:5]
