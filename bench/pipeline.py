@@ -232,16 +232,83 @@ class Service:
     counts: Callable[[], dict[str, int]]
 
 
+PROFILE: list[Path] = []  # --profile: where py-spy writes the burst's collapsed stacks
+
+
+@contextlib.contextmanager
+def profiled(pids: list[int], mode: str) -> Iterator[None]:
+    """py-spy over the burst (every thread and child process of `pids`), then the frames that
+    hold the most samples printed as shares: where the wall time goes, idle waits included."""
+    if not PROFILE:
+        yield
+        return
+    PROFILE[0].mkdir(parents=True, exist_ok=True)
+    slug = "".join(c if c.isalnum() else "_" for c in mode)[:40]
+    procs = []
+    for pid in pids:
+        out = PROFILE[0] / f"{slug}-{pid}.txt"
+        argv = [str(VENV_BIN / "py-spy"), "record", "--pid", str(pid), "--subprocesses"]
+        argv += ["--rate", "50", "--format", "raw", "--output", str(out), "--nonblocking"]
+        procs.append((subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out))
+    time.sleep(1.0)  # py-spy attaches
+    try:
+        yield
+    finally:
+        for proc, _ in procs:
+            proc.send_signal(2)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
+        for _, out in procs:
+            summarise_profile(out, mode)
+
+
+MARKERS = {
+    "parse (child)": ("_parse_path",),
+    "waiting for a parse child": ("parse_in_child",),
+    "SQLite BEGIN IMMEDIATE / lock": ("_on_begin",),
+    "store a batch": ("_store_one",),
+    "moves + fsync": ("_finish_moves", "Moves.sync", "sync (services/files.py)"),
+    "evaluate": ("_evaluate_in",),
+    "claim jobs": ("claim_next_jobs", "claim_job"),
+    "intake (claim + register)": ("intake_many",),
+    "heartbeat": ("touch_running",),
+    "idle waits (runner/watcher sleep)": ("wait (threading.py)",),
+}
+
+
+def summarise_profile(path: Path, mode: str) -> None:
+    """Shares of the samples whose stack passes through each marker (a sample can count twice)."""
+    if not path.is_file():
+        print(f"  profile of {mode}: none written ({path.name})")
+        return
+    totals = dict.fromkeys(MARKERS, 0)
+    samples = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        samples += int(count)
+        for name, needles in MARKERS.items():
+            if any(n in stack for n in needles):
+                totals[name] += int(count)
+    if samples:
+        parts = ", ".join(f"{name} {100 * n / samples:.0f}%" for name, n in totals.items() if n)
+        print(f"  profile of {mode} ({path.name}, {samples} CPU samples, all threads and children): {parts}")
+
+
 def run_phases(svc: Service, burst: list[BatchFile], steady: list[BatchFile], rate: float, mode: str) -> Result:
     seen = 0
     dropped: dict[str, float] = {}
     counts0 = svc.counts()
     cpu0 = svc.cpu()
     with rss_peak(svc.pids) as peak:
-        t0 = time.time()
-        drop(burst, svc.inbox, dropped)
-        seen += len(burst)
-        wait_until(lambda: not files_below(svc.inbox) and pipeline_idle(svc.sessions, seen), 3600, "burst", every=0.1)
+        with profiled(svc.pids(), mode):
+            t0 = time.time()
+            drop(burst, svc.inbox, dropped)
+            seen += len(burst)
+            wait_until(
+                lambda: not files_below(svc.inbox) and pipeline_idle(svc.sessions, seen), 3600, "burst", every=0.1
+            )
         cpu1 = svc.cpu()
         counts1 = svc.counts()
         seconds, latencies, evaluations = _measure(svc.sessions, dropped, t0)
@@ -461,7 +528,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=1, help="rounds of the alternated modes")
     ap.add_argument("--backload", type=int, default=1000, help="files of the back-load mode")
     ap.add_argument("--modes", default="parse,embedded,celery1,celery2")
+    ap.add_argument("--profile", type=Path, help="py-spy each mode's burst; collapsed stacks go to this folder")
     args = ap.parse_args(argv)
+    if args.profile:
+        PROFILE.append(args.profile)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
 
     print(f"loadavg before: {loadavg()}", flush=True)

@@ -31,6 +31,9 @@ DEMO_PASSWORD = "dxa-demo-2024"
 RUNNER_IDLE_S = 0.5
 SWEEP_EVERY_S = 60.0
 INTAKE_BATCH = 64  # files claimed and registered together by one scan's transaction
+# Set by the watcher when it registered files: idle runners of this process start at once instead
+# of at their next poll (the job table stays the queue; this only shortens the wait).
+_work_arrived = threading.Event()
 
 
 def watch_once(ctx: Context, tracker: ReadinessTracker, odd: OddEntries | None = None) -> int:
@@ -53,6 +56,8 @@ def watch_once(ctx: Context, tracker: ReadinessTracker, odd: OddEntries | None =
             else:
                 # A path, or a driver's message quoting the row, can hold a patient's name: the type only.
                 log.warning("could not claim a file from the inbox (%s); it is tried again", describe(result))
+        if claimed:
+            _work_arrived.set()
     return claimed
 
 
@@ -101,8 +106,8 @@ def run_jobs_forever(ctx: Context, stop: threading.Event, *, refresh_daily: bool
             log.warning("job runner error (%s); retrying", describe(exc))
             results = []
             stop.wait(2.0)
-        if not results:
-            stop.wait(RUNNER_IDLE_S)
+        if not results and _work_arrived.wait(RUNNER_IDLE_S):
+            _work_arrived.clear()
 
 
 def ensure_demo_user(sessions: sessionmaker[Session], settings: Settings) -> str | None:
