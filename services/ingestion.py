@@ -220,7 +220,12 @@ def _store(
         raise LookupError("parser returned no report")
     first = reports[0]
     holder = uid_holder(session, work.source_file_id, first.sop_instance_uid) if check_uid else None
-    if holder is not None and len(reports) == 1 and same_stored_results(session, holder, first):
+    if (
+        holder is not None
+        and len(reports) == 1
+        and same_stored_results(session, holder, first)
+        and _holder_says_the_same(ctx, session, holder, first)
+    ):
         return _reencoded_duplicate(ctx, session, work, holder)
     if holder is not None:  # same UID, other results: QA decides which is right
         file = _file(session, work.source_file_id)
@@ -257,6 +262,33 @@ def _store(
     result = JobResult(job.id, job.kind, "ingested", detail, work.source_file_id, stored[0].patient.id)
     source = Path(work.work_path)
     return _Stored(result, patients, move_from=None if in_db else source, move_to=None if in_db else dest)
+
+
+def _holder_says_the_same(ctx: Context, session: Session, holder_id: int, report: ParsedReport) -> bool:
+    """Whether the file owning the UID said, itself, what `report` says about the patient. The
+    stored rows cannot tell: a patient's row keeps the first birth date it was given, so a file
+    with another birth date, stored after the patient's other files, leaves no trace of it, and
+    the true copy arriving later would pass for its re-encoding (files of one patient are stored
+    in any order once they run in parallel batches). Its bytes are parsed again, in the child:
+    a rare path (two files with one UID). Anything that cannot be read back is a conflict."""
+    holder = session.get(SourceFile, holder_id)
+    if holder is None or not holder.stored_path:
+        return False
+    limits, child_limits = parse_limits(ctx.settings, _now().date())
+    try:
+        with parse_copy(ctx, holder.sha256, holder.stored_path, holder.original_name) as path:
+            theirs = parse_in_child(path, holder.original_name, limits, child_limits)
+    except (ParseError, ChildFailed, OSError, EOFError, pickle.UnpicklingError):
+        return False
+    if len(theirs) != 1:
+        return False
+    mine, other = report.patient, theirs[0].patient
+    return (mine.patient_id, mine.issuer, mine.birth_date, mine.sex) == (
+        other.patient_id,
+        other.issuer,
+        other.birth_date,
+        other.sex,
+    ) and report.exam_date == theirs[0].exam_date
 
 
 def _finish_moves(ctx: Context, outcomes: Sequence[_Stored]) -> None:

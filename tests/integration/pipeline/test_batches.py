@@ -24,6 +24,7 @@ from services.context import Context, build_context
 from services.files import display_name
 from settings import Settings
 from tests.integration.pipeline.support import (
+    SAMPLES,
     BatchFile,
     Sample,
     check_accounting,
@@ -176,4 +177,28 @@ def test_a_chunk_the_database_refuses_as_a_whole_is_registered_file_by_file(
     with ctx.sessions() as session:
         registered = set(session.scalars(select(SourceFile.sha256)))
     assert registered == {f.sha256 for i, f in enumerate(files) if i != 1}
+    ctx.engine.dispose()
+
+
+def test_the_true_copy_stored_after_a_conflicting_one_is_not_taken_for_its_re_encoding(
+    tmp_path: Path, samples: list[Sample]
+) -> None:
+    """Batches run in parallel store a patient's files in any order. The patient's row keeps the
+    first birth date it was given, so once a file with the same UID and another birth date is
+    stored, the true copy matches the stored rows: only the holder's own bytes say they differ."""
+    ctx = _context(tmp_path)
+    folder = SAMPLES / "patients" / "4555466_same_machine_gain_loss"
+    earlier, original = folder / "20130416_SP_DICOM.dcm", folder / "20150505_SP_DICOM.dcm"
+    conflict = BatchFile("conflict.dcm", rewrite_dicom(original.read_bytes(), same_uid_other_bytes), "uid_conflict")
+    drops = tmp_path / "drops"
+    drop([conflict], drops)
+    for path in (earlier, drops / "conflict.dcm", original):  # the conflicting copy first
+        services.intake.intake(ctx, path, copy=True)
+        assert [r.outcome for r in services.runner.run_batch(ctx, kind="ingest_file")] == ["ingested"] or (
+            path == original
+        )
+    with ctx.sessions() as session:
+        rows = {f.original_name: f for f in session.scalars(select(SourceFile))}
+    assert rows["conflict.dcm"].status == "ingested"
+    assert (rows[original.name].status, rows[original.name].reason_code) == ("quarantined", "uid_conflict")
     ctx.engine.dispose()
