@@ -48,7 +48,11 @@ def services(request: Request) -> Services:
 
 def db_session(request: Request) -> Iterator[Session]:
     with services(request).read_sessions() as session:
-        yield session
+        request.state.db = session  # the request's other reads (its user's language) reuse it
+        try:
+            yield session
+        finally:
+            request.state.db = None  # an error page rendered later must not reopen a closed session
 
 
 DbSession = Annotated[Session, Depends(db_session)]
@@ -87,8 +91,13 @@ def request_locale(request: Request) -> str:
     user = getattr(request.state, "user", None)
     saved = None
     if user is not None:
-        with services(request).read_sessions() as session:
-            saved = session.scalar(select(UserRow.locale).where(UserRow.id == user.id))
+        query = select(UserRow.locale).where(UserRow.id == user.id)
+        session = getattr(request.state, "db", None)
+        if session is not None:  # no second connection (and its pool ping) for one column
+            saved = session.scalar(query)
+        else:
+            with services(request).read_sessions() as own:
+                saved = own.scalar(query)
     return i18n.choose(saved, request.headers.get("accept-language"))
 
 
