@@ -126,6 +126,9 @@ def ingest_batch(ctx: Context, works: Sequence[ClaimedFile]) -> list[JobResult]:
     limits, child_limits = parse_limits(ctx.settings, _now().date())
     warm_parsers()
     parsed = [(work, _parse(ctx, work, limits, child_limits)) for work in works]
+    # Stored in patient order: two batches running at once (Celery) then take their patients' row
+    # locks in the same order, and wait for each other rather than deadlock.
+    parsed.sort(key=_patient_order)
     outcomes: list[_Stored] = []
     with unit_of_work(ctx) as uow:
         for work, result in parsed:
@@ -137,6 +140,14 @@ def ingest_batch(ctx: Context, works: Sequence[ClaimedFile]) -> list[JobResult]:
                 uow.outbox.append((one.result.job_id, one.result.kind))
     _finish_moves(ctx, outcomes)
     return [one.result for one in outcomes]
+
+
+def _patient_order(item: tuple[ClaimedFile, _Parsed]) -> tuple[str, str, int]:
+    work, parsed = item
+    if isinstance(parsed, tuple) and parsed:
+        patient = parsed[0].patient
+        return (patient.patient_id.strip(), (patient.issuer or "").strip(), work.job.id)
+    return ("", "", work.job.id)
 
 
 def _parse(ctx: Context, work: ClaimedFile, limits: ParseLimits, child_limits: ChildLimits) -> _Parsed:
