@@ -4,6 +4,7 @@ their patient evaluated. Prints figures; not a test.
     .venv/bin/python bench/pipeline.py                        # a few minutes: 300-file burst, 100 steady
     .venv/bin/python bench/pipeline.py --files 1000 --steady 300 --rounds 2
     .venv/bin/python bench/pipeline.py --modes backload --backload 100000   # issue 13's back-load
+    .venv/bin/python bench/pipeline.py --modes embedded --profile /tmp/prof  # py-spy: where CPU goes
 
 Modes, alternated in each round (`--rounds`), so the ratios compare runs under the same load:
 - parse: `parse_file` on every file's bytes, in this process, one after the other;

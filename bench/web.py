@@ -23,7 +23,9 @@ alerts are computed by the real monitoring core (`monitor.evaluate`) from that h
 are what the service would have stored. Not loaded: source files, audit events and jobs, which
 the timed pages do not read (they only append audit events).
 
-Prints p50/p95 of the patient page, the trend API and the patients list with each filter against
+Prints p50/p95 of the patient page beside its SQL floor (the same data read by hand-written SQL
+through the driver's cursor, `FLOOR_SQL`; PostgreSQL only) and the SQL statements a page runs, the
+trend API and the patients list with each filter against
 the issue's targets (patient page p95 < 50 ms, patients list p95 < 150 ms), each `--rounds`
 times to show the spread, then the peak RSS of this process and of the largest load worker.
 Requests go through the ASGI app in process (TestClient), so the figures are the app and the

@@ -1,4 +1,5 @@
-"""Celery tasks: each translates a message (a job id) into one call of a use case of `services`.
+"""Celery tasks: each translates a message (a job id, or a chunk of ids run as one batch) into one
+call of a use case of `services`.
 
 Transient failures (the database restarting, a lost connection) are retried with backoff;
 a second delivery of a message whose job already ran finds it claimed and does nothing.
