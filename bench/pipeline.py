@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -234,6 +235,7 @@ class Service:
 
 
 PROFILE: list[Path] = []  # --profile: where py-spy writes the burst's collapsed stacks
+LOGS: list[Path] = []  # --logs: where the Celery worker's and watcher's logs are copied
 
 
 @contextlib.contextmanager
@@ -427,6 +429,10 @@ def scaled(burst: list[BatchFile], steady: list[BatchFile], rate: float, process
                 watch.stop()
                 worker.stop()
                 engine.dispose()
+                if LOGS:  # --logs: the services' logs outlive the run
+                    LOGS[0].mkdir(parents=True, exist_ok=True)
+                    for log in base.glob("*.log"):
+                        shutil.copy(log, LOGS[0] / f"celery{processes}-{log.name}")
         finally:
             drop_postgres_database(url)
             redis.stop()
@@ -529,10 +535,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=1, help="rounds of the alternated modes")
     ap.add_argument("--backload", type=int, default=1000, help="files of the back-load mode")
     ap.add_argument("--modes", default="parse,embedded,celery1,celery2")
+    ap.add_argument("--logs", type=Path, help="copy the Celery modes' service logs to this folder")
     ap.add_argument("--profile", type=Path, help="py-spy each mode's burst; collapsed stacks go to this folder")
     args = ap.parse_args(argv)
     if args.profile:
         PROFILE.append(args.profile)
+    if args.logs:
+        LOGS.append(args.logs)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
 
     print(f"loadavg before: {loadavg()}", flush=True)

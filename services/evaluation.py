@@ -18,7 +18,7 @@ from db.calibration import PrecisionRepeat
 from db.history import load_patient_history, save_evaluation
 from db.jobs import finish_job_id
 from db.models import Patient
-from db.patients import lock_patient
+from db.patients import lock_patient, patient_lock_order
 from monitor.evaluate import evaluate_patient
 from monitor.precision import precision_study
 from services.context import Context
@@ -74,9 +74,13 @@ def evaluate_jobs(ctx: Context, jobs: Sequence[ClaimedJob]) -> list[JobResult]:
     if len(jobs) == 1:
         return [evaluate_job(ctx, jobs[0])]
     today = date.today()
-    ordered = sorted(jobs, key=lambda job: job.patient_id or 0)
+    ordered = list(jobs)
     try:
         with ctx.sessions.begin() as session:
+            # Patients locked in the order an ingest batch stores them (identifier, issuer): a
+            # store and a batch of evaluations then never wait on each other in a circle.
+            keys = patient_lock_order(session, [job.patient_id for job in jobs if job.patient_id is not None])
+            ordered.sort(key=lambda job: keys.get(job.patient_id or 0, ("", "")))
             for job in ordered:
                 assert job.patient_id is not None
                 _evaluate_in(ctx, session, job.patient_id, today)

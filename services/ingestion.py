@@ -32,7 +32,7 @@ from db.files import (
 )
 from db.jobs import fail_job, finish_job_id
 from db.models import Job, SourceFile
-from db.reports import same_stored_results, store_report
+from db.reports import one_store_at_a_time, same_stored_results, store_report
 from db.vendor_lsc import patients_on_device
 from ingest.errors import ParseError
 from ingest.parse import ParseLimits
@@ -126,11 +126,11 @@ def ingest_batch(ctx: Context, works: Sequence[ClaimedFile]) -> list[JobResult]:
     limits, child_limits = parse_limits(ctx.settings, _now().date())
     warm_parsers()
     parsed = [(work, _parse(ctx, work, limits, child_limits)) for work in works]
-    # Stored in patient order: two batches running at once (Celery) then take their patients' row
-    # locks in the same order, and wait for each other rather than deadlock.
+    # Stored in patient order, the order evaluations lock patients in too (`evaluate_jobs`).
     parsed.sort(key=_patient_order)
     outcomes: list[_Stored] = []
     with unit_of_work(ctx) as uow:
+        one_store_at_a_time(uow.session)
         for work, result in parsed:
             outcomes.append(_store_one(ctx, uow.session, work, result))
         # A patient's evaluation queued already (and sent) covers these files too.
