@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, aliased, selectinload
 
+from db.converters import phrases_from_json
 from db.models import (
     ComparisonRow,
     CrossCalibrationRow,
@@ -22,6 +23,7 @@ from db.models import (
     PrecisionStudy,
     SourceFile,
 )
+from monitor.model import Phrase
 from web.queries.patient import DeviceView
 
 
@@ -38,6 +40,7 @@ class RefusedComparison:
     status: str
     reason: str | None
     issuer: str = ""  # with patient_id, names the patient unambiguously (for the link)
+    notes: tuple[Phrase, ...] = ()  # `reason` as phrases, for the reader's language (web.phrases)
 
 
 def refused_comparisons(
@@ -84,6 +87,7 @@ def refused_comparisons(
             status=row.status,
             reason=row.reason,
             issuer=issuer,
+            notes=phrases_from_json(row.notes),
         )
         for row, ident, issuer, d_from, d_to, a, b in rows
     ]

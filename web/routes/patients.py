@@ -26,7 +26,7 @@ from services.exports import export_one
 from web import alerts as web_alerts
 from web import charts, patient_view
 from web.auth import check_csrf
-from web.deps import App, DbSession, Services, User, actor, render
+from web.deps import App, DbSession, Services, User, activate_request_locale, actor, render
 from web.filters import patient_url
 from web.forms import FilterErrors
 from web.queries import patient as patient_q
@@ -186,6 +186,7 @@ def patient_page(
     issuer: str | None = None,
     notice: str | None = None,
 ) -> Response:
+    activate_request_locale(request)  # the charts and tables are worded before the template renders
     patient = load_patient(session, patient_id, issuer)
     context = _patient_context(session, app, patient)
     record_event(app.ctx, actor(user), "patient_viewed", patient.id, via="page")
@@ -306,6 +307,7 @@ def add_therapy_form(
         stop = date.fromisoformat(stop_date) if stop_date else None
         warning = therapies.add_therapy(app.ctx, actor(user), patient.id, agent, start, stop)
     except (UnknownAgent, ValueError) as exc:
+        activate_request_locale(request)
         context = _patient_context(session, app, patient)
         return render(request, "patient.html", {**context, "notice": None, "error": str(exc)}, status_code=422)
     notice = warning or "Therapy saved; the next scan date has been recalculated."
@@ -332,6 +334,7 @@ def stop_therapy_form(
     except LookupError:
         raise HTTPException(404, "no such therapy") from None
     except (UnknownAgent, ValueError) as exc:
+        activate_request_locale(request)
         context = _patient_context(session, app, patient)
         return render(request, "patient.html", {**context, "notice": None, "error": str(exc)}, status_code=422)
     return RedirectResponse(
