@@ -79,6 +79,7 @@ def install(env: Environment) -> None:
     env.filters["who_text"] = lambda who: i18n.gettext(WHO_TEXT[who]) if who in WHO_TEXT else (who or "—")
     env.filters["t"] = lambda text: i18n.gettext(text) if text else text
     env.filters["phrase"] = phrases.render
+    env.filters["machine"] = phrases.machine_text
     env.filters["notes"] = lambda c: phrases.render_all(c.notes, c.reason)
     env.globals["patient_url"] = patient_url
 

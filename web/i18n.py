@@ -117,7 +117,7 @@ def number(value: float | int | None, digits: int = 3, signed: bool = False) -> 
     """A number as the formatting locale writes it, with exactly `digits` decimals ("—" for none)."""
     if value is None:
         return "—"
-    pattern = "0." + "0" * digits if digits else "0"
+    pattern = "#,##0." + "0" * digits if digits else "#,##0"
     if signed:
         pattern = f"+{pattern};-{pattern}"
     return format_decimal(value, pattern, locale=Locale.parse(current_formats()))
@@ -195,6 +195,47 @@ RUNTIME_WORDS = (
     N_("Alert acknowledged; it returns if something new happens."),
     N_("Therapy saved; the next scan date has been recalculated."),
     N_("Therapy stopped; the next scan date has been recalculated."),
+    N_("File queued for re-processing."),
+    # filter fields named in a sentence about a value that could not be read (web.forms)
+    N_("Page"),
+    N_("Machine"),
+    N_("Year"),
+    N_("From"),
+    N_("To"),
+    N_("Reason"),
+    N_("What"),
+    N_("Received from"),
+    N_("Received to"),
+    # the audit page's kinds of event (web.audit_log.KINDS)
+    N_("Sign-ins"),
+    N_("Views"),
+    N_("Exports"),
+    N_("Saved studies"),
+    N_("Re-processing"),
+    N_("Therapies"),
+    N_("Alerts"),
+    N_("Refused comparisons"),
+    # states of files and jobs (QA pages)
+    N_("ingested"),
+    N_("duplicate"),
+    N_("quarantined"),
+    N_("pending"),
+    N_("processing"),
+    N_("queued"),
+    N_("running"),
+    N_("done"),
+    N_("failed"),
+    # the error page
+    N_("Not found"),
+    N_("Not allowed"),
+    N_("Which patient?"),
+    N_("Too large"),
+    N_("Error"),
+    N_("Form expired"),
+    N_("Your role may not open this page."),
+    N_("The form had expired. Go back, reload the page and try again."),
+    N_("no such patient"),
+    N_("No DXA exam on record: a baseline scan is needed."),
 )
 
 # The repeat-scan sentences of settings/monitoring.toml, as shipped: a site that rewrites one sees

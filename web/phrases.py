@@ -102,6 +102,21 @@ def localized_site(site: str, side: str | None = None) -> str:
     return f"{name}（{i18n.gettext(_SIDES[side])}）" if side in _SIDES else name
 
 
+def machine_text(device: object) -> str:
+    """A machine (a `Machine`, a device view with manufacturer, model and serial, or a label
+    already written in English) in the reader's language ("S/N", "no serial")."""
+    if isinstance(device, str):
+        if i18n.current() == i18n.DEFAULT:
+            return device
+        return device.replace("(no serial)", "(" + i18n.gettext("no serial") + ")").replace(
+            "(S/N ", "(" + i18n.gettext("S/N %(serial)s", serial="")
+        )
+    manufacturer, model, serial = (getattr(device, k, None) for k in ("manufacturer", "model", "serial"))
+    return machine_label(
+        Machine(str(manufacturer or ""), str(model or ""), serial if isinstance(serial, str) else None)
+    )
+
+
 def machine_label(machine: Machine) -> str:
     serial = i18n.gettext("S/N %(serial)s", serial=machine.serial) if machine.serial else i18n.gettext("no serial")
     return f"{machine.manufacturer} {machine.model} ({serial})"
