@@ -24,7 +24,7 @@ from services import therapies
 from services.audit import record_event
 from services.exports import export_one
 from web import alerts as web_alerts
-from web import charts, patient_view
+from web import charts, i18n, patient_view, report
 from web.auth import check_csrf
 from web.deps import App, DbSession, Services, User, activate_request_locale, actor, render
 from web.filters import patient_url
@@ -272,6 +272,32 @@ def export_api(
     if isinstance(out.body, dict):
         return JSONResponse(out.body, headers=_attachment(out.filename))
     return Response(out.body, media_type=out.media_type, headers=_attachment(out.filename))
+
+
+@router.get("/patients/{patient_id}/report.pdf", include_in_schema=False)
+def report_pdf(
+    request: Request,
+    session: DbSession,
+    app: App,
+    user: User,
+    patient_id: str,
+    issuer: str | None = None,
+    paper: str = "",
+) -> Response:
+    """The printable report in the user's language, on A4 or US Letter (`paper`; by default the
+    one of the user's region), audited as an export."""
+    activate_request_locale(request)
+    chosen = paper if paper in report.PAPERS else i18n.paper()
+    patient = load_patient(session, patient_id, issuer)
+    detail = patient_q.patient_detail(session, patient)
+    body = report.render_report(
+        detail, web_alerts.patient_alerts(session, patient.id), app.monitoring, app.today(), chosen
+    )
+    record_event(
+        app.ctx, actor(user), "patient_exported", patient.id, format="pdf", paper=chosen, language=i18n.current()
+    )
+    name = f"dxa-report-{app.today().isoformat()}-{chosen}.pdf"
+    return Response(body, media_type="application/pdf", headers={"Content-Disposition": f'inline; filename="{name}"'})
 
 
 def _attachment(name: str) -> dict[str, str]:
