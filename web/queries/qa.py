@@ -122,6 +122,43 @@ class DeviceDetail:
     crosscals: tuple[CrossCalView, ...]
 
 
+@dataclass(frozen=True)
+class RefusedTally:
+    """How many refused comparisons involve one machine, per year of the later exam."""
+
+    device: DeviceView
+    years: tuple[tuple[int, int], ...]  # (year, count), latest year first
+
+
+def refused_by_machine_and_year(session: Session) -> list[RefusedTally]:
+    """The refused comparisons counted per machine involved (either exam's) and per year of the
+    later exam: the QA page's one-click way to "every refusal on machine X in year Y"."""
+    src, dst = aliased(Exam), aliased(Exam)
+    year = func.extract("year", dst.exam_date)
+    refused = ComparisonRow.status.in_(("rejected_cross_machine", "rejected_unknown_machine"))
+    counts: dict[tuple[int, int], int] = defaultdict(int)
+    for side, extra in ((dst.device_id, None), (src.device_id, src.device_id != dst.device_id)):
+        stmt = (
+            select(side, year, func.count())
+            .select_from(ComparisonRow)
+            .join(src, src.id == ComparisonRow.from_exam_id)
+            .join(dst, dst.id == ComparisonRow.to_exam_id)
+            .where(refused)
+            .group_by(side, year)
+        )
+        if extra is not None:
+            stmt = stmt.where(extra)
+        for device_pk, found_year, n in session.execute(stmt):
+            counts[(int(device_pk), int(found_year))] += int(n)
+    devices = {d.pk: d for d in all_devices(session)}
+    tallies = []
+    for pk, device in devices.items():
+        years = sorted(((y, n) for (d, y), n in counts.items() if d == pk), reverse=True)
+        if years:
+            tallies.append(RefusedTally(device, tuple(years)))
+    return tallies
+
+
 def all_devices(session: Session) -> list[DeviceView]:
     return [
         DeviceView(d.id, d.manufacturer, d.model, d.serial)
