@@ -89,6 +89,22 @@ ENGLISH: dict[str, str] = {
         "the minimum for rule {rule}: a change over so short an interval is unlikely to exceed the least "
         "significant change."
     ),
+    # precision and cross-calibration (QA)
+    "precision_no_limit": "no minimum acceptable precision is configured for {site}",
+    "precision_within": "{site}: %CV {cv_pct:.2f} within the ISCD limit of {limit_pct:g} % (LSC {lsc_pct:.1f} %)",
+    "precision_over": (
+        "{site}: %CV {cv_pct:.2f} exceeds the ISCD minimum acceptable precision of {limit_pct:g} % "
+        "(LSC {lsc_limit_pct:.1f} %); the technologist should be retrained and the study repeated"
+    ),
+    "technologist_few_dof": "{dof} degrees of freedom; ISCD asks {required} of each technologist",
+    "phantom_accepted": (
+        "phantom means differ by {diff_pct:+.2f} % (tolerance {limit_pct:g} %): {machine_a} and {machine_b} "
+        "may be compared with a pooled LSC of {lsc_g:.3f} g/cm²"
+    ),
+    "phantom_refused": (
+        "phantom means differ by {diff_pct:+.2f} %, beyond the {limit_pct:g} % tolerance: "
+        "have the manufacturer service the unit; comparisons stay refused"
+    ),
     "scan_too_early_real_change": (
         "The scan of {scan_date} came sooner than {months} months after the previous one ({previous_date}), "
         "the minimum for rule {rule}. Even so, the change exceeds the least significant change and is real: "

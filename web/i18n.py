@@ -196,6 +196,7 @@ RUNTIME_WORDS = (
     N_("Therapy saved; the next scan date has been recalculated."),
     N_("Therapy stopped; the next scan date has been recalculated."),
     N_("File queued for re-processing."),
+    N_("The change was saved but re-evaluation failed; it has been queued and will be retried."),
     # filter fields named in a sentence about a value that could not be read (web.forms)
     N_("Page"),
     N_("Machine"),

@@ -74,6 +74,21 @@ MESSAGES: dict[str, str] = {
         "the minimum for rule %(rule)s: a change over so short an interval is unlikely to exceed the least "
         "significant change."
     ),
+    "precision_no_limit": N_("no minimum acceptable precision is configured for %(site)s"),
+    "precision_within": N_("%(site)s: %%CV %(cv_pct)s within the ISCD limit of %(limit_pct)s %% (LSC %(lsc_pct)s %%)"),
+    "precision_over": N_(
+        "%(site)s: %%CV %(cv_pct)s exceeds the ISCD minimum acceptable precision of %(limit_pct)s %% "
+        "(LSC %(lsc_limit_pct)s %%); the technologist should be retrained and the study repeated"
+    ),
+    "technologist_few_dof": N_("%(dof)s degrees of freedom; ISCD asks %(required)s of each technologist"),
+    "phantom_accepted": N_(
+        "phantom means differ by %(diff_pct)s %% (tolerance %(limit_pct)s %%): %(machine_a)s and %(machine_b)s "
+        "may be compared with a pooled LSC of %(lsc_g)s g/cm²"
+    ),
+    "phantom_refused": N_(
+        "phantom means differ by %(diff_pct)s %%, beyond the %(limit_pct)s %% tolerance: "
+        "have the manufacturer service the unit; comparisons stay refused"
+    ),
     "scan_too_early_real_change": N_(
         "The scan of %(scan_date)s came sooner than %(months)s months after the previous one (%(previous_date)s), "
         "the minimum for rule %(rule)s. Even so, the change exceeds the least significant change and is real: "
@@ -87,6 +102,16 @@ WORDS = {
     "vendor": N_("machine-printed"),
     "default": N_("default"),
     "crosscal": N_("cross-calibration"),
+}
+# Decimals and sign of the float arguments, as the English sentences write them (monitor.phrases);
+# g/cm² values (`*_g`) and any other float: three decimals
+FLOATS = {
+    "pct": (2, True),
+    "change_pct": (1, True),
+    "diff_pct": (2, True),
+    "cv_pct": (2, False),
+    "lsc_pct": (1, False),
+    "lsc_limit_pct": (1, False),
 }
 _SEPARATORS = {"en": (", ", "; "), "zh_CN": ("、", "；")}
 _SIDES = {"left": N_("left"), "right": N_("right"), "mean": N_("mean of both sides")}
@@ -135,13 +160,10 @@ def _arg(name: str, value: Arg) -> str:
         items, clauses = _SEPARATORS.get(i18n.current(), _SEPARATORS["en"])
         return (clauses if name in CLAUSE_LISTS else items).join(_arg(name, item) for item in value)
     if isinstance(value, float):
-        if name.endswith("_pct") and name.startswith("limit"):
+        if name == "limit_pct":
             return i18n.number(value, 0 if value == int(value) else 1)
-        if name == "pct":
-            return i18n.number(value, 2, signed=True)
-        if name.endswith("_pct"):
-            return i18n.number(value, 1, signed=True)
-        return i18n.number(value, 3)
+        digits, signed = FLOATS.get(name, (3, False))
+        return i18n.number(value, digits, signed)
     if name == "site":
         return localized_site(value) if isinstance(value, str) else str(value)
     if name == "source" and isinstance(value, str) and value in WORDS:

@@ -75,7 +75,8 @@ class _Styles:
             chosen = ParagraphStyle(chosen.name + "-cjk", parent=chosen, fontName=self.cjk)
         markup = escape(text).replace("\n", "<br/>")
         if chosen.fontName == self.cjk:
-            markup = markup.replace("²", "<super>2</super>")  # not in the CID font's Latin range
+            # not in the CID font's Latin range: ² as a superscript, the middle dot as a comma
+            markup = markup.replace("²", "<super>2</super>").replace(" · ", "，").replace("·", "，")
         return Paragraph(markup, chosen)
 
 
@@ -370,7 +371,7 @@ def render_report(
         canvas.saveState()
         canvas.setFont(font, 6.5)
         canvas.drawString(margin, 8 * mm, footer)
-        label = f"{detail.patient_id} · {document.page}"
+        label = f"{detail.patient_id}  {document.page}"
         canvas.setFont(CJK_FONT if _needs_cjk(label) else font, 6.5)
         canvas.drawRightString(pagesize[0] - margin, 8 * mm, label)
         canvas.restoreState()

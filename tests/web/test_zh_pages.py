@@ -145,3 +145,31 @@ def test_language_menu_offers_the_browser_language(login: Login) -> None:
     menu = client.get("/patients").text.split('id="locale-choice"', 1)[1].split("</select>", 1)[0]
     assert re.search(r'<option value="zh_CN"[^>]*selected', menu)
     client.post("/settings/language", data={"locale": "", "next": "/patients", "csrf_token": csrf_of(page)})
+
+
+def test_therapy_form_refusal_in_chinese(login: Login) -> None:
+    client = login("clin")
+    token = csrf_of(client.get(f"/patients/{SAME}", headers=ZH).text)
+    bad = client.post(
+        f"/patients/{SAME}/therapies",
+        data={"agent": "water", "start_date": "2018-01-01", "csrf_token": token},
+        headers=ZH,
+    )
+    assert bad.status_code == 422
+    assert "“water”不是已知的抗骨质疏松药物" in bad.text and "not an osteoporosis agent" not in bad.text
+
+
+def test_precision_and_phantom_sentences_in_chinese() -> None:
+    from monitor.precision import PrecisionResult, check_technologist
+    from tests.unit.monitor.monitor_builders import load_config
+
+    result = PrecisionResult("L1-L4", 30, 60, 30, 0.02, 2.5, 0.055, 6.9, "30x2")
+    check = check_technologist(result, load_config())
+    assert check.acceptable is False and check.phrase is not None
+    assert phrases.render(check.phrase) == check.message  # English on screen is the core's own
+    i18n.activate("zh_CN", "zh_CN")
+    try:
+        zh = phrases.render(check.phrase)
+    finally:
+        i18n.activate("en")
+    assert "腰椎 L1-L4" in zh and "2.50" in zh and "重新培训" in zh, zh

@@ -28,7 +28,8 @@ from web import charts, i18n, patient_view, report
 from web.auth import check_csrf
 from web.deps import App, DbSession, Services, User, activate_request_locale, actor, render
 from web.filters import patient_url
-from web.forms import FilterErrors
+from web.forms import FilterErrors, Sentence
+from web.i18n import N_
 from web.queries import patient as patient_q
 from web.queries import patient_list as patient_list_q
 
@@ -335,7 +336,9 @@ def add_therapy_form(
     except (UnknownAgent, ValueError) as exc:
         activate_request_locale(request)
         context = _patient_context(session, app, patient)
-        return render(request, "patient.html", {**context, "notice": None, "error": str(exc)}, status_code=422)
+        return render(
+            request, "patient.html", {**context, "notice": None, "error": therapy_error(exc)}, status_code=422
+        )
     notice = warning or "Therapy saved; the next scan date has been recalculated."
     return RedirectResponse(_patient_url(patient, notice), status_code=303)
 
@@ -362,7 +365,9 @@ def stop_therapy_form(
     except (UnknownAgent, ValueError) as exc:
         activate_request_locale(request)
         context = _patient_context(session, app, patient)
-        return render(request, "patient.html", {**context, "notice": None, "error": str(exc)}, status_code=422)
+        return render(
+            request, "patient.html", {**context, "notice": None, "error": therapy_error(exc)}, status_code=422
+        )
     return RedirectResponse(
         _patient_url(patient, warning or "Therapy stopped; the next scan date has been recalculated."),
         status_code=303,
@@ -390,6 +395,22 @@ def add_therapy_api(
         raise HTTPException(422, str(exc)) from exc
     session.rollback()  # end the read transaction: the answer must see the re-evaluation
     return {"next_scan": export_patient(session, patient.id)["next_scan"], "warning": warning}
+
+
+def therapy_error(exc: ValueError) -> Sentence:
+    """A therapy form's refusal in the reader's language (the English text stays the API's)."""
+    if isinstance(exc, UnknownAgent):
+        if exc.detail == "empty agent":
+            return Sentence(N_("Enter the agent (a generic or brand name, in English or Chinese)."))
+        if exc.detail.startswith("agent names more than one drug class"):
+            return Sentence(
+                N_("“%(agent)s” names more than one drug class: enter one drug per therapy."), agent=exc.agent
+            )
+        return Sentence(
+            N_("“%(agent)s” is not an osteoporosis agent we know: use a generic or brand name, in English or Chinese."),
+            agent=exc.agent,
+        )
+    return Sentence(N_("Check the dates: YYYY-MM-DD, and a stop date not before the start."))
 
 
 def _patient_url(patient: Patient, notice: str) -> str:
