@@ -46,7 +46,11 @@ def services(request: Request) -> Services:
 
 def db_session(request: Request) -> Iterator[Session]:
     with services(request).read_sessions() as session:
-        yield session
+        request.state.db = session  # the request's other reads (its user's language) reuse it
+        try:
+            yield session
+        finally:
+            request.state.db = None  # an error page rendered later must not reopen a closed session
 
 
 DbSession = Annotated[Session, Depends(db_session)]
@@ -80,18 +84,31 @@ User = Annotated[CurrentUser, Depends(any_user)]
 QaUser = Annotated[CurrentUser, Depends(qa_user)]
 
 
-def request_locale(request: Request) -> str:
-    """The signed-in user's saved language, else the browser's, else English (web.i18n)."""
+def saved_locale(request: Request) -> str | None:
+    """The language the signed-in user chose, None when they follow the browser."""
     user = getattr(request.state, "user", None)
-    saved = user.locale if isinstance(user, CurrentUser) else None  # read with the session (web.auth)
-    return i18n.choose(saved, request.headers.get("accept-language"))
+    return user.locale if isinstance(user, CurrentUser) else None  # read with the session check (web.auth)
+
+
+def activate_request_locale(request: Request) -> tuple[str, str | None]:
+    """Sets the request's language and formatting locale (web.i18n); returns the language and
+    the user's saved choice (None: the browser's language)."""
+    found: tuple[str, str, str | None] | None = getattr(request.state, "locales", None)
+    if found is None:
+        saved = saved_locale(request)
+        accept = request.headers.get("accept-language")
+        language = i18n.choose(saved, accept)
+        found = (language, i18n.format_locale(language, accept), saved)
+        request.state.locales = found
+    i18n.activate(found[0], found[1])
+    return found[0], found[2]
 
 
 def render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
     app = services(request)
-    locale = request_locale(request)
-    i18n.activate(locale)
+    locale, saved = activate_request_locale(request)
     base = {
+        "saved_locale": saved,
         "user": getattr(request.state, "user", None),
         "csrf": csrf_token(request),
         "today": app.today(),
