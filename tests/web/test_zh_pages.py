@@ -176,8 +176,8 @@ def test_precision_and_phantom_sentences_in_chinese() -> None:
 
 
 def test_precision_upload_pages_in_chinese(login: Login, seeded: Seeded) -> None:
-    """The calculator's preview and its refusal: the page's own words in Chinese; what the file's
-    rows said wrong (line and field) is quoted in English, marked as such."""
+    """The calculator's preview and its refusals in Chinese (the file's line and field named); a
+    refusal nobody worded for the catalogs is quoted in English, marked as such."""
     client = login("qa")
     token = csrf_of(client.get("/qa/devices", headers=ZH).text)
     rows = ["technologist,patient,bmd"]
@@ -190,4 +190,12 @@ def test_precision_upload_pages_in_chinese(login: Login, seeded: Seeded) -> None
     assert not left, left[:5]
     bad = client.post("/qa/devices/precision", data={**form, "csv_text": "a,b\n1,2"}, headers=ZH)
     assert bad.status_code == 422
-    assert "无法使用该文件" in bad.text and re.search(r'<span lang="en">[^<]*missing column', bad.text)
+    assert "无法使用该文件" in bad.text and "CSV：第 1 行：缺少列" in bad.text, bad.text[-2000:]
+    assert "missing column" not in bad.text
+    english = client.post("/qa/devices/precision", data={**form, "csv_text": "a,b\n1,2"}).text
+    assert "CSV: line 1: missing column(s)" in english
+    # a refusal the core words only in English is quoted as such
+    dates = client.post(
+        "/qa/devices/precision", data={**form, "csv_text": "\n".join(rows), "performed_on": "nope"}, headers=ZH
+    )
+    assert dates.status_code == 422 and re.search(r'<span lang="en">[^<]*nope', dates.text)
