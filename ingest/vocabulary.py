@@ -244,8 +244,8 @@ def bmd_to_g_cm2(value: float, unit: str | None) -> float:
 # vertebra sets, standardised BMD, total-body sub-regions, precision and calibration lines.
 _NOT_SITES = re.compile(
     r"(?:^|\s|\|)diff(?:erence)?\b|\|diff|\bshaft\b|\bmid\b|\bulna\b|\bboth\b|\bsbmd\b|\bhead\b|\barms?\b|\blegs?\b"
-    r"|\btrunk\b|\bribs?\b|\bpelvis\b|^(?:[lt]-?|thoracic |lumbar )?spine$|\bl[1-5]\s*,|,\s*l[1-5]\b"
-    r"|\bcv\b|\bacf\b|\bbcf\b|\blsc\b|precision|差值|尺骨|头部|躯干|肋骨|骨盆",
+    r"|\btrunk\b|\bribs?\b|\bpelvis\b|^(?:[lt][- ]?|thoracic |lumbar )?spine$|\bl[1-5]\s*,|,\s*l[1-5]\b"
+    r"|\bsub-?total\b|\bcv\b|\bacf\b|\bbcf\b|\blsc\b|precision|差值|尺骨|头部|躯干|肋骨|骨盆",
 )
 # Words of a vocabulary site: a label holding one that no synonym places may be a site spelled in a
 # way we do not know yet, and dropping its row would store fewer sites than the report prints.

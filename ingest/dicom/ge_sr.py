@@ -21,8 +21,8 @@ from ingest.dates import parse_date
 from ingest.dicom import header as h
 from ingest.dicom.dates import resolve_order, separator_default
 from ingest.dicom.rawsr import Node, node_from_dataset, parse_sequence
-from ingest.dicom.sites import Region, region_and_side, site_in, split_side
-from ingest.errors import NotDxaResult, UnsupportedLayout
+from ingest.dicom.sites import Region, refuse_unplaced, region_and_side, site_in, split_side
+from ingest.errors import MissingField, NotDxaResult, UnsupportedLayout
 from ingest.report import ParsedReport, SiteMeasurement, VendorExtras, VendorHistoryRow
 from ingest.vocabulary import bmd_to_g_cm2, parse_cell, parse_decimal
 
@@ -221,7 +221,10 @@ def parse_ge_sr_tree(ds: Dataset, tree: list[Node], dec: Decode, path: str | Non
             continue
         recognised.append(gname)
         if region in ("hip", "forearm") and gside is None:
-            continue  # a femur with no side cannot be placed; it is reported below if nothing else is
+            if any(_region_values(child, dec).bmd is not None for child in children(group)):
+                # Skipping it would drop its sites without a word when other scans are stored.
+                raise MissingField(f"side of the {region} (left or right): a GE structured report scan names none")
+            continue  # no values: reported below if nothing else is
         regions.append(region)
         for child in children(group):
             cname = meaning(child, dec)
@@ -232,10 +235,12 @@ def parse_ge_sr_tree(ds: Dataset, tree: list[Node], dec: Decode, path: str | Non
                     trends.extend(_trend_rows(child, site, side, path, dec))
                 continue
             site, side = _label_site(cname, region, gside)
-            if site is None or (side is None and region not in ("spine", "total_body")):
-                continue
             v = _region_values(child, dec)
             if v.bmd is None:
+                continue
+            if site is None:
+                refuse_unplaced(cname, region, "GE structured report")
+            if site is None or (side is None and region not in ("spine", "total_body")):
                 continue
             measurements.append(
                 SiteMeasurement(
