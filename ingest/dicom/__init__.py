@@ -18,7 +18,7 @@ from ingest.dicom.encapsulated import parse_encapsulated_pdf
 from ingest.dicom.ge_sr import CONTENT_SEQ, content_tree
 from ingest.dicom.ge_xml import parse_ge_xml, results_xml
 from ingest.dicom.hologic import parse_hologic
-from ingest.dicom.hologic_blob import find_results_by_content, find_results_element
+from ingest.dicom.hologic_blob import find_results_by_content, find_results_elements
 from ingest.dicom.read import DICOM_READ_ERRORS, looks_like_dicom, read_dicom_parts
 from ingest.dicom.sr_documents import parse_documents
 from ingest.errors import MalformedResults, NotDxaResult, UnreadableFile
@@ -75,6 +75,22 @@ def _dispatch(ds: Dataset, name: str, max_pdf_pages: int) -> tuple[ParsedReport,
     return tuple(reports)
 
 
+def _hologic_reports(ds: Dataset, name: str, blocks: list[bytes | str]) -> tuple[ParsedReport, ...]:
+    """One report per HOLOGIC block that holds results; a block of other data (a second creator
+    reserving parameters, not results) is passed over, but a damaged results block refuses the file."""
+    reports: list[ParsedReport] = []
+    first_error: NotDxaResult | None = None
+    for block in blocks:
+        try:
+            reports.append(parse_hologic(ds, name, block))
+        except NotDxaResult as exc:
+            first_error = first_error or exc
+    if not reports:
+        assert first_error is not None
+        raise first_error
+    return tuple(reports)
+
+
 def _dispatch_one(ds: Dataset, name: str, max_pdf_pages: int) -> tuple[ParsedReport, ...]:
     sop = h.text(ds, h.T_SOP_CLASS) or ""
     if sop == h.SOP_ENCAPSULATED_PDF:
@@ -82,11 +98,12 @@ def _dispatch_one(ds: Dataset, name: str, max_pdf_pages: int) -> tuple[ParsedRep
     if sop in h.SR_SOP_CLASSES or (not sop and CONTENT_SEQ in ds):
         tree, dec = content_tree(ds)
         return parse_documents(ds, tree, dec)
-    hologic = find_results_element(ds)
-    if hologic is None:
-        hologic = find_results_by_content(ds)  # the private creator was stripped on the way
-    if hologic is not None:
-        return (parse_hologic(ds, name, hologic),)
+    blocks: list[bytes | str] = find_results_elements(ds)
+    if not blocks:
+        stripped = find_results_by_content(ds)  # the private creator was stripped on the way
+        blocks = [stripped] if stripped is not None else []
+    if blocks:
+        return _hologic_reports(ds, name, blocks)
     xml = results_xml(ds)
     if xml is not None:
         return (parse_ge_xml(ds, name, xml),)

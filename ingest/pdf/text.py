@@ -27,14 +27,16 @@ _ENCRYPTED_MESSAGE = (
 
 # Spaces other than U+0020 that PDF producers and print drivers write between words and cells:
 # tab, no-break and narrow no-break spaces, the typographic spaces, the ideographic space. Templates
-# match plain spaces, so every text source is read through this table.
+# match plain spaces and hyphens, so every text source is read through this table.
 _SPACES = str.maketrans(
     dict.fromkeys(["\t", "\u00a0", "\u1680", *map(chr, range(0x2000, 0x200B)), "\u202f", "\u205f", "\u3000"], " ")
+    # and the dashes and minus signs they write for "-" ("T‐score", "−1.3", "L1–L4"), made ASCII
+    | dict.fromkeys(["\u2010", "\u2011", "\u2012", "\u2013", "\u2014", "\u2212", "\ufe63", "\uff0d"], "-")
 )
 
 
 def text_line(raw: str) -> str:
-    """One line as templates read it: other spaces made plain, ends stripped."""
+    """One line as templates read it: other spaces and dashes made plain, ends stripped."""
     return raw.translate(_SPACES).strip()
 
 

@@ -209,6 +209,26 @@ def driver_banner(lines: list[str], template: Template, truth: dict[str, Any]) -
     return True
 
 
+def unicode_dashes(lines: list[str], template: Template, truth: dict[str, Any]) -> bool:
+    """What word processors and some PDF producers print for "-": minus signs before values,
+    hyphens in headers, en dashes in ranges."""
+    rows = _table_lines(lines, template)
+    for i in rows:
+        line = re.sub(r"(?<![\w.])-(?=\d)", "\u2212", lines[i])
+        line = re.sub(r"(?<=[A-Za-z])-(?=[A-Za-z ])", "\u2010", line)
+        lines[i] = re.sub(r"(?<=L\d)-(?=L?\d)", "\u2013", line)
+    return bool(rows)
+
+
+def score_headers(lines: list[str], template: Template, truth: dict[str, Any]) -> bool:
+    """ "T score"/"Z score" (no hyphen) in the table header, as other software versions print it."""
+    changed = False
+    for i in _table_lines(lines, template):
+        updated = re.sub(r"\b([TZ])-\s*(score)", r"\1 \2", lines[i], flags=re.IGNORECASE)
+        changed, lines[i] = changed or updated != lines[i], updated
+    return changed
+
+
 def axes() -> dict[str, Rewrite]:
     out: dict[str, Rewrite] = {}
     names = set(spellings(date(2015, 7, 7), "DMY")) | set(spellings(date(2015, 7, 7), "MDY"))
@@ -224,6 +244,8 @@ def axes() -> dict[str, Rewrite]:
     out["labels_lower_case"] = label_case(str.lower)
     out["driver_spacing"] = driver_spacing
     out["driver_banner"] = driver_banner
+    out["unicode_dashes"] = unicode_dashes
+    out["score_headers"] = score_headers
     out["decimal_comma+unit_mg_cm2"] = lambda lines, t, truth: (
         unit_mg_cm2(lines, t, truth) and decimal_comma(lines, t, truth)
     )

@@ -4,6 +4,7 @@ reason; never a value under another report's patient, never a report silently dr
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -154,3 +155,26 @@ def test_every_multi_report_variant_is_right_or_refused() -> None:
         assert len(reports) == len(samples)
         for report, sample in zip(reports, samples, strict=True):
             assert report.patient.patient_id == _truth(sample)["patient_id"]
+
+
+def test_two_hologic_results_blocks_in_one_object_give_two_reports() -> None:
+    """A router merging two scans of one visit keeps both blocks; a block of other data is passed over."""
+    from pydicom import dcmread
+
+    from tests.unit.ingest import dicom_builders as b
+
+    spine = b.hologic_blob(b.SPINE_ROWS)
+    hip = b.hologic_blob(
+        [["Neck", "4.71", "3.58", "0.760", "-0.8", "0.7"], ["Total", "33.66", "30.55", "0.908", "-0.3", "1.3"]],
+        scan_mode="f Left Hip",
+        protocol="Left Hip",
+    )
+    ds = dcmread(io.BytesIO(b.hologic_file(spine)))
+    ds.add_new((0x0019, 0x0011), "LO", "HOLOGIC")
+    ds.add_new((0x0019, 0x1100), "UN", hip.encode())
+    ds.add_new((0x0019, 0x0012), "LO", "HOLOGIC")
+    ds.add_new((0x0019, 0x1200), "UN", b"calibration parameters, not results")
+    reports = parse_file_reports(b.to_bytes(ds), "h.dcm", LIMITS)
+    assert [r.scan_type for r in reports] == ["spine", "hip"]
+    assert {m.site for m in reports[1].measurements} == {"femoral_neck", "total_hip"}
+    assert all(r.patient.patient_id == "P123" for r in reports)
