@@ -12,6 +12,7 @@ be tied to a patient is refused by the parser it goes to, for its missing Patien
 
 from __future__ import annotations
 
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 
 from ingest.errors import PatientMismatch, TooComplex
@@ -45,15 +46,32 @@ def carried_instances(ds: Dataset) -> list[Dataset]:
     if T_DIRECTORY_RECORDS in ds:
         for chain in _record_chains(list(ds[T_DIRECTORY_RECORDS].value)):
             out.append(_instance(ds, chain))
-    for elem in ds:
-        if elem.VR != "SQ" or int(elem.tag) in (T_DIRECTORY_RECORDS, T_CONTENT_SEQ):
-            continue
-        for item in elem.value:  # a sequence of whole instances: each names its class and patient
+    for tag in _other_sequences(ds):
+        for item in ds[tag].value:  # a sequence of whole instances: each names its class and patient
             if T_SOP_CLASS in item and T_PATIENT_ID in item and T_RECORD_TYPE not in item:
                 out.append(_instance(ds, [item]))
     if len(out) > MAX_CARRIED:
         raise TooComplex(f"this DICOM file carries more than {MAX_CARRIED} instances")
     return out
+
+
+def _other_sequences(ds: Dataset) -> list[int]:
+    """Top-level sequences other than the content tree and the directory, found without converting
+    any element: converting a structured report's content tree costs ten times its parse."""
+    found: list[int] = []
+    for key in ds.keys():  # noqa: SIM118 (iterating a pydicom Dataset converts its elements)
+        tag = int(key)
+        if tag in (T_DIRECTORY_RECORDS, T_CONTENT_SEQ) or tag >> 16 == 0x7FE0:
+            continue
+        vr = getattr(ds.get_item(key), "VR", None)
+        if vr is None:  # implicit VR: the dictionary says
+            try:
+                vr = dictionary_VR(tag)
+            except KeyError:
+                continue
+        if vr == "SQ":
+            found.append(tag)
+    return found
 
 
 def _instance(envelope: Dataset, chain: list[Dataset]) -> Dataset:

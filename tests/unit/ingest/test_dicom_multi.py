@@ -178,3 +178,15 @@ def test_two_hologic_results_blocks_in_one_object_give_two_reports() -> None:
     assert [r.scan_type for r in reports] == ["spine", "hip"]
     assert {m.site for m in reports[1].measurements} == {"femoral_neck", "total_hip"}
     assert all(r.patient.patient_id == "P123" for r in reports)
+
+
+def test_looking_for_carried_instances_leaves_the_sr_content_tree_raw(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The content tree is split from its raw bytes (`ingest.dicom.rawsr`); converting it through
+    pydicom first, to look for carried instances, made an SR parse ten times slower."""
+    import ingest.dicom.ge_sr as ge_sr
+
+    def converted(item: Any) -> Any:
+        raise AssertionError("the content tree went through pydicom's objects")
+
+    monkeypatch.setattr(ge_sr, "node_from_dataset", converted)
+    assert parse_file_reports(m.SR_A.read_bytes(), "sr.dcm", LIMITS)
