@@ -415,6 +415,9 @@ def files_below(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
 
 
+ODD_ENTRIES = "not_a_regular_file"  # services.inbox_entries.FOLDER
+
+
 def scan_end_state(data_dir: Path, inbox: Path) -> EndState:
     """Read archive/ and quarantine/ and check their shape: archive/YYYY/MM/<sha>.<ext>,
     quarantine/<code>/<sha>.<ext> with <sha>.<ext>.json beside it; inbox and work/ empty; no
@@ -433,6 +436,8 @@ def scan_end_state(data_dir: Path, inbox: Path) -> EndState:
         assert hashlib.sha256(path.read_bytes()).hexdigest() == m.group(1), f"bytes changed: {path}"
         state.archived[m.group(1)] = path
     for path in files_below(data_dir / "quarantine"):
+        if path.relative_to(data_dir / "quarantine").parts[0] == ODD_ENTRIES:
+            continue  # inbox entries that were not files (services.inbox_entries): not the batch's
         if path.name.endswith(".json") and _SHA_NAME.match(path.name[:-5]):
             assert path.with_name(path.name[:-5]).is_file(), f"sidecar without its file: {path}"
             continue
