@@ -54,7 +54,7 @@ def _expand(paths: list[Path]) -> Iterator[Path]:
 def cmd_ingest(args: argparse.Namespace) -> int:
     ctx = context(dispatch=False)  # back-loading runs its own jobs, whatever the deployment
     files = list(_expand(args.paths))
-    counts = {"ingested": 0, "duplicate": 0, "quarantined": 0, "unfinished": 0}
+    counts = {"ingested": 0, "duplicate": 0, "quarantined": 0, "held": 0, "unfinished": 0}
     for path in files:
         outcome, detail = _ingest_one(ctx, path)
         counts[outcome] += 1
@@ -63,6 +63,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     print(
         f"{len(files)} files: {counts['ingested']} ingested, {counts['duplicate']} duplicate, "
         f"{counts['quarantined']} quarantined"
+        + (f", {counts['held']} held for verification (QA: scans)" if counts["held"] else "")
         + (f", {counts['unfinished']} NOT finished (run again)" if counts["unfinished"] else "")
         + f"; {evaluated} patients re-evaluated"
     )
@@ -81,7 +82,7 @@ def _ingest_one(ctx: Context, path: Path) -> tuple[str, str]:
         result = run_job(ctx, received.job_id)
         if result is None:
             return "unfinished", "job is held by another process"
-        if result.outcome in ("ingested", "duplicate", "quarantined"):
+        if result.outcome in ("ingested", "duplicate", "quarantined", "held"):
             return result.outcome, result.detail
     return "unfinished", "parsing kept failing"
 

@@ -34,6 +34,7 @@ from db.models import Job, SourceFile
 from db.reports import same_stored_results, store_report
 from db.vendor_lsc import patients_on_device
 from ingest.errors import ParseError
+from ingest.ocr.read import ScanReading
 from ingest.report import ParsedReport
 from services.bytestore import database_path, kept_in_database, parse_copy
 from services.child import ChildFailed
@@ -42,6 +43,7 @@ from services.files import archive_path, move_durably, quarantine_code, quaranti
 from services.outcomes import PARSER_VERSION, STORE_REFUSED, WORKER_CRASH, ClaimedJob, JobResult
 from services.parsing import parse_in_child, parse_limits, warm_parsers
 from services.queue import unit_of_work
+from services.scans import hold_scan
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,9 @@ def ingest_claimed(ctx: Context, work: ClaimedFile) -> JobResult:
         # verdict on the bytes: retried like a crash. Parsers themselves only raise ParseError.
         log.warning("job %s: parsing could not run (%s); retried", job.id, type(exc).__name__)
         return _retry_later(ctx, work, "parse_fault", f"parsing could not run ({type(exc).__name__})")
+    if isinstance(reports, ScanReading):  # OCR of a scan: held for a person (issue 14)
+        with ctx.sessions.begin() as session:
+            return hold_scan(ctx, session, job, _file(session, work.source_file_id), reports)
 
     try:
         return _store(ctx, work, reports, check_uid=False)

@@ -29,7 +29,18 @@ from web import filters
 from web.auth import CsrfFailed, Forbidden, LoginRequired, is_api, load_secret_key
 from web.deps import Services, User, render
 from web.metrics import BrokerDepth, OperationsCollector, make_registry
-from web.routes import alerts, auth_routes, language, operations, patients, qa, qa_devices, qa_records, worklist
+from web.routes import (
+    alerts,
+    auth_routes,
+    language,
+    operations,
+    patients,
+    qa,
+    qa_devices,
+    qa_records,
+    qa_scans,
+    worklist,
+)
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger(__name__)
@@ -146,7 +157,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.state.operations = OperationsCollector(read_sessions, broker_depth)
     app.state.metrics_registry = make_registry(read_sessions, broker_depth)
-    for module in (auth_routes, language, patients, alerts, worklist, qa, qa_devices, qa_records, operations):
+    for module in (auth_routes, language, patients, alerts, worklist, qa, qa_devices, qa_records, qa_scans, operations):
         app.include_router(module.router)
     _install_error_handlers(app)
 

@@ -270,8 +270,8 @@ def _parse_table(ctx: _Context, page_no: int, lines: Sequence[str], page_side: s
             columns = _columns_for(template, " ".join(header))
         if len(cells) > len(columns):
             raise MalformedResults(
-                f"{template.description}: a results row has {len(cells)} values but the header "
-                f"names {len(columns)} columns; the report layout may have changed"
+                f"{template.description}: a results row (pdf p{page_no} line {index + 1}) has {len(cells)} values "
+                f"but the header names {len(columns)} columns; the report layout may have changed"
             )
         row = {column.key: cell for column, cell in zip(columns, cells, strict=False)}
         units = {column.key: column.unit for column in columns}
@@ -514,15 +514,22 @@ def _default_lsc_site(measurements: dict[tuple[str, str | None], SiteMeasurement
     return ranges[0] if ranges else None
 
 
-def apply_template(template: Template, text: PdfText, *, first_page: int = 1) -> ParsedReport:
+def apply_template(
+    template: Template, text: PdfText, *, first_page: int = 1, identity_optional: bool = False
+) -> ParsedReport:
     """One report's pages; `first_page` is the file page number of its first page, so that every
-    value's provenance names the page of the file it was read from."""
+    value's provenance names the page of the file it was read from. `identity_optional` (OCR of a
+    scan, which a person confirms) reads the rest of a page whose patient ID could not be read,
+    with an empty ID (and a machine line it could not read with an empty model): the reviewer types
+    it, the page is never attached to anyone before."""
     joined_pages = ["\n".join(lines) for lines in text.pages]
     full = "\n".join(joined_pages)
     what = template.description
 
     patient_id = _field(template, full, "patient_id")
-    if not patient_id:
+    if not patient_id and identity_optional:
+        patient_id = ""
+    elif not patient_id:
         raise MissingField(f"patient ID: not found in the {what} text")
     raw_date = _field(template, full, "exam_date")
     if not raw_date:
@@ -541,7 +548,9 @@ def apply_template(template: Template, text: PdfText, *, first_page: int = 1) ->
             serial = match["serial"] if "serial" in pattern.groupindex else None
             device = (match["model"].strip(), serial.strip() if serial else None)
             break
-    if device is None:
+    if device is None and identity_optional:
+        device = ("", None)  # a scan's reviewer reads the machine off the page
+    elif device is None:
         raise MissingField(f"device model: no device line found in the {what} text")
 
     birth_raw = _field(template, full, "birth_date")
