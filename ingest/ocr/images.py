@@ -138,8 +138,9 @@ def noise_level(img: Image.Image) -> float:
 
 
 def denoise(img: Image.Image, noisy: bool) -> Image.Image:
-    """Speckle and grain off a noisy page (a median keeps strokes' edges, which a blur would not)."""
-    return img.filter(ImageFilter.MedianFilter(5)) if noisy else img
+    """Speckle and grain off a noisy page once enlarged to the OCR resolution (a median keeps
+    strokes' edges, which a blur would not)."""
+    return img.filter(ImageFilter.MedianFilter(3)) if noisy else img
 
 
 def skew_angle(img: Image.Image, limit: float = 6.0, step: float = 0.25) -> float:

@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 from ingest.errors import MalformedResults, ParseError
@@ -22,8 +23,8 @@ from ingest.ocr.images import (
     crop_to_content,
     decode_images,
     denoise,
-    noise_level,
     image_kind,
+    noise_level,
     render_pdf_pages,
     straighten,
     to_target_dpi,
@@ -46,7 +47,8 @@ _CJK = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uff00-\uffef]")
 _NUMERIC = re.compile(r"^[-+]?\d+(?:[.,]\d+)?[%*#]*$")
 _LEADING_MINUS = str.maketrans({"—": "-", "–": "-", "−": "-", "~": "-", "“": "-", "”": "-", '"': "-"})
 _DIGIT_LOOKALIKES = str.maketrans({"O": "0", "o": "0", "l": "1", "I": "1", "S": "5"})
-_GARBLED_CELL = re.compile(r"^(?:[^\d\s]{2,}|[^\W\d_]|[~“”\"'])$")
+# A cell read as Latin letters or quotes (never CJK, which is text, not a misread cell)
+_GARBLED_CELL = re.compile(r"^(?:[A-Za-z~“”\"'`^*.,;|]{2,}|[A-Za-z~“”\"'])$")
 _UNIT_WORD = re.compile(r"^\(?(?:m?g/cm\S?|g|cm\S?|%|%/yr|kg|lb|ibs?|in|years?|cm)\)?[.,]?$", re.IGNORECASE)
 # Letters a numeric cell is misread as, when the whole cell is such letters ("TT" for "77")
 _CELL_LOOKALIKES = str.maketrans({"O": "0", "o": "0", "l": "1", "I": "1", "|": "1", "S": "5", "T": "7", "B": "8"})
@@ -108,6 +110,8 @@ def _glued(a: Word, b: Word) -> bool:
     """Chinese print has no spaces: two words touching at a CJK glyph are one ("2016年03月18日",
     "病历号：4971"), but a wide gap is a space even there (a label, then its value column); Latin
     words are always apart ("腰椎 L1")."""
+    if b.text[0] in ":：，；)）" and _CJK.match(a.text[-1]):
+        return True  # "检查日期 :" is "检查日期:", as the templates spell it
     cjk = bool(_CJK.match(a.text[-1]) or _CJK.match(b.text[0]))
     height = max(a.box[3] - a.box[1], b.box[3] - b.box[1], 1)
     latin = (a.text[-1].isascii() and a.text[-1].isalpha()) or (b.text[0].isascii() and b.text[0].isalpha())
@@ -147,44 +151,102 @@ class _Page:
     languages: str = "eng"
 
 
-def _prepare(img: Image.Image, dpi: tuple[float, float] | None) -> tuple[Image.Image, str, float]:
-    img = denoise(to_target_dpi(img, dpi), noisy=noise_level(img) >= 6.0)
-    turn, script = orientation_and_script(img)
-    if turn:
-        img = img.rotate(-turn, expand=True, fillcolor=255)
-    img = crop_to_content(img)
-    img, angle = straighten(img)
-    return img, script, angle
+# Tried in this order on each page: English first (most reports, and the fastest model), then
+# Simplified Chinese, which reads the Latin and the digits of a Chinese report too (with `+eng`
+# Tesseract reads some CJK site labels as Latin gibberish). Tesseract's script detection is not
+# used: on a noisy page it says "Latin" or "Cyrillic" for Chinese print.
+LANGUAGES = ("eng", "chi_sim")
 
 
-def _languages(script: str) -> str:
-    # chi_sim alone reads the Latin and the digits of a Chinese report too; with `+eng` Tesseract
-    # reads some CJK site labels as Latin gibberish.
-    return "chi_sim" if script in ("Han", "HanS", "HanT", "Japanese") else "eng"
+def _recognised(page: _Page, templates: Sequence[Template]) -> bool:
+    """Whether a layout knows the page: all its markers, or all but one and its table heading."""
+    text = "\n".join(_join(line.words) for line in page.lines)
+    for template in templates:
+        hits = sum(1 for marker in template.detect_all if marker.search(text))
+        if hits == len(template.detect_all):
+            return True
+        if len(template.detect_all) >= 2 and hits >= len(template.detect_all) - 1 and template.table.start.search(text):
+            return True
+    return False
+
+
+def _mean_confidence(page: _Page) -> float:
+    words = [w.confidence for line in page.lines for w in line.words]
+    return sum(words) / len(words) if words else 0.0
+
+
+def _ocr_page(img: Image.Image, dpi: tuple[float, float] | None, templates: Sequence[Template]) -> _Page:
+    """One page read: resampled, cleaned, straightened, read in each language until a layout
+    knows it; turned upright first (Tesseract's orientation detection) only when no reading was
+    recognised, which a page on its side or upside down never is."""
+    img = crop_to_content(denoise(to_target_dpi(img, dpi), noisy=noise_level(img) >= 6.0))
+    best: _Page | None = None
+    for attempt in range(2):
+        if attempt:
+            turn, _script = orientation_and_script(img)
+            if not turn:
+                break
+            img = img.rotate(-turn, expand=True, fillcolor=255)
+        straight, angle = straighten(img)
+        for languages in LANGUAGES:
+            page = _ocr_prepared(straight, languages, angle)
+            if _recognised(page, templates):
+                return page
+            if best is None or _mean_confidence(page) > _mean_confidence(best):
+                best = page
+    assert best is not None
+    return best
 
 
 _DASHES = re.compile(r"^[-~–—_.]+$")
+_UNSIGNED = re.compile(r"^\d+[.,]\d+$")
 
 
-def _merge_dashes(words: list[Word]) -> tuple[Word, ...]:
+def _dash_before(img: Image.Image, word: Word, previous: Word | None) -> bool:
+    """A minus sign Tesseract left out: the first stroke at or just left of a number's box is short,
+    thin and horizontal at mid-height ("-1.4" read "1.4" is the commonest OCR error in a T- or
+    Z-score column). The value is then read with its sign and marked for the reviewer."""
+    left, top, _, bottom = word.box
+    height = bottom - top
+    if height < 8:
+        return False
+    start = max(left - int(0.9 * height), previous.box[2] + 2 if previous else 0)
+    ink = np.asarray(img.crop((start, top, left + height, bottom)), dtype=np.uint8) < 128
+    columns = ink.any(axis=0)
+    if not columns.any():
+        return False
+    first = int(np.argmax(columns))
+    thin = max(2, height // 5)
+    end, low, high = first, height, -1
+    # the run of columns whose ink is one thin horizontal band (a dash), up to the first column
+    # that is empty or taller (the digit it may touch)
+    while end < len(columns) and columns[end]:
+        rows = np.where(ink[:, end])[0]
+        new_low, new_high = min(low, int(rows[0])), max(high, int(rows[-1]))
+        if new_high - new_low + 1 > thin:
+            break
+        low, high, end = new_low, new_high, end + 1
+    if end >= len(columns) or high < 0:
+        return False
+    mid = (low + high) / 2
+    return bool(end - first >= max(3, height // 4) and 0.3 * height <= mid <= 0.8 * height)
+
+
+def _merge_dashes(cells: list[tuple[Word, bool]]) -> list[tuple[Word, bool]]:
     """One printed "-----" placeholder is one cell, however many pieces Tesseract cut it into:
-    touching runs of dashes are joined, so the row keeps one token per column."""
-    out: list[Word] = []
-    for word in words:
-        prev = out[-1] if out else None
+    touching runs of dashes are joined, so the row keeps one token per column. Each word carries
+    whether it was corrected."""
+    out: list[tuple[Word, bool]] = []
+    for word, changed in cells:
+        prev = out[-1][0] if out else None
         if prev is not None and _DASHES.match(prev.text) and _DASHES.match(word.text):
             height = max(prev.box[3] - prev.box[1], word.box[3] - word.box[1], 8)
             if word.box[0] - prev.box[2] < 1.5 * height:
                 box = (prev.box[0], min(prev.box[1], word.box[1]), word.box[2], max(prev.box[3], word.box[3]))
-                out[-1] = Word("-", min(prev.confidence, word.confidence), box)
+                out[-1] = (Word("-", min(prev.confidence, word.confidence), box), out[-1][1] or changed)
                 continue
-        out.append(word)
-    return tuple(out)
-
-
-def _ocr_page(img: Image.Image, dpi: tuple[float, float] | None) -> _Page:
-    img, script, angle = _prepare(img, dpi)
-    return _ocr_prepared(img, _languages(script), angle)
+        out.append((word, changed))
+    return out
 
 
 def _ocr_prepared(img: Image.Image, languages: str, angle: float) -> _Page:
@@ -193,9 +255,9 @@ def _ocr_prepared(img: Image.Image, languages: str, angle: float) -> _Page:
     normalised: set[tuple[int, int]] = set()
     blanked: set[int] = set()
     for li, line in enumerate(raw):
-        words = []
+        words: list[tuple[Word, bool]] = []
         numbers_seen = 0
-        for wi, word in enumerate(line.words):
+        for word in line.words:
             clean, changed = _clean_word(word)
             cell = numbers_seen >= 2 and not changed and not clean.text.endswith(":")
             if cell and len(clean.text) >= 2 and not clean.text.strip("OolI|STB"):
@@ -211,11 +273,16 @@ def _ocr_prepared(img: Image.Image, languages: str, angle: float) -> _Page:
                 # a vendor's "-----" or "*****" placeholder read as letters ("eee", "“wees")
                 clean, changed = Word("-", 0.0, clean.box), True
                 blanked.add(li)
-            if changed:
-                normalised.add((li, wi))
             numbers_seen += bool(_NUMERIC.match(clean.text))
-            words.append(clean)
-        lines.append(Line(_merge_dashes(words)))
+            words.append((clean, changed))
+        merged = _merge_dashes(words)
+        for wi, (word, _) in enumerate(merged):
+            previous = merged[wi - 1][0] if wi else None
+            if numbers_seen >= 2 and _UNSIGNED.match(word.text) and _dash_before(img, word, previous):
+                merged[wi] = (Word("-" + word.text, word.confidence, word.box), True)
+            if merged[wi][1]:
+                normalised.add((li, wi))
+        lines.append(Line(tuple(word for word, _ in merged)))
     return _Page(img, lines, normalised, angle, blanked, languages)
 
 
@@ -449,9 +516,9 @@ def _relaxed(text: PdfText, templates: Sequence[Template]) -> tuple[Template, ..
     found = []
     for template in templates:
         hits = tuple(m for m in template.detect_all if m.search(full))
-        if len(template.detect_all) >= 2 and len(hits) >= len(template.detect_all) - 1:
-            if hits and template.table.start.search(full):
-                found.append(replace(template, detect_all=hits, label_cache={}))
+        partial = len(template.detect_all) >= 2 and len(hits) >= len(template.detect_all) - 1
+        if partial and hits and template.table.start.search(full):
+            found.append(replace(template, detect_all=hits, label_cache={}))
     return tuple(found) if len(found) == 1 else ()
 
 
@@ -630,12 +697,6 @@ def _plausible_identity(report: ParsedReport) -> tuple[ParsedReport, bool]:
 def read_scan(data: bytes, max_pages: int) -> ScanReading:
     """OCR of an image file (PNG, JPEG, TIFF of any number of pages) or an image-only PDF."""
     frames = decode_images(data, max_pages) if image_kind(data) else render_pdf_pages(data, max_pages)
-    pages = [_ocr_page(img, dpi) for img, dpi in frames]
-    reading = read_pages(pages)
-    if reading.reports:
-        return reading
-    # The script detection can be wrong on a noisy page (Chinese read as Latin gibberish): the
-    # other language is tried once before the scan is held as unreadable.
-    other = [_ocr_prepared(p.image, "eng" if p.languages != "eng" else "chi_sim", p.angle) for p in pages]
-    second = read_pages(other)
-    return second if second.reports else reading
+    templates = tuple(for_ocr(t) for t in builtin_templates())
+    pages = [_ocr_page(img, dpi, templates) for img, dpi in frames]
+    return read_pages(pages)

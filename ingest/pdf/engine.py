@@ -211,10 +211,10 @@ def _need_side(site: str, side: str | None, context_side: str | None, template: 
     return side
 
 
-def _check_range(value: float | None, low: float, high: float, what: str, template: Template) -> None:
+def _check_range(value: float | None, low: float, high: float, what: str, template: Template, where: str = "") -> None:
     if value is not None and not low <= value <= high:
         raise MalformedResults(
-            f"{template.description}: a {what} of {value} is outside {low}..{high}; "
+            f"{template.description}: a {what} of {value}{where} is outside {low}..{high}; "
             "the results columns are not where the layout says"
         )
 
@@ -282,11 +282,12 @@ def _parse_table(ctx: _Context, page_no: int, lines: Sequence[str], page_side: s
         if bmd_cell is None or bmd_cell.value is None:
             continue
         bmd = bmd_to_g_cm2(bmd_cell.value, units.get("bmd"))
-        _check_range(bmd, 0.05, 3.0, "BMD (g/cm²)", template)
+        where = f" (pdf p{page_no} line {index + 1})"
+        _check_range(bmd, 0.05, 3.0, "BMD (g/cm²)", template, where)
         t = row["t"].value if "t" in row else None
         z = row["z"].value if "z" in row else None
-        _check_range(t, -10.0, 10.0, "T-score", template)
-        _check_range(z, -10.0, 10.0, "Z-score", template)
+        _check_range(t, -10.0, 10.0, "T-score", template, where)
+        _check_range(z, -10.0, 10.0, "Z-score", template, where)
         side = _need_side(site, label.side, page_side, template)
         provenance = f"pdf p{page_no} line {index + 1}"
         key = (site, side)
