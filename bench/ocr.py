@@ -86,8 +86,16 @@ def main() -> None:
         totals["pages"] += pages
         totals["cpu"] += cpu
         rows.append(
-            (name, str(pages), str(values), f"{100 * right / max(values, 1):.1f}", str(certain), str(marked),
-             str(missing), f"{cpu / max(pages, 1):.2f}")
+            (
+                name,
+                str(pages),
+                str(values),
+                f"{100 * right / max(values, 1):.1f}",
+                str(certain),
+                str(marked),
+                str(missing),
+                f"{cpu / max(pages, 1):.2f}",
+            )
         )
         print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
     _print(header, rows, args.markdown)

@@ -13,6 +13,7 @@ import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -211,8 +212,8 @@ def _dash_before(img: Image.Image, word: Word, previous: Word | None) -> bool:
     if height < 8:
         return False
     start = max(left - int(0.9 * height), previous.box[2] + 2 if previous else 0)
-    ink = np.asarray(img.crop((start, top, left + height, bottom)), dtype=np.uint8) < 128
-    columns = ink.any(axis=0)
+    ink: np.ndarray[Any, np.dtype[np.bool_]] = np.asarray(img.crop((start, top, left + height, bottom))) < 128
+    columns: np.ndarray[Any, np.dtype[np.bool_]] = np.asarray(ink.any(axis=0))
     if not columns.any():
         return False
     first = int(np.argmax(columns))
