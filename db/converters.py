@@ -35,8 +35,10 @@ from monitor.model import (
     Machine,
     Measurement,
     NextScan,
+    Phrase,
     Therapy,
 )
+from monitor.phrases import from_data, to_data
 
 MAX_NAME_LENGTH = 255
 
@@ -216,6 +218,7 @@ def comparison_row(comparison: Comparison, *, patient_id: int, position: int) ->
         significance=comparison.significance,
         dissimilar=comparison.dissimilar,
         reason=comparison.reason,
+        notes=[to_data(n) for n in comparison.notes] or None,
     )
 
 
@@ -240,7 +243,20 @@ def comparison_to_export(row: ComparisonRow) -> dict[str, Any]:
 
 def comparison_to_domain(row: ComparisonRow) -> Comparison:
     exported = comparison_to_export(row)
-    return Comparison(**exported)
+    return Comparison(**exported, notes=phrases_from_json(row.notes))
+
+
+def phrases_from_json(items: Iterable[Mapping[str, Any]] | None) -> tuple[Phrase, ...]:
+    """Stored phrases; none when the row predates them (its English `reason` still reads)."""
+    try:
+        return tuple(from_data(item) for item in items or ())
+    except (KeyError, TypeError, ValueError):
+        return ()
+
+
+def phrase_from_json(item: Mapping[str, Any] | None) -> Phrase | None:
+    found = phrases_from_json([item] if item else None)
+    return found[0] if found else None
 
 
 def alerts_to_json(alerts: Iterable[Alert]) -> list[dict[str, str]]:

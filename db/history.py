@@ -25,6 +25,7 @@ from db.patients import lock_patient
 from db.therapies import load_therapies
 from db.vendor_lsc import load_vendor_lscs
 from monitor.model import Alert, Comparison, CrossCalibration, Exam, PatientEvaluation, SiteLsc, Therapy, VendorLsc
+from monitor.phrases import to_data
 
 REFUSED_COMPARISON = "comparison_refused"
 _REJECTED = ("rejected_cross_machine", "rejected_unknown_machine")
@@ -195,6 +196,7 @@ def _sync_alerts(session: Session, patient_id: int, alerts: list[Alert], moment:
             continue
         row.message = alert.message
         row.basis = alert.basis
+        row.phrase = to_data(alert.phrase) if alert.phrase else None
     for code, alert in raised.items():
         if code not in live:
             _new_alert(session, patient_id, alert, moment)
@@ -202,7 +204,13 @@ def _sync_alerts(session: Session, patient_id: int, alerts: list[Alert], moment:
 
 def _new_alert(session: Session, patient_id: int, alert: Alert, moment: datetime) -> AlertRow:
     row = AlertRow(
-        patient_id=patient_id, code=alert.code, message=alert.message, basis=alert.basis, state="open", raised_at=moment
+        patient_id=patient_id,
+        code=alert.code,
+        message=alert.message,
+        basis=alert.basis,
+        phrase=to_data(alert.phrase) if alert.phrase else None,
+        state="open",
+        raised_at=moment,
     )
     session.add(row)
     return row

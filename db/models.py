@@ -484,6 +484,8 @@ class ComparisonRow(Base):
     significance: Mapped[str | None] = mapped_column(String(16))
     dissimilar: Mapped[bool] = mapped_column(Boolean, default=False)
     reason: Mapped[str | None] = mapped_column(Text)
+    # `reason` as phrases (monitor.phrases.to_data), for the reader's language; NULL before they existed
+    notes: Mapped[list[Any] | None] = mapped_column(JSON)
     computed_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -523,6 +525,8 @@ class AlertRow(Base):
     raised_at: Mapped[datetime] = mapped_column(default=utcnow)
     resolved_at: Mapped[datetime | None]
     basis: Mapped[str] = mapped_column(Text, default="", server_default=text("''"))
+    # `message` as a phrase (monitor.phrases.to_data), for the reader's language; NULL before they existed
+    phrase: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     acknowledged_at: Mapped[datetime | None]
     acknowledged_by: Mapped[str | None] = mapped_column(String(128))
     ack_comment: Mapped[str | None] = mapped_column(Text)

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from monitor.config import MonitoringConfig, is_lumbar_range
-from monitor.identity import MISSING_SERIAL, same_machine, same_model, why_different
+from monitor.identity import (
+    DIFFERENT_MANUFACTURERS,
+    DIFFERENT_MODELS,
+    DIFFERENT_SERIALS,
+    MISSING_SERIAL,
+    same_machine,
+    same_model,
+    why_different,
+)
 from monitor.model import (
     Comparison,
     ComparisonStatus,
@@ -22,13 +30,20 @@ from monitor.model import (
     Exam,
     LscSource,
     Measurement,
+    Phrase,
     Reference,
     Significance,
     SiteLsc,
     VendorLsc,
 )
+from monitor.phrases import english, english_all
 
 _L = TypeVar("_L", SiteLsc, VendorLsc)
+_WHY_CODES = {
+    DIFFERENT_MANUFACTURERS: "different_manufacturers",
+    DIFFERENT_MODELS: "different_models",
+    DIFFERENT_SERIALS: "different_serials",
+}
 
 SPINE = "spine"
 #: Sites that are trended besides the analysed lumbar range (docs/architecture.md, "Monitoring rules").
@@ -160,29 +175,29 @@ def _norm(text: str) -> str:
 
 def dissimilarities(
     ref: Exam, ref_m: Measurement, new: Exam, new_m: Measurement, config: MonitoringConfig
-) -> list[str]:
+) -> list[Phrase]:
     """Why two scans do not cover the same bone the same way (empty when they do).
 
     Scan mode, protocol and bone area are only compared on one model: across models (a
     cross-calibrated pair) they differ by construction and the calibration accounts for it.
     """
-    reasons: list[str] = []
+    reasons: list[Phrase] = []
     if ref_m.site != new_m.site:
-        reasons.append(f"different vertebral set ({ref_m.site} then {new_m.site})")
+        reasons.append(Phrase.of("different_vertebral_set", before=ref_m.site, after=new_m.site))
     if same_model(ref.machine, new.machine):
         if ref.scan_mode and new.scan_mode and _norm(ref.scan_mode) != _norm(new.scan_mode):
-            reasons.append(f"different scan mode ({ref.scan_mode} then {new.scan_mode})")
+            reasons.append(Phrase.of("different_scan_mode", before=ref.scan_mode, after=new.scan_mode))
         if (
             ref.analysis_protocol
             and new.analysis_protocol
             and _norm(ref.analysis_protocol) != _norm(new.analysis_protocol)
         ):
-            reasons.append(f"different analysis protocol ({ref.analysis_protocol} then {new.analysis_protocol})")
+            reasons.append(Phrase.of("different_protocol", before=ref.analysis_protocol, after=new.analysis_protocol))
         if ref_m.area_cm2 and new_m.area_cm2 and ref_m.area_cm2 > 0:
             area_change = 100.0 * (new_m.area_cm2 - ref_m.area_cm2) / ref_m.area_cm2
             if abs(area_change) > config.max_area_change_percent + TOLERANCE:
                 reasons.append(
-                    f"bone area changed by {area_change:+.1f} % (limit {config.max_area_change_percent:g} %)"
+                    Phrase.of("area_changed", change_pct=area_change, limit_pct=float(config.max_area_change_percent))
                 )
     return reasons
 
@@ -219,12 +234,17 @@ def compare(
     if why is not None:
         cal = None if why == MISSING_SERIAL else find_crosscal(crosscals, ref, new, site)
         if cal is None:
-            names = f"{ref.machine.label()} and {new.machine.label()}"
             if why == MISSING_SERIAL:
-                reason = f"{why}: {names}; exams without a serial number are never compared"
+                refusal = Phrase.of("refused_unknown_machine", machine_a=ref.machine, machine_b=new.machine)
                 status = "rejected_unknown_machine"
             else:
-                reason = f"{why}: {names}; no cross-calibration between them covers {site}"
+                refusal = Phrase.of(
+                    "refused_cross_machine",
+                    why=Phrase.of(_WHY_CODES[why]),
+                    machine_a=ref.machine,
+                    machine_b=new.machine,
+                    site=site,
+                )
                 status = "rejected_cross_machine"
             return Comparison(
                 site=site,
@@ -239,22 +259,20 @@ def compare(
                 lsc_source=None,
                 significance=None,
                 dissimilar=False,
-                reason=reason,
+                reason=english(refusal),
+                notes=(refusal,),
             )
         status = "ok_cross_calibrated"
 
-    notes: list[str] = []
+    notes: list[Phrase] = []
     ref_bmd = ref_m.bmd
     lsc: float | None = None
     source: LscSource
     if cal is not None:
         ref_bmd = _convert_reference(cal, ref, site, ref_m.bmd)
-        notes.append(
-            f"compared through the {cal.kind.replace('_', '-')} cross-calibration of "
-            f"{ref.machine.label()} and {new.machine.label()}"
-        )
+        notes.append(Phrase.of(f"via_crosscal_{cal.kind}", machine_a=ref.machine, machine_b=new.machine))
         if cal.kind == "in_vivo":
-            notes.append(f"reference {ref_m.bmd:.3f} g/cm² converted to {ref_bmd:.3f} g/cm²")
+            notes.append(Phrase.of("reference_converted", reference_g=ref_m.bmd, converted_g=ref_bmd))
         lsc = _crosscal_lsc(cal, site)
         source = "crosscal"
     if lsc is None:
@@ -264,17 +282,17 @@ def compare(
             lsc, source = study.lsc_g_cm2, "study"
         elif printed is not None:
             lsc, source = printed[0], "vendor"
-            notes.append(f"LSC {printed[0]:.3f} g/cm² as the machine printed it (file {printed[1]})")
+            notes.append(Phrase.of("lsc_printed", lsc_g=printed[0], file=printed[1]))
         else:
             lsc, source = config.default_lsc_percent_for(site) / 100.0 * ref_bmd, "default"
         if cal is not None:
-            notes.append(f"the cross-calibration has no LSC for {site}: {source} LSC used")
+            notes.append(Phrase.of("crosscal_no_lsc", site=site, source=source))
 
     delta = new_m.bmd - ref_bmd
     pct = percent_change(ref_bmd, new_m.bmd)
     dissimilar = dissimilarities(ref, ref_m, new, new_m, config)
     if dissimilar:
-        notes.insert(0, "dissimilar scans: " + "; ".join(dissimilar))
+        notes.insert(0, Phrase.of("dissimilar", reasons=tuple(dissimilar)))
     else:
         notes.extend(_vendor_disagreement(new_m, reference, significance_of(delta, lsc), source, lsc))
     return Comparison(
@@ -290,7 +308,8 @@ def compare(
         lsc_source=source,
         significance=None if dissimilar else significance_of(delta, lsc),
         dissimilar=bool(dissimilar),
-        reason="; ".join(notes) or None,
+        reason=english_all(notes),
+        notes=tuple(notes),
     )
 
 
@@ -312,17 +331,17 @@ def vendor_lsc(
 
 def _vendor_disagreement(
     new_m: Measurement, reference: Reference, ours: Significance, source: LscSource, lsc: float
-) -> list[str]:
+) -> list[Phrase]:
     """Why our verdict differs from the "*" the vendor printed for this change, when it does."""
     printed = dict(new_m.vendor_significant).get(reference)
     if printed is None or printed == (ours != "stable"):
         return []
-    theirs = "significant" if printed else "not significant"
+    theirs = "vendor_marks_significant" if printed else "vendor_marks_not_significant"
     if source == "vendor":
-        why = "the vendor rounds its change or compares other scans (its own baseline or previous)"
+        why = Phrase.of("vendor_rounds")
     else:
-        why = f"our LSC ({source}, {lsc:.3f} g/cm²) is not the one the machine used"
-    return [f"the vendor's report marks this change {theirs}: {why}"]
+        why = Phrase.of("our_lsc_differs", source=source, lsc_g=lsc)
+    return [Phrase.of(theirs, why=why)]
 
 
 def _ordered(exams: Sequence[Exam]) -> list[Exam]:

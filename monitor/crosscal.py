@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from datetime import date
 
 from monitor.identity import DIFFERENT_SERIALS, MISSING_SERIAL, same_model, why_different
-from monitor.model import CrossCalibration, Machine
+from monitor.model import CrossCalibration, Machine, Phrase
+from monitor.phrases import english
 from monitor.precision import ISCD_LSC_MULTIPLIER
 
 #: z for a two-sided 95 % interval; ISCD's 2.77 is this × √2.
@@ -39,6 +40,7 @@ class PhantomResult:
     pooled_lsc_g_cm2: float
     message: str
     record: CrossCalibration | None  # only when accepted
+    phrase: Phrase | None = None  # `message` as a phrase, for the reader's language
 
 
 @dataclass(frozen=True)
@@ -104,10 +106,13 @@ def phantom_cross_calibration(
     lsc = pooled_lsc(rms_sd_a, rms_sd_b)
     accepted = abs(diff) <= tolerance_percent + 1e-9
     if accepted:
-        message = (
-            f"phantom means differ by {diff:+.2f} % (tolerance {tolerance_percent:g} %): "
-            f"{machine_a.label()} and {machine_b.label()} may be compared "
-            f"with a pooled LSC of {lsc:.3f} g/cm²"
+        phrase = Phrase.of(
+            "phantom_accepted",
+            diff_pct=diff,
+            limit_pct=float(tolerance_percent),
+            machine_a=machine_a,
+            machine_b=machine_b,
+            lsc_g=lsc,
         )
         record: CrossCalibration | None = CrossCalibration(
             machine_a=machine_a,
@@ -118,12 +123,9 @@ def phantom_cross_calibration(
             performed_on=performed_on,
         )
     else:
-        message = (
-            f"phantom means differ by {diff:+.2f} %, beyond the {tolerance_percent:g} % tolerance: "
-            f"have the manufacturer service the unit; comparisons stay refused"
-        )
+        phrase = Phrase.of("phantom_refused", diff_pct=diff, limit_pct=float(tolerance_percent))
         record = None
-    return PhantomResult(accepted, mean_a, mean_b, diff, lsc, message, record)
+    return PhantomResult(accepted, mean_a, mean_b, diff, lsc, english(phrase), record, phrase)
 
 
 def linear_regression(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, float, float]:

@@ -23,6 +23,7 @@ class UnknownAgent(ValueError):
     def __init__(self, agent: str, detail: str = "unknown osteoporosis agent") -> None:
         super().__init__(f"{detail}: {agent!r}")
         self.agent = agent
+        self.detail = detail
 
 
 @dataclass(frozen=True)

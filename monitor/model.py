@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Literal
+from typing import Literal, Union
 
 ComparisonStatus = Literal["ok", "ok_cross_calibrated", "rejected_cross_machine", "rejected_unknown_machine"]
 Reference = Literal["baseline", "previous"]
@@ -122,6 +122,37 @@ class CrossCalibration:
 
 
 @dataclass(frozen=True)
+class SiteRef:
+    """A monitoring site and side as an argument (the reader's language names it)."""
+
+    site: str
+    side: str | None = None
+
+    def english(self) -> str:
+        site = self.site.replace("_", " ")
+        return f"{site} ({self.side})" if self.side else site
+
+
+Arg = Union[str, int, float, date, Machine, SiteRef, "Phrase", tuple[Union[SiteRef, "Phrase"], ...]]
+
+
+@dataclass(frozen=True)
+class Phrase:
+    """A sentence as a code (`monitor.phrases.ENGLISH`) and its arguments: the reader's language
+    words it (`web.phrases`); the exports keep the English (`monitor.phrases.english`)."""
+
+    code: str
+    args: tuple[tuple[str, Arg], ...] = ()
+
+    @classmethod
+    def of(cls, code: str, **args: Arg) -> Phrase:
+        return cls(code, tuple(args.items()))
+
+    def arg(self, name: str) -> Arg:
+        return dict(self.args)[name]
+
+
+@dataclass(frozen=True)
 class Comparison:
     """One pair of exams at one site and side, in the export shape of docs/architecture.md, "Exports"."""
 
@@ -138,6 +169,8 @@ class Comparison:
     significance: Significance | None
     dissimilar: bool
     reason: str | None
+    # `reason` as phrases (the reader's language words them); `reason` is their English
+    notes: tuple[Phrase, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -156,6 +189,8 @@ class Alert:
     # The facts that raised it (exam ids, dates, sites): an acknowledged alert comes back only
     # when an evaluation raises it on other facts, i.e. when something new happened.
     basis: str = ""
+    # `message` as a phrase (the reader's language words it); `message` is its English
+    phrase: Phrase | None = None
 
 
 @dataclass(frozen=True)

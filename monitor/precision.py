@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from monitor.config import MonitoringConfig
+from monitor.model import Phrase
+from monitor.phrases import english
 
 ISCD_LSC_MULTIPLIER = 2.77
 
@@ -54,6 +56,7 @@ class PrecisionCheck:
     cv_percent: float
     limit_cv_percent: float | None
     message: str
+    phrase: Phrase | None = None  # `message` as a phrase, for the reader's language
 
 
 def _variance(values: Sequence[float]) -> float:
@@ -169,22 +172,21 @@ def check_technologist(result: PrecisionResult, config: MonitoringConfig) -> Pre
     limit = config.max_cv_percent_for(result.site)
     cv = result.rms_cv_percent
     if limit is None:
-        return PrecisionCheck(None, cv, None, f"no minimum acceptable precision is configured for {result.site}")
+        phrase = Phrase.of("precision_no_limit", site=result.site)
+        return PrecisionCheck(None, cv, None, english(phrase), phrase)
     if cv <= limit + 1e-9:
-        return PrecisionCheck(
-            True,
-            cv,
-            limit,
-            f"{result.site}: %CV {cv:.2f} within the ISCD limit of {limit:g} % (LSC {result.lsc_percent:.1f} %)",
+        phrase = Phrase.of(
+            "precision_within", site=result.site, cv_pct=cv, limit_pct=float(limit), lsc_pct=result.lsc_percent
         )
-    return PrecisionCheck(
-        False,
-        cv,
-        limit,
-        f"{result.site}: %CV {cv:.2f} exceeds the ISCD minimum acceptable precision of {limit:g} % "
-        f"(LSC {config.lsc_multiplier * limit:.1f} %); "
-        "the technologist should be retrained and the study repeated",
+        return PrecisionCheck(True, cv, limit, english(phrase), phrase)
+    phrase = Phrase.of(
+        "precision_over",
+        site=result.site,
+        cv_pct=cv,
+        limit_pct=float(limit),
+        lsc_limit_pct=config.lsc_multiplier * limit,
     )
+    return PrecisionCheck(False, cv, limit, english(phrase), phrase)
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,7 @@ class TechnologistStudy:
     result: PrecisionResult | None
     check: PrecisionCheck | None
     error: str | None
+    error_phrase: Phrase | None = None  # `error` as a phrase when the core words it
 
 
 @dataclass(frozen=True)
@@ -232,8 +235,8 @@ def facility_study(
             technologists.append(TechnologistStudy(tech, None, None, str(exc)))
             continue
         if result.degrees_of_freedom < required:
-            short = f"{result.degrees_of_freedom} degrees of freedom; ISCD asks {required} of each technologist"
-            technologists.append(TechnologistStudy(tech, result, None, short))
+            short = Phrase.of("technologist_few_dof", dof=result.degrees_of_freedom, required=required)
+            technologists.append(TechnologistStudy(tech, result, None, english(short), short))
         else:
             technologists.append(TechnologistStudy(tech, result, check_technologist(result, config), None))
     broken = [f"{t.technologist}: {t.error}" for t in technologists if t.result is None]

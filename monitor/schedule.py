@@ -15,7 +15,8 @@ from datetime import date
 
 from monitor.config import MonitoringConfig, ScheduleRule
 from monitor.dates import add_months
-from monitor.model import Alert, Comparison, Exam, NextScan, Therapy
+from monitor.model import Alert, Comparison, Exam, NextScan, Phrase, SiteRef, Therapy
+from monitor.phrases import english
 from monitor.who import lowest_t
 
 BISPHOSPHONATES = ("oral_bisphosphonate", "iv_bisphosphonate")
@@ -155,30 +156,24 @@ def denosumab_alerts(therapies: Sequence[Therapy], today: date, config: Monitori
         if started:
             late = started[0]
             basis += f"; follow-on {late.drug_class} {late.start.isoformat()}"
-            message = (
-                f"Denosumab stopped on {course.stop.isoformat()}; the follow-on {late.agent} started on "
-                f"{late.start.isoformat()}, {(late.start - deadline).days} days after the recommended "
-                f"{window} months. Rebound bone loss may have begun: check the spine for vertebral fractures "
-                "and BMD at the next scan."
+            phrase = Phrase.of(
+                "denosumab_followon_late",
+                stop_date=course.stop,
+                agent=late.agent,
+                start_date=late.start,
+                days=(late.start - deadline).days,
+                months=window,
             )
         elif today > deadline:
-            message = (
-                f"Denosumab stopped on {course.stop.isoformat()} with no follow-on antiresorptive recorded "
-                f"within {window} months: high risk of rebound bone loss and multiple vertebral fractures. "
-                "Start a bisphosphonate now (or record the one given) and check the spine."
-            )
+            phrase = Phrase.of("denosumab_no_followon", stop_date=course.stop, months=window)
         else:
-            message = (
-                f"Denosumab stopped on {course.stop.isoformat()}: start a follow-on antiresorptive "
-                f"(e.g. a bisphosphonate) by {deadline.isoformat()} to prevent rebound vertebral fractures."
-            )
-        alerts.append(Alert("denosumab_stopped", message, basis))
+            phrase = Phrase.of("denosumab_followon_due", stop_date=course.stop, deadline_date=deadline)
+        alerts.append(_alert("denosumab_stopped", phrase, basis))
     return alerts
 
 
-def _site_label(c: Comparison) -> str:
-    site = c.site.replace("_", " ")
-    return f"{site} ({c.side})" if c.side else site
+def _alert(code: str, phrase: Phrase, basis: str) -> Alert:
+    return Alert(code, english(phrase), basis, phrase)
 
 
 def _significant_losses(exams: Sequence[Exam], comparisons: Sequence[Comparison]) -> tuple[Exam, list[Comparison]]:
@@ -194,13 +189,21 @@ def _significant_losses(exams: Sequence[Exam], comparisons: Sequence[Comparison]
     return latest, losses
 
 
+def _changes(changes: Sequence[Comparison]) -> tuple[Phrase, ...]:
+    """`L2-L4 -5.63 % vs baseline` per change; one entry when baseline and previous are the same exam.
+    (The changes named are allowed comparisons, which always carry a percent change.)"""
+    grouped: dict[tuple[str, str | None, str, float], list[str]] = {}
+    for c in changes:
+        grouped.setdefault((c.site, c.side, c.from_exam, c.percent_change or 0.0), []).append(c.reference)
+    codes: dict[tuple[str, ...], str] = {("baseline",): "change_vs_baseline", ("previous",): "change_vs_previous"}
+    return tuple(
+        Phrase.of(codes.get(tuple(refs), "change_vs_both"), site=SiteRef(site, side), pct=pct)
+        for (site, side, _, pct), refs in grouped.items()
+    )
+
+
 def _loss_text(losses: Sequence[Comparison]) -> str:
-    """`L2-L4 -5.63 % vs baseline` per loss; one entry when baseline and previous are the same exam."""
-    grouped: dict[tuple[str, str, str], list[str]] = {}
-    for c in losses:
-        pct = f"{c.percent_change:+.2f} %" if c.percent_change is not None else "loss"
-        grouped.setdefault((_site_label(c), c.from_exam, pct), []).append(c.reference)
-    return ", ".join(f"{site} {pct} vs {' and '.join(refs)}" for (site, _, pct), refs in grouped.items())
+    return ", ".join(english(p) for p in _changes(losses))
 
 
 def loss_alerts(
@@ -216,36 +219,16 @@ def loss_alerts(
     latest, losses = _significant_losses(exams, comparisons)
     if not losses:
         return []
-    sites = ", ".join(dict.fromkeys(_site_label(c) for c in losses))
+    sites = tuple(dict.fromkeys(SiteRef(c.site, c.side) for c in losses))
     basis = f"exam {latest.exam_id}: " + _loss_text(losses)
     therapy = current_therapy(therapies, latest.date, config)
     if therapy is None or therapy.drug_class == "none":
-        return [
-            Alert(
-                "loss_untreated",
-                f"Significant BMD loss beyond the LSC with no treatment recorded ({_loss_text(losses)}): "
-                "assess fracture risk and consider treatment.",
-                basis,
-            )
-        ]
+        return [_alert("loss_untreated", Phrase.of("loss_untreated", changes=_changes(losses)), basis)]
     if on_holiday(therapy, latest.date, config):
-        return [
-            Alert(
-                "loss_on_holiday",
-                f"Significant BMD loss during a bisphosphonate drug holiday ({sites}): consider resuming treatment.",
-                basis,
-            )
-        ]
+        return [_alert("loss_on_holiday", Phrase.of("loss_on_holiday", sites=sites), basis)]
     if not in_effect(therapy, latest.date, config):
         return []
-    return [
-        Alert(
-            "loss_on_treatment",
-            f"Significant BMD loss on {therapy.agent} ({sites}): review adherence and secondary causes "
-            "of bone loss before changing treatment.",
-            basis,
-        )
-    ]
+    return [_alert("loss_on_treatment", Phrase.of("loss_on_treatment", agent=therapy.agent, sites=sites), basis)]
 
 
 def early_scan_alerts(
@@ -266,11 +249,12 @@ def early_scan_alerts(
     earliest = add_months(previous.date, choice.rule.min_interval_months)
     if latest.date >= earliest:
         return []
-    months = choice.rule.min_interval_months
-    head = (
-        f"The scan of {latest.date.isoformat()} came sooner than {months} months after the previous one "
-        f"({previous.date.isoformat()}), the minimum for rule {choice.rule.id}"
-    )
+    facts: dict[str, date | int | str] = {
+        "scan_date": latest.date,
+        "months": choice.rule.min_interval_months,
+        "previous_date": previous.date,
+        "rule": choice.rule.id,
+    }
     significant = [
         c
         for c in comparisons
@@ -280,11 +264,10 @@ def early_scan_alerts(
         and c.significance in ("gain", "loss")
     ]
     if significant:
-        changes = _loss_text(significant)
-        message = f"{head}. Even so, the change exceeds the least significant change and is real: {changes}."
+        phrase = Phrase.of("scan_too_early_real_change", changes=_changes(significant), **facts)
     else:
-        message = f"{head}: a change over so short an interval is unlikely to exceed the least significant change."
-    return [Alert("scan_too_early", message, f"exam {latest.exam_id} after {previous.exam_id}")]
+        phrase = Phrase.of("scan_too_early", **facts)
+    return [_alert("scan_too_early", phrase, f"exam {latest.exam_id} after {previous.exam_id}")]
 
 
 def next_scan(

@@ -13,7 +13,10 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from db.converters import phrase_from_json
 from db.models import AlertRow
+from monitor.model import Phrase
+from web import phrases
 from web.i18n import N_
 
 MEANING = {
@@ -44,6 +47,12 @@ class AlertView:
     acknowledged_at: datetime | None
     acknowledged_by: str | None
     comment: str | None
+    phrase: Phrase | None = None  # `message` as a phrase, for the reader's language
+
+    @property
+    def text(self) -> str:
+        """The sentence in the request's language (the stored English for rows before phrases)."""
+        return phrases.render(self.phrase, self.message)
 
     @property
     def meaning(self) -> str:
@@ -62,8 +71,22 @@ def patient_alerts(session: Session, patient_pk: int) -> list[AlertView]:
             AlertRow.acknowledged_at,
             AlertRow.acknowledged_by,
             AlertRow.ack_comment,
+            AlertRow.phrase,
         )
         .where(AlertRow.patient_id == patient_pk, AlertRow.state.in_(("open", "acknowledged")))
         .order_by(AlertRow.state.desc(), AlertRow.raised_at, AlertRow.id)
     ).all()
-    return [AlertView(*row) for row in rows]
+    return [
+        AlertView(
+            id=row.id,
+            code=row.code,
+            message=row.message,
+            state=row.state,
+            raised_at=row.raised_at,
+            acknowledged_at=row.acknowledged_at,
+            acknowledged_by=row.acknowledged_by,
+            comment=row.ack_comment,
+            phrase=phrase_from_json(row.phrase),
+        )
+        for row in rows
+    ]

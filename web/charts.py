@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import date
 
-from web import svg
+from web import i18n, phrases, svg
 from web.queries.patient import ComparisonView, ExamView, PatientDetail, TherapyView, site_label
 
 # Okabe-Ito colours (distinguishable with colour-vision deficiencies), each with its own marker shape.
@@ -47,10 +47,13 @@ class ChartPoint:
         for comp in (self.baseline, self.previous):
             if comp is None:
                 continue
-            if comp.refused and comp.reason and comp.reason not in notes:
-                notes.append(comp.reason)
-            elif comp.dissimilar and comp.reason and comp.reason not in notes:
-                notes.append(f"Not comparable: {comp.reason}")
+            text = phrases.render_all(comp.notes, comp.reason)
+            if comp.refused and text and text not in notes:
+                notes.append(text)
+            elif comp.dissimilar and text:
+                text = i18n.gettext("Not comparable: %(why)s", why=text)
+                if text not in notes:
+                    notes.append(text)
         return "; ".join(notes)
 
 
@@ -128,7 +131,7 @@ def build_charts(
                 )
             )
         title = site_label(site, side)
-        drawn = render_chart(title, points, width, height, span) if draw else ""
+        drawn = render_chart(phrases.localized_site(site, side), points, width, height, span) if draw else ""
         charts.append(Chart(site, side, title, tuple(points), drawn))
     return charts
 
@@ -151,10 +154,19 @@ def _marker(
 
 
 def _hover(point: ChartPoint) -> str:
-    text = f"{point.date.isoformat()}: {point.bmd:.3f} g/cm² on {point.machine_label}"
+    text = i18n.gettext(
+        "%(day)s: %(bmd)s g/cm² on %(machine)s",
+        day=i18n.day(point.date),
+        bmd=i18n.number(point.bmd),
+        machine=point.machine_label,
+    )
     comp = point.baseline
-    if comp and comp.percent_change is not None:
-        text += f"; vs baseline {comp.percent_change:+.2f} % ({comp.significance or 'not assessed'})"
+    if comp and comp.percent_change is not None and not comp.refused:
+        text += "; " + i18n.gettext(
+            "vs baseline %(pct)s %% (%(verdict)s)",
+            pct=i18n.number(comp.percent_change, 2, signed=True),
+            verdict=i18n.gettext(comp.significance or "not assessed"),
+        )
     if point.note:
         text += f"; {point.note}"
     return text
@@ -184,7 +196,7 @@ def render_chart(
 ) -> str:
     left, right, top, bottom = LEFT, RIGHT, 16, 40
     if not points:
-        return svg.svg(width, height, [], f"{title}: no measurements")
+        return svg.svg(width, height, [], i18n.gettext("%(site)s: no measurements", site=title))
     bands = _lsc_bands(points)
     values = [p.bmd for p in points] + [b for _, _, lo, hi in bands for b in (lo, hi)]
     pad = max((max(values) - min(values)) * 0.15, 0.02)
@@ -198,7 +210,7 @@ def render_chart(
             svg.element(
                 "text",
                 {"x": left - 6, "y": ty + 4, "text-anchor": "end", "class": "tick"},
-                text=f"{tick:.3f}",
+                text=i18n.number(tick),
             )
         )
     for year in range(date.fromordinal(int(x.lo)).year + 1, date.fromordinal(int(x.hi)).year + 1):
@@ -221,7 +233,7 @@ def render_chart(
                 "text-anchor": "middle",
                 "transform": f"rotate(-90 14 {(top + height - bottom) / 2:.1f})",
             },
-            text="BMD g/cm²",
+            text=i18n.gettext("BMD g/cm²"),
         )
     )
     for seg, base, lo, hi in bands:
@@ -238,7 +250,15 @@ def render_chart(
                     "class": "lsc-band",
                     "data-segment": seg,
                 },
-                [svg.title(f"LSC band: baseline {base:.3f} ± {hi - base:.3f} g/cm²")],
+                [
+                    svg.title(
+                        i18n.gettext(
+                            "LSC band: baseline %(base)s ± %(lsc)s g/cm²",
+                            base=i18n.number(base),
+                            lsc=i18n.number(hi - base),
+                        )
+                    )
+                ],
             )
         )
         parts.append(svg.element("line", {"x1": x0, "x2": x1, "y1": y(base), "y2": y(base), "class": "baseline"}))
@@ -285,11 +305,17 @@ def render_chart(
                 svg.element(
                     "text",
                     {"x": px, "y": py + dy, "text-anchor": "middle", "class": f"sig sig-{p.significance}"},
-                    [svg.title(f"Significant {p.significance} vs baseline (beyond the LSC)")],
+                    [
+                        svg.title(
+                            i18n.gettext("Significant gain vs baseline (beyond the LSC)")
+                            if p.significance == "gain"
+                            else i18n.gettext("Significant loss vs baseline (beyond the LSC)")
+                        )
+                    ],
                     text=glyph,
                 )
             )
-    return svg.svg(width, height, parts, f"{title}: BMD over time", class_="chart")
+    return svg.svg(width, height, parts, i18n.gettext("%(site)s: BMD over time", site=title), class_="chart")
 
 
 def _lsc_bands(points: list[ChartPoint]) -> list[tuple[int, float, float, float]]:
@@ -342,7 +368,7 @@ def render_timeline(
     if span is None:
         days = [e.date for e in exams] + [t.start for t in therapies] + [t.stop for t in therapies if t.stop]
         if not days:
-            return svg.svg(width, height, [], "Therapy timeline: no therapies or exams")
+            return svg.svg(width, height, [], i18n.gettext("Therapy timeline: no therapies or exams"))
         span = (min(days), max(days))
     x = _time_scale(span, width)
     parts: list[str] = []
@@ -358,7 +384,11 @@ def render_timeline(
             svg.element(
                 "line",
                 {"x1": ex, "x2": ex, "y1": top, "y2": axis_y, "class": "exam-mark"},
-                [svg.title(f"Exam {exam.date.isoformat()} on {exam.device.label}")],
+                [
+                    svg.title(
+                        i18n.gettext("Exam %(day)s on %(machine)s", day=i18n.day(exam.date), machine=exam.device.label)
+                    )
+                ],
             )
         )
     for i, therapy in enumerate(therapies):
@@ -366,8 +396,9 @@ def render_timeline(
         ongoing = therapy.stop is None
         x0 = x(therapy.start.toordinal())
         x1 = x.p1 if ongoing or therapy.stop is None else x(therapy.stop.toordinal())
-        label = f"{therapy.agent} ({therapy.drug_class.replace('_', ' ')})" + (" → ongoing" if ongoing else "")
-        period = f"{therapy.start.isoformat()} – {therapy.stop.isoformat() if therapy.stop else 'ongoing'}"
+        drug_class = i18n.gettext(therapy.drug_class.replace("_", " "))
+        label = f"{therapy.agent} ({drug_class})" + (" → " + i18n.gettext("ongoing") if ongoing else "")
+        period = f"{i18n.day(therapy.start)} – {i18n.day(therapy.stop) if therapy.stop else i18n.gettext('ongoing')}"
         parts.append(svg.element("text", _label_position(label, x0, x1, y0 + 11, width), text=label))
         parts.append(
             svg.element(
@@ -383,7 +414,7 @@ def render_timeline(
                 [svg.title(f"{label}: {period}")],
             )
         )
-    return svg.svg(width, height, parts, "Therapy timeline", class_="timeline")
+    return svg.svg(width, height, parts, i18n.gettext("Therapy timeline"), class_="timeline")
 
 
 def _label_position(label: str, x0: float, x1: float, y: float, width: int) -> dict[str, object]:

@@ -82,21 +82,35 @@ User = Annotated[CurrentUser, Depends(any_user)]
 QaUser = Annotated[CurrentUser, Depends(qa_user)]
 
 
-def request_locale(request: Request) -> str:
-    """The signed-in user's saved language, else the browser's, else English (web.i18n)."""
+def saved_locale(request: Request) -> str | None:
+    """The language the signed-in user chose, None when they follow the browser."""
     user = getattr(request.state, "user", None)
-    saved = None
-    if user is not None:
-        with services(request).read_sessions() as session:
-            saved = session.scalar(select(UserRow.locale).where(UserRow.id == user.id))
-    return i18n.choose(saved, request.headers.get("accept-language"))
+    if user is None:
+        return None
+    with services(request).read_sessions() as session:
+        found: str | None = session.scalar(select(UserRow.locale).where(UserRow.id == user.id))
+    return found
+
+
+def activate_request_locale(request: Request) -> tuple[str, str | None]:
+    """Sets the request's language and formatting locale (web.i18n); returns the language and
+    the user's saved choice (None: the browser's language)."""
+    found: tuple[str, str, str | None] | None = getattr(request.state, "locales", None)
+    if found is None:
+        saved = saved_locale(request)
+        accept = request.headers.get("accept-language")
+        language = i18n.choose(saved, accept)
+        found = (language, i18n.format_locale(language, accept), saved)
+        request.state.locales = found
+    i18n.activate(found[0], found[1])
+    return found[0], found[2]
 
 
 def render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
     app = services(request)
-    locale = request_locale(request)
-    i18n.activate(locale)
+    locale, saved = activate_request_locale(request)
     base = {
+        "saved_locale": saved,
         "user": getattr(request.state, "user", None),
         "csrf": csrf_token(request),
         "today": app.today(),

@@ -8,8 +8,8 @@ from urllib.parse import quote, urlencode
 
 from jinja2 import Environment
 
-from web import i18n
-from web.queries.patient import SITE_NAMES, site_label
+from web import i18n, phrases
+from web.phrases import localized_site
 
 N_ = i18n.N_
 STATUS_TEXT = {
@@ -27,9 +27,8 @@ WHO_TEXT = {
 
 
 def fmt_num(value: Any, digits: int = 3, signed: bool = False) -> str:
-    if value is None:
-        return "—"
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+    """As the request's formatting locale writes numbers (web.i18n.number)."""
+    return i18n.number(value, digits, signed)
 
 
 def fmt_date(value: date | datetime | None) -> str:
@@ -61,17 +60,6 @@ def person_name(value: str | None) -> str:
     return alphabetic or ideographic or "—"
 
 
-def localized_site(site: str, side: str | None = None) -> str:
-    """A site and side in the request's language (骨密度 reports: 腰椎, 股骨颈, 全髋 …)."""
-    if i18n.current() == i18n.DEFAULT:
-        return site_label(site, side)
-    name = i18n.gettext(SITE_NAMES[site]) if site in SITE_NAMES else site.replace("_", " ")
-    if site.startswith("L") and "-" in site:
-        name = i18n.gettext("Lumbar spine") + " " + site
-    sides = {"left": i18n.gettext("left"), "right": i18n.gettext("right"), "mean": i18n.gettext("mean of both sides")}
-    return f"{name}（{sides[side]}）" if side in sides else name
-
-
 def site_title(site: str, side: str | None = None) -> str:
     """A per-site heading: the spine names its analysed set ("Lumbar spine L1-L4", "腰椎 L1-L4")."""
     if site.startswith("L") and "-" in site:
@@ -90,6 +78,9 @@ def install(env: Environment) -> None:
     env.filters["person"] = person_name
     env.filters["who_text"] = lambda who: i18n.gettext(WHO_TEXT[who]) if who in WHO_TEXT else (who or "—")
     env.filters["t"] = lambda text: i18n.gettext(text) if text else text
+    env.filters["phrase"] = phrases.render
+    env.filters["machine"] = phrases.machine_text
+    env.filters["notes"] = lambda c: phrases.render_all(c.notes, c.reason)
     env.globals["patient_url"] = patient_url
 
 

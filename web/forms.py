@@ -11,12 +11,39 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
+from markupsafe import Markup, escape
+
+from web import i18n
+from web.i18n import N_
+
+
+class Sentence(str):
+    """A sentence that reads as English text (the API's 422 detail) and renders in the page's
+    language (`__html__`, which Jinja calls), with its arguments; `label` names a form field."""
+
+    msgid: str
+    variables: dict[str, str]
+
+    def __new__(cls, msgid: str, **variables: str) -> Sentence:
+        obj = super().__new__(cls, msgid % variables)
+        obj.msgid = msgid
+        obj.variables = variables
+        return obj
+
+    def __html__(self) -> Markup:
+        words = {k: i18n.gettext(v) if k == "label" else v for k, v in self.variables.items()}
+        return escape(i18n.gettext(self.msgid, **words))
+
+
+_NOT_A_DATE = N_("%(label)s: “%(text)s” is not a date (YYYY-MM-DD); that filter was ignored.")
+_NOT_A_CHOICE = N_("%(label)s: “%(text)s” is not one of the choices; that filter was ignored.")
+
 
 @dataclass
 class FilterErrors:
     """Sentences about filter fields that could not be read (and were therefore ignored)."""
 
-    messages: list[str] = field(default_factory=list)
+    messages: list[Sentence] = field(default_factory=list)
 
     def day(self, value: str | None, label: str) -> date | None:
         text = (value or "").strip()
@@ -25,7 +52,13 @@ class FilterErrors:
         try:
             return date.fromisoformat(text)
         except ValueError:
-            self.messages.append(f"{label}: “{text}” is not a date (YYYY-MM-DD); that filter was ignored.")
+            self.messages.append(
+                Sentence(
+                    N_("%(label)s: “%(text)s” is not a date (YYYY-MM-DD); that filter was ignored."),
+                    label=label,
+                    text=text,
+                )
+            )
             return None
 
     def integer(self, value: str | None, label: str) -> int | None:
@@ -35,7 +68,9 @@ class FilterErrors:
         try:
             return int(text)
         except ValueError:
-            self.messages.append(f"{label}: “{text}” is not a number; that filter was ignored.")
+            self.messages.append(
+                Sentence(N_("%(label)s: “%(text)s” is not a number; that filter was ignored."), label=label, text=text)
+            )
             return None
 
     def choice(self, value: str | None, allowed: tuple[str, ...], label: str) -> str | None:
@@ -43,7 +78,13 @@ class FilterErrors:
         if not text:
             return None
         if text not in allowed:
-            self.messages.append(f"{label}: “{text}” is not one of the choices; that filter was ignored.")
+            self.messages.append(
+                Sentence(
+                    N_("%(label)s: “%(text)s” is not one of the choices; that filter was ignored."),
+                    label=label,
+                    text=text,
+                )
+            )
             return None
         return text
 

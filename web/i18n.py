@@ -9,6 +9,12 @@ memory at start), so there is no build step and no binary file in the repository
 The locale of a request: the signed-in user's saved choice, else the browser's Accept-Language,
 else English. Chinese clinical terms follow Chinese DXA reports (骨密度, 腰椎, 股骨颈, 全髋,
 最小有意义变化 …).
+
+Dates and numbers follow the *formatting* locale: the language chosen, with the browser's region
+when the browser asks for that language with one (en-US writes "Oct 15, 2018", en-GB
+"15 Oct 2018", zh-CN "2018年10月15日"); English without a region writes ISO 8601 dates, which no
+reader misreads. The region also chooses the report's paper (Letter in North America, A4
+elsewhere).
 """
 
 from __future__ import annotations
@@ -19,16 +25,20 @@ from functools import cache
 from io import BytesIO
 from pathlib import Path
 
-from babel import Locale, negotiate_locale
+from babel import Locale, UnknownLocaleError, negotiate_locale
 from babel.dates import format_date, format_datetime
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
+from babel.numbers import format_decimal
 from babel.support import NullTranslations, Translations
 
 LOCALE_DIR = Path(__file__).resolve().parent / "locale"
 DEFAULT = "en"
 LOCALES = {"en": "English", "zh_CN": "简体中文"}
 _current: ContextVar[str] = ContextVar("dxa_locale", default=DEFAULT)
+_formats: ContextVar[str] = ContextVar("dxa_format_locale", default=DEFAULT)
+# Regions whose paper is US Letter (CLDR paperSize); A4 everywhere else
+LETTER_REGIONS = frozenset({"US", "CA", "MX", "PH", "CL", "CO", "VE", "GT", "PA", "PR", "CR", "SV", "DO", "BZ"})
 
 
 def N_(message: str) -> str:
@@ -53,23 +63,64 @@ def choose(saved: str | None, accept_language: str | None) -> str:
     """The user's saved choice, else the browser's preference among ours, else English."""
     if saved in LOCALES:
         return saved
-    wanted = []
-    for part in (accept_language or "").split(","):
-        tag = part.split(";")[0].strip().replace("-", "_")
-        if tag:
-            wanted.append(tag)
+    wanted = _tags(accept_language)
     # a bare "zh" or "zh_Hans" browser setting means Simplified Chinese here
     wanted = ["zh_CN" if w.lower() in ("zh", "zh_hans", "zh_hans_cn", "zh_sg") else w for w in wanted]
     found = negotiate_locale(wanted, list(LOCALES), sep="_")
     return found or DEFAULT
 
 
-def activate(locale: str) -> None:
+def _tags(accept_language: str | None) -> list[str]:
+    return [t for part in (accept_language or "").split(",") if (t := part.split(";")[0].strip().replace("-", "_"))]
+
+
+def format_locale(language: str, accept_language: str | None) -> str:
+    """How dates and numbers are written for `language`: with the browser's region when the
+    browser asks for that language with one (en-GB, en-US, zh-CN …), else the language alone."""
+    base = language.split("_")[0].lower()
+    for tag in _tags(accept_language):
+        parts = tag.split("_")
+        if parts[0].lower() != base or len(parts) < 2:
+            continue
+        region = parts[-1]
+        if len(region) == 2 and region.isalpha():
+            try:
+                return str(Locale.parse(f"{base}_{region.upper()}"))
+            except (UnknownLocaleError, ValueError):
+                continue
+    return language
+
+
+def activate(locale: str, formats: str | None = None) -> None:
     _current.set(locale if locale in LOCALES else DEFAULT)
+    _formats.set(formats or _current.get())
 
 
 def current() -> str:
     return _current.get()
+
+
+def current_formats() -> str:
+    """The formatting locale of the request (`format_locale`)."""
+    return _formats.get()
+
+
+def paper() -> str:
+    """The paper a printed report defaults to for the formatting locale: "letter" or "a4"."""
+    region = Locale.parse(current_formats()).territory
+    if region is None and current() == "zh_CN":
+        region = "CN"
+    return "letter" if region in LETTER_REGIONS else "a4"
+
+
+def number(value: float | int | None, digits: int = 3, signed: bool = False) -> str:
+    """A number as the formatting locale writes it, with exactly `digits` decimals ("—" for none)."""
+    if value is None:
+        return "—"
+    pattern = "#,##0." + "0" * digits if digits else "#,##0"
+    if signed:
+        pattern = f"+{pattern};-{pattern}"
+    return format_decimal(value, pattern, locale=Locale.parse(current_formats()))
 
 
 def gettext(message: str, **variables: object) -> str:
@@ -87,14 +138,18 @@ def day(value: date | datetime | None) -> str:
     in Chinese; a time stamp keeps its time and says UTC."""
     if value is None:
         return "—"
-    locale = current()
+    locale = current_formats()
     if isinstance(value, datetime):
         if locale == DEFAULT:
             return value.strftime("%Y-%m-%d %H:%M UTC")
-        return format_datetime(value, "yyyy年M月d日 HH:mm", locale=Locale.parse(locale)) + " UTC"
+        if locale.startswith("zh"):
+            return format_datetime(value, "yyyy年M月d日 HH:mm", locale=Locale.parse(locale)) + " UTC"
+        return format_date(value.date(), "medium", locale=Locale.parse(locale)) + value.strftime(" %H:%M UTC")
     if locale == DEFAULT:
         return value.isoformat()
-    return format_date(value, "yyyy年M月d日", locale=Locale.parse(locale))
+    if locale.startswith("zh"):
+        return format_date(value, "yyyy年M月d日", locale=Locale.parse(locale))
+    return format_date(value, "medium", locale=Locale.parse(locale))
 
 
 # Words the templates translate at run time (`| t`): listed so extraction finds them.
@@ -140,6 +195,48 @@ RUNTIME_WORDS = (
     N_("Alert acknowledged; it returns if something new happens."),
     N_("Therapy saved; the next scan date has been recalculated."),
     N_("Therapy stopped; the next scan date has been recalculated."),
+    N_("File queued for re-processing."),
+    N_("The change was saved but re-evaluation failed; it has been queued and will be retried."),
+    # filter fields named in a sentence about a value that could not be read (web.forms)
+    N_("Page"),
+    N_("Machine"),
+    N_("Year"),
+    N_("From"),
+    N_("To"),
+    N_("Reason"),
+    N_("What"),
+    N_("Received from"),
+    N_("Received to"),
+    # the audit page's kinds of event (web.audit_log.KINDS)
+    N_("Sign-ins"),
+    N_("Views"),
+    N_("Exports"),
+    N_("Saved studies"),
+    N_("Re-processing"),
+    N_("Therapies"),
+    N_("Alerts"),
+    N_("Refused comparisons"),
+    # states of files and jobs (QA pages)
+    N_("ingested"),
+    N_("duplicate"),
+    N_("quarantined"),
+    N_("pending"),
+    N_("processing"),
+    N_("queued"),
+    N_("running"),
+    N_("done"),
+    N_("failed"),
+    # the error page
+    N_("Not found"),
+    N_("Not allowed"),
+    N_("Which patient?"),
+    N_("Too large"),
+    N_("Error"),
+    N_("Form expired"),
+    N_("Your role may not open this page."),
+    N_("The form had expired. Go back, reload the page and try again."),
+    N_("no such patient"),
+    N_("No DXA exam on record: a baseline scan is needed."),
 )
 
 # The repeat-scan sentences of settings/monitoring.toml, as shipped: a site that rewrites one sees

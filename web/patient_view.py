@@ -92,17 +92,19 @@ class ExamRow:
         return None
 
     @property
-    def dissimilar_reason(self) -> str | None:
+    def dissimilar_reason(self) -> ComparisonView | None:
+        """The comparison whose notes say why the scans differ (the template words them)."""
         for change in (self.previous, self.baseline):
             if change and change.comparison.dissimilar:
-                return change.comparison.reason
+                return change.comparison
         return None
 
     @property
-    def refusal_reason(self) -> str | None:
+    def refusal_reason(self) -> ComparisonView | None:
+        """The refused comparison whose notes say why (the template words them)."""
         for change in (self.baseline, self.previous):
             if change and change.refused:
-                return change.comparison.reason
+                return change.comparison
         return None
 
 

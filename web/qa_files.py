@@ -16,22 +16,28 @@ from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from db.models import SourceFile
+from web.i18n import N_
 
 PAGE_SIZE = 50
 STRAY_REASONS = ("unrecognised_format", "not_dxa_result")  # not a DXA result at all
 REASON_TITLES = {
-    "unrecognised_format": "Not a DICOM file or PDF",
-    "not_dxa_result": "DICOM or PDF, but not a DXA result",
-    "empty_file": "Empty file",
-    "unreadable": "Unreadable file",
-    "encrypted_pdf": "Encrypted PDF",
-    "unsupported_layout": "Report layout not supported",
-    "malformed_results": "Results could not be read",
-    "missing_field": "A required field is missing",
-    "too_large": "Too large",
-    "patient_mismatch": "Pages name different patients",
-    "parse_error": "Parser error",
-    "uid_conflict": "DICOM instance UID used by another file",
+    "unrecognised_format": N_("Not a DICOM file or PDF"),
+    "not_dxa_result": N_("DICOM or PDF, but not a DXA result"),
+    "empty_file": N_("Empty file"),
+    "unreadable": N_("Unreadable file"),
+    "encrypted_pdf": N_("Encrypted PDF"),
+    "unsupported_layout": N_("Report layout not supported"),
+    "malformed_results": N_("Results could not be read"),
+    "missing_field": N_("A required field is missing"),
+    "too_large": N_("Too large"),
+    "patient_mismatch": N_("Pages name different patients"),
+    "parse_error": N_("Parser error"),
+    "uid_conflict": N_("DICOM instance UID used by another file"),
+    "implausible_values": N_("Values that cannot be true"),
+    "worker_crash": N_("The parser crashed"),
+    "timeout": N_("Parsing took too long"),
+    "memory": N_("Parsing ran out of memory"),
+    "not_a_regular_file": N_("Not a regular file (link, pipe, socket)"),
 }
 
 

@@ -13,7 +13,8 @@ from ingest.dicom import header as h
 from ingest.dicom.encapsulated import parse_encapsulated_pdf
 from ingest.dicom.ge_sr import parse_ge_sr
 from ingest.dicom.ge_xml import parse_ge_xml, results_xml
-from ingest.dicom.hologic import find_results_by_content, find_results_element, parse_hologic
+from ingest.dicom.hologic import parse_hologic
+from ingest.dicom.hologic_blob import find_results_by_content, find_results_element
 from ingest.dicom.read import DICOM_READ_ERRORS, looks_like_dicom, read_dicom
 from ingest.errors import MalformedResults, NotDxaResult, UnreadableFile
 from ingest.report import ParsedReport

@@ -31,7 +31,8 @@ from ingest.ocr.images import (
     to_target_dpi,
 )
 from ingest.ocr.tesseract import Line, Word, orientation_and_script, read_lines
-from ingest.pdf.engine import SIDED_SITES, apply_template, resolve_label
+from ingest.pdf.engine import apply_template
+from ingest.pdf.rows import SIDED_SITES, resolve_label
 from ingest.pdf.split import check_pages, find_segments
 from ingest.pdf.template import Template, builtin_templates
 from ingest.pdf.text import PdfText

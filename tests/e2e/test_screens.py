@@ -50,7 +50,7 @@ def signed_in(browser: Any, live_server: str) -> Iterator[dict[str, dict[int, An
     for user in ("clin", "qa"):
         for width in WIDTHS:
             ctx = browser.new_context(
-                base_url=live_server, viewport={"width": width, "height": 900}, accept_downloads=True
+                base_url=live_server, viewport={"width": width, "height": 900}, accept_downloads=True, locale="en-GB"
             )
             ctx.route("**/*", guard)
             page = ctx.new_page()
@@ -121,7 +121,7 @@ def test_patient_page_answers_before_the_first_chart(signed_in: Any, width: int)
     first_chart = page.locator("svg.chart").first
     assert summary.bounding_box()["y"] < first_chart.bounding_box()["y"]
     spine = summary.locator("tr[data-site='L1-L4']").inner_text()
-    assert "2018-10-15" in spine and "Horizon W" in spine and "raloxifene" in spine
+    assert "15 Oct 2018" in spine and "Horizon W" in spine and "raloxifene" in spine  # en-GB dates
     assert "+0.74 %" in spine and "stable" in spine and "(machine's precision study)" in spine
     # the first exam on the new machine: a new baseline, no number, no vendor figure
     table = page.locator("figure[data-site='L1-L4'] table.exams")
@@ -167,7 +167,7 @@ def test_patients_list_latest_change_per_site(signed_in: Any, width: int) -> Non
     page = signed_in["clin"][width]
     page.goto("/patients")
     row = page.locator("#patients tbody tr", has_text=REPLACED).inner_text()
-    assert "stable" in row and "2018-10-15" in row
+    assert "stable" in row and "15 Oct 2018" in row
     assert "none beyond LSC" not in page.content()
     no_sideways_scroll(page)
     shot(page, f"15-patients-{width}")

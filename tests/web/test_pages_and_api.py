@@ -175,7 +175,7 @@ def test_therapy_form_rejects_unknown_agent_and_forged_csrf(login: Login, seeded
         f"/patients/{SAME}/therapies",
         data={"agent": "water", "start_date": "2018-01-01", "csrf_token": token},
     )
-    assert bad.status_code == 422 and "unknown osteoporosis agent" in bad.text
+    assert bad.status_code == 422 and "“water” is not an osteoporosis agent we know" in bad.text
     forged = client.post(f"/patients/{SAME}/therapies", data={"agent": "alendronate", "start_date": "2018-01-01"})
     assert forged.status_code == 403
     with seeded.factory() as session:

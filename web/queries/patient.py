@@ -13,9 +13,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from db.converters import phrases_from_json
 from db.models import AlertRow, ComparisonRow, Device, Exam, Measurement, NextScanRow, Patient, TherapyRow
 from monitor.identity import machine_key
-from monitor.model import Machine
+from monitor.model import Machine, Phrase
 
 SITE_NAMES = {
     "femoral_neck": "Femoral neck",
@@ -95,6 +96,7 @@ class ComparisonView:
     dissimilar: bool
     reason: str | None
     vendor_percent_change: float | None = None
+    notes: tuple[Phrase, ...] = ()  # `reason` as phrases, for the reader's language (web.phrases)
 
     @property
     def refused(self) -> bool:
@@ -226,6 +228,7 @@ def patient_detail(session: Session, patient: Patient) -> PatientDetail:
             ComparisonRow.significance,
             ComparisonRow.dissimilar,
             ComparisonRow.reason,
+            ComparisonRow.notes,
         )
         .where(ComparisonRow.patient_id == patient.id)
         .order_by(ComparisonRow.position)
@@ -256,6 +259,7 @@ def patient_detail(session: Session, patient: Patient) -> PatientDetail:
                 dissimilar=row.dissimilar,
                 reason=row.reason,
                 vendor_percent_change=vendor,
+                notes=phrases_from_json(row.notes),
             )
         )
     therapies = tuple(

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, aliased, selectinload
 
+from db.converters import phrases_from_json
 from db.models import (
     ComparisonRow,
     CrossCalibrationRow,
@@ -22,6 +23,7 @@ from db.models import (
     PrecisionStudy,
     SourceFile,
 )
+from monitor.model import Phrase
 from web.queries.patient import DeviceView
 
 
@@ -38,6 +40,7 @@ class RefusedComparison:
     status: str
     reason: str | None
     issuer: str = ""  # with patient_id, names the patient unambiguously (for the link)
+    notes: tuple[Phrase, ...] = ()  # `reason` as phrases, for the reader's language (web.phrases)
 
 
 def refused_comparisons(
@@ -84,6 +87,7 @@ def refused_comparisons(
             status=row.status,
             reason=row.reason,
             issuer=issuer,
+            notes=phrases_from_json(row.notes),
         )
         for row, ident, issuer, d_from, d_to, a, b in rows
     ]
@@ -116,6 +120,43 @@ class DeviceDetail:
     exam_count: int
     studies: tuple[StudyView, ...]
     crosscals: tuple[CrossCalView, ...]
+
+
+@dataclass(frozen=True)
+class RefusedTally:
+    """How many refused comparisons involve one machine, per year of the later exam."""
+
+    device: DeviceView
+    years: tuple[tuple[int, int], ...]  # (year, count), latest year first
+
+
+def refused_by_machine_and_year(session: Session) -> list[RefusedTally]:
+    """The refused comparisons counted per machine involved (either exam's) and per year of the
+    later exam: the QA page's one-click way to "every refusal on machine X in year Y"."""
+    src, dst = aliased(Exam), aliased(Exam)
+    year = func.extract("year", dst.exam_date)
+    refused = ComparisonRow.status.in_(("rejected_cross_machine", "rejected_unknown_machine"))
+    counts: dict[tuple[int, int], int] = defaultdict(int)
+    for side, extra in ((dst.device_id, None), (src.device_id, src.device_id != dst.device_id)):
+        stmt = (
+            select(side, year, func.count())
+            .select_from(ComparisonRow)
+            .join(src, src.id == ComparisonRow.from_exam_id)
+            .join(dst, dst.id == ComparisonRow.to_exam_id)
+            .where(refused)
+            .group_by(side, year)
+        )
+        if extra is not None:
+            stmt = stmt.where(extra)
+        for device_pk, found_year, n in session.execute(stmt):
+            counts[(int(device_pk), int(found_year))] += int(n)
+    devices = {d.pk: d for d in all_devices(session)}
+    tallies = []
+    for pk, device in devices.items():
+        years = sorted(((y, n) for (d, y), n in counts.items() if d == pk), reverse=True)
+        if years:
+            tallies.append(RefusedTally(device, tuple(years)))
+    return tallies
 
 
 def all_devices(session: Session) -> list[DeviceView]:

@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from db.operations import STALE_AFTER, Snapshot
 from web.deps import DbSession, QaUser, render
 from web.metrics import OperationsCollector
+from web.qa_files import REASON_TITLES
 
 router = APIRouter()
 
@@ -36,7 +37,8 @@ def _json(snap: Snapshot) -> dict[str, Any]:
 @router.get("/qa/operations", include_in_schema=False)
 def operations_page(request: Request, session: DbSession, _: QaUser) -> Response:
     snap = _collector(request).read(session)
-    return render(request, "qa_operations.html", {"s": snap, "stale_after_s": STALE_AFTER.total_seconds()})
+    context = {"s": snap, "stale_after_s": STALE_AFTER.total_seconds(), "reason_titles": REASON_TITLES}
+    return render(request, "qa_operations.html", context)
 
 
 @router.get("/api/qa/operations", tags=["qa"])

@@ -24,11 +24,12 @@ from services import therapies
 from services.audit import record_event
 from services.exports import export_one
 from web import alerts as web_alerts
-from web import charts, patient_view
+from web import charts, i18n, patient_view, report
 from web.auth import check_csrf
-from web.deps import App, DbSession, Services, User, actor, render
+from web.deps import App, DbSession, Services, User, activate_request_locale, actor, render
 from web.filters import patient_url
-from web.forms import FilterErrors
+from web.forms import FilterErrors, Sentence
+from web.i18n import N_
 from web.queries import patient as patient_q
 from web.queries import patient_list as patient_list_q
 
@@ -187,6 +188,7 @@ def patient_page(
     issuer: str | None = None,
     notice: str | None = None,
 ) -> Response:
+    activate_request_locale(request)  # the charts and tables are worded before the template renders
     patient = load_patient(session, patient_id, issuer)
     context = _patient_context(session, app, patient)
     record_event(app.ctx, actor(user), "patient_viewed", patient.id, via="page")
@@ -274,6 +276,32 @@ def export_api(
     return Response(out.body, media_type=out.media_type, headers=_attachment(out.filename))
 
 
+@router.get("/patients/{patient_id}/report.pdf", include_in_schema=False)
+def report_pdf(
+    request: Request,
+    session: DbSession,
+    app: App,
+    user: User,
+    patient_id: str,
+    issuer: str | None = None,
+    paper: str = "",
+) -> Response:
+    """The printable report in the user's language, on A4 or US Letter (`paper`; by default the
+    one of the user's region), audited as an export."""
+    activate_request_locale(request)
+    chosen = paper if paper in report.PAPERS else i18n.paper()
+    patient = load_patient(session, patient_id, issuer)
+    detail = patient_q.patient_detail(session, patient)
+    body = report.render_report(
+        detail, web_alerts.patient_alerts(session, patient.id), app.monitoring, app.today(), chosen
+    )
+    record_event(
+        app.ctx, actor(user), "patient_exported", patient.id, format="pdf", paper=chosen, language=i18n.current()
+    )
+    name = f"dxa-report-{app.today().isoformat()}-{chosen}.pdf"
+    return Response(body, media_type="application/pdf", headers={"Content-Disposition": f'inline; filename="{name}"'})
+
+
 def _attachment(name: str) -> dict[str, str]:
     return {"Content-Disposition": f'attachment; filename="{name}"'}
 
@@ -307,8 +335,11 @@ def add_therapy_form(
         stop = date.fromisoformat(stop_date) if stop_date else None
         warning = therapies.add_therapy(app.ctx, actor(user), patient.id, agent, start, stop)
     except (UnknownAgent, ValueError) as exc:
+        activate_request_locale(request)
         context = _patient_context(session, app, patient)
-        return render(request, "patient.html", {**context, "notice": None, "error": str(exc)}, status_code=422)
+        return render(
+            request, "patient.html", {**context, "notice": None, "error": therapy_error(exc)}, status_code=422
+        )
     notice = warning or "Therapy saved; the next scan date has been recalculated."
     return RedirectResponse(_patient_url(patient, notice), status_code=303)
 
@@ -333,8 +364,11 @@ def stop_therapy_form(
     except LookupError:
         raise HTTPException(404, "no such therapy") from None
     except (UnknownAgent, ValueError) as exc:
+        activate_request_locale(request)
         context = _patient_context(session, app, patient)
-        return render(request, "patient.html", {**context, "notice": None, "error": str(exc)}, status_code=422)
+        return render(
+            request, "patient.html", {**context, "notice": None, "error": therapy_error(exc)}, status_code=422
+        )
     return RedirectResponse(
         _patient_url(patient, warning or "Therapy stopped; the next scan date has been recalculated."),
         status_code=303,
@@ -362,6 +396,22 @@ def add_therapy_api(
         raise HTTPException(422, str(exc)) from exc
     session.rollback()  # end the read transaction: the answer must see the re-evaluation
     return {"next_scan": export_patient(session, patient.id)["next_scan"], "warning": warning}
+
+
+def therapy_error(exc: ValueError) -> Sentence:
+    """A therapy form's refusal in the reader's language (the English text stays the API's)."""
+    if isinstance(exc, UnknownAgent):
+        if exc.detail == "empty agent":
+            return Sentence(N_("Enter the agent (a generic or brand name, in English or Chinese)."))
+        if exc.detail.startswith("agent names more than one drug class"):
+            return Sentence(
+                N_("“%(agent)s” names more than one drug class: enter one drug per therapy."), agent=exc.agent
+            )
+        return Sentence(
+            N_("“%(agent)s” is not an osteoporosis agent we know: use a generic or brand name, in English or Chinese."),
+            agent=exc.agent,
+        )
+    return Sentence(N_("Check the dates: YYYY-MM-DD, and a stop date not before the start."))
 
 
 def _patient_url(patient: Patient, notice: str) -> str:

@@ -109,6 +109,7 @@ def refused_page(
         "statuses": REFUSAL_STATUSES,
         "years": list(range(this_year, this_year - 8, -1)),
         "filter_errors": chosen.errors,
+        "tallies": qa_q.refused_by_machine_and_year(session),
     }
     return render(request, "qa_comparisons.html", context)
 

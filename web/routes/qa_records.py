@@ -93,7 +93,8 @@ def _audit_filter(
         end=errors.day(end, "To"),
         page=max(errors.integer(page, "Page") or 1, 1),
     )
-    return chosen, errors.messages
+    messages: list[str] = list(errors.messages)
+    return chosen, messages
 
 
 def _audit_query(f: audit_log.AuditFilter) -> str:

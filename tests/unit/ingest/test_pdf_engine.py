@@ -7,7 +7,7 @@ from datetime import date
 import pytest
 
 from ingest.dates import parse_date
-from ingest.pdf.engine import Label, resolve_label, resolve_suffix
+from ingest.pdf.rows import Label, resolve_label, resolve_suffix
 from ingest.pdf.template import builtin_templates
 
 
