@@ -12,6 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 from services.scans import ScanDecisionError, confirm_scan, reject_scan, upload_scan
 from web.auth import check_csrf
 from web.deps import App, DbSession, QaUser, actor, render
+from web.i18n import N_
 from web.queries import scans as scans_q
 
 router = APIRouter()
@@ -35,7 +36,7 @@ async def upload_form(
     except ScanDecisionError as exc:
         return RedirectResponse(f"/qa/scans?notice={quote_plus(str(exc))}", status_code=303)
     return RedirectResponse(
-        "/qa/scans?notice=" + quote_plus("File received; it appears here once read."), status_code=303
+        "/qa/scans?notice=" + quote_plus(N_("File received; it appears here once read.")), status_code=303
     )
 
 
@@ -66,7 +67,9 @@ async def confirm_form(request: Request, app: App, user: QaUser, scan_pk: int) -
         return RedirectResponse(f"/qa/scans/{scan_pk}?error={quote_plus(str(exc))}", status_code=303)
     except LookupError:
         raise HTTPException(404, "no such scan") from None
-    return RedirectResponse("/qa/scans?notice=" + quote_plus("Scan confirmed: its exam is stored."), status_code=303)
+    return RedirectResponse(
+        "/qa/scans?notice=" + quote_plus(N_("Scan confirmed: its exam is stored.")), status_code=303
+    )
 
 
 @router.post("/qa/scans/{scan_pk}/reject", include_in_schema=False)
@@ -86,5 +89,5 @@ def reject_form(
     except LookupError:
         raise HTTPException(404, "no such scan") from None
     return RedirectResponse(
-        "/qa/scans?notice=" + quote_plus("Scan rejected: the file is in quarantine."), status_code=303
+        "/qa/scans?notice=" + quote_plus(N_("Scan rejected: the file is in quarantine.")), status_code=303
     )

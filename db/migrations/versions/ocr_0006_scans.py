@@ -2,8 +2,8 @@
 queue and the crops each value was read from, a file status `held` while they wait, and the source
 of an exam (`file`, or `ocr` once a person confirmed a scan's values).
 
-Revision ID: ocr_0005_scans
-Revises: screens_0004_user_locale
+Revision ID: ocr_0006_scans
+Revises: screens_0005_phrases
 Create Date: 2026-12-02
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "ocr_0005_scans"
-down_revision: str | None = "screens_0004_user_locale"
+revision: str = "ocr_0006_scans"
+down_revision: str | None = "screens_0005_phrases"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
