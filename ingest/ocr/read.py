@@ -50,7 +50,7 @@ _NUMERIC = re.compile(r"^[-+]?\d+(?:[.,]\d+)?[%*#]*$")
 _LEADING_MINUS = str.maketrans({"—": "-", "–": "-", "−": "-", "~": "-", "“": "-", "”": "-", '"': "-"})
 _DIGIT_LOOKALIKES = str.maketrans({"O": "0", "o": "0", "l": "1", "I": "1", "S": "5"})
 # A cell read as Latin letters or quotes (never CJK, which is text, not a misread cell)
-_GARBLED_CELL = re.compile(r"^(?:[A-Za-z~“”\"'`^*.,;|]{2,}|[A-Za-z~“”\"'])$")
+_GARBLED_CELL = re.compile(r"^(?:[A-Za-z~“”\"'`^*.,;|=_]{2,}|[A-Za-z~“”\"'=_])$")
 _UNIT_WORD = re.compile(r"^\(?(?:m?g/cm\S?|g|cm\S?|%|%/yr|kg|lb|ibs?|in|years?|cm)\)?[.,]?$", re.IGNORECASE)
 # Letters a numeric cell is misread as, when the whole cell is such letters ("TT" for "77")
 _CELL_LOOKALIKES = str.maketrans({"O": "0", "o": "0", "l": "1", "I": "1", "|": "1", "S": "5", "T": "7", "B": "8"})
@@ -612,8 +612,8 @@ def _read_pages(pages: Sequence[_Page], templates: Sequence[Template] | None = N
         values += _date_values(report, segment.template, seg_pages, segment.first + 1)
         rows = []
         for _, site, side, page_index, line_index in unread:
-            if side is None and site in SIDED_SITES:
-                continue  # which side cannot be told: named in the problems only
+            if not site or (side is None and site in SIDED_SITES):
+                continue  # which site or side cannot be told: named in the problems only
             page = pages[page_index]
             line = page.lines[line_index]
             crop = _crop(page, line, None)
@@ -681,6 +681,14 @@ def _unread_rows(
                     "type its values from the page or reject the scan"
                 )
                 out.append((problem, label.site, label.side, page_index, index))
+            elif label is None and len(tokens) - first_number >= 3 and "," not in " ".join(tokens[:first_number]):
+                # values under a label no layout knows (a misread "L1-L4"); non-contiguous sets
+                # such as "L1,L3" are not sites and are left out on purpose
+                problem = (
+                    f"page {page_index + 1} line {index + 1}: a results row whose site could not be read; "
+                    "compare the page with the values below"
+                )
+                out.append((problem, "", None, page_index, index))
     return out
 
 
