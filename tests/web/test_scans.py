@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image, ImageDraw
 from sqlalchemy import select
 
 import services.runner
@@ -224,3 +225,22 @@ def test_a_scan_without_a_readable_patient_id_cannot_be_attached_to_anyone(site:
     with site.ctx.sessions() as session:
         assert session.get(ScanRow, scan).status == "pending"  # type: ignore[union-attr]
         assert session.scalars(select(Patient).where(Patient.identifier == "")).first() is None
+
+
+def test_a_scan_uploaded_on_the_qa_page_enters_the_same_intake(site: Site) -> None:
+    page = site.client.get("/qa/scans").text
+    blank = Image.new("L", (1240, 1754), 255)  # a blank A4 page at 150 dpi: nothing to read
+    ImageDraw.Draw(blank).text((100, 100), "referral letter", fill=0)
+    response = site.client.post(
+        "/qa/scans/upload",
+        data={"csrf_token": csrf_of(page)},
+        files={"file": ("referral.png", S.png(blank, 150), "image/png")},
+    )
+    assert response.status_code == 303 and "notice=" in response.headers["location"]
+    assert _drain(site.ctx) == ["held"]
+    scan = _scan_ids(site.ctx)["referral.png"]
+    detail = site.client.get(f"/qa/scans/{scan}").text
+    assert "no known report layout" in detail
+    assert 'id="scan-confirm"' not in detail  # nothing read: it can only be rejected
+    with site.ctx.sessions() as session:
+        assert session.scalars(select(AuditEvent).where(AuditEvent.action == "scan_uploaded")).first() is not None
