@@ -1,28 +1,29 @@
-"""End-to-end pipeline throughput: files dropped into the inbox -> archived and the patient
-re-evaluated, for N mixed sample files (issue 4's benchmark). Prints figures; not a test.
+"""End-to-end pipeline throughput (issues 4 and 13): files dropped into the inbox -> stored and
+their patient evaluated. Prints figures; not a test.
 
-    .venv/bin/python bench/pipeline.py [--files 1000] [--modes parse,embedded,celery1,celery2]
+    .venv/bin/python bench/pipeline.py                        # a few minutes: 300-file burst, 100 steady
+    .venv/bin/python bench/pipeline.py --files 1000 --steady 300 --rounds 2
+    .venv/bin/python bench/pipeline.py --modes backload --backload 100000   # issue 13's back-load
+    .venv/bin/python bench/pipeline.py --modes embedded --profile /tmp/prof  # py-spy: where CPU goes
 
-- parse-only: `parse_file` on every file's bytes, in this process, one after the other;
-- embedded: the `dxa serve` loops in-process (watcher + 2 runner threads, SQLite, no broker);
+Modes, alternated in each round (`--rounds`), so the ratios compare runs under the same load:
+- parse: `parse_file` on every file's bytes, in this process, one after the other;
+- embedded: the `dxa serve` loops in-process (watcher + runner threads, SQLite, no broker);
 - celery1 / celery2: `dxa watch` + a real Celery worker with 1 or 2 prefork processes on a
-  private redis-server and a throwaway PostgreSQL database.
+  private redis-server and a throwaway PostgreSQL database (as the tests make them);
+- backload: N distinct files through `dxa ingest FOLDER` (a subprocess) and through the embedded
+  watcher; files/s, wall time, RSS at start and end.
 
-The batch is the shared samples plus re-drops, UID conflicts and distinct variants
-(tests/integration/pipeline/support.make_batch), all dropped at once. Latency is drop ->
-evaluated for each ingested file (its patient's first evaluation that finished after the
-file's rows were committed); with the whole batch dropped at once it is mostly queueing time.
+Each service mode takes a burst (`--files`, dropped at once: throughput, and drop -> evaluated
+latency that is mostly queueing) and then a steady stream (`--steady` other files at `--rate`
+files/s: latency when the service keeps up). Files are the shared samples plus re-drops, UID
+conflicts and distinct variants (`tests.integration.pipeline.support.make_batch`).
 
-Database work per dropped file: embedded counts every SQL statement and commit of the service's
-engine (SQLAlchemy events, in-process); Celery counts committed transactions of the throwaway
-database (`pg_stat_database.xact_commit`, read after the services stopped; statements cannot be
-counted there without pg_stat_statements; the count also includes the pool's pre-ping, an
-autocommit `SELECT 1` each time a session takes a connection, about one per transaction).
-
-CPU per file (user + system seconds of the processes, children included) says where the time
-goes and how far more worker processes could scale on a machine with more free cores: embedded
-counts this whole process (watcher, runners, parse children); Celery counts the worker (main,
-pool, parse children), the watcher, and the PostgreSQL backends of the bench database.
+Latency: drop -> the file's patient's first evaluation finished after the file's rows were
+committed. SQL statements and commits per file: SQLAlchemy engine events (in-process for
+embedded; `bench/sql_counter.py` wraps the Celery worker and `dxa watch`). CPU ms per file: user +
+system of the processes (children included; PostgreSQL backends of the bench database for Celery).
+Peak RSS: the largest sum of RSS over the mode's process tree, sampled every 0.2 s.
 """
 
 from __future__ import annotations
@@ -30,11 +31,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,13 +48,15 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import event, select  # noqa: E402
 
+from bench.sql_counter import totals as sql_totals  # noqa: E402
 from db.models import Job, SourceFile  # noqa: E402
 from tests.integration.pipeline.support import (  # noqa: E402
+    VENV_BIN,
     BatchFile,
     PrivateRedis,
+    Proc,
     celery_worker,
     drop,
-    dxa,
     files_below,
     load_samples,
     make_batch,
@@ -60,17 +66,22 @@ from tests.integration.pipeline.support import (  # noqa: E402
 )
 
 
+def loadavg() -> str:
+    return Path("/proc/loadavg").read_text().strip()
+
+
 @dataclass
 class Result:
     mode: str
     files: int
     seconds: float
-    latencies: list[float]
-    note: str = ""
+    latencies: list[float] = field(default_factory=list)
+    steady: list[float] = field(default_factory=list)  # latencies of the steady stream
     statements: int | None = None
     commits: int | None = None
-    cpu: dict[str, float] | None = None  # seconds by component
-    evaluations: int = 0  # patient evaluations run
+    cpu: dict[str, float] | None = None  # seconds by component, burst phase
+    evaluations: int = 0
+    peak_rss: int = 0  # bytes
 
     def per_file(self, count: int | None) -> str:
         return f"{count / self.files:.1f}" if count is not None and self.files else "-"
@@ -79,15 +90,15 @@ class Result:
     def rate(self) -> float:
         return self.files / self.seconds if self.seconds else 0.0
 
-    def pct(self, q: float) -> float:
-        if not self.latencies:
-            return float("nan")
-        values = sorted(self.latencies)
-        return values[min(len(values) - 1, round(q * (len(values) - 1)))]
+
+def pct(values: list[float], q: float) -> str:
+    if not values:
+        return "-"
+    ordered = sorted(values)
+    return f"{ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]:.2f}"
 
 
-def _tree_cpu(pids: list[int]) -> float:
-    """User + system CPU seconds of these processes and their descendants (reaped ones included)."""
+def _tree(pids: list[int]) -> list[Any]:
     import psutil
 
     procs: dict[int, Any] = {}
@@ -97,12 +108,48 @@ def _tree_cpu(pids: list[int]) -> float:
             procs[pid] = root
             for child in root.children(recursive=True):
                 procs[child.pid] = child
+    return list(procs.values())
+
+
+def _tree_cpu(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes and their descendants (reaped ones included)."""
+    import psutil
+
     total = 0.0
-    for proc in procs.values():
+    for proc in _tree(pids):
         with contextlib.suppress(psutil.Error):
             t = proc.cpu_times()
             total += t.user + t.system + t.children_user + t.children_system
     return total
+
+
+def _tree_rss(pids: list[int]) -> int:
+    import psutil
+
+    total = 0
+    for proc in _tree(pids):
+        with contextlib.suppress(psutil.Error):
+            total += int(proc.memory_info().rss)
+    return total
+
+
+@contextlib.contextmanager
+def rss_peak(pids: Callable[[], list[int]]) -> Iterator[list[int]]:
+    """[peak] of the summed RSS of the process trees, sampled until the block ends."""
+    peak = [0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.2):
+            peak[0] = max(peak[0], _tree_rss(pids()))
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield peak
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _postgres_cpu(database: str) -> float:
@@ -132,14 +179,18 @@ def parse_only(batch: list[BatchFile]) -> Result:
     s = Settings()
     limits = ParseLimits(max_bytes=s.max_file_bytes, max_pdf_pages=s.max_pdf_pages)
     start = time.perf_counter()
+    cpu0 = time.process_time()
     for f in batch:
         with contextlib.suppress(ParseError):
             parse_file(f.data, Path(f.rel).name, limits)
-    return Result("parse-only (1 process, in-process)", len(batch), time.perf_counter() - start, [])
+    result = Result("parse-only (1 process)", len(batch), time.perf_counter() - start)
+    result.cpu = {"process": time.process_time() - cpu0}
+    return result
 
 
-def _measure(sessions: Any, dropped_at: dict[str, float], t0: float, n: int) -> Result:
-    """Completion times from the database: files' own finish, their patients' evaluations."""
+def _measure(sessions: Any, dropped_at: dict[str, float], t0: float) -> tuple[float, list[float], int]:
+    """(seconds from t0 to the last completion, drop -> evaluated latencies, evaluations) of the
+    files in `dropped_at`, from the database: files' own finish, their patients' evaluations."""
     with sessions() as session:
         files = session.execute(
             select(SourceFile.sha256, SourceFile.status, SourceFile.patient_id, SourceFile.finished_at)
@@ -152,18 +203,135 @@ def _measure(sessions: Any, dropped_at: dict[str, float], t0: float, n: int) -> 
     latencies: list[float] = []
     done_at = t0
     for sha, status, patient_id, finished in files:
+        if sha not in dropped_at:
+            continue
         end = _epoch(finished)
         if status == "ingested" and patient_id is not None:
             later = [t for t in evaluations.get(int(patient_id), []) if t >= end - 1e-3]
             end = min(later) if later else end
             latencies.append(end - dropped_at[sha])
         done_at = max(done_at, end)
-    result = Result("", n, done_at - t0, latencies)
-    result.evaluations = sum(len(v) for v in evaluations.values())
+    return done_at - t0, latencies, sum(len(v) for v in evaluations.values())
+
+
+def drop_steadily(files: list[BatchFile], inbox: Path, rate: float, stamp: dict[str, float]) -> None:
+    start = time.monotonic()
+    for i, f in enumerate(files):
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        drop([f], inbox, stamp)
+
+
+@dataclass
+class Service:
+    """A running pipeline: where to drop, how to read its database, what to count."""
+
+    inbox: Path
+    sessions: Any
+    pids: Callable[[], list[int]]
+    cpu: Callable[[], dict[str, float]]
+    counts: Callable[[], dict[str, int]]
+
+
+PROFILE: list[Path] = []  # --profile: where py-spy writes the burst's collapsed stacks
+LOGS: list[Path] = []  # --logs: where the Celery worker's and watcher's logs are copied
+
+
+@contextlib.contextmanager
+def profiled(pids: list[int], mode: str) -> Iterator[None]:
+    """py-spy over the burst (every thread and child process of `pids`), then the frames that
+    hold the most samples printed as shares: where the wall time goes, idle waits included."""
+    if not PROFILE:
+        yield
+        return
+    PROFILE[0].mkdir(parents=True, exist_ok=True)
+    slug = "".join(c if c.isalnum() else "_" for c in mode)[:40]
+    procs = []
+    for pid in pids:
+        out = PROFILE[0] / f"{slug}-{pid}.txt"
+        argv = [str(VENV_BIN / "py-spy"), "record", "--pid", str(pid), "--subprocesses"]
+        argv += ["--rate", "50", "--format", "raw", "--output", str(out), "--nonblocking"]
+        procs.append((subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out))
+    time.sleep(1.0)  # py-spy attaches
+    try:
+        yield
+    finally:
+        for proc, _ in procs:
+            proc.send_signal(2)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
+        for _, out in procs:
+            summarise_profile(out, mode)
+
+
+MARKERS = {
+    "parse (child)": ("_parse_path",),
+    "waiting for a parse child": ("parse_in_child",),
+    "SQLite BEGIN IMMEDIATE / lock": ("_on_begin",),
+    "store a batch": ("_store_one",),
+    "moves + fsync": ("_finish_moves", "Moves.sync", "sync (services/files.py)"),
+    "evaluate": ("_evaluate_in",),
+    "claim jobs": ("claim_next_jobs", "claim_job"),
+    "intake (claim + register)": ("intake_many",),
+    "heartbeat": ("touch_running",),
+    "idle waits (runner/watcher sleep)": ("wait (threading.py)",),
+}
+
+
+def summarise_profile(path: Path, mode: str) -> None:
+    """Shares of the samples whose stack passes through each marker (a sample can count twice)."""
+    if not path.is_file():
+        print(f"  profile of {mode}: none written ({path.name})")
+        return
+    totals = dict.fromkeys(MARKERS, 0)
+    samples = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        samples += int(count)
+        for name, needles in MARKERS.items():
+            if any(n in stack for n in needles):
+                totals[name] += int(count)
+    if samples:
+        parts = ", ".join(f"{name} {100 * n / samples:.0f}%" for name, n in totals.items() if n)
+        print(f"  profile of {mode} ({path.name}, {samples} CPU samples, all threads and children): {parts}")
+
+
+def run_phases(svc: Service, burst: list[BatchFile], steady: list[BatchFile], rate: float, mode: str) -> Result:
+    seen = 0
+    dropped: dict[str, float] = {}
+    counts0 = svc.counts()
+    cpu0 = svc.cpu()
+    with rss_peak(svc.pids) as peak:
+        with profiled(svc.pids(), mode):
+            t0 = time.time()
+            drop(burst, svc.inbox, dropped)
+            seen += len(burst)
+            wait_until(
+                lambda: not files_below(svc.inbox) and pipeline_idle(svc.sessions, seen), 3600, "burst", every=0.1
+            )
+        cpu1 = svc.cpu()
+        counts1 = svc.counts()
+        seconds, latencies, evaluations = _measure(svc.sessions, dropped, t0)
+        result = Result(mode, len(burst), seconds, latencies)
+        result.cpu = {k: cpu1[k] - cpu0[k] for k in cpu0}
+        result.statements = counts1["statements"] - counts0["statements"]
+        result.commits = counts1["commits"] - counts0["commits"]
+        result.evaluations = evaluations
+        if steady:
+            stream: dict[str, float] = {}
+            t1 = time.time()
+            drop_steadily(steady, svc.inbox, rate, stream)
+            seen += len(steady)
+            wait_until(lambda: not files_below(svc.inbox) and pipeline_idle(svc.sessions, seen), 3600, "steady")
+            _, result.steady, _ = _measure(svc.sessions, stream, t1)
+    result.peak_rss = peak[0]
     return result
 
 
-def embedded(batch: list[BatchFile], runners: int = 2) -> Result:
+def embedded(burst: list[BatchFile], steady: list[BatchFile], rate: float, runners: int = 2) -> Result:
     from db.migrate import upgrade
     from dxa.embedded import run_jobs_forever, watch_forever
     from services.context import build_context
@@ -191,27 +359,27 @@ def embedded(batch: list[BatchFile], runners: int = 2) -> Result:
         threads += [threading.Thread(target=run_jobs_forever, args=(ctx, stop), daemon=True) for _ in range(runners)]
         for t in threads:
             t.start()
-        time.sleep(1.0)  # runners' start-up refresh of an empty database
-        dropped: dict[str, float] = {}
-        cpu0 = _tree_cpu([os.getpid()])
-        t0 = time.time()
-        drop(batch, settings.inbox_dir, dropped)
-        wait_until(
-            lambda: not files_below(settings.inbox_dir) and pipeline_idle(ctx.sessions, len(batch)), 3600, "batch"
-        )
-        cpu = _tree_cpu([os.getpid()]) - cpu0
-        stop.set()
-        for t in threads:
-            t.join(timeout=30)
-        result = _measure(ctx.sessions, dropped, t0, len(batch))
-        result.statements, result.commits = counts["statements"], counts["commits"]
-        result.cpu = {"process": cpu}
-        ctx.engine.dispose()
-    result.mode = f"embedded (SQLite, {runners} runner threads)"
+        settings.inbox_dir.mkdir(parents=True, exist_ok=True)
+        wait_until(lambda: counts["commits"] > 0, 30, "the runners' start-up refresh")
+        me = os.getpid()
+        svc = Service(settings.inbox_dir, ctx.sessions, lambda: [me], lambda: {"process": _tree_cpu([me])}, dict)
+        svc.counts = lambda: dict(counts)
+        try:
+            result = run_phases(svc, burst, steady, rate, f"embedded (SQLite, {runners} runners)")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=30)
+            ctx.engine.dispose()
     return result
 
 
-def scaled(batch: list[BatchFile], processes: int) -> Result:
+def _counted(folder: Path, argv: list[str]) -> list[str]:
+    """A service command run under bench/sql_counter.py."""
+    return [sys.executable, str(ROOT / "bench" / "sql_counter.py"), str(folder), Path(argv[0]).name, *argv[1:]]
+
+
+def scaled(burst: list[BatchFile], steady: list[BatchFile], rate: float, processes: int) -> Result:
     from sqlalchemy.engine import make_url
 
     from db.engine import make_engine, session_factory
@@ -223,100 +391,193 @@ def scaled(batch: list[BatchFile], processes: int) -> Result:
         redis = PrivateRedis(base / "redis.log")
         redis.start()
         url = create_postgres_database("dxa_bench")
+        counters = base / "sql-counts"
         try:
             upgrade(url)
             env = service_env(
                 DXA_BROKER_URL=redis.url, DXA_DATABASE_URL=url, DXA_DATA_DIR=str(base / "data"),
                 DXA_INBOX=str(base / "inbox"), DXA_MIN_FILE_AGE_S="0", DXA_SCAN_INTERVAL_S="0.2",
             )  # fmt: skip
-            worker = celery_worker(env, base / "worker.log", concurrency=processes).start()
-            watch = dxa(["watch"], env, base / "watch.log").start()
+            worker = celery_worker(env, base / "worker.log", concurrency=processes)
+            worker.argv = _counted(counters, worker.argv)
+            worker.start()
+            watch = Proc(_counted(counters, [str(VENV_BIN / "dxa"), "watch"]), env, base / "watch.log").start()
+            (base / "inbox").mkdir(parents=True, exist_ok=True)
             engine = make_engine(url)
             sessions = session_factory(engine)
+            database = str(make_url(url).database)
             try:
                 worker.wait_log("ready.", 60)
                 watch.wait_log("watching the inbox", 60)
-                database = str(make_url(url).database)
-                cpu0 = (_tree_cpu([worker.pid]), _tree_cpu([watch.pid]), _postgres_cpu(database))
-                dropped: dict[str, float] = {}
-                t0 = time.time()
-                drop(batch, base / "inbox", dropped)
-                wait_until(
-                    lambda: not files_below(base / "inbox") and pipeline_idle(sessions, len(batch)), 3600, "batch"
-                )
-                result = _measure(sessions, dropped, t0, len(batch))
-                cpu1 = (_tree_cpu([worker.pid]), _tree_cpu([watch.pid]), _postgres_cpu(database))
-                result.cpu = {k: b - a for k, a, b in zip(("worker", "watcher", "postgres"), cpu0, cpu1, strict=True)}
+                time.sleep(1.0)  # let the counters write their first figures
+
+                def cpu() -> dict[str, float]:
+                    return {
+                        "worker": _tree_cpu([worker.pid]),
+                        "watcher": _tree_cpu([watch.pid]),
+                        "postgres": _postgres_cpu(database),
+                    }
+
+                def counts() -> dict[str, int]:
+                    time.sleep(0.7)  # each process writes its counts twice a second
+                    return sql_totals(counters)
+
+                svc = Service(base / "inbox", sessions, lambda: [worker.pid, watch.pid], cpu, counts)
+                name = f"celery, {processes} worker process{'es' if processes > 1 else ''} (PostgreSQL)"
+                result = run_phases(svc, burst, steady, rate, name)
             finally:
                 watch.stop()
                 worker.stop()
                 engine.dispose()
-            result.commits = _pg_commits(url)
+                if LOGS:  # --logs: the services' logs outlive the run
+                    LOGS[0].mkdir(parents=True, exist_ok=True)
+                    for log in base.glob("*.log"):
+                        shutil.copy(log, LOGS[0] / f"celery{processes}-{log.name}")
         finally:
             drop_postgres_database(url)
             redis.stop()
-    result.mode = f"celery, {processes} worker process{'es' if processes > 1 else ''} (PostgreSQL, Redis)"
     return result
 
 
-def _pg_commits(url: str) -> int | None:
-    """Transactions committed in the bench database so far (its services stopped: stats flushed)."""
-    import psycopg
-    from sqlalchemy.engine import make_url
+# --------------------------------------------------------------------------- back-load
 
-    parsed = make_url(url)
-    time.sleep(1.5)  # backends report their statistics at most once a second
-    conninfo = parsed.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute("SELECT pg_stat_clear_snapshot()")
-        row = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (parsed.database,)).fetchone()
-    return int(row[0]) if row else None
+
+def _write_files(files: list[BatchFile], folder: Path) -> None:
+    for f in files:
+        dest = folder / f.rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(f.data)
+
+
+def backload_ingest(files: list[BatchFile]) -> tuple[str, float, int, int]:
+    """`dxa ingest FOLDER` in a subprocess on SQLite: (mode, seconds, RSS at start, RSS at end)."""
+    import psutil
+
+    with tempfile.TemporaryDirectory(prefix="dxa-bench-") as tmp:
+        source = Path(tmp) / "archive-to-load"
+        _write_files(files, source)
+        env = service_env(
+            DXA_DATA_DIR=str(Path(tmp) / "data"), DXA_INBOX=str(Path(tmp) / "inbox"), PYTHONPATH=str(ROOT)
+        )  # this checkout's code, even when another one is installed in the venv
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "dxa"), "ingest", str(source)], env=env, stdout=subprocess.DEVNULL, cwd=ROOT
+        )
+        samples: list[int] = []
+        while proc.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                samples.append(int(psutil.Process(proc.pid).memory_info().rss))
+            time.sleep(0.5)
+        seconds = time.perf_counter() - start
+        if proc.returncode != 0:
+            print(f"  dxa ingest exited {proc.returncode}", flush=True)
+    first = samples[min(2, len(samples) - 1)] if samples else 0  # after start-up imports
+    return "back-load: dxa ingest FOLDER (SQLite)", seconds, first, samples[-1] if samples else 0
+
+
+def backload_watcher(files: list[BatchFile]) -> tuple[str, float, int, int]:
+    """The embedded watcher + runners take N files dropped at once."""
+    import psutil
+
+    result = [0, 0]
+    me = psutil.Process(os.getpid())
+
+    def sampler(stop: threading.Event) -> None:
+        result[0] = int(me.memory_info().rss)
+        while not stop.wait(0.5):
+            result[1] = int(me.memory_info().rss)
+
+    stop = threading.Event()
+    thread = threading.Thread(target=sampler, args=(stop,), daemon=True)
+    thread.start()
+    r = embedded(files, [], 1.0)
+    stop.set()
+    thread.join()
+    return "back-load: watcher (embedded, SQLite)", r.seconds, result[0], result[1]
+
+
+# --------------------------------------------------------------------------- report
+
+
+def print_round(results: list[Result], parse: Result) -> None:
+    head = f"{'mode':<42} {'files/s':>8} {'e2e/parse':>10} {'burst p50':>10} {'burst p95':>10}"
+    print(f"{head} {'steady p95':>11} {'CPU ms/f':>9} {'SQL/f':>6} {'commits/f':>10} {'peak RSS':>9}")
+    for r in [parse, *results]:
+        ratio = f"{parse.rate / r.rate:.2f}x" if r is not parse and r.rate else "-"
+        cpu = f"{sum(r.cpu.values()) / r.files * 1000:.1f}" if r.cpu else "-"
+        rss = f"{r.peak_rss / 2**20:.0f} MB" if r.peak_rss else "-"
+        print(
+            f"{r.mode:<42} {r.rate:>8.1f} {ratio:>10} {pct(r.latencies, 0.5):>10} {pct(r.latencies, 0.95):>10}"
+            f" {pct(r.steady, 0.95):>11} {cpu:>9} {r.per_file(r.statements):>6} {r.per_file(r.commits):>10} {rss:>9}"
+        )
+    for r in results:
+        if r.cpu and len(r.cpu) > 1:
+            parts = ", ".join(f"{k} {v / r.files * 1000:.1f}" for k, v in r.cpu.items())
+            print(f"  {r.mode}: CPU ms/file {parts}; {r.evaluations} patient evaluations")
+    emb = next((r for r in results if r.mode.startswith("embedded")), None)
+    one = next((r for r in results if "1 worker process " in r.mode), None)
+    two = next((r for r in results if "2 worker processes" in r.mode), None)
+    for label, r, target in (("embedded", emb, 1.5), ("celery 1 worker", one, 2.0)):
+        if r is not None and r.rate:
+            ratio = parse.rate / r.rate
+            verdict = "meets" if ratio <= target else "misses"
+            print(f"  {label}: end-to-end is {ratio:.2f}x parse-only ({verdict} ≤{target}x)")
+    if one is not None and two is not None and one.rate:
+        ratio = two.rate / one.rate
+        print(f"  celery 2 workers / 1 worker: {ratio:.2f}x ({'meets' if ratio >= 1.7 else 'misses'} ≥1.7x)")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--files", type=int, default=1000)
+    ap.add_argument("--files", type=int, default=300, help="burst size (files dropped at once)")
+    ap.add_argument("--steady", type=int, default=100, help="files of the steady stream after the burst")
+    ap.add_argument("--rate", type=float, default=20.0, help="files/s of the steady stream")
+    ap.add_argument("--rounds", type=int, default=1, help="rounds of the alternated modes")
+    ap.add_argument("--backload", type=int, default=1000, help="files of the back-load mode")
     ap.add_argument("--modes", default="parse,embedded,celery1,celery2")
+    ap.add_argument("--logs", type=Path, help="copy the Celery modes' service logs to this folder")
+    ap.add_argument("--profile", type=Path, help="py-spy each mode's burst; collapsed stacks go to this folder")
     args = ap.parse_args(argv)
+    if args.profile:
+        PROFILE.append(args.profile)
+    if args.logs:
+        LOGS.append(args.logs)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
 
-    batch = make_batch(load_samples(), args.files)
-    distinct = len({f.sha256 for f in batch})
-    print(f"{len(batch)} files ({distinct} distinct; re-drops, UID conflicts, variants; samples' rejects included)")
-    parse = parse_only(batch)  # always: the other rates are compared with it
-    results: list[Result] = [parse]
-    for mode in modes:
-        if mode == "embedded":
-            results.append(embedded(batch))
-        elif mode.startswith("celery"):
-            results.append(scaled(batch, int(mode.removeprefix("celery") or 1)))
-        else:
-            continue
-        print(f"  ... {results[-1].mode}: {results[-1].rate:.1f} files/s", flush=True)
-
-    print()
-    head = f"{'mode':<50} {'files/s':>8} {'parse/e2e':>10} {'p50 s':>7} {'p95 s':>7}"
-    print(f"{head} {'SQL/file':>9} {'commits/file':>13}")
-    for r in results:
-        ratio = f"{parse.rate / r.rate:.2f}x" if r is not parse and r.rate else "-"
-        p50 = f"{r.pct(0.5):.2f}" if r.latencies else "-"
-        p95 = f"{r.pct(0.95):.2f}" if r.latencies else "-"
-        sql, commits = r.per_file(r.statements), r.per_file(r.commits)
-        print(f"{r.mode:<50} {r.rate:>8.1f} {ratio:>10} {p50:>7} {p95:>7} {sql:>9} {commits:>13}")
-    print()
-    for r in results:
-        if r.cpu:
-            parts = ", ".join(f"{k} {v / r.files * 1000:.1f}" for k, v in r.cpu.items())
-            print(f"{r.mode}: CPU ms/file {parts}; {r.evaluations} patient evaluations")
-    one = next((r for r in results if "1 worker process" in r.mode), None)
-    two = next((r for r in results if "2 worker processes" in r.mode), None)
-    print()
-    if one is not None:
-        verdict = "meets" if parse.rate / one.rate <= 1.5 else "misses"
-        print(f"1 worker: parse-only is {parse.rate / one.rate:.2f}x end-to-end ({verdict} the 1.5x target)")
-    if one is not None and two is not None:
-        verdict = "meets" if two.rate / one.rate >= 1.7 else "misses"
-        print(f"2 workers / 1 worker: {two.rate / one.rate:.2f}x ({verdict} the 1.7x target)")
+    print(f"loadavg before: {loadavg()}", flush=True)
+    samples = load_samples()
+    if any(m != "backload" for m in modes):
+        batch = make_batch(samples, args.files + args.steady)
+        burst, steady = batch[: args.files], batch[args.files :]
+        distinct = len({f.sha256 for f in batch})
+        print(f"burst {len(burst)} files + steady {len(steady)} at {args.rate:g}/s ({distinct} distinct in all)")
+        for round_ in range(1, args.rounds + 1):
+            parse = parse_only(burst)
+            results: list[Result] = []
+            for mode in modes:
+                if mode == "embedded":
+                    results.append(embedded(burst, steady, args.rate))
+                elif mode.startswith("celery"):
+                    results.append(scaled(burst, steady, args.rate, int(mode.removeprefix("celery") or 1)))
+                else:
+                    continue
+                print(f"  ... round {round_}: {results[-1].mode}: {results[-1].rate:.1f} files/s", flush=True)
+            print(f"\nround {round_} (loadavg {loadavg()})")
+            print_round(results, parse)
+            print(flush=True)
+    if "backload" in modes:
+        files = make_batch(samples, args.backload)
+        print(f"back-load: {len(files)} files ({len({f.sha256 for f in files})} distinct)", flush=True)
+        print(f"{'mode':<42} {'files':>7} {'wall s':>8} {'files/s':>8} {'RSS start':>10} {'RSS end':>9}")
+        for run in (backload_ingest, backload_watcher):
+            name, seconds, rss0, rss1 = run(files)
+            rate = len(files) / seconds if seconds else 0.0
+            print(
+                f"{name:<42} {len(files):>7} {seconds:>8.1f} {rate:>8.1f}"
+                f" {rss0 / 2**20:>7.0f} MB {rss1 / 2**20:>6.0f} MB",
+                flush=True,
+            )
+    print(f"loadavg after: {loadavg()}")
     return 0
 
 

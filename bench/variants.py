@@ -89,11 +89,77 @@ def dicom_rows() -> list[Row]:
     return rows
 
 
+def date_order_rows() -> list[Row]:
+    """Every date printed as a number only (no month in words), in either order, with and without
+    the scan ID and the units that mark a locale (`tests/unit/ingest/test_pdf_date_order.py`)."""
+    from tests.unit.ingest.spellings import (
+        Rewrite,
+        body_units,
+        numeric_dates_everywhere,
+        rewritten_all,
+        sample_text,
+        without_scan_id,
+    )
+    from tests.unit.ingest.test_pdf_date_order import VARIANTS
+
+    rows = []
+    for name, (order, sep, keep_id, units) in sorted(VARIANTS.items()):
+        verdicts = []
+        for sample in accepted_pdfs():
+            truth = truth_of(sample)
+            if sample_text(sample)[1].date_order == "YMD":
+                continue
+            rewrites: list[Rewrite] = [numeric_dates_everywhere(order, sep), body_units(units)]
+            rewrites += [] if keep_id else [without_scan_id]
+            data = rewritten_all(sample, truth, rewrites)
+            verdict = judge(data, [truth]).verdict
+            if verdict == "correct" and truth.get("birth_date"):
+                born = parse_file_reports(data, sample.name, ParseLimits())[0].patient.birth_date
+                verdict = "correct" if born == date.fromisoformat(truth["birth_date"]) else "wrong"
+            verdicts.append(verdict)
+        rows.append(_count(f"numeric dates {name}", verdicts))
+    return rows
+
+
+def dicom_multi_rows() -> list[Row]:
+    """DICOM files of several reports: Part 10 files one after the other, nested SR documents,
+    DICOMDIR-like directories carrying their instances (`tests/unit/ingest/dicom_multi.py`)."""
+    from tests.unit.ingest import dicom_multi as m
+
+    cases: dict[str, tuple[bytes, list[Path]]] = {
+        "concatenated sr+sr": (m.concatenated(m.SR_A, m.SR_B), [m.SR_A, m.SR_B]),
+        "concatenated hologic+epdf+sr": (m.concatenated(m.HOLOGIC, m.EPDF, m.SR_C), [m.HOLOGIC, m.EPDF, m.SR_C]),
+        "nested SR, 2 patients": (m.nested_sr(m.SR_A, [m.document(m.SR_A), m.document(m.SR_B)]), [m.SR_A, m.SR_B]),
+        "nested SR, header's + another": (
+            m.nested_sr(m.SR_A, [m.document(m.SR_B)], top_level_of_header=True),
+            [m.SR_A, m.SR_B],
+        ),
+        "directory, 3 instances": (m.directory([m.EPDF, m.SR_A, m.HOLOGIC]), [m.EPDF, m.SR_A, m.HOLOGIC]),
+        "directory by level (offsets)": (m.directory([m.SR_A, m.SR_B], by_level=True), [m.SR_A, m.SR_B]),
+        "nested SR, one unnamed (refused)": (
+            m.nested_sr(m.SR_A, [m.document(m.SR_B), m.document(m.SR_C, subject=False)]),
+            [m.SR_B, m.SR_C],
+        ),
+    }
+    rows = []
+    for name, (data, samples) in cases.items():
+        try:
+            reports = parse_file_reports(data, "multi.dcm", ParseLimits())
+        except ParseError:
+            rows.append(_count(f"dicom multi {name}", ["quarantined"]))
+            continue
+        ok = len(reports) == len(samples) and not any(
+            compare(report, truth_of(sample)) for report, sample in zip(reports, samples, strict=True)
+        )
+        rows.append(_count(f"dicom multi {name} ({len(samples)} reports)", ["correct" if ok else "wrong"]))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args(argv)
-    groups: list[Callable[[], list[Row]]] = [pdf_rows, spelling_rows, dicom_rows]
+    groups: list[Callable[[], list[Row]]] = [pdf_rows, spelling_rows, date_order_rows, dicom_rows, dicom_multi_rows]
     rows = [row for group in groups for row in group()]
     total: Row = ("TOTAL", *(sum(r[i] for r in rows) for i in range(1, 5)))  # type: ignore[assignment]
     if args.markdown:

@@ -23,7 +23,9 @@ alerts are computed by the real monitoring core (`monitor.evaluate`) from that h
 are what the service would have stored. Not loaded: source files, audit events and jobs, which
 the timed pages do not read (they only append audit events).
 
-Prints p50/p95 of the patient page, the trend API and the patients list with each filter against
+Prints p50/p95 of the patient page beside its SQL floor (the same data read by hand-written SQL
+through the driver's cursor, `FLOOR_SQL`; PostgreSQL only) and the SQL statements a page runs, the
+trend API and the patients list with each filter against
 the issue's targets (patient page p95 < 50 ms, patients list p95 < 150 ms), each `--rounds`
 times to show the spread, then the peak RSS of this process and of the largest load worker.
 Requests go through the ASGI app in process (TestClient), so the figures are the app and the
@@ -50,7 +52,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from fastapi.testclient import TestClient
-from sqlalchemy import Connection, Engine, Table, insert, text
+from sqlalchemy import Connection, Engine, Table, event, insert, text
 
 from db import accounts
 from db.converters import alerts_to_json, device_identity_key, model_key
@@ -565,7 +567,11 @@ def load(url: str, patients: int, jobs: int) -> dict[str, int]:
         _reference_rows(conn)
         if postgres:
             for table in COLUMNS:
-                conn.execute(text(f"CREATE UNLOGGED TABLE stage_{table} (LIKE {table}, written date NOT NULL)"))
+                conn.execute(
+                    text(
+                        f"CREATE UNLOGGED TABLE stage_{table} (LIKE {table} INCLUDING DEFAULTS, written date NOT NULL)"
+                    )
+                )
     engine.dispose()  # not inherited by the forked workers
     counts = dict.fromkeys(COLUMNS, 0)
     jobs_list = [(url, start, min(start + CHUNK - 1, patients)) for start in range(1, patients + 1, CHUNK)]
@@ -614,6 +620,52 @@ def report(name: str, ms: list[float], target: float | None) -> None:
     print(f"{name:<34} n={len(ms):<4} p50 {p50:7.1f} ms   p95 {p95:7.1f} ms{verdict}", flush=True)
 
 
+# The SQL the patient page needs, written by hand: the floor a page cannot beat for the same data
+# (the patient, exams with their machine and measurements, comparisons, therapies, next scan and
+# open alerts), run through the driver's cursor with no ORM, no template and no HTTP.
+FLOOR_SQL = (
+    "SELECT id, identifier, issuer, name, birth_date, sex FROM patients WHERE identifier = %(identifier)s"
+    " AND issuer = %(issuer)s",
+    "SELECT e.id, e.exam_date, e.software_version, d.id, d.manufacturer, d.model, d.serial, m.site, m.side, m.bmd,"
+    " m.t_score, m.z_score, m.provenance FROM exams e JOIN devices d ON d.id = e.device_id"
+    " LEFT JOIN measurements m ON m.exam_id = e.id WHERE e.patient_id = %(pk)s"
+    " ORDER BY e.exam_date, e.id, m.site, m.side",
+    "SELECT site, side, from_exam_id, to_exam_id, reference, status, delta_g_cm2, percent_change, lsc_g_cm2,"
+    " lsc_source, significance, dissimilar, reason FROM comparisons WHERE patient_id = %(pk)s ORDER BY position",
+    "SELECT id, agent, drug_class, start_date, stop_date, glucocorticoid FROM therapies WHERE patient_id = %(pk)s"
+    " ORDER BY start_date",
+    "SELECT due, rule_id, reason, alerts, who_category, z_below_expected FROM next_scans WHERE patient_id = %(pk)s",
+    "SELECT id, code, message, raised_at FROM alerts WHERE patient_id = %(pk)s AND state = 'open' ORDER BY id",
+)
+
+
+def sql_floor(url: str, patients: list[BenchPatient]) -> list[float]:
+    """Milliseconds per patient for FLOOR_SQL (PostgreSQL, psycopg cursor, one connection)."""
+    import psycopg
+
+    from db.engine import normalise_url
+
+    conninfo = normalise_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    out = []
+    with psycopg.connect(conninfo, autocommit=True) as conn, conn.cursor() as cur:
+        for bench_patient in patients:
+            t0 = time.perf_counter()
+            cur.execute(FLOOR_SQL[0], {"identifier": bench_patient.identifier, "issuer": bench_patient.issuer})
+            row = cur.fetchone()
+            if row is None:
+                raise SystemExit(f"floor: patient {bench_patient.path} not found")
+            for sql in FLOOR_SQL[1:]:
+                cur.execute(sql, {"pk": row[0]})
+                cur.fetchall()
+            out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def _p(ms: list[float], q: float) -> float:
+    ordered = sorted(ms)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
 def _sample_patients(url: str, count: int, rng: random.Random) -> list[BenchPatient]:
     engine = make_engine(url)
     with engine.connect() as conn:
@@ -633,7 +685,10 @@ def run_requests(url: str, tmp: Path, n: int, rounds: int) -> None:
         if accounts.verify_user(session, "bench", "bench-password") is None:
             accounts.create_user(session, "bench", "bench-password", "clinician")
             session.commit()
-    app = create_app(build_context(Settings(data_dir=tmp, database_url=url, secret_key="bench")), today=lambda: TODAY)
+    ctx = build_context(Settings(data_dir=tmp, database_url=url, secret_key="bench"))
+    app = create_app(ctx, today=lambda: TODAY)
+    statements = [0]
+    event.listen(ctx.engine, "before_cursor_execute", lambda *_a, **_k: statements.__setitem__(0, statements[0] + 1))
     rng = random.Random(2)
     sample = _sample_patients(url, 2000, rng)
     names = [f.lower()[:4] for f in FAMILY]
@@ -650,7 +705,20 @@ def run_requests(url: str, tmp: Path, n: int, rounds: int) -> None:
         for r in range(rounds):
             if rounds > 1:
                 print(f"round {r + 1}/{rounds}")
-            report("patient page", timed(client, [f"/patients/{p.path}{p.query}" for p in patients(n)]), 50)
+            picked = patients(n)
+            before = statements[0]
+            page = timed(client, [f"/patients/{p.path}{p.query}" for p in picked])
+            per_page = (statements[0] - before) / len(picked)
+            report("patient page", page, 50)
+            if url.startswith("postgresql"):
+                floor = sql_floor(url, picked)
+                report("  its SQL floor (same patients)", floor, None)
+                ratios = f"p50 {_p(page, 0.5) / _p(floor, 0.5):.1f}x, p95 {_p(page, 0.95) / _p(floor, 0.95):.1f}x"
+                print(
+                    f"  page / floor: {ratios}"
+                    f" (target ≤3x); {per_page:.1f} SQL statements per page (floor: {len(FLOOR_SQL)})",
+                    flush=True,
+                )
             report("trend API", timed(client, [f"/api/patients/{p.path}/trend{p.query}" for p in patients(n)]), None)
             lists: list[tuple[str, Callable[[], str]]] = [
                 ("patients list", lambda: f"/patients?page={rng.randint(1, 50)}"),

@@ -170,6 +170,48 @@ def claim_next_job(
     return _take_first(session, candidates, worker, moment)
 
 
+def claim_next_jobs(
+    session: Session,
+    *,
+    limit: int,
+    kind: JobKindName | None = None,
+    worker: str | None = None,
+    now: datetime | None = None,
+) -> list[Job]:
+    """Up to `limit` of the oldest runnable queued jobs (of the oldest job's kind, or of `kind`),
+    now `running` and owned by this caller; empty when idle. The candidates are locked `FOR UPDATE
+    SKIP LOCKED` (PostgreSQL), so two claimers take disjoint batches and never wait for each
+    other; the `UPDATE … WHERE state = 'queued'` then keeps only what is still queued."""
+    moment = now or utcnow()
+    runnable = or_(Job.run_after.is_(None), Job.run_after <= moment)
+    wanted: str | None = kind
+    if wanted is None:
+        wanted = session.scalars(
+            select(Job.kind).where(Job.state == "queued", runnable).order_by(Job.id).limit(1)
+        ).first()
+        if wanted is None:
+            return []
+    ids = list(
+        session.scalars(
+            select(Job.id)
+            .where(Job.state == "queued", Job.kind == wanted, runnable)
+            .order_by(Job.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if not ids:
+        return []
+    jobs = session.scalars(
+        update(Job)
+        .where(Job.id.in_(ids), Job.state == "queued")
+        .values(**_claim_values(worker, moment))
+        .returning(Job)
+        .execution_options(populate_existing=True, synchronize_session=False)
+    ).all()
+    return sorted(jobs, key=lambda job: job.id)
+
+
 def claim_job(session: Session, job_id: int, *, worker: str | None = None, now: datetime | None = None) -> Job | None:
     """Claim one given job (a Celery task carrying its id); None when it is not queued any more
     (another delivery of the same message already ran it) or another transaction is claiming it
@@ -283,12 +325,15 @@ def stamp_dispatched(session: Session, job_ids: Sequence[int], *, now: datetime 
         )
 
 
-def touch_running(session: Session, job_id: int, worker: str | None, *, now: datetime | None = None) -> bool:
-    """The heartbeat of a running job: its `updated_at` is now. False when the job is no longer
-    this worker's (taken over after the worker was silent too long)."""
+def touch_running(
+    session: Session, job_id: int | Sequence[int], worker: str | None, *, now: datetime | None = None
+) -> bool:
+    """The heartbeat of a running job (or of a batch's jobs): its `updated_at` is now. False when
+    none is this worker's any more (finished, or taken over after the worker was silent too long)."""
+    ids = [job_id] if isinstance(job_id, int) else list(job_id)
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.state == "running", Job.worker == worker)
+        .where(Job.id.in_(ids), Job.state == "running", Job.worker == worker)
         .values(updated_at=now or utcnow())
         .execution_options(synchronize_session=False)
     )

@@ -9,6 +9,8 @@ is locked at most once per transaction: the lock holds until the commit.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -42,6 +44,16 @@ def lock_patient(session: Session, patient_id: int) -> Patient:
     patient = session.scalars(select(Patient).where(Patient.id == patient_id).with_for_update()).one()
     _locked_patients(session)[patient_id] = patient
     return patient
+
+
+def patient_lock_order(session: Session, patient_ids: Iterable[int]) -> dict[int, tuple[str, str]]:
+    """patient id -> (identifier, issuer): the one order in which work on several patients takes
+    their locks (a batch of files is stored in that order, a batch of evaluations follows it)."""
+    ids = list(dict.fromkeys(patient_ids))
+    if not ids:
+        return {}
+    rows = session.execute(select(Patient.id, Patient.identifier, Patient.issuer).where(Patient.id.in_(ids)))
+    return {int(pk): (str(identifier), str(issuer or "")) for pk, identifier, issuer in rows}
 
 
 class AmbiguousPatient(LookupError):

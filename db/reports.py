@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from db.converters import device_values, patient_values
@@ -84,6 +85,20 @@ def vendor_provenance(report: ParsedReport, source_file_id: int | None) -> dict[
         if extra:
             out[key] = extra
     return out
+
+
+# Any 64-bit number of our own: the key of the transaction-level advisory lock of `one_store_at_a_time`.
+_STORE_LOCK = 0x44584153544F5245  # "DXASTORE"
+
+
+def one_store_at_a_time(session: Session) -> None:
+    """Serialise batch stores across workers (PostgreSQL; SQLite's BEGIN IMMEDIATE already does):
+    a batch's files touch shared rows (a machine's printed LSCs, its software versions) between
+    their patients' locks, so two batches at once would wait on each other in a circle, and a
+    deadlock costs a whole batch's parse again. Parsing, the bulk of the work, stays parallel;
+    only the store transactions queue, one writer at a time. Released at commit or rollback."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _STORE_LOCK})
 
 
 def same_stored_results(session: Session, holder_file_id: int, report: ParsedReport) -> bool:

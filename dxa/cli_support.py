@@ -27,14 +27,11 @@ def context(settings: Settings | None = None, *, dispatch: bool = True) -> Conte
 def run_queued_evaluations(ctx: Context) -> int:
     """Embedded mode: run the evaluations a command queued now, so the command returns with its
     patients re-evaluated (in the scaled mode they were sent to the Celery workers)."""
-    from services.runner import run_next
+    from services.backload import run_queued_evaluations as run_here
 
     if ctx.submit is not no_submit:
         return 0
-    count = 0
-    while run_next(ctx, kinds=("evaluate_patient",)) is not None:
-        count += 1
-    return count
+    return run_here(ctx)
 
 
 def configure_logging() -> None:

@@ -15,7 +15,6 @@ from typing import Any
 
 from db.migrate import upgrade
 from dxa.cli_support import UserError, configure_logging, context, run_queued_evaluations, settings_now
-from services.context import Context
 from services.csv_rows import ImportError_
 
 # --------------------------------------------------------------------------- schema
@@ -52,13 +51,18 @@ def _expand(paths: list[Path]) -> Iterator[Path]:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    from services.backload import ingest_paths
+
     ctx = context(dispatch=False)  # back-loading runs its own jobs, whatever the deployment
     files = list(_expand(args.paths))
     counts = {"ingested": 0, "duplicate": 0, "quarantined": 0, "held": 0, "unfinished": 0}
-    for path in files:
-        outcome, detail = _ingest_one(ctx, path)
-        counts[outcome] += 1
-        print(f"{path}: {outcome} ({detail})" if outcome != "quarantined" else f"{path}: quarantined: {detail}")
+    for one in ingest_paths(ctx, files):
+        counts[one.outcome] += 1
+        print(
+            f"{one.path}: {one.outcome} ({one.detail})"
+            if one.outcome != "quarantined"
+            else f"{one.path}: quarantined: {one.detail}"
+        )
     evaluated = run_queued_evaluations(ctx)
     print(
         f"{len(files)} files: {counts['ingested']} ingested, {counts['duplicate']} duplicate, "
@@ -68,23 +72,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         + f"; {evaluated} patients re-evaluated"
     )
     return 0 if counts["unfinished"] == 0 else 1
-
-
-def _ingest_one(ctx: Context, path: Path) -> tuple[str, str]:
-    from services.intake import intake
-    from services.runner import run_job
-
-    received = intake(ctx, path, copy=True)
-    if received.outcome == "duplicate":
-        return "duplicate", f"same bytes as a file already received, now {received.prior_status}"
-    assert received.job_id is not None
-    for _ in range(ctx.settings.max_attempts + 1):
-        result = run_job(ctx, received.job_id)
-        if result is None:
-            return "unfinished", "job is held by another process"
-        if result.outcome in ("ingested", "duplicate", "quarantined", "held"):
-            return result.outcome, result.detail
-    return "unfinished", "parsing kept failing"
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -202,10 +189,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     paths = demo.write_files(ctx.settings.inbox_dir, made.files)
     print(f"{len(paths)} demo files written to {ctx.settings.inbox_dir / demo.DEMO_FOLDER} (all data invented)")
     if args.now:
-        for path in paths:
-            outcome, detail = _ingest_one(ctx, path)
-            print(f"  {path.name}: {outcome} ({detail})")
-            path.unlink(missing_ok=True)
+        from services.backload import ingest_paths
+
+        for one in ingest_paths(ctx, paths):
+            print(f"  {one.path.name}: {one.outcome} ({one.detail})")
+            one.path.unlink(missing_ok=True)
     else:
         print(f"waiting up to {args.wait:.0f} s for the running service to ingest them…")
         done = demo.wait_until_received(ctx.sessions, made.files, args.wait)

@@ -21,7 +21,7 @@ from ingest.watcher import OddEntries, ReadinessTracker, scan_inbox
 from services import evaluation, inbox_entries, recovery, runner
 from services.bytestore import uses_database
 from services.context import Context
-from services.intake import intake
+from services.intake import intake_many
 from services.logsafe import describe
 from settings import Settings
 
@@ -30,6 +30,10 @@ log = logging.getLogger("dxa")
 DEMO_PASSWORD = "dxa-demo-2024"
 RUNNER_IDLE_S = 0.5
 SWEEP_EVERY_S = 60.0
+INTAKE_BATCH = 64  # files claimed and registered together by one scan's transaction
+# Set by the watcher when it registered files: idle runners of this process start at once instead
+# of at their next poll (the job table stays the queue; this only shortens the wait).
+_work_arrived = threading.Event()
 
 
 def watch_once(ctx: Context, tracker: ReadinessTracker, odd: OddEntries | None = None) -> int:
@@ -41,15 +45,19 @@ def watch_once(ctx: Context, tracker: ReadinessTracker, odd: OddEntries | None =
     files, others = scan_inbox(inbox)
     if odd is not None:
         inbox_entries.refuse(ctx, inbox, *odd.observe(others, time.time()))
-    for path in tracker.observe(files, time.time()):
-        try:
-            intake(ctx, Path(path), copy=False)
-            claimed += 1
-        except FileNotFoundError:
-            tracker.forget(path)  # taken by another watcher, or removed by the sender
-        except Exception as exc:
-            # A path, or a driver's message quoting the row, can hold a patient's name: the type only.
-            log.warning("could not claim a file from the inbox (%s); it is tried again", describe(exc))
+    ready = list(tracker.observe(files, time.time()))
+    for start in range(0, len(ready), INTAKE_BATCH):  # one flush of work/ and one commit per chunk
+        chunk = ready[start : start + INTAKE_BATCH]
+        for path, result in zip(chunk, intake_many(ctx, [Path(p) for p in chunk], copy=False), strict=True):
+            if not isinstance(result, Exception):
+                claimed += 1
+            elif isinstance(result, FileNotFoundError):
+                tracker.forget(path)  # taken by another watcher, or removed by the sender
+            else:
+                # A path, or a driver's message quoting the row, can hold a patient's name: the type only.
+                log.warning("could not claim a file from the inbox (%s); it is tried again", describe(result))
+        if claimed:
+            _work_arrived.set()
     return claimed
 
 
@@ -79,7 +87,8 @@ def watch_forever(ctx: Context, stop: threading.Event | None = None) -> None:
 
 
 def run_jobs_forever(ctx: Context, stop: threading.Event, *, refresh_daily: bool = True) -> None:
-    """The embedded runner: take the oldest queued job, run it, repeat; idle briefly when none.
+    """The embedded runner: take a batch of the oldest queued jobs, run it, repeat; idle briefly
+    when none (a batch closes on its size or on what is queued now: a single file is not held).
     Once a day (one runner only) every patient is re-evaluated so due and overdue dates follow
     the calendar."""
     last_refresh: date | None = None if refresh_daily else date.max
@@ -92,13 +101,13 @@ def run_jobs_forever(ctx: Context, stop: threading.Event, *, refresh_daily: bool
             if time.monotonic() - last_sweep > SWEEP_EVERY_S:
                 recovery.recover_jobs(ctx)
                 last_sweep = time.monotonic()
-            result = runner.run_next(ctx)
+            results = runner.run_batch(ctx)
         except Exception as exc:
             log.warning("job runner error (%s); retrying", describe(exc))
-            result = None
+            results = []
             stop.wait(2.0)
-        if result is None:
-            stop.wait(RUNNER_IDLE_S)
+        if not results and _work_arrived.wait(RUNNER_IDLE_S):
+            _work_arrived.clear()
 
 
 def ensure_demo_user(sessions: sessionmaker[Session], settings: Settings) -> str | None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from db.migrate import is_up_to_date, upgrade
-from services.context import Context, Submit, build_context
+from services.context import Context, Submit, SubmitBatch, build_context
 from settings import Settings, load_settings
 
 BrokerDepth = Callable[[], int | None]
@@ -27,12 +27,25 @@ def dispatcher(settings: Settings) -> Submit | None:
     return submit
 
 
+def batch_dispatcher(settings: Settings) -> SubmitBatch | None:
+    """How a transaction's jobs reach the workers together: Celery tasks carrying chunks of ids."""
+    if settings.embedded:
+        return None
+    from workers.tasks import submit_batch
+
+    return submit_batch
+
+
 def context(settings: Settings | None = None, *, dispatch: bool = True) -> Context:
     """A context on an up-to-date schema (SQLite is created on first use; PostgreSQL deployments
     run `dxa migrate` once, but an out-of-date schema is upgraded here too). `dispatch=False`:
     this process runs its jobs itself (`dxa ingest`), nothing is sent to Celery."""
     settings = settings or load_settings()
-    ctx = build_context(settings, submit=dispatcher(settings) if dispatch else None)
+    ctx = build_context(
+        settings,
+        submit=dispatcher(settings) if dispatch else None,
+        submit_batch=batch_dispatcher(settings) if dispatch else None,
+    )
     if not is_up_to_date(ctx.engine):
         upgrade(ctx.engine)
     return ctx

@@ -14,6 +14,10 @@ from datetime import date
 from typing import Literal
 
 DateOrder = Literal["DMY", "MDY", "YMD"]
+# A layout whose numeric day/month order follows the locale its software runs in (Hologic APEX and
+# GE enCORE print in the workstation's regional settings): the order is proved per report from
+# what the report itself prints (`ingest.pdf.date_order`), never assumed.
+LayoutOrder = Literal["DMY", "MDY", "YMD", "locale"]
 
 _MONTH_NAMES = (
     # English; German, French, Spanish, Italian as the vendors' localised software prints them
@@ -36,6 +40,14 @@ _PART = re.compile(r"\d+|[^\W\d_]+")
 
 _MONTH_FIRST = re.compile(r"^\s*[^\W\d_]{3,10}\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4}")
 _DAY_FIRST = re.compile(r"^\s*\d{1,2}(?:st|nd|rd|th|er|\.)?[\s-]+(?:de\s+)?[^\W\d_]{3,10}")
+# The same two shapes anywhere in a text, whole ("Analysis: 19 November 2019 13:03").
+_WORD_MONTH_FIRST = re.compile(r"(?<![\w])[^\W\d_]{3,10}\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4}(?!\d)")
+_WORD_DAY_FIRST = re.compile(
+    r"(?<![\w.])\d{1,2}(?:st|nd|rd|th|er|\.)?[\s-]+(?:de\s+)?[^\W\d_]{3,10}\.?,?[\s-]+(?:de\s+)?\d{4}(?!\d)"
+)
+# A numeric date with the year last ("03/04/2024", "19.11.2019", "3-4-2024"): the only shape whose
+# day/month order is in doubt.
+NUMERIC_DATE = re.compile(r"(?<![\d./-])(\d{1,2})\s*([./-])\s*(\d{1,2})\s*\2\s*(\d{4})(?![\d])")
 
 
 def locale_order(text: str) -> DateOrder | None:
@@ -46,6 +58,31 @@ def locale_order(text: str) -> DateOrder | None:
     if _DAY_FIRST.match(text) and parse_date(text, "DMY") is not None:
         return "DMY"
     return None
+
+
+def word_date_orders(text: str) -> set[DateOrder]:
+    """The numeric orders of the locales the word dates anywhere in `text` were printed in: {"MDY"}
+    for a US printout ("Analysis: March 4, 2024"), {"DMY"} for a UK or European one, both when the
+    text mixes them (no evidence then), none when it prints no month as a word."""
+    found: set[DateOrder] = set()
+    for match in _WORD_MONTH_FIRST.finditer(text):
+        if parse_date(match.group(), "DMY") is not None:
+            found.add("MDY")
+    for match in _WORD_DAY_FIRST.finditer(text):
+        if parse_date(match.group(), "DMY") is not None:
+            found.add("DMY")
+    return found
+
+
+def numeric_dates(text: str) -> list[str]:
+    """Every year-last numeric date printed in `text`, as printed."""
+    return [match.group() for match in NUMERIC_DATE.finditer(text)]
+
+
+def reads_alike(raw: str) -> bool:
+    """True when a date means the same day whichever of day or month comes first ("07/07/2015",
+    "July 7, 2015", ISO), so its order does not matter."""
+    return parse_date(raw, "DMY") == parse_date(raw, "MDY")
 
 
 def parse_date(text: str, order: DateOrder) -> date | None:

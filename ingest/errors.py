@@ -85,3 +85,11 @@ class PatientMismatch(ParseError):
     filed under the wrong patient is the worst outcome, worse than a file held for a person."""
 
     code = "patient_mismatch"
+
+
+class AmbiguousDate(ParseError):
+    """Numeric dates that read differently day-first and month-first ("03/04/2024") in a report
+    that does not prove which (no month in words, no day over 12, no scan ID or units of one
+    locale). Refused rather than guessed: a swapped date moves an exam in a patient's history."""
+
+    code = "ambiguous_date"

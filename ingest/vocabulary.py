@@ -34,6 +34,9 @@ _SITE_SYNONYMS: dict[str, str] = {
     "neck": "femoral_neck",
     "femoral neck": "femoral_neck",
     "femur neck": "femoral_neck",
+    "fem neck": "femoral_neck",
+    "neck of femur": "femoral_neck",
+    "femoral neck region": "femoral_neck",
     "fn": "femoral_neck",
     "股骨颈": "femoral_neck",
     "total": "total_hip",  # only meaningful inside a hip context; callers pass context-free labels
@@ -41,21 +44,33 @@ _SITE_SYNONYMS: dict[str, str] = {
     "total femur": "total_hip",
     "hip total": "total_hip",
     "femur total": "total_hip",
+    "total proximal femur": "total_hip",
+    "proximal femur": "total_hip",
+    "total femoral": "total_hip",
+    "total hip region": "total_hip",
     "全髋": "total_hip",
     "全髋部": "total_hip",
     "髋部总计": "total_hip",
     "troch": "trochanter",
     "trochanter": "trochanter",
+    "greater trochanter": "trochanter",
+    "trochanteric": "trochanter",
+    "trochanteric region": "trochanter",
     "大转子": "trochanter",
     "转子": "trochanter",
     "inter": "intertrochanter",
     "intertrochanter": "intertrochanter",
     "intertroch": "intertrochanter",
+    "int": "intertrochanter",
+    "intertrochanteric": "intertrochanter",
+    "intertrochanteric region": "intertrochanter",
     "转子间": "intertrochanter",
     "wards": "wards",
     "ward's": "wards",
     "ward": "wards",
     "wards triangle": "wards",
+    "ward's triangle": "wards",
+    "ward triangle": "wards",
     "wards区": "wards",
     "ward三角": "wards",
     # forearm
@@ -66,11 +81,25 @@ _SITE_SYNONYMS: dict[str, str] = {
     "radius33": "radius_33",
     "radius 33": "radius_33",
     "1/3 radius": "radius_33",
+    "33% radius": "radius_33",
+    "radius 33 %": "radius_33",
+    "one-third radius": "radius_33",
+    "one third radius": "radius_33",
+    "radius one-third": "radius_33",
+    "distal 1/3": "radius_33",
+    "1/3 distal": "radius_33",
+    "radius 1/3 distal": "radius_33",
+    "distal 1/3 radius": "radius_33",
     "桡骨1/3": "radius_33",
     "ud": "radius_ud",
     "radius ud": "radius_ud",
     "ultradistal": "radius_ud",
     "radius ultradistal": "radius_ud",
+    "ultra-distal": "radius_ud",
+    "ultra distal": "radius_ud",
+    "ud radius": "radius_ud",
+    "radius ultra-distal": "radius_ud",
+    "ultradistal radius": "radius_ud",
     "桡骨远端": "radius_ud",
     "radius total": "radius_total",
     "total radius": "radius_total",
@@ -100,7 +129,10 @@ _SIDE_SYNONYMS: dict[str, str] = {
     "双侧": "mean",
 }
 
-_LUMBAR_RANGE = re.compile(r"^l\s*([1-5])\s*[-–—~至到]\s*l?\s*([1-5])$")
+_LUMBAR_RANGE = re.compile(r"^l\s*([1-5])\s*(?:[-–—~至到]|to|through|thru)\s*l?\s*([1-5])$")
+# Words a printout puts before an AP lumbar range ("AP Spine L1-L4", "Lumbar Spine L2-L4"); never
+# "lateral": a lateral spine's L2-L4 is another measurement than the AP one.
+_SPINE_PREFIX = re.compile(r"^(?:ap\s+)?(?:lumbar\s+)?(?:spine\s+)?(?=l\s*\d)")
 _LUMBAR_SINGLE = re.compile(r"^l\s*([1-5])$")
 
 
@@ -108,13 +140,14 @@ def _fold(label: str) -> str:
     text = unicodedata.normalize("NFKC", label).strip().lower()
     text = re.sub(r"<[^>]+>", " ", text)  # HTML inside Hologic header cells
     text = text.replace("\u00a0", " ")
-    return re.sub(r"\s+", " ", text)
+    text = re.sub(r"(?<=[a-z])\.", "", text)  # "Troch.", "Int.", "Fem. Neck": abbreviations
+    return re.sub(r"\s+", " ", text).strip()
 
 
 def lumbar_site(label: str) -> str | None:
     """ "L1 - L4", "L1-L4", "l2–l4", "L3" → "L1-L4", "L2-L4", "L3"; a reversed or one-vertebra
     range is not a range. Non-contiguous sets ("L1,L3") are not vocabulary and give None."""
-    text = _fold(label).replace("腰椎", "").strip()
+    text = _SPINE_PREFIX.sub("", _fold(label).replace("腰椎", "").strip())
     m = _LUMBAR_RANGE.match(text)
     if m:
         lo, hi = int(m.group(1)), int(m.group(2))
@@ -204,3 +237,31 @@ def bmd_to_g_cm2(value: float, unit: str | None) -> float:
     if u in ("kg/m2",):
         return round(value / 10.0, 6)
     return value
+
+
+# Row labels vendors print beside the sites that are not vocabulary sites: differences between
+# sides, ulna and radius+ulna regions, the femoral shaft, the radius mid-region, non-contiguous
+# vertebra sets, standardised BMD, total-body sub-regions, precision and calibration lines.
+_NOT_SITES = re.compile(
+    r"(?:^|\s|\|)diff(?:erence)?\b|\|diff|\bshaft\b|\bmid\b|\bulna\b|\bboth\b|\bsbmd\b|\bhead\b|\barms?\b|\blegs?\b"
+    r"|\btrunk\b|\bribs?\b|\bpelvis\b|^(?:[lt][- ]?|thoracic |lumbar )?spine$|\bl[1-5]\s*,|,\s*l[1-5]\b"
+    r"|\bsub-?total\b|\bcv\b|\bacf\b|\bbcf\b|\blsc\b|precision|差值|尺骨|头部|躯干|肋骨|骨盆",
+)
+# Words of a vocabulary site: a label holding one that no synonym places may be a site spelled in a
+# way we do not know yet, and dropping its row would store fewer sites than the report prints.
+_SITE_WORDS = re.compile(
+    r"neck|troch|inter|ward|hip|femu?r|radius|radial|forearm|distal|1/3|33\s*%|\bud\b|lumbar|spine|\bl\s*[1-5]\b"
+    r"|vertebra|total|body|颈|髋|转子|腰椎|桡骨|全身",
+)
+
+
+def is_known_non_site(label: str) -> bool:
+    """A row label vendors print that is not a vocabulary site ("Neck Diff.", "Ulna 33%", "L1,L3")."""
+    return bool(_NOT_SITES.search(_fold(label)))
+
+
+def looks_like_site(label: str) -> bool:
+    """A row label naming a site word that no synonym places ("Trochanteric Area"): refused rather
+    than dropped, since it may be a site the report prints."""
+    text = _fold(label)
+    return bool(_SITE_WORDS.search(text)) and canonical_site(text) is None and not is_known_non_site(text)

@@ -105,6 +105,20 @@ ENGLISH: dict[str, str] = {
         "phantom means differ by {diff_pct:+.2f} %, beyond the {limit_pct:g} % tolerance: "
         "have the manufacturer service the unit; comparisons stay refused"
     ),
+    # the imports' refusals (services.csv_rows: the same CSV layouts from the command line and a
+    # page); kept in this one table so one renderer and one catalog serve every layer
+    "csv_unreadable": "{file}: cannot read the file ({error})",
+    "csv_missing_columns": "{file}: line 1: missing column(s) {columns}",
+    "csv_no_rows": "{file}: the file has no rows",
+    "csv_too_many_rows": "{file}: more than {limit} rows",
+    "csv_field_empty": "{file}: line {line}: field {field} is empty",
+    "csv_not_a_date": "{file}: line {line}: field {field}: {text!r} is not a date (YYYY-MM-DD)",
+    "csv_not_a_number": "{file}: line {line}: field {field}: {text!r} is not a number",
+    "csv_bmd_not_positive": "{file}: line {line}: field {field}: BMD must be a positive number of g/cm²",
+    "csv_unknown_site": "{file}: line {line}: field {field}: {text!r} is not a known site",
+    "csv_unknown_serial": "{file}: line {line}: field {field}: no machine with serial {text!r} has sent a scan yet",
+    "csv_ambiguous_serial": "{file}: line {line}: field {field}: serial {text!r} is ambiguous; add a model column",
+    "csv_technologist_patient": "{file}: line {line}: fields technologist and patient are required",
     "scan_too_early_real_change": (
         "The scan of {scan_date} came sooner than {months} months after the previous one ({previous_date}), "
         "the minimum for rule {rule}. Even so, the change exceeds the least significant change and is real: "

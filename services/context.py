@@ -10,7 +10,7 @@ worker alike (docs/architecture.md, "How does a job reach a worker?").
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -23,6 +23,8 @@ from settings.monitoring import load_monitoring_config
 
 # (job_id, kind) -> hand a committed job to whatever runs jobs.
 Submit = Callable[[int, str], None]
+# [(job_id, kind), …] -> hand a transaction's jobs over together (Celery: a task per chunk).
+SubmitBatch = Callable[[Sequence[tuple[int, str]]], None]
 
 
 def no_submit(job_id: int, kind: str) -> None:
@@ -36,9 +38,20 @@ class Context:
     sessions: sessionmaker[Session]
     monitoring: MonitoringConfig
     submit: Submit = no_submit
+    submit_batch: SubmitBatch | None = None  # None: each job through `submit`
+
+    def submit_all(self, jobs: Sequence[tuple[int, str]]) -> None:
+        """Hand over the jobs one transaction queued: together when the deployment can."""
+        if self.submit_batch is not None and len(jobs) > 1:
+            self.submit_batch(jobs)
+            return
+        for job_id, kind in jobs:
+            self.submit(job_id, kind)
 
 
-def build_context(settings: Settings | None = None, submit: Submit | None = None) -> Context:
+def build_context(
+    settings: Settings | None = None, submit: Submit | None = None, submit_batch: SubmitBatch | None = None
+) -> Context:
     settings = settings or load_settings()
     engine = make_engine(settings.db_url)
     return Context(
@@ -47,4 +60,5 @@ def build_context(settings: Settings | None = None, submit: Submit | None = None
         sessions=session_factory(engine),
         monitoring=load_monitoring_config(settings),
         submit=submit or no_submit,
+        submit_batch=submit_batch,
     )

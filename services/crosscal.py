@@ -34,7 +34,17 @@ from monitor.crosscal import (
 from monitor.model import CrossCalibration
 from services.audit import CLI, Actor, record
 from services.context import Context
-from services.csv_rows import ImportError_, Row, Source, bmd_field, find_device, parse_rows, read_text, site_field
+from services.csv_rows import (
+    ImportError_,
+    Row,
+    Source,
+    bmd_field,
+    find_device,
+    parse_rows,
+    read_text,
+    refusal,
+    site_field,
+)
 from services.queue import unit_of_work
 
 CROSSCAL_COLUMNS = ("kind", "device_a_serial", "device_b_serial", "site", "subject", "bmd_a", "bmd_b")
@@ -155,7 +165,7 @@ def preview_crosscal(
     required = CROSSCAL_COLUMNS if kind is None else CROSSCAL_COLUMNS[1:]
     rows = list(parse_rows(text, path, required))
     if not rows:
-        raise ImportError_(f"{path}: the file has no rows")
+        raise refusal("csv_no_rows", path)
     groups: dict[tuple[CrossCalKind, int, int, str], list[tuple[float, float]]] = defaultdict(list)
     devices: dict[int, Device] = {}
     for row in rows:

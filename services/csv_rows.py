@@ -20,10 +20,25 @@ from sqlalchemy.orm import Session
 
 from db.models import Device
 from ingest.vocabulary import canonical_site
+from monitor.model import Phrase
+from monitor.phrases import english
 
 
 class ImportError_(ValueError):
-    """A row that cannot be imported; the message names file, line and field."""
+    """A row that cannot be imported; the message names file, line and field. Raised with a
+    `Phrase` (monitor.phrases), the page words it in the reader's language; the message is its
+    English, as the command line prints it."""
+
+    def __init__(self, message: str | Phrase) -> None:
+        self.phrase = message if isinstance(message, Phrase) else None
+        super().__init__(english(message) if isinstance(message, Phrase) else message)
+
+
+def refusal(code: str, path: Source, row: Row | None = None, **args: str | int) -> ImportError_:
+    where: dict[str, str | int] = {"file": str(path)}
+    if row is not None:
+        where["line"] = row.line
+    return ImportError_(Phrase.of(code, **where, **args))
 
 
 # What error messages name: the file's path, or a label for text that came from elsewhere (an upload).
@@ -40,7 +55,7 @@ def read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ImportError_(f"{path}: cannot read the file ({exc})") from exc
+        raise refusal("csv_unreadable", path, error=str(exc)) from exc
 
 
 def parse_rows(text: str, path: Source, required: tuple[str, ...]) -> Iterator[Row]:
@@ -49,7 +64,7 @@ def parse_rows(text: str, path: Source, required: tuple[str, ...]) -> Iterator[R
     header = [(h or "").strip().lower() for h in reader.fieldnames or []]
     missing = [c for c in required if c not in header]
     if missing:
-        raise ImportError_(f"{path}: line 1: missing column(s) {', '.join(missing)}")
+        raise refusal("csv_missing_columns", path, columns=", ".join(missing))
     for number, raw in enumerate(reader, start=2):
         values = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items() if k is not None}
         if any(values.values()):
@@ -60,12 +75,12 @@ def date_field(path: Source, row: Row, field: str, *, required: bool) -> date | 
     text = row.values.get(field, "")
     if not text:
         if required:
-            raise ImportError_(f"{path}: line {row.line}: field {field} is empty")
+            raise refusal("csv_field_empty", path, row, field=field)
         return None
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise ImportError_(f"{path}: line {row.line}: field {field}: {text!r} is not a date (YYYY-MM-DD)") from None
+        raise refusal("csv_not_a_date", path, row, field=field, text=text) from None
 
 
 def bmd_field(path: Source, row: Row, field: str) -> float:
@@ -73,9 +88,9 @@ def bmd_field(path: Source, row: Row, field: str) -> float:
     try:
         value = float(text.replace(",", "."))
     except ValueError:
-        raise ImportError_(f"{path}: line {row.line}: field {field}: {text!r} is not a number") from None
+        raise refusal("csv_not_a_number", path, row, field=field, text=text) from None
     if not math.isfinite(value) or value <= 0:
-        raise ImportError_(f"{path}: line {row.line}: field {field}: BMD must be a positive number of g/cm²")
+        raise refusal("csv_bmd_not_positive", path, row, field=field)
     return value
 
 
@@ -88,7 +103,7 @@ def site_field(path: Source, row: Row, field: str = "site") -> str:
     text = row.values.get(field, "")
     site = site_of(text)
     if site is None:
-        raise ImportError_(f"{path}: line {row.line}: field {field}: {text!r} is not a known site")
+        raise refusal("csv_unknown_site", path, row, field=field, text=text)
     return site
 
 
@@ -96,7 +111,7 @@ def find_device(session: Session, path: Source, row: Row, field: str) -> Device:
     """A device by serial (and manufacturer/model columns when two makers share a serial)."""
     serial = row.values.get(field, "")
     if not serial:
-        raise ImportError_(f"{path}: line {row.line}: field {field} is empty")
+        raise refusal("csv_field_empty", path, row, field=field)
     devices = list(session.scalars(select(Device).where(Device.serial == serial)))
     if not devices:
         devices = [d for d in session.scalars(select(Device)) if (d.serial or "").lower() == serial.lower()]
@@ -104,11 +119,7 @@ def find_device(session: Session, path: Source, row: Row, field: str) -> Device:
         model = row.values.get("model", "").lower()
         devices = [d for d in devices if model and d.model.lower() == model] or devices
     if not devices:
-        raise ImportError_(
-            f"{path}: line {row.line}: field {field}: no machine with serial {serial!r} has sent a scan yet"
-        )
+        raise refusal("csv_unknown_serial", path, row, field=field, text=serial)
     if len(devices) > 1:
-        raise ImportError_(
-            f"{path}: line {row.line}: field {field}: serial {serial!r} is ambiguous; add a model column"
-        )
+        raise refusal("csv_ambiguous_serial", path, row, field=field, text=serial)
     return devices[0]

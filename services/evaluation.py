@@ -8,16 +8,17 @@ refresh, the test seeds); work that can wait is queued through `services.queue` 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import date
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from db.calibration import PrecisionRepeat
 from db.history import load_patient_history, save_evaluation
 from db.jobs import finish_job_id
 from db.models import Patient
-from db.patients import lock_patient
+from db.patients import lock_patient, patient_lock_order
 from monitor.evaluate import evaluate_patient
 from monitor.precision import precision_study
 from services.context import Context
@@ -41,24 +42,53 @@ def evaluate(ctx: Context, patient_id: int, today: date | None = None, *, job_id
     """Recompute one patient's comparisons, flags and next scan (same rows when run twice); with
     `job_id`, that evaluation job is marked done in the same commit."""
     with ctx.sessions.begin() as session:
-        # Lock first, read second: an evaluation that read the history before a concurrent store
-        # committed must not save its stale result over a newer evaluation's (PostgreSQL; SQLite's
-        # BEGIN IMMEDIATE already serialises the whole transaction).
-        lock_patient(session, patient_id)
-        history = load_patient_history(session, patient_id, precision_calculator=_precision)
-        result = evaluate_patient(
-            history.exams,
-            history.therapies,
-            history.lscs,
-            history.cross_calibrations,
-            ctx.monitoring,
-            today or date.today(),
-            birth_date=history.birth_date,
-            vendor_lscs=history.vendor_lscs,
-        )
-        save_evaluation(session, patient_id, result, own_exams={e.exam_id for e in history.exams})
+        _evaluate_in(ctx, session, patient_id, today or date.today())
         if job_id is not None:
             finish_job_id(session, job_id)
+
+
+def _evaluate_in(ctx: Context, session: Session, patient_id: int, today: date) -> None:
+    # Lock first, read second: an evaluation that read the history before a concurrent store
+    # committed must not save its stale result over a newer evaluation's (PostgreSQL; SQLite's
+    # BEGIN IMMEDIATE already serialises the whole transaction).
+    lock_patient(session, patient_id)
+    history = load_patient_history(session, patient_id, precision_calculator=_precision)
+    result = evaluate_patient(
+        history.exams,
+        history.therapies,
+        history.lscs,
+        history.cross_calibrations,
+        ctx.monitoring,
+        today,
+        birth_date=history.birth_date,
+        vendor_lscs=history.vendor_lscs,
+    )
+    save_evaluation(session, patient_id, result, own_exams={e.exam_id for e in history.exams})
+
+
+def evaluate_jobs(ctx: Context, jobs: Sequence[ClaimedJob]) -> list[JobResult]:
+    """A batch of evaluation jobs in one transaction (one commit instead of one per patient), the
+    patients locked in id order so two batches never wait on each other in a circle. Should the
+    batch fail (one patient's data, a lock conflict), each job runs again in its own transaction,
+    so one patient cannot hold back the others; a fault of the database raises from there."""
+    if len(jobs) == 1:
+        return [evaluate_job(ctx, jobs[0])]
+    today = date.today()
+    ordered = list(jobs)
+    try:
+        with ctx.sessions.begin() as session:
+            # Patients locked in the order an ingest batch stores them (identifier, issuer): a
+            # store and a batch of evaluations then never wait on each other in a circle.
+            keys = patient_lock_order(session, [job.patient_id for job in jobs if job.patient_id is not None])
+            ordered.sort(key=lambda job: keys.get(job.patient_id or 0, ("", "")))
+            for job in ordered:
+                assert job.patient_id is not None
+                _evaluate_in(ctx, session, job.patient_id, today)
+                finish_job_id(session, job.id)
+    except Exception as exc:
+        log.warning("a batch of %d evaluations failed (%s); running them one by one", len(jobs), type(exc).__name__)
+        return [evaluate_job(ctx, job) for job in ordered]
+    return [JobResult(job.id, job.kind, "ingested", "evaluated", patient_id=job.patient_id) for job in ordered]
 
 
 def evaluate_job(ctx: Context, job: ClaimedJob) -> JobResult:

@@ -56,6 +56,12 @@ def _fsync_dir(path: Path) -> None:
 
 def move_durably(src: Path, dest: Path) -> Path:
     """Rename src to dest; across volumes copy, fsync, then unlink the source."""
+    _move(src, dest)
+    _fsync_dir(dest.parent)
+    return dest
+
+
+def _move(src: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.replace(src, dest)
@@ -68,17 +74,38 @@ def move_durably(src: Path, dest: Path) -> Path:
             os.fsync(fh.fileno())
         os.replace(tmp, dest)
         src.unlink()
-    _fsync_dir(dest.parent)
-    return dest
+
+
+class Moves:
+    """Several moves made durable together: each renamed at once, each destination folder flushed
+    once at the end (`sync`), rather than one directory fsync per file. Until `sync` returns a
+    crash may undo a rename; the rows already say where each file goes, so recovery
+    (`services.recovery.recover_files`) finishes it."""
+
+    def __init__(self) -> None:
+        self.folders: set[Path] = set()
+
+    def move(self, src: Path, dest: Path) -> Path:
+        _move(src, dest)
+        self.folders.add(dest.parent)
+        return dest
+
+    def sync(self) -> None:
+        for folder in sorted(self.folders):
+            _fsync_dir(folder)
+        self.folders.clear()
 
 
 def new_work_path(work_dir: Path, original_name: str) -> Path:
     return work_dir / f"{uuid.uuid4().hex}{safe_extension(original_name)}"
 
 
-def claim_by_rename(src: Path, work_dir: Path) -> Path:
-    """Take a file out of the inbox: once renamed, the watcher can never see it twice."""
-    return move_durably(src, new_work_path(work_dir, src.name))
+def claim_by_rename(src: Path, work_dir: Path, moves: Moves | None = None) -> Path:
+    """Take a file out of the inbox: once renamed, the watcher can never see it twice. With
+    `moves`, work/ is flushed once for the whole scan (`Moves.sync`) before the claims are
+    registered."""
+    dest = new_work_path(work_dir, src.name)
+    return moves.move(src, dest) if moves is not None else move_durably(src, dest)
 
 
 def claim_by_copy(src: Path, work_dir: Path) -> Path:
@@ -101,12 +128,15 @@ def quarantine_code(code: str) -> str:
     return _SAFE_CODE.sub("_", code.lower()).strip("_") or "unknown"
 
 
-def quarantine_file(work_path: Path, quarantine_dir: Path, code: str, sidecar: dict[str, Any]) -> Path:
+def quarantine_file(
+    work_path: Path, quarantine_dir: Path, code: str, sidecar: dict[str, Any], moves: Moves | None = None
+) -> Path:
     """Move into quarantine/<code>/ and write the reason beside it (sidecar first, so a
-    crash between the two leaves a reason that points at a file still in work/)."""
+    crash between the two leaves a reason that points at a file still in work/). With `moves`,
+    the folder is flushed with the others of the batch."""
     folder = quarantine_dir / quarantine_code(code)
     folder.mkdir(parents=True, exist_ok=True)
     dest = folder / f"{sidecar.get('sha256') or uuid.uuid4().hex}{work_path.suffix}"
     side = dest.with_name(dest.name + ".json")
     side.write_text(json.dumps(sidecar, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
-    return move_durably(work_path, dest)
+    return moves.move(work_path, dest) if moves is not None else move_durably(work_path, dest)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import pickle
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,15 +32,16 @@ from db.files import (
 )
 from db.jobs import fail_job, finish_job_id
 from db.models import Job, SourceFile
-from db.reports import same_stored_results, store_report
+from db.reports import one_store_at_a_time, same_stored_results, store_report
 from db.vendor_lsc import patients_on_device
 from ingest.errors import ParseError
 from ingest.ocr.read import ScanReading
+from ingest.parse import ParseLimits
 from ingest.report import ParsedReport
 from services.bytestore import database_path, kept_in_database, parse_copy
-from services.child import ChildFailed
+from services.child import ChildFailed, ChildLimits
 from services.context import Context
-from services.files import archive_path, move_durably, quarantine_code, quarantine_file
+from services.files import Moves, archive_path, quarantine_code, quarantine_file
 from services.outcomes import PARSER_VERSION, STORE_REFUSED, WORKER_CRASH, ClaimedJob, JobResult
 from services.parsing import parse_in_child, parse_limits, warm_parsers
 from services.queue import unit_of_work
@@ -84,65 +86,130 @@ def start_ingest(ctx: Context, session: Session, job: ClaimedJob) -> ClaimedFile
     return ClaimedFile(job, started.id, started.stored_path or "", started.original_name, started.sha256)
 
 
+@dataclass
+class _Fault:
+    """The parse could not give a verdict on the bytes (the child died, timed out, the work file
+    was unreadable): retried later, never a refusal of the file."""
+
+    code: str
+    message: str
+
+
+_Parsed = tuple[ParsedReport, ...] | ScanReading | ParseError | _Fault
+
+
+@dataclass
+class _Stored:
+    """One file's outcome within a batch's transaction, and what to do with its bytes once it
+    committed (`_finish_moves`)."""
+
+    result: JobResult
+    patients: list[int] = field(default_factory=list)  # to evaluate
+    move_from: Path | None = None
+    move_to: Path | None = None
+    sidecar: dict[str, Any] | None = None  # a quarantine's reason, written beside the bytes
+    code: str = ""
+    resubmit: bool = False  # a retry: its job is sent again after the commit
+
+
 def ingest_claimed(ctx: Context, work: ClaimedFile) -> JobResult:
     """Parse and store a claimed file: ingested, quarantined with a reason, or (the child died)
     queued again with a backoff until its attempts are used up."""
-    job = work.job
+    return ingest_batch(ctx, [work])[0]
+
+
+def ingest_batch(ctx: Context, works: Sequence[ClaimedFile]) -> list[JobResult]:
+    """Parse claimed files one after the other in this thread's parse child, then store them all
+    in one transaction, each in a savepoint of its own: a file the database refuses, or whose UID
+    another file owns, gets its own typed outcome and the others are stored. Every touched patient
+    is queued for evaluation once, and after the commit the bytes are moved with one flush per
+    destination folder. A fault of the database (it went away) rolls the whole batch back: its
+    jobs are put back in the queue by the runner (`services.runner`)."""
     limits, child_limits = parse_limits(ctx.settings, _now().date())
     warm_parsers()
+    parsed = [(work, _parse(ctx, work, limits, child_limits)) for work in works]
+    # Stored in patient order, the order evaluations lock patients in too (`evaluate_jobs`).
+    parsed.sort(key=_patient_order)
+    outcomes: list[_Stored] = []
+    with unit_of_work(ctx) as uow:
+        one_store_at_a_time(uow.session)
+        for work, result in parsed:
+            outcomes.append(_store_one(ctx, uow.session, work, result))
+        # A patient's evaluation queued already (and sent) covers these files too.
+        uow.queue_evaluations(dict.fromkeys(p for one in outcomes for p in one.patients))
+        for one in outcomes:
+            if one.resubmit:
+                uow.outbox.append((one.result.job_id, one.result.kind))
+    _finish_moves(ctx, outcomes)
+    return [one.result for one in outcomes]
+
+
+def _patient_order(item: tuple[ClaimedFile, _Parsed]) -> tuple[str, str, int]:
+    work, parsed = item
+    if isinstance(parsed, tuple) and parsed:
+        patient = parsed[0].patient
+        return (patient.patient_id.strip(), (patient.issuer or "").strip(), work.job.id)
+    return ("", "", work.job.id)
+
+
+def _parse(ctx: Context, work: ClaimedFile, limits: ParseLimits, child_limits: ChildLimits) -> _Parsed:
     try:
         with parse_copy(ctx, work.sha256, work.work_path, work.name) as path:
-            reports = parse_in_child(path, work.name, limits, child_limits)
+            return parse_in_child(path, work.name, limits, child_limits)
     except ParseError as exc:
-        with ctx.sessions.begin() as session:
-            return quarantine(ctx, session, job, _file(session, work.source_file_id), exc.code, exc.message)
+        return exc
     except ChildFailed as exc:
-        return _retry_later(ctx, work, exc.code, exc.message)
+        return _Fault(exc.code, exc.message)
     except (OSError, EOFError, pickle.UnpicklingError) as exc:
         # A fault around the parse (the work file unreadable, the child's pipe broken), not a
         # verdict on the bytes: retried like a crash. Parsers themselves only raise ParseError.
-        log.warning("job %s: parsing could not run (%s); retried", job.id, type(exc).__name__)
-        return _retry_later(ctx, work, "parse_fault", f"parsing could not run ({type(exc).__name__})")
-    if isinstance(reports, ScanReading):  # OCR of a scan: held for a person (issue 14)
-        with ctx.sessions.begin() as session:
-            return hold_scan(ctx, session, job, _file(session, work.source_file_id), reports)
+        log.warning("job %s: parsing could not run (%s); retried", work.job.id, type(exc).__name__)
+        return _Fault("parse_fault", f"parsing could not run ({type(exc).__name__})")
 
+
+def _store_one(ctx: Context, session: Session, work: ClaimedFile, parsed: _Parsed) -> _Stored:
+    if isinstance(parsed, ParseError):
+        return _quarantined(ctx, session, work.job, _file(session, work.source_file_id), parsed.code, parsed.message)
+    if isinstance(parsed, _Fault):
+        return _retry_later(ctx, session, work, parsed.code, parsed.message)
+    if isinstance(parsed, ScanReading):  # OCR of a scan: held for a person (issue 14)
+        return _Stored(hold_scan(ctx, session, work.job, _file(session, work.source_file_id), parsed))
     try:
-        return _store(ctx, work, reports, check_uid=False)
+        with session.begin_nested():
+            return _store(ctx, session, work, parsed, check_uid=False)
     except IntegrityError:
         # A unique key was taken: nearly always the file's DICOM instance UID, owned by a file with
         # other bytes (rare enough that checking it first for every file would cost more). Nothing
         # was kept; the second try looks for the owner first, and quarantines a UID conflict.
-        log.info("store of job %s hit a unique key (a UID conflict?); checking first this time", job.id)
+        log.info("store of job %s hit a unique key (a UID conflict?); checking first this time", work.job.id)
         try:
-            return _store(ctx, work, reports, check_uid=True)
+            with session.begin_nested():
+                return _store(ctx, session, work, parsed, check_uid=True)
         except (IntegrityError, DataError) as exc:
-            return _refused_by_database(ctx, work, exc)
+            return _refused_by_database(ctx, session, work, exc)
     except DataError as exc:
-        return _refused_by_database(ctx, work, exc)
+        return _refused_by_database(ctx, session, work, exc)
 
 
-def _retry_later(ctx: Context, work: ClaimedFile, code: str, message: str) -> JobResult:
+def _retry_later(ctx: Context, session: Session, work: ClaimedFile, code: str, message: str) -> _Stored:
     """A crash, time-out or fault: the job queues again with backoff, until its attempts run out."""
     job = work.job
-    with ctx.sessions.begin() as session:
-        file = _file(session, work.source_file_id)
-        if job.attempts >= ctx.settings.max_attempts:
-            return quarantine(ctx, session, job, file, code, message)
-        fail_job(
-            session,
-            _job(session, job.id),
-            message,
-            retry=True,
-            max_attempts=ctx.settings.max_attempts,
-            backoff=timedelta(seconds=2**job.attempts),
-        )
-        file.status = "pending"
-    ctx.submit(job.id, job.kind)
-    return JobResult(job.id, job.kind, "retry", message, job.source_file_id)
+    file = _file(session, work.source_file_id)
+    if job.attempts >= ctx.settings.max_attempts:
+        return _quarantined(ctx, session, job, file, code, message)
+    fail_job(
+        session,
+        _job(session, job.id),
+        message,
+        retry=True,
+        max_attempts=ctx.settings.max_attempts,
+        backoff=timedelta(seconds=2**job.attempts),
+    )
+    file.status = "pending"
+    return _Stored(JobResult(job.id, job.kind, "retry", message, job.source_file_id), resubmit=True)
 
 
-def _refused_by_database(ctx: Context, work: ClaimedFile, exc: Exception) -> JobResult:
+def _refused_by_database(ctx: Context, session: Session, work: ClaimedFile, exc: Exception) -> _Stored:
     """The database refused a value the plausibility checks let through (a CHECK, a column too
     short): the same bytes would be refused again, so the file is quarantined now with that reason
     rather than retried or mistaken for a UID conflict. The driver's text quotes the values, so
@@ -152,66 +219,113 @@ def _refused_by_database(ctx: Context, work: ClaimedFile, exc: Exception) -> Job
         "the database refused a value read from this file (out of range or too long); "
         "report it: a plausibility check is missing"
     )
-    with ctx.sessions.begin() as session:
-        return quarantine(ctx, session, work.job, _file(session, work.source_file_id), STORE_REFUSED, text)
+    return _quarantined(ctx, session, work.job, _file(session, work.source_file_id), STORE_REFUSED, text)
 
 
-def _store(ctx: Context, work: ClaimedFile, reports: tuple[ParsedReport, ...], *, check_uid: bool) -> JobResult:
-    """One transaction: the rows of every report the file holds, the file's final state, the job
-    done, each patient's evaluation queued; so a file of several reports is stored whole or not at
-    all, and counted once. The file row links the first report's patient and exam; every
-    measurement row names the file. Without `check_uid`, a DICOM instance UID another file owns
-    fails the transaction (the unique index of `source_files.sop_instance_uid`), and nothing is kept."""
+def _store(
+    ctx: Context, session: Session, work: ClaimedFile, reports: tuple[ParsedReport, ...], *, check_uid: bool
+) -> _Stored:
+    """In the batch's transaction: the rows of every report the file holds, the file's final
+    state, the job done; so a file of several reports is stored whole or not at all, and counted
+    once. The file row links the first report's patient and exam; every measurement row names the
+    file. Without `check_uid`, a DICOM instance UID another file owns fails the savepoint (the
+    unique index of `source_files.sop_instance_uid`), and nothing of the file is kept."""
     job = work.job
     if not reports:  # parsers raise rather than return nothing; never count an empty file as ingested
         raise LookupError("parser returned no report")
     first = reports[0]
-    with unit_of_work(ctx) as uow:
-        session = uow.session
-        holder = uid_holder(session, work.source_file_id, first.sop_instance_uid) if check_uid else None
-        if holder is not None and len(reports) == 1 and same_stored_results(session, holder, first):
-            return _reencoded_duplicate(ctx, session, work, holder)
-        if holder is not None:  # same UID, other results: QA decides which is right
-            file = _file(session, work.source_file_id)
-            file.conflict_with_id = holder
-            return quarantine(ctx, session, job, file, UID_CONFLICT, UID_CONFLICT_TEXT)
-        stored = [store_report(session, report, source_file_id=work.source_file_id) for report in reports]
-        in_db = kept_in_database(ctx, session, work.sha256)  # then the watcher's host writes the copy
-        dest = archive_path(ctx.settings.archive_dir, work.sha256, work.name, _now().date())
-        if in_db:
-            dest = Path(database_path(work.sha256))
-        finish_ingested(
-            session,
-            work.source_file_id,
-            stored_path=str(dest),
-            patient_id=stored[0].patient.id,
-            exam_id=stored[0].exam.id,
-            format=first.format,
-            sop_instance_uid=first.sop_instance_uid,
-            parser_version=PARSER_VERSION,
+    holder = uid_holder(session, work.source_file_id, first.sop_instance_uid) if check_uid else None
+    if (
+        holder is not None
+        and len(reports) == 1
+        and same_stored_results(session, holder, first)
+        and _holder_says_the_same(ctx, session, holder, first)
+    ):
+        return _reencoded_duplicate(ctx, session, work, holder)
+    if holder is not None:  # same UID, other results: QA decides which is right
+        file = _file(session, work.source_file_id)
+        file.conflict_with_id = holder
+        return _quarantined(ctx, session, job, file, UID_CONFLICT, UID_CONFLICT_TEXT)
+    stored = [store_report(session, report, source_file_id=work.source_file_id) for report in reports]
+    in_db = kept_in_database(ctx, session, work.sha256)  # then the watcher's host writes the copy
+    dest = archive_path(ctx.settings.archive_dir, work.sha256, work.name, _now().date())
+    if in_db:
+        dest = Path(database_path(work.sha256))
+    finish_ingested(
+        session,
+        work.source_file_id,
+        stored_path=str(dest),
+        patient_id=stored[0].patient.id,
+        exam_id=stored[0].exam.id,
+        format=first.format,
+        sop_instance_uid=first.sop_instance_uid,
+        parser_version=PARSER_VERSION,
+    )
+    patients = list(dict.fromkeys(s.patient.id for s in stored))
+    for one in stored:  # a machine's new printed LSC applies to everyone it scanned
+        if one.lsc_changed:
+            patients += [p for p in patients_on_device(session, one.device.id) if p not in patients]
+    finish_job_id(session, job.id)
+    details = []
+    for report, one in zip(reports, stored, strict=True):
+        conflicts = len(one.measurements.conflicts)
+        details.append(
+            f"{report.format}, exam {report.exam_date.isoformat()}, {len(report.measurements)} sites"
+            + (f", {conflicts} values disagree (flagged for QA)" if conflicts else "")
         )
-        patients = list(dict.fromkeys(s.patient.id for s in stored))
-        for one in stored:  # a machine's new printed LSC applies to everyone it scanned
-            if one.lsc_changed:
-                patients += [p for p in patients_on_device(session, one.device.id) if p not in patients]
-        # A patient's evaluation queued already (and sent) covers this file too.
-        uow.queue_evaluations(patients)
-        finish_job_id(session, job.id)
-        details = []
-        for report, one in zip(reports, stored, strict=True):
-            conflicts = len(one.measurements.conflicts)
-            details.append(
-                f"{report.format}, exam {report.exam_date.isoformat()}, {len(report.measurements)} sites"
-                + (f", {conflicts} values disagree (flagged for QA)" if conflicts else "")
-            )
-        detail = details[0] if len(details) == 1 else f"{len(details)} reports: " + "; ".join(details)
-        patient_pk = stored[0].patient.id
+    detail = details[0] if len(details) == 1 else f"{len(details)} reports: " + "; ".join(details)
+    result = JobResult(job.id, job.kind, "ingested", detail, work.source_file_id, stored[0].patient.id)
     source = Path(work.work_path)
-    if not in_db:
-        move_durably(source, dest)
-        if source.is_relative_to(ctx.settings.quarantine_dir):  # re-processed after a fix: the old reason is void
-            source.with_name(source.name + ".json").unlink(missing_ok=True)
-    return JobResult(job.id, job.kind, "ingested", detail, work.source_file_id, patient_pk)
+    return _Stored(result, patients, move_from=None if in_db else source, move_to=None if in_db else dest)
+
+
+def _holder_says_the_same(ctx: Context, session: Session, holder_id: int, report: ParsedReport) -> bool:
+    """Whether the file owning the UID said, itself, what `report` says about the patient. The
+    stored rows cannot tell: a patient's row keeps the first birth date it was given, so a file
+    with another birth date, stored after the patient's other files, leaves no trace of it, and
+    the true copy arriving later would pass for its re-encoding (files of one patient are stored
+    in any order once they run in parallel batches). Its bytes are parsed again, in the child:
+    a rare path (two files with one UID). Anything that cannot be read back is a conflict."""
+    holder = session.get(SourceFile, holder_id)
+    if holder is None or not holder.stored_path:
+        return False
+    limits, child_limits = parse_limits(ctx.settings, _now().date())
+    try:
+        with parse_copy(ctx, holder.sha256, holder.stored_path, holder.original_name) as path:
+            theirs = parse_in_child(path, holder.original_name, limits, child_limits)
+    except (ParseError, ChildFailed, OSError, EOFError, pickle.UnpicklingError):
+        return False
+    if isinstance(theirs, ScanReading) or len(theirs) != 1:
+        return False
+    mine, other = report.patient, theirs[0].patient
+    return (mine.patient_id, mine.issuer, mine.birth_date, mine.sex) == (
+        other.patient_id,
+        other.issuer,
+        other.birth_date,
+        other.sex,
+    ) and report.exam_date == theirs[0].exam_date
+
+
+def _finish_moves(ctx: Context, outcomes: Sequence[_Stored]) -> None:
+    """After the commit: every file to its place, each destination folder flushed once."""
+    moves = Moves()
+    try:
+        for one in outcomes:
+            source = one.move_from
+            if source is None or one.move_to is None:
+                continue
+            if one.sidecar is not None:
+                if not source.is_file():
+                    continue
+                quarantine_file(source, ctx.settings.quarantine_dir, one.code, one.sidecar, moves)
+                if source != one.move_to and source.is_relative_to(ctx.settings.quarantine_dir):  # re-processed
+                    source.with_name(source.name + ".json").unlink(missing_ok=True)
+                continue
+            moves.move(source, one.move_to)
+            if source.is_relative_to(ctx.settings.quarantine_dir):  # re-processed after a fix: the old reason is void
+                source.with_name(source.name + ".json").unlink(missing_ok=True)
+    finally:
+        moves.sync()
 
 
 REENCODED_TEXT = (
@@ -220,7 +334,7 @@ REENCODED_TEXT = (
 )
 
 
-def _reencoded_duplicate(ctx: Context, session: Session, work: ClaimedFile, holder: int) -> JobResult:
+def _reencoded_duplicate(ctx: Context, session: Session, work: ClaimedFile, holder: int) -> _Stored:
     """Same instance UID, other bytes, equal results: a router's re-encoding, not a conflict. The
     file is kept in the archive and counted once, as a duplicate of its first copy."""
     file = _file(session, work.source_file_id)
@@ -233,15 +347,22 @@ def _reencoded_duplicate(ctx: Context, session: Session, work: ClaimedFile, hold
     file.parser_version = PARSER_VERSION
     mark_duplicate(session, file, reason_text=REENCODED_TEXT)
     finish_job_id(session, work.job.id)
-    session.commit()
-    if not in_db:
-        move_durably(Path(work.work_path), dest)
-    return JobResult(work.job.id, work.job.kind, "duplicate", REENCODED_TEXT, work.source_file_id)
+    result = JobResult(work.job.id, work.job.kind, "duplicate", REENCODED_TEXT, work.source_file_id)
+    return _Stored(result, move_from=None if in_db else Path(work.work_path), move_to=None if in_db else dest)
 
 
 def quarantine(ctx: Context, session: Session, job: ClaimedJob, file: SourceFile, code: str, text: str) -> JobResult:
     """Record the reason, commit (the caller's `begin()` block ends with nothing left to do) and
     move the bytes beside their sidecar."""
+    one = _quarantined(ctx, session, job, file, code, text)
+    session.commit()
+    _finish_moves(ctx, [one])
+    return one.result
+
+
+def _quarantined(ctx: Context, session: Session, job: ClaimedJob, file: SourceFile, code: str, text: str) -> _Stored:
+    """In the caller's transaction: the file quarantined with its reason, its job done; the bytes
+    move beside their sidecar after the commit (`_finish_moves`)."""
     folder = ctx.settings.quarantine_dir / quarantine_code(code)
     work_path = Path(file.stored_path or "")
     dest = folder / f"{file.sha256}{work_path.suffix}"
@@ -257,13 +378,10 @@ def quarantine(ctx: Context, session: Session, job: ClaimedJob, file: SourceFile
         parser_version=PARSER_VERSION,
     )
     finish_job_id(session, job.id)
-    side = sidecar(file, code, text)
-    session.commit()
-    if not in_db and work_path.is_file():
-        quarantine_file(work_path, ctx.settings.quarantine_dir, code, side)
-        if work_path != dest and work_path.is_relative_to(ctx.settings.quarantine_dir):  # re-processed
-            work_path.with_name(work_path.name + ".json").unlink(missing_ok=True)
-    return JobResult(job.id, job.kind, "quarantined", f"{code}: {text}", job.source_file_id)
+    result = JobResult(job.id, job.kind, "quarantined", f"{code}: {text}", job.source_file_id)
+    if in_db:
+        return _Stored(result)
+    return _Stored(result, move_from=work_path, move_to=dest, sidecar=sidecar(file, code, text), code=code)
 
 
 def sidecar(file: SourceFile, code: str, text: str) -> dict[str, Any]:

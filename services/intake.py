@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -22,9 +24,12 @@ from db.files import register_source_file, reset_for_reprocess
 from db.models import Job, SourceFile
 from services.bytestore import database_path, uses_database
 from services.context import Context
-from services.files import claim_by_copy, claim_by_rename, display_name, move_durably, sha256_of
+from services.files import Moves, claim_by_copy, claim_by_rename, display_name, move_durably, sha256_of
+from services.logsafe import describe
 from services.outcomes import PARSER_VERSION, STORE_REFUSED, WORKER_CRASH
-from services.queue import unit_of_work
+from services.queue import Work, unit_of_work
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,54 +42,102 @@ class IntakeResult:
 
 def intake(ctx: Context, path: Path, *, copy: bool) -> IntakeResult:
     """Claim one file and register it with its job."""
+    result = intake_many(ctx, [path], copy=copy)[0]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def intake_many(ctx: Context, paths: Sequence[Path], *, copy: bool) -> list[IntakeResult | Exception]:
+    """Claim several files (a scan of the inbox, a chunk of a back-load) and register them with
+    their jobs in one transaction: work/ is flushed once for all the claims, and one commit
+    registers them. Each path gets its result, or the exception that stopped it (a file taken by
+    another watcher: FileNotFoundError); a claim that could not be registered is undone, so the
+    file is seen again at the next scan rather than waiting in work/ for the next start-up."""
     work_dir = ctx.settings.work_dir
-    work_path = claim_by_copy(path, work_dir) if copy else claim_by_rename(path, work_dir)
-    try:
-        return register_claimed(ctx, work_path, display_name(path.name))
-    except Exception:
-        # Not registered (the database locked or away): undo the claim so the file is seen again
-        # at the next scan, rather than waiting in work/ for the next start-up's recovery.
-        if copy:
-            work_path.unlink(missing_ok=True)
-        elif not path.exists():
-            with contextlib.suppress(OSError):
-                move_durably(work_path, path)
-        raise
+    moves = Moves()
+    claimed: list[tuple[Path, Path]] = []
+    results: dict[Path, IntakeResult | Exception] = {}
+    for path in paths:
+        try:
+            claimed.append((path, claim_by_copy(path, work_dir) if copy else claim_by_rename(path, work_dir, moves)))
+        except Exception as exc:
+            results[path] = exc
+    moves.sync()
+    if len(claimed) > 1:
+        try:
+            registered = register_claimed_many(ctx, [(work, display_name(path.name)) for path, work in claimed])
+            results.update(zip((path for path, _ in claimed), registered, strict=True))
+            claimed = []
+        except Exception as exc:
+            log.info("%d claims could not be registered together (%s); one at a time", len(claimed), describe(exc))
+    for path, work in claimed:  # one at a time: a file the database refuses sinks only itself
+        try:
+            results[path] = register_claimed(ctx, work, display_name(path.name))
+        except Exception as exc:
+            _undo_claim(path, work, copy=copy)
+            results[path] = exc
+    return [results[path] for path in paths]
+
+
+def _undo_claim(path: Path, work_path: Path, *, copy: bool) -> None:
+    if copy:
+        work_path.unlink(missing_ok=True)
+    elif not path.exists():
+        with contextlib.suppress(OSError):
+            move_durably(work_path, path)
 
 
 def register_claimed(ctx: Context, work_path: Path, original_name: str) -> IntakeResult:
     """Register a claimed file with its job. In the database mode (`services.bytestore`) its bytes
     are committed with it, and the local copy is dropped once they are."""
-    data = work_path.read_bytes() if uses_database(ctx) else None
+    return register_claimed_many(ctx, [(work_path, original_name)])[0]
+
+
+def register_claimed_many(ctx: Context, claimed: Sequence[tuple[Path, str]]) -> list[IntakeResult]:
+    """`register_claimed` for several claimed files in one transaction (all or none)."""
+    in_db = uses_database(ctx)
+    done: list[_Registered] = []
+    with unit_of_work(ctx) as work:
+        for work_path, original_name in claimed:
+            done.append(_register(work, work_path, original_name, in_db=in_db))
+    for result, kept_at, work_path, has_data in done:
+        # The same bytes are already kept (archived, quarantined or being processed): this copy
+        # adds nothing, and keeping it would make `work/` grow with every re-drop.
+        spare = result.outcome == "duplicate" or result.prior_status is not None or has_data
+        if spare and kept_at != str(work_path):
+            work_path.unlink(missing_ok=True)
+    return [result for result, *_ in done]
+
+
+_Registered = tuple[IntakeResult, str | None, Path, bool]  # result, where the bytes are kept, the claim, bytes in db
+
+
+def _register(work: Work, work_path: Path, original_name: str, *, in_db: bool) -> _Registered:
+    data = work_path.read_bytes() if in_db else None
     sha = hashlib.sha256(data).hexdigest() if data is not None else sha256_of(work_path)
     stored_at = database_path(sha) if data is not None else str(work_path)
-    with unit_of_work(ctx) as work:
-        if data is not None:
-            put_blob(work.session, sha, data)
-        reg = register_source_file(
-            work.session,
-            sha256=sha,
-            original_name=original_name,
-            size_bytes=work_path.stat().st_size,
-            stored_path=stored_at,
-        )
-        kept_at = reg.file.stored_path
-        if reg.outcome == "duplicate" and _worth_another_try(work.session, reg.file):
-            prior = reg.file.status
-            reset_for_reprocess(work.session, reg.file)
-            if data is not None or not (kept_at and Path(kept_at).is_file()):  # the kept copy is gone
-                reg.file.stored_path = kept_at = stored_at
-            result = IntakeResult(reg.file.id, "queued", work.queue_ingest(reg.file.id), prior)
-        elif reg.outcome == "duplicate":
-            result = IntakeResult(reg.file.id, "duplicate", None, reg.file.status)
-        else:
-            result = IntakeResult(reg.file.id, "queued", work.queue_ingest(reg.file.id))
-    # The same bytes are already kept (archived, quarantined or being processed): this copy adds
-    # nothing, and keeping it would make `work/` grow with every re-drop.
-    spare = result.outcome == "duplicate" or result.prior_status is not None or data is not None
-    if spare and kept_at != str(work_path):
-        work_path.unlink(missing_ok=True)
-    return result
+    if data is not None:
+        put_blob(work.session, sha, data)
+    reg = register_source_file(
+        work.session,
+        sha256=sha,
+        original_name=original_name,
+        size_bytes=work_path.stat().st_size,
+        stored_path=stored_at,
+    )
+    kept_at = reg.file.stored_path
+    if reg.outcome == "duplicate" and _worth_another_try(work.session, reg.file):
+        prior = reg.file.status
+        reset_for_reprocess(work.session, reg.file)
+        if data is not None or not (kept_at and Path(kept_at).is_file()):  # the kept copy is gone
+            reg.file.stored_path = kept_at = stored_at
+        result = IntakeResult(reg.file.id, "queued", work.queue_ingest(reg.file.id), prior)
+    elif reg.outcome == "duplicate":
+        result = IntakeResult(reg.file.id, "duplicate", None, reg.file.status)
+    else:
+        result = IntakeResult(reg.file.id, "queued", work.queue_ingest(reg.file.id))
+    return result, kept_at, work_path, data is not None
 
 
 # Quarantine reasons that say something about our process, not about the bytes.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,8 +22,9 @@ log = logging.getLogger(__name__)
 
 @contextmanager
 def heartbeat(
-    sessions: sessionmaker[Session], job_id: int, worker: str, every_s: float = HEARTBEAT_S
+    sessions: sessionmaker[Session], job_id: int | Sequence[int], worker: str, every_s: float = HEARTBEAT_S
 ) -> Iterator[None]:
+    """Beat for one job, or for every job of a batch (one statement per beat)."""
     stop = threading.Event()
 
     def beat() -> None:
@@ -35,7 +36,8 @@ def heartbeat(
             except Exception as exc:  # the database restarting: try again next beat
                 log.warning("heartbeat of job %s not recorded: %s", job_id, type(exc).__name__)
 
-    thread = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
+    first = job_id if isinstance(job_id, int) else (job_id[0] if job_id else 0)
+    thread = threading.Thread(target=beat, name=f"heartbeat-{first}", daemon=True)
     thread.start()
     try:
         yield

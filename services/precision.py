@@ -27,7 +27,17 @@ from monitor.config import MonitoringConfig
 from monitor.precision import FacilityStudy, PrecisionResult, facility_study
 from services.audit import CLI, Actor, record
 from services.context import Context
-from services.csv_rows import ImportError_, Row, Source, bmd_field, find_device, parse_rows, read_text, site_field
+from services.csv_rows import (
+    ImportError_,
+    Row,
+    Source,
+    bmd_field,
+    find_device,
+    parse_rows,
+    read_text,
+    refusal,
+    site_field,
+)
 from services.queue import unit_of_work
 
 COLUMNS = ("device_serial", "site", "technologist", "patient")
@@ -70,7 +80,7 @@ def _bmd_fields(path: Source, row: Row) -> list[str]:
         return ["bmd"]
     numbered = [k for k in row.values if k.startswith("bmd_") and k[4:].isdigit() and row.values[k]]
     if not numbered:
-        raise ImportError_(f"{path}: line {row.line}: field bmd is empty")
+        raise refusal("csv_field_empty", path, row, field="bmd")
     return sorted(numbered, key=lambda k: int(k[4:]))
 
 
@@ -94,9 +104,9 @@ def preview_precision(
     required = tuple(c for c in COLUMNS if not (c == "device_serial" and device) and not (c == "site" and site))
     rows = list(parse_rows(text, path, required))
     if not rows:
-        raise ImportError_(f"{path}: the file has no rows")
+        raise refusal("csv_no_rows", path)
     if len(rows) > MAX_ROWS:
-        raise ImportError_(f"{path}: more than {MAX_ROWS} rows")
+        raise refusal("csv_too_many_rows", path, limit=MAX_ROWS)
     groups: dict[tuple[int, str], list[PrecisionRepeat]] = defaultdict(list)
     devices: dict[int, Device] = {}
     counters: dict[tuple[int, str, str, str], int] = defaultdict(int)
@@ -109,7 +119,7 @@ def preview_precision(
         devices[row_device.id] = row_device
         tech, patient = row.values.get("technologist", ""), row.values.get("patient", "")
         if not tech or not patient:
-            raise ImportError_(f"{path}: line {row.line}: fields technologist and patient are required")
+            raise refusal("csv_technologist_patient", path, row)
         for field in _bmd_fields(path, row):
             key = (row_device.id, row_site, tech, patient)
             counters[key] += 1

@@ -55,8 +55,7 @@ def unit_of_work(ctx: Context) -> Iterator[Work]:
     with ctx.sessions.begin() as session:
         work = Work(session)
         yield work
-    for job_id, kind in work.outbox:
-        ctx.submit(job_id, kind)
+    ctx.submit_all(work.outbox)
 
 
 def queue_evaluations(ctx: Context, patient_ids: Iterable[int]) -> int:

@@ -1,21 +1,29 @@
-"""Running one job: claim it in the database, then run the use case of its kind.
+"""Running jobs: claim them in the database, then run the use case of their kind.
 
 A job is claimed before it runs, so a second delivery of the same Celery message, or a second
-runner, finds it taken and does nothing. The Celery tasks call `run_job` with the id they carry;
-the embedded runner and `dxa ingest` call `run_next`.
+runner, finds it taken and does nothing. Jobs run in batches where that saves work: the embedded
+runner claims up to `BATCH` of the oldest jobs of one kind (`run_batch`), a Celery task carries a
+chunk of job ids (`run_jobs`); files of a batch are parsed one after the other and stored in one
+transaction (`services.ingestion.ingest_batch`), evaluations likewise
+(`services.evaluation.evaluate_jobs`). `run_job` and `run_next` run one job.
+
+A job that has already been tried (its worker died with it, or it was requeued) runs alone, after
+the rest of its batch: a file that kills its worker then takes no other file with it a second time.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
+from functools import partial
 
 from sqlalchemy.orm import Session
 
-from db.jobs import JobKindName, claim_job, claim_next_job
+from db.jobs import JobKindName, claim_job, claim_next_job, claim_next_jobs
 from db.models import Job
 from services.context import Context
-from services.evaluation import evaluate_job
-from services.ingestion import ClaimedFile, ingest_claimed, start_ingest
+from services.evaluation import evaluate_job, evaluate_jobs
+from services.ingestion import ClaimedFile, ingest_batch, ingest_claimed, start_ingest
 from services.liveness import heartbeat
 from services.outcomes import ClaimedJob, JobResult, worker_name
 
@@ -36,6 +44,59 @@ def run_next(ctx: Context, kinds: tuple[JobKindName, ...] | None = None) -> JobR
         job = claim_next_job(session, kinds=kinds, worker=worker_name())
         started = _start(ctx, session, ClaimedJob.of(job)) if job is not None else None
     return _execute_or_release(ctx, started) if started is not None else None
+
+
+BATCH = 16  # jobs claimed together by a runner; a quiet inbox's single file is a batch of one
+
+
+def run_batch(ctx: Context, limit: int = BATCH, kind: JobKindName | None = None) -> list[JobResult]:
+    """Claim up to `limit` of the oldest queued jobs of one kind (of `kind`) and run them (the
+    embedded runner); empty when there is none."""
+    with ctx.sessions.begin() as session:
+        jobs = claim_next_jobs(session, limit=limit, kind=kind, worker=worker_name())
+        started = [_start(ctx, session, ClaimedJob.of(job)) for job in jobs]
+    return _execute_batch(ctx, started)
+
+
+def run_jobs(ctx: Context, job_ids: Sequence[int]) -> list[JobResult]:
+    """Run the given jobs (a Celery delivery of a chunk); those not queued any more are skipped."""
+    with ctx.sessions.begin() as session:
+        jobs = [job for job in (claim_job(session, i, worker=worker_name()) for i in job_ids) if job is not None]
+        started = [_start(ctx, session, ClaimedJob.of(job)) for job in jobs]
+    return _execute_batch(ctx, started)
+
+
+def _execute_batch(ctx: Context, started: Sequence[ClaimedJob | ClaimedFile | JobResult]) -> list[JobResult]:
+    results = [one for one in started if isinstance(one, JobResult)]
+    files = [one for one in started if isinstance(one, ClaimedFile)]
+    evaluations = [one for one in started if isinstance(one, ClaimedJob)]
+    fresh = [one for one in files if one.job.attempts <= 1]
+    groups: list[Sequence[ClaimedFile]] = [fresh] if fresh else []
+    groups += [[one] for one in files if one.job.attempts > 1]
+    for group in groups:
+        ids = [one.job.id for one in group]
+        results += _run_or_release(ctx, ids, partial(ingest_batch, ctx, group))
+    if evaluations:
+        ids = [one.id for one in evaluations]
+        results += _run_or_release(ctx, ids, partial(evaluate_jobs, ctx, evaluations))
+    return results
+
+
+def _run_or_release(ctx: Context, job_ids: list[int], run: Callable[[], list[JobResult]]) -> list[JobResult]:
+    """`_execute_or_release` for a batch: on a fault every job of it still `running` under this
+    worker goes back to `queued`."""
+    try:
+        with heartbeat(ctx.sessions, job_ids, worker_name()):  # a silent batch is taken over (services.recovery)
+            return run()
+    except Exception as exc:
+        fault = type(exc).__name__
+        log.warning("a batch of %d jobs failed by a fault (%s); put back in the queue", len(job_ids), fault)
+        for job_id in job_ids:
+            try:
+                _release(ctx, job_id)
+            except Exception as again:
+                log.warning("job %s could not be put back (%s); the sweeper will", job_id, type(again).__name__)
+        raise
 
 
 def _execute_or_release(ctx: Context, started: ClaimedJob | ClaimedFile | JobResult) -> JobResult:

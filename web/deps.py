@@ -48,7 +48,11 @@ def services(request: Request) -> Services:
 
 def db_session(request: Request) -> Iterator[Session]:
     with services(request).read_sessions() as session:
-        yield session
+        request.state.db = session  # the request's other reads (its user's language) reuse it
+        try:
+            yield session
+        finally:
+            request.state.db = None  # an error page rendered later must not reopen a closed session
 
 
 DbSession = Annotated[Session, Depends(db_session)]
@@ -87,8 +91,13 @@ def saved_locale(request: Request) -> str | None:
     user = getattr(request.state, "user", None)
     if user is None:
         return None
-    with services(request).read_sessions() as session:
-        found: str | None = session.scalar(select(UserRow.locale).where(UserRow.id == user.id))
+    query = select(UserRow.locale).where(UserRow.id == user.id)
+    session = getattr(request.state, "db", None)
+    if session is not None:  # no second connection (and its pool ping) for one column
+        found: str | None = session.scalar(query)
+        return found
+    with services(request).read_sessions() as own:
+        found = own.scalar(query)
     return found
 
 

@@ -80,6 +80,7 @@ def install(env: Environment) -> None:
     env.filters["t"] = lambda text: i18n.gettext(text) if text else text
     env.filters["phrase"] = phrases.render
     env.filters["machine"] = phrases.machine_text
+    env.filters["refusal"] = phrases.refusal_html
     env.filters["notes"] = lambda c: phrases.render_all(c.notes, c.reason)
     env.globals["patient_url"] = patient_url
 

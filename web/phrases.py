@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from datetime import date
 
+from markupsafe import Markup, escape
+
 from monitor.model import Arg, Machine, Phrase, SiteRef
 from monitor.phrases import CLAUSE_LISTS, english
 from web import i18n
@@ -89,6 +91,22 @@ MESSAGES: dict[str, str] = {
         "phantom means differ by %(diff_pct)s %%, beyond the %(limit_pct)s %% tolerance: "
         "have the manufacturer service the unit; comparisons stay refused"
     ),
+    "csv_unreadable": N_("%(file)s: cannot read the file (%(error)s)"),
+    "csv_missing_columns": N_("%(file)s: line 1: missing column(s) %(columns)s"),
+    "csv_no_rows": N_("%(file)s: the file has no rows"),
+    "csv_too_many_rows": N_("%(file)s: more than %(limit)s rows"),
+    "csv_field_empty": N_("%(file)s: line %(line)s: field %(field)s is empty"),
+    "csv_not_a_date": N_("%(file)s: line %(line)s: field %(field)s: “%(text)s” is not a date (YYYY-MM-DD)"),
+    "csv_not_a_number": N_("%(file)s: line %(line)s: field %(field)s: “%(text)s” is not a number"),
+    "csv_bmd_not_positive": N_("%(file)s: line %(line)s: field %(field)s: BMD must be a positive number of g/cm²"),
+    "csv_unknown_site": N_("%(file)s: line %(line)s: field %(field)s: “%(text)s” is not a known site"),
+    "csv_unknown_serial": N_(
+        "%(file)s: line %(line)s: field %(field)s: no machine with serial “%(text)s” has sent a scan yet"
+    ),
+    "csv_ambiguous_serial": N_(
+        "%(file)s: line %(line)s: field %(field)s: serial “%(text)s” is ambiguous; add a model column"
+    ),
+    "csv_technologist_patient": N_("%(file)s: line %(line)s: fields technologist and patient are required"),
     "scan_too_early_real_change": N_(
         "The scan of %(scan_date)s came sooner than %(months)s months after the previous one (%(previous_date)s), "
         "the minimum for rule %(rule)s. Even so, the change exceeds the least significant change and is real: "
@@ -180,6 +198,15 @@ def render(phrase: Phrase | None, fallback: str | None = None) -> str:
     if message is None:
         return english(phrase)
     return i18n.gettext(message, **{name: _arg(name, value) for name, value in phrase.args})
+
+
+def refusal_html(error: object) -> Markup:
+    """A refusal for a page: worded in the reader's language when it carries a phrase (an import's
+    `ImportError_`), else its English text, marked as English."""
+    found = getattr(error, "phrase", None)
+    if isinstance(found, Phrase):
+        return Markup(escape(render(found)))
+    return Markup('<span lang="en">%s</span>') % str(error)
 
 
 def render_all(phrases: tuple[Phrase, ...], fallback: str | None = None) -> str:

@@ -1,4 +1,5 @@
-"""Celery tasks: each translates a message (a job id) into one call of a use case of `services`.
+"""Celery tasks: each translates a message (a job id, or a chunk of ids run as one batch) into one
+call of a use case of `services`.
 
 Transient failures (the database restarting, a lost connection) are retried with backoff;
 a second delivery of a message whose job already ran finds it claimed and does nothing.
@@ -11,6 +12,7 @@ default app's amqp://localhost, where `delay()` would hang the watcher.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 
 from celery import Celery
@@ -33,6 +35,14 @@ class TransientFault(Exception):
     driver's message quotes the statement's parameters (patient names, IDs)."""
 
 
+def _run_many(job_ids: list[int]) -> list[str]:
+    try:
+        results = runner.run_jobs(_ctx(), job_ids)
+    except TRANSIENT as exc:
+        raise TransientFault(describe(exc)) from None
+    return [result.outcome for result in results]
+
+
 def _run(job_id: int) -> str | None:
     try:
         result = runner.run_job(_ctx(), job_id)
@@ -50,6 +60,19 @@ def submit(job_id: int, kind: str) -> None:
         log.warning("broker unavailable, job %s stays queued for the sweeper: %s", job_id, type(exc).__name__)
 
 
+def submit_batch(jobs: Sequence[tuple[int, str]]) -> None:
+    """Hand a transaction's committed jobs to the broker in chunks of `runner.BATCH` ids, each a
+    `dxa.run_jobs` task run as a batch (`services.runner.run_jobs`). A chunk the broker does not
+    take stays queued in the database; the sweeper re-sends its jobs one by one."""
+    ids = [job_id for job_id, _ in jobs]
+    for start in range(0, len(ids), runner.BATCH):
+        chunk = ids[start : start + runner.BATCH]
+        try:
+            run_jobs.delay(chunk)
+        except Exception as exc:
+            log.warning("broker unavailable, %d jobs stay queued for the sweeper: %s", len(chunk), type(exc).__name__)
+
+
 _current: Context | None = None
 
 
@@ -58,7 +81,7 @@ def _ctx() -> Context:
     sent on through `submit`, like the web app's and the command line's."""
     global _current
     if _current is None:
-        _current = build_context(submit=submit)
+        _current = build_context(submit=submit, submit_batch=submit_batch)
     return _current
 
 
@@ -73,6 +96,14 @@ def reset_after_fork() -> None:
 )
 def ingest_file(job_id: int) -> str | None:
     return _run(job_id)
+
+
+@app.task(
+    name="dxa.run_jobs", autoretry_for=(TransientFault,), retry_backoff=True, retry_backoff_max=120, max_retries=10
+)
+def run_jobs(job_ids: list[int]) -> list[str]:
+    """A chunk of jobs (a watcher's scan, a batch's evaluations) run as one batch."""
+    return _run_many(job_ids)
 
 
 @app.task(

@@ -7,15 +7,20 @@ A readable image with none of these is an image, not a result.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
+from pydicom.dataset import Dataset
+
 from ingest.dicom import header as h
+from ingest.dicom.embedded import carried_instances, is_directory
 from ingest.dicom.encapsulated import parse_encapsulated_pdf
-from ingest.dicom.ge_sr import parse_ge_sr
+from ingest.dicom.ge_sr import CONTENT_SEQ, content_tree
 from ingest.dicom.ge_xml import parse_ge_xml, results_xml
 from ingest.dicom.hologic import parse_hologic
-from ingest.dicom.hologic_blob import find_results_by_content, find_results_element
-from ingest.dicom.read import DICOM_READ_ERRORS, looks_like_dicom, read_dicom
+from ingest.dicom.hologic_blob import find_results_by_content, find_results_elements
+from ingest.dicom.read import DICOM_READ_ERRORS, looks_like_dicom, read_dicom_parts
+from ingest.dicom.sr_documents import parse_documents
 from ingest.errors import MalformedResults, NotDxaResult, UnreadableFile
 from ingest.report import ParsedReport
 
@@ -31,13 +36,15 @@ def parse_dicom(data: bytes, name: str, *, max_pdf_pages: int = 40) -> ParsedRep
 
 
 def parse_dicom_reports(data: bytes, name: str, *, max_pdf_pages: int = 40) -> tuple[ParsedReport, ...]:
-    """Every report of a DICOM file: one, except an Encapsulated PDF whose PDF holds several."""
+    """Every report of a DICOM file, each with the patient, date and machine of its own header:
+    one per dataset, except an Encapsulated PDF whose PDF holds several, a structured report of
+    several documents, and a file of several datasets one after the other."""
     with warnings.catch_warnings():
         # pydicom quotes element values (names, IDs, UIDs) in its warnings; none may be printed.
         warnings.simplefilter("ignore")
-        ds = read_dicom(data)
+        parts = read_dicom_parts(data)
         try:
-            return _dispatch(ds, name, max_pdf_pages)
+            return tuple(report for ds in parts for report in _dispatch(ds, name, max_pdf_pages))
         except DICOM_READ_ERRORS:
             # Nested sequences are decoded lazily; damage inside them surfaces here.
             raise UnreadableFile(
@@ -46,20 +53,57 @@ def parse_dicom_reports(data: bytes, name: str, *, max_pdf_pages: int = 40) -> t
             ) from None
 
 
-def _dispatch(ds: object, name: str, max_pdf_pages: int) -> tuple[ParsedReport, ...]:
-    from pydicom.dataset import Dataset
+def _dispatch(ds: Dataset, name: str, max_pdf_pages: int) -> tuple[ParsedReport, ...]:
+    """The reports of one dataset, and of the instances it carries (`ingest.dicom.embedded`)."""
+    carried = carried_instances(ds)
+    if not carried:
+        return _dispatch_one(ds, name, max_pdf_pages)
+    reports: list[ParsedReport] = []
+    if not is_directory(ds):
+        with contextlib.suppress(NotDxaResult):  # an envelope without results of its own
+            reports.extend(_dispatch_one(ds, name, max_pdf_pages))
+    for instance in carried:
+        try:
+            reports.extend(_dispatch_one(instance, name, max_pdf_pages))
+        except NotDxaResult:
+            continue  # an index record of a file stored elsewhere, an image: no results here
+    if not reports:
+        raise NotDxaResult(
+            "no results: this DICOM file is an index or envelope (for example a DICOMDIR) whose records "
+            "carry no BMD results; send the result files it lists instead"
+        )
+    return tuple(reports)
 
-    assert isinstance(ds, Dataset)
+
+def _hologic_reports(ds: Dataset, name: str, blocks: list[bytes | str]) -> tuple[ParsedReport, ...]:
+    """One report per HOLOGIC block that holds results; a block of other data (a second creator
+    reserving parameters, not results) is passed over, but a damaged results block refuses the file."""
+    reports: list[ParsedReport] = []
+    first_error: NotDxaResult | None = None
+    for block in blocks:
+        try:
+            reports.append(parse_hologic(ds, name, block))
+        except NotDxaResult as exc:
+            first_error = first_error or exc
+    if not reports:
+        assert first_error is not None
+        raise first_error
+    return tuple(reports)
+
+
+def _dispatch_one(ds: Dataset, name: str, max_pdf_pages: int) -> tuple[ParsedReport, ...]:
     sop = h.text(ds, h.T_SOP_CLASS) or ""
     if sop == h.SOP_ENCAPSULATED_PDF:
         return parse_encapsulated_pdf(ds, name, max_pages=max_pdf_pages)
-    if sop in h.SR_SOP_CLASSES:
-        return (parse_ge_sr(ds, name),)
-    hologic = find_results_element(ds)
-    if hologic is None:
-        hologic = find_results_by_content(ds)  # the private creator was stripped on the way
-    if hologic is not None:
-        return (parse_hologic(ds, name, hologic),)
+    if sop in h.SR_SOP_CLASSES or (not sop and CONTENT_SEQ in ds):
+        tree, dec = content_tree(ds)
+        return parse_documents(ds, tree, dec)
+    blocks: list[bytes | str] = find_results_elements(ds)
+    if not blocks:
+        stripped = find_results_by_content(ds)  # the private creator was stripped on the way
+        blocks = [stripped] if stripped is not None else []
+    if blocks:
+        return _hologic_reports(ds, name, blocks)
     xml = results_xml(ds)
     if xml is not None:
         return (parse_ge_xml(ds, name, xml),)

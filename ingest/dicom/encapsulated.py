@@ -5,6 +5,7 @@ carry (UIDs always, patient and device fields when the PDF lacks them)."""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import date
 from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
@@ -38,7 +39,7 @@ def parse_encapsulated_pdf(ds: Dataset, name: str, *, max_pages: int) -> tuple[P
     from ingest.pdf.parse import parse_pdf_reports  # lazy: the PDF package loads pdf libraries
 
     try:
-        reports = parse_pdf_reports(doc, name, max_pages=max_pages)
+        reports = parse_pdf_reports(doc, name, max_pages=max_pages, envelope_dates=_header_dates(ds))
     except (UnsupportedLayout, NotDxaResult):
         # A PDF in a DICOM envelope that is not a report we know is a scanned form, a
         # questionnaire or a letter: nothing to ingest, and nothing a new template would fix.
@@ -47,6 +48,13 @@ def parse_encapsulated_pdf(ds: Dataset, name: str, *, max_pages: int) -> tuple[P
             "for example a questionnaire or a scanned form)"
         ) from None
     return tuple(fill_from_header(report, ds) for report in reports)
+
+
+def _header_dates(ds: Dataset) -> tuple[date, ...]:
+    """The exam dates the envelope states (study, content, acquisition): DICOM DA values are
+    YYYYMMDD, so they settle the order of a printout's numeric dates when they match one reading."""
+    found = (h.dicom_date(h.text(ds, tag)) for tag in (h.T_STUDY_DATE, h.T_CONTENT_DATE, h.T_ACQ_DATE))
+    return tuple(when for when in found if when is not None)
 
 
 def _same_id(a: str, b: str) -> bool:

@@ -21,8 +21,8 @@ from ingest.dates import parse_date
 from ingest.dicom import header as h
 from ingest.dicom.dates import resolve_order, separator_default
 from ingest.dicom.rawsr import Node, node_from_dataset, parse_sequence
-from ingest.dicom.sites import Region, region_and_side, site_in, split_side
-from ingest.errors import NotDxaResult, UnsupportedLayout
+from ingest.dicom.sites import Region, refuse_unplaced, region_and_side, site_in, split_side
+from ingest.errors import MissingField, NotDxaResult, UnsupportedLayout
 from ingest.report import ParsedReport, SiteMeasurement, VendorExtras, VendorHistoryRow
 from ingest.vocabulary import bmd_to_g_cm2, parse_cell, parse_decimal
 
@@ -69,7 +69,7 @@ def _utf8(b: bytes) -> str:
     return b.decode("utf-8", "replace")
 
 
-def _str(node: Node, tag: int, dec: Decode) -> str | None:
+def node_text(node: Node, tag: int, dec: Decode) -> str | None:
     v = node.get(tag)
     if not isinstance(v, bytes):
         return None
@@ -82,12 +82,13 @@ def _seq(node: Node, tag: int) -> list[Node]:
     return v if isinstance(v, list) else []
 
 
-def _meaning(node: Node, dec: Decode) -> str:
+def meaning(node: Node, dec: Decode) -> str:
+    """A content item's concept name as printed (empty when it has none)."""
     names = _seq(node, CONCEPT_NAME)
-    return (_str(names[0], CODE_MEANING, dec) or "") if names else ""
+    return (node_text(names[0], CODE_MEANING, dec) or "") if names else ""
 
 
-def _children(node: Node) -> list[Node]:
+def children(node: Node) -> list[Node]:
     return _seq(node, CONTENT_SEQ)
 
 
@@ -97,9 +98,9 @@ def _num(node: Node, dec: Decode) -> tuple[float | None, str | None]:
     if mv:
         first = mv[0]
         units = _seq(first, UNITS_CODE)
-        unit = (_str(units[0], CODE_VALUE, dec) or _str(units[0], CODE_MEANING, dec)) if units else None
-        return parse_cell(_str(first, NUMERIC_VALUE, dec)), unit
-    return parse_decimal(_str(node, TEXT_VALUE, dec)), None
+        unit = (node_text(units[0], CODE_VALUE, dec) or node_text(units[0], CODE_MEANING, dec)) if units else None
+        return parse_cell(node_text(first, NUMERIC_VALUE, dec)), unit
+    return parse_decimal(node_text(node, TEXT_VALUE, dec)), None
 
 
 def _key(meaning: str) -> str:
@@ -118,8 +119,8 @@ class _Values:
 
 def _region_values(container: Node, dec: Decode) -> _Values:
     v = _Values()
-    for leaf in _children(container):
-        key = _key(_meaning(leaf, dec))
+    for leaf in children(container):
+        key = _key(meaning(leaf, dec))
         if key == "bmd":
             v.bmd, v.unit = _num(leaf, dec)
         elif key.endswith("tscore"):
@@ -148,18 +149,18 @@ class _TrendRow:
 
 def _trend_rows(container: Node, site: str, side: str | None, path: str, dec: Decode) -> list[_TrendRow]:
     rows: list[_TrendRow] = []
-    for dnode in _children(container):
-        raw_date = _meaning(dnode, dec)
+    for dnode in children(container):
+        raw_date = meaning(dnode, dec)
         values: dict[str, float | None] = {}
         bmd: float | None = None
-        for leaf in _children(dnode):
-            key = _key(_meaning(leaf, dec))
+        for leaf in children(dnode):
+            key = _key(meaning(leaf, dec))
             if key == "bmd":
                 val, unit = _num(leaf, dec)
                 bmd = bmd_to_g_cm2(val, unit) if val is not None else None
             elif key in ("changevsprevious", "pchangevsprevious", "changevsbaseline", "pchangevsbaseline"):
-                for sub in _children(leaf):
-                    if _key(_meaning(sub, dec)) == "bmd":
+                for sub in children(leaf):
+                    if _key(meaning(sub, dec)) == "bmd":
                         val, unit = _num(sub, dec)
                         if val is not None and key[0] != "p":
                             val = bmd_to_g_cm2(val, unit)
@@ -194,25 +195,39 @@ def _label_site(label: str, region: Region, side: str | None) -> tuple[str | Non
 
 def parse_ge_sr(ds: Dataset, name: str) -> ParsedReport:
     tree, dec = content_tree(ds)
+    return parse_ge_sr_tree(ds, tree, dec)
+
+
+def root_name_of(ds: Dataset) -> str:
     root_names = ds.get(CONCEPT_NAME)
     root_name = "DXA Report"
     if root_names is not None and root_names.value:
         root_name = str(root_names.value[0].get(CODE_MEANING).value or root_name).strip()
+    return root_name
+
+
+def parse_ge_sr_tree(ds: Dataset, tree: list[Node], dec: Decode, path: str | None = None) -> ParsedReport:
+    """One DXA document: `tree` holds its scan containers, `ds` its identity (the file's header, or
+    one built for a document nested in the file, `ingest.dicom.sr_documents`)."""
+    root_name = path or root_name_of(ds)
     measurements: list[SiteMeasurement] = []
     trends: list[_TrendRow] = []
     regions: list[Region] = []
     recognised: list[str] = []
     for group in tree:
-        gname = _meaning(group, dec)
+        gname = meaning(group, dec)
         region, gside = region_and_side(gname)
         if region is None:
             continue
         recognised.append(gname)
         if region in ("hip", "forearm") and gside is None:
-            continue  # a femur with no side cannot be placed; it is reported below if nothing else is
+            if any(_region_values(child, dec).bmd is not None for child in children(group)):
+                # Skipping it would drop its sites without a word when other scans are stored.
+                raise MissingField(f"side of the {region} (left or right): a GE structured report scan names none")
+            continue  # no values: reported below if nothing else is
         regions.append(region)
-        for child in _children(group):
-            cname = _meaning(child, dec)
+        for child in children(group):
+            cname = meaning(child, dec)
             path = f"{root_name}/{gname}/{cname}"
             if cname.lower().startswith("trend"):
                 site, side = _label_site(cname[5:].strip(), region, gside)
@@ -220,10 +235,12 @@ def parse_ge_sr(ds: Dataset, name: str) -> ParsedReport:
                     trends.extend(_trend_rows(child, site, side, path, dec))
                 continue
             site, side = _label_site(cname, region, gside)
-            if site is None or (side is None and region not in ("spine", "total_body")):
-                continue
             v = _region_values(child, dec)
             if v.bmd is None:
+                continue
+            if site is None:
+                refuse_unplaced(cname, region, "GE structured report")
+            if site is None or (side is None and region not in ("spine", "total_body")):
                 continue
             measurements.append(
                 SiteMeasurement(

@@ -17,8 +17,8 @@ from pydicom.dataset import Dataset
 from ingest.dates import parse_date
 from ingest.dicom import header as h
 from ingest.dicom.dates import resolve_order, separator_default
-from ingest.dicom.sites import Region, region_and_side, site_in, split_side
-from ingest.errors import MalformedResults, NotDxaResult
+from ingest.dicom.sites import Region, refuse_unplaced, region_and_side, site_in, split_side
+from ingest.errors import MalformedResults, MissingField, NotDxaResult
 from ingest.report import ParsedReport, SiteMeasurement, VendorExtras, VendorHistoryRow
 from ingest.vocabulary import bmd_to_g_cm2, parse_cell
 
@@ -111,15 +111,20 @@ def _dxa_results(root: ET.Element) -> tuple[list[SiteMeasurement], list[_Trend]]
     for scan in root.iter("SCAN"):
         stype = scan.get("type", "")
         region, side = region_and_side(stype)
+        if region is None:
+            continue  # a scan we do not monitor (lateral spine, VFA…)
         for roi in scan.findall("ROI"):
             label = roi.get("region", "")
             site, sside = _site(label, region, side)
-            if site is None or (sside is None and region not in ("spine", "total_body")):
-                continue
             bmd_el = roi.find("BMD")
             bmd = _bmd(bmd_el.text if bmd_el is not None else None, _unit(bmd_el, roi, scan, root))
             if bmd is None:
                 continue
+            if site is None:
+                refuse_unplaced(label, region, "GE results XML")
+                continue
+            if sside is None and region not in ("spine", "total_body"):
+                raise MissingField(f"side of the {region} (left or right): a GE results XML scan names none")
             out.append(
                 SiteMeasurement(
                     site=site,

@@ -14,6 +14,7 @@ from typing import Any
 from pydicom.charset import convert_encodings
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from ingest.errors import MissingField
 from ingest.report import DeviceIdentity, PatientInfo
@@ -91,7 +92,7 @@ def text(ds: Dataset, tag: int) -> str | None:
         return None
     if isinstance(v, bytes):
         v = v.decode("latin-1")
-    elif not isinstance(v, str) and hasattr(v, "__iter__"):
+    elif isinstance(v, (list, tuple, MultiValue)):  # not a PersonName: it iterates its characters
         items = list(v)
         v = items[0] if items else ""
     s = str(v).strip().strip("\x00").strip()

@@ -24,7 +24,7 @@ from ingest.dicom.hologic_tables import (
     scan_context,
     strip_html,
 )
-from ingest.dicom.sites import site_in, split_side
+from ingest.dicom.sites import refuse_unplaced, site_in, split_side
 from ingest.errors import MalformedResults, NotDxaResult, PatientMismatch
 from ingest.report import ParsedReport, SiteMeasurement, VendorExtras, VendorHistoryRow
 from ingest.vocabulary import bmd_to_g_cm2, canonical_side, lumbar_site, parse_cell
@@ -64,6 +64,8 @@ def _summary_measurements(t: Table, ctx: ScanContext) -> list[SiteMeasurement]:
             if site is None and ctx.region == "dual_hip":  # rows like "Neck Left"
                 base, side, _ = split_side(label)
                 site = site_in(base, "dual_hip")
+        if site is None and not title_site:
+            refuse_unplaced(label, ctx.region, "Hologic results")
         if site is None or (side is None and ctx.region != "spine"):
             continue  # MID, |Diff.|: not vocabulary
         if ctx.region == "spine" and re.fullmatch(r"L[1-5]", site):

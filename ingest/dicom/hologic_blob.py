@@ -19,19 +19,28 @@ _GROUP = 0x0019
 
 
 def find_results_element(ds: Dataset) -> bytes | str | None:
-    """The (0019,xx00) value of the block reserved by private creator HOLOGIC, if any.
+    """The (0019,xx00) value of the first block reserved by private creator HOLOGIC, if any.
 
     The block number is whatever (0019,00xx) holds 'HOLOGIC'; it is usually 0x10 but a
     re-exported file may move it, so (0019,1000) is never assumed.
     """
+    found = find_results_elements(ds)
+    return found[0] if found else None
+
+
+def find_results_elements(ds: Dataset) -> list[bytes | str]:
+    """Every HOLOGIC block's results, in block order, each once: an object merged by a router or
+    re-exported with two analyses carries one block per scan, and reading the first alone would
+    drop the others without a word."""
     creators = [int(e.tag) for e in ds.elements() if e.tag >> 8 == (_GROUP << 8) and e.tag & 0xFF >= 0x10]
+    found: list[bytes | str] = []
     for tag in creators:
         name = h.text(ds, tag)
         if name and name.upper().startswith(CREATOR):
             elem = ds.get((_GROUP << 16) | ((tag & 0xFF) << 8))
-            if elem is not None and isinstance(elem.value, (bytes, str)) and elem.value:
-                return elem.value
-    return None
+            if elem is not None and isinstance(elem.value, (bytes, str)) and elem.value and elem.value not in found:
+                found.append(elem.value)
+    return found
 
 
 _BLOB_SIGNATURE = re.compile(rb"<HologicHeader\d|<JavaScriptFile\b|\bResultsTable\d+\s*\[")

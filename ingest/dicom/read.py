@@ -11,16 +11,18 @@ pixel data (which `stop_before_pixels` leaves unread on purpose).
 
 from __future__ import annotations
 
+import re
 import struct
 import warnings
 from io import BytesIO
+from typing import Literal
 
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import FileDataset
 from pydicom.errors import InvalidDicomError
 
-from ingest.errors import NotDicom, UnreadableFile
+from ingest.errors import NotDicom, TooComplex, UnreadableFile
 
 _PREAMBLE_LEN = 128
 _MAGIC = b"DICM"
@@ -116,9 +118,57 @@ def read_raw_dataset(data: bytes) -> FileDataset:
 
 
 def check_complete(ds: FileDataset, data: bytes) -> None:
-    """Raise UnreadableFile when the dataset does not account for the file's bytes."""
+    """Raise UnreadableFile when the dataset does not account for the file's bytes: only pixel
+    data (left unread on purpose), padding, or another DICOM file (`read_dicom_parts`) may follow
+    the last element read."""
     if ds.file_meta.get("TransferSyntaxUID") == "1.2.840.10008.1.2.1.99":
         return  # deflated: offsets refer to the inflated stream; zlib checks its own stream
+    end, after_pixels = _read_end(ds, data)
+    tail = data[end:]
+    if tail and not after_pixels and tail.strip(b"\0") and not starts_dicom_file(tail):
+        raise _truncated()
+
+
+def starts_dicom_file(data: bytes) -> bool:
+    """A Part 10 file starts here: preamble and DICM, or its File Meta group without preamble."""
+    return has_preamble(data) or data.startswith(_META_STARTS)
+
+
+def read_dicom_parts(data: bytes, *, max_parts: int = 64) -> list[FileDataset]:
+    """Every dataset of a file that holds several Part 10 files one after the other (a merge by a
+    router or an archive export, `cat a.dcm b.dcm`). Reading only the first would lose the others
+    without a word, or read the next file's bytes as elements of the first. A file is cut where
+    another Part 10 file starts (a 128-byte preamble, then DICM and its File Meta group) and only
+    when the bytes before the cut read as one complete dataset; a cut that falls inside a value is
+    no cut."""
+    cuts = [m.start() - _PREAMBLE_LEN for m in _NEXT_FILE.finditer(data, _PREAMBLE_LEN + 1)]
+    if not cuts:
+        return [read_dicom(data)]
+    if len(cuts) >= max_parts:
+        raise TooComplex(f"this file holds more than {max_parts} DICOM files one after the other")
+    parts: list[FileDataset] = []
+    start = 0
+    for cut in cuts:
+        if cut <= start:
+            continue
+        try:
+            ds = read_dicom(data[start:cut])
+        except (UnreadableFile, NotDicom):
+            continue  # the bytes before this cut are not a whole dataset: DICM inside a value
+        parts.append(ds)
+        start = cut
+    parts.append(read_dicom(data[start:]))
+    return parts
+
+
+# DICM followed by the first File Meta element, (0002,0000) UL or (0002,0001) OB, explicit VR LE.
+_NEXT_FILE = re.compile(rb"DICM\x02\x00\x00\x00UL|DICM\x02\x00\x01\x00OB")
+
+
+def _read_end(ds: FileDataset, data: bytes) -> tuple[int, bool]:
+    """Where the dataset read from `data` ends, pixel data and what may follow it (signatures,
+    trailing padding) included; and whether pixel data was skipped to get there. Raises
+    UnreadableFile when an element runs past the end of the bytes."""
     size = len(data)
     end = 0
     for raw in ds.elements():  # raw elements: nothing is converted
@@ -132,11 +182,56 @@ def check_complete(ds: FileDataset, data: bytes) -> None:
         end = max(end, stop)
     if end > size:
         raise _truncated()
-    if 0 < end < size:
-        head = data[end : end + 4]
-        # Only pixel data (left unread on purpose) or trailing padding may follow.
-        if head not in _PIXEL_TAG_PREFIXES and head not in (b"\xfc\xff\xfc\xff", b"\xff\xfc\xff\xfc"):
+    if end == 0:
+        return size, False
+    after_pixels = False
+    while end < size and data[end : end + 4] in _TRAILING_TAGS:
+        after_pixels = after_pixels or data[end : end + 4] in _PIXEL_TAG_PREFIXES
+        try:
+            end = _skip_element(data, end, explicit=not ds.is_implicit_VR, little=ds.is_little_endian is not False)
+        except UnreadableFile:
+            if not after_pixels:
+                raise
+            return size, True  # pixels cut short: no result is lost, the header was read whole
+    return end, after_pixels
+
+
+# Elements that may follow the last element pydicom read: pixel data, then (FFFA,FFFA) digital
+# signatures and (FFFC,FFFC) trailing padding, in either byte order.
+_TRAILING_TAGS = frozenset(_PIXEL_TAG_PREFIXES) | {
+    b"\xfa\xff\xfa\xff",
+    b"\xfc\xff\xfc\xff",
+    b"\xff\xfa\xff\xfa",
+    b"\xff\xfc\xff\xfc",
+}
+
+
+def _skip_element(data: bytes, pos: int, *, explicit: bool, little: bool) -> int:
+    """The offset after one element at `pos` (an undefined length walks its items to the sequence
+    delimiter). Raises UnreadableFile when it runs past the end."""
+    order: Literal["little", "big"] = "little" if little else "big"
+    if explicit:
+        vr = data[pos + 4 : pos + 6]
+        if vr in (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UN", b"UT", b"UC", b"UR", b"SV", b"UV"):
+            length, head = int.from_bytes(data[pos + 8 : pos + 12], order), 12
+        else:
+            length, head = int.from_bytes(data[pos + 6 : pos + 8], order), 8
+    else:
+        length, head = int.from_bytes(data[pos + 4 : pos + 8], order), 8
+    pos += head
+    if length != _UNDEFINED:
+        if pos + length > len(data):
             raise _truncated()
+        return pos + length
+    while pos + 8 <= len(data):  # encapsulated fragments or sequence items, then the delimiter
+        tag, item_length = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], order)
+        pos += 8
+        if tag in (b"\xfe\xff\xdd\xe0", b"\xff\xfe\xe0\xdd"):
+            return pos
+        if item_length == _UNDEFINED:
+            raise _truncated()  # nested undefined items after pixel data: not a layout we accept
+        pos += item_length
+    raise _truncated()
 
 
 def _truncated() -> UnreadableFile:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from ingest.vocabulary import canonical_side, canonical_site, lumbar_site
+from ingest.errors import MalformedResults
+from ingest.vocabulary import canonical_side, canonical_site, looks_like_site, lumbar_site
 
 Region = Literal["spine", "hip", "dual_hip", "forearm", "total_body"]
 
@@ -16,9 +17,12 @@ _WORD = re.compile(r"[a-z]+")
 
 def region_and_side(label: str) -> tuple[Region | None, str | None]:
     """'AP Spine' → spine; 'Left Femur' → (hip, left); 'DualFemur' → dual_hip;
-    'x L.Forearm' / 'Left Forearm' → (forearm, left); 'Total Body' → total_body."""
+    'x L.Forearm' / 'Left Forearm' → (forearm, left); 'Total Body' → total_body; 'Lateral Spine',
+    'LVA' → None (not a monitored scan)."""
     text = label.lower()
     side = _side_word(text)
+    if re.search(r"\blat(?:eral)?\b|\blva\b|\bvfa\b", text):
+        return None, side  # a lateral spine's L2-L4 is not the AP L2-L4 we monitor
     if "dual" in text or "bilat" in text:
         return "dual_hip", "mean"
     if "spine" in text or "lumbar" in text:
@@ -76,3 +80,14 @@ def split_side(label: str) -> tuple[str, str | None, bool]:
             if side:
                 return rest, side, True
     return label.strip(), None, False
+
+
+def refuse_unplaced(label: str, region: Region | None, vendor: str) -> None:
+    """A results row with a BMD whose label names a site word that no synonym places in its scan
+    ("Upper Neck", "Trochanteric Area"): skipping it could store fewer sites than the file holds,
+    so the file is refused. Known non-sites (Diff., Shaft, MID, Ulna…) are skipped by the caller."""
+    if region != "total_body" and looks_like_site(label):
+        raise MalformedResults(
+            f"{vendor}: a results row names a site in a way this layout is not known to print; "
+            "fewer sites would be stored than the file holds"
+        )

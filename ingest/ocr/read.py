@@ -31,6 +31,7 @@ from ingest.ocr.images import (
     to_target_dpi,
 )
 from ingest.ocr.tesseract import Line, Word, orientation_and_script, read_lines
+from ingest.pdf.date_order import pages_date_order
 from ingest.pdf.engine import apply_template
 from ingest.pdf.rows import SIDED_SITES, resolve_label
 from ingest.pdf.split import check_pages, find_segments
@@ -596,7 +597,8 @@ def _read_pages(pages: Sequence[_Page], templates: Sequence[Template] | None = N
         report_problems: list[str] = []
         if report.patient.patient_id:
             try:
-                check_pages(text, segment, report.patient.patient_id, chosen)
+                order = pages_date_order(segment.template, segment.text(text).pages)
+                check_pages(text, segment, report.patient.patient_id, chosen, order)
             except ParseError as exc:
                 report_problems.append(exc.message)
                 failures.append(Failure("identity", ("patient_id",), "pages name different patients"))

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from datetime import date
 
-from ingest.dates import locale_order, parse_date
+from ingest.dates import parse_date
 from ingest.errors import MalformedResults, MissingField
+from ingest.pdf.date_order import report_date_order
 from ingest.pdf.readings import Readings, merge_history
 from ingest.pdf.results_table import parse_results_table
 from ingest.pdf.rows import FOREARM_SITES, HIP_SITES, resolve_suffix
@@ -104,13 +106,19 @@ def _default_lsc_site(measurements: dict[tuple[str, str | None], SiteMeasurement
 
 
 def apply_template(
-    template: Template, text: PdfText, *, first_page: int = 1, identity_optional: bool = False
+    template: Template,
+    text: PdfText,
+    *,
+    first_page: int = 1,
+    envelope_dates: Iterable[date] = (),
+    identity_optional: bool = False,
 ) -> ParsedReport:
     """One report's pages; `first_page` is the file page number of its first page, so that every
-    value's provenance names the page of the file it was read from. `identity_optional` (OCR of a
-    scan, which a person confirms) reads the rest of a page whose patient ID could not be read,
-    with an empty ID (and a machine line it could not read with an empty model): the reviewer types
-    it, the page is never attached to anyone before."""
+    value's provenance names the page of the file it was read from. `envelope_dates` are exam dates
+    an envelope states (an Encapsulated PDF's DICOM header): evidence for the day/month order.
+    `identity_optional` (OCR of a scan, which a person confirms) reads the rest of a page whose
+    patient ID could not be read, with an empty ID (and a machine line it could not read with an
+    empty model): the reviewer types it, the page is never attached to anyone before."""
     joined_pages = ["\n".join(lines) for lines in text.pages]
     full = "\n".join(joined_pages)
     what = template.description
@@ -123,9 +131,9 @@ def apply_template(
     raw_date = _field(template, full, "exam_date")
     if not raw_date:
         raise MissingField(f"exam date: not found in the {what} text")
-    # A layout printed in another locale says so in its word dates ("July 7, 2015" is a US
-    # printout): its numeric dates follow that locale, never a guess from one number's size.
-    date_order = locale_order(raw_date) or template.date_order
+    # The day/month order is proved from this report's own text (word dates, a day over 12, the scan
+    # ID, units), never guessed from one number's size (`ingest.pdf.date_order`).
+    date_order = report_date_order(template, full, raw_date, envelope_dates=envelope_dates)
     exam_date = parse_date(raw_date, date_order)
     if exam_date is None:
         raise MissingField(f"exam date: the {what} date could not be read as a complete date")

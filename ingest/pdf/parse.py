@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
 
 from ingest.errors import MalformedResults
+from ingest.pdf.date_order import pages_date_order
 from ingest.pdf.engine import apply_template
 from ingest.pdf.sniff import classify_unmatched
-from ingest.pdf.split import check_pages, find_segments
+from ingest.pdf.split import Segment, check_pages, find_segments
 from ingest.pdf.template import Template, builtin_templates
 from ingest.pdf.text import PdfText, read_pdfium, read_pdfplumber
 from ingest.report import ParsedReport
 
 
-def parse_pdf_reports(data: bytes, name: str, *, max_pages: int = 40) -> tuple[ParsedReport, ...]:
+def parse_pdf_reports(
+    data: bytes, name: str, *, max_pages: int = 40, envelope_dates: Sequence[date] = ()
+) -> tuple[ParsedReport, ...]:
     """Every report of a DXA PDF, each with its own patient, date and machine (`ingest.pdf.split`).
     `name` is accepted for the caller's messages, but is never put in ours: report file names often
-    carry the patient's name or ID."""
+    carry the patient's name or ID. `envelope_dates`: exam dates an envelope (an Encapsulated PDF's
+    DICOM header) states, evidence for the order of numeric dates (`ingest.pdf.date_order`)."""
     del name
     text = read_pdfium(data, max_pages)
     templates = builtin_templates()
@@ -30,10 +35,18 @@ def parse_pdf_reports(data: bytes, name: str, *, max_pages: int = 40) -> tuple[P
         if segment.template.text_source == "pdfplumber":
             plumber = plumber or read_pdfplumber(data, max_pages)
             source = plumber
-        report = apply_template(segment.template, segment.text(source), first_page=segment.first + 1)
-        check_pages(text, segment, report.patient.patient_id, templates)
-        reports.append(report)
+        reports.append(_read(segment, segment.text(source), text, templates, envelope_dates))
     return tuple(reports)
+
+
+def _read(
+    segment: Segment, source: PdfText, text: PdfText, templates: Sequence[Template], envelope_dates: Sequence[date]
+) -> ParsedReport:
+    """One report's pages read by its template, then every page of it checked against it."""
+    report = apply_template(segment.template, source, first_page=segment.first + 1, envelope_dates=envelope_dates)
+    order = pages_date_order(segment.template, segment.text(text).pages, envelope_dates=envelope_dates)
+    check_pages(text, segment, report.patient.patient_id, templates, order)
+    return report
 
 
 def parse_pdf(data: bytes, name: str, *, max_pages: int = 40) -> ParsedReport:
@@ -54,9 +67,7 @@ def parse_pdf_text_reports(text: PdfText, templates: Sequence[Template] | None =
         raise classify_unmatched(text)
     reports = []
     for segment in segments:
-        report = apply_template(segment.template, segment.text(text), first_page=segment.first + 1)
-        check_pages(text, segment, report.patient.patient_id, chosen)
-        reports.append(report)
+        reports.append(_read(segment, segment.text(text), text, chosen, ()))
     return tuple(reports)
 
 

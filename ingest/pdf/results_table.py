@@ -16,7 +16,7 @@ from ingest.pdf.readings import Readings, history_row
 from ingest.pdf.rows import NUMBER, need_side, refuse_hidden_row, row_values, split_row
 from ingest.pdf.template import CHANGE_KEYS, Column, Template
 from ingest.report import SiteMeasurement
-from ingest.vocabulary import bmd_to_g_cm2
+from ingest.vocabulary import bmd_to_g_cm2, looks_like_site
 
 _BMD_UNIT = re.compile(r"\bBMD\s*[(\[]?\s*(?P<u>m?g)\s*/\s*cm", re.IGNORECASE)
 
@@ -72,6 +72,15 @@ def parse_results_table(ctx: Readings, page_no: int, lines: Sequence[str], page_
                 f"{template.description}: a results row at pdf p{page_no} line {index + 1} has values but no "
                 "site label (a rotated or re-flowed page?); its site cannot be told with certainty"
             )
+        first = next((i for i, token in enumerate(tokens) if NUMBER.match(token)), None)
+        if label is None and first and row_values(tokens[first:]) and looks_like_site(" ".join(tokens[:first])):
+            # A row whose label names a site word no synonym places ("Trochanteric Area 0.701 …"):
+            # skipping it could store fewer sites than the report prints.
+            raise MalformedResults(
+                f"{template.description}: the results row at pdf p{page_no} line {index + 1} has a label that "
+                "names a site in a way this layout is not known to print; fewer sites would be stored than the "
+                "report prints"
+            )
         if label is not None and label.site and cells is None and columns is not None:
             # A printed row of a site whose values cannot be read ("L2 0.703 n.a. -2.9"): skipping
             # it would store fewer sites than the report prints.
@@ -83,6 +92,10 @@ def parse_results_table(ctx: Readings, page_no: int, lines: Sequence[str], page_
             refuse_hidden_row(tokens, template, page_no, index)
             if columns is None:
                 header.append(line)
+            elif first is None:
+                group = (
+                    None  # a heading we cannot place ("Upper Neck"): the side rows under it are not the last group's
+                )
             continue
         if not cells:
             if label.site and label.side is None:
@@ -92,6 +105,14 @@ def parse_results_table(ctx: Readings, page_no: int, lines: Sequence[str], page_
             continue
         site = label.site or group
         if site is None:
+            if any(cell.value is not None for cell in cells):
+                # "Left 0.760 …" under a heading we could not place: its site is unknown, and
+                # skipping it would store fewer sites than the report prints.
+                raise MalformedResults(
+                    f"{template.description}: a {label.side} row at pdf p{page_no} line {index + 1} has values but "
+                    "its site heading is not one this layout is known to print; fewer sites would be stored than "
+                    "the report prints"
+                )
             continue
         if columns is None:
             columns = _columns_for(template, " ".join(header))

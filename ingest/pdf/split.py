@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from ingest.dates import parse_date
+from ingest.dates import DateOrder, parse_date
 from ingest.errors import PatientMismatch
 from ingest.pdf.sniff import choose_template
 from ingest.pdf.template import Template
@@ -85,14 +85,17 @@ def _ids_on(page: str, templates: Sequence[Template]) -> set[str]:
     return found
 
 
-def _dates_on(page: str, template: Template) -> set[date]:
+def _dates_on(page: str, template: Template, order: DateOrder) -> set[date]:
     pattern = template.fields.get("exam_date")
-    found = (parse_date(m["v"], template.date_order) for m in pattern.finditer(page)) if pattern else ()
+    found = (parse_date(m["v"], order) for m in pattern.finditer(page)) if pattern else ()
     return {when for when in found if when is not None}
 
 
-def check_pages(text: PdfText, segment: Segment, patient_id: str, templates: Sequence[Template]) -> None:
-    """Refuse the file when a page of this report names another patient, or another exam date."""
+def check_pages(
+    text: PdfText, segment: Segment, patient_id: str, templates: Sequence[Template], order: DateOrder
+) -> None:
+    """Refuse the file when a page of this report names another patient, or another exam date
+    (read in `order`, the day/month order proved for this report)."""
     dates: set[date] = set()
     for index in range(segment.first, segment.stop):
         page = "\n".join(text.pages[index])
@@ -103,7 +106,7 @@ def check_pages(text: PdfText, segment: Segment, patient_id: str, templates: Seq
                 f"report that starts on page {segment.first + 1}) and the file cannot be split into "
                 "complete reports with certainty; send each patient's report as its own file"
             )
-        dates |= _dates_on(page, segment.template)
+        dates |= _dates_on(page, segment.template, order)
     if len(dates) > 1:
         raise PatientMismatch(
             f"the report on pages {segment.first + 1}-{segment.stop} prints {len(dates)} different exam dates "

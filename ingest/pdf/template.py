@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from ingest.dates import DateOrder
+from ingest.dates import LayoutOrder
 from ingest.vocabulary import _fold, canonical_side  # the vocabulary's own folding, so label lookups agree
 
 TextSource = Literal["pdfium", "pdfplumber"]
@@ -69,7 +69,7 @@ class Template:
     name: str  # ParsedReport.format, e.g. "pdf_hologic"
     description: str
     source_file: str
-    date_order: DateOrder
+    date_order: LayoutOrder  # "locale": proved per report (`ingest.pdf.date_order`)
     text_source: TextSource
     detect_all: tuple[re.Pattern[str], ...]
     fields: Mapping[str, re.Pattern[str]]
@@ -130,12 +130,17 @@ _FIELD_NAMES = {
     "reference_database",
     "scan_mode",
     "analysis_protocol",
+    "scan_id_date",
 }
+# Fields whose regex names other groups than (?P<v>): the scan ID's encoded date (month first).
+_FIELD_GROUPS: dict[str, tuple[str, ...]] = {"name": (), "scan_id_date": ("mm", "dd", "yy")}
 
 
 def _compile(source: str, where: str, groups: tuple[str, ...] = ()) -> re.Pattern[str]:
     try:
-        pattern = re.compile(source, re.MULTILINE)
+        # Case-insensitive: a printout configured in capitals ("DXA RESULTS SUMMARY", "NECK") is
+        # the same layout.
+        pattern = re.compile(source, re.MULTILINE | re.IGNORECASE)
     except re.error as exc:
         raise TemplateError(f"{where}: bad regex {source!r}: {exc}") from exc
     missing = [g for g in groups if g not in pattern.groupindex]
@@ -210,8 +215,8 @@ def template_from_mapping(raw: Mapping[str, Any], source_file: str = "<memory>")
         raise TemplateError(f"{where}: unknown key(s) {sorted(unknown)}")
     try:
         date_order = raw["date_order"]
-        if date_order not in ("DMY", "MDY", "YMD"):
-            raise TemplateError(f"{where}: date_order must be DMY, MDY or YMD")
+        if date_order not in ("DMY", "MDY", "YMD", "locale"):
+            raise TemplateError(f"{where}: date_order must be DMY, MDY, YMD or locale")
         text_source = raw.get("text_source", "pdfium")
         if text_source not in ("pdfium", "pdfplumber"):
             raise TemplateError(f"{where}: text_source must be 'pdfium' or 'pdfplumber'")
@@ -224,7 +229,7 @@ def template_from_mapping(raw: Mapping[str, Any], source_file: str = "<memory>")
                 raise TemplateError(f"{where}: fields.{required} is required")
         fields = {
             k: _compile(
-                v.replace(DATE_PLACEHOLDER, DATE_SPELLINGS), f"{where}.fields.{k}", () if k == "name" else ("v",)
+                v.replace(DATE_PLACEHOLDER, DATE_SPELLINGS), f"{where}.fields.{k}", _FIELD_GROUPS.get(k, ("v",))
             )
             for k, v in fields_raw.items()
         }

@@ -25,6 +25,21 @@ _ENCRYPTED_MESSAGE = (
 )
 
 
+# Spaces other than U+0020 that PDF producers and print drivers write between words and cells:
+# tab, no-break and narrow no-break spaces, the typographic spaces, the ideographic space. Templates
+# match plain spaces and hyphens, so every text source is read through this table.
+_SPACES = str.maketrans(
+    dict.fromkeys(["\t", "\u00a0", "\u1680", *map(chr, range(0x2000, 0x200B)), "\u202f", "\u205f", "\u3000"], " ")
+    # and the dashes and minus signs they write for "-" ("T‐score", "−1.3", "L1–L4"), made ASCII
+    | dict.fromkeys(["\u2010", "\u2011", "\u2012", "\u2013", "\u2014", "\u2212", "\ufe63", "\uff0d"], "-")
+)
+
+
+def text_line(raw: str) -> str:
+    """One line as templates read it: other spaces and dashes made plain, ends stripped."""
+    return raw.translate(_SPACES).strip()
+
+
 @dataclass(frozen=True)
 class PdfText:
     pages: tuple[tuple[str, ...], ...]  # per page, its lines (stripped, in reading order)
@@ -69,7 +84,7 @@ def read_pdfium(data: bytes, max_pages: int) -> PdfText:
             finally:
                 textpage.close()
                 page.close()
-            pages.append(tuple(line.strip() for line in text.splitlines()))
+            pages.append(tuple(text_line(line) for line in text.splitlines()))
         raw_meta = doc.get_metadata_dict(skip_empty=True)
         metadata = {str(k): str(v) for k, v in raw_meta.items()}
     finally:
@@ -94,6 +109,6 @@ def read_pdfplumber(data: bytes, max_pages: int) -> PdfText:
         count = len(pdf.pages)
         if count > max_pages:
             raise _too_large(count, max_pages)
-        pages = tuple(tuple(line.strip() for line in (page.extract_text() or "").splitlines()) for page in pdf.pages)
+        pages = tuple(tuple(text_line(line) for line in (page.extract_text() or "").splitlines()) for page in pdf.pages)
         metadata = {str(k): str(v) for k, v in (pdf.metadata or {}).items() if isinstance(v, str) and v}
     return PdfText(pages=pages, metadata=metadata, source="pdfplumber")

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from monitor.model import Machine, Phrase, SiteRef
 from monitor.phrases import ENGLISH, english
 from tests.web.conftest import csrf_of
-from tests.web.seed import REPLACED, SAME
+from tests.web.seed import REPLACED, SAME, Seeded
 from web import i18n, phrases
 
 Login = Callable[[str], TestClient]
@@ -174,3 +174,29 @@ def test_precision_and_phantom_sentences_in_chinese() -> None:
     finally:
         i18n.activate("en")
     assert "腰椎 L1-L4" in zh and "2.50" in zh and "重新培训" in zh, zh
+
+
+def test_precision_upload_pages_in_chinese(login: Login, seeded: Seeded) -> None:
+    """The calculator's preview and its refusals in Chinese (the file's line and field named); a
+    refusal nobody worded for the catalogs is quoted in English, marked as such."""
+    client = login("qa")
+    token = csrf_of(client.get("/qa/devices", headers=ZH).text)
+    rows = ["technologist,patient,bmd"]
+    rows += [f"carol,p{i},{1.0 + i * 0.01 + 0.01 * (-1) ** k:.3f}" for i in range(30) for k in (1, 2)]
+    form = {"device": str(seeded.device_ids["45678"]), "site": "total_hip", "csrf_token": token}
+    preview = client.post("/qa/devices/precision", data={**form, "csv_text": "\n".join(rows)}, headers=ZH)
+    assert preview.status_code == 200, preview.text[:300]
+    assert "保存研究" in preview.text and ("合格" in preview.text or "超限" in preview.text)
+    left = sorted(m for m in _english_messages() if m in _visible_text(preview.text))
+    assert not left, left[:5]
+    bad = client.post("/qa/devices/precision", data={**form, "csv_text": "a,b\n1,2"}, headers=ZH)
+    assert bad.status_code == 422
+    assert "无法使用该文件" in bad.text and "CSV：第 1 行：缺少列" in bad.text, bad.text[-2000:]
+    assert "missing column" not in bad.text
+    english = client.post("/qa/devices/precision", data={**form, "csv_text": "a,b\n1,2"}).text
+    assert "CSV: line 1: missing column(s)" in english
+    # a refusal the core words only in English is quoted as such
+    dates = client.post(
+        "/qa/devices/precision", data={**form, "csv_text": "\n".join(rows), "performed_on": "nope"}, headers=ZH
+    )
+    assert dates.status_code == 422 and re.search(r'<span lang="en">[^<]*nope', dates.text)

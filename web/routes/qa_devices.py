@@ -150,7 +150,7 @@ async def precision_upload(
         if len(previews) != 1:
             raise ImportError_(f"{CSV_LABEL}: one study (one machine, one site) at a time here")
     except ValueError as exc:
-        context["error"] = str(exc)
+        context["error"] = exc
         return render(request, "qa_devices.html", context, status_code=422)
     study = previews[0].study
     context["preview"] = study
@@ -159,7 +159,7 @@ async def precision_upload(
     try:
         save_precision(app.ctx, actor(user), csv_text, CSV_LABEL, device_id=device, site=site, performed_on=when)
     except ValueError as exc:
-        context["error"] = str(exc)
+        context["error"] = exc
         return render(request, "qa_devices.html", context, status_code=422)
     return RedirectResponse("/qa/devices", status_code=303)
 
@@ -215,7 +215,7 @@ async def crosscal_upload(
     try:
         previews = _crosscal_compute(session, app, csv_text, kind, performed_on)
     except ValueError as exc:
-        context["crosscal_error"] = str(exc)
+        context["crosscal_error"] = exc
         return render(request, "qa_devices.html", context, status_code=422)
     context["crosscal_preview"] = previews
     saveable = all(p.saveable for p in previews)
@@ -224,7 +224,7 @@ async def crosscal_upload(
     try:
         _crosscal_save(app, user, csv_text, kind, performed_on)
     except ValueError as exc:
-        context["crosscal_error"] = str(exc)
+        context["crosscal_error"] = exc
         return render(request, "qa_devices.html", context, status_code=422)
     return RedirectResponse(f"/qa/devices#device-{previews[0].device_a.id}", status_code=303)
 

@@ -59,3 +59,26 @@ def test_several_reports_in_one_pdf_are_stored_each_under_its_patient(
         others = select(func.count()).select_from(Measurement).where(Measurement.source_file_id != file_id)
         assert conn.scalar(others) == 0
     engine.dispose()
+
+
+def test_several_reports_in_one_dicom_file_are_stored_each_under_its_patient(
+    tmp_path: Path, local_data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two Part 10 files one after the other, and a structured report nesting two patients'
+    documents: the same transaction path as a PDF of several reports."""
+    from tests.unit.ingest import dicom_multi as m
+
+    (tmp_path / "merged.dcm").write_bytes(m.concatenated(m.HOLOGIC, m.SR_B))
+    (tmp_path / "nested.dcm").write_bytes(m.nested_sr(m.SR_C, [m.document(m.SR_A), m.document(m.SR_C)]))
+    assert main(["ingest", str(tmp_path / "merged.dcm"), str(tmp_path / "nested.dcm")]) == 0
+    out = capsys.readouterr().out
+    assert out.count(": ingested") == 2 and out.count("2 reports") == 2, out
+
+    assert main(["export", "--format", "json"]) == 0
+    patients = {p["patient_id"]: p for p in json.loads(capsys.readouterr().out)}
+    for sample in (m.HOLOGIC, m.SR_B, m.SR_A, m.SR_C):
+        truth = truth_of(sample)
+        exams = {e["date"]: e for e in patients[truth["patient_id"]]["exams"]}
+        got = {(x["site"], x["side"]): x["bmd"] for x in exams[truth["exam_date"]]["measurements"]}
+        assert got == pytest.approx({(x["site"], x["side"]): x["bmd"] for x in truth["measurements"]})
+    assert len(patients) == 4

@@ -63,7 +63,7 @@ def test_files_committed_but_not_moved_are_finished_by_recovery(
     for sample in (good, bad):
         services.intake.intake(ctx, sample.path, copy=True)
 
-    monkeypatch.setattr(services.ingestion, "move_durably", _crash)  # dies right after the archive commit
+    monkeypatch.setattr(services.ingestion.Moves, "move", _crash)  # dies right after the archive commit
     monkeypatch.setattr(services.ingestion, "quarantine_file", _crash)  # ... and after the quarantine commit
     for _ in range(2):
         with pytest.raises(Crash):

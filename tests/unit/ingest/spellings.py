@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from dxa import pdf_print
+from ingest.dates import parse_date
+from ingest.pdf.date_order import pages_date_order
 from ingest.pdf.sniff import choose_template
-from ingest.pdf.template import Template, builtin_templates
+from ingest.pdf.template import DATE_SPELLINGS, Template, builtin_templates
 from ingest.pdf.text import PdfText, read_pdfium
 from tests.unit.ingest.test_shared_samples import SAMPLES
 
@@ -85,7 +87,10 @@ def date_rewrite(field: str, spelling: str) -> Rewrite:
         value = truth.get(field)
         if not value:
             return False
-        chosen = spellings(date.fromisoformat(value), template.date_order).get(spelling)
+        # A "locale" layout prints numeric dates in the order its own report proves (a UK Hologic
+        # sample day first, a US GE sample month first).
+        order = pages_date_order(template, [lines])
+        chosen = spellings(date.fromisoformat(value), order).get(spelling)
         return chosen is not None and _replace_field(lines, template, field, chosen)
 
     return rewrite
@@ -148,6 +153,82 @@ def label_synonyms(lines: list[str], template: Template, truth: dict[str, Any]) 
     return changed
 
 
+ABBREVIATIONS = {
+    r"^Neck\b": "Fem. Neck",
+    r"^Troch\b": "Troch.",
+    r"^Trochanter\b": "Greater Trochanter",
+    r"^Inter\b": "Int.",
+    r"^Intertrochanter\b": "Intertrochanteric",
+    r"^Ward's\b": "Ward's Triangle",
+    r"^L(\d)-L(\d)\b": r"Lumbar Spine L\1 to L\2",
+    r"^L(\d) - L(\d)\b": r"L\1–L\2",
+}
+
+
+def label_abbreviations(lines: list[str], template: Template, truth: dict[str, Any]) -> bool:
+    """Row labels as other software versions and locales abbreviate or spell them out."""
+    changed = False
+    for i in _table_lines(lines, template):
+        for pattern, new in ABBREVIATIONS.items():
+            updated = re.sub(pattern, new, lines[i])
+            if updated != lines[i]:
+                lines[i], changed = updated, True
+                break
+    return changed
+
+
+_LABEL = re.compile(r"^(\D*?)(?=\s[-−]?\d|$)")
+
+
+def label_case(change: Callable[[str], str]) -> Rewrite:
+    """The results table printed in capitals or small letters (heading, header and row labels)."""
+
+    def rewrite(lines: list[str], template: Template, truth: dict[str, Any]) -> bool:
+        rows = _table_lines(lines, template)
+        for i in rows:
+            match = _LABEL.match(lines[i])
+            if match:
+                lines[i] = change(match.group(1)) + lines[i][match.end() :]
+        return bool(rows)
+
+    return rewrite
+
+
+def driver_spacing(lines: list[str], template: Template, truth: dict[str, Any]) -> bool:
+    """A print driver's spacing: tabs and no-break spaces between cells, runs of spaces."""
+    rows = _table_lines(lines, template)
+    for n, i in enumerate(rows):
+        lines[i] = re.sub(r" +", ("\t", "\u00a0", "   ")[n % 3], lines[i])
+    return bool(rows)
+
+
+def driver_banner(lines: list[str], template: Template, truth: dict[str, Any]) -> bool:
+    """A print server's banner above and footer below the page."""
+    lines.insert(0, "Printed by PDF Writer 2026-12-02 10:15  \\\\SERVER\\DXA-Queue  job 4711")
+    lines.append("Page 1 of 1 -- printed 2026-12-02 10:15:07")
+    return True
+
+
+def unicode_dashes(lines: list[str], template: Template, truth: dict[str, Any]) -> bool:
+    """What word processors and some PDF producers print for "-": minus signs before values,
+    hyphens in headers, en dashes in ranges."""
+    rows = _table_lines(lines, template)
+    for i in rows:
+        line = re.sub(r"(?<![\w.])-(?=\d)", "\u2212", lines[i])
+        line = re.sub(r"(?<=[A-Za-z])-(?=[A-Za-z ])", "\u2010", line)
+        lines[i] = re.sub(r"(?<=L\d)-(?=L?\d)", "\u2013", line)
+    return bool(rows)
+
+
+def score_headers(lines: list[str], template: Template, truth: dict[str, Any]) -> bool:
+    """ "T score"/"Z score" (no hyphen) in the table header, as other software versions print it."""
+    changed = False
+    for i in _table_lines(lines, template):
+        updated = re.sub(r"\b([TZ])-\s*(score)", r"\1 \2", lines[i], flags=re.IGNORECASE)
+        changed, lines[i] = changed or updated != lines[i], updated
+    return changed
+
+
 def axes() -> dict[str, Rewrite]:
     out: dict[str, Rewrite] = {}
     names = set(spellings(date(2015, 7, 7), "DMY")) | set(spellings(date(2015, 7, 7), "MDY"))
@@ -158,6 +239,16 @@ def axes() -> dict[str, Rewrite]:
     out["unit_g_cm2_ascii"] = unit_g_cm2_ascii
     out["unit_mg_cm2"] = unit_mg_cm2
     out["label_synonyms"] = label_synonyms
+    out["label_abbreviations"] = label_abbreviations
+    out["labels_upper_case"] = label_case(str.upper)
+    out["labels_lower_case"] = label_case(str.lower)
+    out["driver_spacing"] = driver_spacing
+    out["driver_banner"] = driver_banner
+    out["unicode_dashes"] = unicode_dashes
+    out["score_headers"] = score_headers
+    out["decimal_comma+unit_mg_cm2"] = lambda lines, t, truth: (
+        unit_mg_cm2(lines, t, truth) and decimal_comma(lines, t, truth)
+    )
     return out
 
 
@@ -190,3 +281,86 @@ def encapsulated(pdf: bytes, patient_id: str) -> bytes:
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     return out.getvalue()
+
+
+# --------------------------------------------------------------------------- locale of numeric dates
+
+_ANY_DATE = re.compile(DATE_SPELLINGS)
+_METRIC = (
+    (re.compile(r"(\d+(?:\.\d+)?)\s*cm\b"), lambda v: f"{v / 2.54:.1f} in"),
+    (re.compile(r"(\d+(?:\.\d+)?)\s*kg\b"), lambda v: f"{v / 0.45359237:.1f} lb"),
+)
+_IMPERIAL = (
+    (re.compile(r"(\d+(?:\.\d+)?)\s*in\b\.?"), lambda v: f"{v * 2.54:.1f} cm"),
+    (re.compile(r"(\d+(?:\.\d+)?)\s*lbs?\b\.?"), lambda v: f"{v * 0.45359237:.1f} kg"),
+)
+_BODY = re.compile(r"height|weight", re.IGNORECASE)
+
+
+def numeric_dates_everywhere(order: str, sep: str = "/") -> Rewrite:
+    """Every date the report prints (fields, trend rows, analysis lines) as a number in `order`,
+    as the vendor's software prints them with numeric regional settings: no month in words left."""
+
+    def rewrite(lines: list[str], template: Template, truth: dict[str, Any]) -> bool:
+        if template.date_order == "YMD":
+            return False
+        source = pages_date_order(template, [lines])
+
+        def numeric(match: re.Match[str]) -> str:
+            when = parse_date(match.group(), source)
+            if when is None:
+                return match.group()
+            first, second = (when.month, when.day) if order == "MDY" else (when.day, when.month)
+            return f"{first:02d}{sep}{second:02d}{sep}{when.year}"
+
+        before = list(lines)
+        lines[:] = [_ANY_DATE.sub(numeric, line) for line in lines]
+        return lines != before
+
+    return rewrite
+
+
+def without_scan_id(lines: list[str], template: Template, truth: dict[str, Any]) -> bool:
+    """Scan IDs of another numbering (no date inside), as a site's own scheme prints them."""
+    pattern = template.fields.get("scan_id_date")
+    if pattern is None:
+        return False
+    changed = False
+    for i, line in enumerate(lines):
+        for match in list(pattern.finditer(line))[::-1]:
+            line = line[: match.start("mm")] + "000000" + line[match.end("yy") :]
+            changed = True
+        lines[i] = line
+    return changed
+
+
+def body_units(system: str) -> Rewrite:
+    """Height and weight in US units ("in", "lb") or metric ("cm", "kg")."""
+    rules = _METRIC if system == "us" else _IMPERIAL
+
+    def rewrite(lines: list[str], template: Template, truth: dict[str, Any]) -> bool:
+        changed = False
+        for i, line in enumerate(lines):
+            if not _BODY.search(line):
+                continue
+            for pattern, convert in rules:
+                line = pattern.sub(_converted(convert), line)
+            changed = changed or line != lines[i]
+            lines[i] = line
+        return changed
+
+    return rewrite
+
+
+def _converted(convert: Callable[[float], str]) -> Callable[[re.Match[str]], str]:
+    return lambda match: convert(float(match.group(1)))
+
+
+def rewritten_all(sample: Path, truth: dict[str, Any], rewrites: list[Rewrite]) -> bytes:
+    """The sample reprinted with every rewrite applied in turn (each may or may not apply)."""
+    text, template = sample_text(sample)
+    pages = [list(page) for page in text.pages]
+    for rewrite in rewrites:
+        for lines in pages:
+            rewrite(lines, template, truth)
+    return print_pdf(pages)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 from datetime import date
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,7 @@ from ingest.errors import (
     EmptyFile,
     ImplausibleValues,
     MalformedResults,
+    MissingField,
     NotDicom,
     NotDxaResult,
     TooLarge,
@@ -331,3 +333,52 @@ def test_no_pydicom_warning_escapes() -> None:
         warnings.simplefilter("always")
         parse_file(data, "uid.dcm", LIMITS)
     assert caught == []
+
+
+# --- fewer sites than the file holds is an error ------------------------------------------------
+
+
+def _spine() -> Any:
+    return b.container(
+        "AP Spine", [b.region(f"L{i}", f"0.{800 + i}") for i in range(1, 5)] + [b.region("L1-L4", "0.9")]
+    )
+
+
+def test_ge_sr_femur_without_a_side_beside_a_spine_is_refused_not_dropped() -> None:
+    femur = b.container("Femur", [b.region("Neck", "0.700"), b.region("Total", "0.800")])
+    with pytest.raises(MissingField, match="side"):
+        parse_file(b.sr_file([_spine(), femur]), "sr.dcm", LIMITS)
+
+
+@pytest.mark.parametrize(("label", "refused"), [("Upper Neck", True), ("Trochanteric Area", True), ("Shaft", False)])
+def test_ge_sr_row_naming_a_site_we_cannot_place(label: str, refused: bool) -> None:
+    femur = b.container("Left Femur", [b.region("Neck", "0.700"), b.region(label, "0.650"), b.region("Total", "0.8")])
+    data = b.sr_file([femur])
+    if refused:
+        with pytest.raises(MalformedResults, match="fewer sites"):
+            parse_file(data, "sr.dcm", LIMITS)
+    else:
+        report = parse_file(data, "sr.dcm", LIMITS)
+        assert {m.site for m in report.measurements} == {"femoral_neck", "total_hip"}
+
+
+def test_a_lateral_spine_is_not_read_as_the_ap_spine() -> None:
+    lateral = b.container("Lateral Spine", [b.region("L2-L4", "0.612")])
+    report = parse_file(b.sr_file([lateral, _spine()]), "sr.dcm", LIMITS)
+    assert {m.site: m.bmd for m in report.measurements}["L1-L4"] == 0.9
+    assert "L2-L4" not in {m.site for m in report.measurements}
+
+
+def test_ge_xml_femur_without_a_side_is_refused_not_dropped() -> None:
+    xml = (
+        '<DXA_RESULTS><SCAN type="AP Spine"><ROI region="L1-L4"><BMD>1.0</BMD></ROI></SCAN>'
+        '<SCAN type="Femur"><ROI region="Neck"><BMD>0.7</BMD></ROI></SCAN></DXA_RESULTS>'
+    )
+    with pytest.raises(MissingField, match="side"):
+        parse_file(b.image_with_comments(xml), "x.dcm", LIMITS)
+
+
+def test_hologic_row_naming_a_site_we_cannot_place_is_refused() -> None:
+    rows = [*b.SPINE_ROWS[:4], ["L1-L4 adj", "58.17", "39.69", "0.690", "-3.3", "-2.3"], b.SPINE_ROWS[4]]
+    with pytest.raises(MalformedResults, match="fewer sites"):
+        parse_file(b.hologic_file(b.hologic_blob(rows)), "h.dcm", LIMITS)

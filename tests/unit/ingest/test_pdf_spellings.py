@@ -101,3 +101,41 @@ def test_a_printout_in_another_locale_reads_its_numeric_dates_in_that_locales_or
     assert report.patient.birth_date == date(1950, 3, 4)  # US printout: month first
     uk = [line.replace("01 March 1950", "03/04/1950") for line in HOLOGIC_LINES]
     assert parse_file_reports(build_pdf([uk]), "x.pdf", ParseLimits())[0].patient.birth_date == date(1950, 4, 3)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "label", "verdict"),
+    [
+        (r"^Troch\b", "Trochanteric Area", "quarantined"),  # a site word no synonym places: not dropped
+        (r"^L1-L4\b", "L1-L4 (adj)", "quarantined"),
+        (r"^Neck\b", "Upper Neck", "quarantined"),
+        (r"^L1,L3\b", "L1, L3", "correct"),  # a non-contiguous set is no site, spelled either way
+    ],
+)
+def test_a_row_naming_a_site_we_cannot_place_refuses_the_file(pattern: str, label: str, verdict: str) -> None:
+    if not PDFS:
+        skip_or_fail("../shared/samples not present")
+    import re
+
+    from tests.unit.ingest.spellings import Rewrite, _table_lines
+
+    def relabel(lines: list[str], template: object, truth: object) -> bool:
+        changed = False
+        for i in _table_lines(lines, template):  # type: ignore[arg-type]
+            updated = re.sub(pattern, label, lines[i])
+            changed, lines[i] = changed or updated != lines[i], updated
+        return changed
+
+    rewrite: Rewrite = relabel  # type: ignore[assignment]
+    seen = 0
+    for sample in PDFS:
+        truth = truth_of(sample)
+        data = rewritten(sample, truth, rewrite)
+        if data is None:
+            continue
+        seen += 1
+        outcome = judge(data, [truth])
+        assert outcome.verdict == verdict, f"{sample.name}: {outcome.detail}"
+        if verdict == "quarantined":
+            assert outcome.detail.startswith("malformed_results") and "fewer sites" in outcome.detail
+    assert seen
