@@ -60,8 +60,9 @@ test: $(STAMP) system-deps
 
 # The long hardening runs (issue 11): 10 000 mutants through the parse child, 10 000 files through
 # `dxa serve` and through Celery with 2 workers under faults (kill -9, SQLite locked, inbox disk
-# full, Redis restart, database connections ended), 50 signed-in users browsing. Prints one
-# table; needs PostgreSQL and redis-server like `make test`, and root for the tmpfs inbox.
+# full, Redis restart, a private PostgreSQL server restarted, database connections ended), 50
+# signed-in users browsing. Prints one table; needs redis-server and PostgreSQL's initdb/pg_ctl
+# (else the shared server, without the restart fault), and root for the tmpfs inbox.
 soak: $(STAMP)
 	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 

@@ -11,9 +11,11 @@
   SQLite database locked, the inbox (a small tmpfs when run as root) fills up, and `dxa serve` is
   killed with -9 and restarted;
 - celery: the same through `dxa watch` + a Celery worker with 2 processes on a private
-  redis-server and a throwaway PostgreSQL database, with `dxa web` serving the 50 users; a pool
-  process is killed with -9, the private Redis is restarted, and every connection of the
-  database is ended with pg_terminate_backend.
+  redis-server and a private PostgreSQL server (tests/private_postgres.py: initdb in the soak's
+  temporary folder; the machine's shared server is never restarted), with `dxa web` serving the
+  50 users; a pool process is killed with -9, the private Redis is restarted, the whole worker is
+  killed with -9 and started again, the PostgreSQL server is restarted, and every connection of
+  the database is ended with pg_terminate_backend.
 
 Afterwards every file must be accounted for exactly once (archive, quarantine, duplicate), no
 job left running or queued, and no sample patient's name, ID, birth date or accession number in
@@ -47,6 +49,7 @@ import psutil  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from db.models import Job, SourceFile  # noqa: E402
+from tests import private_postgres  # noqa: E402
 from tests.hardening.conftest import AppendPerRecord, leaks  # noqa: E402
 from tests.hardening.mutants import mutants, patient_strings  # noqa: E402
 from tests.integration.pipeline.support import (  # noqa: E402
@@ -63,6 +66,7 @@ from tests.integration.pipeline.support import (  # noqa: E402
     service_env,
     wait_until,
 )
+from tests.private_postgres import PrivatePostgres  # noqa: E402
 
 PASSWORD = "soak-user-password-1"
 PAGES = ["/patients", "/worklist", "/qa/ingest", "/qa/devices", "/qa/comparisons", "/patients?q=1"]
@@ -234,22 +238,32 @@ async def browse(base: str, users: list[str], until: Callable[[], bool], phase: 
     import httpx
 
     latencies: list[float] = []
+    signins: list[float] = []
     phase.latencies["web"] = latencies
+    phase.latencies["sign-in"] = signins
     deadline = time.monotonic() + max_s
 
     async def one(name: str, rng: random.Random) -> None:
-        async with httpx.AsyncClient(base_url=base, timeout=30, follow_redirects=False) as client:
+        async with httpx.AsyncClient(base_url=base, timeout=60, follow_redirects=False) as client:
+            start = time.perf_counter()
             try:
                 page = await client.get("/login")
                 token = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
                 data = {"username": name, "password": PASSWORD, "csrf_token": token}
                 signed = await client.post("/login", data=data)
+                while signed.status_code == 503 and "try again" in signed.text and time.monotonic() < deadline:
+                    # the sign-in queue was full: the page says to try again shortly, as a person would
+                    phase.outcomes["users: sign-ins asked to try again (503 + Retry-After)"] += 1
+                    await asyncio.sleep(float(signed.headers.get("retry-after", "5")))
+                    signed = await client.post("/login", data=data)
             except (httpx.HTTPError, IndexError) as exc:
                 phase.errors[f"sign-in {type(exc).__name__}"] += 1
                 return
             if signed.status_code != 303:
                 phase.errors[f"sign-in {signed.status_code}"] += 1
                 return
+            signins.append(time.perf_counter() - start)
+            phase.outcomes["users: signed in"] += 1
             while not until() and time.monotonic() < deadline:
                 path = rng.choice(PAGES)
                 start = time.perf_counter()
@@ -259,6 +273,7 @@ async def browse(base: str, users: list[str], until: Callable[[], bool], phase: 
                     phase.errors[f"web {type(exc).__name__}"] += 1
                     continue
                 latencies.append(time.perf_counter() - start)
+                phase.outcomes["users: pages read"] += 1
                 if response.status_code != 200:
                     phase.errors[f"web {path.split('?')[0]} {response.status_code}"] += 1
                 await asyncio.sleep(rng.uniform(0.2, 1.0))
@@ -512,7 +527,14 @@ def run_celery(batch: list[BatchFile], users: int, secrets: set[str], base: Path
     inbox.mkdir(parents=True)
     redis = PrivateRedis(base / "redis.log")
     redis.start()
-    url = create_postgres_database("dxa_soak")
+    pg: PrivatePostgres | None = None
+    if private_postgres.available():
+        pg = PrivatePostgres()  # ours to restart: never the machine's shared server
+        pg.start()
+        url = pg.create_database("dxa_soak")
+    else:
+        url = create_postgres_database("dxa_soak")
+        phase.notes.append("no private PostgreSQL (pg_ctl) here: the server restart fault was not injected")
     procs: list[Any] = []
     engine = None
     try:
@@ -557,9 +579,25 @@ def run_celery(batch: list[BatchFile], users: int, secrets: set[str], base: Path
             before = finished()
             return lambda: ended() and finished() > before
 
-        faults.at(0.25, "kill -9 of a Celery pool process", kill_pool_process)
-        faults.at(0.5, "private Redis killed and restarted", restart_redis)
-        faults.at(0.75, "pg_terminate_backend on every connection of the database", end_connections)
+        def kill_worker() -> Callable[[], bool]:
+            worker.kill()
+            worker.start()
+            worker.wait_log("ready.", 120)
+            before = finished()
+            return lambda: finished() > before
+
+        def restart_postgres() -> Callable[[], bool]:
+            assert pg is not None
+            pg.restart(down_s=3)
+            before = finished()
+            return lambda: finished() > before
+
+        faults.at(0.2, "kill -9 of a Celery pool process", kill_pool_process)
+        faults.at(0.35, "private Redis killed and restarted", restart_redis)
+        faults.at(0.5, "kill -9 of the whole Celery worker (main process and pool), restarted", kill_worker)
+        if pg is not None:
+            faults.at(0.65, "private PostgreSQL restarted (fast shutdown, 3 s down)", restart_postgres)
+        faults.at(0.8, "pg_terminate_backend on every connection of the database", end_connections)
         last_sweep = [0.0]
 
         def tick() -> None:
@@ -586,7 +624,10 @@ def run_celery(batch: list[BatchFile], users: int, secrets: set[str], base: Path
             proc.stop()
         if engine is not None:
             engine.dispose()
-        drop_postgres_database(url)
+        if pg is not None:
+            pg.close()
+        else:
+            drop_postgres_database(url)
         redis.stop()
     return phase
 
@@ -633,13 +674,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--users", type=int, default=50)
     ap.add_argument("--modes", default="mutants,embedded,celery")
     ap.add_argument("--max-minutes", type=float, default=20.0, help="per pipeline phase")
+    ap.add_argument("--keep", type=Path, default=None, help="keep logs and data in a folder under this one")
     args = ap.parse_args(argv)
     modes = {m.strip() for m in args.modes.split(",")}
     secrets = patient_strings(SAMPLES)
     phases: list[Phase] = []
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="dxa-soak-") as tmp:
+    keep = args.keep.resolve() if args.keep else None
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="dxa-soak-", dir=keep) as tmp:
         base = Path(tmp)
+        if keep is not None:  # the services' logs, data folders and databases stay for a look afterwards
+            base = Path(tempfile.mkdtemp(prefix="run-", dir=keep))
+            print(f"  logs and data in {base}", flush=True)
         if "mutants" in modes:
             phases.append(run_mutants(args.mutants, secrets, base / "mutants.log"))
             print(f"  ... {phases[-1].name}: done", flush=True)

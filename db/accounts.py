@@ -69,9 +69,16 @@ def set_password(session: Session, user: User, password: str) -> None:
     """A new password ends every web session of the user: whoever knew the old one is out."""
     if not password:
         raise ValueError("password is empty")
-    user.password_hash = hash_password(password)
-    revoke_user_sessions(session, user.id)
+    set_password_hash(session, user, hash_password(password))
+
+
+def set_password_hash(session: Session, user: User, hashed: str) -> int:
+    """`set_password` with the Argon2 work done beforehand, outside the transaction; returns how
+    many live sessions it ended."""
+    user.password_hash = hashed
+    ended = revoke_user_sessions(session, user.id)
     session.flush()
+    return ended
 
 
 def set_active(session: Session, user: User, active: bool) -> None:
@@ -82,16 +89,43 @@ def set_active(session: Session, user: User, active: bool) -> None:
 
 
 def verify_user(session: Session, username: str, password: str, *, now: datetime | None = None) -> User | None:
-    """The active user with this password, or None. Upgrades the stored hash when Argon2's
-    parameters have been raised since it was made."""
+    """The active user with this password, or None, in one transaction (the command line, tests).
+    The web sign-in splits this in three (`stored_hash`, `password_matches`, `confirm_user`) so that
+    no transaction stays open during the Argon2 work."""
+    stored = stored_hash(session, username)
+    if not password_matches(stored, password):
+        return None
+    assert stored is not None
+    return confirm_user(session, username, stored, password, now=now)
+
+
+def stored_hash(session: Session, username: str) -> str | None:
+    """The password hash of the active user of this name; None when there is no such user."""
     user = get_user(session, username)
-    if user is None or not user.active:
+    return user.password_hash if user is not None and user.active else None
+
+
+def password_matches(stored: str | None, password: str) -> bool:
+    """Argon2 verification, with the same work for an unknown user (`stored` None) as for a known
+    one. Pure CPU and memory (64 MiB per call): called outside any transaction."""
+    if stored is None:
         with contextlib.suppress(VerificationError):
             _hasher.verify(_DUMMY_HASH, password)
-        return None
+        return False
     try:
-        _hasher.verify(user.password_hash, password)
+        return bool(_hasher.verify(stored, password))
     except (VerificationError, InvalidHashError):
+        return False
+
+
+def confirm_user(
+    session: Session, username: str, checked: str, password: str, *, now: datetime | None = None
+) -> User | None:
+    """The user whose password `checked` (the hash `password_matches` accepted) still is and who
+    is still active: a password changed or an account disabled while the hash was being checked
+    wins. Stamps the sign-in; upgrades the stored hash when Argon2's parameters were raised."""
+    user = get_user(session, username)
+    if user is None or not user.active or user.password_hash != checked:
         return None
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)

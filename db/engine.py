@@ -4,7 +4,11 @@ SQLite: WAL (readers never block the writer), foreign keys on (off by default in
 timeout so concurrent writers wait instead of failing, and transactions begun with `BEGIN
 IMMEDIATE` so a read-then-write transaction (find-or-create, job claim) takes the write lock up
 front instead of failing with "database is locked" when it tries to upgrade. pysqlite's own
-transaction handling is switched off for that, which is also what makes SAVEPOINT work.
+transaction handling is switched off for that, which is also what makes SAVEPOINT work. A
+transaction that only reads (`reading`) begins deferred instead: it never queues for the write
+lock, so a page or a sign-in check reads while a writer (another process, a long ingest) holds it.
+A write that may be skipped when the lock is busy (a session's last-seen stamp) waits only
+briefly for it (`brief_lock_wait`), not the full busy timeout.
 
 PostgreSQL goes through psycopg 3 with a small pre-pinged pool.
 """
@@ -12,14 +16,21 @@ PostgreSQL goes through psycopg 3 with a small pre-pinged pool.
 from __future__ import annotations
 
 import os
+import time
 import weakref
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY = "dxa_read_only"  # a connection execution option: begin a deferred (reading) transaction
+_SHORT_WAIT = "dxa_short_busy_timeout"  # set on a pooled connection's info by brief_lock_wait
 
 
 def normalise_url(url: str | URL) -> URL:
@@ -48,9 +59,15 @@ def _configure_sqlite(engine: Engine, *, immediate: bool, wal: bool) -> None:
         finally:
             cursor.close()
 
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_connection: Any, record: Any) -> None:
+        if record is not None and record.info.pop(_SHORT_WAIT, False) and dbapi_connection is not None:
+            dbapi_connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        deferred = not immediate or connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
 
 def make_engine(url: str | URL, *, echo: bool = False, sqlite_immediate: bool = True, **kwargs: Any) -> Engine:
@@ -86,6 +103,62 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded attributes after commit: use cases return rows to adapters that
     render them after the transaction ended."""
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+@contextmanager
+def reading(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """A session for reads of the sessions' engine that takes no write lock on SQLite (a deferred
+    transaction; WAL lets it read while a writer holds the lock). It may still write: the write
+    then asks for the lock when it happens (see `brief_lock_wait`). Ends without committing
+    unless the caller commits."""
+    with sessions() as session:
+        session.connection(execution_options={READ_ONLY: True})
+        yield session
+
+
+def brief_lock_wait(session: Session, seconds: float) -> None:
+    """For the rest of `session`'s transaction, a write waits at most `seconds` for SQLite's write
+    lock (instead of the busy timeout), then fails with OperationalError: for writes worth doing
+    only when they cost nothing, like a session's last-seen stamp. Call it before the transaction
+    reads anything (a deferred transaction that read first cannot wait for the lock at all).
+    PostgreSQL: the same bound on row locks (`lock_timeout`, this transaction only)."""
+    connection = session.connection()
+    if connection.dialect.name == "sqlite":
+        connection.info[_SHORT_WAIT] = True  # the pool's check-in puts the busy timeout back
+        connection.exec_driver_sql(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+    elif connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SET LOCAL lock_timeout = {int(seconds * 1000)}")
+
+
+T = TypeVar("T")
+RETRY_WITHIN_S = 20.0  # a restarting PostgreSQL refuses connections for a few seconds
+
+
+def transient_fault(exc: BaseException) -> bool:
+    """A fault of the database connection, not of the work: a connection ended by a server
+    restart or pg_terminate_backend (SQLAlchemy invalidated it), a server not answering yet, a
+    lock, the pool busy. The same work may well succeed a moment later on a new connection."""
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return transient_fault(exc.exceptions[0])
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, (OperationalError, InterfaceError, PoolTimeout))
+
+
+def retry_transient(work: Callable[[], T], within_s: float = RETRY_WITHIN_S) -> T:
+    """`work()`, run again with a growing pause while it fails on a transient fault, for up to
+    `within_s` (the pool pings connections before use, so a new try gets a live one). Only for
+    work that is safe to repeat: reads, or writes not yet committed."""
+    deadline = time.monotonic() + within_s
+    pause = 0.1
+    while True:
+        try:
+            return work()
+        except Exception as exc:
+            if not transient_fault(exc) or time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
 
 def dispose_after_fork(engine: Engine) -> None:

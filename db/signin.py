@@ -46,9 +46,22 @@ def open_session(session: Session, user: User, *, now: datetime | None = None) -
     return secret
 
 
-def session_user(session: Session, secret: str, times: SessionTimes, *, now: datetime | None = None) -> User | None:
-    """The active user of a live session, its last use recorded; None when the session is unknown,
-    revoked, idle too long or too old (it is then revoked, so it cannot come back)."""
+@dataclass(frozen=True)
+class FoundSession:
+    """A session row looked up by its secret: its user while it holds, whether it must now be
+    ended (idle or too old, its user disabled or gone), whether its last use is worth stamping."""
+
+    user: User | None
+    must_end: bool = False
+    touch_due: bool = False
+
+
+def find_session(
+    session: Session, secret: str, times: SessionTimes, *, now: datetime | None = None
+) -> FoundSession | None:
+    """Reads only (a page's sign-in check must not queue for the write lock); None when the
+    session is unknown or already ended. The caller ends it (`revoke_session`) or stamps it
+    (`touch_session`) in a write of its own."""
     moment = now or utcnow()
     row = session.scalars(select(WebSession).where(WebSession.token_hash == _hash(secret))).one_or_none()
     if row is None or row.revoked_at is not None:
@@ -56,13 +69,33 @@ def session_user(session: Session, secret: str, times: SessionTimes, *, now: dat
     user = session.get(User, row.user_id)
     expired = moment - row.last_seen_at > times.idle or moment - row.created_at > times.absolute
     if user is None or not user.active or expired:
-        row.revoked_at = moment
-        session.flush()
+        return FoundSession(None, must_end=True)
+    return FoundSession(user, touch_due=moment - row.last_seen_at >= TOUCH_EVERY)
+
+
+def touch_session(session: Session, secret: str, *, now: datetime | None = None) -> None:
+    """Stamp the session's last use (the idle timeout counts from it)."""
+    session.execute(
+        update(WebSession)
+        .where(WebSession.token_hash == _hash(secret), WebSession.revoked_at.is_(None))
+        .values(last_seen_at=now or utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def session_user(session: Session, secret: str, times: SessionTimes, *, now: datetime | None = None) -> User | None:
+    """The active user of a live session, its last use recorded; None when the session is unknown,
+    revoked, idle too long or too old (it is then revoked, so it cannot come back). In one
+    transaction that writes: for tools and tests; the web app splits it (`services.accounts`)."""
+    found = find_session(session, secret, times, now=now)
+    if found is None:
         return None
-    if moment - row.last_seen_at >= TOUCH_EVERY:
-        row.last_seen_at = moment
-        session.flush()
-    return user
+    if found.must_end:
+        revoke_session(session, secret, now=now)
+        return None
+    if found.touch_due:
+        touch_session(session, secret, now=now)
+    return found.user
 
 
 def revoke_session(session: Session, secret: str, *, now: datetime | None = None) -> None:

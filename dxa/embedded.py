@@ -67,8 +67,8 @@ def _write_host_copies(ctx: Context) -> None:
 
     try:
         write_host_copies(ctx)
-    except Exception:
-        log.exception("could not write the archive copies of finished files; retrying")
+    except Exception as exc:  # a driver's message can quote a row: the type and place only
+        log.warning("could not write the archive copies of finished files (%s); retrying", describe(exc))
 
 
 def watch_forever(ctx: Context, stop: threading.Event | None = None) -> None:
@@ -79,9 +79,12 @@ def watch_forever(ctx: Context, stop: threading.Event | None = None) -> None:
     from workers.heartbeat import touch_heartbeat
 
     while not stop.is_set():
-        watch_once(ctx, tracker, odd)
-        if uses_database(ctx):
-            _write_host_copies(ctx)
+        try:
+            watch_once(ctx, tracker, odd)
+            if uses_database(ctx):
+                _write_host_copies(ctx)
+        except Exception as exc:  # the database restarting, say: the next scan tries again
+            log.warning("inbox scan failed (%s); retrying", describe(exc))
         touch_heartbeat(ctx.settings, "watch")
         stop.wait(ctx.settings.scan_interval_s)
 

@@ -10,6 +10,7 @@ docker-compose, so they never have to sit in the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from functools import cached_property
 from pathlib import Path
@@ -18,7 +19,14 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_FILE_VARIANTS = ("DXA_DATABASE_URL", "DXA_BROKER_URL", "DXA_SECRET_KEY", "DXA_DEMO_PASSWORD", "DXA_ADMIN_PASSWORD")
+_FILE_VARIANTS = (
+    "DXA_DATABASE_URL",
+    "DXA_BROKER_URL",
+    "DXA_SECRET_KEY",
+    "DXA_DEMO_PASSWORD",
+    "DXA_ADMIN_PASSWORD",
+    "DXA_METRICS_TOKEN",
+)
 
 
 def _read_file_variants() -> dict[str, str]:
@@ -29,6 +37,13 @@ def _read_file_variants() -> dict[str, str]:
         if path and name not in os.environ:
             values[name.removeprefix("DXA_").lower()] = Path(path).read_text(encoding="utf-8").strip()
     return values
+
+
+def _parse_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    try:
+        return tuple(ipaddress.ip_network(item.strip(), strict=False) for item in text.split(",") if item.strip())
+    except ValueError as exc:
+        raise ValueError(f"DXA_METRICS_ALLOW: {exc}") from None
 
 
 class Settings(BaseSettings):
@@ -80,11 +95,31 @@ class Settings(BaseSettings):
     signin_window_minutes: float = Field(default=15.0, gt=0)
     signin_max_failures_per_account: int = Field(default=5, gt=0)
     signin_max_failures_per_address: int = Field(default=20, gt=0)
+    # Password checks (Argon2: 64 MiB and a good fraction of a CPU second each) run this many at a
+    # time per web process; other sign-ins wait their turn up to signin_queue_seconds, then are
+    # asked to try again in a moment (HTTP 503) instead of all slowing the machine down together.
+    signin_concurrency: int = Field(default_factory=lambda: max(1, (os.cpu_count() or 2) // 2), ge=1)
+    signin_queue_seconds: float = Field(default=30.0, gt=0)
+
+    # Prometheus /metrics: with a token, a scraper sends `Authorization: Bearer <token>`; without
+    # one, only the addresses or networks listed here may read it (default: this host only).
+    metrics_token: str | None = None
+    metrics_allow: str = "127.0.0.1,::1"
 
     @field_validator("data_dir", "inbox", "archive", mode="after")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
+
+    @field_validator("metrics_allow", mode="after")
+    @classmethod
+    def _networks_parse(cls, value: str) -> str:
+        _parse_networks(value)  # an address that is not one fails at start, not at the first scrape
+        return value
+
+    @property
+    def metrics_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return _parse_networks(self.metrics_allow)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -9,10 +9,13 @@ page queues (a precision study's re-evaluations, a file to re-process) starts at
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -22,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from db.engine import make_engine, session_factory
+from db.engine import make_engine, session_factory, transient_fault
 from services.context import Context
 from services.logsafe import describe
 from web import filters
@@ -30,6 +33,7 @@ from web.auth import CsrfFailed, Forbidden, LoginRequired, is_api, load_secret_k
 from web.deps import Services, User, render
 from web.metrics import BrokerDepth, OperationsCollector, make_registry
 from web.routes import (
+    account,
     alerts,
     auth_routes,
     language,
@@ -58,33 +62,77 @@ _SECURITY_HEADERS = [
 ]
 
 
+READ_RETRY_S = 20.0  # how long a page read is tried again through a database fault
+
+
 class QuietErrors:
     """The outermost layer: an exception no handler took becomes a plain 500, logged by type and
     place only. Left to the server, it would be logged with its text, and a database error's text
-    quotes the statement's parameters (a patient's name or ID in a search, an audit row)."""
+    quotes the statement's parameters (a patient's name or ID in a search, an audit row).
 
-    def __init__(self, app: ASGIApp) -> None:
+    A read (GET, HEAD) that failed on a transient database fault is run again, with a growing
+    pause, for up to `retry_s` (pooled connections are pinged before use, but one can be ended
+    in the middle of a query, and a restarting server refuses connections for a few seconds);
+    if the database is still not answering, 503 says so. A form post is never run twice."""
+
+    def __init__(self, app: ASGIApp, retry_s: float = READ_RETRY_S) -> None:
         self.app = app
+        self.retry_s = retry_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = False
+        received: list[Message] = []
 
         async def tracking(message: Message) -> None:
             nonlocal started
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
-            await self.app(scope, receive, tracking)
-        except Exception as exc:
-            log.warning("request failed (%s)", describe(exc))
-            if not started:
-                await PlainTextResponse("Internal error: the request could not be completed.", 500)(
-                    scope, receive, send
-                )
+        async def recording() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                received.append(message)
+            return message
+
+        readonly = scope.get("method") in ("GET", "HEAD")
+        deadline = time.monotonic() + self.retry_s
+        pause = 0.1
+        while True:
+            try:
+                await self.app(scope, _replay(list(received), recording), tracking)
+                return
+            except Exception as exc:
+                transient = transient_fault(exc)
+                if readonly and transient and not started and time.monotonic() < deadline:
+                    log.info("read tried again after a database fault (%s)", describe(exc))
+                    await anyio.sleep(pause)
+                    pause = min(pause * 2, 2.0)
+                    continue
+                log.warning("request failed (%s)", describe(exc))
+                if started:
+                    return
+                if transient:
+                    busy = PlainTextResponse(
+                        "The database is not answering at the moment. Try again shortly.", 503, {"Retry-After": "5"}
+                    )
+                    await busy(scope, receive, send)
+                else:
+                    await PlainTextResponse("Internal error: the request could not be completed.", 500)(
+                        scope, receive, send
+                    )
+                return
+
+
+def _replay(messages: list[Message], then: Receive) -> Receive:
+    """A `receive` that hands the request body read by an earlier try out again, then reads on."""
+
+    async def receive() -> Message:
+        return messages.pop(0) if messages else await then()
+
+    return receive
 
 
 class SecurityHeaders:
@@ -123,7 +171,8 @@ def _read_sessions(ctx: Context) -> sessionmaker[Session]:
     it calls waits for it, so they get deferred transactions of their own (WAL: readers never
     block the writer). PostgreSQL reads take no such lock."""
     if ctx.engine.dialect.name == "sqlite":
-        return session_factory(make_engine(ctx.engine.url, sqlite_immediate=False))
+        # one connection per server thread (SQLite connections are cheap): a page never waits for one
+        return session_factory(make_engine(ctx.engine.url, sqlite_immediate=False, pool_size=10, max_overflow=40))
     return ctx.sessions
 
 
@@ -144,6 +193,7 @@ def create_app(
     filters.install(templates.env)
     read_sessions = _read_sessions(ctx)
     app.state.services = Services(ctx=ctx, read_sessions=read_sessions, templates=templates, today=today)
+    app.state.signin_slots = threading.BoundedSemaphore(settings.signin_concurrency)
     app.add_middleware(
         SessionMiddleware,
         secret_key=load_secret_key(settings.secret_key, settings.data_dir),
@@ -157,7 +207,20 @@ def create_app(
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.state.operations = OperationsCollector(read_sessions, broker_depth)
     app.state.metrics_registry = make_registry(read_sessions, broker_depth)
-    for module in (auth_routes, language, patients, alerts, worklist, qa, qa_devices, qa_records, qa_scans, operations):
+    routers = (
+        auth_routes,
+        account,
+        language,
+        patients,
+        alerts,
+        worklist,
+        qa,
+        qa_devices,
+        qa_records,
+        qa_scans,
+        operations,
+    )
+    for module in routers:
         app.include_router(module.router)
     _install_error_handlers(app)
 

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import anyio
 from fastapi import Request
 from sqlalchemy.orm import Session
 
 from db import signin
 from services.accounts import resume_session, token_user
 from services.context import Context
+from web.i18n import N_
 
 ROLES = ("clinician", "qa", "admin")
 QA_ROLES = frozenset({"qa", "admin"})
@@ -47,6 +51,7 @@ class CurrentUser:
     username: str
     role: str
     via_token: bool = False
+    locale: str | None = None  # read with the session: a page needs no second connection for it
 
     @property
     def is_qa(self) -> bool:
@@ -90,7 +95,7 @@ def authenticate(request: Request, session: Session, ctx: Context) -> CurrentUse
         user = token_user(ctx, header[7:].strip())
         if user is None:
             raise LoginRequired()
-        return CurrentUser(user.id, user.username, user.role, via_token=True)
+        return CurrentUser(user.id, user.username, user.role, via_token=True, locale=user.locale)
     secret = request.session.get("sid")
     if not isinstance(secret, str):
         raise LoginRequired()
@@ -98,7 +103,7 @@ def authenticate(request: Request, session: Session, ctx: Context) -> CurrentUse
     if user is None:
         request.session.clear()
         raise LoginRequired()
-    return CurrentUser(user.id, user.username, user.role)
+    return CurrentUser(user.id, user.username, user.role, locale=user.locale)
 
 
 def session_times(request: Request) -> signin.SessionTimes:
@@ -121,3 +126,28 @@ def client_address(request: Request) -> str:
     """The peer's address (a trusted reverse proxy is configured to pass the real one to uvicorn
     with --proxy-headers; an X-Forwarded-For from anyone else is not believed)."""
     return request.client.host if request.client else "unknown"
+
+
+SLOT_POLL_S = 0.05
+
+
+async def take_password_slot(request: Request) -> bool:
+    """Wait for one of this web process's password-check slots (`DXA_SIGNIN_CONCURRENCY`) without
+    holding a server thread, for up to `DXA_SIGNIN_QUEUE_SECONDS`; False when none came free.
+    Fifty people signing in at once are then served a few at a time, each within seconds, instead
+    of fifty Argon2 checks (64 MiB each) slowing the whole machine down together."""
+    slots: threading.BoundedSemaphore = request.app.state.signin_slots
+    deadline = time.monotonic() + request.app.state.services.settings.signin_queue_seconds
+    while not slots.acquire(blocking=False):
+        if time.monotonic() >= deadline:
+            return False
+        await anyio.sleep(SLOT_POLL_S)
+    return True
+
+
+def give_back_password_slot(request: Request) -> None:
+    slots: threading.BoundedSemaphore = request.app.state.signin_slots
+    slots.release()
+
+
+BUSY_MESSAGE = N_("Many people are signing in at this moment. Please try again in a few seconds.")

@@ -13,10 +13,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import User as UserRow
 from monitor.config import MonitoringConfig
 from services.audit import Actor
 from services.context import Context
@@ -89,16 +87,7 @@ QaUser = Annotated[CurrentUser, Depends(qa_user)]
 def saved_locale(request: Request) -> str | None:
     """The language the signed-in user chose, None when they follow the browser."""
     user = getattr(request.state, "user", None)
-    if user is None:
-        return None
-    query = select(UserRow.locale).where(UserRow.id == user.id)
-    session = getattr(request.state, "db", None)
-    if session is not None:  # no second connection (and its pool ping) for one column
-        found: str | None = session.scalar(query)
-        return found
-    with services(request).read_sessions() as own:
-        found = own.scalar(query)
-    return found
+    return user.locale if isinstance(user, CurrentUser) else None  # read with the session check (web.auth)
 
 
 def activate_request_locale(request: Request) -> tuple[str, str | None]:

@@ -16,6 +16,7 @@ from celery.beat import PersistentScheduler
 from celery.signals import worker_process_init
 
 from settings import Settings, load_settings
+from workers.broker_transport import transport_for
 
 VISIBILITY_TIMEOUT_S = 3600
 
@@ -30,6 +31,7 @@ def make_celery(settings: Settings) -> Celery:
         task_ignore_result=True,
         task_time_limit=hard_limit,
         task_soft_time_limit=hard_limit - 30,
+        broker_transport=transport_for(settings.broker_url),  # survives a Redis restart (workers.broker_transport)
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,

@@ -89,8 +89,8 @@ class Seeded:
     device_ids: dict[str, int]
 
 
-def build(tmp: Path) -> Seeded:
-    url = f"sqlite:///{tmp / 'web.db'}"
+def build(tmp: Path, url: str | None = None) -> Seeded:
+    url = url or f"sqlite:///{tmp / 'web.db'}"
     upgrade(url)
     settings = Settings(data_dir=tmp, database_url=url, secret_key="test-secret-key-not-for-production")
     ctx = build_context(settings)

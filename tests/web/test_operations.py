@@ -1,9 +1,11 @@
 """The operations page, its API and Prometheus /metrics show the job table as it is: a job made
-to look silent appears as stuck on all three; counts match the database; QA roles only (the
-metrics are open, as a scraper has no session, and hold counts only)."""
+to look silent appears as stuck on all three; counts match the database; QA roles only. The
+metrics need no session (a scraper has none) but answer only this host, the allowed networks, or
+a scraper with the configured token."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from datetime import timedelta
@@ -12,7 +14,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from db.models import Job, SourceFile, utcnow
-from tests.web.seed import Seeded
+from tests.web.seed import TODAY, Seeded
+from web.app import create_app
 
 
 def _metric(text: str, name: str, labels: str = "") -> float:
@@ -46,7 +49,9 @@ def test_operations_views_agree_with_the_job_table(
             select(func.count()).select_from(SourceFile).where(SourceFile.status == "quarantined")
         )
 
-    metrics = anon.get("/metrics")
+    assert anon.get("/metrics").status_code == 403, "the test client's address is not this host"
+    with TestClient(anon.app, client=("127.0.0.1", 40000)) as local:
+        metrics = local.get("/metrics")
     assert metrics.status_code == 200
     assert _metric(metrics.text, "dxa_jobs", 'state="queued"') == queued
     assert _metric(metrics.text, "dxa_jobs", 'state="running"') == 2
@@ -62,3 +67,23 @@ def test_operations_views_agree_with_the_job_table(
     page = login("admin").get("/qa/operations")
     assert page.status_code == 200
     assert "another-host:4242" in page.text and "busy-host" not in page.text
+
+
+def test_metrics_answer_allowed_networks_or_the_token_only(seeded: Seeded) -> None:
+    def app_with(**changes: object) -> object:
+        settings = seeded.settings.model_copy(update=changes)
+        return create_app(dataclasses.replace(seeded.ctx, settings=settings), today=lambda: TODAY)
+
+    def get(app: object, address: str, token: str | None = None) -> int:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        with TestClient(app, client=(address, 40000)) as client:  # type: ignore[arg-type]
+            return client.get("/metrics", headers=headers).status_code
+
+    default = app_with()
+    assert get(default, "127.0.0.1") == 200 and get(default, "::1") == 200
+    assert get(default, "10.1.2.3") == 403
+    prometheus_net = app_with(metrics_allow="127.0.0.1, 10.1.0.0/16")
+    assert get(prometheus_net, "10.1.2.3") == 200 and get(prometheus_net, "10.2.0.1") == 403
+    with_token = app_with(metrics_token="scrape-secret-123")
+    assert get(with_token, "10.9.9.9", "scrape-secret-123") == 200
+    assert get(with_token, "10.9.9.9", "wrong") == 401 and get(with_token, "127.0.0.1") == 401

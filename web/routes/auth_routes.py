@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
 
 from db.signin import Throttled
-from services.accounts import sign_in, sign_out
-from web.auth import check_csrf, client_address, throttle_rule
+from services.accounts import check_password, finish_sign_in, sign_out, start_sign_in
+from web.auth import (
+    BUSY_MESSAGE,
+    check_csrf,
+    client_address,
+    give_back_password_slot,
+    take_password_slot,
+    throttle_rule,
+)
 from web.deps import App, User, render, services
 from web.queries import health as health_q
 
@@ -45,7 +54,7 @@ def login_form(request: Request, next: str | None = None) -> Response:
 
 
 @router.post("/login", include_in_schema=False)
-def login(
+async def login(
     request: Request,
     app: App,
     username: Annotated[str, Form()],
@@ -53,15 +62,25 @@ def login(
     csrf_token: Annotated[str, Form()] = "",
     next: Annotated[str, Form()] = "/patients",
 ) -> Response:
+    """Sign-ins queue for a password-check slot (`web.auth.take_password_slot`) for the Argon2
+    check only, never while waiting for the database; one that cannot get a slot within
+    `DXA_SIGNIN_QUEUE_SECONDS` is asked to try again (503, Retry-After)."""
     check_csrf(request, csrf_token)
     old = request.session.get("sid")
-    outcome = sign_in(
-        app.ctx,
-        username,
-        password,
-        client_address(request),
-        throttle_rule(request),
-        old_secret=old if isinstance(old, str) else None,
+    attempt = await run_in_threadpool(start_sign_in, app.ctx, username, client_address(request), throttle_rule(request))
+    matches = False
+    if attempt.locked is None:
+        if not await take_password_slot(request):
+            context = {"next": _safe_next(next), "error": BUSY_MESSAGE}
+            response = render(request, "login.html", context, status_code=503)
+            response.headers["Retry-After"] = "5"
+            return response
+        try:
+            matches = await run_in_threadpool(check_password, attempt, password)
+        finally:
+            give_back_password_slot(request)
+    outcome = await run_in_threadpool(
+        partial(finish_sign_in, app.ctx, attempt, password, matches, old_secret=old if isinstance(old, str) else None)
     )
     if isinstance(outcome, Throttled):
         minutes = max(1, -(-outcome.retry_after_s // 60))
