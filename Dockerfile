@@ -8,6 +8,10 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /dist .
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+# OCR of scanned, faxed and photographed reports (issue 14): Tesseract and its language data from
+# Debian, nothing downloaded at run time.
+RUN apt-get update && apt-get install -y --no-install-recommends tesseract-ocr tesseract-ocr-eng \
+    tesseract-ocr-chi-sim tesseract-ocr-osd && rm -rf /var/lib/apt/lists/*
 COPY --from=build /dist/ /tmp/dist/
 RUN pip install --no-cache-dir /tmp/dist/*.whl && rm -rf /tmp/dist
 RUN useradd --system --uid 1000 dxa && mkdir -p /data /inbox /archive && chown dxa /data /inbox /archive

@@ -21,13 +21,18 @@ install: $(STAMP)
 # browser download cannot run in a hospital network or here), docker-compose to validate
 # docker-compose.yml without a Docker engine, and the tools hospitals' PDFs pass through
 # (ghostscript pdfwrite / PDF/A, qpdf linearisation and object streams, poppler's cairo printer)
-# to build those variants of the samples in the ingest tests.
+# to build those variants of the samples in the ingest tests. Tesseract with its English, Simplified
+# Chinese and orientation data reads scanned, faxed and photographed reports (issue 14, at run time
+# too: no model is downloaded), and a CJK font renders the Chinese sample reports into test scans.
 system-deps:
 	@need=""; command -v chromium >/dev/null 2>&1 || need="$$need chromium"; \
 	command -v gs >/dev/null 2>&1 || need="$$need ghostscript"; \
 	command -v qpdf >/dev/null 2>&1 || need="$$need qpdf"; \
 	command -v pdftocairo >/dev/null 2>&1 || need="$$need poppler-utils"; \
 	command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || need="$$need docker-compose"; \
+	command -v tesseract >/dev/null 2>&1 || need="$$need tesseract-ocr"; \
+	for lang in eng chi_sim osd; do tesseract --list-langs 2>/dev/null | grep -qx "$$lang" || need="$$need tesseract-ocr-$$(echo $$lang | tr _ -)"; done; \
+	fc-list 2>/dev/null | grep -qi "Noto Sans CJK" || need="$$need fonts-noto-cjk"; \
 	if [ -n "$$need" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; \
 	  else echo "missing system packages:$$need (install them with apt-get as root)"; fi; \

@@ -47,13 +47,16 @@ NAMING_CONVENTION: Final = {
     "pk": "pk_%(table_name)s",
 }
 
-FileStatus = Literal["pending", "processing", "ingested", "duplicate", "quarantined"]
+FileStatus = Literal["pending", "processing", "ingested", "duplicate", "quarantined", "held"]
 JobKind = Literal["ingest_file", "evaluate_patient"]
 JobState = Literal["queued", "running", "done", "failed"]
 Role = Literal["clinician", "qa", "admin"]
 IdentityStrength = Literal["serial", "weak"]
 
-FILE_STATUSES: Final = ("pending", "processing", "ingested", "duplicate", "quarantined")
+# "held": a scan read by OCR, waiting for a person to confirm or reject it (`services.scans`)
+FILE_STATUSES: Final = ("pending", "processing", "ingested", "duplicate", "quarantined", "held")
+SCAN_STATUSES: Final = ("pending", "confirmed", "rejected")
+EXAM_SOURCES: Final = ("file", "ocr")
 JOB_KINDS: Final = ("ingest_file", "evaluate_patient")
 JOB_STATES: Final = ("queued", "running", "done", "failed")
 ROLES: Final = ("clinician", "qa", "admin")
@@ -294,6 +297,8 @@ class Exam(Timestamped, Base):
     reference_database: Mapped[str | None] = mapped_column(String(128))
     analysis_protocol: Mapped[str | None] = mapped_column(String(128))
     software_version: Mapped[str | None] = mapped_column(String(128))
+    # "ocr": its values were read from a scan by OCR and confirmed by a person (`services.scans`)
+    source: Mapped[str] = mapped_column(String(16), default="file", server_default="file")
 
     patient: Mapped[Patient] = relationship(back_populates="exams")
     device: Mapped[Device] = relationship(lazy="joined")
@@ -557,6 +562,48 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None]
 
     user: Mapped[User] = relationship()
+
+
+class ScanRow(Base):
+    """One report read by OCR from a scanned, faxed or photographed file, waiting for a QA user
+    (issue 14). Its values are not results: nothing of it is trended, compared, scheduled or
+    exported until it is confirmed, when its exam is stored like a file's (`source` "ocr").
+    `reading` holds the values as read (text, confidence, failed checks, page and box) and the
+    report's other fields; `crops` the image of the row each value was read from."""
+
+    __tablename__ = "scans"
+    __table_args__ = (
+        CheckConstraint(one_of("status", SCAN_STATUSES), name="status"),
+        Index("ix_scans_status_id", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source_file_id: Mapped[int] = mapped_column(ForeignKey("source_files.id", ondelete="CASCADE"), index=True)
+    report_index: Mapped[int] = mapped_column(default=0)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    engine: Mapped[str] = mapped_column(String(32), default="tesseract")
+    reading: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    problems: Mapped[list[str]] = mapped_column(default=list)
+    reason: Mapped[str | None] = mapped_column(Text)
+    decided_by: Mapped[str | None] = mapped_column(String(128))
+    decided_at: Mapped[datetime | None]
+    patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id", ondelete="SET NULL"))
+    exam_id: Mapped[int | None] = mapped_column(ForeignKey("exams.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    source_file: Mapped[SourceFile] = relationship()
+
+
+class ScanCrop(Base):
+    """A PNG cut from a scan: the row a value was read from (its value boxed), or a page."""
+
+    __tablename__ = "scan_crops"
+    __table_args__ = (UniqueConstraint("scan_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(String(64))
+    png: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class AuditEvent(Base):

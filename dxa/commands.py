@@ -55,7 +55,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     ctx = context(dispatch=False)  # back-loading runs its own jobs, whatever the deployment
     files = list(_expand(args.paths))
-    counts = {"ingested": 0, "duplicate": 0, "quarantined": 0, "unfinished": 0}
+    counts = {"ingested": 0, "duplicate": 0, "quarantined": 0, "held": 0, "unfinished": 0}
     for one in ingest_paths(ctx, files):
         counts[one.outcome] += 1
         print(
@@ -67,6 +67,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     print(
         f"{len(files)} files: {counts['ingested']} ingested, {counts['duplicate']} duplicate, "
         f"{counts['quarantined']} quarantined"
+        + (f", {counts['held']} held for verification (QA: scans)" if counts["held"] else "")
         + (f", {counts['unfinished']} NOT finished (run again)" if counts["unfinished"] else "")
         + f"; {evaluated} patients re-evaluated"
     )

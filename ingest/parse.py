@@ -10,12 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import TYPE_CHECKING
 
 from ingest.boundary import guarded
 from ingest.dicom import looks_like_dicom, parse_dicom_reports
-from ingest.errors import EmptyFile, NotDicom, TooLarge
+from ingest.errors import EmptyFile, NotDicom, TooLarge, UnsupportedLayout
+from ingest.ocr.images import image_kind
 from ingest.plausible import check_report
 from ingest.report import ParsedReport
+
+if TYPE_CHECKING:
+    from ingest.ocr.read import ScanReading
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,33 @@ def parse_file_reports(data: bytes, name: str, limits: ParseLimits) -> tuple[Par
     with its own patient, date and machine and checked for plausibility; or a ParseError for the
     whole file (one implausible report refuses the file: it is stored whole or not at all)."""
     return tuple(check_report(report, limits.today) for report in _parse(data, name, limits))
+
+
+def parse_file_or_scan(data: bytes, name: str, limits: ParseLimits) -> tuple[ParsedReport, ...] | ScanReading:
+    """The pipeline's entry point: a file's reports, or, for an image (PNG, JPEG, TIFF) or an
+    image-only PDF, what OCR read from it, which a person confirms before anything is stored
+    (`services.scans`)."""
+    if image_kind(data) is not None and len(data) <= limits.max_bytes:
+        return _scan(data, limits)
+    try:
+        return parse_file_reports(data, name, limits)
+    except UnsupportedLayout:
+        if _is_pdf(data) and not looks_like_dicom(data) and not _has_text(data, limits):
+            return _scan(data, limits)
+        raise
+
+
+def _has_text(data: bytes, limits: ParseLimits) -> bool:
+    from ingest.pdf.text import read_pdfium
+
+    text = read_pdfium(data, limits.max_pdf_pages)
+    return any(line.strip() for page in text.pages for line in page)
+
+
+def _scan(data: bytes, limits: ParseLimits) -> ScanReading:
+    from ingest.ocr.read import read_scan  # lazy: Pillow and the OCR engine load only for scans
+
+    return guarded("image", lambda: read_scan(data, limits.max_pdf_pages))
 
 
 def _parse(data: bytes, name: str, limits: ParseLimits) -> tuple[ParsedReport, ...]:

@@ -17,7 +17,7 @@ from services.context import Context
 from services.intake import intake_many
 from services.runner import BATCH, run_batch, run_jobs
 
-FINAL = ("ingested", "duplicate", "quarantined")
+FINAL = ("ingested", "duplicate", "quarantined", "held")  # held: a scan waiting for a person (issue 14)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from db.models import Job, SourceFile
 from db.reports import one_store_at_a_time, same_stored_results, store_report
 from db.vendor_lsc import patients_on_device
 from ingest.errors import ParseError
+from ingest.ocr.read import ScanReading
 from ingest.parse import ParseLimits
 from ingest.report import ParsedReport
 from services.bytestore import database_path, kept_in_database, parse_copy
@@ -44,6 +45,7 @@ from services.files import Moves, archive_path, quarantine_code, quarantine_file
 from services.outcomes import PARSER_VERSION, STORE_REFUSED, WORKER_CRASH, ClaimedJob, JobResult
 from services.parsing import parse_in_child, parse_limits, warm_parsers
 from services.queue import unit_of_work
+from services.scans import hold_scan
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,7 @@ class _Fault:
     message: str
 
 
-_Parsed = tuple[ParsedReport, ...] | ParseError | _Fault
+_Parsed = tuple[ParsedReport, ...] | ScanReading | ParseError | _Fault
 
 
 @dataclass
@@ -170,6 +172,8 @@ def _store_one(ctx: Context, session: Session, work: ClaimedFile, parsed: _Parse
         return _quarantined(ctx, session, work.job, _file(session, work.source_file_id), parsed.code, parsed.message)
     if isinstance(parsed, _Fault):
         return _retry_later(ctx, session, work, parsed.code, parsed.message)
+    if isinstance(parsed, ScanReading):  # OCR of a scan: held for a person (issue 14)
+        return _Stored(hold_scan(ctx, session, work.job, _file(session, work.source_file_id), parsed))
     try:
         with session.begin_nested():
             return _store(ctx, session, work, parsed, check_uid=False)
@@ -291,7 +295,7 @@ def _holder_says_the_same(ctx: Context, session: Session, holder_id: int, report
             theirs = parse_in_child(path, holder.original_name, limits, child_limits)
     except (ParseError, ChildFailed, OSError, EOFError, pickle.UnpicklingError):
         return False
-    if len(theirs) != 1:
+    if isinstance(theirs, ScanReading) or len(theirs) != 1:
         return False
     mine, other = report.patient, theirs[0].patient
     return (mine.patient_id, mine.issuer, mine.birth_date, mine.sex) == (

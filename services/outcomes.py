@@ -14,7 +14,7 @@ PARSER_VERSION = "dxa-monitor 0.1.0"  # stored with every file: what read it
 WORKER_CRASH = "worker_crash"  # quarantine reason: the file stopped its worker too often
 STORE_REFUSED = "store_refused"  # quarantine reason: the database refused a parsed value
 
-FileOutcome = Literal["ingested", "duplicate", "quarantined", "retry", "skipped"]
+FileOutcome = Literal["ingested", "duplicate", "quarantined", "held", "retry", "skipped"]
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from datetime import date
 from pathlib import Path
 
 from ingest.errors import TooComplex
-from ingest.parse import ParseLimits, parse_file_reports
+from ingest.ocr.read import ScanReading
+from ingest.parse import ParseLimits, parse_file_or_scan
 from ingest.report import ParsedReport
 from services.child import ChildFailed, ChildLimits, ReusableChild, run_in_child
 from settings import Settings
@@ -53,9 +54,10 @@ def warm_parsers() -> None:
     _parsers_warm = True
 
 
-def _parse_path(path: str, name: str, limits: ParseLimits) -> tuple[ParsedReport, ...]:
-    """Runs in the child: the bytes are read there too, so a huge file never bloats the worker."""
-    return parse_file_reports(Path(path).read_bytes(), name, limits)
+def _parse_path(path: str, name: str, limits: ParseLimits) -> tuple[ParsedReport, ...] | ScanReading:
+    """Runs in the child: the bytes are read there too, so a huge file never bloats the worker.
+    A scan comes back as what OCR read (`services.scans` holds it for a person)."""
+    return parse_file_or_scan(Path(path).read_bytes(), name, limits)
 
 
 _children = threading.local()  # a parse child per runner thread (per Celery pool process)
@@ -63,7 +65,7 @@ _children = threading.local()  # a parse child per runner thread (per Celery poo
 
 def parse_in_child(
     path: str, name: str, parse_limits: ParseLimits, child_limits: ChildLimits
-) -> tuple[ParsedReport, ...]:
+) -> tuple[ParsedReport, ...] | ScanReading:
     """Parse in this thread's reusable child. When a child that had parsed other files before fails
     (crash, time-out, memory), the file is parsed again in a fresh child and that verdict counts:
     what a child did before must never get a file quarantined."""
@@ -72,7 +74,9 @@ def parse_in_child(
         child = _children.child = ReusableChild()
     reused = child.calls > 0 and child.pid is not None
     try:
-        reports: tuple[ParsedReport, ...] = child.run(_parse_path, (path, name, parse_limits), child_limits)
+        reports: tuple[ParsedReport, ...] | ScanReading = child.run(
+            _parse_path, (path, name, parse_limits), child_limits
+        )
     except ChildFailed as exc:
         if not exc.reused:
             raise

@@ -42,6 +42,7 @@ from web.routes import (
     qa,
     qa_devices,
     qa_records,
+    qa_scans,
     worklist,
 )
 
@@ -206,7 +207,20 @@ def create_app(
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.state.operations = OperationsCollector(read_sessions, broker_depth)
     app.state.metrics_registry = make_registry(read_sessions, broker_depth)
-    for module in (auth_routes, account, language, patients, alerts, worklist, qa, qa_devices, qa_records, operations):
+    routers = (
+        auth_routes,
+        account,
+        language,
+        patients,
+        alerts,
+        worklist,
+        qa,
+        qa_devices,
+        qa_records,
+        qa_scans,
+        operations,
+    )
+    for module in routers:
         app.include_router(module.router)
     _install_error_handlers(app)
 

@@ -106,17 +106,27 @@ def _default_lsc_site(measurements: dict[tuple[str, str | None], SiteMeasurement
 
 
 def apply_template(
-    template: Template, text: PdfText, *, first_page: int = 1, envelope_dates: Iterable[date] = ()
+    template: Template,
+    text: PdfText,
+    *,
+    first_page: int = 1,
+    envelope_dates: Iterable[date] = (),
+    identity_optional: bool = False,
 ) -> ParsedReport:
     """One report's pages; `first_page` is the file page number of its first page, so that every
     value's provenance names the page of the file it was read from. `envelope_dates` are exam dates
-    an envelope states (an Encapsulated PDF's DICOM header): evidence for the day/month order."""
+    an envelope states (an Encapsulated PDF's DICOM header): evidence for the day/month order.
+    `identity_optional` (OCR of a scan, which a person confirms) reads the rest of a page whose
+    patient ID could not be read, with an empty ID (and a machine line it could not read with an
+    empty model): the reviewer types it, the page is never attached to anyone before."""
     joined_pages = ["\n".join(lines) for lines in text.pages]
     full = "\n".join(joined_pages)
     what = template.description
 
     patient_id = _field(template, full, "patient_id")
-    if not patient_id:
+    if not patient_id and identity_optional:
+        patient_id = ""
+    elif not patient_id:
         raise MissingField(f"patient ID: not found in the {what} text")
     raw_date = _field(template, full, "exam_date")
     if not raw_date:
@@ -135,7 +145,9 @@ def apply_template(
             serial = match["serial"] if "serial" in pattern.groupindex else None
             device = (match["model"].strip(), serial.strip() if serial else None)
             break
-    if device is None:
+    if device is None and identity_optional:
+        device = ("", None)  # a scan's reviewer reads the machine off the page
+    elif device is None:
         raise MissingField(f"device model: no device line found in the {what} text")
 
     birth_raw = _field(template, full, "birth_date")

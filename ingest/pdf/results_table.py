@@ -38,10 +38,10 @@ def _columns_for(template: Template, header_text: str) -> tuple[Column, ...]:
     return tuple(present)
 
 
-def _check_range(value: float | None, low: float, high: float, what: str, template: Template) -> None:
+def _check_range(value: float | None, low: float, high: float, what: str, template: Template, where: str = "") -> None:
     if value is not None and not low <= value <= high:
         raise MalformedResults(
-            f"{template.description}: a {what} of {value} is outside {low}..{high}; "
+            f"{template.description}: a {what} of {value}{where} is outside {low}..{high}; "
             "the results columns are not where the layout says"
         )
 
@@ -118,8 +118,8 @@ def parse_results_table(ctx: Readings, page_no: int, lines: Sequence[str], page_
             columns = _columns_for(template, " ".join(header))
         if len(cells) > len(columns):
             raise MalformedResults(
-                f"{template.description}: a results row has {len(cells)} values but the header "
-                f"names {len(columns)} columns; the report layout may have changed"
+                f"{template.description}: a results row (pdf p{page_no} line {index + 1}) has {len(cells)} values "
+                f"but the header names {len(columns)} columns; the report layout may have changed"
             )
         row = {column.key: cell for column, cell in zip(columns, cells, strict=False)}
         units = {column.key: column.unit for column in columns}
@@ -130,11 +130,12 @@ def parse_results_table(ctx: Readings, page_no: int, lines: Sequence[str], page_
         if bmd_cell is None or bmd_cell.value is None:
             continue
         bmd = bmd_to_g_cm2(bmd_cell.value, units.get("bmd"))
-        _check_range(bmd, 0.05, 3.0, "BMD (g/cm²)", template)
+        where = f" (pdf p{page_no} line {index + 1})"
+        _check_range(bmd, 0.05, 3.0, "BMD (g/cm²)", template, where)
         t = row["t"].value if "t" in row else None
         z = row["z"].value if "z" in row else None
-        _check_range(t, -10.0, 10.0, "T-score", template)
-        _check_range(z, -10.0, 10.0, "Z-score", template)
+        _check_range(t, -10.0, 10.0, "T-score", template, where)
+        _check_range(z, -10.0, 10.0, "Z-score", template, where)
         side = need_side(site, label.side, page_side, template)
         provenance = f"pdf p{page_no} line {index + 1}"
         key = (site, side)

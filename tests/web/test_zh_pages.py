@@ -32,6 +32,7 @@ PAGES = (
     "/qa/ingest",
     "/qa/audit",
     "/qa/operations",
+    "/qa/scans",
 )
 
 

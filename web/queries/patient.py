@@ -69,6 +69,7 @@ class ExamView:
     machine_key: str  # equal only for exams on the very same serial-identified machine
     measurements: tuple[MeasurementView, ...]
     software_version: str | None
+    source: str = "file"  # "ocr": read from a scan and confirmed by a person (issue 14)
 
     def measurement(self, site: str, side: str | None) -> MeasurementView | None:
         """The exam's value at one site and side, None when that site was not measured."""
@@ -169,6 +170,7 @@ def _exam_views(session: Session, patient_pk: int) -> list[ExamView]:
             Exam.id,
             Exam.exam_date,
             Exam.software_version,
+            Exam.source,
             Device.id,
             Device.manufacturer,
             Device.model,
@@ -188,8 +190,8 @@ def _exam_views(session: Session, patient_pk: int) -> list[ExamView]:
     ).all()
     heads: dict[int, tuple[Any, ...]] = {}
     measurements: dict[int, list[MeasurementView]] = defaultdict(list)
-    for exam_pk, day, software, device_pk, maker, model, serial, strength, site, side, bmd, t, z, prov in rows:
-        heads.setdefault(exam_pk, (day, software, device_pk, maker, model, serial, strength))
+    for exam_pk, day, software, source, device_pk, maker, model, serial, strength, site, side, bmd, t, z, prov in rows:
+        heads.setdefault(exam_pk, (day, software, device_pk, maker, model, serial, strength, source))
         if site is not None:
             measurements[exam_pk].append(MeasurementView(site, side, bmd, t, z, dict(prov or {})))
     return [
@@ -201,8 +203,9 @@ def _exam_views(session: Session, patient_pk: int) -> list[ExamView]:
             machine_key=_machine_key(maker, model, serial, exam_pk),
             measurements=tuple(measurements[exam_pk]),
             software_version=software,
+            source=source or "file",
         )
-        for exam_pk, (day, software, device_pk, maker, model, serial, strength) in heads.items()
+        for exam_pk, (day, software, device_pk, maker, model, serial, strength, source) in heads.items()
     ]
 
 

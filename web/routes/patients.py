@@ -168,6 +168,7 @@ def _patient_context(session: Session, app: Services, patient: Patient) -> dict[
         "timeline": charts.render_timeline(detail.therapies, detail.exams, app.today(), span=span),
         "comparisons": comparisons,
         "refused": [c for c in comparisons if c.refused],
+        "ocr_exams": {e.exam_id for e in detail.exams if e.source == "ocr"},
     }
 
 
