@@ -1,10 +1,13 @@
 """Web latency benchmark (issue 5): load synthetic patients, then time the pages clinicians use most.
 
     createdb -h 127.0.0.1 -U postgres dxa_bench_web
-    .venv/bin/python -m bench.web --database-url postgresql://postgres@127.0.0.1:5432/dxa_bench_web --rounds 3
-    .venv/bin/python -m bench.web --database-url ... --skip-load      # time an already loaded database again
+    .venv/bin/python bench/web.py --database-url postgresql://postgres@127.0.0.1:5432/dxa_bench_web --rounds 3
+    .venv/bin/python bench/web.py --database-url ... --skip-load      # time an already loaded database again
+    .venv/bin/python bench/web.py --database-url ... --skip-load --profile /tmp/page.txt   # where a page's time goes
     dropdb -h 127.0.0.1 -U postgres dxa_bench_web
-    .venv/bin/python -m bench.web --sqlite --patients 2000              # a quick look, no server needed
+    .venv/bin/python bench/web.py --sqlite --patients 2000              # a quick look, no server needed
+
+(`python -m bench.web` from the repository root works too.)
 
 The database must be empty (it is migrated here). On PostgreSQL the data is generated in
 `--jobs` processes and written with COPY into unlogged staging tables, then inserted into the
@@ -38,9 +41,12 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import random
 import resource
+import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -50,6 +56,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
+
+# Run as a script, this file's folder comes first on sys.path and this module, named `web`, would
+# hide the `web` package: the repository root goes in front of it.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fastapi.testclient import TestClient
 from sqlalchemy import Connection, Engine, Table, event, insert, text
@@ -679,7 +689,38 @@ def _sample_patients(url: str, count: int, rng: random.Random) -> list[BenchPati
     return [by_id[pk] for pk in picked if pk in by_id]
 
 
-def run_requests(url: str, tmp: Path, n: int, rounds: int) -> None:
+def _profile(client: TestClient, paths: list[str], out: Path) -> None:
+    """Where the patient page's time goes: py-spy samples this process (every thread: the app
+    runs in the TestClient's worker threads) while `paths` are requested, idle time included
+    (waiting for the database is a page's time too). Writes py-spy's collapsed stacks to `out`
+    and prints the functions that take the largest share of the pages' samples."""
+    import signal
+    import subprocess
+
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    command = [spy, "record", "--pid", str(os.getpid()), "--rate", "1000", "--idle", "--format", "raw"]
+    recorder = subprocess.Popen([*command, "--output", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    time.sleep(1.0)  # py-spy attaches
+    ms = timed(client, paths)
+    recorder.send_signal(signal.SIGINT)
+    recorder.wait(timeout=60)
+    print(f"profile of {len(paths)} patient pages (p50 {statistics.median(ms):.1f} ms while sampled) in {out}:")
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if "patient_page (" not in stack:
+            continue  # other threads, the bench's own loop
+        frames = stack.split(";")
+        start = next(i for i, f in enumerate(frames) if f.startswith("patient_page ("))
+        total += int(count)
+        for name in {f.split(" (")[0] + " " + f.split(" (")[-1].split(":")[0] for f in frames[start:]}:
+            inclusive[name] = inclusive.get(name, 0) + int(count)
+    for name, samples in sorted(inclusive.items(), key=lambda kv: -kv[1])[:45]:
+        print(f"  {100 * samples / max(total, 1):5.1f} %  {name}")
+
+
+def run_requests(url: str, tmp: Path, n: int, rounds: int, profile: Path | None = None) -> None:
     factory = session_factory(make_engine(url))
     with factory() as session:
         if accounts.verify_user(session, "bench", "bench-password") is None:
@@ -688,7 +729,8 @@ def run_requests(url: str, tmp: Path, n: int, rounds: int) -> None:
     ctx = build_context(Settings(data_dir=tmp, database_url=url, secret_key="bench"))
     app = create_app(ctx, today=lambda: TODAY)
     statements = [0]
-    event.listen(ctx.engine, "before_cursor_execute", lambda *_a, **_k: statements.__setitem__(0, statements[0] + 1))
+    # on the Engine class: the app reads through an engine of its own beside the use cases' one
+    event.listen(Engine, "before_cursor_execute", lambda *_a, **_k: statements.__setitem__(0, statements[0] + 1))
     rng = random.Random(2)
     sample = _sample_patients(url, 2000, rng)
     names = [f.lower()[:4] for f in FAMILY]
@@ -702,6 +744,8 @@ def run_requests(url: str, tmp: Path, n: int, rounds: int) -> None:
 
         timed(client, [f"/patients/{p.path}{p.query}" for p in patients(10)])  # warm-up
         timed(client, ["/patients", "/patients?q=123"])
+        if profile is not None:
+            _profile(client, [f"/patients/{p.path}{p.query}" for p in patients(n)], profile)
         for r in range(rounds):
             if rounds > 1:
                 print(f"round {r + 1}/{rounds}")
@@ -730,8 +774,8 @@ def run_requests(url: str, tmp: Path, n: int, rounds: int) -> None:
                 ("patients list ?q=<MRN prefix>", lambda: f"/patients?q={rng.choice(sample).identifier[:5]}"),
                 ("patients list ?q=<name part>", lambda: f"/patients?q={quote(rng.choice(names))}"),
             ]
-            for name, url in lists:
-                report(name, timed(client, [url() for _ in range(n)]), 150)
+            for name, make_path in lists:
+                report(name, timed(client, [make_path() for _ in range(n)]), 150)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -743,6 +787,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=1, help="repeat the timed lines (to see the spread)")
     parser.add_argument("--jobs", type=int, default=2, help="processes generating the data")
     parser.add_argument("--skip-load", action="store_true", help="time an already loaded database again")
+    parser.add_argument(
+        "--profile", type=Path, help="profile --requests patient pages first (py-spy), collapsed stacks to this file"
+    )
     args = parser.parse_args(argv)
     if args.skip_load and not args.database_url:
         parser.error("--skip-load needs --database-url (a SQLite bench file is temporary)")
@@ -753,7 +800,7 @@ def main(argv: list[str] | None = None) -> None:
             t0 = time.perf_counter()
             counts = load(url, args.patients, args.jobs)
             print(f"load: {time.perf_counter() - t0:.1f} s; rows: {counts}", flush=True)
-        run_requests(url, Path(tmp), args.requests, args.rounds)
+        run_requests(url, Path(tmp), args.requests, args.rounds, args.profile)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"peak RSS: bench process (app and requests) {peak:.0f} MiB, largest load worker {workers:.0f} MiB")

@@ -9,12 +9,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import secrets
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from db.models import ROLES, ApiToken, AuditEvent, User, utcnow
@@ -147,6 +148,42 @@ def create_api_token(session: Session, user: User, name: str) -> tuple[ApiToken,
     return row, secret
 
 
+TOKEN_TOUCH_EVERY = timedelta(seconds=60)  # an API token's last_used_at is written at most this often
+
+
+@dataclass(frozen=True)
+class FoundToken:
+    token_id: int
+    user: User
+    touch_due: bool  # its last use is older than TOKEN_TOUCH_EVERY (or never stamped)
+
+
+def find_api_token(session: Session, token: str, *, now: datetime | None = None) -> FoundToken | None:
+    """The live token and its active user, in one read that writes nothing (the caller stamps the
+    last use with `touch_api_token` when `touch_due`); None for an unknown, revoked or disabled one."""
+    found = session.execute(
+        select(ApiToken.id, ApiToken.last_used_at, ApiToken.revoked_at, User)
+        .join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.token_hash == _token_hash(token.strip()))
+    ).one_or_none()
+    if found is None:
+        return None
+    token_id, last_used, revoked, user = found
+    if revoked is not None or not user.active:
+        return None
+    moment = now or utcnow()
+    return FoundToken(token_id, user, last_used is None or moment - last_used >= TOKEN_TOUCH_EVERY)
+
+
+def touch_api_token(session: Session, token_id: int, *, now: datetime | None = None) -> None:
+    session.execute(
+        update(ApiToken)
+        .where(ApiToken.id == token_id)
+        .values(last_used_at=now or utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
 def verify_api_token(session: Session, token: str, *, now: datetime | None = None) -> User | None:
     row = session.scalars(select(ApiToken).where(ApiToken.token_hash == _token_hash(token.strip()))).one_or_none()
     if row is None or row.revoked_at is not None or not row.user.active:
@@ -187,6 +224,30 @@ def record_audit(
     session.add(event)
     session.flush()
     return event
+
+
+def append_audit(
+    session: Session,
+    *,
+    actor: str,
+    action: str,
+    patient_id: int | None = None,
+    user_id: int | None = None,
+    detail: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> None:
+    """`record_audit` as one plain INSERT: no object to track, no id read back (the unit of work
+    cost a page more than the insert itself)."""
+    session.execute(
+        insert(AuditEvent).values(
+            occurred_at=now or utcnow(),
+            actor=actor,
+            user_id=user_id,
+            action=action,
+            patient_id=patient_id,
+            detail=dict(detail or {}),
+        )
+    )
 
 
 def list_audit_events(

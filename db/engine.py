@@ -10,7 +10,8 @@ lock, so a page or a sign-in check reads while a writer (another process, a long
 A write that may be skipped when the lock is busy (a session's last-seen stamp) waits only
 briefly for it (`brief_lock_wait`), not the full busy timeout.
 
-PostgreSQL goes through psycopg 3 with a small pre-pinged pool.
+PostgreSQL goes through psycopg 3 with a small pool, pre-pinged (or pinged only after sitting idle:
+`ping_when_idle`, the web app's reads).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -70,11 +71,20 @@ def _configure_sqlite(engine: Engine, *, immediate: bool, wal: bool) -> None:
         connection.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
 
-def make_engine(url: str | URL, *, echo: bool = False, sqlite_immediate: bool = True, **kwargs: Any) -> Engine:
+def make_engine(
+    url: str | URL,
+    *,
+    echo: bool = False,
+    sqlite_immediate: bool = True,
+    ping_idle_after_s: float | None = None,
+    **kwargs: Any,
+) -> Engine:
     """An engine for `url` with the service's connection settings.
 
     `sqlite_immediate=False` gives plain deferred transactions, for read-only tools that should
-    not queue behind writers. Extra keyword arguments go to `create_engine`.
+    not queue behind writers. `ping_idle_after_s` (PostgreSQL): instead of pinging every pooled
+    connection on every checkout, ping only one that sat idle in the pool longer than that (see
+    `ping_when_idle`). Extra keyword arguments go to `create_engine`.
     """
     parsed = normalise_url(url)
     backend = parsed.get_backend_name()
@@ -94,9 +104,46 @@ def make_engine(url: str | URL, *, echo: bool = False, sqlite_immediate: bool = 
             "pool_recycle": 1800,
             "pool_timeout": 30,
         }
+        if ping_idle_after_s is not None:
+            options["pool_pre_ping"] = False
         options.update(kwargs)
-        return create_engine(parsed, echo=echo, **options)
+        engine = create_engine(parsed, echo=echo, **options)
+        if ping_idle_after_s is not None:
+            ping_when_idle(engine, ping_idle_after_s)
+        return engine
     return create_engine(parsed, echo=echo, **kwargs)
+
+
+_IDLE_SINCE = "dxa_idle_since"
+
+
+def ping_when_idle(engine: Engine, after_s: float) -> None:
+    """Ping a pooled connection on checkout only when it sat idle in the pool for more than
+    `after_s` (a dead one is replaced, as with `pool_pre_ping`).
+
+    The pre-ping is a round trip to the server on every checkout: for a page that otherwise needs
+    a handful of short queries, a tenth of its time, and more on a busy machine where each round
+    trip waits for the server process to be scheduled. A connection that sat idle is the one a
+    restart, a firewall or an idle timeout most likely ended; one checked in a moment ago is
+    almost always alive, and when it is not (a restart in that moment) the statement fails with
+    a disconnect, SQLAlchemy invalidates the whole pool, and the caller's retry for transient
+    faults gets fresh connections (the web app runs a read again: `web.app.QuietErrors`)."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop(_IDLE_SINCE, None)
+        if since is None or time.monotonic() - since <= after_s:
+            return  # new, or used a moment ago
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # any failure of the ping: take another connection
+            raise DisconnectionError("pooled connection failed its ping") from exc
+        if not alive:
+            raise DisconnectionError("pooled connection failed its ping")
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

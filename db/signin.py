@@ -63,10 +63,14 @@ def find_session(
     session is unknown or already ended. The caller ends it (`revoke_session`) or stamps it
     (`touch_session`) in a write of its own."""
     moment = now or utcnow()
-    row = session.scalars(select(WebSession).where(WebSession.token_hash == _hash(secret))).one_or_none()
-    if row is None or row.revoked_at is not None:
+    found = session.execute(
+        select(WebSession, User)
+        .outerjoin(User, User.id == WebSession.user_id)
+        .where(WebSession.token_hash == _hash(secret))
+    ).one_or_none()  # one statement: every page asks this
+    if found is None or found[0].revoked_at is not None:
         return None
-    user = session.get(User, row.user_id)
+    row, user = found
     expired = moment - row.last_seen_at > times.idle or moment - row.created_at > times.absolute
     if user is None or not user.active or expired:
         return FoundSession(None, must_end=True)

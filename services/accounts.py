@@ -126,18 +126,26 @@ def _outcome(
     return signed
 
 
-def resume_session(ctx: Context, secret: str, role: object, times: signin.SessionTimes) -> SignedIn | None:
+def resume_session(
+    ctx: Context, secret: str, role: object, times: signin.SessionTimes, *, reader: Session | None = None
+) -> SignedIn | None:
     """The user of a live session whose role is still the one it was opened with; else None (and
-    a session that ran out, or whose user's role changed, is ended)."""
+    a session that ran out, or whose user's role changed, is ended).
 
-    def look() -> tuple[signin.FoundSession | None, SignedIn | None]:
+    `reader`: the request's own read session, so a page's sign-in check costs no connection and
+    no transaction of its own (a fault there fails the request, which the web app tries again)."""
+
+    def look(session: Session) -> tuple[signin.FoundSession | None, SignedIn | None]:
+        found = signin.find_session(session, secret, times)
+        user = found.user if found is not None else None
+        live = SignedIn(user.id, user.username, user.role, locale=user.locale) if user is not None else None
+        return found, live
+
+    def look_apart() -> tuple[signin.FoundSession | None, SignedIn | None]:
         with reading(ctx.sessions) as session:
-            found = signin.find_session(session, secret, times)
-            user = found.user if found is not None else None
-            live = SignedIn(user.id, user.username, user.role, locale=user.locale) if user is not None else None
-            return found, live
+            return look(session)
 
-    found, live = retry_transient(look)
+    found, live = look(reader) if reader is not None else retry_transient(look_apart)
     if found is None:
         return None
     if live is None or live.role != role:
@@ -167,11 +175,33 @@ def sign_out(ctx: Context, secret: str) -> None:
         signin.revoke_session(session, secret)
 
 
-def token_user(ctx: Context, token: str) -> SignedIn | None:
-    """The active user behind a non-revoked API token (only its SHA-256 is stored)."""
-    with ctx.sessions.begin() as session:
-        user = accounts.verify_api_token(session, token)
-        return SignedIn(user.id, user.username, user.role, locale=user.locale) if user is not None else None
+def token_user(ctx: Context, token: str, *, reader: Session | None = None) -> SignedIn | None:
+    """The active user behind a non-revoked API token (only its SHA-256 is stored), read with
+    `reader` (the request's read session) when given. Its last use is stamped at most once a
+    minute (`accounts.TOKEN_TOUCH_EVERY`), in a short write of its own that is skipped rather than
+    waited for when the lock is busy: an integration polling every second costs no write per call."""
+
+    def look(session: Session) -> tuple[accounts.FoundToken | None, SignedIn | None]:
+        found = accounts.find_api_token(session, token)
+        if found is None:
+            return None, None
+        user = found.user
+        return found, SignedIn(user.id, user.username, user.role, locale=user.locale)
+
+    def look_apart() -> tuple[accounts.FoundToken | None, SignedIn | None]:
+        with reading(ctx.sessions) as session:
+            return look(session)
+
+    found, live = look(reader) if reader is not None else retry_transient(look_apart)
+    if found is not None and found.touch_due:
+        try:
+            with reading(ctx.sessions) as session:
+                brief_lock_wait(session, TOUCH_WAIT_S)
+                accounts.touch_api_token(session, found.token_id)
+                session.commit()
+        except SQLAlchemyError as exc:  # a lock, a lost connection: never a reason to fail the call
+            log.debug("API token last-use stamp skipped: %s", describe(exc))
+    return live
 
 
 class PasswordRefused(Exception):

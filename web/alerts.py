@@ -7,17 +7,15 @@ in step with the comparisons and therapies); nothing here recomputes them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from db.converters import phrase_from_json
-from db.models import AlertRow
 from monitor.model import Phrase
 from web import phrases
 from web.i18n import N_
+from web.queries.patient import LiveAlert
 
 MEANING = {
     "denosumab_stopped": N_(
@@ -59,23 +57,11 @@ class AlertView:
         return MEANING.get(self.code, "")
 
 
-def patient_alerts(session: Session, patient_pk: int) -> list[AlertView]:
-    """The patient's live alerts: open ones first, then acknowledged ones still raised."""
-    rows = session.execute(
-        select(
-            AlertRow.id,
-            AlertRow.code,
-            AlertRow.message,
-            AlertRow.state,
-            AlertRow.raised_at,
-            AlertRow.acknowledged_at,
-            AlertRow.acknowledged_by,
-            AlertRow.ack_comment,
-            AlertRow.phrase,
-        )
-        .where(AlertRow.patient_id == patient_pk, AlertRow.state.in_(("open", "acknowledged")))
-        .order_by(AlertRow.state.desc(), AlertRow.raised_at, AlertRow.id)
-    ).all()
+def alert_views(rows: Iterable[LiveAlert]) -> list[AlertView]:
+    """The live alerts read with the patient (`PatientDetail.live_alerts`) as the page lists
+    them: open ones first, then acknowledged ones, each group by when it was raised."""
+    by_time = sorted(rows, key=lambda row: (row.raised_at, row.id))
+    ordered = sorted(by_time, key=lambda row: row.state == "open", reverse=True)  # stable: keeps the time order
     return [
         AlertView(
             id=row.id,
@@ -88,5 +74,5 @@ def patient_alerts(session: Session, patient_pk: int) -> list[AlertView]:
             comment=row.ack_comment,
             phrase=phrase_from_json(row.phrase),
         )
-        for row in rows
+        for row in ordered
     ]

@@ -165,14 +165,22 @@ class SecurityHeaders:
         await self.app(scope, receive, wrapped)
 
 
+READ_PING_IDLE_S = 10.0  # a page's pooled PostgreSQL connection is pinged only after this long unused
+
+
 def _read_sessions(ctx: Context) -> sessionmaker[Session]:
     """Sessions for the pages' reads. On SQLite every transaction of the use cases' engine begins
     IMMEDIATE (it takes the write lock); a page's reads must not hold that lock while the use case
     it calls waits for it, so they get deferred transactions of their own (WAL: readers never
-    block the writer). PostgreSQL reads take no such lock."""
+    block the writer). PostgreSQL reads take no such lock; they get a pool of their own whose
+    connections are pinged only after sitting idle (`db.engine.ping_when_idle`): a page is a few
+    short queries, and the ping on every checkout was a round trip more for each. A connection
+    that died meanwhile fails the read, which `QuietErrors` runs again on a fresh one."""
     if ctx.engine.dialect.name == "sqlite":
         # one connection per server thread (SQLite connections are cheap): a page never waits for one
         return session_factory(make_engine(ctx.engine.url, sqlite_immediate=False, pool_size=10, max_overflow=40))
+    if ctx.engine.dialect.name == "postgresql":
+        return session_factory(make_engine(ctx.engine.url, ping_idle_after_s=READ_PING_IDLE_S))
     return ctx.sessions
 
 

@@ -92,14 +92,14 @@ def authenticate(request: Request, session: Session, ctx: Context) -> CurrentUse
     """The user of this request, by bearer token (API only) or by session cookie."""
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer ") and is_api(request):
-        user = token_user(ctx, header[7:].strip())
+        user = token_user(ctx, header[7:].strip(), reader=session)
         if user is None:
             raise LoginRequired()
         return CurrentUser(user.id, user.username, user.role, via_token=True, locale=user.locale)
     secret = request.session.get("sid")
     if not isinstance(secret, str):
         raise LoginRequired()
-    user = resume_session(ctx, secret, request.session.get("role"), session_times(request))
+    user = resume_session(ctx, secret, request.session.get("role"), session_times(request), reader=session)
     if user is None:
         request.session.clear()
         raise LoginRequired()

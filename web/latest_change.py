@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, case, func, select
 from sqlalchemy.orm import Session, aliased
 
 from db.models import ComparisonRow, Exam
@@ -66,11 +67,31 @@ class SiteChange:
 
 
 def latest_changes(session: Session, patient_ids: list[int]) -> dict[int, tuple[SiteChange, ...]]:
-    """Per patient, one SiteChange per primary site (the headline side: the mean when present)."""
+    """Per patient, one SiteChange per primary site (the headline side: the mean when present).
+
+    The database picks each (patient, primary site) row (`_rank` as a window ordering), so a
+    page of 50 patients followed for years sends 200 rows back rather than every comparison."""
     if not patient_ids:
         return {}
+    rows = session.connection().execute(_LATEST, {"patient_ids": patient_ids}).all()
+    best: dict[int, list[SiteChange]] = {}
+    for pk, site, side, reference, status, significance, pct, dissimilar, when in rows:
+        best.setdefault(pk, []).append(
+            SiteChange(site, side, when, reference, status, significance, pct, bool(dissimilar))
+        )
+    return {pk: tuple(sorted(changes, key=lambda c: FAMILY_ORDER[c.family])) for pk, changes in best.items()}
+
+
+def _latest_statement() -> Select[Any]:
     to_exam = aliased(Exam)
-    rows = session.execute(
+    family = case((func.substr(ComparisonRow.site, 1, 1) == "L", "spine"), else_=ComparisonRow.site)
+    side_rank = case(
+        *((ComparisonRow.side == side, rank) for side, rank in SIDE_ORDER.items() if side is not None),
+        (ComparisonRow.side.is_(None), SIDE_ORDER[None]),
+        else_=9,
+    )
+    reference_rank = case((ComparisonRow.reference == "baseline", 0), else_=1)
+    ranked = (
         select(
             ComparisonRow.patient_id,
             ComparisonRow.site,
@@ -81,25 +102,18 @@ def latest_changes(session: Session, patient_ids: list[int]) -> dict[int, tuple[
             ComparisonRow.percent_change,
             ComparisonRow.dissimilar,
             to_exam.exam_date,
+            func.row_number()
+            .over(
+                partition_by=(ComparisonRow.patient_id, family),
+                order_by=(to_exam.exam_date.desc(), side_rank, reference_rank, ComparisonRow.position),
+            )
+            .label("rank"),
         )
         .join(to_exam, to_exam.id == ComparisonRow.to_exam_id)
-        .where(ComparisonRow.patient_id.in_(patient_ids))
-        .order_by(ComparisonRow.patient_id, ComparisonRow.position)
-    ).all()
-    best: dict[int, dict[str, SiteChange]] = {}
-    for pk, site, side, reference, status, significance, pct, dissimilar, when in rows:
-        change = SiteChange(site, side, when, reference, status, significance, pct, bool(dissimilar))
-        family = change.family
-        if family not in FAMILY_ORDER:
-            continue
-        current = best.setdefault(pk, {}).get(family)
-        if current is None or _rank(change) < _rank(current):
-            best[pk][family] = change
-    return {
-        pk: tuple(sorted(by_family.values(), key=lambda c: FAMILY_ORDER[c.family])) for pk, by_family in best.items()
-    }
+        .where(ComparisonRow.patient_id.in_(bindparam("patient_ids", expanding=True)), family.in_(FAMILY_ORDER))
+        .subquery()
+    )
+    return select(*(c for c in ranked.c if c.name != "rank")).where(ranked.c.rank == 1)
 
 
-def _rank(c: SiteChange) -> tuple[int, int, int]:
-    """Latest exam first, then the headline side, then baseline before previous."""
-    return (-c.when.toordinal(), SIDE_ORDER.get(c.side, 9), 0 if c.reference == "baseline" else 1)
+_LATEST = _latest_statement()

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date
-from typing import Any
+from datetime import date, datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import BindParameter, bindparam, select
 from sqlalchemy.orm import Session
 
 from db.converters import phrases_from_json
@@ -123,6 +123,21 @@ class NextScanView:
     z_below_expected: bool
 
 
+class LiveAlert(NamedTuple):
+    """An alert row still raised (open or acknowledged): read once with the patient, for the page's
+    alert list and the API's open alerts alike."""
+
+    id: int
+    code: str
+    message: str
+    state: str
+    raised_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    ack_comment: str | None
+    phrase: dict[str, Any] | None
+
+
 @dataclass(frozen=True)
 class PatientDetail:
     pk: int
@@ -136,6 +151,7 @@ class PatientDetail:
     therapies: tuple[TherapyView, ...]
     next_scan: NextScanView | None
     open_alerts: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    live_alerts: tuple[LiveAlert, ...] = ()  # open and acknowledged, by id (web.alerts words them)
 
 
 def _machine_key(manufacturer: str, model: str, serial: str | None, exam_pk: int) -> str:
@@ -159,35 +175,96 @@ def vendor_change(provenance: dict[str, Any], reference: str) -> float | None:
     return None
 
 
+# The page's statements, built once: constructing a statement and its cache key on every request
+# cost about as much as running it (issue 13).
+_PATIENT: BindParameter[int] = bindparam("patient_pk")
+_EXAMS = (
+    select(
+        Exam.id,
+        Exam.exam_date,
+        Exam.software_version,
+        Exam.source,
+        Device.id,
+        Device.manufacturer,
+        Device.model,
+        Device.serial,
+        Device.identity_strength,
+        Measurement.site,
+        Measurement.side,
+        Measurement.bmd,
+        Measurement.t_score,
+        Measurement.z_score,
+        Measurement.provenance,
+    )
+    .join(Device, Device.id == Exam.device_id)
+    .outerjoin(Measurement, Measurement.exam_id == Exam.id)
+    .where(Exam.patient_id == _PATIENT)
+    .order_by(Exam.exam_date, Exam.id, Measurement.site, Measurement.side)
+)
+_COMPARISONS = (
+    select(
+        ComparisonRow.site,
+        ComparisonRow.side,
+        ComparisonRow.from_exam_id,
+        ComparisonRow.to_exam_id,
+        ComparisonRow.reference,
+        ComparisonRow.status,
+        ComparisonRow.delta_g_cm2,
+        ComparisonRow.percent_change,
+        ComparisonRow.lsc_g_cm2,
+        ComparisonRow.lsc_source,
+        ComparisonRow.significance,
+        ComparisonRow.dissimilar,
+        ComparisonRow.reason,
+        ComparisonRow.notes,
+    )
+    .where(ComparisonRow.patient_id == _PATIENT)
+    .order_by(ComparisonRow.position)
+)
+_THERAPIES = (
+    select(
+        TherapyRow.id,
+        TherapyRow.agent,
+        TherapyRow.drug_class,
+        TherapyRow.start_date,
+        TherapyRow.stop_date,
+        TherapyRow.glucocorticoid,
+    )
+    .where(TherapyRow.patient_id == _PATIENT)
+    .order_by(TherapyRow.start_date)
+)
+_NEXT_SCAN = select(
+    NextScanRow.due,
+    NextScanRow.rule_id,
+    NextScanRow.reason,
+    NextScanRow.alerts,
+    NextScanRow.who_category,
+    NextScanRow.z_below_expected,
+).where(NextScanRow.patient_id == _PATIENT)
+_LIVE_ALERTS = (
+    select(
+        AlertRow.id,
+        AlertRow.code,
+        AlertRow.message,
+        AlertRow.state,
+        AlertRow.raised_at,
+        AlertRow.acknowledged_at,
+        AlertRow.acknowledged_by,
+        AlertRow.ack_comment,
+        AlertRow.phrase,
+    )
+    .where(AlertRow.patient_id == _PATIENT, AlertRow.state.in_(("open", "acknowledged")))
+    .order_by(AlertRow.id)
+)
+
+
 def _exam_views(session: Session, patient_pk: int) -> list[ExamView]:
     """The patient's exams in date order, each with its device and measurements, in one query.
 
     Plain columns rather than ORM objects: building and tracking entities for every measurement
     cost more than the whole query on a patient followed for years.
     """
-    rows = session.execute(
-        select(
-            Exam.id,
-            Exam.exam_date,
-            Exam.software_version,
-            Exam.source,
-            Device.id,
-            Device.manufacturer,
-            Device.model,
-            Device.serial,
-            Device.identity_strength,
-            Measurement.site,
-            Measurement.side,
-            Measurement.bmd,
-            Measurement.t_score,
-            Measurement.z_score,
-            Measurement.provenance,
-        )
-        .join(Device, Device.id == Exam.device_id)
-        .outerjoin(Measurement, Measurement.exam_id == Exam.id)
-        .where(Exam.patient_id == patient_pk)
-        .order_by(Exam.exam_date, Exam.id, Measurement.site, Measurement.side)
-    ).all()
+    rows = session.connection().execute(_EXAMS, {"patient_pk": patient_pk}).all()
     heads: dict[int, tuple[Any, ...]] = {}
     measurements: dict[int, list[MeasurementView]] = defaultdict(list)
     for exam_pk, day, software, source, device_pk, maker, model, serial, strength, site, side, bmd, t, z, prov in rows:
@@ -210,29 +287,13 @@ def _exam_views(session: Session, patient_pk: int) -> list[ExamView]:
 
 
 def patient_detail(session: Session, patient: Patient) -> PatientDetail:
+    """Everything the patient page shows, in one query per table. Plain columns through the
+    session's connection: the ORM's statement handling costs more than these short reads."""
     exams = _exam_views(session, patient.id)
+    connection = session.connection()
     exam_views = {exam.pk: exam for exam in exams}
     comparisons = []
-    for row in session.execute(
-        select(
-            ComparisonRow.site,
-            ComparisonRow.side,
-            ComparisonRow.from_exam_id,
-            ComparisonRow.to_exam_id,
-            ComparisonRow.reference,
-            ComparisonRow.status,
-            ComparisonRow.delta_g_cm2,
-            ComparisonRow.percent_change,
-            ComparisonRow.lsc_g_cm2,
-            ComparisonRow.lsc_source,
-            ComparisonRow.significance,
-            ComparisonRow.dissimilar,
-            ComparisonRow.reason,
-            ComparisonRow.notes,
-        )
-        .where(ComparisonRow.patient_id == patient.id)
-        .order_by(ComparisonRow.position)
-    ):
+    for row in connection.execute(_COMPARISONS, {"patient_pk": patient.id}):
         src, dst = exam_views.get(row.from_exam_id), exam_views.get(row.to_exam_id)
         if src is None or dst is None:
             continue
@@ -262,31 +323,8 @@ def patient_detail(session: Session, patient: Patient) -> PatientDetail:
                 notes=phrases_from_json(row.notes),
             )
         )
-    therapies = tuple(
-        TherapyView(*row)
-        for row in session.execute(
-            select(
-                TherapyRow.id,
-                TherapyRow.agent,
-                TherapyRow.drug_class,
-                TherapyRow.start_date,
-                TherapyRow.stop_date,
-                TherapyRow.glucocorticoid,
-            )
-            .where(TherapyRow.patient_id == patient.id)
-            .order_by(TherapyRow.start_date)
-        )
-    )
-    nxt_row = session.execute(
-        select(
-            NextScanRow.due,
-            NextScanRow.rule_id,
-            NextScanRow.reason,
-            NextScanRow.alerts,
-            NextScanRow.who_category,
-            NextScanRow.z_below_expected,
-        ).where(NextScanRow.patient_id == patient.id)
-    ).first()
+    therapies = tuple(TherapyView(*row) for row in connection.execute(_THERAPIES, {"patient_pk": patient.id}))
+    nxt_row = connection.execute(_NEXT_SCAN, {"patient_pk": patient.id}).first()
     nxt = (
         NextScanView(
             due=nxt_row.due,
@@ -299,13 +337,11 @@ def patient_detail(session: Session, patient: Patient) -> PatientDetail:
         if nxt_row
         else None
     )
+    live_alerts = tuple(LiveAlert(*row) for row in connection.execute(_LIVE_ALERTS, {"patient_pk": patient.id}))
     open_alerts = tuple(
-        {"code": code, "message": message, "raised_at": raised_at.date().isoformat()}
-        for code, message, raised_at in session.execute(
-            select(AlertRow.code, AlertRow.message, AlertRow.raised_at)
-            .where(AlertRow.patient_id == patient.id, AlertRow.state == "open")
-            .order_by(AlertRow.id)
-        )
+        {"code": a.code, "message": a.message, "raised_at": a.raised_at.date().isoformat()}
+        for a in live_alerts
+        if a.state == "open"
     )
     return PatientDetail(
         pk=patient.id,
@@ -319,4 +355,5 @@ def patient_detail(session: Session, patient: Patient) -> PatientDetail:
         therapies=therapies,
         next_scan=nxt,
         open_alerts=open_alerts,
+        live_alerts=live_alerts,
     )

@@ -21,7 +21,7 @@ from db.models import Patient
 from db.patients import AmbiguousPatient, find_patient
 from monitor.drugs import UnknownAgent
 from services import therapies
-from services.audit import record_event
+from services.audit import record_read
 from services.exports import export_one
 from web import alerts as web_alerts
 from web import charts, i18n, patient_view, report
@@ -159,7 +159,7 @@ def _patient_context(session: Session, app: Services, patient: Patient) -> dict[
     )
     return {
         "p": detail,
-        "alerts": web_alerts.patient_alerts(session, patient.id),
+        "alerts": web_alerts.alert_views(detail.live_alerts),
         "tables": tables,
         "charts": drawn,
         "extra_spine": extra_spine,
@@ -191,7 +191,7 @@ def patient_page(
     activate_request_locale(request)  # the charts and tables are worded before the template renders
     patient = load_patient(session, patient_id, issuer)
     context = _patient_context(session, app, patient)
-    record_event(app.ctx, actor(user), "patient_viewed", patient.id, via="page")
+    record_read(app.ctx, session, actor(user), "patient_viewed", patient.id, via="page")
     return render(request, "patient.html", {**context, "notice": notice, "error": None})
 
 
@@ -200,9 +200,8 @@ def patient_api(session: DbSession, app: App, user: User, patient_id: str, issue
     """The docs/architecture.md, "Exports" export object, plus name, WHO category, therapies and open alerts."""
     patient = load_patient(session, patient_id, issuer)
     detail = patient_q.patient_detail(session, patient)
-    record_event(app.ctx, actor(user), "patient_viewed", patient.id, via="api")
     nxt = detail.next_scan
-    return {
+    answer = {
         **export_patient(session, patient.id),
         "issuer": detail.issuer,
         "name": detail.name,
@@ -221,6 +220,8 @@ def patient_api(session: DbSession, app: App, user: User, patient_id: str, issue
         ],
         "open_alerts": list(detail.open_alerts),
     }
+    record_read(app.ctx, session, actor(user), "patient_viewed", patient.id, via="api")
+    return answer
 
 
 @router.get("/api/patients/{patient_id}/trend", tags=["patients"])
@@ -229,7 +230,7 @@ def trend_api(session: DbSession, app: App, user: User, patient_id: str, issuer:
     machines); T-scores are per exam and not a trend."""
     patient = load_patient(session, patient_id, issuer)
     detail = patient_q.patient_detail(session, patient)
-    record_event(app.ctx, actor(user), "patient_viewed", patient.id, via="trend_api")
+    record_read(app.ctx, session, actor(user), "patient_viewed", patient.id, via="trend_api")
     return {
         "patient_id": detail.patient_id,
         "sites": [
@@ -292,11 +293,16 @@ def report_pdf(
     chosen = paper if paper in report.PAPERS else i18n.paper()
     patient = load_patient(session, patient_id, issuer)
     detail = patient_q.patient_detail(session, patient)
-    body = report.render_report(
-        detail, web_alerts.patient_alerts(session, patient.id), app.monitoring, app.today(), chosen
-    )
-    record_event(
-        app.ctx, actor(user), "patient_exported", patient.id, format="pdf", paper=chosen, language=i18n.current()
+    body = report.render_report(detail, web_alerts.alert_views(detail.live_alerts), app.monitoring, app.today(), chosen)
+    record_read(
+        app.ctx,
+        session,
+        actor(user),
+        "patient_exported",
+        patient.id,
+        format="pdf",
+        paper=chosen,
+        language=i18n.current(),
     )
     name = f"dxa-report-{app.today().isoformat()}-{chosen}.pdf"
     return Response(body, media_type="application/pdf", headers={"Content-Disposition": f'inline; filename="{name}"'})
