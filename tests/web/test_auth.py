@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -148,3 +149,36 @@ def test_openapi_is_served_behind_login(anon: TestClient, seeded: Seeded) -> Non
     assert anon.get("/api/openapi.json").status_code == 401
     schema = anon.get("/api/openapi.json", headers={"Authorization": f"Bearer {seeded.token}"}).json()
     assert "/api/patients/{patient_id}/trend" in schema["paths"]
+
+
+def test_api_token_last_use_is_stamped_at_most_once_a_minute(
+    anon: TestClient, seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11: an integration polling every second must not cost a write per call."""
+    from datetime import timedelta
+
+    from db import accounts
+    from db.models import ApiToken
+
+    def stamps() -> list[object]:
+        with seeded.factory() as session:
+            return list(session.scalars(select(ApiToken.last_used_at).order_by(ApiToken.id)))
+
+    good = {"Authorization": f"Bearer {seeded.token}"}
+    assert anon.get("/api/patients", headers=good).status_code == 200
+    first = stamps()
+    assert any(stamp is not None for stamp in first)
+    writes: list[int] = []
+    real_touch = accounts.touch_api_token
+
+    def counted(*args: Any, **kwargs: Any) -> None:
+        writes.append(1)
+        real_touch(*args, **kwargs)
+
+    monkeypatch.setattr(accounts, "touch_api_token", counted)
+    for _ in range(5):
+        assert anon.get("/api/patients", headers=good).status_code == 200
+    assert writes == [] and stamps() == first, "a stamp less than a minute old is not written again"
+    monkeypatch.setattr(accounts, "TOKEN_TOUCH_EVERY", timedelta(0))
+    assert anon.get("/api/patients", headers=good).status_code == 200
+    assert writes == [1] and stamps() != first, "an old stamp is renewed"

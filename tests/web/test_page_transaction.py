@@ -1,0 +1,108 @@
+"""Issue 13: on PostgreSQL a patient page is one connection and one transaction: the sign-in
+check, the page's reads and its audit event, committed before the page is answered."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import event, func, select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import Pool
+
+from db.models import AuditEvent
+from tests.conftest import create_postgres_database, drop_postgres_database, skip_or_fail
+from tests.web.conftest import sign_in
+from tests.web.seed import REPLACED, TODAY, Seeded, build
+from web import app as web_app
+from web.app import create_app
+
+
+@pytest.fixture(scope="module")
+def pg_seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
+    try:
+        url = create_postgres_database("dxa_web_page_tx")
+    except Exception as exc:  # no server: skipped, or failed under DXA_REQUIRE_SERVICES=1
+        skip_or_fail(f"no PostgreSQL server ({type(exc).__name__})")
+    seeded = build(Path(tmp_path_factory.mktemp("pgpage")), url=url)
+    try:
+        yield seeded
+    finally:
+        seeded.ctx.engine.dispose()
+        drop_postgres_database(url)
+
+
+class Watch:
+    """Pool checkouts, transactions begun and committed, and statements, of every engine."""
+
+    def __init__(self) -> None:
+        self.counts = {"checkout": 0, "begin": 0, "commit": 0, "statement": 0}
+
+    def _add(self, key: str) -> Any:
+        def listener(*_: Any, **__: Any) -> None:
+            self.counts[key] += 1
+
+        return listener
+
+    def __enter__(self) -> Watch:
+        self.listeners = [
+            (Pool, "checkout", self._add("checkout")),
+            (Engine, "begin", self._add("begin")),
+            (Engine, "commit", self._add("commit")),
+            (Engine, "before_cursor_execute", self._add("statement")),
+        ]
+        for target, name, fn in self.listeners:
+            event.listen(target, name, fn)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for target, name, fn in self.listeners:
+            event.remove(target, name, fn)
+
+
+def _views(seeded: Seeded) -> int:
+    with seeded.factory() as session:
+        return int(session.scalar(select(func.count()).where(AuditEvent.action == "patient_viewed")) or 0)
+
+
+def test_patient_page_is_one_connection_and_one_committed_transaction(pg_seeded: Seeded) -> None:
+    app = create_app(pg_seeded.ctx, today=lambda: TODAY)
+    with TestClient(app, follow_redirects=False) as client:
+        sign_in(client, "clin")
+        assert client.get(f"/patients/{REPLACED}").status_code == 200  # the session's stamp is now fresh
+        before = _views(pg_seeded)
+        with Watch() as watch:
+            html = client.get(f"/patients/{REPLACED}").text
+        assert 'class="point refused"' in html
+        assert _views(pg_seeded) == before + 1, "the view is audited and committed"
+        assert watch.counts["checkout"] == 1 and watch.counts["begin"] == 1 and watch.counts["commit"] == 1
+        assert watch.counts["statement"] <= 8  # sign-in, patient, its five tables, the audit insert
+
+
+def test_a_page_read_survives_its_pooled_connection_ending(
+    pg_seeded: Seeded, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The pages' pool does not ping a connection used a moment ago: one ended meanwhile fails
+    the read, which is run again on a fresh connection (the page is answered, audited once)."""
+    monkeypatch.setattr(web_app, "READ_PING_IDLE_S", 600.0)  # however slow the machine: no ping
+    caplog.set_level(logging.INFO, logger="web.app")
+    app = create_app(pg_seeded.ctx, today=lambda: TODAY)
+    with TestClient(app, follow_redirects=False) as client:
+        sign_in(client, "clin")
+        assert client.get(f"/patients/{REPLACED}").status_code == 200
+        with pg_seeded.ctx.engine.connect() as admin:
+            ended = admin.execute(
+                text(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+        assert ended >= 1
+        before = _views(pg_seeded)
+        assert client.get(f"/patients/{REPLACED}").status_code == 200
+        assert _views(pg_seeded) == before + 1
+    assert "read tried again after a database fault" in caplog.text
