@@ -73,6 +73,8 @@ PASSWORD = "soak-user-password-1"
 # Quarantine reasons that name no fault of the file (services.intake._NOT_THE_FILES_FAULT): a
 # mutant ending so is an untyped error that escaped the parser boundary, or a hang (timeout).
 NOT_A_REFUSAL = frozenset({"worker_crash", "store_refused", "timeout", "memory", "crash", "parse_fault"})
+# A person reads a page for a few seconds before the next click: 50 users make ~10 pages a second.
+THINK_S = (2.0, 8.0)
 PAGES = ["/patients", "/worklist", "/qa/ingest", "/qa/devices", "/qa/comparisons", "/patients?q=1"]
 
 
@@ -243,7 +245,7 @@ async def browse(
     """Each user behaves as a person: arrives at some moment within `ramp_s` (a department does not
     sign in within the same second), signs in once (waiting as asked when the page says to try
     again in a moment: 503 or 429 with Retry-After), then reads pages with the session cookie,
-    a second or two apart, until `until()`. Sign-ins and page views are timed apart: a sign-in is
+    a few seconds apart (THINK_S), until `until()`. Sign-ins and page views are timed apart: a sign-in is
     a deliberate Argon2 check, a page view must be fast."""
     import httpx
 
@@ -304,7 +306,7 @@ async def browse(
                 phase.outcomes["users: pages read"] += 1
                 if response.status_code != 200:
                     phase.errors[f"user errors: GET {path.split('?')[0]} {response.status_code}"] += 1
-                await asyncio.sleep(rng.uniform(0.5, 3.0))  # reading the page
+                await asyncio.sleep(rng.uniform(*THINK_S))  # reading the page
 
     await asyncio.gather(*(one(name, random.Random(i)) for i, name in enumerate(users)))
 
