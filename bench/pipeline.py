@@ -333,7 +333,7 @@ def run_phases(svc: Service, burst: list[BatchFile], steady: list[BatchFile], ra
 
 def embedded(burst: list[BatchFile], steady: list[BatchFile], rate: float, runners: int = 2) -> Result:
     from db.migrate import upgrade
-    from dxa.embedded import run_jobs_forever, watch_forever
+    from dxa.embedded import runner_threads, watch_forever
     from services.context import build_context
     from settings import Settings
 
@@ -356,7 +356,7 @@ def embedded(burst: list[BatchFile], steady: list[BatchFile], rate: float, runne
         event.listen(ctx.engine, "commit", count("commits"))
         stop = threading.Event()
         threads = [threading.Thread(target=watch_forever, args=(ctx, stop), daemon=True)]
-        threads += [threading.Thread(target=run_jobs_forever, args=(ctx, stop), daemon=True) for _ in range(runners)]
+        threads += runner_threads(ctx, stop, runners)  # as `dxa serve` starts them
         for t in threads:
             t.start()
         settings.inbox_dir.mkdir(parents=True, exist_ok=True)
@@ -365,7 +365,7 @@ def embedded(burst: list[BatchFile], steady: list[BatchFile], rate: float, runne
         svc = Service(settings.inbox_dir, ctx.sessions, lambda: [me], lambda: {"process": _tree_cpu([me])}, dict)
         svc.counts = lambda: dict(counts)
         try:
-            result = run_phases(svc, burst, steady, rate, f"embedded (SQLite, {runners} runners)")
+            result = run_phases(svc, burst, steady, rate, f"embedded (SQLite, {len(threads) - 1} runner)")
         finally:
             stop.set()
             for t in threads:

@@ -8,11 +8,12 @@ the first file that claims it; another file with the same UID but other bytes is
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -159,8 +160,19 @@ def finish_ingested(
         values["sop_instance_uid"] = uid
     if parser_version:
         values["parser_version"] = parser_version
-    session.execute(
-        update(SourceFile).where(SourceFile.id == file_id).values(**values).execution_options(synchronize_session=False)
+    session.execute(_finish_statement(tuple(values)), {**values, "file_id": file_id})
+
+
+@functools.cache
+def _finish_statement(columns: tuple[str, ...]) -> Any:
+    """`finish_ingested`'s UPDATE for one set of columns, built once with its values bound at
+    execution, so SQLAlchemy's compiled cache serves it (a statement with the values written in
+    costs a new cache key each call)."""
+    return (
+        update(SourceFile)
+        .where(SourceFile.id == bindparam("file_id"))
+        .values({name: bindparam(name) for name in columns})
+        .execution_options(synchronize_session=False)
     )
 
 

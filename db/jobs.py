@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy import Select, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from db.inserts import insert_unless_exists
@@ -243,12 +243,16 @@ def finish_job(session: Session, job: Job, *, now: datetime | None = None) -> No
 def finish_job_id(session: Session, job_id: int, *, now: datetime | None = None) -> None:
     """`finish_job` by id, in one UPDATE (no need to load the row)."""
     moment = now or utcnow()
-    session.execute(
-        update(Job)
-        .where(Job.id == job_id)
-        .values(state="done", last_error=None, finished_at=moment, updated_at=moment)
-        .execution_options(synchronize_session=False)
-    )
+    session.execute(_FINISH_JOB, {"job_id": job_id, "moment": moment})
+
+
+# Built once, its values bound at execution: SQLAlchemy's compiled cache serves it (issue 13).
+_FINISH_JOB = (
+    update(Job)
+    .where(Job.id == bindparam("job_id"))
+    .values(state="done", last_error=None, finished_at=bindparam("moment"), updated_at=bindparam("moment"))
+    .execution_options(synchronize_session=False)
+)
 
 
 def fail_job(

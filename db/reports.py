@@ -168,7 +168,12 @@ def store_report(
     exam = find_or_create_exam(session, patient, report.exam_date, device, details=details, patient_is_new=created)
     merge_exam_details(exam, **details)  # a new exam has them already: nothing changes
     merged = merge_measurements(
-        session, exam, report.measurements, source_file_id=file_id, vendor=vendor_provenance(report, file_id)
+        session,
+        exam,
+        report.measurements,
+        source_file_id=file_id,
+        vendor=vendor_provenance(report, file_id),
+        bulk=True,
     )
     if source_file is not None:
         source_file.patient_id = patient.id

@@ -26,18 +26,18 @@ def record_printed_lscs(
     """Keep what this file printed; True when a machine's LSC is new or changed (its patients'
     comparisons may change)."""
     changed = False
+    rows: dict[str, DeviceLsc] | None = None
     for site, lsc in printed:
         if lsc <= 0:
             continue
-        row = session.scalars(
-            select(DeviceLsc).where(DeviceLsc.device_id == device.id, DeviceLsc.site == site).with_for_update()
-        ).one_or_none()
+        if rows is None:
+            rows = _device_lscs(session, device.id)
+        row = rows.get(site)
         if row is None:
-            session.add(
-                DeviceLsc(
-                    device_id=device.id, site=site, lsc_g_cm2=lsc, exam_date=exam_date, source_file_id=source_file_id
-                )
+            rows[site] = row = DeviceLsc(
+                device_id=device.id, site=site, lsc_g_cm2=lsc, exam_date=exam_date, source_file_id=source_file_id
             )
+            session.add(row)
             changed = True
         elif exam_date >= row.exam_date and abs(row.lsc_g_cm2 - lsc) > 1e-9:
             row.lsc_g_cm2, row.exam_date, row.source_file_id = lsc, exam_date, source_file_id
@@ -47,6 +47,29 @@ def record_printed_lscs(
     if changed:
         session.flush()
     return changed
+
+
+_CACHE = "dxa_device_lscs"  # session.info: (transaction, {device id: {site: row}})
+
+
+def _device_lscs(session: Session, device_id: int) -> dict[str, DeviceLsc]:
+    """A machine's printed LSCs by site, read (and locked) once per transaction: a batch's files
+    of one machine would otherwise read them again for each file and site (issue 13). A savepoint
+    rolled back forgets them (`forget_device_lscs`): rows it added are gone."""
+    transaction = session.get_transaction()
+    cached = session.info.get(_CACHE)
+    if cached is None or cached[0] is not transaction:
+        cached = session.info[_CACHE] = (transaction, {})
+    rows: dict[int, dict[str, DeviceLsc]] = cached[1]
+    if device_id not in rows:
+        found = session.scalars(select(DeviceLsc).where(DeviceLsc.device_id == device_id).with_for_update())
+        rows[device_id] = {row.site: row for row in found}
+    return rows[device_id]
+
+
+def forget_device_lscs(session: Session) -> None:
+    """After a savepoint's rollback: read the printed LSCs again."""
+    session.info.pop(_CACHE, None)
 
 
 def load_vendor_lscs(session: Session, device_ids: Iterable[int]) -> tuple[VendorLsc, ...]:

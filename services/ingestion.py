@@ -33,7 +33,7 @@ from db.files import (
 from db.jobs import fail_job, finish_job_id
 from db.models import Job, SourceFile
 from db.reports import one_store_at_a_time, same_stored_results, store_report
-from db.vendor_lsc import patients_on_device
+from db.vendor_lsc import forget_device_lscs, patients_on_device
 from ingest.errors import ParseError
 from ingest.ocr.read import ScanReading
 from ingest.parse import ParseLimits
@@ -120,20 +120,36 @@ def ingest_claimed(ctx: Context, work: ClaimedFile) -> JobResult:
 
 def ingest_batch(ctx: Context, works: Sequence[ClaimedFile]) -> list[JobResult]:
     """Parse claimed files one after the other in this thread's parse child, then store them all
-    in one transaction, each in a savepoint of its own: a file the database refuses, or whose UID
-    another file owns, gets its own typed outcome and the others are stored. Every touched patient
-    is queued for evaluation once, and after the commit the bytes are moved with one flush per
-    destination folder. A fault of the database (it went away) rolls the whole batch back: its
-    jobs are put back in the queue by the runner (`services.runner`)."""
+    in one transaction (`parse_batch`, then `store_batch`)."""
+    return store_batch(ctx, parse_batch(ctx, works))
+
+
+ParsedFile = tuple[ClaimedFile, _Parsed]  # a claimed file and what its parse gave
+
+
+def parse_batch(ctx: Context, works: Sequence[ClaimedFile]) -> list[ParsedFile]:
+    """The parse half of `ingest_batch`: each file in this thread's parse child, within the
+    per-file limits; a child that dies or overruns costs that file only (`parse_in_child`). No
+    database write: the embedded runner parses the next batch in a thread of its own while the
+    previous one is stored (`services.runner.Pipeline`)."""
     limits, child_limits = parse_limits(ctx.settings, _now().date())
     warm_parsers()
-    parsed = [(work, _parse(ctx, work, limits, child_limits)) for work in works]
+    return [(work, _parse(ctx, work, limits, child_limits)) for work in works]
+
+
+def store_batch(ctx: Context, parsed: Sequence[ParsedFile]) -> list[JobResult]:
+    """The store half of `ingest_batch`: all files in one transaction, each in a savepoint of its
+    own: a file the database refuses, or whose UID another file owns, gets its own typed outcome
+    and the others are stored. Every touched patient is queued for evaluation once, and after the
+    commit the bytes are moved with one flush per destination folder. A fault of the database (it
+    went away) rolls the whole batch back: its jobs are put back in the queue by the runner
+    (`services.runner`)."""
     # Stored in patient order, the order evaluations lock patients in too (`evaluate_jobs`).
-    parsed.sort(key=_patient_order)
+    ordered = sorted(parsed, key=_patient_order)
     outcomes: list[_Stored] = []
     with unit_of_work(ctx) as uow:
         one_store_at_a_time(uow.session)
-        for work, result in parsed:
+        for work, result in ordered:
             outcomes.append(_store_one(ctx, uow.session, work, result))
         # A patient's evaluation queued already (and sent) covers these files too.
         uow.queue_evaluations(dict.fromkeys(p for one in outcomes for p in one.patients))
@@ -175,20 +191,29 @@ def _store_one(ctx: Context, session: Session, work: ClaimedFile, parsed: _Parse
     if isinstance(parsed, ScanReading):  # OCR of a scan: held for a person (issue 14)
         return _Stored(hold_scan(ctx, session, work.job, _file(session, work.source_file_id), parsed))
     try:
-        with session.begin_nested():
-            return _store(ctx, session, work, parsed, check_uid=False)
+        return _in_savepoint(ctx, session, work, parsed, check_uid=False)
     except IntegrityError:
         # A unique key was taken: nearly always the file's DICOM instance UID, owned by a file with
         # other bytes (rare enough that checking it first for every file would cost more). Nothing
         # was kept; the second try looks for the owner first, and quarantines a UID conflict.
         log.info("store of job %s hit a unique key (a UID conflict?); checking first this time", work.job.id)
         try:
-            with session.begin_nested():
-                return _store(ctx, session, work, parsed, check_uid=True)
+            return _in_savepoint(ctx, session, work, parsed, check_uid=True)
         except (IntegrityError, DataError) as exc:
             return _refused_by_database(ctx, session, work, exc)
     except DataError as exc:
         return _refused_by_database(ctx, session, work, exc)
+
+
+def _in_savepoint(
+    ctx: Context, session: Session, work: ClaimedFile, reports: tuple[ParsedReport, ...], *, check_uid: bool
+) -> _Stored:
+    try:
+        with session.begin_nested():
+            return _store(ctx, session, work, reports, check_uid=check_uid)
+    except Exception:
+        forget_device_lscs(session)  # what the savepoint added is gone
+        raise
 
 
 def _retry_later(ctx: Context, session: Session, work: ClaimedFile, code: str, message: str) -> _Stored:
