@@ -57,5 +57,8 @@ def _attached(session: Session, entity: type[_T], row: dict[str, Any]) -> _T:
         if relationship.uselist:
             set_committed_value(obj, relationship.key, [])
     make_transient_to_detached(obj)
+    stale = session.identity_map.get(inspect(obj).key)
+    if stale is not None:  # a row of a savepoint rolled back had this key: the new row has it now
+        session.expunge(stale)
     session.add(obj)
     return obj
