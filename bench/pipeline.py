@@ -312,7 +312,10 @@ def run_phases(svc: Service, burst: list[BatchFile], steady: list[BatchFile], ra
             wait_until(
                 # The end is read from the rows' timestamps (`_measure`): polling more often only
                 # takes the embedded mode's interpreter from it.
-                lambda: not files_below(svc.inbox) and pipeline_idle(svc.sessions, seen), 3600, "burst", every=0.5
+                lambda: not files_below(svc.inbox) and pipeline_idle(svc.sessions, seen),
+                3600,
+                "burst",
+                every=0.5,
             )
         cpu1 = svc.cpu()
         counts1 = svc.counts()

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from db.converters import machine_from_device
 from db.models import Device, DeviceLsc, Exam
+from db.txcache import cached
 from monitor.model import VendorLsc
 
 
@@ -49,27 +50,14 @@ def record_printed_lscs(
     return changed
 
 
-_CACHE = "dxa_device_lscs"  # session.info: (transaction, {device id: {site: row}})
-
-
 def _device_lscs(session: Session, device_id: int) -> dict[str, DeviceLsc]:
     """A machine's printed LSCs by site, read (and locked) once per transaction: a batch's files
-    of one machine would otherwise read them again for each file and site (issue 13). A savepoint
-    rolled back forgets them (`forget_device_lscs`): rows it added are gone."""
-    transaction = session.get_transaction()
-    cached = session.info.get(_CACHE)
-    if cached is None or cached[0] is not transaction:
-        cached = session.info[_CACHE] = (transaction, {})
-    rows: dict[int, dict[str, DeviceLsc]] = cached[1]
+    of one machine would otherwise read them again for each file and site (issue 13)."""
+    rows: dict[int, dict[str, DeviceLsc]] = cached(session, "device_lscs")
     if device_id not in rows:
         found = session.scalars(select(DeviceLsc).where(DeviceLsc.device_id == device_id).with_for_update())
         rows[device_id] = {row.site: row for row in found}
     return rows[device_id]
-
-
-def forget_device_lscs(session: Session) -> None:
-    """After a savepoint's rollback: read the printed LSCs again."""
-    session.info.pop(_CACHE, None)
 
 
 def load_vendor_lscs(session: Session, device_ids: Iterable[int]) -> tuple[VendorLsc, ...]:

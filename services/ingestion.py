@@ -28,12 +28,14 @@ from db.files import (
     mark_duplicate,
     mark_quarantined,
     start_processing,
+    start_processing_many,
     uid_holder,
 )
-from db.jobs import fail_job, finish_job_id
+from db.jobs import fail_job, finish_job_id, finish_job_ids
 from db.models import Job, SourceFile
 from db.reports import one_store_at_a_time, same_stored_results, store_report
-from db.vendor_lsc import forget_device_lscs, patients_on_device
+from db.txcache import forget
+from db.vendor_lsc import patients_on_device
 from ingest.errors import ParseError
 from ingest.ocr.read import ScanReading
 from ingest.parse import ParseLimits
@@ -84,6 +86,20 @@ def start_ingest(ctx: Context, session: Session, job: ClaimedJob) -> ClaimedFile
         finish_job_id(session, job.id)
         return JobResult(job.id, job.kind, "skipped", "source file row is gone")
     return ClaimedFile(job, started.id, started.stored_path or "", started.original_name, started.sha256)
+
+
+def start_ingests(ctx: Context, session: Session, jobs: Sequence[ClaimedJob]) -> list[ClaimedFile | JobResult]:
+    """`start_ingest` for a claimed batch: its files marked `processing` in one UPDATE."""
+    fresh = [job for job in jobs if job.attempts <= ctx.settings.max_attempts and job.source_file_id is not None]
+    rows = start_processing_many(session, [job.source_file_id or 0 for job in fresh], parser_version=PARSER_VERSION)
+    out: list[ClaimedFile | JobResult] = []
+    for job in jobs:
+        row = rows.get(job.source_file_id or 0) if job in fresh else None
+        if row is None:
+            out.append(start_ingest(ctx, session, job))  # set aside, or its row is gone
+        else:
+            out.append(ClaimedFile(job, row.id, row.stored_path or "", row.original_name, row.sha256))
+    return out
 
 
 @dataclass
@@ -149,8 +165,14 @@ def store_batch(ctx: Context, parsed: Sequence[ParsedFile]) -> list[JobResult]:
     outcomes: list[_Stored] = []
     with unit_of_work(ctx) as uow:
         one_store_at_a_time(uow.session)
-        for work, result in ordered:
-            outcomes.append(_store_one(ctx, uow.session, work, result))
+        done: list[int] = []
+        uow.session.info[_DONE] = done
+        try:
+            for work, result in ordered:
+                outcomes.append(_store_one(ctx, uow.session, work, result))
+        finally:
+            del uow.session.info[_DONE]
+        finish_job_ids(uow.session, done)  # one UPDATE for the batch's finished jobs
         # A patient's evaluation queued already (and sent) covers these files too.
         uow.queue_evaluations(dict.fromkeys(p for one in outcomes for p in one.patients))
         for one in outcomes:
@@ -158,6 +180,19 @@ def store_batch(ctx: Context, parsed: Sequence[ParsedFile]) -> list[JobResult]:
                 uow.outbox.append((one.result.job_id, one.result.kind))
     _finish_moves(ctx, outcomes)
     return [one.result for one in outcomes]
+
+
+_DONE = "dxa_jobs_done"  # session.info: a batch's finished jobs, marked done together
+
+
+def _finish_job(session: Session, job_id: int) -> None:
+    """The job done: at once, or with its batch's others (`store_batch`). Every outcome of a
+    stored file ends its job done, so a savepoint rolled back after this needs no undoing."""
+    done: list[int] | None = session.info.get(_DONE)
+    if done is None:
+        finish_job_id(session, job_id)
+    else:
+        done.append(job_id)
 
 
 def _patient_order(item: tuple[ClaimedFile, _Parsed]) -> tuple[str, str, int]:
@@ -212,7 +247,7 @@ def _in_savepoint(
         with session.begin_nested():
             return _store(ctx, session, work, reports, check_uid=check_uid)
     except Exception:
-        forget_device_lscs(session)  # what the savepoint added is gone
+        forget(session)  # rows the savepoint added or changed are gone
         raise
 
 
@@ -290,7 +325,7 @@ def _store(
     for one in stored:  # a machine's new printed LSC applies to everyone it scanned
         if one.lsc_changed:
             patients += [p for p in patients_on_device(session, one.device.id) if p not in patients]
-    finish_job_id(session, job.id)
+    _finish_job(session, job.id)
     details = []
     for report, one in zip(reports, stored, strict=True):
         conflicts = len(one.measurements.conflicts)
@@ -371,7 +406,7 @@ def _reencoded_duplicate(ctx: Context, session: Session, work: ClaimedFile, hold
     file.stored_path = str(dest)
     file.parser_version = PARSER_VERSION
     mark_duplicate(session, file, reason_text=REENCODED_TEXT)
-    finish_job_id(session, work.job.id)
+    _finish_job(session, work.job.id)
     result = JobResult(work.job.id, work.job.kind, "duplicate", REENCODED_TEXT, work.source_file_id)
     return _Stored(result, move_from=None if in_db else Path(work.work_path), move_to=None if in_db else dest)
 
@@ -402,7 +437,7 @@ def _quarantined(ctx: Context, session: Session, job: ClaimedJob, file: SourceFi
         stored_path=str(dest),
         parser_version=PARSER_VERSION,
     )
-    finish_job_id(session, job.id)
+    _finish_job(session, job.id)
     result = JobResult(job.id, job.kind, "quarantined", f"{code}: {text}", job.source_file_id)
     if in_db:
         return _Stored(result)

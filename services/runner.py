@@ -38,6 +38,7 @@ from services.ingestion import (
     ingest_claimed,
     parse_batch,
     start_ingest,
+    start_ingests,
     store_batch,
 )
 from services.liveness import heartbeat
@@ -70,7 +71,7 @@ def run_batch(ctx: Context, limit: int = BATCH, kind: JobKindName | None = None)
     embedded runner); empty when there is none."""
     with ctx.sessions.begin() as session:
         jobs = claim_next_jobs(session, limit=limit, kind=kind, worker=worker_name())
-        started = [_start(ctx, session, ClaimedJob.of(job)) for job in jobs]
+        started = _start_all(ctx, session, [ClaimedJob.of(job) for job in jobs])
     return _execute_batch(ctx, started)
 
 
@@ -78,7 +79,7 @@ def run_jobs(ctx: Context, job_ids: Sequence[int]) -> list[JobResult]:
     """Run the given jobs (a Celery delivery of a chunk); those not queued any more are skipped."""
     with ctx.sessions.begin() as session:
         jobs = [job for job in (claim_job(session, i, worker=worker_name()) for i in job_ids) if job is not None]
-        started = [_start(ctx, session, ClaimedJob.of(job)) for job in jobs]
+        started = _start_all(ctx, session, [ClaimedJob.of(job) for job in jobs])
     return _execute_batch(ctx, started)
 
 
@@ -132,7 +133,7 @@ class Pipeline:
         ctx = self.ctx
         with ctx.sessions.begin() as session:
             jobs = claim_next_jobs(session, limit=BATCH, kind="ingest_file", worker=worker_name())
-            started = [_start(ctx, session, ClaimedJob.of(job)) for job in jobs]
+            started = _start_all(ctx, session, [ClaimedJob.of(job) for job in jobs])
         results = [one for one in started if isinstance(one, JobResult)]
         files = [one for one in started if isinstance(one, ClaimedFile)]
         fresh = [one for one in files if one.job.attempts <= 1]
@@ -221,6 +222,14 @@ def _release(ctx: Context, job_id: int) -> None:
         job.worker = None
         if job.source_file is not None and job.source_file.status == "processing":
             job.source_file.status = "pending"
+
+
+def _start_all(
+    ctx: Context, session: Session, jobs: Sequence[ClaimedJob]
+) -> list[ClaimedJob | ClaimedFile | JobResult]:
+    """`_start` for a claimed batch, its files marked `processing` together."""
+    files = iter(start_ingests(ctx, session, [job for job in jobs if job.kind == "ingest_file"]))
+    return [next(files) if job.kind == "ingest_file" else job for job in jobs]
 
 
 def _start(ctx: Context, session: Session, job: ClaimedJob) -> ClaimedJob | ClaimedFile | JobResult:
