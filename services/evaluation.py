@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 
 from db.calibration import PrecisionRepeat
 from db.history import load_patient_history, save_evaluation
-from db.jobs import finish_job_id
+from db.jobs import finish_job_id, finish_job_ids
 from db.models import Patient
-from db.patients import lock_patient, patient_lock_order
+from db.patients import lock_patient, lock_patients, patient_lock_order
 from monitor.evaluate import evaluate_patient
 from monitor.precision import precision_study
 from services.context import Context
@@ -81,10 +81,11 @@ def evaluate_jobs(ctx: Context, jobs: Sequence[ClaimedJob]) -> list[JobResult]:
             # store and a batch of evaluations then never wait on each other in a circle.
             keys = patient_lock_order(session, [job.patient_id for job in jobs if job.patient_id is not None])
             ordered.sort(key=lambda job: keys.get(job.patient_id or 0, ("", "")))
+            lock_patients(session, [job.patient_id for job in ordered if job.patient_id is not None])
             for job in ordered:
                 assert job.patient_id is not None
                 _evaluate_in(ctx, session, job.patient_id, today)
-                finish_job_id(session, job.id)
+            finish_job_ids(session, [job.id for job in ordered])
     except Exception as exc:
         log.warning("a batch of %d evaluations failed (%s); running them one by one", len(jobs), type(exc).__name__)
         return [evaluate_job(ctx, job) for job in ordered]
