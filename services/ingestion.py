@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from db.files import (
@@ -32,7 +32,14 @@ from db.files import (
 )
 from db.jobs import fail_job, finish_job_id
 from db.models import Job, SourceFile
-from db.reports import one_store_at_a_time, same_stored_results, store_report
+from db.reports import (
+    SharedWrites,
+    is_lock_conflict,
+    prepare_shared_rows,
+    same_stored_results,
+    store_report,
+    write_shared,
+)
 from db.vendor_lsc import patients_on_device
 from ingest.errors import ParseError
 from ingest.ocr.read import ScanReading
@@ -110,6 +117,7 @@ class _Stored:
     sidecar: dict[str, Any] | None = None  # a quarantine's reason, written beside the bytes
     code: str = ""
     resubmit: bool = False  # a retry: its job is sent again after the commit
+    shared: SharedWrites | None = None  # what it writes to a machine's rows, at the batch's end
 
 
 def ingest_claimed(ctx: Context, work: ClaimedFile) -> JobResult:
@@ -130,18 +138,41 @@ def ingest_batch(ctx: Context, works: Sequence[ClaimedFile]) -> list[JobResult]:
     parsed = [(work, _parse(ctx, work, limits, child_limits)) for work in works]
     # Stored in patient order, the order evaluations lock patients in too (`evaluate_jobs`).
     parsed.sort(key=_patient_order)
+    try:
+        outcomes = _store_batch(ctx, parsed)
+    except OperationalError as exc:
+        if not is_lock_conflict(exc):
+            raise
+        # A safety net: the lock order (`db.reports.SharedWrites`) should leave no circle, but a
+        # deadlock must not cost the batch's parse. Nothing was kept; stored again at once.
+        log.warning("a batch of %d files met a lock conflict; stored again", len(parsed))
+        outcomes = _store_batch(ctx, parsed)
+    _finish_moves(ctx, outcomes)
+    return [one.result for one in outcomes]
+
+
+def _store_batch(ctx: Context, parsed: Sequence[tuple[ClaimedFile, _Parsed]]) -> list[_Stored]:
+    """The batch's transaction. Locks come in one order whatever the batch (so batches of several
+    workers wait for each other, never in a circle): new machines first, then the patients in
+    patient order, then the machines' shared rows, then the evaluation jobs in patient id order."""
     outcomes: list[_Stored] = []
     with unit_of_work(ctx) as uow:
-        one_store_at_a_time(uow.session)
+        prepare_shared_rows(uow.session, [r for _, one in parsed if isinstance(one, tuple) for r in one])
         for work, result in parsed:
             outcomes.append(_store_one(ctx, uow.session, work, result))
+        shared = SharedWrites()
+        for one in outcomes:
+            if one.shared is not None:
+                shared.extend(one.shared)
+        patients = {p for one in outcomes for p in one.patients}
+        for device_id in sorted(write_shared(uow.session, shared)):  # a new printed LSC: everyone it scanned
+            patients.update(patients_on_device(uow.session, device_id))
         # A patient's evaluation queued already (and sent) covers these files too.
-        uow.queue_evaluations(dict.fromkeys(p for one in outcomes for p in one.patients))
+        uow.queue_evaluations(sorted(patients))
         for one in outcomes:
             if one.resubmit:
                 uow.outbox.append((one.result.job_id, one.result.kind))
-    _finish_moves(ctx, outcomes)
-    return [one.result for one in outcomes]
+    return outcomes
 
 
 def _patient_order(item: tuple[ClaimedFile, _Parsed]) -> tuple[str, str, int]:
@@ -246,7 +277,8 @@ def _store(
         file = _file(session, work.source_file_id)
         file.conflict_with_id = holder
         return _quarantined(ctx, session, job, file, UID_CONFLICT, UID_CONFLICT_TEXT)
-    stored = [store_report(session, report, source_file_id=work.source_file_id) for report in reports]
+    shared = SharedWrites()
+    stored = [store_report(session, report, source_file_id=work.source_file_id, shared=shared) for report in reports]
     in_db = kept_in_database(ctx, session, work.sha256)  # then the watcher's host writes the copy
     dest = archive_path(ctx.settings.archive_dir, work.sha256, work.name, _now().date())
     if in_db:
@@ -262,9 +294,6 @@ def _store(
         parser_version=PARSER_VERSION,
     )
     patients = list(dict.fromkeys(s.patient.id for s in stored))
-    for one in stored:  # a machine's new printed LSC applies to everyone it scanned
-        if one.lsc_changed:
-            patients += [p for p in patients_on_device(session, one.device.id) if p not in patients]
     finish_job_id(session, job.id)
     details = []
     for report, one in zip(reports, stored, strict=True):
@@ -276,7 +305,9 @@ def _store(
     detail = details[0] if len(details) == 1 else f"{len(details)} reports: " + "; ".join(details)
     result = JobResult(job.id, job.kind, "ingested", detail, work.source_file_id, stored[0].patient.id)
     source = Path(work.work_path)
-    return _Stored(result, patients, move_from=None if in_db else source, move_to=None if in_db else dest)
+    return _Stored(
+        result, patients, move_from=None if in_db else source, move_to=None if in_db else dest, shared=shared
+    )
 
 
 def _holder_says_the_same(ctx: Context, session: Session, holder_id: int, report: ParsedReport) -> bool:
