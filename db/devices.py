@@ -20,7 +20,7 @@ def find_or_create_device(session: Session, identity: DeviceIdentity, *, record_
     `record_software_version`, so that the machine's row is locked only for a moment)."""
     values = device_values(identity)
     stmt = select(Device).where(Device.identity_key == values["identity_key"])
-    device = session.scalars(stmt).one_or_none()
+    device = _batch_devices(session).get(values["identity_key"]) or session.scalars(stmt).one_or_none()
     if device is None:
         device = insert_unless_exists(session, Device, {**values, "software_versions": []}, ["identity_key"])
         if device is None:
@@ -48,7 +48,26 @@ def ensure_devices(session: Session, identities: Iterable[DeviceIdentity]) -> No
     wanted = {device_values(i)["identity_key"]: i for i in identities}
     if not wanted:
         return
-    known = set(session.scalars(select(Device.identity_key).where(Device.identity_key.in_(list(wanted)))))
+    known = _batch_devices(session)
+    for device in session.scalars(select(Device).where(Device.identity_key.in_(list(wanted)))):
+        known[device.identity_key] = device
     for key in sorted(k for k in wanted if k not in known):
         values = device_values(wanted[key])
-        insert_unless_exists(session, Device, {**values, "software_versions": []}, ["identity_key"])
+        created = insert_unless_exists(session, Device, {**values, "software_versions": []}, ["identity_key"])
+        if created is not None:
+            known[key] = created
+
+
+_BATCH = "dxa_batch_devices"
+
+
+def _batch_devices(session: Session) -> dict[str, Device]:
+    """identity key -> the machines `ensure_devices` read or created in the current transaction
+    (outside any savepoint), so each file of the batch finds its machine without a query."""
+    transaction = session.get_transaction()
+    held = session.info.get(_BATCH)
+    if held is None or held[0] is not transaction:
+        held = (transaction, {})
+        session.info[_BATCH] = held
+    devices: dict[str, Device] = held[1]
+    return devices

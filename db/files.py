@@ -8,6 +8,7 @@ the first file that claims it; another file with the same UID but other bytes is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -127,6 +128,26 @@ def start_processing(session: Session, file_id: int, *, parser_version: str | No
         .returning(SourceFile)
         .execution_options(populate_existing=True)
     ).one_or_none()
+
+
+def start_processing_many(
+    session: Session, file_ids: Sequence[int], *, parser_version: str | None = None
+) -> dict[int, SourceFile]:
+    """`start_processing` for several files in one UPDATE … RETURNING: id -> the row as it now is
+    (a file whose row is gone is missing)."""
+    if not file_ids:
+        return {}
+    values: dict[str, object] = {"status": "processing", "attempts": SourceFile.attempts + 1}
+    if parser_version:
+        values["parser_version"] = parser_version
+    rows = session.scalars(
+        update(SourceFile)
+        .where(SourceFile.id.in_(list(file_ids)))
+        .values(**values)
+        .returning(SourceFile)
+        .execution_options(populate_existing=True)
+    ).all()
+    return {row.id: row for row in rows}
 
 
 def finish_ingested(

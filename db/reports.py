@@ -129,9 +129,15 @@ def write_shared(session: Session, shared: SharedWrites) -> set[int]:
         for version in sorted(versions.get(device_id, ())):
             record_software_version(session, device, version)
         # The machine's LSC rows in site order; files in exam date order (the latest value wins).
-        rows = [(site, lsc, on, f) for d, items, on, f in shared.lscs if d.id == device_id for site, lsc in items]
-        printed = sorted(rows, key=lambda row: (row[0], row[2], row[3] or 0))
-        for site, lsc, on, file_id in printed:
+        # Per site, the file of the latest exam (the last of one day): what the files one after
+        # the other would leave, in one locked read and write of the row.
+        latest: dict[str, tuple[date, int, float, int | None]] = {}
+        for d, items, on, file_id in shared.lscs:
+            for site, lsc in items:
+                if d.id == device_id and lsc > 0:
+                    latest[site] = max(latest.get(site, (on, -1, lsc, file_id)), (on, file_id or 0, lsc, file_id))
+        for site in sorted(latest):
+            on, _, lsc, file_id = latest[site]
             if record_printed_lscs(session, device, [(site, lsc)], on, file_id):
                 changed.add(device_id)
     return changed

@@ -28,9 +28,10 @@ from db.files import (
     mark_duplicate,
     mark_quarantined,
     start_processing,
+    start_processing_many,
     uid_holder,
 )
-from db.jobs import fail_job, finish_job_id
+from db.jobs import fail_job, finish_job_id, finish_job_ids
 from db.models import Job, SourceFile
 from db.reports import (
     SharedWrites,
@@ -93,6 +94,26 @@ def start_ingest(ctx: Context, session: Session, job: ClaimedJob) -> ClaimedFile
     return ClaimedFile(job, started.id, started.stored_path or "", started.original_name, started.sha256)
 
 
+def start_ingests(ctx: Context, session: Session, jobs: Sequence[ClaimedJob]) -> list[ClaimedFile | JobResult]:
+    """`start_ingest` for a claimed chunk: the files under their attempts limit are marked
+    `processing` in one statement, the others one by one."""
+    fresh = [job for job in jobs if job.attempts <= ctx.settings.max_attempts]
+    ids = [job.source_file_id for job in fresh if job.source_file_id is not None]
+    started = start_processing_many(session, ids, parser_version=PARSER_VERSION)
+    out: list[ClaimedFile | JobResult] = []
+    for job in jobs:
+        if job.attempts > ctx.settings.max_attempts or job.source_file_id is None:
+            out.append(start_ingest(ctx, session, job))
+            continue
+        row = started.get(job.source_file_id)
+        if row is None:
+            finish_job_id(session, job.id)
+            out.append(JobResult(job.id, job.kind, "skipped", "source file row is gone"))
+        else:
+            out.append(ClaimedFile(job, row.id, row.stored_path or "", row.original_name, row.sha256))
+    return out
+
+
 @dataclass
 class _Fault:
     """The parse could not give a verdict on the bytes (the child died, timed out, the work file
@@ -118,6 +139,7 @@ class _Stored:
     code: str = ""
     resubmit: bool = False  # a retry: its job is sent again after the commit
     shared: SharedWrites | None = None  # what it writes to a machine's rows, at the batch's end
+    done_job: int | None = None  # its job, marked done with the batch's others in one statement
 
 
 def ingest_claimed(ctx: Context, work: ClaimedFile) -> JobResult:
@@ -167,6 +189,7 @@ def _store_batch(ctx: Context, parsed: Sequence[tuple[ClaimedFile, _Parsed]]) ->
         patients = {p for one in outcomes for p in one.patients}
         for device_id in sorted(write_shared(uow.session, shared)):  # a new printed LSC: everyone it scanned
             patients.update(patients_on_device(uow.session, device_id))
+        finish_job_ids(uow.session, [one.done_job for one in outcomes if one.done_job is not None])
         # A patient's evaluation queued already (and sent) covers these files too.
         uow.queue_evaluations(sorted(patients))
         for one in outcomes:
@@ -294,7 +317,6 @@ def _store(
         parser_version=PARSER_VERSION,
     )
     patients = list(dict.fromkeys(s.patient.id for s in stored))
-    finish_job_id(session, job.id)
     details = []
     for report, one in zip(reports, stored, strict=True):
         conflicts = len(one.measurements.conflicts)
@@ -305,9 +327,8 @@ def _store(
     detail = details[0] if len(details) == 1 else f"{len(details)} reports: " + "; ".join(details)
     result = JobResult(job.id, job.kind, "ingested", detail, work.source_file_id, stored[0].patient.id)
     source = Path(work.work_path)
-    return _Stored(
-        result, patients, move_from=None if in_db else source, move_to=None if in_db else dest, shared=shared
-    )
+    move_from, move_to = (None, None) if in_db else (source, dest)
+    return _Stored(result, patients, move_from=move_from, move_to=move_to, shared=shared, done_job=job.id)
 
 
 def _holder_says_the_same(ctx: Context, session: Session, holder_id: int, report: ParsedReport) -> bool:

@@ -19,11 +19,11 @@ from functools import partial
 
 from sqlalchemy.orm import Session
 
-from db.jobs import JobKindName, claim_job, claim_next_job, claim_next_jobs
+from db.jobs import JobKindName, claim_job, claim_jobs, claim_next_job, claim_next_jobs
 from db.models import Job
 from services.context import Context
 from services.evaluation import evaluate_job, evaluate_jobs
-from services.ingestion import ClaimedFile, ingest_batch, ingest_claimed, start_ingest
+from services.ingestion import ClaimedFile, ingest_batch, ingest_claimed, start_ingest, start_ingests
 from services.liveness import heartbeat
 from services.outcomes import ClaimedJob, JobResult, worker_name
 
@@ -61,9 +61,17 @@ def run_batch(ctx: Context, limit: int = BATCH, kind: JobKindName | None = None)
 def run_jobs(ctx: Context, job_ids: Sequence[int]) -> list[JobResult]:
     """Run the given jobs (a Celery delivery of a chunk); those not queued any more are skipped."""
     with ctx.sessions.begin() as session:
-        jobs = [job for job in (claim_job(session, i, worker=worker_name()) for i in job_ids) if job is not None]
-        started = [_start(ctx, session, ClaimedJob.of(job)) for job in jobs]
+        jobs = [ClaimedJob.of(job) for job in claim_jobs(session, job_ids, worker=worker_name())]
+        started = _start_all(ctx, session, jobs)
     return _execute_batch(ctx, started)
+
+
+def _start_all(
+    ctx: Context, session: Session, jobs: Sequence[ClaimedJob]
+) -> list[ClaimedJob | ClaimedFile | JobResult]:
+    """`_start` for a claimed chunk, the ingest jobs' files marked `processing` in one statement."""
+    files = iter(start_ingests(ctx, session, [job for job in jobs if job.kind == "ingest_file"]))
+    return [next(files) if job.kind == "ingest_file" else job for job in jobs]
 
 
 def _execute_batch(ctx: Context, started: Sequence[ClaimedJob | ClaimedFile | JobResult]) -> list[JobResult]:
