@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Literal
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -74,6 +75,40 @@ def register_source_file(
         .execution_options(populate_existing=True)
     ).one()
     return Registration(file=existing, outcome="duplicate")
+
+
+def register_new_source_files(
+    session: Session, files: Sequence[tuple[str, str, int | None, str | None]], *, now: datetime | None = None
+) -> dict[str, int]:
+    """Record several claimed files (sha256, original name, size, stored path) in one INSERT …
+    ON CONFLICT DO NOTHING: sha256 -> id of each file new to the database. Bytes already known are
+    left out, for `register_source_file` to recognise one by one (`duplicate`)."""
+    moment = now or utcnow()
+    rows = []
+    for sha256, original_name, size_bytes, stored_path in files:
+        digest = sha256.strip().lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError("sha256 must be 64 hex digits")
+        rows.append(
+            {
+                "sha256": digest,
+                "original_name": sanitise_name(original_name),
+                "size_bytes": size_bytes,
+                "stored_path": stored_path,
+                "status": "pending",
+                "attempts": 0,
+                "times_seen": 1,
+                "received_at": moment,
+                "last_seen_at": moment,
+                "updated_at": moment,
+            }
+        )
+    dialect = session.get_bind().dialect.name
+    if not rows or dialect not in ("postgresql", "sqlite"):
+        return {}
+    stmt = (postgresql.insert(SourceFile) if dialect == "postgresql" else sqlite.insert(SourceFile)).values(rows)
+    returning = stmt.on_conflict_do_nothing(index_elements=["sha256"]).returning(SourceFile.sha256, SourceFile.id)
+    return {str(sha): int(pk) for sha, pk in session.execute(returning)}
 
 
 def claim_sop_instance_uid(session: Session, file: SourceFile, uid: str | None) -> SourceFile | None:

@@ -77,6 +77,34 @@ def enqueue_ingest(session: Session, source_file_id: int) -> Job:
     return enqueue_job(session, "ingest_file", source_file_id=source_file_id, dedup_key=f"ingest_file:{source_file_id}")
 
 
+def enqueue_ingests(session: Session, source_file_ids: Sequence[int]) -> dict[int, int]:
+    """`enqueue_ingest` for several files in one INSERT: source file id -> its queued job's id
+    (a file whose job is queued already is looked up like `enqueue_ingest` does)."""
+    ids = list(dict.fromkeys(source_file_ids))
+    dialect = session.get_bind().dialect.name
+    if len(ids) < 2 or dialect not in ("postgresql", "sqlite"):
+        return {i: enqueue_ingest(session, i).id for i in ids}
+    rows = [
+        {
+            "kind": "ingest_file",
+            "state": "queued",
+            "source_file_id": i,
+            "patient_id": None,
+            "dedup_key": f"ingest_file:{i}",
+            "run_after": None,
+            "attempts": 0,
+        }
+        for i in ids
+    ]
+    stmt = (postgresql.insert(Job) if dialect == "postgresql" else sqlite.insert(Job)).values(rows)
+    returning = stmt.on_conflict_do_nothing(index_elements=["dedup_key"]).returning(Job.source_file_id, Job.id)
+    queued = {int(file_id or 0): int(job_id) for file_id, job_id in session.execute(returning)}
+    for i in ids:
+        if i not in queued:
+            queued[i] = enqueue_ingest(session, i).id
+    return queued
+
+
 def enqueue_evaluation(session: Session, patient_id: int) -> Job:
     """At most one queued evaluation per patient; one may queue behind a running one."""
     return enqueue_job(session, "evaluate_patient", patient_id=patient_id, dedup_key=_evaluation_key(patient_id))
