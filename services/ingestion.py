@@ -150,30 +150,46 @@ def ingest_claimed(ctx: Context, work: ClaimedFile) -> JobResult:
 
 def ingest_batch(ctx: Context, works: Sequence[ClaimedFile]) -> list[JobResult]:
     """Parse claimed files one after the other in this thread's parse child, then store them all
-    in one transaction, each in a savepoint of its own: a file the database refuses, or whose UID
-    another file owns, gets its own typed outcome and the others are stored. Every touched patient
-    is queued for evaluation once, and after the commit the bytes are moved with one flush per
-    destination folder. A fault of the database (it went away) rolls the whole batch back: its
-    jobs are put back in the queue by the runner (`services.runner`)."""
+    in one transaction (`parse_batch`, then `store_batch`)."""
+    return store_batch(ctx, parse_batch(ctx, works))
+
+
+ParsedFile = tuple[ClaimedFile, _Parsed]  # a claimed file and what its parse gave
+
+
+def parse_batch(ctx: Context, works: Sequence[ClaimedFile]) -> list[ParsedFile]:
+    """The parse half of `ingest_batch`: each file in this thread's parse child, within the
+    per-file limits; a child that dies or overruns costs that file only (`parse_in_child`). No
+    database work: a back-load parses the next chunk in threads of its own (each with its child)
+    while the previous one is stored (`services.backload`)."""
     limits, child_limits = parse_limits(ctx.settings, _now().date())
     warm_parsers()
-    parsed = [(work, _parse(ctx, work, limits, child_limits)) for work in works]
+    return [(work, _parse(ctx, work, limits, child_limits)) for work in works]
+
+
+def store_batch(ctx: Context, parsed: Sequence[ParsedFile]) -> list[JobResult]:
+    """The store half of `ingest_batch`: all files in one transaction, each in a savepoint of its
+    own: a file the database refuses, or whose UID another file owns, gets its own typed outcome
+    and the others are stored. Every touched patient is queued for evaluation once, and after the
+    commit the bytes are moved with one flush per destination folder. A fault of the database (it
+    went away) rolls the whole batch back: its jobs are put back in the queue by the runner
+    (`services.runner`)."""
     # Stored in patient order, the order evaluations lock patients in too (`evaluate_jobs`).
-    parsed.sort(key=_patient_order)
+    ordered = sorted(parsed, key=_patient_order)
     try:
-        outcomes = _store_batch(ctx, parsed)
+        outcomes = _store_batch(ctx, ordered)
     except OperationalError as exc:
         if not is_lock_conflict(exc):
             raise
         # A safety net: the lock order (`db.reports.SharedWrites`) should leave no circle, but a
         # deadlock must not cost the batch's parse. Nothing was kept; stored again at once.
-        log.warning("a batch of %d files met a lock conflict; stored again", len(parsed))
-        outcomes = _store_batch(ctx, parsed)
+        log.warning("a batch of %d files met a lock conflict; stored again", len(ordered))
+        outcomes = _store_batch(ctx, ordered)
     _finish_moves(ctx, outcomes)
     return [one.result for one in outcomes]
 
 
-def _store_batch(ctx: Context, parsed: Sequence[tuple[ClaimedFile, _Parsed]]) -> list[_Stored]:
+def _store_batch(ctx: Context, parsed: Sequence[ParsedFile]) -> list[_Stored]:
     """The batch's transaction. Locks come in one order whatever the batch (so batches of several
     workers wait for each other, never in a circle): new machines first, then the patients in
     patient order, then the machines' shared rows, then the evaluation jobs in patient id order."""
