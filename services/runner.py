@@ -26,6 +26,7 @@ from services.evaluation import evaluate_job, evaluate_jobs
 from services.ingestion import ClaimedFile, ingest_batch, ingest_claimed, start_ingest, start_ingests
 from services.liveness import heartbeat
 from services.outcomes import ClaimedJob, JobResult, worker_name
+from services.stages import ingest_overlapped
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,8 @@ def run_jobs(ctx: Context, job_ids: Sequence[int]) -> list[JobResult]:
     with ctx.sessions.begin() as session:
         jobs = [ClaimedJob.of(job) for job in claim_jobs(session, job_ids, worker=worker_name())]
         started = _start_all(ctx, session, jobs)
-    return _execute_batch(ctx, started)
+    # A chunk's parse overlaps its store, part by part (a Celery worker process has no other work).
+    return _execute_batch(ctx, started, ingest=ingest_overlapped)
 
 
 def _start_all(
@@ -74,7 +76,11 @@ def _start_all(
     return [next(files) if job.kind == "ingest_file" else job for job in jobs]
 
 
-def _execute_batch(ctx: Context, started: Sequence[ClaimedJob | ClaimedFile | JobResult]) -> list[JobResult]:
+def _execute_batch(
+    ctx: Context,
+    started: Sequence[ClaimedJob | ClaimedFile | JobResult],
+    ingest: Callable[[Context, Sequence[ClaimedFile]], list[JobResult]] = ingest_batch,
+) -> list[JobResult]:
     results = [one for one in started if isinstance(one, JobResult)]
     files = [one for one in started if isinstance(one, ClaimedFile)]
     evaluations = [one for one in started if isinstance(one, ClaimedJob)]
@@ -83,7 +89,7 @@ def _execute_batch(ctx: Context, started: Sequence[ClaimedJob | ClaimedFile | Jo
     groups += [[one] for one in files if one.job.attempts > 1]
     for group in groups:
         ids = [one.job.id for one in group]
-        results += _run_or_release(ctx, ids, partial(ingest_batch, ctx, group))
+        results += _run_or_release(ctx, ids, partial(ingest, ctx, group))
     if evaluations:
         ids = [one.id for one in evaluations]
         results += _run_or_release(ctx, ids, partial(evaluate_jobs, ctx, evaluations))
