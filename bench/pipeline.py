@@ -496,6 +496,7 @@ class Backload:
     seconds: float
     rss: list[int]  # samples, 0.5 s apart
     summary: str = ""
+    cpu: float | None = None  # user + system seconds of the run's processes (children included)
 
     def at(self, fraction: float) -> int:
         if not self.rss:
@@ -513,6 +514,9 @@ def backload_ingest(folder: Path, files: int, root: Path = ROOT) -> Backload:
             DXA_DATA_DIR=str(Path(tmp) / "data"), DXA_INBOX=str(Path(tmp) / "inbox"), PYTHONPATH=str(root)
         )  # this checkout's code, even when another one is installed in the venv
         out = Path(tmp) / "ingest.out"
+        import resource
+
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         with out.open("wb") as sink:
             proc = subprocess.Popen(
@@ -523,12 +527,14 @@ def backload_ingest(folder: Path, files: int, root: Path = ROOT) -> Backload:
                 samples.append(_tree_rss([proc.pid]))
                 time.sleep(0.5)
         seconds = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)  # dxa ingest and the parse children it reaped
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         lines = out.read_text(errors="replace").splitlines()
         summary = next((line for line in reversed(lines) if " files: " in line), "")
         if proc.returncode != 0:
             summary += f" (dxa ingest exited {proc.returncode})"
     name = "back-load: dxa ingest FOLDER (SQLite)" if root == ROOT else f"dxa ingest, code of {root.name}"
-    return Backload(name, seconds, samples, summary)
+    return Backload(name, seconds, samples, summary, cpu)
 
 
 def backload_watcher(folder: Path, files: int) -> Backload:
@@ -649,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             head = f"{'mode':<42} {'files':>7} {'wall s':>8} {'files/s':>8}"
-            print(f"{head} {'RSS start':>10} {'RSS mid':>8} {'RSS end':>8} {'RSS max':>8}")
+            print(f"{head} {'CPU ms/f':>9} {'RSS start':>10} {'RSS mid':>8} {'RSS end':>8} {'RSS max':>8}")
             runs: list[Callable[[Path, int], Backload]] = []
             for via in [v.strip() for v in args.backload_via.split(",") if v.strip()]:
                 runs.append(backload_watcher if via == "watcher" else backload_ingest)
@@ -659,8 +665,9 @@ def main(argv: list[str] | None = None) -> int:
                 r = run(folder, args.backload)
                 rate = args.backload / r.seconds if r.seconds else 0.0
                 mb = [f"{r.at(x) / 2**20:.0f} MB" for x in (0.0, 0.5, 1.0)]
+                cpu = f"{r.cpu / args.backload * 1000:.1f}" if r.cpu is not None else "-"
                 print(
-                    f"{r.mode:<42} {args.backload:>7} {r.seconds:>8.1f} {rate:>8.1f}"
+                    f"{r.mode:<42} {args.backload:>7} {r.seconds:>8.1f} {rate:>8.1f} {cpu:>9}"
                     f" {mb[0]:>10} {mb[1]:>8} {mb[2]:>8} {max(r.rss, default=0) / 2**20:>5.0f} MB",
                     flush=True,
                 )
