@@ -378,9 +378,9 @@ def embedded(burst: list[BatchFile], steady: list[BatchFile], rate: float, runne
     return result
 
 
-def _counted(folder: Path, argv: list[str]) -> list[str]:
-    """A service command run under bench/sql_counter.py."""
-    return [sys.executable, str(ROOT / "bench" / "sql_counter.py"), str(folder), Path(argv[0]).name, *argv[1:]]
+def _counted(folder: Path, argv: list[str], root: Path = ROOT) -> list[str]:
+    """A service command run under `root`'s bench/sql_counter.py (which puts `root` first on the path)."""
+    return [sys.executable, str(root / "bench" / "sql_counter.py"), str(folder), Path(argv[0]).name, *argv[1:]]
 
 
 def scaled(burst: list[BatchFile], steady: list[BatchFile], rate: float, processes: int, root: Path = ROOT) -> Result:
@@ -406,9 +406,9 @@ def scaled(burst: list[BatchFile], steady: list[BatchFile], rate: float, process
                 PYTHONPATH=str(root),
             )  # fmt: skip
             worker = celery_worker(env, base / "worker.log", concurrency=processes)
-            worker.argv = _counted(counters, worker.argv)
+            worker.argv = _counted(counters, worker.argv, root)
             worker.start()
-            watch = Proc(_counted(counters, [str(VENV_BIN / "dxa"), "watch"]), env, base / "watch.log").start()
+            watch = Proc(_counted(counters, [str(VENV_BIN / "dxa"), "watch"], root), env, base / "watch.log").start()
             (base / "inbox").mkdir(parents=True, exist_ok=True)
             engine = make_engine(url)
             sessions = session_factory(engine)
@@ -636,8 +636,8 @@ def main(argv: list[str] | None = None) -> int:
                     processes = int(mode.removeprefix("celery") or 1)
                     results.append(scaled(burst, steady, args.rate, processes))
                     if args.compare:
-                        results.append(scaled(burst, steady, args.rate, processes, args.compare))
                         print(f"  ... round {round_}: {results[-1].mode}: {results[-1].rate:.1f} files/s", flush=True)
+                        results.append(scaled(burst, steady, args.rate, processes, args.compare))
                 else:
                     continue
                 print(f"  ... round {round_}: {results[-1].mode}: {results[-1].rate:.1f} files/s", flush=True)
