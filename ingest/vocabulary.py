@@ -13,19 +13,11 @@ import unicodedata
 
 from ingest.errors import MalformedResults
 
-SITES_FIXED = frozenset(
-    {
-        "femoral_neck",
-        "total_hip",
-        "trochanter",
-        "intertrochanter",
-        "wards",
-        "radius_33",
-        "radius_ud",
-        "radius_total",
-        "total_body",
-    }
-)
+# The skeletal sites by region: one definition the parsers (DICOM, PDF, OCR) share.
+HIP_SITES = frozenset({"femoral_neck", "total_hip", "trochanter", "intertrochanter", "wards"})
+FOREARM_SITES = frozenset({"radius_33", "radius_ud", "radius_total"})
+SIDED_SITES = HIP_SITES | FOREARM_SITES  # a hip or forearm value needs its side
+SITES_FIXED = SIDED_SITES | {"total_body"}
 SIDES = frozenset({"left", "right", "mean"})
 MONITORED_SITES = frozenset({"femoral_neck", "total_hip", "radius_33"})  # plus the analysed spine range
 

@@ -7,11 +7,10 @@ import re
 from typing import Literal
 
 from ingest.errors import MalformedResults
-from ingest.vocabulary import canonical_side, canonical_site, looks_like_site, lumbar_site
+from ingest.vocabulary import HIP_SITES, canonical_side, canonical_site, looks_like_site, lumbar_site
 
 Region = Literal["spine", "hip", "dual_hip", "forearm", "total_body"]
 
-_HIP_SITES = frozenset({"femoral_neck", "total_hip", "trochanter", "intertrochanter", "wards"})
 _WORD = re.compile(r"[a-z]+")
 
 
@@ -62,7 +61,7 @@ def site_in(label: str, region: Region | None) -> str | None:
         return "total_body" if folded in ("total", "total body", "whole body") else None
     site = canonical_site(label)
     if region in ("hip", "dual_hip"):
-        return site if site in _HIP_SITES else None
+        return site if site in HIP_SITES else None
     return site
 
 

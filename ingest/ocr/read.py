@@ -33,12 +33,12 @@ from ingest.ocr.images import (
 from ingest.ocr.tesseract import Line, Word, orientation_and_script, read_lines
 from ingest.pdf.date_order import pages_date_order
 from ingest.pdf.engine import apply_template
-from ingest.pdf.rows import SIDED_SITES, resolve_label
+from ingest.pdf.rows import resolve_label
 from ingest.pdf.split import check_pages, find_segments
 from ingest.pdf.template import Template, builtin_templates
 from ingest.pdf.text import PdfText
 from ingest.report import ParsedReport
-from ingest.vocabulary import _SITE_SYNONYMS, parse_decimal
+from ingest.vocabulary import _SITE_SYNONYMS, SIDED_SITES, parse_decimal
 
 # Below this word confidence (Tesseract, 0–100) a value is shown as doubtful; bench/ocr.py
 # measures that no wrong value stays above it without a failed check.
@@ -355,16 +355,20 @@ def _text_value(key: str, text: str | None, pages: Sequence[_Page], first_page: 
             if probe[:6] not in joined and probe not in joined:
                 continue
             words = [w for w in line.words if w.text in text or text[:4] in w.text or w.text in probe]
-            words = words or list(line.words)
-            conf = min(w.confidence for w in words)
-            box = (
-                min(w.box[0] for w in words),
-                min(w.box[1] for w in words),
-                max(w.box[2] for w in words),
-                max(w.box[3] for w in words),
-            )
+            conf, box = _confidence_and_box(words or list(line.words))
             return ReadValue(key, text, conf, first_page + offset, box, _crop(page, line, box))
     return ReadValue(key, text, 0.0, first_page, None)
+
+
+def _confidence_and_box(words: Sequence[Word]) -> tuple[float, tuple[int, int, int, int]]:
+    """A value is as sure as its least sure word; its crop is the box around all of them."""
+    box = (
+        min(w.box[0] for w in words),
+        min(w.box[1] for w in words),
+        max(w.box[2] for w in words),
+        max(w.box[3] for w in words),
+    )
+    return min(w.confidence for w in words), box
 
 
 def _label_confidence(line: Line) -> float:
@@ -433,14 +437,7 @@ def _date_values(report: ParsedReport, template: Template, pages: Sequence[_Page
                 if not match:
                     continue
                 digits = [w for w in line.words if any(c.isdigit() for c in w.text) and w.text in match["v"] + match[0]]
-                words = digits or list(line.words)
-                conf = min(w.confidence for w in words)
-                box = (
-                    min(w.box[0] for w in words),
-                    min(w.box[1] for w in words),
-                    max(w.box[2] for w in words),
-                    max(w.box[3] for w in words),
-                )
+                conf, box = _confidence_and_box(digits or list(line.words))
                 found = ReadValue(key, when.isoformat(), conf, first_page + offset, box, _crop(page, line, box))
                 break
             if found:

@@ -17,7 +17,7 @@ from ingest.errors import MalformedResults, MissingField
 from ingest.pdf.date_order import report_date_order
 from ingest.pdf.readings import Readings, merge_history
 from ingest.pdf.results_table import parse_results_table
-from ingest.pdf.rows import FOREARM_SITES, HIP_SITES, resolve_suffix
+from ingest.pdf.rows import resolve_suffix
 from ingest.pdf.template import Template
 from ingest.pdf.text import PdfText
 from ingest.pdf.trend_table import parse_trend_table
@@ -28,7 +28,7 @@ from ingest.report import (
     SiteMeasurement,
     VendorExtras,
 )
-from ingest.vocabulary import canonical_side, parse_decimal
+from ingest.vocabulary import FOREARM_SITES, HIP_SITES, canonical_side, parse_decimal
 
 _LUMBAR_RANGE = re.compile(r"^L[1-5]-L[1-5]$")
 _SEX = {"female": "F", "f": "F", "女": "F", "male": "M", "m": "M", "男": "M"}

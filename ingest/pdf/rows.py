@@ -16,27 +16,12 @@ from dataclasses import dataclass
 
 from ingest.errors import MalformedResults, MissingField
 from ingest.pdf.template import Template
-from ingest.vocabulary import _fold, canonical_site, parse_decimal
+from ingest.vocabulary import HIP_SITES, SIDED_SITES, _fold, canonical_site, parse_decimal
 
 NUMBER = re.compile(r"^[-+−–]?\d+(?:[.,]\d+)?[%*#]*$")
 PLACEHOLDER = re.compile(r"^(?:[-–—]+|\*+|n/?a|nd|--)$", re.IGNORECASE)
 UNIT = re.compile(r"^(?:m?g/cm[²2]?|g/cm\^2|%|%/yr)$", re.IGNORECASE)
 _CJK = re.compile(r"[\u3400-\u9fff]")
-
-SIDED_SITES = frozenset(
-    {
-        "femoral_neck",
-        "total_hip",
-        "trochanter",
-        "intertrochanter",
-        "wards",
-        "radius_33",
-        "radius_ud",
-        "radius_total",
-    }
-)
-HIP_SITES = frozenset({"femoral_neck", "total_hip", "trochanter", "intertrochanter", "wards"})
-FOREARM_SITES = frozenset({"radius_33", "radius_ud", "radius_total"})
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,11 @@ with no internet. Screenshots go to tests/artifacts/ (git-ignored)."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -85,20 +86,41 @@ def browser() -> Iterator[Any]:
         chromium.close()
 
 
-@pytest.fixture
-def page(browser: Any, live_server: str) -> Iterator[Any]:
-    context = browser.new_context(base_url=live_server, viewport={"width": 1400, "height": 1000})
-    blocked: list[str] = []
+def local_only(blocked: list[str]) -> Callable[[Any], None]:
+    """A route handler that lets the app's own host through and notes (and aborts) anything else:
+    the pages must work in a hospital network with no internet."""
 
     def guard(route: Any) -> None:
-        host = urlparse(route.request.url).hostname
-        if host in ("127.0.0.1", "localhost"):
+        if urlparse(route.request.url).hostname in ("127.0.0.1", "localhost"):
             route.continue_()
         else:
             blocked.append(route.request.url)
             route.abort()
 
-    context.route("**/*", guard)
+    return guard
+
+
+def signed_in_page(
+    browser: Any, live_server: str, user: str, password: str, viewport: dict[str, int], blocked: list[str]
+) -> Any:
+    """A new browser context signed in as `user` through the login form, on the patients list."""
+    ctx = browser.new_context(base_url=live_server, viewport=viewport, accept_downloads=True, locale="en-GB")
+    ctx.route("**/*", local_only(blocked))
+    page = ctx.new_page()
+    page.set_default_timeout(20_000)
+    page.goto("/login")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/patients$"))
+    return page
+
+
+@pytest.fixture
+def page(browser: Any, live_server: str) -> Iterator[Any]:
+    context = browser.new_context(base_url=live_server, viewport={"width": 1400, "height": 1000})
+    blocked: list[str] = []
+    context.route("**/*", local_only(blocked))
     pg = context.new_page()
     pg.set_default_timeout(20_000)
     yield pg

@@ -14,7 +14,6 @@ import re
 from collections.abc import Iterator
 from datetime import date
 from typing import Any
-from urllib.parse import urlparse
 
 import pandas as pd
 import pytest
@@ -23,7 +22,7 @@ from db.models import Patient
 from db.reports import store_report
 from db.therapies import add_therapy
 from monitor.drugs import therapy_from_agent
-from tests.e2e.conftest import ARTIFACTS
+from tests.e2e.conftest import ARTIFACTS, signed_in_page
 from tests.web.seed import NEW, OLD, PASSWORDS, REPLACED, SAME, TODAY, Seeded, _report, build, evaluate
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
@@ -57,26 +56,11 @@ def pages(browser: Any, live_server: str) -> Iterator[dict[tuple[str, int], Any]
     contexts: dict[tuple[str, int], Any] = {}
     blocked: list[str] = []
 
-    def guard(route: Any) -> None:
-        if urlparse(route.request.url).hostname in ("127.0.0.1", "localhost"):
-            route.continue_()
-        else:
-            blocked.append(route.request.url)
-            route.abort()
-
     for user in ("clin", "qa"):
         for width, height in SIZES:
-            ctx = browser.new_context(
-                base_url=live_server, viewport={"width": width, "height": height}, accept_downloads=True, locale="en-GB"
+            page = signed_in_page(
+                browser, live_server, user, PASSWORDS[user], {"width": width, "height": height}, blocked
             )
-            ctx.route("**/*", guard)
-            page = ctx.new_page()
-            page.set_default_timeout(20_000)
-            page.goto("/login")
-            page.fill("input[name=username]", user)
-            page.fill("input[name=password]", PASSWORDS[user])
-            page.click("button[type=submit]")
-            page.wait_for_url(re.compile(r"/patients$"))
             contexts[(user, width)] = page
     yield contexts
     for page in contexts.values():

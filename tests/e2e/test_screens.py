@@ -7,14 +7,13 @@ import re
 from collections.abc import Iterator
 from datetime import date
 from typing import Any
-from urllib.parse import urlparse
 
 import pandas as pd
 import pytest
 
 from db.therapies import add_therapy
 from monitor.drugs import therapy_from_agent
-from tests.e2e.conftest import shot
+from tests.e2e.conftest import shot, signed_in_page
 from tests.web.seed import PASSWORDS, REPLACED, SAME, Seeded, build, evaluate
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
@@ -40,26 +39,9 @@ def signed_in(browser: Any, live_server: str) -> Iterator[dict[str, dict[int, An
     contexts: dict[str, dict[int, Any]] = {}
     blocked: list[str] = []
 
-    def guard(route: Any) -> None:
-        if urlparse(route.request.url).hostname in ("127.0.0.1", "localhost"):
-            route.continue_()
-        else:
-            blocked.append(route.request.url)
-            route.abort()
-
     for user in ("clin", "qa"):
         for width in WIDTHS:
-            ctx = browser.new_context(
-                base_url=live_server, viewport={"width": width, "height": 900}, accept_downloads=True, locale="en-GB"
-            )
-            ctx.route("**/*", guard)
-            page = ctx.new_page()
-            page.set_default_timeout(20_000)
-            page.goto("/login")
-            page.fill("input[name=username]", user)
-            page.fill("input[name=password]", PASSWORDS[user])
-            page.click("button[type=submit]")
-            page.wait_for_url(re.compile(r"/patients$"))
+            page = signed_in_page(browser, live_server, user, PASSWORDS[user], {"width": width, "height": 900}, blocked)
             contexts.setdefault(user, {})[width] = page
     yield contexts
     for by_width in contexts.values():
