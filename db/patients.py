@@ -46,21 +46,6 @@ def lock_patient(session: Session, patient_id: int) -> Patient:
     return patient
 
 
-def lock_patients(session: Session, patient_ids: Iterable[int]) -> None:
-    """`lock_patient` for several patients, in the order given. SQLite locks no rows (`BEGIN
-    IMMEDIATE` serialises writers): the rows are read in one query. PostgreSQL takes the row
-    locks one by one in that order, so that two transactions never wait on each other in a circle."""
-    ids = [i for i in dict.fromkeys(patient_ids) if i not in _locked_patients(session)]
-    if session.get_bind().dialect.name != "sqlite":
-        for patient_id in ids:
-            lock_patient(session, patient_id)
-        return
-    if ids:
-        held = _locked_patients(session)
-        for patient in session.scalars(select(Patient).where(Patient.id.in_(ids))):
-            held[patient.id] = patient
-
-
 def patient_lock_order(session: Session, patient_ids: Iterable[int]) -> dict[int, tuple[str, str]]:
     """patient id -> (identifier, issuer): the one order in which work on several patients takes
     their locks (a batch of files is stored in that order, a batch of evaluations follows it)."""

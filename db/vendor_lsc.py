@@ -16,8 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.converters import machine_from_device
+from db.inserts import insert_unless_exists
 from db.models import Device, DeviceLsc, Exam
-from db.txcache import cached
 from monitor.model import VendorLsc
 
 
@@ -27,20 +27,28 @@ def record_printed_lscs(
     """Keep what this file printed; True when a machine's LSC is new or changed (its patients'
     comparisons may change)."""
     changed = False
-    rows: dict[str, DeviceLsc] | None = None
     for site, lsc in printed:
         if lsc <= 0:
             continue
-        if rows is None:
-            rows = _device_lscs(session, device.id)
-        row = rows.get(site)
+        row = session.scalars(
+            select(DeviceLsc).where(DeviceLsc.device_id == device.id, DeviceLsc.site == site).with_for_update()
+        ).one_or_none()
         if row is None:
-            rows[site] = row = DeviceLsc(
-                device_id=device.id, site=site, lsc_g_cm2=lsc, exam_date=exam_date, source_file_id=source_file_id
-            )
-            session.add(row)
-            changed = True
-        elif exam_date >= row.exam_date and abs(row.lsc_g_cm2 - lsc) > 1e-9:
+            values = {
+                "device_id": device.id,
+                "site": site,
+                "lsc_g_cm2": lsc,
+                "exam_date": exam_date,
+                "source_file_id": source_file_id,
+            }
+            if insert_unless_exists(session, DeviceLsc, values, ["device_id", "site"]) is not None:
+                changed = True
+                continue
+            # Another transaction wrote it first (and has committed): compared like any row.
+            row = session.scalars(
+                select(DeviceLsc).where(DeviceLsc.device_id == device.id, DeviceLsc.site == site).with_for_update()
+            ).one()
+        if exam_date >= row.exam_date and abs(row.lsc_g_cm2 - lsc) > 1e-9:
             row.lsc_g_cm2, row.exam_date, row.source_file_id = lsc, exam_date, source_file_id
             changed = True
         elif exam_date > row.exam_date:
@@ -48,16 +56,6 @@ def record_printed_lscs(
     if changed:
         session.flush()
     return changed
-
-
-def _device_lscs(session: Session, device_id: int) -> dict[str, DeviceLsc]:
-    """A machine's printed LSCs by site, read (and locked) once per transaction: a batch's files
-    of one machine would otherwise read them again for each file and site (issue 13)."""
-    rows: dict[int, dict[str, DeviceLsc]] = cached(session, "device_lscs")
-    if device_id not in rows:
-        found = session.scalars(select(DeviceLsc).where(DeviceLsc.device_id == device_id).with_for_update())
-        rows[device_id] = {row.site: row for row in found}
-    return rows[device_id]
 
 
 def load_vendor_lscs(session: Session, device_ids: Iterable[int]) -> tuple[VendorLsc, ...]:

@@ -152,10 +152,25 @@ def ensure_demo_user(sessions: sessionmaker[Session], settings: Settings) -> str
         return password
 
 
+# How long an idle keep-alive connection stays open. uvicorn's 5 s default equals httpx's and is
+# below what browsers (60-300 s) and reverse proxies (nginx upstream and load balancers: 60 s) keep
+# a connection for reuse: a request sent on a connection the server closes at that moment gets no
+# response at all ("server disconnected", seen by the soak's users under load). The server must
+# keep it longer than any client, so the client is always the one to close an idle connection.
+WEB_KEEP_ALIVE_S = 75
+
+
 def run_web(ctx: Context, host: str, port: int) -> None:
     import uvicorn
 
-    uvicorn.run(make_app(ctx), host=host, port=port, log_level="info", access_log=False)
+    uvicorn.run(
+        make_app(ctx),
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        timeout_keep_alive=WEB_KEEP_ALIVE_S,
+    )
 
 
 def serve(ctx: Context, host: str, port: int, workers: int = 2) -> int:

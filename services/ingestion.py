@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from db.files import (
@@ -33,8 +33,14 @@ from db.files import (
 )
 from db.jobs import fail_job, finish_job_id, finish_job_ids
 from db.models import Job, SourceFile
-from db.reports import one_store_at_a_time, same_stored_results, store_report
-from db.txcache import forget
+from db.reports import (
+    SharedWrites,
+    is_lock_conflict,
+    prepare_shared_rows,
+    same_stored_results,
+    store_report,
+    write_shared,
+)
 from db.vendor_lsc import patients_on_device
 from ingest.errors import ParseError
 from ingest.ocr.read import ScanReading
@@ -89,14 +95,20 @@ def start_ingest(ctx: Context, session: Session, job: ClaimedJob) -> ClaimedFile
 
 
 def start_ingests(ctx: Context, session: Session, jobs: Sequence[ClaimedJob]) -> list[ClaimedFile | JobResult]:
-    """`start_ingest` for a claimed batch: its files marked `processing` in one UPDATE."""
-    fresh = [job for job in jobs if job.attempts <= ctx.settings.max_attempts and job.source_file_id is not None]
-    rows = start_processing_many(session, [job.source_file_id or 0 for job in fresh], parser_version=PARSER_VERSION)
+    """`start_ingest` for a claimed chunk: the files under their attempts limit are marked
+    `processing` in one statement, the others one by one."""
+    fresh = [job for job in jobs if job.attempts <= ctx.settings.max_attempts]
+    ids = [job.source_file_id for job in fresh if job.source_file_id is not None]
+    started = start_processing_many(session, ids, parser_version=PARSER_VERSION)
     out: list[ClaimedFile | JobResult] = []
     for job in jobs:
-        row = rows.get(job.source_file_id or 0) if job in fresh else None
+        if job.attempts > ctx.settings.max_attempts or job.source_file_id is None:
+            out.append(start_ingest(ctx, session, job))
+            continue
+        row = started.get(job.source_file_id)
         if row is None:
-            out.append(start_ingest(ctx, session, job))  # set aside, or its row is gone
+            finish_job_id(session, job.id)
+            out.append(JobResult(job.id, job.kind, "skipped", "source file row is gone"))
         else:
             out.append(ClaimedFile(job, row.id, row.stored_path or "", row.original_name, row.sha256))
     return out
@@ -126,6 +138,8 @@ class _Stored:
     sidecar: dict[str, Any] | None = None  # a quarantine's reason, written beside the bytes
     code: str = ""
     resubmit: bool = False  # a retry: its job is sent again after the commit
+    shared: SharedWrites | None = None  # what it writes to a machine's rows, at the batch's end
+    done_job: int | None = None  # its job, marked done with the batch's others in one statement
 
 
 def ingest_claimed(ctx: Context, work: ClaimedFile) -> JobResult:
@@ -146,8 +160,8 @@ ParsedFile = tuple[ClaimedFile, _Parsed]  # a claimed file and what its parse ga
 def parse_batch(ctx: Context, works: Sequence[ClaimedFile]) -> list[ParsedFile]:
     """The parse half of `ingest_batch`: each file in this thread's parse child, within the
     per-file limits; a child that dies or overruns costs that file only (`parse_in_child`). No
-    database write: the embedded runner parses the next batch in a thread of its own while the
-    previous one is stored (`services.runner.Pipeline`)."""
+    database work: a back-load parses the next chunk in threads of its own (each with its child)
+    while the previous one is stored (`services.backload`)."""
     limits, child_limits = parse_limits(ctx.settings, _now().date())
     warm_parsers()
     return [(work, _parse(ctx, work, limits, child_limits)) for work in works]
@@ -162,37 +176,42 @@ def store_batch(ctx: Context, parsed: Sequence[ParsedFile]) -> list[JobResult]:
     (`services.runner`)."""
     # Stored in patient order, the order evaluations lock patients in too (`evaluate_jobs`).
     ordered = sorted(parsed, key=_patient_order)
-    outcomes: list[_Stored] = []
-    with unit_of_work(ctx) as uow:
-        one_store_at_a_time(uow.session)
-        done: list[int] = []
-        uow.session.info[_DONE] = done
-        try:
-            for work, result in ordered:
-                outcomes.append(_store_one(ctx, uow.session, work, result))
-        finally:
-            del uow.session.info[_DONE]
-        finish_job_ids(uow.session, done)  # one UPDATE for the batch's finished jobs
-        # A patient's evaluation queued already (and sent) covers these files too.
-        uow.queue_evaluations(dict.fromkeys(p for one in outcomes for p in one.patients))
-        for one in outcomes:
-            if one.resubmit:
-                uow.outbox.append((one.result.job_id, one.result.kind))
+    try:
+        outcomes = _store_batch(ctx, ordered)
+    except OperationalError as exc:
+        if not is_lock_conflict(exc):
+            raise
+        # A safety net: the lock order (`db.reports.SharedWrites`) should leave no circle, but a
+        # deadlock must not cost the batch's parse. Nothing was kept; stored again at once.
+        log.warning("a batch of %d files met a lock conflict; stored again", len(ordered))
+        outcomes = _store_batch(ctx, ordered)
     _finish_moves(ctx, outcomes)
     return [one.result for one in outcomes]
 
 
-_DONE = "dxa_jobs_done"  # session.info: a batch's finished jobs, marked done together
-
-
-def _finish_job(session: Session, job_id: int) -> None:
-    """The job done: at once, or with its batch's others (`store_batch`). Every outcome of a
-    stored file ends its job done, so a savepoint rolled back after this needs no undoing."""
-    done: list[int] | None = session.info.get(_DONE)
-    if done is None:
-        finish_job_id(session, job_id)
-    else:
-        done.append(job_id)
+def _store_batch(ctx: Context, parsed: Sequence[ParsedFile]) -> list[_Stored]:
+    """The batch's transaction. Locks come in one order whatever the batch (so batches of several
+    workers wait for each other, never in a circle): new machines first, then the patients in
+    patient order, then the machines' shared rows, then the evaluation jobs in patient id order."""
+    outcomes: list[_Stored] = []
+    with unit_of_work(ctx) as uow:
+        prepare_shared_rows(uow.session, [r for _, one in parsed if isinstance(one, tuple) for r in one])
+        for work, result in parsed:
+            outcomes.append(_store_one(ctx, uow.session, work, result))
+        shared = SharedWrites()
+        for one in outcomes:
+            if one.shared is not None:
+                shared.extend(one.shared)
+        patients = {p for one in outcomes for p in one.patients}
+        for device_id in sorted(write_shared(uow.session, shared)):  # a new printed LSC: everyone it scanned
+            patients.update(patients_on_device(uow.session, device_id))
+        finish_job_ids(uow.session, [one.done_job for one in outcomes if one.done_job is not None])
+        # A patient's evaluation queued already (and sent) covers these files too.
+        uow.queue_evaluations(sorted(patients))
+        for one in outcomes:
+            if one.resubmit:
+                uow.outbox.append((one.result.job_id, one.result.kind))
+    return outcomes
 
 
 def _patient_order(item: tuple[ClaimedFile, _Parsed]) -> tuple[str, str, int]:
@@ -226,29 +245,20 @@ def _store_one(ctx: Context, session: Session, work: ClaimedFile, parsed: _Parse
     if isinstance(parsed, ScanReading):  # OCR of a scan: held for a person (issue 14)
         return _Stored(hold_scan(ctx, session, work.job, _file(session, work.source_file_id), parsed))
     try:
-        return _in_savepoint(ctx, session, work, parsed, check_uid=False)
+        with session.begin_nested():
+            return _store(ctx, session, work, parsed, check_uid=False)
     except IntegrityError:
         # A unique key was taken: nearly always the file's DICOM instance UID, owned by a file with
         # other bytes (rare enough that checking it first for every file would cost more). Nothing
         # was kept; the second try looks for the owner first, and quarantines a UID conflict.
         log.info("store of job %s hit a unique key (a UID conflict?); checking first this time", work.job.id)
         try:
-            return _in_savepoint(ctx, session, work, parsed, check_uid=True)
+            with session.begin_nested():
+                return _store(ctx, session, work, parsed, check_uid=True)
         except (IntegrityError, DataError) as exc:
             return _refused_by_database(ctx, session, work, exc)
     except DataError as exc:
         return _refused_by_database(ctx, session, work, exc)
-
-
-def _in_savepoint(
-    ctx: Context, session: Session, work: ClaimedFile, reports: tuple[ParsedReport, ...], *, check_uid: bool
-) -> _Stored:
-    try:
-        with session.begin_nested():
-            return _store(ctx, session, work, reports, check_uid=check_uid)
-    except Exception:
-        forget(session)  # rows the savepoint added or changed are gone
-        raise
 
 
 def _retry_later(ctx: Context, session: Session, work: ClaimedFile, code: str, message: str) -> _Stored:
@@ -306,7 +316,8 @@ def _store(
         file = _file(session, work.source_file_id)
         file.conflict_with_id = holder
         return _quarantined(ctx, session, job, file, UID_CONFLICT, UID_CONFLICT_TEXT)
-    stored = [store_report(session, report, source_file_id=work.source_file_id) for report in reports]
+    shared = SharedWrites()
+    stored = [store_report(session, report, source_file_id=work.source_file_id, shared=shared) for report in reports]
     in_db = kept_in_database(ctx, session, work.sha256)  # then the watcher's host writes the copy
     dest = archive_path(ctx.settings.archive_dir, work.sha256, work.name, _now().date())
     if in_db:
@@ -322,10 +333,6 @@ def _store(
         parser_version=PARSER_VERSION,
     )
     patients = list(dict.fromkeys(s.patient.id for s in stored))
-    for one in stored:  # a machine's new printed LSC applies to everyone it scanned
-        if one.lsc_changed:
-            patients += [p for p in patients_on_device(session, one.device.id) if p not in patients]
-    _finish_job(session, job.id)
     details = []
     for report, one in zip(reports, stored, strict=True):
         conflicts = len(one.measurements.conflicts)
@@ -336,7 +343,8 @@ def _store(
     detail = details[0] if len(details) == 1 else f"{len(details)} reports: " + "; ".join(details)
     result = JobResult(job.id, job.kind, "ingested", detail, work.source_file_id, stored[0].patient.id)
     source = Path(work.work_path)
-    return _Stored(result, patients, move_from=None if in_db else source, move_to=None if in_db else dest)
+    move_from, move_to = (None, None) if in_db else (source, dest)
+    return _Stored(result, patients, move_from=move_from, move_to=move_to, shared=shared, done_job=job.id)
 
 
 def _holder_says_the_same(ctx: Context, session: Session, holder_id: int, report: ParsedReport) -> bool:
@@ -406,7 +414,7 @@ def _reencoded_duplicate(ctx: Context, session: Session, work: ClaimedFile, hold
     file.stored_path = str(dest)
     file.parser_version = PARSER_VERSION
     mark_duplicate(session, file, reason_text=REENCODED_TEXT)
-    _finish_job(session, work.job.id)
+    finish_job_id(session, work.job.id)
     result = JobResult(work.job.id, work.job.kind, "duplicate", REENCODED_TEXT, work.source_file_id)
     return _Stored(result, move_from=None if in_db else Path(work.work_path), move_to=None if in_db else dest)
 
@@ -437,7 +445,7 @@ def _quarantined(ctx: Context, session: Session, job: ClaimedJob, file: SourceFi
         stored_path=str(dest),
         parser_version=PARSER_VERSION,
     )
-    _finish_job(session, job.id)
+    finish_job_id(session, job.id)
     result = JobResult(job.id, job.kind, "quarantined", f"{code}: {text}", job.source_file_id)
     if in_db:
         return _Stored(result)

@@ -27,7 +27,7 @@ from functools import partial
 
 from sqlalchemy.orm import Session
 
-from db.jobs import JobKindName, claim_job, claim_next_job, claim_next_jobs
+from db.jobs import JobKindName, claim_job, claim_jobs, claim_next_job, claim_next_jobs
 from db.models import Job
 from services.context import Context
 from services.evaluation import evaluate_job, evaluate_jobs
@@ -43,6 +43,7 @@ from services.ingestion import (
 )
 from services.liveness import heartbeat
 from services.outcomes import ClaimedJob, JobResult, worker_name
+from services.stages import ingest_overlapped
 
 log = logging.getLogger(__name__)
 
@@ -71,19 +72,32 @@ def run_batch(ctx: Context, limit: int = BATCH, kind: JobKindName | None = None)
     embedded runner); empty when there is none."""
     with ctx.sessions.begin() as session:
         jobs = claim_next_jobs(session, limit=limit, kind=kind, worker=worker_name())
-        started = _start_all(ctx, session, [ClaimedJob.of(job) for job in jobs])
+        started = [_start(ctx, session, ClaimedJob.of(job)) for job in jobs]
     return _execute_batch(ctx, started)
 
 
 def run_jobs(ctx: Context, job_ids: Sequence[int]) -> list[JobResult]:
     """Run the given jobs (a Celery delivery of a chunk); those not queued any more are skipped."""
     with ctx.sessions.begin() as session:
-        jobs = [job for job in (claim_job(session, i, worker=worker_name()) for i in job_ids) if job is not None]
-        started = _start_all(ctx, session, [ClaimedJob.of(job) for job in jobs])
-    return _execute_batch(ctx, started)
+        jobs = [ClaimedJob.of(job) for job in claim_jobs(session, job_ids, worker=worker_name())]
+        started = _start_all(ctx, session, jobs)
+    # A chunk's parse overlaps its store, part by part (a Celery worker process has no other work).
+    return _execute_batch(ctx, started, ingest=ingest_overlapped)
 
 
-def _execute_batch(ctx: Context, started: Sequence[ClaimedJob | ClaimedFile | JobResult]) -> list[JobResult]:
+def _start_all(
+    ctx: Context, session: Session, jobs: Sequence[ClaimedJob]
+) -> list[ClaimedJob | ClaimedFile | JobResult]:
+    """`_start` for a claimed chunk, the ingest jobs' files marked `processing` in one statement."""
+    files = iter(start_ingests(ctx, session, [job for job in jobs if job.kind == "ingest_file"]))
+    return [next(files) if job.kind == "ingest_file" else job for job in jobs]
+
+
+def _execute_batch(
+    ctx: Context,
+    started: Sequence[ClaimedJob | ClaimedFile | JobResult],
+    ingest: Callable[[Context, Sequence[ClaimedFile]], list[JobResult]] = ingest_batch,
+) -> list[JobResult]:
     results = [one for one in started if isinstance(one, JobResult)]
     files = [one for one in started if isinstance(one, ClaimedFile)]
     evaluations = [one for one in started if isinstance(one, ClaimedJob)]
@@ -92,7 +106,7 @@ def _execute_batch(ctx: Context, started: Sequence[ClaimedJob | ClaimedFile | Jo
     groups += [[one] for one in files if one.job.attempts > 1]
     for group in groups:
         ids = [one.job.id for one in group]
-        results += _run_or_release(ctx, ids, partial(ingest_batch, ctx, group))
+        results += _run_or_release(ctx, ids, partial(ingest, ctx, group))
     if evaluations:
         ids = [one.id for one in evaluations]
         results += _run_or_release(ctx, ids, partial(evaluate_jobs, ctx, evaluations))
@@ -222,14 +236,6 @@ def _release(ctx: Context, job_id: int) -> None:
         job.worker = None
         if job.source_file is not None and job.source_file.status == "processing":
             job.source_file.status = "pending"
-
-
-def _start_all(
-    ctx: Context, session: Session, jobs: Sequence[ClaimedJob]
-) -> list[ClaimedJob | ClaimedFile | JobResult]:
-    """`_start` for a claimed batch, its files marked `processing` together."""
-    files = iter(start_ingests(ctx, session, [job for job in jobs if job.kind == "ingest_file"]))
-    return [next(files) if job.kind == "ingest_file" else job for job in jobs]
 
 
 def _start(ctx: Context, session: Session, job: ClaimedJob) -> ClaimedJob | ClaimedFile | JobResult:

@@ -14,6 +14,8 @@ Operators, each aimed at a way real files break or are made to break a reader:
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import random
 import re
 import struct
@@ -175,6 +177,35 @@ def mutants(
     for index in range(per_sample):
         for rel, data in files:
             yield mutate(rel, data, index, seed)
+
+
+def distinct_mutants(
+    root: Path, count: int, seed: int = 0, *, where: Callable[[str], bool] | None = None
+) -> Iterator[Mutant]:
+    """Exactly `count` mutants (while the samples give any), no two with the same bytes and none
+    equal to a sample: the interleaved stream of `mutants` with repeats skipped (a file cut at the
+    same place twice, bits flipped back), so that N asked for are N different inputs tried."""
+    files = [(p.relative_to(root).as_posix(), p.read_bytes()) for p in sample_files(root)]
+    files = [(rel, data) for rel, data in files if data and (where is None or where(rel))]
+    seen = {hashlib.sha256(data).digest() for _, data in files}
+    made = 0
+    for index in itertools.count():
+        if made >= count or not files:
+            return
+        fresh = 0
+        for rel, data in files:
+            mutant = mutate(rel, data, index, seed)
+            digest = hashlib.sha256(mutant.data).digest()
+            if digest in seen:
+                continue
+            seen.add(digest)
+            fresh += 1
+            yield mutant
+            made += 1
+            if made >= count:
+                return
+        if not fresh and index > 1000:  # samples too small to give more different bytes
+            return
 
 
 def patient_strings(root: Path) -> set[str]:

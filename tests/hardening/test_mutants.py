@@ -4,6 +4,7 @@ date or accession number. `make soak` runs the same with 10 000+ mutants (bench/
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter, defaultdict
 from datetime import date
 from pathlib import Path
@@ -12,7 +13,7 @@ from ingest.errors import ParseError
 from ingest.parse import ParseLimits, parse_file
 from services.child import ChildFailed, ChildLimits, ReusableChild
 from tests.hardening.conftest import leaks
-from tests.hardening.mutants import Mutant, mutants, patient_strings, sample_files
+from tests.hardening.mutants import Mutant, distinct_mutants, mutants, patient_strings, sample_files
 
 PER_FAMILY = 200
 LIMITS = ParseLimits(max_bytes=64 * 1024 * 1024, max_pdf_pages=40, today=date(2030, 1, 1))
@@ -88,3 +89,16 @@ def test_mutants_end_as_report_or_typed_error_and_log_nothing_identifying(sample
     lines = [line for line in text.splitlines() if leaks(line, set(found))]
     assert not found, f"patient data in the DEBUG log: {len(found)} values, e.g. {lines[:3]}"
     print({k: dict(v) for k, v in summary.items()})
+
+
+def test_distinct_mutants_are_as_many_as_asked_and_all_different(samples_root: Path) -> None:
+    """`make soak` asks for 10 000: every one a different input, none a sample unchanged (repeats of
+    the plain stream, a cut at the same place or bits flipped back, are skipped, not counted)."""
+    originals = {hashlib.sha256(p.read_bytes()).digest() for p in sample_files(samples_root)}
+    files = [p for p in sample_files(samples_root) if p.stat().st_size]
+    count = len(files) * 6 + 5  # not a multiple of the samples: the last round is cut short
+    made = list(distinct_mutants(samples_root, count))
+    digests = [hashlib.sha256(m.data).digest() for m in made]
+    assert len(made) == count and len(set(digests)) == count
+    assert not set(digests) & originals
+    assert [m.label for m in made] == [m.label for m in distinct_mutants(samples_root, count)]  # deterministic

@@ -398,13 +398,15 @@ def send_sweep(broker_url: str) -> bool:
 class EndState:
     archived: dict[str, Path] = field(default_factory=dict)  # sha -> path
     quarantined: dict[str, tuple[str, Path, dict[str, Any]]] = field(default_factory=dict)  # sha -> code, path, sidecar
+    # sha -> path: a scan read by OCR, held for a person (issue 14), waits in work/ (or the database)
+    held: dict[str, Path] = field(default_factory=dict)
     dropped: int = 0
     duplicates: int = 0
 
     def summary(self) -> str:
         return (
             f"{self.dropped} dropped = {len(self.archived)} archived + {len(self.quarantined)} quarantined "
-            f"+ {self.duplicates} duplicates"
+            f"+ {len(self.held)} held for a person + {self.duplicates} duplicates"
         )
 
 
@@ -418,21 +420,33 @@ def files_below(folder: Path) -> list[Path]:
 ODD_ENTRIES = "not_a_regular_file"  # services.inbox_entries.FOLDER
 
 
-def scan_end_state(data_dir: Path, inbox: Path) -> EndState:
+def scan_end_state(data_dir: Path, inbox: Path, held: Mapping[str, str | None] | None = None) -> EndState:
     """Read archive/ and quarantine/ and check their shape: archive/YYYY/MM/<sha>.<ext>,
-    quarantine/<code>/<sha>.<ext> with <sha>.<ext>.json beside it; inbox and work/ empty; no
-    file twice."""
+    quarantine/<code>/<sha>.<ext> with <sha>.<ext>.json beside it; inbox empty; work/ empty but
+    for the files `held` (sha -> stored path) for a person; no file twice."""
     left = files_below(inbox)
     assert not left, f"{len(left)} files left in the inbox, e.g. {left[:3]}"
-    work = files_below(data_dir / "work")
-    assert not work, f"{len(work)} files left in work/, e.g. {work[:3]}"
     state = EndState()
+    waiting = {os.path.realpath(path or ""): sha for sha, path in (held or {}).items()}
+    work = []
+    for path in files_below(data_dir / "work"):
+        sha = waiting.pop(os.path.realpath(path), None)
+        if sha is None:
+            work.append(path)
+            continue
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == sha, f"bytes changed: {path}"
+        state.held[sha] = path
+    assert not work, f"{len(work)} files left in work/, e.g. {work[:3]}"
+    for sha, stored in (held or {}).items():  # kept in the database (DXA_FILE_STORE=database), else lost
+        if sha not in state.held:
+            assert str(stored).startswith("database:"), f"held file missing from work/: {stored}"
+            state.held[sha] = Path(str(stored))
     for path in files_below(data_dir / "archive"):
         rel = path.relative_to(data_dir / "archive").parts
         assert len(rel) == 3 and re.fullmatch(r"\d{4}", rel[0]) and re.fullmatch(r"0[1-9]|1[0-2]", rel[1]), path
         m = _SHA_NAME.match(rel[2])
         assert m, f"unexpected file in archive: {path}"
-        assert m.group(1) not in state.archived, f"archived twice: {path}"
+        assert m.group(1) not in state.archived and m.group(1) not in state.held, f"archived twice: {path}"
         assert hashlib.sha256(path.read_bytes()).hexdigest() == m.group(1), f"bytes changed: {path}"
         state.archived[m.group(1)] = path
     for path in files_below(data_dir / "quarantine"):
@@ -446,7 +460,7 @@ def scan_end_state(data_dir: Path, inbox: Path) -> EndState:
         m = _SHA_NAME.match(rel[1])
         assert m, f"unexpected file in quarantine: {path}"
         sha = m.group(1)
-        assert sha not in state.quarantined and sha not in state.archived, f"kept twice: {path}"
+        assert all(sha not in kept for kept in (state.quarantined, state.archived, state.held)), f"kept twice: {path}"
         sidecar_path = path.with_name(path.name + ".json")
         assert sidecar_path.is_file(), f"quarantined without a sidecar: {path}"
         sidecar = json.loads(sidecar_path.read_text("utf-8"))
@@ -486,18 +500,23 @@ def check_accounting(data_dir: Path, inbox: Path, batch: list[BatchFile], sessio
 
     from db.models import Job, SourceFile
 
-    leftovers = files_below(data_dir / "work")
+    with sessions() as session:
+        held = dict(
+            session.execute(select(SourceFile.sha256, SourceFile.stored_path).where(SourceFile.status == "held")).all()
+        )
+    waiting = {os.path.realpath(p or "") for p in held.values()}
+    leftovers = [p for p in files_below(data_dir / "work") if os.path.realpath(p) not in waiting]
     if leftovers:
         raise AssertionError(f"{len(leftovers)} files left in work/: {describe(leftovers, sessions)}")
-    state = scan_end_state(data_dir, inbox)
+    state = scan_end_state(data_dir, inbox, held)
     dropped = Counter(f.sha256 for f in batch)
-    kept = set(state.archived) | set(state.quarantined)
+    kept = set(state.archived) | set(state.quarantined) | set(state.held)
     assert kept == set(dropped), (
         f"missing {len(set(dropped) - kept)} files, unexpected {len(kept - set(dropped))}: {state.summary()}"
     )
     state.dropped = len(batch)
     state.duplicates = len(batch) - len(dropped)
-    assert len(state.archived) + len(state.quarantined) + state.duplicates == state.dropped
+    assert len(state.archived) + len(state.quarantined) + len(state.held) + state.duplicates == state.dropped
 
     with sessions() as session:
         rows = list(session.scalars(select(SourceFile)))
@@ -516,6 +535,13 @@ def check_accounting(data_dir: Path, inbox: Path, batch: list[BatchFile], sessio
         for sha, (_code, path, _) in state.quarantined.items():
             row = by_sha[sha]
             assert row.status == "quarantined" and row.stored_path == str(path), (row.status, row.stored_path, path)
+        for sha, path in state.held.items():
+            row = by_sha[sha]
+            assert row.status == "held" and os.path.realpath(row.stored_path or "") == os.path.realpath(path), (
+                row.status,
+                row.stored_path,
+                path,
+            )
         seen = sum(r.times_seen for r in rows)
         assert seen == len(batch), f"times_seen adds up to {seen}, {len(batch)} files were dropped"
         states = dict(session.execute(select(Job.state, func.count()).group_by(Job.state)).all())
