@@ -23,7 +23,7 @@ Latency: drop -> the file's patient's first evaluation finished after the file's
 committed. SQL statements and commits per file: SQLAlchemy engine events (in-process for
 embedded; `bench/sql_counter.py` wraps the Celery worker and `dxa watch`). CPU ms per file: user +
 system of the processes (children included; PostgreSQL backends of the bench database for Celery).
-Peak RSS: the largest sum of RSS over the mode's process tree, sampled every 0.2 s.
+Peak RSS: the largest sum of RSS over the mode's process tree, sampled every 0.5 s.
 """
 
 from __future__ import annotations
@@ -55,12 +55,16 @@ from tests.integration.pipeline.support import (  # noqa: E402
     BatchFile,
     PrivateRedis,
     Proc,
+    Sample,
+    _is_dicom,
+    _new_patient,
     celery_worker,
     drop,
     files_below,
     load_samples,
     make_batch,
     pipeline_idle,
+    rewrite_dicom,
     service_env,
     wait_until,
 )
@@ -140,7 +144,7 @@ def rss_peak(pids: Callable[[], list[int]]) -> Iterator[list[int]]:
     stop = threading.Event()
 
     def sample() -> None:
-        while not stop.wait(0.2):
+        while not stop.wait(0.5):
             peak[0] = max(peak[0], _tree_rss(pids()))
 
     thread = threading.Thread(target=sample, daemon=True)
@@ -310,7 +314,12 @@ def run_phases(svc: Service, burst: list[BatchFile], steady: list[BatchFile], ra
             drop(burst, svc.inbox, dropped)
             seen += len(burst)
             wait_until(
-                lambda: not files_below(svc.inbox) and pipeline_idle(svc.sessions, seen), 3600, "burst", every=0.1
+                # The end is read from the rows' timestamps (`_measure`): polling more often only
+                # takes the embedded mode's interpreter from it.
+                lambda: not files_below(svc.inbox) and pipeline_idle(svc.sessions, seen),
+                3600,
+                "burst",
+                every=0.5,
             )
         cpu1 = svc.cpu()
         counts1 = svc.counts()
@@ -333,7 +342,7 @@ def run_phases(svc: Service, burst: list[BatchFile], steady: list[BatchFile], ra
 
 def embedded(burst: list[BatchFile], steady: list[BatchFile], rate: float, runners: int = 2) -> Result:
     from db.migrate import upgrade
-    from dxa.embedded import run_jobs_forever, watch_forever
+    from dxa.embedded import runner_threads, watch_forever
     from services.context import build_context
     from settings import Settings
 
@@ -356,7 +365,7 @@ def embedded(burst: list[BatchFile], steady: list[BatchFile], rate: float, runne
         event.listen(ctx.engine, "commit", count("commits"))
         stop = threading.Event()
         threads = [threading.Thread(target=watch_forever, args=(ctx, stop), daemon=True)]
-        threads += [threading.Thread(target=run_jobs_forever, args=(ctx, stop), daemon=True) for _ in range(runners)]
+        threads += runner_threads(ctx, stop, runners)  # as `dxa serve` starts them
         for t in threads:
             t.start()
         settings.inbox_dir.mkdir(parents=True, exist_ok=True)
@@ -365,7 +374,7 @@ def embedded(burst: list[BatchFile], steady: list[BatchFile], rate: float, runne
         svc = Service(settings.inbox_dir, ctx.sessions, lambda: [me], lambda: {"process": _tree_cpu([me])}, dict)
         svc.counts = lambda: dict(counts)
         try:
-            result = run_phases(svc, burst, steady, rate, f"embedded (SQLite, {runners} runners)")
+            result = run_phases(svc, burst, steady, rate, f"embedded (SQLite, {len(threads) - 1} runner)")
         finally:
             stop.set()
             for t in threads:
@@ -374,12 +383,14 @@ def embedded(burst: list[BatchFile], steady: list[BatchFile], rate: float, runne
     return result
 
 
-def _counted(folder: Path, argv: list[str]) -> list[str]:
-    """A service command run under bench/sql_counter.py."""
-    return [sys.executable, str(ROOT / "bench" / "sql_counter.py"), str(folder), Path(argv[0]).name, *argv[1:]]
+def _counted(folder: Path, argv: list[str], root: Path = ROOT) -> list[str]:
+    """A service command run under `root`'s bench/sql_counter.py (which puts `root` first on the path)."""
+    return [sys.executable, str(root / "bench" / "sql_counter.py"), str(folder), Path(argv[0]).name, *argv[1:]]
 
 
-def scaled(burst: list[BatchFile], steady: list[BatchFile], rate: float, processes: int) -> Result:
+def scaled(burst: list[BatchFile], steady: list[BatchFile], rate: float, processes: int, root: Path = ROOT) -> Result:
+    """`dxa watch` + a Celery worker of `processes` prefork processes, running the code of `root`
+    (this checkout, or `--compare`'s source tree, alternated under the same load)."""
     from sqlalchemy.engine import make_url
 
     from db.engine import make_engine, session_factory
@@ -397,11 +408,12 @@ def scaled(burst: list[BatchFile], steady: list[BatchFile], rate: float, process
             env = service_env(
                 DXA_BROKER_URL=redis.url, DXA_DATABASE_URL=url, DXA_DATA_DIR=str(base / "data"),
                 DXA_INBOX=str(base / "inbox"), DXA_MIN_FILE_AGE_S="0", DXA_SCAN_INTERVAL_S="0.2",
+                PYTHONPATH=str(root),
             )  # fmt: skip
             worker = celery_worker(env, base / "worker.log", concurrency=processes)
-            worker.argv = _counted(counters, worker.argv)
+            worker.argv = _counted(counters, worker.argv, root)
             worker.start()
-            watch = Proc(_counted(counters, [str(VENV_BIN / "dxa"), "watch"]), env, base / "watch.log").start()
+            watch = Proc(_counted(counters, [str(VENV_BIN / "dxa"), "watch"], root), env, base / "watch.log").start()
             (base / "inbox").mkdir(parents=True, exist_ok=True)
             engine = make_engine(url)
             sessions = session_factory(engine)
@@ -424,6 +436,8 @@ def scaled(burst: list[BatchFile], steady: list[BatchFile], rate: float, process
 
                 svc = Service(base / "inbox", sessions, lambda: [worker.pid, watch.pid], cpu, counts)
                 name = f"celery, {processes} worker process{'es' if processes > 1 else ''} (PostgreSQL)"
+                if root != ROOT:
+                    name = f"{name[:-12]}(code of {root.name})"
                 result = run_phases(svc, burst, steady, rate, name)
             finally:
                 watch.stop()
@@ -449,51 +463,106 @@ def _write_files(files: list[BatchFile], folder: Path) -> None:
         dest.write_bytes(f.data)
 
 
-def backload_ingest(files: list[BatchFile]) -> tuple[str, float, int, int]:
-    """`dxa ingest FOLDER` in a subprocess on SQLite: (mode, seconds, RSS at start, RSS at end)."""
-    import psutil
+def _variant(job: tuple[str, bytes, int, str]) -> int:
+    """Write one distinct variant of a sample (as `make_batch` makes them); its size."""
+    folder, data, round_, rel = job
+    if _is_dicom(data):
+        data = rewrite_dicom(data, _new_patient(round_))
+    else:
+        data = data + f"\n%dxa-test-variant {round_}\n".encode()
+    dest = Path(folder) / f"variant{round_:03d}" / rel
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(data)
+    return len(data)
 
+
+def write_backload(samples: list[Sample], total: int, folder: Path) -> int:
+    """`total` files of `make_batch`'s kinds written straight to `folder` (the variants by a pool of
+    processes, none kept in memory): 100 000 distinct files without 1.3 GB in this process.
+    Returns the bytes written."""
+    import multiprocessing
+
+    head = make_batch(samples, min(total, len(samples) + 13))
+    _write_files(head, folder)
+    written = sum(len(f.data) for f in head)
+    accepted = [s for s in samples if s.expect == "accept"]
+    jobs = (
+        (str(folder), accepted[k % len(accepted)].data, k // len(accepted) + 1, accepted[k % len(accepted)].rel)
+        for k in range(max(0, total - len(head)))
+    )
+    with multiprocessing.get_context("fork").Pool(max(1, min(2, os.cpu_count() or 1))) as pool:
+        written += sum(pool.imap(_variant, jobs, chunksize=64))
+    return written
+
+
+@dataclass
+class Backload:
+    mode: str
+    seconds: float
+    rss: list[int]  # samples, 0.5 s apart
+    summary: str = ""
+    cpu: float | None = None  # user + system seconds of the run's processes (children included)
+
+    def at(self, fraction: float) -> int:
+        if not self.rss:
+            return 0
+        skip = min(4, len(self.rss) - 1)  # after start-up imports
+        return self.rss[skip + round(fraction * (len(self.rss) - 1 - skip))]
+
+
+def backload_ingest(folder: Path, files: int, root: Path = ROOT) -> Backload:
+    """`dxa ingest FOLDER` in a subprocess on SQLite: wall time and the RSS of its process tree
+    (the process and its parse children), sampled every 0.5 s. `root`: the source tree whose code
+    runs (`--compare`: another checkout's, alternated with this one's under the same load)."""
     with tempfile.TemporaryDirectory(prefix="dxa-bench-") as tmp:
-        source = Path(tmp) / "archive-to-load"
-        _write_files(files, source)
         env = service_env(
-            DXA_DATA_DIR=str(Path(tmp) / "data"), DXA_INBOX=str(Path(tmp) / "inbox"), PYTHONPATH=str(ROOT)
+            DXA_DATA_DIR=str(Path(tmp) / "data"), DXA_INBOX=str(Path(tmp) / "inbox"), PYTHONPATH=str(root)
         )  # this checkout's code, even when another one is installed in the venv
+        out = Path(tmp) / "ingest.out"
+        import resource
+
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        proc = subprocess.Popen(
-            [str(VENV_BIN / "dxa"), "ingest", str(source)], env=env, stdout=subprocess.DEVNULL, cwd=ROOT
-        )
-        samples: list[int] = []
-        while proc.poll() is None:
-            with contextlib.suppress(psutil.Error):
-                samples.append(int(psutil.Process(proc.pid).memory_info().rss))
-            time.sleep(0.5)
+        with out.open("wb") as sink:
+            proc = subprocess.Popen(
+                [str(VENV_BIN / "dxa"), "ingest", str(folder)], env=env, stdout=sink, stderr=subprocess.STDOUT, cwd=root
+            )
+            samples: list[int] = []
+            while proc.poll() is None:
+                samples.append(_tree_rss([proc.pid]))
+                time.sleep(0.5)
         seconds = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)  # dxa ingest and the parse children it reaped
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        lines = out.read_text(errors="replace").splitlines()
+        summary = next((line for line in reversed(lines) if " files: " in line), "")
         if proc.returncode != 0:
-            print(f"  dxa ingest exited {proc.returncode}", flush=True)
-    first = samples[min(2, len(samples) - 1)] if samples else 0  # after start-up imports
-    return "back-load: dxa ingest FOLDER (SQLite)", seconds, first, samples[-1] if samples else 0
+            summary += f" (dxa ingest exited {proc.returncode})"
+    name = "back-load: dxa ingest FOLDER (SQLite)" if root == ROOT else f"dxa ingest, code of {root.name}"
+    return Backload(name, seconds, samples, summary, cpu)
 
 
-def backload_watcher(files: list[BatchFile]) -> tuple[str, float, int, int]:
-    """The embedded watcher + runners take N files dropped at once."""
+def backload_watcher(folder: Path, files: int) -> Backload:
+    """The embedded watcher + runners take the N files dropped at once (read back from `folder`)."""
     import psutil
 
-    result = [0, 0]
+    batch = [
+        BatchFile(p.relative_to(folder).as_posix(), p.read_bytes(), "variant") for p in sorted(files_below(folder))
+    ]
+    samples: list[int] = []
     me = psutil.Process(os.getpid())
 
     def sampler(stop: threading.Event) -> None:
-        result[0] = int(me.memory_info().rss)
         while not stop.wait(0.5):
-            result[1] = int(me.memory_info().rss)
+            samples.append(int(me.memory_info().rss))
 
     stop = threading.Event()
     thread = threading.Thread(target=sampler, args=(stop,), daemon=True)
     thread.start()
-    r = embedded(files, [], 1.0)
+    r = embedded(batch, [], 1.0)
     stop.set()
     thread.join()
-    return "back-load: watcher (embedded, SQLite)", r.seconds, result[0], result[1]
+    return Backload("back-load: watcher (embedded, SQLite)", r.seconds, samples)
 
 
 # --------------------------------------------------------------------------- report
@@ -515,8 +584,8 @@ def print_round(results: list[Result], parse: Result) -> None:
             parts = ", ".join(f"{k} {v / r.files * 1000:.1f}" for k, v in r.cpu.items())
             print(f"  {r.mode}: CPU ms/file {parts}; {r.evaluations} patient evaluations")
     emb = next((r for r in results if r.mode.startswith("embedded")), None)
-    one = next((r for r in results if "1 worker process " in r.mode), None)
-    two = next((r for r in results if "2 worker processes" in r.mode), None)
+    one = next((r for r in results if "1 worker process " in r.mode and "(code of " not in r.mode), None)
+    two = next((r for r in results if "2 worker processes" in r.mode and "(code of " not in r.mode), None)
     for label, r, target in (("embedded", emb, 1.5), ("celery 1 worker", one, 2.0)):
         if r is not None and r.rate:
             ratio = parse.rate / r.rate
@@ -525,6 +594,15 @@ def print_round(results: list[Result], parse: Result) -> None:
     if one is not None and two is not None and one.rate:
         ratio = two.rate / one.rate
         print(f"  celery 2 workers / 1 worker: {ratio:.2f}x ({'meets' if ratio >= 1.7 else 'misses'} ≥1.7x)")
+    other = [r for r in results if "(code of " in r.mode]  # --compare
+    one_c = next((r for r in other if "1 worker process " in r.mode), None)
+    two_c = next((r for r in other if "2 worker processes" in r.mode), None)
+    if one_c is not None and one_c.rate:
+        print(f"  {one_c.mode}: end-to-end is {parse.rate / one_c.rate:.2f}x parse-only")
+        if two_c is not None:
+            print(
+                f"  celery 2 workers / 1 worker, {one_c.mode.rpartition('(')[2][:-1]}: {two_c.rate / one_c.rate:.2f}x"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -534,6 +612,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=20.0, help="files/s of the steady stream")
     ap.add_argument("--rounds", type=int, default=1, help="rounds of the alternated modes")
     ap.add_argument("--backload", type=int, default=1000, help="files of the back-load mode")
+    ap.add_argument("--backload-via", default="ingest,watcher", help="back-load through: ingest, watcher")
+    ap.add_argument("--compare", type=Path, help="back-load: also run `dxa ingest` with the code of this source tree")
     ap.add_argument("--modes", default="parse,embedded,celery1,celery2")
     ap.add_argument("--logs", type=Path, help="copy the Celery modes' service logs to this folder")
     ap.add_argument("--profile", type=Path, help="py-spy each mode's burst; collapsed stacks go to this folder")
@@ -558,7 +638,11 @@ def main(argv: list[str] | None = None) -> int:
                 if mode == "embedded":
                     results.append(embedded(burst, steady, args.rate))
                 elif mode.startswith("celery"):
-                    results.append(scaled(burst, steady, args.rate, int(mode.removeprefix("celery") or 1)))
+                    processes = int(mode.removeprefix("celery") or 1)
+                    results.append(scaled(burst, steady, args.rate, processes))
+                    if args.compare:
+                        print(f"  ... round {round_}: {results[-1].mode}: {results[-1].rate:.1f} files/s", flush=True)
+                        results.append(scaled(burst, steady, args.rate, processes, args.compare))
                 else:
                     continue
                 print(f"  ... round {round_}: {results[-1].mode}: {results[-1].rate:.1f} files/s", flush=True)
@@ -566,17 +650,34 @@ def main(argv: list[str] | None = None) -> int:
             print_round(results, parse)
             print(flush=True)
     if "backload" in modes:
-        files = make_batch(samples, args.backload)
-        print(f"back-load: {len(files)} files ({len({f.sha256 for f in files})} distinct)", flush=True)
-        print(f"{'mode':<42} {'files':>7} {'wall s':>8} {'files/s':>8} {'RSS start':>10} {'RSS end':>9}")
-        for run in (backload_ingest, backload_watcher):
-            name, seconds, rss0, rss1 = run(files)
-            rate = len(files) / seconds if seconds else 0.0
+        with tempfile.TemporaryDirectory(prefix="dxa-backload-") as tmp:
+            folder = Path(tmp) / "archive-to-load"
+            t0 = time.perf_counter()
+            size = write_backload(samples, args.backload, folder)
             print(
-                f"{name:<42} {len(files):>7} {seconds:>8.1f} {rate:>8.1f}"
-                f" {rss0 / 2**20:>7.0f} MB {rss1 / 2**20:>6.0f} MB",
+                f"back-load: {args.backload} files written ({size / 2**20:.0f} MB, "
+                f"{time.perf_counter() - t0:.0f} s; loadavg {loadavg()})",
                 flush=True,
             )
+            head = f"{'mode':<42} {'files':>7} {'wall s':>8} {'files/s':>8}"
+            print(f"{head} {'CPU ms/f':>9} {'RSS start':>10} {'RSS mid':>8} {'RSS end':>8} {'RSS max':>8}")
+            runs: list[Callable[[Path, int], Backload]] = []
+            for via in [v.strip() for v in args.backload_via.split(",") if v.strip()]:
+                runs.append(backload_watcher if via == "watcher" else backload_ingest)
+                if via == "ingest" and args.compare:  # alternated with another checkout's code
+                    runs.append(lambda f, n: backload_ingest(f, n, args.compare))
+            for run in runs:
+                r = run(folder, args.backload)
+                rate = args.backload / r.seconds if r.seconds else 0.0
+                mb = [f"{r.at(x) / 2**20:.0f} MB" for x in (0.0, 0.5, 1.0)]
+                cpu = f"{r.cpu / args.backload * 1000:.1f}" if r.cpu is not None else "-"
+                print(
+                    f"{r.mode:<42} {args.backload:>7} {r.seconds:>8.1f} {rate:>8.1f} {cpu:>9}"
+                    f" {mb[0]:>10} {mb[1]:>8} {mb[2]:>8} {max(r.rss, default=0) / 2**20:>5.0f} MB",
+                    flush=True,
+                )
+                if r.summary:
+                    print(f"  {r.summary}  (loadavg {loadavg()})", flush=True)
     print(f"loadavg after: {loadavg()}")
     return 0
 

@@ -8,11 +8,13 @@ the first file that claims it; another file with the same UID but other bytes is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -75,6 +77,40 @@ def register_source_file(
     return Registration(file=existing, outcome="duplicate")
 
 
+def register_new_source_files(
+    session: Session, files: Sequence[tuple[str, str, int | None, str | None]], *, now: datetime | None = None
+) -> dict[str, int]:
+    """Record several claimed files (sha256, original name, size, stored path) in one INSERT …
+    ON CONFLICT DO NOTHING: sha256 -> id of each file new to the database. Bytes already known are
+    left out, for `register_source_file` to recognise one by one (`duplicate`)."""
+    moment = now or utcnow()
+    rows = []
+    for sha256, original_name, size_bytes, stored_path in files:
+        digest = sha256.strip().lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError("sha256 must be 64 hex digits")
+        rows.append(
+            {
+                "sha256": digest,
+                "original_name": sanitise_name(original_name),
+                "size_bytes": size_bytes,
+                "stored_path": stored_path,
+                "status": "pending",
+                "attempts": 0,
+                "times_seen": 1,
+                "received_at": moment,
+                "last_seen_at": moment,
+                "updated_at": moment,
+            }
+        )
+    dialect = session.get_bind().dialect.name
+    if not rows or dialect not in ("postgresql", "sqlite"):
+        return {}
+    stmt = (postgresql.insert(SourceFile) if dialect == "postgresql" else sqlite.insert(SourceFile)).values(rows)
+    returning = stmt.on_conflict_do_nothing(index_elements=["sha256"]).returning(SourceFile.sha256, SourceFile.id)
+    return {str(sha): int(pk) for sha, pk in session.execute(returning)}
+
+
 def claim_sop_instance_uid(session: Session, file: SourceFile, uid: str | None) -> SourceFile | None:
     """Give `uid` to `file`; returns None when it now owns it (or there is no UID). When another
     file already owns it, `file` is quarantined as a UID conflict and the owner is returned; the
@@ -127,6 +163,26 @@ def start_processing(session: Session, file_id: int, *, parser_version: str | No
         .returning(SourceFile)
         .execution_options(populate_existing=True)
     ).one_or_none()
+
+
+def start_processing_many(
+    session: Session, file_ids: Sequence[int], *, parser_version: str | None = None
+) -> dict[int, SourceFile]:
+    """`start_processing` for several files in one UPDATE … RETURNING: id -> the row as it now is
+    (a file whose row is gone is missing)."""
+    if not file_ids:
+        return {}
+    values: dict[str, object] = {"status": "processing", "attempts": SourceFile.attempts + 1}
+    if parser_version:
+        values["parser_version"] = parser_version
+    rows = session.scalars(
+        update(SourceFile)
+        .where(SourceFile.id.in_(list(file_ids)))
+        .values(**values)
+        .returning(SourceFile)
+        .execution_options(populate_existing=True)
+    ).all()
+    return {row.id: row for row in rows}
 
 
 def finish_ingested(

@@ -59,16 +59,34 @@ def load_exams(session: Session, patient_id: int) -> tuple[Exam, ...]:
     return tuple(exam_to_domain(r) for r in exam_rows(session, patient_id))
 
 
+MachineData = tuple[tuple[SiteLsc, ...], tuple[CrossCalibration, ...], tuple[VendorLsc, ...]]
+
+
 def load_patient_history(
-    session: Session, patient_id: int, *, precision_calculator: PrecisionCalculator | None = None
+    session: Session,
+    patient_id: int,
+    *,
+    precision_calculator: PrecisionCalculator | None = None,
+    machines: dict[tuple[int, ...], MachineData] | None = None,
 ) -> PatientHistory:
     """Exams (oldest first), therapies, and the LSCs and cross-calibrations of the patient's
-    machines."""
+    machines. `machines`: what was read for a set of machines already, in this transaction (a
+    batch of evaluations, whose patients mostly share their machines), read once per set."""
     patient = session.get(Patient, patient_id)
     if patient is None:
         raise LookupError("no such patient")
     rows = exam_rows(session, patient_id)
-    device_ids = sorted({r.device_id for r in rows})
+    device_ids = tuple(sorted({r.device_id for r in rows}))
+    known = machines.get(device_ids) if machines is not None else None
+    if known is None:
+        known = (
+            load_site_lscs(session, calculator=precision_calculator, device_ids=device_ids),
+            load_cross_calibrations(session, device_ids=device_ids),
+            load_vendor_lscs(session, device_ids),
+        )
+        if machines is not None:
+            machines[device_ids] = known
+    lscs, cross_calibrations, vendor_lscs = known
     return PatientHistory(
         patient_id=patient.id,
         identifier=patient.identifier,
@@ -76,9 +94,9 @@ def load_patient_history(
         sex=patient.sex,
         exams=tuple(exam_to_domain(r) for r in rows),
         therapies=load_therapies(session, patient_id),
-        lscs=load_site_lscs(session, calculator=precision_calculator, device_ids=device_ids),
-        cross_calibrations=load_cross_calibrations(session, device_ids=device_ids),
-        vendor_lscs=load_vendor_lscs(session, device_ids),
+        lscs=lscs,
+        cross_calibrations=cross_calibrations,
+        vendor_lscs=vendor_lscs,
     )
 
 

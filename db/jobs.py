@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
 from db.inserts import insert_unless_exists
@@ -76,6 +77,34 @@ def enqueue_ingest(session: Session, source_file_id: int) -> Job:
     return enqueue_job(session, "ingest_file", source_file_id=source_file_id, dedup_key=f"ingest_file:{source_file_id}")
 
 
+def enqueue_ingests(session: Session, source_file_ids: Sequence[int]) -> dict[int, int]:
+    """`enqueue_ingest` for several files in one INSERT: source file id -> its queued job's id
+    (a file whose job is queued already is looked up like `enqueue_ingest` does)."""
+    ids = list(dict.fromkeys(source_file_ids))
+    dialect = session.get_bind().dialect.name
+    if len(ids) < 2 or dialect not in ("postgresql", "sqlite"):
+        return {i: enqueue_ingest(session, i).id for i in ids}
+    rows = [
+        {
+            "kind": "ingest_file",
+            "state": "queued",
+            "source_file_id": i,
+            "patient_id": None,
+            "dedup_key": f"ingest_file:{i}",
+            "run_after": None,
+            "attempts": 0,
+        }
+        for i in ids
+    ]
+    stmt = (postgresql.insert(Job) if dialect == "postgresql" else sqlite.insert(Job)).values(rows)
+    returning = stmt.on_conflict_do_nothing(index_elements=["dedup_key"]).returning(Job.source_file_id, Job.id)
+    queued = {int(file_id or 0): int(job_id) for file_id, job_id in session.execute(returning)}
+    for i in ids:
+        if i not in queued:
+            queued[i] = enqueue_ingest(session, i).id
+    return queued
+
+
 def enqueue_evaluation(session: Session, patient_id: int) -> Job:
     """At most one queued evaluation per patient; one may queue behind a running one."""
     return enqueue_job(session, "evaluate_patient", patient_id=patient_id, dedup_key=_evaluation_key(patient_id))
@@ -90,6 +119,34 @@ def queue_evaluation_once(session: Session, patient_id: int) -> int | None:
     nothing to send again."""
     job = _insert_job(session, "evaluate_patient", None, patient_id, _evaluation_key(patient_id), None)
     return job.id if job is not None else None
+
+
+def queue_evaluations_once(session: Session, patient_ids: Sequence[int]) -> list[int]:
+    """`queue_evaluation_once` for several patients in one statement (in the order given, which
+    is the order their keys are taken in): the ids of the jobs queued, without those coalesced."""
+    ids = list(dict.fromkeys(patient_ids))
+    if not ids:
+        return []
+    if len(ids) == 1:
+        one = queue_evaluation_once(session, ids[0])
+        return [one] if one is not None else []
+    rows = [
+        {
+            "kind": "evaluate_patient",
+            "state": "queued",
+            "source_file_id": None,
+            "patient_id": patient_id,
+            "dedup_key": _evaluation_key(patient_id),
+            "run_after": None,
+            "attempts": 0,
+        }
+        for patient_id in ids
+    ]
+    dialect = session.get_bind().dialect.name
+    if dialect not in ("postgresql", "sqlite"):
+        return [i for i in (queue_evaluation_once(session, p) for p in ids) if i is not None]
+    stmt = (postgresql.insert(Job) if dialect == "postgresql" else sqlite.insert(Job)).values(rows)
+    return list(session.scalars(stmt.on_conflict_do_nothing(index_elements=["dedup_key"]).returning(Job.id)))
 
 
 def _evaluation_key(patient_id: int) -> str:
@@ -232,6 +289,47 @@ def claim_job(session: Session, job_id: int, *, worker: str | None = None, now: 
     return None
 
 
+def claim_jobs(
+    session: Session, job_ids: Sequence[int], *, worker: str | None = None, now: datetime | None = None
+) -> list[Job]:
+    """`claim_job` for a chunk of ids (a Celery task's) in one statement: those still queued, now
+    `running` and this caller's, in the order given; a row another transaction holds is skipped.
+    The rare ids left (`running` under a worker process of this host that is gone) are taken over
+    one by one, as `claim_job` does."""
+    ids = list(dict.fromkeys(job_ids))
+    if not ids:
+        return []
+    moment = now or utcnow()
+    picked = (
+        select(_CANDIDATE.id)
+        .where(_CANDIDATE.id.in_(ids), _CANDIDATE.state == "queued")
+        .with_for_update(skip_locked=True)
+    )
+    claimed = {
+        job.id: job
+        for job in session.scalars(
+            update(Job)
+            .where(Job.id.in_(picked), Job.state == "queued")
+            .values(**_claim_values(worker, moment))
+            .returning(Job)
+            .execution_options(populate_existing=True, synchronize_session=False)
+        )
+    }
+    left = [i for i in ids if i not in claimed]
+    if left:
+        rows = session.execute(
+            select(Job.id, Job.state, Job.worker)
+            .where(Job.id.in_(left), Job.state == "running")
+            .with_for_update(skip_locked=True)
+        ).all()
+        for job_id, _, owner in rows:
+            if owner is not None and owner != worker and worker_gone(owner):
+                taken = _take_over(session, job_id, worker, moment, owner)
+                if taken is not None:
+                    claimed[job_id] = taken
+    return [claimed[i] for i in ids if i in claimed]
+
+
 def finish_job(session: Session, job: Job, *, now: datetime | None = None) -> None:
     moment = now or utcnow()
     job.state = "done"
@@ -246,6 +344,19 @@ def finish_job_id(session: Session, job_id: int, *, now: datetime | None = None)
     session.execute(
         update(Job)
         .where(Job.id == job_id)
+        .values(state="done", last_error=None, finished_at=moment, updated_at=moment)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def finish_job_ids(session: Session, job_ids: Sequence[int], *, now: datetime | None = None) -> None:
+    """`finish_job_id` for several jobs (a batch's) in one UPDATE."""
+    if not job_ids:
+        return
+    moment = now or utcnow()
+    session.execute(
+        update(Job)
+        .where(Job.id.in_(list(job_ids)))
         .values(state="done", last_error=None, finished_at=moment, updated_at=moment)
         .execution_options(synchronize_session=False)
     )

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from db.converters import measurement_provenance, measurement_row
@@ -96,22 +96,29 @@ def merge_measurements(
     *,
     source_file_id: int | None,
     vendor: Mapping[tuple[str, str | None], dict[str, Any]] | None = None,
+    bulk: bool = False,
 ) -> MeasurementMerge:
     """`add_measurements` without the final flush; `vendor` (`vendor_provenance`) goes into new
     rows' provenance before they are written (no second UPDATE of each row), and fills what a kept
-    row lacks."""
+    row lacks. With `bulk`, the new rows are written at once by one executemany INSERT (issue 13:
+    through the unit of work each row cost an INSERT … RETURNING of its own); they are then not
+    objects of the session (`added` holds them unsaved) and the exam's rows load again when read."""
     lock_patient(session, exam.patient_id)
     result = MeasurementMerge()
+    values = list(measurements)
+    keys = [(value.site, value.side) for value in values]
+    # A file naming a site twice may disagree with itself: that conflict needs the first row's id.
+    bulk = bulk and len(set(keys)) == len(keys)
     current = {(m.site, m.side): m for m in exam.measurements}
-    for value in measurements:
-        key = (value.site, value.side)
+    for key, value in zip(keys, values, strict=True):
         kept = current.get(key)
         if kept is None:
             row = measurement_row(value, exam_id=exam.id, source_file_id=source_file_id)
             extra = (vendor or {}).get(key)
             if extra:
                 row.provenance = {**(row.provenance or {}), **extra}
-            exam.measurements.append(row)
+            if not bulk:
+                exam.measurements.append(row)
             current[key] = row
             result.added.append(row)
         elif bmd_agree(kept.bmd, value.bmd):
@@ -124,7 +131,14 @@ def merge_measurements(
             if kept.id is None:
                 session.flush()  # the kept row needs its id
             result.conflicts.append(record_conflict(session, kept, value, source_file_id))
+    if bulk and result.added:
+        columns = [column.key for column in _TABLE.c if column.key not in ("id", "created_at")]
+        session.execute(insert(_TABLE), [{name: getattr(row, name) for name in columns} for row in result.added])
+        session.expire(exam, ["measurements"])
     return result
+
+
+_TABLE = cast(Table, Measurement.__table__)
 
 
 def _fill_gaps(kept: Measurement, value: SiteMeasurement, source_file_id: int | None) -> None:

@@ -6,15 +6,15 @@ file that owns its UID.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from db.converters import device_values, patient_values
-from db.devices import find_or_create_device
+from db.devices import ensure_devices, find_or_create_device, record_software_version
 from db.exams import find_or_create_exam, merge_exam_details
 from db.measurements import MeasurementMerge, merge_measurements
 from db.models import Device, Exam, Patient, SourceFile
@@ -87,18 +87,70 @@ def vendor_provenance(report: ParsedReport, source_file_id: int | None) -> dict[
     return out
 
 
-# Any 64-bit number of our own: the key of the transaction-level advisory lock of `one_store_at_a_time`.
-_STORE_LOCK = 0x44584153544F5245  # "DXASTORE"
+@dataclass
+class SharedWrites:
+    """What a batch's files write to rows that other batches share (a machine's software versions
+    and its printed LSCs), held back to the end of the batch's transaction (`write_shared`).
+
+    Why: a batch locks its patients one after the other (in the one patient order); a shared row
+    written between two of them would be held while the batch waits for the next patient, and a
+    second batch holding that patient and wanting the shared row makes a circle (a deadlock that
+    costs a batch's parse again). Written last, in (machine, site) order, the shared rows come
+    after every patient lock of both batches: one waits for the other's commit, never in a circle,
+    and only for the last moment of the other's transaction. New machines are created first
+    (`db.devices.ensure_devices`), before any patient lock, for the same reason."""
+
+    versions: list[tuple[Device, str]] = field(default_factory=list)
+    lscs: list[tuple[Device, tuple[tuple[str, float], ...], date, int | None]] = field(default_factory=list)
+
+    def extend(self, other: SharedWrites) -> None:
+        self.versions += other.versions
+        self.lscs += other.lscs
 
 
-def one_store_at_a_time(session: Session) -> None:
-    """Serialise batch stores across workers (PostgreSQL; SQLite's BEGIN IMMEDIATE already does):
-    a batch's files touch shared rows (a machine's printed LSCs, its software versions) between
-    their patients' locks, so two batches at once would wait on each other in a circle, and a
-    deadlock costs a whole batch's parse again. Parsing, the bulk of the work, stays parallel;
-    only the store transactions queue, one writer at a time. Released at commit or rollback."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _STORE_LOCK})
+def prepare_shared_rows(session: Session, reports: Iterable[ParsedReport]) -> None:
+    """Before a batch stores its files: the machines new to the database created, in key order."""
+    ensure_devices(session, [report.device for report in reports])
+
+
+def write_shared(session: Session, shared: SharedWrites) -> set[int]:
+    """The shared rows of a batch written at its end, locked in (machine id, row) order; the ids of
+    the machines whose printed LSC is new or changed (their patients are evaluated again)."""
+    changed: set[int] = set()
+    by_device: dict[int, Device] = {}
+    versions: dict[int, set[str]] = {}
+    for device, version in shared.versions:
+        by_device[device.id] = device
+        versions.setdefault(device.id, set()).add(version)
+    for device, _, _, _ in shared.lscs:
+        by_device[device.id] = device
+    for device_id in sorted(by_device):
+        device = by_device[device_id]
+        for version in sorted(versions.get(device_id, ())):
+            record_software_version(session, device, version)
+        # The machine's LSC rows in site order; files in exam date order (the latest value wins).
+        # Per site, the file of the latest exam (the last of one day): what the files one after
+        # the other would leave, in one locked read and write of the row.
+        latest: dict[str, tuple[date, int, float, int | None]] = {}
+        for d, items, on, file_id in shared.lscs:
+            for site, lsc in items:
+                if d.id == device_id and lsc > 0:
+                    latest[site] = max(latest.get(site, (on, -1, lsc, file_id)), (on, file_id or 0, lsc, file_id))
+        for site in sorted(latest):
+            on, _, lsc, file_id = latest[site]
+            if record_printed_lscs(session, device, [(site, lsc)], on, file_id):
+                changed.add(device_id)
+    return changed
+
+
+_DEADLOCK_STATES = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
+
+
+def is_lock_conflict(exc: BaseException) -> bool:
+    """True when PostgreSQL aborted the transaction for a lock conflict (a deadlock, a
+    serialisation failure): the same transaction run again normally succeeds."""
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) in _DEADLOCK_STATES
 
 
 def same_stored_results(session: Session, holder_file_id: int, report: ParsedReport) -> bool:
@@ -147,16 +199,20 @@ def store_report(
     *,
     source_file: SourceFile | None = None,
     source_file_id: int | None = None,
+    shared: SharedWrites | None = None,
 ) -> StoredReport:
     """Everything one parsed file contributes, in the caller's transaction: patient, device, the
     exam it belongs to, the exam's description and the measurements; the file row is linked to
     its patient and exam. The caller commits, then archives the file and enqueues evaluation.
 
     `source_file_id` instead of `source_file`: the measurements name the file, and linking the
-    file row is left to the caller (`db.files.finish_ingested`, in the same UPDATE as its status)."""
+    file row is left to the caller (`db.files.finish_ingested`, in the same UPDATE as its status).
+
+    With `shared`, what the file writes to the machine's rows is added to it instead, for the
+    batch to write at its end (`SharedWrites`); `lsc_changed` is then told by `write_shared`."""
     file_id = source_file.id if source_file is not None else source_file_id
     patient, created = upsert_patient_locked(session, report.patient)
-    device = find_or_create_device(session, report.device)
+    device = find_or_create_device(session, report.device, record_version=shared is None)
     details = {
         "scan_type": report.scan_type,
         "vertebral_set": report.vertebral_set,
@@ -168,12 +224,25 @@ def store_report(
     exam = find_or_create_exam(session, patient, report.exam_date, device, details=details, patient_is_new=created)
     merge_exam_details(exam, **details)  # a new exam has them already: nothing changes
     merged = merge_measurements(
-        session, exam, report.measurements, source_file_id=file_id, vendor=vendor_provenance(report, file_id)
+        session,
+        exam,
+        report.measurements,
+        source_file_id=file_id,
+        vendor=vendor_provenance(report, file_id),
+        bulk=True,
     )
     if source_file is not None:
         source_file.patient_id = patient.id
         source_file.exam_id = exam.id
         source_file.format = report.format
-    lsc_changed = record_printed_lscs(session, device, _printed_lscs(report).items(), report.exam_date, file_id)
+    if shared is None:
+        lsc_changed = record_printed_lscs(session, device, _printed_lscs(report).items(), report.exam_date, file_id)
+    else:
+        lsc_changed = False
+        if report.device.software_version and report.device.software_version.strip():
+            shared.versions.append((device, report.device.software_version))
+        printed = tuple(_printed_lscs(report).items())
+        if printed:
+            shared.lscs.append((device, printed, report.exam_date, file_id))
     session.flush()
     return StoredReport(patient=patient, device=device, exam=exam, measurements=merged, lsc_changed=lsc_changed)

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.converters import machine_from_device
+from db.inserts import insert_unless_exists
 from db.models import Device, DeviceLsc, Exam
 from monitor.model import VendorLsc
 
@@ -33,13 +34,21 @@ def record_printed_lscs(
             select(DeviceLsc).where(DeviceLsc.device_id == device.id, DeviceLsc.site == site).with_for_update()
         ).one_or_none()
         if row is None:
-            session.add(
-                DeviceLsc(
-                    device_id=device.id, site=site, lsc_g_cm2=lsc, exam_date=exam_date, source_file_id=source_file_id
-                )
-            )
-            changed = True
-        elif exam_date >= row.exam_date and abs(row.lsc_g_cm2 - lsc) > 1e-9:
+            values = {
+                "device_id": device.id,
+                "site": site,
+                "lsc_g_cm2": lsc,
+                "exam_date": exam_date,
+                "source_file_id": source_file_id,
+            }
+            if insert_unless_exists(session, DeviceLsc, values, ["device_id", "site"]) is not None:
+                changed = True
+                continue
+            # Another transaction wrote it first (and has committed): compared like any row.
+            row = session.scalars(
+                select(DeviceLsc).where(DeviceLsc.device_id == device.id, DeviceLsc.site == site).with_for_update()
+            ).one()
+        if exam_date >= row.exam_date and abs(row.lsc_g_cm2 - lsc) > 1e-9:
             row.lsc_g_cm2, row.exam_date, row.source_file_id = lsc, exam_date, source_file_id
             changed = True
         elif exam_date > row.exam_date:

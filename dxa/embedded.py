@@ -92,25 +92,48 @@ def watch_forever(ctx: Context, stop: threading.Event | None = None) -> None:
 def run_jobs_forever(ctx: Context, stop: threading.Event, *, refresh_daily: bool = True) -> None:
     """The embedded runner: take a batch of the oldest queued jobs, run it, repeat; idle briefly
     when none (a batch closes on its size or on what is queued now: a single file is not held).
-    Once a day (one runner only) every patient is re-evaluated so due and overdue dates follow
-    the calendar."""
+    On SQLite the runner is the one writer of `services.runner.Pipeline` (files parsed in a
+    thread of their own while the previous batch is stored). Once a day (one runner only) every
+    patient is re-evaluated so due and overdue dates follow the calendar."""
     last_refresh: date | None = None if refresh_daily else date.max
     last_sweep = time.monotonic()
-    while not stop.is_set():
-        try:
-            if refresh_daily and last_refresh != date.today():
-                evaluation.evaluate_all(ctx)
-                last_refresh = date.today()
-            if time.monotonic() - last_sweep > SWEEP_EVERY_S:
-                recovery.recover_jobs(ctx)
-                last_sweep = time.monotonic()
-            results = runner.run_batch(ctx)
-        except Exception as exc:
-            log.warning("job runner error (%s); retrying", describe(exc))
-            results = []
-            stop.wait(2.0)
-        if not results and _work_arrived.wait(RUNNER_IDLE_S):
-            _work_arrived.clear()
+    pipeline = runner.Pipeline(ctx) if ctx.engine.dialect.name == "sqlite" else None
+    try:
+        while not stop.is_set():
+            try:
+                if refresh_daily and last_refresh != date.today():
+                    evaluation.evaluate_all(ctx)
+                    last_refresh = date.today()
+                if time.monotonic() - last_sweep > SWEEP_EVERY_S:
+                    recovery.recover_jobs(ctx)
+                    last_sweep = time.monotonic()
+                results = pipeline.step() if pipeline is not None else runner.run_batch(ctx)
+            except Exception as exc:
+                log.warning("job runner error (%s); retrying", describe(exc))
+                results = []
+                stop.wait(2.0)
+            if pipeline is not None and pipeline.busy:
+                continue
+            if not results and _work_arrived.wait(RUNNER_IDLE_S):
+                _work_arrived.clear()
+    finally:
+        if pipeline is not None:
+            try:
+                pipeline.close()
+            except Exception as exc:
+                log.warning("job runner stopped with a batch not stored (%s); it is queued again", describe(exc))
+
+
+def runner_threads(ctx: Context, stop: threading.Event, workers: int) -> list[threading.Thread]:
+    """The embedded runner threads: `workers` of them on PostgreSQL; one on SQLite, where writers
+    queue on one lock anyway (it parses the next batch while it stores, `services.runner.Pipeline`)."""
+    count = 1 if ctx.engine.dialect.name == "sqlite" else workers
+    return [
+        threading.Thread(
+            target=run_jobs_forever, args=(ctx, stop), kwargs={"refresh_daily": i == 0}, name=f"runner-{i}", daemon=True
+        )
+        for i in range(count)
+    ]
 
 
 def ensure_demo_user(sessions: sessionmaker[Session], settings: Settings) -> str | None:
@@ -165,12 +188,7 @@ def serve(ctx: Context, host: str, port: int, workers: int = 2) -> int:
     created = ensure_demo_user(ctx.sessions, settings)
     stop = threading.Event()
     threads = [threading.Thread(target=watch_forever, args=(ctx, stop), name="watcher", daemon=True)]
-    threads += [
-        threading.Thread(
-            target=run_jobs_forever, args=(ctx, stop), kwargs={"refresh_daily": i == 0}, name=f"runner-{i}", daemon=True
-        )
-        for i in range(workers)
-    ]
+    threads += runner_threads(ctx, stop, workers)
     for t in threads:
         t.start()
     print(f"DXA monitor (embedded) on http://{host}:{port}/  — drop files into {settings.inbox_dir}")

@@ -99,34 +99,47 @@ def _kind(mode: int) -> str | None:
 
 def scan_inbox(root: Path) -> tuple[dict[str, FileState], dict[str, str]]:
     """(regular files ready to be tracked, other entries by kind). Only `lstat`: a symlink's target
-    is never looked at, a FIFO never opened."""
+    is never looked at, a FIFO never opened. Folders are read with `os.scandir` (what a directory
+    entry says of its type costs no system call): the watcher scans the inbox several times a
+    second, and folders a sender left empty stay in it (issue 13)."""
     files: dict[str, FileState] = {}
     odd: dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        empty = not dirnames and not filenames
-        visible = [d for d in dirnames if not d.startswith(".")]
-        dirnames[:] = []
-        for name in visible:
-            path = Path(dirpath) / name
-            if path.is_symlink():  # a link to a folder: listed by walk as a folder, never entered
-                odd[str(path)] = "symlink"
-            else:
-                dirnames.append(name)
-        shown = [n for n in filenames if not is_ignored(n)]
-        if empty and Path(dirpath) != root:
-            odd[dirpath] = "empty_folder"
-        for name in shown:
-            path = Path(dirpath) / name
-            try:
-                st = path.lstat()
-            except FileNotFoundError:
-                continue
-            kind = _kind(st.st_mode)
-            if kind is None:
-                files[str(path)] = FileState(st.st_size, st.st_mtime)
-            else:
-                odd[str(path)] = kind
+    _scan_folder(str(root), True, files, odd)
     return files, odd
+
+
+def _scan_folder(folder: str, top: bool, files: dict[str, FileState], odd: dict[str, str]) -> None:
+    try:
+        with os.scandir(folder) as listing:
+            entries = list(listing)
+    except OSError:  # gone meanwhile, or unreadable: as `os.walk`, skipped
+        return
+    if not entries and not top:
+        odd[folder] = "empty_folder"
+    for entry in entries:
+        try:
+            is_folder = entry.is_dir()  # a link to a folder counts as a folder, never entered
+        except OSError:
+            is_folder = False
+        if is_folder:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_symlink():
+                odd[entry.path] = "symlink"
+            else:
+                _scan_folder(entry.path, False, files, odd)
+            continue
+        if is_ignored(entry.name):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        kind = _kind(st.st_mode)
+        if kind is None:
+            files[entry.path] = FileState(st.st_size, st.st_mtime)
+        else:
+            odd[entry.path] = kind
 
 
 def iter_files(root: Path) -> Iterator[Path]:

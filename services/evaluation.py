@@ -15,8 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.calibration import PrecisionRepeat
-from db.history import load_patient_history, save_evaluation
-from db.jobs import finish_job_id
+from db.history import MachineData, load_patient_history, save_evaluation
+from db.jobs import finish_job_id, finish_job_ids
 from db.models import Patient
 from db.patients import lock_patient, patient_lock_order
 from monitor.evaluate import evaluate_patient
@@ -47,12 +47,18 @@ def evaluate(ctx: Context, patient_id: int, today: date | None = None, *, job_id
             finish_job_id(session, job_id)
 
 
-def _evaluate_in(ctx: Context, session: Session, patient_id: int, today: date) -> None:
+def _evaluate_in(
+    ctx: Context,
+    session: Session,
+    patient_id: int,
+    today: date,
+    machines: dict[tuple[int, ...], MachineData] | None = None,
+) -> None:
     # Lock first, read second: an evaluation that read the history before a concurrent store
     # committed must not save its stale result over a newer evaluation's (PostgreSQL; SQLite's
     # BEGIN IMMEDIATE already serialises the whole transaction).
     lock_patient(session, patient_id)
-    history = load_patient_history(session, patient_id, precision_calculator=_precision)
+    history = load_patient_history(session, patient_id, precision_calculator=_precision, machines=machines)
     result = evaluate_patient(
         history.exams,
         history.therapies,
@@ -81,10 +87,11 @@ def evaluate_jobs(ctx: Context, jobs: Sequence[ClaimedJob]) -> list[JobResult]:
             # store and a batch of evaluations then never wait on each other in a circle.
             keys = patient_lock_order(session, [job.patient_id for job in jobs if job.patient_id is not None])
             ordered.sort(key=lambda job: keys.get(job.patient_id or 0, ("", "")))
+            machines: dict[tuple[int, ...], MachineData] = {}  # the LSCs of a set of machines, read once
             for job in ordered:
                 assert job.patient_id is not None
-                _evaluate_in(ctx, session, job.patient_id, today)
-                finish_job_id(session, job.id)
+                _evaluate_in(ctx, session, job.patient_id, today, machines)
+            finish_job_ids(session, [job.id for job in ordered])
     except Exception as exc:
         log.warning("a batch of %d evaluations failed (%s); running them one by one", len(jobs), type(exc).__name__)
         return [evaluate_job(ctx, job) for job in ordered]

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from db.files import (
@@ -28,11 +28,19 @@ from db.files import (
     mark_duplicate,
     mark_quarantined,
     start_processing,
+    start_processing_many,
     uid_holder,
 )
-from db.jobs import fail_job, finish_job_id
+from db.jobs import fail_job, finish_job_id, finish_job_ids
 from db.models import Job, SourceFile
-from db.reports import one_store_at_a_time, same_stored_results, store_report
+from db.reports import (
+    SharedWrites,
+    is_lock_conflict,
+    prepare_shared_rows,
+    same_stored_results,
+    store_report,
+    write_shared,
+)
 from db.vendor_lsc import patients_on_device
 from ingest.errors import ParseError
 from ingest.ocr.read import ScanReading
@@ -86,6 +94,26 @@ def start_ingest(ctx: Context, session: Session, job: ClaimedJob) -> ClaimedFile
     return ClaimedFile(job, started.id, started.stored_path or "", started.original_name, started.sha256)
 
 
+def start_ingests(ctx: Context, session: Session, jobs: Sequence[ClaimedJob]) -> list[ClaimedFile | JobResult]:
+    """`start_ingest` for a claimed chunk: the files under their attempts limit are marked
+    `processing` in one statement, the others one by one."""
+    fresh = [job for job in jobs if job.attempts <= ctx.settings.max_attempts]
+    ids = [job.source_file_id for job in fresh if job.source_file_id is not None]
+    started = start_processing_many(session, ids, parser_version=PARSER_VERSION)
+    out: list[ClaimedFile | JobResult] = []
+    for job in jobs:
+        if job.attempts > ctx.settings.max_attempts or job.source_file_id is None:
+            out.append(start_ingest(ctx, session, job))
+            continue
+        row = started.get(job.source_file_id)
+        if row is None:
+            finish_job_id(session, job.id)
+            out.append(JobResult(job.id, job.kind, "skipped", "source file row is gone"))
+        else:
+            out.append(ClaimedFile(job, row.id, row.stored_path or "", row.original_name, row.sha256))
+    return out
+
+
 @dataclass
 class _Fault:
     """The parse could not give a verdict on the bytes (the child died, timed out, the work file
@@ -110,6 +138,8 @@ class _Stored:
     sidecar: dict[str, Any] | None = None  # a quarantine's reason, written beside the bytes
     code: str = ""
     resubmit: bool = False  # a retry: its job is sent again after the commit
+    shared: SharedWrites | None = None  # what it writes to a machine's rows, at the batch's end
+    done_job: int | None = None  # its job, marked done with the batch's others in one statement
 
 
 def ingest_claimed(ctx: Context, work: ClaimedFile) -> JobResult:
@@ -120,28 +150,68 @@ def ingest_claimed(ctx: Context, work: ClaimedFile) -> JobResult:
 
 def ingest_batch(ctx: Context, works: Sequence[ClaimedFile]) -> list[JobResult]:
     """Parse claimed files one after the other in this thread's parse child, then store them all
-    in one transaction, each in a savepoint of its own: a file the database refuses, or whose UID
-    another file owns, gets its own typed outcome and the others are stored. Every touched patient
-    is queued for evaluation once, and after the commit the bytes are moved with one flush per
-    destination folder. A fault of the database (it went away) rolls the whole batch back: its
-    jobs are put back in the queue by the runner (`services.runner`)."""
+    in one transaction (`parse_batch`, then `store_batch`)."""
+    return store_batch(ctx, parse_batch(ctx, works))
+
+
+ParsedFile = tuple[ClaimedFile, _Parsed]  # a claimed file and what its parse gave
+
+
+def parse_batch(ctx: Context, works: Sequence[ClaimedFile]) -> list[ParsedFile]:
+    """The parse half of `ingest_batch`: each file in this thread's parse child, within the
+    per-file limits; a child that dies or overruns costs that file only (`parse_in_child`). No
+    database work: a back-load parses the next chunk in threads of its own (each with its child)
+    while the previous one is stored (`services.backload`)."""
     limits, child_limits = parse_limits(ctx.settings, _now().date())
     warm_parsers()
-    parsed = [(work, _parse(ctx, work, limits, child_limits)) for work in works]
+    return [(work, _parse(ctx, work, limits, child_limits)) for work in works]
+
+
+def store_batch(ctx: Context, parsed: Sequence[ParsedFile]) -> list[JobResult]:
+    """The store half of `ingest_batch`: all files in one transaction, each in a savepoint of its
+    own: a file the database refuses, or whose UID another file owns, gets its own typed outcome
+    and the others are stored. Every touched patient is queued for evaluation once, and after the
+    commit the bytes are moved with one flush per destination folder. A fault of the database (it
+    went away) rolls the whole batch back: its jobs are put back in the queue by the runner
+    (`services.runner`)."""
     # Stored in patient order, the order evaluations lock patients in too (`evaluate_jobs`).
-    parsed.sort(key=_patient_order)
+    ordered = sorted(parsed, key=_patient_order)
+    try:
+        outcomes = _store_batch(ctx, ordered)
+    except OperationalError as exc:
+        if not is_lock_conflict(exc):
+            raise
+        # A safety net: the lock order (`db.reports.SharedWrites`) should leave no circle, but a
+        # deadlock must not cost the batch's parse. Nothing was kept; stored again at once.
+        log.warning("a batch of %d files met a lock conflict; stored again", len(ordered))
+        outcomes = _store_batch(ctx, ordered)
+    _finish_moves(ctx, outcomes)
+    return [one.result for one in outcomes]
+
+
+def _store_batch(ctx: Context, parsed: Sequence[ParsedFile]) -> list[_Stored]:
+    """The batch's transaction. Locks come in one order whatever the batch (so batches of several
+    workers wait for each other, never in a circle): new machines first, then the patients in
+    patient order, then the machines' shared rows, then the evaluation jobs in patient id order."""
     outcomes: list[_Stored] = []
     with unit_of_work(ctx) as uow:
-        one_store_at_a_time(uow.session)
+        prepare_shared_rows(uow.session, [r for _, one in parsed if isinstance(one, tuple) for r in one])
         for work, result in parsed:
             outcomes.append(_store_one(ctx, uow.session, work, result))
+        shared = SharedWrites()
+        for one in outcomes:
+            if one.shared is not None:
+                shared.extend(one.shared)
+        patients = {p for one in outcomes for p in one.patients}
+        for device_id in sorted(write_shared(uow.session, shared)):  # a new printed LSC: everyone it scanned
+            patients.update(patients_on_device(uow.session, device_id))
+        finish_job_ids(uow.session, [one.done_job for one in outcomes if one.done_job is not None])
         # A patient's evaluation queued already (and sent) covers these files too.
-        uow.queue_evaluations(dict.fromkeys(p for one in outcomes for p in one.patients))
+        uow.queue_evaluations(sorted(patients))
         for one in outcomes:
             if one.resubmit:
                 uow.outbox.append((one.result.job_id, one.result.kind))
-    _finish_moves(ctx, outcomes)
-    return [one.result for one in outcomes]
+    return outcomes
 
 
 def _patient_order(item: tuple[ClaimedFile, _Parsed]) -> tuple[str, str, int]:
@@ -246,7 +316,8 @@ def _store(
         file = _file(session, work.source_file_id)
         file.conflict_with_id = holder
         return _quarantined(ctx, session, job, file, UID_CONFLICT, UID_CONFLICT_TEXT)
-    stored = [store_report(session, report, source_file_id=work.source_file_id) for report in reports]
+    shared = SharedWrites()
+    stored = [store_report(session, report, source_file_id=work.source_file_id, shared=shared) for report in reports]
     in_db = kept_in_database(ctx, session, work.sha256)  # then the watcher's host writes the copy
     dest = archive_path(ctx.settings.archive_dir, work.sha256, work.name, _now().date())
     if in_db:
@@ -262,10 +333,6 @@ def _store(
         parser_version=PARSER_VERSION,
     )
     patients = list(dict.fromkeys(s.patient.id for s in stored))
-    for one in stored:  # a machine's new printed LSC applies to everyone it scanned
-        if one.lsc_changed:
-            patients += [p for p in patients_on_device(session, one.device.id) if p not in patients]
-    finish_job_id(session, job.id)
     details = []
     for report, one in zip(reports, stored, strict=True):
         conflicts = len(one.measurements.conflicts)
@@ -276,7 +343,8 @@ def _store(
     detail = details[0] if len(details) == 1 else f"{len(details)} reports: " + "; ".join(details)
     result = JobResult(job.id, job.kind, "ingested", detail, work.source_file_id, stored[0].patient.id)
     source = Path(work.work_path)
-    return _Stored(result, patients, move_from=None if in_db else source, move_to=None if in_db else dest)
+    move_from, move_to = (None, None) if in_db else (source, dest)
+    return _Stored(result, patients, move_from=move_from, move_to=move_to, shared=shared, done_job=job.id)
 
 
 def _holder_says_the_same(ctx: Context, session: Session, holder_id: int, report: ParsedReport) -> bool:

@@ -20,7 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.blobs import put_blob
-from db.files import register_source_file, reset_for_reprocess
+from db.files import register_new_source_files, register_source_file, reset_for_reprocess
+from db.jobs import enqueue_ingests
 from db.models import Job, SourceFile
 from services.bytestore import database_path, uses_database
 from services.context import Context
@@ -99,8 +100,9 @@ def register_claimed_many(ctx: Context, claimed: Sequence[tuple[Path, str]]) -> 
     in_db = uses_database(ctx)
     done: list[_Registered] = []
     with unit_of_work(ctx) as work:
+        new = {} if in_db or len(claimed) < 2 else _register_new(work, claimed)
         for work_path, original_name in claimed:
-            done.append(_register(work, work_path, original_name, in_db=in_db))
+            done.append(new.get(work_path) or _register(work, work_path, original_name, in_db=in_db))
     for result, kept_at, work_path, has_data in done:
         # The same bytes are already kept (archived, quarantined or being processed): this copy
         # adds nothing, and keeping it would make `work/` grow with every re-drop.
@@ -138,6 +140,24 @@ def _register(work: Work, work_path: Path, original_name: str, *, in_db: bool) -
     else:
         result = IntakeResult(reg.file.id, "queued", work.queue_ingest(reg.file.id))
     return result, kept_at, work_path, data is not None
+
+
+def _register_new(work: Work, claimed: Sequence[tuple[Path, str]]) -> dict[Path, _Registered]:
+    """The claims whose bytes are new to the database, registered with their jobs in two
+    statements (a back-load chunk, a busy inbox's scan); the others are left to `_register`."""
+    hashed = [(work_path, original_name, sha256_of(work_path)) for work_path, original_name in claimed]
+    first: dict[str, tuple[Path, str]] = {}
+    for work_path, original_name, sha in hashed:
+        first.setdefault(sha, (work_path, original_name))  # the same bytes twice in one chunk: once
+    files = [(sha, name, path.stat().st_size, str(path)) for sha, (path, name) in first.items()]
+    ids = register_new_source_files(work.session, files)
+    jobs = enqueue_ingests(work.session, list(ids.values()))
+    out: dict[Path, _Registered] = {}
+    for sha, file_id in ids.items():
+        work_path = first[sha][0]
+        work.outbox.append((jobs[file_id], "ingest_file"))
+        out[work_path] = (IntakeResult(file_id, "queued", jobs[file_id]), str(work_path), work_path, False)
+    return out
 
 
 # Quarantine reasons that say something about our process, not about the bytes.

@@ -9,23 +9,41 @@ transaction (`services.ingestion.ingest_batch`), evaluations likewise
 
 A job that has already been tried (its worker died with it, or it was requeued) runs alone, after
 the rest of its batch: a file that kills its worker then takes no other file with it a second time.
+
+On SQLite, whose writers queue on one lock, the embedded runner is one writer (`Pipeline`): it
+claims a batch of files and hands it to a parser thread (which drives the parse child), stores the
+batch parsed before meanwhile, and runs the evaluations that store queued; runner threads queueing
+on `BEGIN IMMEDIATE` for each other's stores cost more than they parallelised.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 
 from sqlalchemy.orm import Session
 
-from db.jobs import JobKindName, claim_job, claim_next_job, claim_next_jobs
+from db.jobs import JobKindName, claim_job, claim_jobs, claim_next_job, claim_next_jobs
 from db.models import Job
 from services.context import Context
 from services.evaluation import evaluate_job, evaluate_jobs
-from services.ingestion import ClaimedFile, ingest_batch, ingest_claimed, start_ingest
+from services.ingestion import (
+    ClaimedFile,
+    ParsedFile,
+    ingest_batch,
+    ingest_claimed,
+    parse_batch,
+    start_ingest,
+    start_ingests,
+    store_batch,
+)
 from services.liveness import heartbeat
 from services.outcomes import ClaimedJob, JobResult, worker_name
+from services.stages import ingest_overlapped
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +79,25 @@ def run_batch(ctx: Context, limit: int = BATCH, kind: JobKindName | None = None)
 def run_jobs(ctx: Context, job_ids: Sequence[int]) -> list[JobResult]:
     """Run the given jobs (a Celery delivery of a chunk); those not queued any more are skipped."""
     with ctx.sessions.begin() as session:
-        jobs = [job for job in (claim_job(session, i, worker=worker_name()) for i in job_ids) if job is not None]
-        started = [_start(ctx, session, ClaimedJob.of(job)) for job in jobs]
-    return _execute_batch(ctx, started)
+        jobs = [ClaimedJob.of(job) for job in claim_jobs(session, job_ids, worker=worker_name())]
+        started = _start_all(ctx, session, jobs)
+    # A chunk's parse overlaps its store, part by part (a Celery worker process has no other work).
+    return _execute_batch(ctx, started, ingest=ingest_overlapped)
 
 
-def _execute_batch(ctx: Context, started: Sequence[ClaimedJob | ClaimedFile | JobResult]) -> list[JobResult]:
+def _start_all(
+    ctx: Context, session: Session, jobs: Sequence[ClaimedJob]
+) -> list[ClaimedJob | ClaimedFile | JobResult]:
+    """`_start` for a claimed chunk, the ingest jobs' files marked `processing` in one statement."""
+    files = iter(start_ingests(ctx, session, [job for job in jobs if job.kind == "ingest_file"]))
+    return [next(files) if job.kind == "ingest_file" else job for job in jobs]
+
+
+def _execute_batch(
+    ctx: Context,
+    started: Sequence[ClaimedJob | ClaimedFile | JobResult],
+    ingest: Callable[[Context, Sequence[ClaimedFile]], list[JobResult]] = ingest_batch,
+) -> list[JobResult]:
     results = [one for one in started if isinstance(one, JobResult)]
     files = [one for one in started if isinstance(one, ClaimedFile)]
     evaluations = [one for one in started if isinstance(one, ClaimedJob)]
@@ -75,11 +106,90 @@ def _execute_batch(ctx: Context, started: Sequence[ClaimedJob | ClaimedFile | Jo
     groups += [[one] for one in files if one.job.attempts > 1]
     for group in groups:
         ids = [one.job.id for one in group]
-        results += _run_or_release(ctx, ids, partial(ingest_batch, ctx, group))
+        results += _run_or_release(ctx, ids, partial(ingest, ctx, group))
     if evaluations:
         ids = [one.id for one in evaluations]
         results += _run_or_release(ctx, ids, partial(evaluate_jobs, ctx, evaluations))
     return results
+
+
+@dataclass
+class _Parsing:
+    """A claimed batch whose parse runs in the pipeline's parser thread."""
+
+    job_ids: list[int]
+    parsed: Future[list[ParsedFile]]
+
+
+EVALUATE_EVERY_S = 1.0  # the longest a queued evaluation waits while files keep coming
+
+
+class Pipeline:
+    """The one writer of the embedded runner on SQLite. Each `step` claims the next batch of files
+    and starts its parse in the parser thread (the parse child does the work, outside this
+    process's interpreter lock), then, while that runs, stores the batch parsed in the previous
+    step and runs a batch of the evaluations queued; a claimed batch is stored one step later.
+    The per-file limits, and a dying child's isolation of its file, are `parse_batch`'s, as in
+    `ingest_batch`. Not thread-safe: one per runner thread."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parser")
+        self._pending: _Parsing | None = None
+        self._evaluated = time.monotonic()
+
+    @property
+    def busy(self) -> bool:
+        """A batch is being parsed: call `step` again without waiting for new work."""
+        return self._pending is not None
+
+    def step(self) -> list[JobResult]:
+        ctx = self.ctx
+        with ctx.sessions.begin() as session:
+            jobs = claim_next_jobs(session, limit=BATCH, kind="ingest_file", worker=worker_name())
+            started = _start_all(ctx, session, [ClaimedJob.of(job) for job in jobs])
+        results = [one for one in started if isinstance(one, JobResult)]
+        files = [one for one in started if isinstance(one, ClaimedFile)]
+        fresh = [one for one in files if one.job.attempts <= 1]
+        following = self._parse(fresh) if fresh else None
+        try:
+            results += self._store_pending()
+        finally:
+            self._pending = following
+        for one in files:  # tried before: alone (its own parse child), so it takes no other file with it
+            if one.job.attempts > 1:
+                results += _run_or_release(ctx, [one.job.id], partial(ingest_batch, ctx, [one]))
+        # Evaluations wait while files keep coming (a patient's queued evaluation then covers more
+        # of its files), but never longer than EVALUATE_EVERY_S: the inbox's quiet single file is
+        # evaluated at once.
+        if len(jobs) < BATCH or time.monotonic() - self._evaluated >= EVALUATE_EVERY_S:
+            results += run_batch(ctx, kind="evaluate_patient")
+            self._evaluated = time.monotonic()
+        return results
+
+    def close(self) -> None:
+        """Store what is being parsed (or put it back in the queue), and stop the parser thread."""
+        try:
+            self._store_pending()
+        finally:
+            self._pending = None
+            self._parser.shutdown(wait=True)
+
+    def _parse(self, files: list[ClaimedFile]) -> _Parsing:
+        ids = [one.job.id for one in files]
+
+        def parse() -> list[ParsedFile]:
+            with heartbeat(self.ctx.sessions, ids, worker_name()):
+                return parse_batch(self.ctx, files)
+
+        return _Parsing(ids, self._parser.submit(parse))
+
+    def _store_pending(self) -> list[JobResult]:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return []
+        # A parse that failed by a fault (not a file's verdict) puts the batch back, like a store's.
+        return _run_or_release(self.ctx, pending.job_ids, lambda: store_batch(self.ctx, pending.parsed.result()))
 
 
 def _run_or_release(ctx: Context, job_ids: list[int], run: Callable[[], list[JobResult]]) -> list[JobResult]:

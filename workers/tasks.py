@@ -60,13 +60,16 @@ def submit(job_id: int, kind: str) -> None:
         log.warning("broker unavailable, job %s stays queued for the sweeper: %s", job_id, type(exc).__name__)
 
 
+CHUNK = 32  # job ids per `dxa.run_jobs` message: parsed and stored in parts (`services.stages`)
+
+
 def submit_batch(jobs: Sequence[tuple[int, str]]) -> None:
-    """Hand a transaction's committed jobs to the broker in chunks of `runner.BATCH` ids, each a
+    """Hand a transaction's committed jobs to the broker in chunks of `CHUNK` ids, each a
     `dxa.run_jobs` task run as a batch (`services.runner.run_jobs`). A chunk the broker does not
     take stays queued in the database; the sweeper re-sends its jobs one by one."""
     ids = [job_id for job_id, _ in jobs]
-    for start in range(0, len(ids), runner.BATCH):
-        chunk = ids[start : start + runner.BATCH]
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
         try:
             run_jobs.delay(chunk)
         except Exception as exc:

@@ -169,7 +169,15 @@ def test_a_chunk_the_database_refuses_as_a_whole_is_registered_file_by_file(
             raise ValueError("refused")
         return real(work, work_path, original_name, **kwargs)
 
+    real_new = services.intake._register_new
+
+    def refuse_in_bulk(work: Any, claimed: Any) -> Any:  # the bulk registration of new bytes
+        if any(name == display_name(files[1].rel) for _, name in claimed):
+            raise ValueError("refused")
+        return real_new(work, claimed)
+
     monkeypatch.setattr(services.intake, "_register", refuse_one)
+    monkeypatch.setattr(services.intake, "_register_new", refuse_in_bulk)
     results = services.intake.intake_many(ctx, [drops / f.rel for f in files], copy=False)
     assert [isinstance(r, Exception) for r in results] == [False, True, False, False]
     assert (drops / files[1].rel).is_file(), "the refused claim is undone"

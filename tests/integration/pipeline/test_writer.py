@@ -1,0 +1,130 @@
+"""The embedded runner on SQLite as one writer (issue 13): a batch is parsed in the parser thread
+while the batch before it is stored (`services.runner.Pipeline`). A file that kills the parse
+child still sinks only itself, with a typed reason, and the others of its batch are stored whole
+(their measurements written by one executemany INSERT)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+import services.intake
+import services.parsing
+import services.runner
+from db.migrate import upgrade
+from db.models import Measurement, SourceFile
+from ingest.parse import ParseLimits, parse_file_or_scan
+from services.context import Context, build_context
+from services.outcomes import JobResult
+from settings import Settings
+from tests.integration.pipeline.support import BatchFile, Sample, check_accounting, drop, make_batch
+
+CRASHING = "crashes-the-parser.dcm"
+
+
+def _context(tmp_path: Path, **overrides: Any) -> Context:
+    settings = Settings(
+        data_dir=tmp_path / "data", inbox=tmp_path / "inbox", database_url=None, broker_url=None, **overrides
+    )
+    ctx = build_context(settings)
+    upgrade(ctx.engine)
+    return ctx
+
+
+def _run_until_idle(ctx: Context) -> list[JobResult]:
+    pipeline = services.runner.Pipeline(ctx)
+    results: list[JobResult] = []
+    try:
+        while True:
+            step = pipeline.step()
+            results += step
+            if not step and not pipeline.busy:
+                return results
+    finally:
+        pipeline.close()
+
+
+def test_the_writer_stores_a_batch_around_a_file_that_kills_the_parse_child(
+    tmp_path: Path, samples: list[Sample], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = _context(tmp_path, max_attempts=1)  # the first crash quarantines: no backoff to wait for
+    dicom = [s for s in samples if s.expect == "accept" and s.rel.endswith(".dcm")]
+    variants = [f for f in make_batch(dicom, len(dicom) + 13 + 7) if f.role == "variant"][:7]
+    assert len(variants) == 7
+    # The crashing file sits mid-batch: the child that dies has parsed others before it.
+    files = [*variants[:3], BatchFile(CRASHING, variants[3].data + b"\0", "variant"), *variants[4:]]
+    drops = tmp_path / "drops"
+    drop(files, drops)
+    received = services.intake.intake_many(ctx, [drops / f.rel for f in files], copy=False)
+    assert all(not isinstance(r, Exception) for r in received), received
+
+    real = services.parsing.parse_file_or_scan
+
+    def crash_on_one(data: bytes, name: str, limits: ParseLimits) -> Any:
+        if name == CRASHING:  # in the parse child: it dies as a segfaulting parser would
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(data, name, limits)
+
+    monkeypatch.setattr(services.parsing, "parse_file_or_scan", crash_on_one)
+    results = _run_until_idle(ctx)
+
+    with ctx.sessions() as session:
+        rows = {f.sha256: f for f in session.scalars(select(SourceFile))}
+        stored = {
+            file_id: {
+                (m.site, m.side)
+                for m in session.scalars(select(Measurement).where(Measurement.source_file_id == file_id))
+            }
+            for file_id in (row.id for row in rows.values())
+        }
+    crashed = rows[files[3].sha256]
+    assert (crashed.status, crashed.reason_code) == ("quarantined", "crash")
+    good = [f for f in files if f.rel != CRASHING]
+    assert {rows[f.sha256].status for f in good} == {"ingested"}
+    for f in good:  # every measurement of every report, written in bulk, is there
+        reports = parse_file_or_scan(f.data, Path(f.rel).name, ParseLimits())
+        assert isinstance(reports, tuple)
+        wanted = {(m.site, m.side) for report in reports for m in report.measurements}
+        assert stored[rows[f.sha256].id] == wanted and wanted
+    evaluated = {r.patient_id for r in results if r.kind == "evaluate_patient"}
+    assert evaluated == {rows[f.sha256].patient_id for f in good}
+    check_accounting(ctx.settings.data_dir, drops, files, ctx.sessions)
+    ctx.engine.dispose()
+
+
+def test_a_batch_whose_parse_fails_by_a_fault_goes_back_to_the_queue(
+    tmp_path: Path, samples: list[Sample], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a verdict on the files (the parser thread itself failed): their jobs are queued again
+    and their files pending, never quarantined; the next steps store them."""
+    ctx = _context(tmp_path)
+    dicom = [s for s in samples if s.expect == "accept" and s.rel.endswith(".dcm")][:3]
+    files = [BatchFile(s.rel, s.data, "original", s) for s in dicom]
+    drops = tmp_path / "drops"
+    drop(files, drops)
+    services.intake.intake_many(ctx, [drops / f.rel for f in files], copy=False)
+
+    def broken(*_: Any) -> Any:
+        raise RuntimeError("the parser thread failed")
+
+    monkeypatch.setattr(services.runner, "parse_batch", broken)
+    pipeline = services.runner.Pipeline(ctx)
+    try:
+        pipeline.step()  # claimed; its parse fails in the parser thread
+        with pytest.raises(RuntimeError):
+            pipeline.step()  # storing it finds the fault: the batch is put back
+        assert not pipeline.busy
+    finally:
+        pipeline.close()
+    with ctx.sessions() as session:
+        assert {f.status for f in session.scalars(select(SourceFile))} == {"pending"}
+    monkeypatch.undo()
+    results = _run_until_idle(ctx)
+    assert sorted(r.outcome for r in results if r.kind == "ingest_file") == ["ingested"] * 3
+    check_accounting(ctx.settings.data_dir, drops, files, ctx.sessions)
+    ctx.engine.dispose()
