@@ -213,14 +213,7 @@ def record_audit(
     now: datetime | None = None,
 ) -> AuditEvent:
     """Append an audit event (e.g. action "patient_viewed", "patient_exported")."""
-    event = AuditEvent(
-        occurred_at=now or utcnow(),
-        actor=actor,
-        user_id=user_id,
-        action=action,
-        patient_id=patient_id,
-        detail=dict(detail or {}),
-    )
+    event = AuditEvent(**_audit_values(actor, action, patient_id, user_id, detail, now))
     session.add(event)
     session.flush()
     return event
@@ -238,16 +231,25 @@ def append_audit(
 ) -> None:
     """`record_audit` as one plain INSERT: no object to track, no id read back (the unit of work
     cost a page more than the insert itself)."""
-    session.execute(
-        insert(AuditEvent).values(
-            occurred_at=now or utcnow(),
-            actor=actor,
-            user_id=user_id,
-            action=action,
-            patient_id=patient_id,
-            detail=dict(detail or {}),
-        )
-    )
+    session.execute(insert(AuditEvent).values(**_audit_values(actor, action, patient_id, user_id, detail, now)))
+
+
+def _audit_values(
+    actor: str,
+    action: str,
+    patient_id: int | None,
+    user_id: int | None,
+    detail: dict[str, Any] | None,
+    now: datetime | None,
+) -> dict[str, Any]:
+    return {
+        "occurred_at": now or utcnow(),
+        "actor": actor,
+        "user_id": user_id,
+        "action": action,
+        "patient_id": patient_id,
+        "detail": dict(detail or {}),
+    }
 
 
 def list_audit_events(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -49,21 +49,10 @@ def register_source_file(
     now: datetime | None = None,
 ) -> Registration:
     """Record a claimed file, or recognise its bytes as already known (`duplicate`)."""
-    digest = sha256.strip().lower()
-    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-        raise ValueError("sha256 must be 64 hex digits")
     moment = now or utcnow()
-    values = {
-        "sha256": digest,
-        "original_name": sanitise_name(original_name),
-        "size_bytes": size_bytes,
-        "stored_path": stored_path,
-        "status": "pending",
-        "attempts": 0,
-        "times_seen": 1,
-        "received_at": moment,
-        "last_seen_at": moment,
-    }
+    values = _new_file(sha256, original_name, size_bytes, stored_path, moment)
+    digest = values["sha256"]
+    del values["updated_at"]
     row = insert_unless_exists(session, SourceFile, values, ["sha256"])
     if row is not None:
         return Registration(file=row, outcome="new")
@@ -84,31 +73,34 @@ def register_new_source_files(
     ON CONFLICT DO NOTHING: sha256 -> id of each file new to the database. Bytes already known are
     left out, for `register_source_file` to recognise one by one (`duplicate`)."""
     moment = now or utcnow()
-    rows = []
-    for sha256, original_name, size_bytes, stored_path in files:
-        digest = sha256.strip().lower()
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise ValueError("sha256 must be 64 hex digits")
-        rows.append(
-            {
-                "sha256": digest,
-                "original_name": sanitise_name(original_name),
-                "size_bytes": size_bytes,
-                "stored_path": stored_path,
-                "status": "pending",
-                "attempts": 0,
-                "times_seen": 1,
-                "received_at": moment,
-                "last_seen_at": moment,
-                "updated_at": moment,
-            }
-        )
+    rows = [_new_file(*file, moment) for file in files]
     dialect = session.get_bind().dialect.name
     if not rows or dialect not in ("postgresql", "sqlite"):
         return {}
     stmt = (postgresql.insert(SourceFile) if dialect == "postgresql" else sqlite.insert(SourceFile)).values(rows)
     returning = stmt.on_conflict_do_nothing(index_elements=["sha256"]).returning(SourceFile.sha256, SourceFile.id)
     return {str(sha): int(pk) for sha, pk in session.execute(returning)}
+
+
+def _new_file(
+    sha256: str, original_name: str, size_bytes: int | None, stored_path: str | None, moment: datetime
+) -> dict[str, Any]:
+    """The row of a file seen for the first time; its hash checked, its name made safe to show."""
+    digest = sha256.strip().lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError("sha256 must be 64 hex digits")
+    return {
+        "sha256": digest,
+        "original_name": sanitise_name(original_name),
+        "size_bytes": size_bytes,
+        "stored_path": stored_path,
+        "status": "pending",
+        "attempts": 0,
+        "times_seen": 1,
+        "received_at": moment,
+        "last_seen_at": moment,
+        "updated_at": moment,
+    }
 
 
 def claim_sop_instance_uid(session: Session, file: SourceFile, uid: str | None) -> SourceFile | None:
