@@ -5,6 +5,7 @@ descriptors) still writes there."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,5 +59,13 @@ def debug_log(tmp_path: Path) -> Iterator[Path]:
 
 
 def leaks(text: str, secrets: set[str]) -> list[str]:
-    low = text.lower()
-    return sorted(s for s in secrets if s.lower() in low)
+    """The secrets `text` quotes, case-insensitively. A secret that starts or ends with a digit
+    (a patient id, a date) counts only where no other digit continues it: an id of seven digits
+    inside a longer number (a task's run time 0.0478478169989s) is not that id."""
+    return sorted(s for s in secrets if _quoted(s).search(text))
+
+
+def _quoted(secret: str) -> re.Pattern[str]:
+    before = r"(?<!\d)" if secret[:1].isdigit() else ""
+    after = r"(?!\d)" if secret[-1:].isdigit() else ""
+    return re.compile(before + re.escape(secret) + after, re.IGNORECASE)

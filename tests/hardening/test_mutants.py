@@ -102,3 +102,13 @@ def test_distinct_mutants_are_as_many_as_asked_and_all_different(samples_root: P
     assert len(made) == count and len(set(digests)) == count
     assert not set(digests) & originals
     assert [m.label for m in made] == [m.label for m in distinct_mutants(samples_root, count)]  # deterministic
+
+
+def test_the_leak_check_finds_ids_and_names_but_not_digits_inside_longer_numbers() -> None:
+    secrets = {"8998910", "DOE^JANE", "1950-03-04"}
+    assert leaks("patient 8998910 refused", secrets) == ["8998910"]
+    assert leaks("id=8998910;", secrets) == ["8998910"]
+    assert leaks("name doe^jane", secrets) == ["DOE^JANE"]
+    assert leaks("born 1950-03-04", secrets) == ["1950-03-04"]
+    assert leaks("succeeded in 0.0478478169989102s", secrets) == []
+    assert leaks("took 18998910 ms, 21950-03-045", secrets) == []
