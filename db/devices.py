@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from db.converters import device_values
 from db.inserts import insert_unless_exists
 from db.models import Device
+from db.transaction_cache import transaction_cache
 from ingest.report import DeviceIdentity
 
 
@@ -64,10 +65,5 @@ _BATCH = "dxa_batch_devices"
 def _batch_devices(session: Session) -> dict[str, Device]:
     """identity key -> the machines `ensure_devices` read or created in the current transaction
     (outside any savepoint), so each file of the batch finds its machine without a query."""
-    transaction = session.get_transaction()
-    held = session.info.get(_BATCH)
-    if held is None or held[0] is not transaction:
-        held = (transaction, {})
-        session.info[_BATCH] = held
-    devices: dict[str, Device] = held[1]
+    devices: dict[str, Device] = transaction_cache(session, _BATCH)
     return devices

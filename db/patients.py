@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from db.converters import patient_values
 from db.inserts import insert_unless_exists
 from db.models import Patient
+from db.transaction_cache import transaction_cache
 from ingest.report import PatientInfo
 
 _LOCKED = "dxa_locked_patients"
@@ -25,12 +26,7 @@ _LOCKED = "dxa_locked_patients"
 def _locked_patients(session: Session) -> dict[int, Patient]:
     """The patients this session's current transaction has locked (row locks last until it ends),
     held here too: the session's identity map keeps rows only while something refers to them."""
-    transaction = session.get_transaction()
-    held = session.info.get(_LOCKED)
-    if held is None or held[0] is not transaction:
-        held = (transaction, {})
-        session.info[_LOCKED] = held
-    locked: dict[int, Patient] = held[1]
+    locked: dict[int, Patient] = transaction_cache(session, _LOCKED)
     return locked
 
 
