@@ -9,24 +9,31 @@ from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
+from db.files import flush_finished
 from db.inserts import insert_unless_exists
-from db.measurements import as_site, record_conflict
+from db.measurements import as_site, flush_measurements, record_conflict
 from db.models import ComparisonRow, Device, Exam, MeasurementConflict, Patient, SourceFile
 from db.patients import lock_patient
 from monitor.assembly import DayExam, FileMachine, Strength, assemble, bmd_agree
 
 
 def _same_day_exams(session: Session, patient_id: int, exam_date: date) -> list[Exam]:
-    """The patient's exams on that date, each with its device (joined), oldest first."""
-    return list(
-        session.scalars(
-            select(Exam).where(Exam.patient_id == patient_id, Exam.exam_date == exam_date).order_by(Exam.id)
-        )
-    )
+    """The patient's exams on that date, oldest first, each with its measurements (joined: the
+    file's values are merged into one of them next, which would load them in a query of its own;
+    the device is the batch's, in the session already)."""
+    return list(session.scalars(_SAME_DAY, {"patient_id": patient_id, "exam_date": exam_date}).unique())
+
+
+_SAME_DAY = (
+    select(Exam)
+    .where(Exam.patient_id == bindparam("patient_id"), Exam.exam_date == bindparam("exam_date"))
+    .options(joinedload(Exam.measurements))
+    .order_by(Exam.id)
+)  # built once: its cache key is computed once too
 
 
 def find_or_create_exam(
@@ -121,6 +128,8 @@ def merge_exams(session: Session, *, source: Exam, target: Exam) -> None:
     conflicts follow, comparisons that named `source` are dropped for re-evaluation."""
     if source.id == target.id or source.patient_id != target.patient_id:
         raise ValueError("can only merge two different exams of one patient")
+    flush_finished(session)  # files of the batch linked to `source` and not written yet follow it too
+    flush_measurements(session)  # and rows held back (`merge_measurements`)
     merge_exam_details(
         target,
         vertebral_set=source.vertebral_set,

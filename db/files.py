@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from db.converters import sanitise_name
 from db.inserts import insert_unless_exists
 from db.models import SourceFile, utcnow
+from db.transaction_cache import transaction_cache
 
 UID_CONFLICT = "uid_conflict"
 UID_CONFLICT_TEXT = (
@@ -143,6 +144,17 @@ def uid_holder(session: Session, file_id: int, uid: str | None) -> int | None:
     ).first()
 
 
+def uid_owners(session: Session, uids: Sequence[str | None]) -> dict[str, int]:
+    """UID -> the file owning it, for those of `uids` a file owns already (one query for a batch)."""
+    wanted = sorted({u.strip() for u in uids if u and u.strip()})
+    if not wanted:
+        return {}
+    rows = session.execute(
+        select(SourceFile.sop_instance_uid, SourceFile.id).where(SourceFile.sop_instance_uid.in_(wanted))
+    )
+    return {str(uid): int(pk) for uid, pk in rows}
+
+
 def start_processing(session: Session, file_id: int, *, parser_version: str | None = None) -> SourceFile | None:
     """`mark_processing` by id in one UPDATE … RETURNING: the row as it now is, None if it is gone."""
     values: dict[str, object] = {"status": "processing", "attempts": SourceFile.attempts + 1}
@@ -188,10 +200,14 @@ def finish_ingested(
     sop_instance_uid: str | None,
     parser_version: str | None = None,
     now: datetime | None = None,
+    defer: bool = False,
 ) -> None:
     """An ingested file's row in one UPDATE: its place, its patient and exam, and its DICOM
     instance UID (the caller checked with `uid_holder` that no other file owns it; should another
-    transaction take it meanwhile, the unique index fails this statement and the caller retries)."""
+    transaction take it meanwhile, the unique index fails this statement and the caller retries).
+
+    `defer`: the UPDATE waits for `flush_finished`, which writes a batch's files in one executemany
+    (a statement per file less); until then no query of this transaction sees the row's new values."""
     values: dict[str, object] = {
         "status": "ingested",
         "reason_code": None,
@@ -207,9 +223,29 @@ def finish_ingested(
         values["sop_instance_uid"] = uid
     if parser_version:
         values["parser_version"] = parser_version
+    if defer:
+        pending: dict[tuple[str, ...], list[dict[str, object]]] = transaction_cache(session, _FINISHED)
+        pending.setdefault(tuple(values), []).append({"file_id": file_id, **values})
+        return
     session.execute(
         update(SourceFile).where(SourceFile.id == file_id).values(**values).execution_options(synchronize_session=False)
     )
+
+
+_FINISHED = "dxa_finished_files"
+_SOURCE_FILES = cast(Table, SourceFile.__table__)
+# A finished file's UPDATE by id, built once: the SET clause names the parameters' columns (and
+# `updated_at`); through the ORM, each would cost a new statement and its cache key.
+_FINISH = _SOURCE_FILES.update().where(_SOURCE_FILES.c.id == bindparam("file_id"))
+
+
+def flush_finished(session: Session) -> None:
+    """The deferred `finish_ingested` UPDATEs written, one executemany per set of columns (the
+    rows with a UID, those without)."""
+    pending: dict[tuple[str, ...], list[dict[str, object]]] = transaction_cache(session, _FINISHED)
+    for rows in pending.values():
+        session.connection().execute(_FINISH, rows)
+    pending.clear()
 
 
 def mark_processing(session: Session, file: SourceFile, *, parser_version: str | None = None) -> None:

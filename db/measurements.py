@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from db.converters import measurement_provenance, measurement_row
 from db.models import Exam, Measurement, MeasurementConflict
 from db.patients import lock_patient
+from db.transaction_cache import transaction_cache
 from ingest.report import SiteMeasurement
 from monitor.assembly import bmd_agree
 
@@ -97,19 +98,30 @@ def merge_measurements(
     source_file_id: int | None,
     vendor: Mapping[tuple[str, str | None], dict[str, Any]] | None = None,
     bulk: bool = False,
+    defer: bool = False,
 ) -> MeasurementMerge:
     """`add_measurements` without the final flush; `vendor` (`vendor_provenance`) goes into new
     rows' provenance before they are written (no second UPDATE of each row), and fills what a kept
     row lacks. With `bulk`, the new rows are written at once by one executemany INSERT (issue 13:
     through the unit of work each row cost an INSERT … RETURNING of its own); they are then not
-    objects of the session (`added` holds them unsaved) and the exam's rows load again when read."""
+    objects of the session (`added` holds them unsaved) and the exam's rows load again when read.
+
+    With `defer` too, the new rows wait for `flush_measurements`, which writes a batch's in one
+    INSERT; until then a file merged into the same exam meets them here (held per exam), and
+    nothing else of the transaction may read the exam's rows (the caller flushes first)."""
     lock_patient(session, exam.patient_id)
     result = MeasurementMerge()
     values = list(measurements)
     keys = [(value.site, value.side) for value in values]
     # A file naming a site twice may disagree with itself: that conflict needs the first row's id.
     bulk = bulk and len(set(keys)) == len(keys)
+    if defer and not bulk:
+        flush_measurements(session)  # the rows of the unit of work must see the held ones
+    defer = defer and bulk
+    pending = _pending(session)
+    held = pending.exams.setdefault(exam.id, (exam, {}))[1] if defer else {}
     current = {(m.site, m.side): m for m in exam.measurements}
+    current.update(held)
     for key, value in zip(keys, values, strict=True):
         kept = current.get(key)
         if kept is None:
@@ -119,6 +131,9 @@ def merge_measurements(
                 row.provenance = {**(row.provenance or {}), **extra}
             if not bulk:
                 exam.measurements.append(row)
+            elif defer:
+                held[key] = row
+                pending.rows.append(row)
             current[key] = row
             result.added.append(row)
         elif bmd_agree(kept.bmd, value.bmd):
@@ -128,17 +143,56 @@ def merge_measurements(
                 kept.provenance = {**(kept.provenance or {}), **missing}
             result.confirmed.append(kept)
         else:  # another file, or another report of the same file: QA sees both values
-            if kept.id is None:
+            if kept.id is None and held.get(key) is kept:  # held back: written now, read back with its id
+                flush_measurements(session)
+                kept = current[key] = next(m for m in exam.measurements if (m.site, m.side) == key)
+            elif kept.id is None:
                 session.flush()  # the kept row needs its id
             result.conflicts.append(record_conflict(session, kept, value, source_file_id))
-    if bulk and result.added:
-        columns = [column.key for column in _TABLE.c if column.key not in ("id", "created_at")]
-        session.execute(insert(_TABLE), [{name: getattr(row, name) for name in columns} for row in result.added])
+    if bulk and not defer and result.added:
+        session.execute(insert(_TABLE), [_values(row) for row in result.added])
         session.expire(exam, ["measurements"])
     return result
 
 
+@dataclass
+class _Held:
+    """The new rows `merge_measurements(defer=True)` held back in this transaction: in the order
+    they came (written so: the ids come as the files one by one would give them), and by exam."""
+
+    rows: list[Measurement] = field(default_factory=list)
+    exams: dict[int, tuple[Exam, dict[tuple[str, str | None], Measurement]]] = field(default_factory=dict)
+
+
+def _pending(session: Session) -> _Held:
+    cache = transaction_cache(session, _PENDING)
+    held: _Held | None = cache.get("held")
+    if held is None:
+        held = cache["held"] = _Held()
+    return held
+
+
+_PENDING = "dxa_pending_measurements"
+
+
+def flush_measurements(session: Session) -> None:
+    """The rows `merge_measurements(defer=True)` held back written, in one executemany INSERT; their
+    exams' rows load again when read."""
+    held = _pending(session)
+    if held.rows:
+        session.execute(insert(_TABLE), [_values(row) for row in held.rows])
+    for exam, _ in held.exams.values():
+        session.expire(exam, ["measurements"])
+    held.rows.clear()
+    held.exams.clear()
+
+
+def _values(row: Measurement) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in _COLUMNS}
+
+
 _TABLE = cast(Table, Measurement.__table__)
+_COLUMNS = [column.key for column in _TABLE.c if column.key not in ("id", "created_at")]
 
 
 def _fill_gaps(kept: Measurement, value: SiteMeasurement, source_file_id: int | None) -> None:

@@ -10,9 +10,12 @@ is locked at most once per transaction: the lock holds until the commit.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, case, func, literal, literal_column, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from db.converters import patient_values
 from db.inserts import insert_unless_exists
@@ -85,6 +88,12 @@ def _upsert_patient(session: Session, info: PatientInfo, *, lock: bool) -> tuple
     values = patient_values(info)
     if not values["identifier"]:
         raise ValueError("patient identifier is empty")
+    if lock:
+        batch = _batch_patients(session)
+        held = batch.get((values["identifier"], values["issuer"]))
+        if held is not None:  # locked (or created) with the batch's others: `lock_batch_patients`
+            batch[(values["identifier"], values["issuer"])] = (held[0], False)  # created once only
+            return held
     stmt = select(Patient).where(Patient.identifier == values["identifier"], Patient.issuer == values["issuer"])
     if lock:
         stmt = stmt.with_for_update()
@@ -106,3 +115,73 @@ def _upsert_patient(session: Session, info: PatientInfo, *, lock: bool) -> tuple
 def upsert_patient_locked(session: Session, info: PatientInfo) -> tuple[Patient, bool]:
     """(patient, created), the row locked for this transaction as it is read (one query for both)."""
     return _upsert_patient(session, info, lock=True)
+
+
+_BATCH = "dxa_batch_patients"
+
+
+def _batch_patients(session: Session) -> dict[tuple[str, str], tuple[Patient, bool]]:
+    """(identifier, issuer) -> (patient, created by this transaction and not used yet), for the
+    patients `lock_batch_patients` locked or created in the current transaction."""
+    batch: dict[tuple[str, str], tuple[Patient, bool]] = transaction_cache(session, _BATCH)
+    return batch
+
+
+def lock_batch_patients(session: Session, infos: Iterable[PatientInfo]) -> None:
+    """Before a batch of files is stored: every patient they name created or locked, in patient
+    order, in one statement (`INSERT … ON CONFLICT DO UPDATE … RETURNING`: a new row is inserted,
+    an existing one locked as it is read, each in turn like the files one after the other would,
+    so batches of several workers still wait for each other, never in a circle). The gaps in an
+    existing patient's demographics are filled from the first file that has them, as the files
+    stored one by one would. `upsert_patient_locked` then finds each patient without a query.
+
+    Only the files sure to be stored may be given: a patient created here stays with the batch.
+    On SQLite (writers serialised, no row locks) the patients that exist already are read first,
+    to tell the new ones; PostgreSQL says it of each row (`xmax = 0`: not an update)."""
+    wanted: dict[tuple[str, str], dict[str, Any]] = {}
+    for info in infos:
+        values = patient_values(info)
+        if not values["identifier"]:
+            continue  # refused file by file (`upsert_patient_locked`)
+        have = wanted.setdefault((values["identifier"], values["issuer"]), values)
+        for name in _DEMOGRAPHICS:
+            if have[name] is None and values[name] is not None:
+                have[name] = values[name]
+    if not wanted:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect not in ("postgresql", "sqlite"):
+        return  # the portable path: one file at a time
+    session.flush()
+    known: set[tuple[str, str]] | None = None
+    if dialect == "sqlite":
+        keys = sorted(wanted)
+        rows = session.execute(
+            select(Patient.identifier, Patient.issuer).where(Patient.identifier.in_({k for k, _ in keys}))
+        )
+        known = {(str(i), str(s)) for i, s in rows}
+    module = postgresql if dialect == "postgresql" else sqlite
+    stmt = module.insert(Patient).values([wanted[key] for key in sorted(wanted)])
+    new = stmt.excluded
+    changed = or_(*(and_(getattr(Patient, n).is_(None), getattr(new, n).is_not(None)) for n in _DEMOGRAPHICS))
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["identifier", "issuer"],
+        set_={
+            **{n: func.coalesce(getattr(Patient, n), getattr(new, n)) for n in _DEMOGRAPHICS},
+            "updated_at": case((changed, new.updated_at), else_=Patient.updated_at),
+        },
+    )
+    inserted = literal_column("xmax = 0") if dialect == "postgresql" else literal(False)
+    batch = _batch_patients(session)
+    locked = _locked_patients(session)
+    result = session.execute(stmt.returning(Patient, inserted), execution_options={"populate_existing": True})
+    for patient, fresh in result:
+        key = (patient.identifier, patient.issuer)
+        created = bool(fresh) if known is None else key not in known
+        if created:  # nothing refers to a row inserted just now
+            set_committed_value(patient, "exams", [])
+        batch[key] = (patient, created)
+        locked[patient.id] = patient
+
+
+_DEMOGRAPHICS = ("name", "birth_date", "sex")

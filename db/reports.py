@@ -200,6 +200,7 @@ def store_report(
     source_file: SourceFile | None = None,
     source_file_id: int | None = None,
     shared: SharedWrites | None = None,
+    defer: bool = False,
 ) -> StoredReport:
     """Everything one parsed file contributes, in the caller's transaction: patient, device, the
     exam it belongs to, the exam's description and the measurements; the file row is linked to
@@ -209,7 +210,9 @@ def store_report(
     file row is left to the caller (`db.files.finish_ingested`, in the same UPDATE as its status).
 
     With `shared`, what the file writes to the machine's rows is added to it instead, for the
-    batch to write at its end (`SharedWrites`); `lsc_changed` is then told by `write_shared`."""
+    batch to write at its end (`SharedWrites`); `lsc_changed` is then told by `write_shared`.
+    `defer`: the new measurement rows wait for `db.measurements.flush_measurements` (a batch's in
+    one INSERT)."""
     file_id = source_file.id if source_file is not None else source_file_id
     patient, created = upsert_patient_locked(session, report.patient)
     device = find_or_create_device(session, report.device, record_version=shared is None)
@@ -230,6 +233,7 @@ def store_report(
         source_file_id=file_id,
         vendor=vendor_provenance(report, file_id),
         bulk=True,
+        defer=defer,
     )
     if source_file is not None:
         source_file.patient_id = patient.id

@@ -25,14 +25,18 @@ from db.files import (
     UID_CONFLICT,
     UID_CONFLICT_TEXT,
     finish_ingested,
+    flush_finished,
     mark_duplicate,
     mark_quarantined,
     start_processing,
     start_processing_many,
     uid_holder,
+    uid_owners,
 )
 from db.jobs import fail_job, finish_job_id, finish_job_ids
+from db.measurements import flush_measurements
 from db.models import Job, SourceFile
+from db.patients import lock_batch_patients
 from db.reports import (
     SharedWrites,
     is_lock_conflict,
@@ -168,36 +172,70 @@ def parse_batch(ctx: Context, works: Sequence[ClaimedFile]) -> list[ParsedFile]:
 
 
 def store_batch(ctx: Context, parsed: Sequence[ParsedFile]) -> list[JobResult]:
-    """The store half of `ingest_batch`: all files in one transaction, each in a savepoint of its
-    own: a file the database refuses, or whose UID another file owns, gets its own typed outcome
-    and the others are stored. Every touched patient is queued for evaluation once, and after the
-    commit the bytes are moved with one flush per destination folder. A fault of the database (it
-    went away) rolls the whole batch back: its jobs are put back in the queue by the runner
-    (`services.runner`)."""
+    """The store half of `ingest_batch`: all files in one transaction, each isolated from the
+    others: a file the database refuses, or whose UID another file owns, gets its own typed
+    outcome and the others are stored. Every touched patient is queued for evaluation once, and
+    after the commit the bytes are moved with one flush per destination folder. A fault of the
+    database (it went away) rolls the whole batch back: its jobs are put back in the queue by the
+    runner (`services.runner`)."""
     # Stored in patient order, the order evaluations lock patients in too (`evaluate_jobs`).
     ordered = sorted(parsed, key=_patient_order)
     try:
-        outcomes = _store_batch(ctx, ordered)
+        outcomes = _store_isolated(ctx, ordered)
     except OperationalError as exc:
         if not is_lock_conflict(exc):
             raise
         # A safety net: the lock order (`db.reports.SharedWrites`) should leave no circle, but a
         # deadlock must not cost the batch's parse. Nothing was kept; stored again at once.
         log.warning("a batch of %d files met a lock conflict; stored again", len(ordered))
-        outcomes = _store_batch(ctx, ordered)
+        outcomes = _store_isolated(ctx, ordered)
     _finish_moves(ctx, outcomes)
     return [one.result for one in outcomes]
 
 
-def _store_batch(ctx: Context, parsed: Sequence[ParsedFile]) -> list[_Stored]:
+def _store_isolated(ctx: Context, ordered: Sequence[ParsedFile]) -> list[_Stored]:
+    """The batch stored without a savepoint per file (two statements each, and the ORM's work
+    around them), the UIDs owned by other files looked up for the whole batch first; should the
+    database refuse anything all the same (a value out of range, a UID another batch took
+    meanwhile), nothing was kept and the batch is stored again with a savepoint per file, which
+    gives the file at fault its own outcome."""
+    try:
+        return _store_batch(ctx, ordered, _Batch(careful=False))
+    except (IntegrityError, DataError) as exc:
+        log.info(
+            "a batch of %d files was refused a row (%s); stored again file by file", len(ordered), type(exc).__name__
+        )
+        return _store_batch(ctx, ordered, _Batch(careful=True))
+
+
+@dataclass
+class _Batch:
+    """How a batch's transaction stores its files. `careful`: each file in a savepoint of its own
+    (a refusal costs that file only). Otherwise `taken` holds the files whose DICOM instance UID
+    another file owns (stored before, or earlier in the batch): they take the path that looks
+    for the owner first."""
+
+    careful: bool
+    taken: set[int] = field(default_factory=set)  # source file ids
+
+
+def _store_batch(ctx: Context, parsed: Sequence[ParsedFile], batch: _Batch | None = None) -> list[_Stored]:
     """The batch's transaction. Locks come in one order whatever the batch (so batches of several
     workers wait for each other, never in a circle): new machines first, then the patients in
     patient order, then the machines' shared rows, then the evaluation jobs in patient id order."""
+    batch = batch or _Batch(careful=True)
     outcomes: list[_Stored] = []
     with unit_of_work(ctx) as uow:
-        prepare_shared_rows(uow.session, [r for _, one in parsed if isinstance(one, tuple) for r in one])
+        reports = [r for _, one in parsed if isinstance(one, tuple) for r in one]
+        prepare_shared_rows(uow.session, reports)
+        if not batch.careful:
+            batch.taken = _uids_taken(uow.session, parsed)
+            stored = [one for work, one in parsed if isinstance(one, tuple) and work.source_file_id not in batch.taken]
+            lock_batch_patients(uow.session, [r.patient for one in stored for r in one])
         for work, result in parsed:
-            outcomes.append(_store_one(ctx, uow.session, work, result))
+            outcomes.append(_store_one(ctx, uow.session, work, result, batch))
+        flush_finished(uow.session)
+        flush_measurements(uow.session)
         shared = SharedWrites()
         for one in outcomes:
             if one.shared is not None:
@@ -212,6 +250,22 @@ def _store_batch(ctx: Context, parsed: Sequence[ParsedFile]) -> list[_Stored]:
             if one.resubmit:
                 uow.outbox.append((one.result.job_id, one.result.kind))
     return outcomes
+
+
+def _uids_taken(session: Session, parsed: Sequence[ParsedFile]) -> set[int]:
+    """The files of the batch whose DICOM instance UID another file owns: before the batch (one
+    query), or an earlier file of the batch that is stored with it."""
+    uids = [(r[0].sop_instance_uid or "").strip() for _, r in parsed if isinstance(r, tuple) and r]
+    owners = uid_owners(session, uids)
+    taken: set[int] = set()
+    for work, result in parsed:
+        uid = (result[0].sop_instance_uid or "").strip() if isinstance(result, tuple) and result else ""
+        if not uid:
+            continue
+        owner = owners.setdefault(uid, work.source_file_id)
+        if owner != work.source_file_id:
+            taken.add(work.source_file_id)
+    return taken
 
 
 def _patient_order(item: tuple[ClaimedFile, _Parsed]) -> tuple[str, str, int]:
@@ -237,13 +291,22 @@ def _parse(ctx: Context, work: ClaimedFile, limits: ParseLimits, child_limits: C
         return _Fault("parse_fault", f"parsing could not run ({type(exc).__name__})")
 
 
-def _store_one(ctx: Context, session: Session, work: ClaimedFile, parsed: _Parsed) -> _Stored:
+def _store_one(
+    ctx: Context, session: Session, work: ClaimedFile, parsed: _Parsed, batch: _Batch | None = None
+) -> _Stored:
     if isinstance(parsed, ParseError):
         return _quarantined(ctx, session, work.job, _file(session, work.source_file_id), parsed.code, parsed.message)
     if isinstance(parsed, _Fault):
         return _retry_later(ctx, session, work, parsed.code, parsed.message)
     if isinstance(parsed, ScanReading):  # OCR of a scan: held for a person (issue 14)
         return _Stored(hold_scan(ctx, session, work.job, _file(session, work.source_file_id), parsed))
+    if batch is not None and not batch.careful:
+        # No savepoint: a refusal fails the batch, stored again carefully (`_store_isolated`).
+        taken = work.source_file_id in batch.taken
+        if taken:  # the rare path reads the batch's files: their rows written first
+            flush_finished(session)
+            flush_measurements(session)
+        return _store(ctx, session, work, parsed, check_uid=taken, defer=True)
     try:
         with session.begin_nested():
             return _store(ctx, session, work, parsed, check_uid=False)
@@ -293,7 +356,13 @@ def _refused_by_database(ctx: Context, session: Session, work: ClaimedFile, exc:
 
 
 def _store(
-    ctx: Context, session: Session, work: ClaimedFile, reports: tuple[ParsedReport, ...], *, check_uid: bool
+    ctx: Context,
+    session: Session,
+    work: ClaimedFile,
+    reports: tuple[ParsedReport, ...],
+    *,
+    check_uid: bool,
+    defer: bool = False,
 ) -> _Stored:
     """In the batch's transaction: the rows of every report the file holds, the file's final
     state, the job done; so a file of several reports is stored whole or not at all, and counted
@@ -317,7 +386,10 @@ def _store(
         file.conflict_with_id = holder
         return _quarantined(ctx, session, job, file, UID_CONFLICT, UID_CONFLICT_TEXT)
     shared = SharedWrites()
-    stored = [store_report(session, report, source_file_id=work.source_file_id, shared=shared) for report in reports]
+    stored = [
+        store_report(session, report, source_file_id=work.source_file_id, shared=shared, defer=defer)
+        for report in reports
+    ]
     in_db = kept_in_database(ctx, session, work.sha256)  # then the watcher's host writes the copy
     dest = archive_path(ctx.settings.archive_dir, work.sha256, work.name, _now().date())
     if in_db:
@@ -331,6 +403,7 @@ def _store(
         format=first.format,
         sop_instance_uid=first.sop_instance_uid,
         parser_version=PARSER_VERSION,
+        defer=defer,
     )
     patients = list(dict.fromkeys(s.patient.id for s in stored))
     details = []
