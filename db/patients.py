@@ -9,6 +9,7 @@ is locked at most once per transaction: the lock holds until the commit.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -160,21 +161,11 @@ def lock_batch_patients(session: Session, infos: Iterable[PatientInfo]) -> None:
             select(Patient.identifier, Patient.issuer).where(Patient.identifier.in_({k for k, _ in keys}))
         )
         known = {(str(i), str(s)) for i, s in rows}
-    module = postgresql if dialect == "postgresql" else sqlite
-    stmt = module.insert(Patient).values([wanted[key] for key in sorted(wanted)])
-    new = stmt.excluded
-    changed = or_(*(and_(getattr(Patient, n).is_(None), getattr(new, n).is_not(None)) for n in _DEMOGRAPHICS))
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["identifier", "issuer"],
-        set_={
-            **{n: func.coalesce(getattr(Patient, n), getattr(new, n)) for n in _DEMOGRAPHICS},
-            "updated_at": case((changed, new.updated_at), else_=Patient.updated_at),
-        },
-    )
-    inserted = literal_column("xmax = 0") if dialect == "postgresql" else literal(False)
     batch = _batch_patients(session)
     locked = _locked_patients(session)
-    result = session.execute(stmt.returning(Patient, inserted), execution_options={"populate_existing": True})
+    ordered = [wanted[key] for key in sorted(wanted)]  # one multi-row INSERT, its rows in this order
+    options = {"populate_existing": True, "render_nulls": True}  # NULLs sent: all rows one shape, one statement
+    result = session.execute(_upsert(dialect), ordered, execution_options=options)
     for patient, fresh in result:
         key = (patient.identifier, patient.issuer)
         created = bool(fresh) if known is None else key not in known
@@ -185,3 +176,23 @@ def lock_batch_patients(session: Session, infos: Iterable[PatientInfo]) -> None:
 
 
 _DEMOGRAPHICS = ("name", "birth_date", "sex")
+
+
+@functools.cache
+def _upsert(dialect: str) -> Any:
+    """`lock_batch_patients`' statement, built once: executed with a list of rows, SQLAlchemy
+    sends them in one multi-row INSERT from the statement compiled once (a `.values(rows)` would
+    be compiled again for every batch)."""
+    module = postgresql if dialect == "postgresql" else sqlite
+    stmt = module.insert(Patient)
+    new = stmt.excluded
+    changed = or_(*(and_(getattr(Patient, n).is_(None), getattr(new, n).is_not(None)) for n in _DEMOGRAPHICS))
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["identifier", "issuer"],
+        set_={
+            **{n: func.coalesce(getattr(Patient, n), getattr(new, n)) for n in _DEMOGRAPHICS},
+            "updated_at": case((changed, new.updated_at), else_=Patient.updated_at),
+        },
+    )
+    inserted = literal_column("xmax = 0") if dialect == "postgresql" else literal(False)
+    return stmt.returning(Patient, inserted)
