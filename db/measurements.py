@@ -143,9 +143,11 @@ def merge_measurements(
                 kept.provenance = {**(kept.provenance or {}), **missing}
             result.confirmed.append(kept)
         else:  # another file, or another report of the same file: QA sees both values
-            if kept.id is None and held.get(key) is kept:  # held back: written now, read back with its id
+            if kept.id is None and held.get(key) is kept:  # held back: written now, read back with ids
                 flush_measurements(session)
-                kept = current[key] = next(m for m in exam.measurements if (m.site, m.side) == key)
+                current = {(m.site, m.side): m for m in exam.measurements}  # this call's new rows too
+                held = pending.exams.setdefault(exam.id, (exam, {}))[1]
+                kept = current[key]
             elif kept.id is None:
                 session.flush()  # the kept row needs its id
             result.conflicts.append(record_conflict(session, kept, value, source_file_id))
