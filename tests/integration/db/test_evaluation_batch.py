@@ -92,7 +92,7 @@ def _seed(ctx: Context) -> dict[str, int]:
 
 def _snapshot(session: Session) -> dict[str, list[dict[str, Any]]]:
     return {
-        entity.__tablename__: [dict(r._mapping) for r in session.execute(select(entity.__table__))]  # type: ignore[attr-defined]
+        entity.__tablename__: [dict(r._mapping) for r in session.execute(select(entity.__table__))]
         for entity in DERIVED
     }
 
