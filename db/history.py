@@ -5,6 +5,10 @@ are the string of the database id). `save_evaluation` replaces the patient's com
 next scan in the caller's transaction, keeps alerts open while they are raised, and writes an
 audit event for each refused comparison the first time it is refused, so re-running an
 evaluation leaves the same rows.
+
+Both work on a batch of patients too (`load_histories`, `save_evaluations`: the runners' batches,
+the daily refresh's chunks), in a fixed number of statements for the batch; one patient is a
+batch of one, so both paths save the same rows.
 """
 
 from __future__ import annotations
