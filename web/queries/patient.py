@@ -413,13 +413,14 @@ def _detail(patient: _PatientRow, rows: _Rows) -> PatientDetail:
 _PAGE_SELECT = """
 SELECT p.id, p.identifier, p.issuer, p.name, p.birth_date, p.sex,
   (SELECT json_agg(json_build_array(e.id, e.exam_date, e.software_version, e.source, d.id, d.manufacturer,
-          d.model, d.serial, d.identity_strength, m.site, m.side, m.bmd::text, m.t_score::text, m.z_score::text, m.provenance)
+          d.model, d.serial, d.identity_strength, m.site, m.side, m.bmd::text, m.t_score::text, m.z_score::text,
+          m.provenance)
           ORDER BY e.exam_date, e.id, m.site, m.side)
      FROM exams e JOIN devices d ON d.id = e.device_id LEFT JOIN measurements m ON m.exam_id = e.id
     WHERE e.patient_id = p.id),
   (SELECT json_agg(json_build_array(c.site, c.side, c.from_exam_id, c.to_exam_id, c.reference, c.status,
-          c.delta_g_cm2::text, c.percent_change::text, c.lsc_g_cm2::text, c.lsc_source, c.significance, c.dissimilar, c.reason,
-          c.notes) ORDER BY c.position)
+          c.delta_g_cm2::text, c.percent_change::text, c.lsc_g_cm2::text, c.lsc_source, c.significance,
+          c.dissimilar, c.reason, c.notes) ORDER BY c.position)
      FROM comparisons c WHERE c.patient_id = p.id),
   (SELECT json_agg(json_build_array(t.id, t.agent, t.drug_class, t.start_date, t.stop_date, t.glucocorticoid)
           ORDER BY t.start_date)
