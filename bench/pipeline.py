@@ -270,7 +270,7 @@ def profiled(pids: list[int], mode: str) -> Iterator[None]:
     for pid in pids:
         out = PROFILE[0] / f"{slug}-{pid}.txt"
         argv = [str(VENV_BIN / "py-spy"), "record", "--pid", str(pid), "--subprocesses"]
-        argv += ["--rate", "200", "--format", "raw", "--output", str(out), "--nonblocking"]
+        argv += ["--rate", "100", "--format", "raw", "--output", str(out), "--nonblocking"]
         procs.append((subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out))
     time.sleep(1.0)  # py-spy attaches
     try:
