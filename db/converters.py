@@ -11,6 +11,8 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
+from sqlalchemy import Row
+
 from db.models import (
     ComparisonRow,
     CrossCalibrationRow,
@@ -41,6 +43,9 @@ from monitor.model import (
 from monitor.phrases import from_data, to_data
 
 MAX_NAME_LENGTH = 255
+
+# A plain result row of any columns (read without building ORM objects).
+PlainRow = Row[*tuple[Any, ...]]
 
 # --------------------------------------------------------------------------- identities
 
@@ -129,17 +134,30 @@ def machine_from_device(device: Device) -> Machine:
 
 
 def measurement_to_domain(row: MeasurementRow) -> Measurement:
-    provenance = row.provenance or {}
-    printed = provenance.get("vendor_lsc") or {}
+    return measurement_from_columns(row.site, row.side, row.bmd, row.t_score, row.z_score, row.area_cm2, row.provenance)
+
+
+def measurement_from_columns(
+    site: str,
+    side: str | None,
+    bmd: float,
+    t_score: float | None,
+    z_score: float | None,
+    area_cm2: float | None,
+    provenance: Mapping[str, Any] | None,
+) -> Measurement:
+    """A measurement from its columns, whether read as an ORM row or as a plain result row (a
+    batch's history is read as plain rows: building ORM objects cost more than evaluating)."""
+    printed = (provenance or {}).get("vendor_lsc") or {}
     lsc = printed.get("g_cm2")
-    verdicts = provenance.get("vendor_significant") or {}
+    verdicts = (provenance or {}).get("vendor_significant") or {}
     return Measurement(
-        site=row.site,
-        side=row.side,
-        bmd=row.bmd,
-        t_score=row.t_score,
-        z_score=row.z_score,
-        area_cm2=row.area_cm2,
+        site=site,
+        side=side,
+        bmd=bmd,
+        t_score=t_score,
+        z_score=z_score,
+        area_cm2=area_cm2,
         vendor_lsc_g_cm2=float(lsc) if isinstance(lsc, int | float) and lsc > 0 else None,
         vendor_lsc_file=str(printed["file"]) if printed.get("file") is not None else None,
         vendor_significant=tuple(sorted((str(k), bool(v)) for k, v in verdicts.items())),
@@ -162,7 +180,8 @@ def exam_to_domain(row: ExamRow) -> Exam:
     )
 
 
-def therapy_to_domain(row: TherapyRow) -> Therapy:
+def therapy_to_domain(row: TherapyRow | PlainRow) -> Therapy:
+    """From the ORM row or a plain result row of the same columns (`db.therapies.load_therapies_of`)."""
     return Therapy(
         agent=row.agent,
         drug_class=row.drug_class,
@@ -202,7 +221,12 @@ def cross_calibration_to_domain(row: CrossCalibrationRow) -> CrossCalibration:
 
 
 def comparison_row(comparison: Comparison, *, patient_id: int, position: int) -> ComparisonRow:
-    return ComparisonRow(
+    return ComparisonRow(**comparison_values(comparison, patient_id=patient_id, position=position))
+
+
+def comparison_values(comparison: Comparison, *, patient_id: int, position: int) -> dict[str, Any]:
+    """A comparison's columns but its id and time: for an ORM row, or one of a Core insert's many."""
+    return dict(
         patient_id=patient_id,
         position=position,
         site=comparison.site,

@@ -5,26 +5,51 @@ are the string of the database id). `save_evaluation` replaces the patient's com
 next scan in the caller's transaction, keeps alerts open while they are raised, and writes an
 audit event for each refused comparison the first time it is refused, so re-running an
 evaluation leaves the same rows.
+
+Both work on a batch of patients too (`load_histories`, `save_evaluations`: the runners' batches,
+the daily refresh's chunks), in a fixed number of statements for the batch; one patient is a
+batch of one, so both paths save the same rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import functools
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import Table, delete, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
 from db.calibration import PrecisionCalculator, load_cross_calibrations, load_site_lscs
-from db.converters import alerts_to_json, comparison_row, comparison_to_domain, exam_id_str, exam_to_domain
-from db.models import AlertRow, AuditEvent, ComparisonRow, NextScanRow, Patient, utcnow
+from db.converters import (
+    PlainRow,
+    alerts_to_json,
+    comparison_to_domain,
+    comparison_values,
+    exam_id_str,
+    exam_to_domain,
+    measurement_from_columns,
+)
+from db.models import AlertRow, AuditEvent, ComparisonRow, Device, NextScanRow, Patient, utcnow
 from db.models import Exam as ExamRow
-from db.patients import lock_patient
-from db.therapies import load_therapies
+from db.models import Measurement as MeasurementRow
+from db.patients import lock_patients
+from db.therapies import load_therapies_of
 from db.vendor_lsc import load_vendor_lscs
-from monitor.model import Alert, Comparison, CrossCalibration, Exam, PatientEvaluation, SiteLsc, Therapy, VendorLsc
+from monitor.model import (
+    Alert,
+    Comparison,
+    CrossCalibration,
+    Exam,
+    Machine,
+    PatientEvaluation,
+    SiteLsc,
+    Therapy,
+    VendorLsc,
+)
 from monitor.phrases import to_data
 
 REFUSED_COMPARISON = "comparison_refused"
@@ -63,41 +88,131 @@ MachineData = tuple[tuple[SiteLsc, ...], tuple[CrossCalibration, ...], tuple[Ven
 
 
 def load_patient_history(
-    session: Session,
-    patient_id: int,
-    *,
-    precision_calculator: PrecisionCalculator | None = None,
-    machines: dict[tuple[int, ...], MachineData] | None = None,
+    session: Session, patient_id: int, *, precision_calculator: PrecisionCalculator | None = None
 ) -> PatientHistory:
     """Exams (oldest first), therapies, and the LSCs and cross-calibrations of the patient's
-    machines. `machines`: what was read for a set of machines already, in this transaction (a
-    batch of evaluations, whose patients mostly share their machines), read once per set."""
-    patient = session.get(Patient, patient_id)
-    if patient is None:
+    machines: `load_histories` for one patient. LookupError when there is no such patient."""
+    history = load_histories(session, [patient_id], precision_calculator=precision_calculator).get(patient_id)
+    if history is None:
         raise LookupError("no such patient")
-    rows = exam_rows(session, patient_id)
-    device_ids = tuple(sorted({r.device_id for r in rows}))
-    known = machines.get(device_ids) if machines is not None else None
-    if known is None:
-        known = (
-            load_site_lscs(session, calculator=precision_calculator, device_ids=device_ids),
-            load_cross_calibrations(session, device_ids=device_ids),
-            load_vendor_lscs(session, device_ids),
+    return history
+
+
+def load_histories(
+    session: Session, patient_ids: Sequence[int], *, precision_calculator: PrecisionCalculator | None = None
+) -> dict[int, PatientHistory]:
+    """The history of each patient found (a batch of evaluations), in a handful of queries for
+    the whole batch: the patients, their exams, the exams' measurements, their therapies, and the
+    calibration data of all their machines, read once and given to each patient for its own
+    machines only (what reading them per patient would give). Read as plain rows: building ORM
+    objects cost more than the evaluation itself."""
+    ids = list(dict.fromkeys(patient_ids))
+    if not ids:
+        return {}
+    patients = session.execute(
+        select(Patient.id, Patient.identifier, Patient.birth_date, Patient.sex).where(Patient.id.in_(ids))
+    ).all()
+    found = [row.id for row in patients]
+    exams = session.execute(
+        select(
+            ExamRow.id,
+            ExamRow.patient_id,
+            ExamRow.exam_date,
+            ExamRow.scan_mode,
+            ExamRow.analysis_protocol,
+            ExamRow.device_id,
+            Device.manufacturer,
+            Device.model,
+            Device.serial,
         )
-        if machines is not None:
-            machines[device_ids] = known
-    lscs, cross_calibrations, vendor_lscs = known
-    return PatientHistory(
-        patient_id=patient.id,
-        identifier=patient.identifier,
-        birth_date=patient.birth_date,
-        sex=patient.sex,
-        exams=tuple(exam_to_domain(r) for r in rows),
-        therapies=load_therapies(session, patient_id),
-        lscs=lscs,
-        cross_calibrations=cross_calibrations,
-        vendor_lscs=vendor_lscs,
-    )
+        .join(Device, Device.id == ExamRow.device_id)
+        .where(ExamRow.patient_id.in_(found))
+        .order_by(ExamRow.patient_id, ExamRow.exam_date, ExamRow.id)
+    ).all()
+    measurements: dict[int, list[PlainRow]] = {row.id: [] for row in exams}
+    if exams:
+        for m in session.execute(
+            select(
+                MeasurementRow.exam_id,
+                MeasurementRow.site,
+                MeasurementRow.side,
+                MeasurementRow.bmd,
+                MeasurementRow.t_score,
+                MeasurementRow.z_score,
+                MeasurementRow.area_cm2,
+                MeasurementRow.provenance,
+            )
+            .join(ExamRow, ExamRow.id == MeasurementRow.exam_id)
+            .where(ExamRow.patient_id.in_(found))
+        ):
+            measurements[m.exam_id].append(m)
+    machines: dict[int, Machine] = {}
+    by_patient: dict[int, list[Exam]] = {i: [] for i in found}
+    for row in exams:
+        machine = machines.get(row.device_id)
+        if machine is None:
+            machine = machines[row.device_id] = Machine(
+                manufacturer=row.manufacturer, model=row.model, serial=row.serial
+            )
+        own = sorted(measurements[row.id], key=lambda m: (m.site, m.side or ""))  # as `sorted_measurements`
+        by_patient[row.patient_id].append(
+            Exam(
+                exam_id=exam_id_str(row.id),
+                date=row.exam_date,
+                machine=machine,
+                measurements=tuple(
+                    measurement_from_columns(m.site, m.side, m.bmd, m.t_score, m.z_score, m.area_cm2, m.provenance)
+                    for m in own
+                ),
+                scan_mode=row.scan_mode,
+                analysis_protocol=row.analysis_protocol,
+            )
+        )
+    therapies = load_therapies_of(session, found)
+    calibration = _calibration_of(session, list(machines), precision_calculator)
+    out: dict[int, PatientHistory] = {}
+    for patient in patients:
+        history = tuple(by_patient[patient.id])
+        lscs, cross_calibrations, vendor_lscs = calibration({e.machine for e in history})
+        out[patient.id] = PatientHistory(
+            patient_id=patient.id,
+            identifier=patient.identifier,
+            birth_date=patient.birth_date,
+            sex=patient.sex,
+            exams=history,
+            therapies=therapies[patient.id],
+            lscs=lscs,
+            cross_calibrations=cross_calibrations,
+            vendor_lscs=vendor_lscs,
+        )
+    return out
+
+
+def _calibration_of(
+    session: Session, device_ids: list[int], calculator: PrecisionCalculator | None
+) -> Callable[[set[Machine]], MachineData]:
+    """The LSCs, cross-calibrations and vendor LSCs of a batch's machines, read once; for a set of
+    those machines, what reading them for that set alone gives (the same order: each loader's
+    order is by device or by row id, which a filter keeps). A machine names one device: devices
+    are unique on their identity, which their (manufacturer, model, serial) determine."""
+    ids = sorted(device_ids)
+    lscs = load_site_lscs(session, calculator=calculator, device_ids=ids) if ids else ()
+    cross_calibrations = load_cross_calibrations(session, device_ids=ids) if ids else ()
+    vendor_lscs = load_vendor_lscs(session, ids)
+    given: dict[frozenset[Machine], MachineData] = {}
+
+    def of(machines: set[Machine]) -> MachineData:
+        key = frozenset(machines)
+        known = given.get(key)
+        if known is None:
+            known = given[key] = (
+                tuple(lsc for lsc in lscs if lsc.machine in key),
+                tuple(cc for cc in cross_calibrations if cc.machine_a in key or cc.machine_b in key),
+                tuple(v for v in vendor_lscs if v.machine in key),
+            )
+        return known
+
+    return of
 
 
 def comparison_rows(session: Session, patient_id: int) -> list[ComparisonRow]:
@@ -112,10 +227,13 @@ def load_comparisons(session: Session, patient_id: int) -> tuple[Comparison, ...
     return tuple(comparison_to_domain(r) for r in comparison_rows(session, patient_id))
 
 
-def _refusal_key(c: Comparison | ComparisonRow) -> tuple[Any, ...]:
-    if isinstance(c, ComparisonRow):
-        return (c.site, c.side, exam_id_str(c.from_exam_id), exam_id_str(c.to_exam_id), c.reference, c.status)
+def _refusal_key(c: Comparison) -> tuple[Any, ...]:
     return (c.site, c.side, c.from_exam, c.to_exam, c.reference, c.status)
+
+
+def _stored_refusal_key(row: ComparisonRow | PlainRow) -> tuple[Any, ...]:
+    """`_refusal_key` of a stored comparison (an ORM row or a plain row of its columns)."""
+    return (row.site, row.side, exam_id_str(row.from_exam_id), exam_id_str(row.to_exam_id), row.reference, row.status)
 
 
 def _all_alerts(evaluation: PatientEvaluation) -> list[Alert]:
@@ -138,71 +256,152 @@ def save_evaluation(
     transaction (readers see the old set or the new one, never a mix, once it commits).
     `own_exams`: the patient's exam ids as the evaluation named them, when the caller read them
     under the same lock (`load_patient_history` after `lock_patient`); else they are read here."""
+    save_evaluations(session, [Verdict(patient_id, evaluation, own_exams)], actor=actor, now=now)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One patient's evaluation to save; `own_exams` as `save_evaluation` takes it."""
+
+    patient_id: int
+    evaluation: PatientEvaluation
+    own_exams: Collection[str] | None = None
+
+
+def save_evaluations(
+    session: Session, verdicts: Sequence[Verdict], *, actor: str = "system", now: datetime | None = None
+) -> None:
+    """`save_evaluation` for a batch of patients, with the same rows as saving them one by one,
+    in a fixed number of statements for the whole batch: the refused comparisons read once (a
+    refusal is audited the first time only), one DELETE of the comparisons, one insert of many
+    for the new ones, one upsert of many for the next scans, the live alerts read once (their
+    changes flushed together). One verdict per patient."""
+    if not verdicts:
+        return
     moment = now or utcnow()
-    lock_patient(session, patient_id)
-    if own_exams is None:
-        ids = session.scalars(select(ExamRow.id).where(ExamRow.patient_id == patient_id))
-        own_exams = {exam_id_str(i) for i in ids}
-    for c in evaluation.comparisons:
-        if c.from_exam not in own_exams or c.to_exam not in own_exams:
-            raise ValueError("comparison names an exam that is not this patient's")
+    ids = [v.patient_id for v in verdicts]
+    if len(set(ids)) != len(ids):
+        raise ValueError("one verdict per patient")
+    if len(lock_patients(session, ids)) != len(ids):
+        raise LookupError("no such patient")
+    unknown = [v.patient_id for v in verdicts if v.own_exams is None]
+    read: dict[int, set[str]] = {i: set() for i in unknown}
+    if unknown:
+        for pid, exam_id in session.execute(
+            select(ExamRow.patient_id, ExamRow.id).where(ExamRow.patient_id.in_(unknown))
+        ):
+            read[pid].add(exam_id_str(exam_id))
+    for v in verdicts:
+        own = read[v.patient_id] if v.own_exams is None else v.own_exams
+        for c in v.evaluation.comparisons:
+            if c.from_exam not in own or c.to_exam not in own:
+                raise ValueError("comparison names an exam that is not this patient's")
 
-    refused_before = {_refusal_key(r) for r in comparison_rows(session, patient_id) if r.status in _REJECTED}
-    session.execute(delete(ComparisonRow).where(ComparisonRow.patient_id == patient_id))
-    for position, c in enumerate(evaluation.comparisons):
-        row = comparison_row(c, patient_id=patient_id, position=position)
-        row.computed_at = moment
-        session.add(row)
-        if c.status in _REJECTED and _refusal_key(c) not in refused_before:
-            session.add(
-                AuditEvent(
-                    occurred_at=moment,
-                    actor=actor,
-                    action=REFUSED_COMPARISON,
-                    patient_id=patient_id,
-                    detail={
-                        "site": c.site,
-                        "side": c.side,
-                        "from_exam": c.from_exam,
-                        "to_exam": c.to_exam,
-                        "reference": c.reference,
-                        "status": c.status,
-                        "reason": c.reason,
-                    },
-                )
-            )
+    refused_before = {
+        (row.patient_id, _stored_refusal_key(row))
+        for row in session.execute(
+            select(
+                ComparisonRow.patient_id,
+                ComparisonRow.site,
+                ComparisonRow.side,
+                ComparisonRow.from_exam_id,
+                ComparisonRow.to_exam_id,
+                ComparisonRow.reference,
+                ComparisonRow.status,
+            ).where(ComparisonRow.patient_id.in_(ids), ComparisonRow.status.in_(_REJECTED))
+        )
+    }
+    session.execute(delete(ComparisonRow).where(ComparisonRow.patient_id.in_(ids)))
+    comparisons: list[dict[str, Any]] = []
+    next_scans: list[dict[str, Any]] = []
+    alerts: dict[int, list[Alert]] = {}
+    for v in verdicts:
+        pid, evaluation = v.patient_id, v.evaluation
+        for position, c in enumerate(evaluation.comparisons):
+            comparisons.append({**comparison_values(c, patient_id=pid, position=position), "computed_at": moment})
+            if c.status in _REJECTED and (pid, _refusal_key(c)) not in refused_before:
+                session.add(_refusal_event(pid, c, actor, moment))
+        alerts[pid] = _all_alerts(evaluation)
+        next_scans.append(
+            {
+                "patient_id": pid,
+                "due": evaluation.next_scan.due,
+                "rule_id": evaluation.next_scan.rule_id,
+                "reason": evaluation.next_scan.reason,
+                "alerts": alerts_to_json(alerts[pid]),
+                "who_category": evaluation.who_category,
+                "z_below_expected": evaluation.z_below_expected,
+                "computed_at": moment,
+            }
+        )
+    session.flush()  # what the ORM wrote so far goes first: the next statements bypass it
+    connection = session.connection()
+    dialect = connection.dialect.name
+    if comparisons:
+        connection.execute(_insert_comparisons(), comparisons)
+    connection.execute(_upsert_next_scans(dialect), next_scans)
+    for pid in ids:  # a next scan the session holds is stale now
+        held = session.identity_map.get(session.identity_key(NextScanRow, (pid,)))
+        if held is not None:
+            session.expire(held)
 
-    alerts = _all_alerts(evaluation)
-    next_scan = session.get(NextScanRow, patient_id)
-    if next_scan is None:
-        next_scan = NextScanRow(patient_id=patient_id)
-        session.add(next_scan)
-    next_scan.due = evaluation.next_scan.due
-    next_scan.rule_id = evaluation.next_scan.rule_id
-    next_scan.reason = evaluation.next_scan.reason
-    next_scan.alerts = alerts_to_json(alerts)
-    next_scan.who_category = evaluation.who_category
-    next_scan.z_below_expected = evaluation.z_below_expected
-    next_scan.computed_at = moment
-
-    _sync_alerts(session, patient_id, alerts, moment)
+    live: dict[int, list[AlertRow]] = {i: [] for i in ids}
+    for row in session.scalars(
+        select(AlertRow)
+        .where(AlertRow.patient_id.in_(ids), AlertRow.state.in_(("open", "acknowledged")))
+        .order_by(AlertRow.id)
+    ):
+        live[row.patient_id].append(row)
+    for pid in ids:
+        _sync_alerts(session, pid, alerts[pid], live[pid], moment)
     session.flush()
 
 
-def _sync_alerts(session: Session, patient_id: int, alerts: list[Alert], moment: datetime) -> None:
-    """Keep one live (open or acknowledged) row per raised alert code.
+def _refusal_event(patient_id: int, c: Comparison, actor: str, moment: datetime) -> AuditEvent:
+    return AuditEvent(
+        occurred_at=moment,
+        actor=actor,
+        action=REFUSED_COMPARISON,
+        patient_id=patient_id,
+        detail={
+            "site": c.site,
+            "side": c.side,
+            "from_exam": c.from_exam,
+            "to_exam": c.to_exam,
+            "reference": c.reference,
+            "status": c.status,
+            "reason": c.reason,
+        },
+    )
+
+
+@functools.cache
+def _insert_comparisons() -> Any:
+    """Built once (values bound at execution, many rows per execution): through the ORM each row
+    was an object to build and flush."""
+    return insert(cast(Table, ComparisonRow.__table__))
+
+
+@functools.cache
+def _upsert_next_scans(dialect: str) -> Any:
+    """One statement inserts or replaces each patient's next scan (PostgreSQL and SQLite alike)."""
+    module = postgresql if dialect == "postgresql" else sqlite
+    stmt = module.insert(cast(Table, NextScanRow.__table__))
+    columns = ("due", "rule_id", "reason", "alerts", "who_category", "z_below_expected", "computed_at")
+    return stmt.on_conflict_do_update(
+        index_elements=["patient_id"], set_={name: stmt.excluded[name] for name in columns}
+    )
+
+
+def _sync_alerts(
+    session: Session, patient_id: int, alerts: list[Alert], rows: list[AlertRow], moment: datetime
+) -> None:
+    """Keep one live (open or acknowledged) row per raised alert code; `rows`: the live rows (by id).
 
     A code no longer raised is resolved. An acknowledged row stays acknowledged while the alert
     is raised on the same basis (re-evaluating changes nothing); raised on another basis,
     something new happened: the acknowledged row is resolved and a new open one raised."""
-    live = {
-        r.code: r
-        for r in session.scalars(
-            select(AlertRow)
-            .where(AlertRow.patient_id == patient_id, AlertRow.state.in_(("open", "acknowledged")))
-            .order_by(AlertRow.id)
-        )
-    }
+    live = {r.code: r for r in rows}
     raised = {a.code: a for a in alerts}
     for code, row in live.items():
         alert = raised.get(code)

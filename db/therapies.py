@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -71,3 +71,26 @@ def therapy_rows(session: Session, patient_id: int) -> list[TherapyRow]:
 
 def load_therapies(session: Session, patient_id: int) -> tuple[Therapy, ...]:
     return tuple(therapy_to_domain(r) for r in therapy_rows(session, patient_id))
+
+
+def load_therapies_of(session: Session, patient_ids: Collection[int]) -> dict[int, tuple[Therapy, ...]]:
+    """Each patient's therapies (as `load_therapies`, none for a patient without) in one query for
+    a batch of patients, read as plain rows (no ORM objects to build)."""
+    found: dict[int, list[Therapy]] = {i: [] for i in patient_ids}
+    if not found:
+        return {}
+    stmt = (
+        select(
+            TherapyRow.patient_id,
+            TherapyRow.agent,
+            TherapyRow.drug_class,
+            TherapyRow.start_date,
+            TherapyRow.stop_date,
+            TherapyRow.glucocorticoid,
+        )
+        .where(TherapyRow.patient_id.in_(list(found)))
+        .order_by(TherapyRow.patient_id, TherapyRow.start_date, TherapyRow.id)
+    )
+    for row in session.execute(stmt):
+        found[row.patient_id].append(therapy_to_domain(row))
+    return {i: tuple(therapies) for i, therapies in found.items()}

@@ -56,7 +56,8 @@ def _words(text: str) -> list[str]:
 
 
 # Normalising is pure and a patient's evaluation asks it again for every pair of exams and every
-# site: cached, it costs nothing after the first exam of a machine (a few hundred units per site).
+# site (uncached, the serial's regular expression was most of an evaluation's CPU): cached, it
+# costs nothing after the first exam of a machine (a few hundred units per site).
 @lru_cache(maxsize=4096)
 def normalize_manufacturer(name: str) -> str:
     """A maker key: "HOLOGIC" and "Hologic Inc." -> "hologic"; "GE Medical Systems", "Lunar" -> "ge"."""
@@ -94,6 +95,7 @@ def normalize_model(manufacturer: str, model: str) -> str:
     return " ".join(words)
 
 
+@lru_cache(maxsize=4096)
 def normalize_serial(serial: str | None) -> str | None:
     """Case and whitespace do not count in a serial; an empty serial is no serial."""
     if serial is None:

@@ -187,3 +187,15 @@ def test_export_shape(session: Session) -> None:
     assert everyone[0]["comparisons"] == [] and everyone[0]["next_scan"]["due"] is None
     assert [p["patient_id"] for p in export_patients(session, identifier="P1")] == ["P1"]
     json.dumps(everyone)  # plain JSON all the way down
+
+
+def test_a_next_scan_the_session_holds_is_read_fresh_after_a_save(session: Session) -> None:
+    """The next scans are written by one statement for a batch, past the session's objects: one
+    the session loaded before must not keep showing the old decision."""
+    pid, first, second = _two_exams(session)
+    save_evaluation(session, pid, evaluation(comparison(first, second)))
+    session.commit()
+    held = session.get(NextScanRow, pid)
+    assert held is not None and held.due == date(2022, 1, 10)
+    save_evaluation(session, pid, evaluation(comparison(first, second), due=date(2023, 2, 3)))
+    assert session.get(NextScanRow, pid) is held and held.due == date(2023, 2, 3)
