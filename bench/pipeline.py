@@ -86,6 +86,7 @@ class Result:
     cpu: dict[str, float] | None = None  # seconds by component, burst phase
     evaluations: int = 0
     peak_rss: int = 0  # bytes
+    peak_pss: int = 0  # bytes: pages shared by forked processes counted once, split between them
 
     def per_file(self, count: int | None) -> str:
         return f"{count / self.files:.1f}" if count is not None and self.files else "-"
@@ -137,15 +138,29 @@ def _tree_rss(pids: list[int]) -> int:
     return total
 
 
+def _tree_pss(pids: list[int]) -> int:
+    """Summed PSS of the process trees. RSS counts a page shared by a forked pool process and its
+    parse child once per process (the parsers and the imports, copy-on-write), so a tree's summed
+    RSS says more about how many processes it has than about the memory it takes."""
+    import psutil
+
+    total = 0
+    for proc in _tree(pids):
+        with contextlib.suppress(psutil.Error, AttributeError):
+            total += int(getattr(proc.memory_full_info(), "pss", 0))
+    return total
+
+
 @contextlib.contextmanager
 def rss_peak(pids: Callable[[], list[int]]) -> Iterator[list[int]]:
-    """[peak] of the summed RSS of the process trees, sampled until the block ends."""
-    peak = [0]
+    """[peak RSS, peak PSS] of the summed memory of the process trees, sampled until the block ends."""
+    peak = [0, 0]
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.wait(0.5):
             peak[0] = max(peak[0], _tree_rss(pids()))
+            peak[1] = max(peak[1], _tree_pss(pids()))
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
@@ -255,7 +270,7 @@ def profiled(pids: list[int], mode: str) -> Iterator[None]:
     for pid in pids:
         out = PROFILE[0] / f"{slug}-{pid}.txt"
         argv = [str(VENV_BIN / "py-spy"), "record", "--pid", str(pid), "--subprocesses"]
-        argv += ["--rate", "50", "--format", "raw", "--output", str(out), "--nonblocking"]
+        argv += ["--rate", "100", "--format", "raw", "--output", str(out), "--nonblocking"]
         procs.append((subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out))
     time.sleep(1.0)  # py-spy attaches
     try:
@@ -336,7 +351,7 @@ def run_phases(svc: Service, burst: list[BatchFile], steady: list[BatchFile], ra
             seen += len(steady)
             wait_until(lambda: not files_below(svc.inbox) and pipeline_idle(svc.sessions, seen), 3600, "steady")
             _, result.steady, _ = _measure(svc.sessions, stream, t1)
-    result.peak_rss = peak[0]
+    result.peak_rss, result.peak_pss = peak[0], peak[1]
     return result
 
 
@@ -582,7 +597,8 @@ def print_round(results: list[Result], parse: Result) -> None:
     for r in results:
         if r.cpu and len(r.cpu) > 1:
             parts = ", ".join(f"{k} {v / r.files * 1000:.1f}" for k, v in r.cpu.items())
-            print(f"  {r.mode}: CPU ms/file {parts}; {r.evaluations} patient evaluations")
+            pss = f"; peak PSS {r.peak_pss / 2**20:.0f} MB" if r.peak_pss else ""
+            print(f"  {r.mode}: CPU ms/file {parts}; {r.evaluations} patient evaluations{pss}")
     emb = next((r for r in results if r.mode.startswith("embedded")), None)
     one = next((r for r in results if "1 worker process " in r.mode and "(code of " not in r.mode), None)
     two = next((r for r in results if "2 worker processes" in r.mode and "(code of " not in r.mode), None)

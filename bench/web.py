@@ -631,21 +631,25 @@ def report(name: str, ms: list[float], target: float | None) -> None:
 
 
 # The SQL the patient page needs, written by hand: the floor a page cannot beat for the same data
-# (the patient, exams with their machine and measurements, comparisons, therapies, next scan and
-# open alerts), run through the driver's cursor with no ORM, no template and no HTTP.
+# (the patient, exams with their machine and measurements, comparisons with their notes,
+# therapies, next scan and the open and acknowledged alerts: every column the page shows), run
+# through the driver's cursor with no ORM, no template and no HTTP. Neither the sign-in check nor
+# the audit event (the page's other two statements, with its COMMIT) is in it.
 FLOOR_SQL = (
     "SELECT id, identifier, issuer, name, birth_date, sex FROM patients WHERE identifier = %(identifier)s"
     " AND issuer = %(issuer)s",
-    "SELECT e.id, e.exam_date, e.software_version, d.id, d.manufacturer, d.model, d.serial, m.site, m.side, m.bmd,"
-    " m.t_score, m.z_score, m.provenance FROM exams e JOIN devices d ON d.id = e.device_id"
+    "SELECT e.id, e.exam_date, e.software_version, e.source, d.id, d.manufacturer, d.model, d.serial, m.site,"
+    " m.side, m.bmd, m.t_score, m.z_score, m.provenance FROM exams e JOIN devices d ON d.id = e.device_id"
     " LEFT JOIN measurements m ON m.exam_id = e.id WHERE e.patient_id = %(pk)s"
     " ORDER BY e.exam_date, e.id, m.site, m.side",
     "SELECT site, side, from_exam_id, to_exam_id, reference, status, delta_g_cm2, percent_change, lsc_g_cm2,"
-    " lsc_source, significance, dissimilar, reason FROM comparisons WHERE patient_id = %(pk)s ORDER BY position",
+    " lsc_source, significance, dissimilar, reason, notes FROM comparisons WHERE patient_id = %(pk)s"
+    " ORDER BY position",
     "SELECT id, agent, drug_class, start_date, stop_date, glucocorticoid FROM therapies WHERE patient_id = %(pk)s"
     " ORDER BY start_date",
     "SELECT due, rule_id, reason, alerts, who_category, z_below_expected FROM next_scans WHERE patient_id = %(pk)s",
-    "SELECT id, code, message, raised_at FROM alerts WHERE patient_id = %(pk)s AND state = 'open' ORDER BY id",
+    "SELECT id, code, message, state, raised_at, acknowledged_at, acknowledged_by, ack_comment, phrase FROM alerts"
+    " WHERE patient_id = %(pk)s AND state IN ('open', 'acknowledged') ORDER BY id",
 )
 
 
@@ -720,7 +724,9 @@ def _profile(client: TestClient, paths: list[str], out: Path) -> None:
         print(f"  {100 * samples / max(total, 1):5.1f} %  {name}")
 
 
-def run_requests(url: str, tmp: Path, n: int, rounds: int, profile: Path | None = None) -> None:
+def run_requests(
+    url: str, tmp: Path, n: int, rounds: int, profile: Path | None = None, page_only: bool = False
+) -> None:
     factory = session_factory(make_engine(url))
     with factory() as session:
         if accounts.verify_user(session, "bench", "bench-password") is None:
@@ -751,9 +757,16 @@ def run_requests(url: str, tmp: Path, n: int, rounds: int, profile: Path | None 
                 print(f"round {r + 1}/{rounds}")
             picked = patients(n)
             before = statements[0]
+            cpu = time.process_time()
             page = timed(client, [f"/patients/{p.path}{p.query}" for p in picked])
+            cpu_ms = (time.process_time() - cpu) * 1000 / len(picked)
             per_page = (statements[0] - before) / len(picked)
             report("patient page", page, 50)
+            print(
+                f"  CPU of this process per page {cpu_ms:.1f} ms (the app and the test client; loadavg"
+                f" {os.getloadavg()[0]:.2f})",
+                flush=True,
+            )
             if url.startswith("postgresql"):
                 floor = sql_floor(url, picked)
                 report("  its SQL floor (same patients)", floor, None)
@@ -763,6 +776,8 @@ def run_requests(url: str, tmp: Path, n: int, rounds: int, profile: Path | None 
                     f" (target ≤3x); {per_page:.1f} SQL statements per page (floor: {len(FLOOR_SQL)})",
                     flush=True,
                 )
+            if page_only:
+                continue
             report("trend API", timed(client, [f"/api/patients/{p.path}/trend{p.query}" for p in patients(n)]), None)
             lists: list[tuple[str, Callable[[], str]]] = [
                 ("patients list", lambda: f"/patients?page={rng.randint(1, 50)}"),
@@ -790,6 +805,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--profile", type=Path, help="profile --requests patient pages first (py-spy), collapsed stacks to this file"
     )
+    parser.add_argument("--page-only", action="store_true", help="time the patient page and its floor, no lists")
     args = parser.parse_args(argv)
     if args.skip_load and not args.database_url:
         parser.error("--skip-load needs --database-url (a SQLite bench file is temporary)")
@@ -800,7 +816,7 @@ def main(argv: list[str] | None = None) -> None:
             t0 = time.perf_counter()
             counts = load(url, args.patients, args.jobs)
             print(f"load: {time.perf_counter() - t0:.1f} s; rows: {counts}", flush=True)
-        run_requests(url, Path(tmp), args.requests, args.rounds, args.profile)
+        run_requests(url, Path(tmp), args.requests, args.rounds, args.profile, args.page_only)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"peak RSS: bench process (app and requests) {peak:.0f} MiB, largest load worker {workers:.0f} MiB")

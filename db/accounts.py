@@ -229,9 +229,14 @@ def append_audit(
     detail: dict[str, Any] | None = None,
     now: datetime | None = None,
 ) -> None:
-    """`record_audit` as one plain INSERT: no object to track, no id read back (the unit of work
-    cost a page more than the insert itself)."""
-    session.execute(insert(AuditEvent).values(**_audit_values(actor, action, patient_id, user_id, detail, now)))
+    """`record_audit` as one plain INSERT: no object to track, no id read back (the unit of work,
+    and then the ORM's bulk-insert path, cost a page more than the insert itself, issue 13)."""
+    if session.autoflush:
+        session.flush()  # as session.execute would: pending rows first
+    session.connection().execute(_AUDIT_INSERT, _audit_values(actor, action, patient_id, user_id, detail, now))
+
+
+_AUDIT_INSERT = insert(AuditEvent.__table__).inline()  # type: ignore[arg-type]  # built once; no RETURNING
 
 
 def _audit_values(

@@ -17,9 +17,9 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, NamedTuple
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from db.models import LoginFailure, User, WebSession, utcnow
@@ -46,14 +46,42 @@ def open_session(session: Session, user: User, *, now: datetime | None = None) -
     return secret
 
 
+class SessionUser(NamedTuple):
+    """The user of a session, as a page needs it: read as plain columns with the session row."""
+
+    id: int
+    username: str
+    role: str
+    locale: str | None
+    active: bool
+
+
 @dataclass(frozen=True)
 class FoundSession:
     """A session row looked up by its secret: its user while it holds, whether it must now be
     ended (idle or too old, its user disabled or gone), whether its last use is worth stamping."""
 
-    user: User | None
+    user: SessionUser | None
     must_end: bool = False
     touch_due: bool = False
+
+
+# Every page asks this: one statement, built once, plain columns (loading and tracking a session
+# and a user entity cost a page more than the query, issue 13).
+_FIND = (
+    select(
+        WebSession.revoked_at,
+        WebSession.last_seen_at,
+        WebSession.created_at,
+        User.id,
+        User.username,
+        User.role,
+        User.locale,
+        User.active,
+    )
+    .outerjoin(User, User.id == WebSession.user_id)
+    .where(WebSession.token_hash == bindparam("token_hash"))
+)
 
 
 def find_session(
@@ -63,18 +91,16 @@ def find_session(
     session is unknown or already ended. The caller ends it (`revoke_session`) or stamps it
     (`touch_session`) in a write of its own."""
     moment = now or utcnow()
-    found = session.execute(
-        select(WebSession, User)
-        .outerjoin(User, User.id == WebSession.user_id)
-        .where(WebSession.token_hash == _hash(secret))
-    ).one_or_none()  # one statement: every page asks this
-    if found is None or found[0].revoked_at is not None:
+    found = session.connection().execute(_FIND, {"token_hash": _hash(secret)}).one_or_none()
+    if found is None or found[0] is not None:
         return None
-    row, user = found
-    expired = moment - row.last_seen_at > times.idle or moment - row.created_at > times.absolute
-    if user is None or not user.active or expired:
+    _, last_seen_at, created_at, user_id, username, role, locale, active = found
+    expired = moment - last_seen_at > times.idle or moment - created_at > times.absolute
+    if user_id is None or not active or expired:
         return FoundSession(None, must_end=True)
-    return FoundSession(user, touch_due=moment - row.last_seen_at >= TOUCH_EVERY)
+    return FoundSession(
+        SessionUser(user_id, username, role, locale, active), touch_due=moment - last_seen_at >= TOUCH_EVERY
+    )
 
 
 def touch_session(session: Session, secret: str, *, now: datetime | None = None) -> None:
@@ -87,7 +113,9 @@ def touch_session(session: Session, secret: str, *, now: datetime | None = None)
     )
 
 
-def session_user(session: Session, secret: str, times: SessionTimes, *, now: datetime | None = None) -> User | None:
+def session_user(
+    session: Session, secret: str, times: SessionTimes, *, now: datetime | None = None
+) -> SessionUser | None:
     """The active user of a live session, its last use recorded; None when the session is unknown,
     revoked, idle too long or too old (it is then revoked, so it cannot come back). In one
     transaction that writes: for tools and tests; the web app splits it (`services.accounts`)."""

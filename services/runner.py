@@ -13,7 +13,8 @@ the rest of its batch: a file that kills its worker then takes no other file wit
 On SQLite, whose writers queue on one lock, the embedded runner is one writer (`Pipeline`): it
 claims a batch of files and hands it to a parser thread (which drives the parse child), stores the
 batch parsed before meanwhile, and runs the evaluations that store queued; runner threads queueing
-on `BEGIN IMMEDIATE` for each other's stores cost more than they parallelised.
+on `BEGIN IMMEDIATE` for each other's stores cost more than they parallelised. The overlap of parse
+and store is `services.stages.Overlap`, the same that a Celery task's chunk goes through.
 """
 
 from __future__ import annotations
@@ -21,29 +22,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 from sqlalchemy.orm import Session
 
 from db.jobs import JobKindName, claim_job, claim_jobs, claim_next_job, claim_next_jobs
-from db.models import Job
 from services.context import Context
 from services.evaluation import evaluate_job, evaluate_jobs
-from services.ingestion import (
-    ClaimedFile,
-    ParsedFile,
-    ingest_batch,
-    ingest_claimed,
-    parse_batch,
-    start_ingest,
-    start_ingests,
-    store_batch,
-)
+from services.ingestion import ClaimedFile, ingest_batch, ingest_claimed, start_ingest, start_ingests
 from services.liveness import heartbeat
 from services.outcomes import ClaimedJob, JobResult, worker_name
-from services.stages import ingest_overlapped
+from services.stages import Overlap, ingest_overlapped, release, run_or_release
 
 log = logging.getLogger(__name__)
 
@@ -106,19 +96,11 @@ def _execute_batch(
     groups += [[one] for one in files if one.job.attempts > 1]
     for group in groups:
         ids = [one.job.id for one in group]
-        results += _run_or_release(ctx, ids, partial(ingest, ctx, group))
+        results += run_or_release(ctx, ids, partial(ingest, ctx, group))
     if evaluations:
         ids = [one.id for one in evaluations]
-        results += _run_or_release(ctx, ids, partial(evaluate_jobs, ctx, evaluations))
+        results += run_or_release(ctx, ids, partial(evaluate_jobs, ctx, evaluations))
     return results
-
-
-@dataclass
-class _Parsing:
-    """A claimed batch whose parse runs in the pipeline's parser thread."""
-
-    job_ids: list[int]
-    parsed: Future[list[ParsedFile]]
 
 
 EVALUATE_EVERY_S = 1.0  # the longest a queued evaluation waits while files keep coming
@@ -126,22 +108,21 @@ EVALUATE_EVERY_S = 1.0  # the longest a queued evaluation waits while files keep
 
 class Pipeline:
     """The one writer of the embedded runner on SQLite. Each `step` claims the next batch of files
-    and starts its parse in the parser thread (the parse child does the work, outside this
-    process's interpreter lock), then, while that runs, stores the batch parsed in the previous
-    step and runs a batch of the evaluations queued; a claimed batch is stored one step later.
-    The per-file limits, and a dying child's isolation of its file, are `parse_batch`'s, as in
-    `ingest_batch`. Not thread-safe: one per runner thread."""
+    and feeds it to the `Overlap` (`services.stages`): its parse starts in the parser thread (the
+    parse child does the work, outside this process's interpreter lock) while this thread stores
+    the batch claimed in the previous step; then it runs a batch of the evaluations queued. Not
+    thread-safe: one per runner thread."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self._parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parser")
-        self._pending: _Parsing | None = None
+        self._overlap = Overlap(ctx, self._parser)
         self._evaluated = time.monotonic()
 
     @property
     def busy(self) -> bool:
         """A batch is being parsed: call `step` again without waiting for new work."""
-        return self._pending is not None
+        return self._overlap.busy
 
     def step(self) -> list[JobResult]:
         ctx = self.ctx
@@ -150,15 +131,10 @@ class Pipeline:
             started = _start_all(ctx, session, [ClaimedJob.of(job) for job in jobs])
         results = [one for one in started if isinstance(one, JobResult)]
         files = [one for one in started if isinstance(one, ClaimedFile)]
-        fresh = [one for one in files if one.job.attempts <= 1]
-        following = self._parse(fresh) if fresh else None
-        try:
-            results += self._store_pending()
-        finally:
-            self._pending = following
+        results += self._overlap.feed([one for one in files if one.job.attempts <= 1])
         for one in files:  # tried before: alone (its own parse child), so it takes no other file with it
             if one.job.attempts > 1:
-                results += _run_or_release(ctx, [one.job.id], partial(ingest_batch, ctx, [one]))
+                results += run_or_release(ctx, [one.job.id], partial(ingest_batch, ctx, [one]))
         # Evaluations wait while files keep coming (a patient's queued evaluation then covers more
         # of its files), but never longer than EVALUATE_EVERY_S: the inbox's quiet single file is
         # evaluated at once.
@@ -170,43 +146,14 @@ class Pipeline:
     def close(self) -> None:
         """Store what is being parsed (or put it back in the queue), and stop the parser thread."""
         try:
-            self._store_pending()
+            self._overlap.drain()
         finally:
-            self._pending = None
             self._parser.shutdown(wait=True)
 
-    def _parse(self, files: list[ClaimedFile]) -> _Parsing:
-        ids = [one.job.id for one in files]
 
-        def parse() -> list[ParsedFile]:
-            with heartbeat(self.ctx.sessions, ids, worker_name()):
-                return parse_batch(self.ctx, files)
-
-        return _Parsing(ids, self._parser.submit(parse))
-
-    def _store_pending(self) -> list[JobResult]:
-        pending, self._pending = self._pending, None
-        if pending is None:
-            return []
-        # A parse that failed by a fault (not a file's verdict) puts the batch back, like a store's.
-        return _run_or_release(self.ctx, pending.job_ids, lambda: store_batch(self.ctx, pending.parsed.result()))
-
-
-def _run_or_release(ctx: Context, job_ids: list[int], run: Callable[[], list[JobResult]]) -> list[JobResult]:
-    """`_execute_or_release` for a batch: on a fault every job of it still `running` under this
-    worker goes back to `queued`."""
-    try:
-        with heartbeat(ctx.sessions, job_ids, worker_name()):  # a silent batch is taken over (services.recovery)
-            return run()
-    except Exception as exc:
-        fault = type(exc).__name__
-        log.warning("a batch of %d jobs failed by a fault (%s); put back in the queue", len(job_ids), fault)
-        for job_id in job_ids:
-            try:
-                _release(ctx, job_id)
-            except Exception as again:
-                log.warning("job %s could not be put back (%s); the sweeper will", job_id, type(again).__name__)
-        raise
+# Kept under their former names for the back-load (`services.backload`).
+_run_or_release = run_or_release
+_release = release
 
 
 def _execute_or_release(ctx: Context, started: ClaimedJob | ClaimedFile | JobResult) -> JobResult:
@@ -221,21 +168,10 @@ def _execute_or_release(ctx: Context, started: ClaimedJob | ClaimedFile | JobRes
         if isinstance(job, ClaimedJob):
             log.warning("job %s failed by a fault (%s); put back in the queue", job.id, type(exc).__name__)
             try:
-                _release(ctx, job.id)
+                release(ctx, job.id)
             except Exception as again:
                 log.warning("job %s could not be put back (%s); the sweeper will", job.id, type(again).__name__)
         raise
-
-
-def _release(ctx: Context, job_id: int) -> None:
-    with ctx.sessions.begin() as session:
-        job = session.get(Job, job_id)
-        if job is None or job.state != "running" or job.worker != worker_name():
-            return
-        job.state = "queued"
-        job.worker = None
-        if job.source_file is not None and job.source_file.status == "processing":
-            job.source_file.status = "pending"
 
 
 def _start(ctx: Context, session: Session, job: ClaimedJob) -> ClaimedJob | ClaimedFile | JobResult:

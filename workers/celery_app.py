@@ -50,10 +50,13 @@ app = make_celery(load_settings())
 
 @worker_process_init.connect
 def _fresh_engine_after_fork(**_: Any) -> None:
-    """A forked pool process must not reuse the parent's database connections."""
+    """A forked pool process must not reuse the parent's database connections; its parser thread
+    gets the interpreter lock back promptly (`services.stages.favour_parser_thread`)."""
+    from services.stages import favour_parser_thread
     from workers.tasks import reset_after_fork
 
     reset_after_fork()
+    favour_parser_thread()
 
 
 class HeartbeatScheduler(PersistentScheduler):  # type: ignore[misc]

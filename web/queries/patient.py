@@ -7,14 +7,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import BindParameter, bindparam, select
+from sqlalchemy import BindParameter, bindparam, select, text
 from sqlalchemy.orm import Session
 
 from db.converters import phrases_from_json
 from db.models import AlertRow, ComparisonRow, Device, Exam, Measurement, NextScanRow, Patient, TherapyRow
+from db.patients import AmbiguousPatient, find_patient
 from monitor.identity import machine_key
 from monitor.model import Machine, Phrase
 
@@ -258,13 +259,13 @@ _LIVE_ALERTS = (
 )
 
 
-def _exam_views(session: Session, patient_pk: int) -> list[ExamView]:
-    """The patient's exams in date order, each with its device and measurements, in one query.
+def _exam_views(rows: list[Any] | tuple[Any, ...]) -> list[ExamView]:
+    """The patient's exams in date order, each with its device and measurements, from the rows of
+    `_EXAMS` (one per measurement, exam columns repeated).
 
     Plain columns rather than ORM objects: building and tracking entities for every measurement
     cost more than the whole query on a patient followed for years.
     """
-    rows = session.connection().execute(_EXAMS, {"patient_pk": patient_pk}).all()
     heads: dict[int, tuple[Any, ...]] = {}
     measurements: dict[int, list[MeasurementView]] = defaultdict(list)
     for exam_pk, day, software, source, device_pk, maker, model, serial, strength, site, side, bmd, t, z, prov in rows:
@@ -286,65 +287,109 @@ def _exam_views(session: Session, patient_pk: int) -> list[ExamView]:
     ]
 
 
+class _PatientRow(NamedTuple):
+    pk: int
+    identifier: str
+    issuer: str
+    name: str | None
+    birth_date: date | None
+    sex: str | None
+
+
+class _Rows(NamedTuple):
+    """The page's rows, one list per table, in the column order of `_EXAMS`, `_COMPARISONS`..."""
+
+    exams: list[Any]
+    comparisons: list[Any]
+    therapies: list[Any]
+    next_scan: Any | None
+    live_alerts: list[Any]
+
+
 def patient_detail(session: Session, patient: Patient) -> PatientDetail:
     """Everything the patient page shows, in one query per table. Plain columns through the
     session's connection: the ORM's statement handling costs more than these short reads."""
-    exams = _exam_views(session, patient.id)
     connection = session.connection()
+    params = {"patient_pk": patient.id}
+    rows = _Rows(
+        exams=list(connection.execute(_EXAMS, params)),
+        comparisons=list(connection.execute(_COMPARISONS, params)),
+        therapies=list(connection.execute(_THERAPIES, params)),
+        next_scan=connection.execute(_NEXT_SCAN, params).first(),
+        live_alerts=list(connection.execute(_LIVE_ALERTS, params)),
+    )
+    head = _PatientRow(patient.id, patient.identifier, patient.issuer, patient.name, patient.birth_date, patient.sex)
+    return _detail(head, rows)
+
+
+def _detail(patient: _PatientRow, rows: _Rows) -> PatientDetail:
+    exams = _exam_views(rows.exams)
     exam_views = {exam.pk: exam for exam in exams}
     comparisons = []
-    for row in connection.execute(_COMPARISONS, {"patient_pk": patient.id}):
-        src, dst = exam_views.get(row.from_exam_id), exam_views.get(row.to_exam_id)
+    for (
+        site,
+        side,
+        from_exam_id,
+        to_exam_id,
+        reference,
+        status,
+        delta,
+        percent,
+        lsc,
+        lsc_source,
+        significance,
+        dissimilar,
+        reason,
+        notes,
+    ) in rows.comparisons:
+        src, dst = exam_views.get(from_exam_id), exam_views.get(to_exam_id)
         if src is None or dst is None:
             continue
-        measured = dst.measurement(row.site, row.side)
+        measured = dst.measurement(site, side)
         provenance = measured.provenance if measured is not None else {}
-        vendor = vendor_change(provenance, row.reference)
         comparisons.append(
             ComparisonView(
-                site=row.site,
-                side=row.side,
+                site=site,
+                side=side,
                 from_exam=src.exam_id,
                 to_exam=dst.exam_id,
                 from_date=src.date,
                 to_date=dst.date,
                 from_device=src.device.label,
                 to_device=dst.device.label,
-                reference=row.reference,
-                status=row.status,
-                delta_g_cm2=row.delta_g_cm2,
-                percent_change=row.percent_change,
-                lsc_g_cm2=row.lsc_g_cm2,
-                lsc_source=row.lsc_source,
-                significance=row.significance,
-                dissimilar=row.dissimilar,
-                reason=row.reason,
-                vendor_percent_change=vendor,
-                notes=phrases_from_json(row.notes),
+                reference=reference,
+                status=status,
+                delta_g_cm2=delta,
+                percent_change=percent,
+                lsc_g_cm2=lsc,
+                lsc_source=lsc_source,
+                significance=significance,
+                dissimilar=dissimilar,
+                reason=reason,
+                vendor_percent_change=vendor_change(provenance, reference),
+                notes=phrases_from_json(notes),
             )
         )
-    therapies = tuple(TherapyView(*row) for row in connection.execute(_THERAPIES, {"patient_pk": patient.id}))
-    nxt_row = connection.execute(_NEXT_SCAN, {"patient_pk": patient.id}).first()
-    nxt = (
-        NextScanView(
-            due=nxt_row.due,
-            rule_id=nxt_row.rule_id,
-            reason=nxt_row.reason,
-            alerts=tuple(a if isinstance(a, dict) else {"code": str(a), "message": str(a)} for a in nxt_row.alerts),
-            who_category=nxt_row.who_category,
-            z_below_expected=nxt_row.z_below_expected,
+    therapies = tuple(TherapyView(*row) for row in rows.therapies)
+    nxt = None
+    if rows.next_scan is not None:
+        due, rule_id, reason, alerts, who_category, z_below_expected = rows.next_scan
+        nxt = NextScanView(
+            due=due,
+            rule_id=rule_id,
+            reason=reason,
+            alerts=tuple(a if isinstance(a, dict) else {"code": str(a), "message": str(a)} for a in alerts),
+            who_category=who_category,
+            z_below_expected=z_below_expected,
         )
-        if nxt_row
-        else None
-    )
-    live_alerts = tuple(LiveAlert(*row) for row in connection.execute(_LIVE_ALERTS, {"patient_pk": patient.id}))
+    live_alerts = tuple(LiveAlert(*row) for row in rows.live_alerts)
     open_alerts = tuple(
         {"code": a.code, "message": a.message, "raised_at": a.raised_at.date().isoformat()}
         for a in live_alerts
         if a.state == "open"
     )
     return PatientDetail(
-        pk=patient.id,
+        pk=patient.pk,
         patient_id=patient.identifier,
         issuer=patient.issuer,
         name=patient.name,
@@ -357,3 +402,76 @@ def patient_detail(session: Session, patient: Patient) -> PatientDetail:
         open_alerts=open_alerts,
         live_alerts=live_alerts,
     )
+
+
+# On PostgreSQL the page reads the patient and its five tables in ONE statement, each table
+# aggregated to a JSON array in the order the separate queries above return it (issue 13: the
+# five round trips and their statement handling cost several times the reads themselves). JSON
+# brings dates as ISO text, put back below; doubles travel as text, since JSON would turn -0.0
+# (a T-score of "-0.0") into 0 and 1.0 into an integer. PostgreSQL 12 and later print doubles
+# exactly (shortest round-trip digits), so the page shows the same numbers.
+_PAGE_SELECT = """
+SELECT p.id, p.identifier, p.issuer, p.name, p.birth_date, p.sex,
+  (SELECT json_agg(json_build_array(e.id, e.exam_date, e.software_version, e.source, d.id, d.manufacturer,
+          d.model, d.serial, d.identity_strength, m.site, m.side, m.bmd::text, m.t_score::text, m.z_score::text,
+          m.provenance)
+          ORDER BY e.exam_date, e.id, m.site, m.side)
+     FROM exams e JOIN devices d ON d.id = e.device_id LEFT JOIN measurements m ON m.exam_id = e.id
+    WHERE e.patient_id = p.id),
+  (SELECT json_agg(json_build_array(c.site, c.side, c.from_exam_id, c.to_exam_id, c.reference, c.status,
+          c.delta_g_cm2::text, c.percent_change::text, c.lsc_g_cm2::text, c.lsc_source, c.significance,
+          c.dissimilar, c.reason, c.notes) ORDER BY c.position)
+     FROM comparisons c WHERE c.patient_id = p.id),
+  (SELECT json_agg(json_build_array(t.id, t.agent, t.drug_class, t.start_date, t.stop_date, t.glucocorticoid)
+          ORDER BY t.start_date)
+     FROM therapies t WHERE t.patient_id = p.id),
+  (SELECT json_build_array(n.due, n.rule_id, n.reason, n.alerts, n.who_category, n.z_below_expected)
+     FROM next_scans n WHERE n.patient_id = p.id),
+  (SELECT json_agg(json_build_array(a.id, a.code, a.message, a.state, a.raised_at, a.acknowledged_at,
+          a.acknowledged_by, a.ack_comment, a.phrase) ORDER BY a.id)
+     FROM alerts a WHERE a.patient_id = p.id AND a.state IN ('open', 'acknowledged'))
+FROM patients p WHERE p.identifier = :identifier"""
+_PAGE_ANY_ISSUER = text(_PAGE_SELECT + " LIMIT 10")
+_PAGE_OF_ISSUER = text(_PAGE_SELECT + " AND p.issuer = :issuer LIMIT 10")
+
+
+def read_patient(session: Session, identifier: str, issuer: str | None) -> PatientDetail | None:
+    """The patient an identifier names (`db.patients.find_patient`'s rule: any issuer unless one
+    is given, `AmbiguousPatient` when several have it) with everything its page shows; None when
+    there is no such patient. One statement on PostgreSQL, one per table elsewhere."""
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        patient = find_patient(session, identifier, issuer)
+        return patient_detail(session, patient) if patient is not None else None
+    params = {"identifier": identifier.strip()}
+    if issuer is not None:
+        params["issuer"] = issuer.strip()
+    found = connection.execute(_PAGE_ANY_ISSUER if issuer is None else _PAGE_OF_ISSUER, params).all()
+    if len(found) > 1:
+        raise AmbiguousPatient(sorted(row[2] for row in found))
+    if not found:
+        return None
+    pk, identifier, issuer, name, birth, sex, exams, comparisons, therapies, next_scan, alerts = found[0]
+    rows = _Rows(
+        exams=[
+            (e[0], _day(e[1]), *e[2:11], _double(e[11]), _double(e[12]), _double(e[13]), e[14]) for e in exams or ()
+        ],
+        comparisons=[(*c[:6], _double(c[6]), _double(c[7]), _double(c[8]), *c[9:]) for c in comparisons or ()],
+        therapies=[(*t[:3], _day(t[3]), _day(t[4]), t[5]) for t in therapies or ()],
+        next_scan=(_day(next_scan[0]), *next_scan[1:]) if next_scan is not None else None,
+        live_alerts=[(*a[:4], _moment(a[4]), _moment(a[5]), *a[6:]) for a in alerts or ()],
+    )
+    return _detail(_PatientRow(pk, identifier, issuer, name, birth, sex), rows)
+
+
+def _day(value: str | None) -> date | None:
+    return date.fromisoformat(value) if value is not None else None
+
+
+def _double(value: str | None) -> float | None:
+    return float(value) if value is not None else None
+
+
+def _moment(value: str | None) -> datetime | None:
+    """A timestamptz as JSON text, in UTC as `db.models.UtcDateTime` returns it."""
+    return datetime.fromisoformat(value).astimezone(UTC) if value is not None else None

@@ -61,6 +61,18 @@ class PatientRoute(APIRoute):
 router = APIRouter(route_class=PatientRoute)
 
 
+def load_detail(session: Session, patient_id: str, issuer: str | None) -> patient_q.PatientDetail:
+    """The patient with everything its page shows (one statement on PostgreSQL); 404 and 409 as
+    `load_patient`."""
+    try:
+        detail = patient_q.read_patient(session, patient_id, issuer)
+    except AmbiguousPatient as exc:
+        raise HTTPException(409, f"identifier used by several issuers; add ?issuer= one of {exc.issuers}") from exc
+    if detail is None:
+        raise HTTPException(404, "no such patient")
+    return detail
+
+
 def load_patient(session: Session, patient_id: str, issuer: str | None) -> Patient:
     try:
         patient = find_patient(session, patient_id, issuer)
@@ -145,8 +157,7 @@ def patients_api(
 # --------------------------------------------------------------------------- one patient
 
 
-def _patient_context(session: Session, app: Services, patient: Patient) -> dict[str, Any]:
-    detail = patient_q.patient_detail(session, patient)
+def _patient_context(app: Services, detail: patient_q.PatientDetail) -> dict[str, Any]:
     tables = patient_view.site_tables(detail, app.monitoring)
     span = charts.time_span(detail)
     keys = [(t.site, t.side) for t in tables]
@@ -189,9 +200,9 @@ def patient_page(
     notice: str | None = None,
 ) -> Response:
     activate_request_locale(request)  # the charts and tables are worded before the template renders
-    patient = load_patient(session, patient_id, issuer)
-    context = _patient_context(session, app, patient)
-    record_read(app.ctx, session, actor(user), "patient_viewed", patient.id, via="page")
+    detail = load_detail(session, patient_id, issuer)
+    context = _patient_context(app, detail)
+    record_read(app.ctx, session, actor(user), "patient_viewed", detail.pk, via="page")
     return render(request, "patient.html", {**context, "notice": notice, "error": None})
 
 
@@ -228,9 +239,8 @@ def patient_api(session: DbSession, app: App, user: User, patient_id: str, issue
 def trend_api(session: DbSession, app: App, user: User, patient_id: str, issuer: str | None = None) -> dict[str, Any]:
     """BMD per monitoring site over time, split into same-machine segments (never joined across
     machines); T-scores are per exam and not a trend."""
-    patient = load_patient(session, patient_id, issuer)
-    detail = patient_q.patient_detail(session, patient)
-    record_read(app.ctx, session, actor(user), "patient_viewed", patient.id, via="trend_api")
+    detail = load_detail(session, patient_id, issuer)
+    record_read(app.ctx, session, actor(user), "patient_viewed", detail.pk, via="trend_api")
     return {
         "patient_id": detail.patient_id,
         "sites": [
@@ -342,7 +352,7 @@ def add_therapy_form(
         warning = therapies.add_therapy(app.ctx, actor(user), patient.id, agent, start, stop)
     except (UnknownAgent, ValueError) as exc:
         activate_request_locale(request)
-        context = _patient_context(session, app, patient)
+        context = _patient_context(app, patient_q.patient_detail(session, patient))
         return render(
             request, "patient.html", {**context, "notice": None, "error": therapy_error(exc)}, status_code=422
         )
@@ -371,7 +381,7 @@ def stop_therapy_form(
         raise HTTPException(404, "no such therapy") from None
     except (UnknownAgent, ValueError) as exc:
         activate_request_locale(request)
-        context = _patient_context(session, app, patient)
+        context = _patient_context(app, patient_q.patient_detail(session, patient))
         return render(
             request, "patient.html", {**context, "notice": None, "error": therapy_error(exc)}, status_code=422
         )

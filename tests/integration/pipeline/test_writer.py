@@ -16,6 +16,7 @@ from sqlalchemy import select
 import services.intake
 import services.parsing
 import services.runner
+import services.stages
 from db.migrate import upgrade
 from db.models import Measurement, SourceFile
 from ingest.parse import ParseLimits, parse_file_or_scan
@@ -112,7 +113,7 @@ def test_a_batch_whose_parse_fails_by_a_fault_goes_back_to_the_queue(
     def broken(*_: Any) -> Any:
         raise RuntimeError("the parser thread failed")
 
-    monkeypatch.setattr(services.runner, "parse_batch", broken)
+    monkeypatch.setattr(services.stages, "parse_batch", broken)
     pipeline = services.runner.Pipeline(ctx)
     try:
         pipeline.step()  # claimed; its parse fails in the parser thread

@@ -1,0 +1,89 @@
+"""The overlap of parse and store (`services.stages`): the next part is parsed while the part
+before it is stored, every parse of a Celery chunk runs in the process's one parser thread (one
+parse child per pool process), and a fault puts back what was claimed but not stored."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from services import stages
+from services.ingestion import ClaimedFile, ParsedFile
+from services.outcomes import ClaimedJob, JobResult
+
+WAIT_S = 10.0  # far longer than any step here takes; reached only when the overlap is missing
+
+
+def _files(n: int) -> list[ClaimedFile]:
+    return [ClaimedFile(ClaimedJob(i, "ingest_file", 1, i, None), i, f"/w/{i}", f"{i}.dcm", "0" * 64) for i in range(n)]
+
+
+def _result(file: ClaimedFile) -> JobResult:
+    return JobResult(file.job.id, "ingest_file", "ingested", "")
+
+
+@pytest.fixture
+def ctx() -> Any:
+    # The heartbeat's first beat comes after db.operations.HEARTBEAT_S: no database is reached here.
+    return SimpleNamespace(sessions=None)
+
+
+def test_the_next_part_is_parsed_while_the_part_before_is_stored(ctx: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    parsing_threads: list[str] = []
+    parsed_parts: list[list[int]] = []
+    second_parse_started = threading.Event()
+
+    def parse_batch(_: Any, files: Sequence[ClaimedFile]) -> list[ParsedFile]:
+        parsing_threads.append(threading.current_thread().name)
+        parsed_parts.append([f.job.id for f in files])
+        if len(parsed_parts) == 2:
+            second_parse_started.set()
+        return [(f, ()) for f in files]
+
+    def store_batch(_: Any, parsed: Sequence[ParsedFile]) -> list[JobResult]:
+        if parsed[0][0].job.id == 0:  # the first part is stored only once the second one is being parsed
+            assert second_parse_started.wait(WAIT_S), "part 2 was not parsed during the store of part 1"
+        return [_result(f) for f, _ in parsed]
+
+    monkeypatch.setattr(stages, "parse_batch", parse_batch)
+    monkeypatch.setattr(stages, "store_batch", store_batch)
+    results = stages.ingest_overlapped(ctx, _files(20), part=8)
+    assert [r.job_id for r in results] == list(range(20))
+    assert parsed_parts == [list(range(8)), list(range(8, 16)), list(range(16, 20))]
+    assert set(parsing_threads) == {"parser_0"}
+
+
+def test_a_chunk_of_one_part_is_parsed_in_the_same_parser_thread(ctx: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not in the task's thread: that would give the pool process a second parse child."""
+    threads: list[int | None] = []
+
+    def parse_batch(_: Any, files: Sequence[ClaimedFile]) -> list[ParsedFile]:
+        threads.append(threading.get_ident())
+        return [(f, ()) for f in files]
+
+    monkeypatch.setattr(stages, "parse_batch", parse_batch)
+    monkeypatch.setattr(stages, "store_batch", lambda _, parsed: [_result(f) for f, _ in parsed])
+    stages.ingest_overlapped(ctx, _files(20), part=8)
+    assert [r.job_id for r in stages.ingest_overlapped(ctx, _files(3), part=8)] == [0, 1, 2]
+    assert len(set(threads)) == 1 and threading.get_ident() not in threads
+
+
+def test_a_store_fault_puts_back_the_part_parsed_meanwhile(ctx: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    released: list[int] = []
+
+    def store_batch(_: Any, parsed: Sequence[ParsedFile]) -> list[JobResult]:
+        if parsed[0][0].job.id == 8:
+            raise ConnectionError("the database went away")
+        return [_result(f) for f, _ in parsed]
+
+    monkeypatch.setattr(stages, "parse_batch", lambda _, files: [(f, ()) for f in files])
+    monkeypatch.setattr(stages, "store_batch", store_batch)
+    monkeypatch.setattr(stages, "release", lambda _, job_id: released.append(job_id))
+    with pytest.raises(ConnectionError):
+        stages.ingest_overlapped(ctx, _files(20), part=8)
+    # The failed part and the one parsed during its store go back; the first part stays stored.
+    assert sorted(released) == list(range(8, 20))
