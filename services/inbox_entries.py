@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import logging
 import os
 import threading
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from db.models import AuditEvent
 from services.context import Context
+from services.files import write_sidecar
 from settings import Settings
 
 log = logging.getLogger("dxa.inbox")
@@ -108,5 +108,5 @@ def _move_aside(quarantine_dir: Path, path: str, kind: str, ident: str) -> str |
             log.warning("inbox: entry %s could not be moved aside (%s)", ident, type(exc).__name__)
         return None
     sidecar = {"reason_code": FOLDER, "reason": REASON.get(kind, REASON["other"]), "entry": ident, "kind": kind}
-    dest.with_name(dest.name + ".json").write_text(json.dumps(sidecar, indent=2), encoding="utf-8")
+    write_sidecar(dest, sidecar)
     return str(dest.relative_to(quarantine_dir))
