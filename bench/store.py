@@ -5,6 +5,7 @@ a test.
     .venv/bin/python bench/store.py                         # 400 files, both databases, 3 rounds
     .venv/bin/python bench/store.py --compare ../old-checkout --rounds 3
     .venv/bin/python bench/store.py --profile --databases postgresql
+    DXA_BENCH_BATCH=8 .venv/bin/python bench/store.py       # batches of a Celery part (services.stages.PART)
 
 The files are the shared samples plus re-drops, UID conflicts and distinct variants
 (`tests.integration.pipeline.support.make_batch`), parsed once here (in this process, no child).
@@ -39,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CODE = Path(os.environ.get("DXA_BENCH_CODE", ROOT))  # the code a worker run imports (--compare)
 sys.path.insert(0, str(CODE))
 
-BATCH = 64
+BATCH = int(os.environ.get("DXA_BENCH_BATCH", "64"))  # files stored together (a Celery part is 8)
 
 
 def loadavg() -> str:
