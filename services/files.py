@@ -128,37 +128,6 @@ def quarantine_code(code: str) -> str:
     return _SAFE_CODE.sub("_", code.lower()).strip("_") or "unknown"
 
 
-def sidecar_path(dest: Path) -> Path:
-    return dest.with_name(dest.name + ".json")
-
-
-def write_sidecar(dest: Path, sidecar: dict[str, Any]) -> Path:
-    """The reason beside a quarantined file, written whole or not at all: to a temporary name,
-    flushed, then renamed. A process killed mid-write (a worker's SIGKILL) would otherwise leave an
-    empty or cut sidecar that recovery, seeing one exists, would keep."""
-    side = sidecar_path(dest)
-    side.parent.mkdir(parents=True, exist_ok=True)
-    tmp = side.with_name(f"{side.name}.{uuid.uuid4().hex}.partial")
-    try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            fh.write(json.dumps(sidecar, indent=2, ensure_ascii=False, default=str))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, side)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return side
-
-
-def readable_sidecar(dest: Path) -> bool:
-    """A sidecar is there and holds a whole JSON object (not one cut by a crash before this
-    module wrote them atomically)."""
-    try:
-        return isinstance(json.loads(sidecar_path(dest).read_text(encoding="utf-8")), dict)
-    except (OSError, ValueError):
-        return False
-
-
 def quarantine_file(
     work_path: Path, quarantine_dir: Path, code: str, sidecar: dict[str, Any], moves: Moves | None = None
 ) -> Path:
@@ -168,5 +137,6 @@ def quarantine_file(
     folder = quarantine_dir / quarantine_code(code)
     folder.mkdir(parents=True, exist_ok=True)
     dest = folder / f"{sidecar.get('sha256') or uuid.uuid4().hex}{work_path.suffix}"
-    write_sidecar(dest, sidecar)
+    side = dest.with_name(dest.name + ".json")
+    side.write_text(json.dumps(sidecar, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
     return moves.move(work_path, dest) if moves is not None else move_durably(work_path, dest)

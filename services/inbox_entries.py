@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import logging
 import os
 import threading
@@ -23,7 +24,6 @@ from pathlib import Path
 
 from db.models import AuditEvent
 from services.context import Context
-from services.files import write_sidecar
 from settings import Settings
 
 log = logging.getLogger("dxa.inbox")
@@ -108,5 +108,5 @@ def _move_aside(quarantine_dir: Path, path: str, kind: str, ident: str) -> str |
             log.warning("inbox: entry %s could not be moved aside (%s)", ident, type(exc).__name__)
         return None
     sidecar = {"reason_code": FOLDER, "reason": REASON.get(kind, REASON["other"]), "entry": ident, "kind": kind}
-    write_sidecar(dest, sidecar)
+    dest.with_name(dest.name + ".json").write_text(json.dumps(sidecar, indent=2), encoding="utf-8")
     return str(dest.relative_to(quarantine_dir))

@@ -12,13 +12,9 @@ from services.files import (
     claim_by_rename,
     display_name,
     quarantine_file,
-    readable_sidecar,
     safe_extension,
     sha256_of,
-    sidecar_path,
-    write_sidecar,
 )
-from services.recovery import _finish_move
 
 
 def test_hostile_names_never_become_paths(tmp_path: Path) -> None:
@@ -58,31 +54,3 @@ def test_quarantine_writes_sidecar_with_reason(tmp_path: Path) -> None:
     assert dest.read_bytes() == b"junk" and not work.exists()
     sidecar = json.loads(dest.with_name(dest.name + ".json").read_text())
     assert sidecar["reason"] == "no BMD"
-
-
-def test_sidecar_is_written_whole_and_leaves_no_temporary(tmp_path: Path) -> None:
-    dest = tmp_path / "q" / "bad" / "f.pdf"
-    side = write_sidecar(dest, {"reason": "cut réport", "reason_code": "bad"})
-    assert json.loads(side.read_text(encoding="utf-8"))["reason"] == "cut réport"
-    assert readable_sidecar(dest)
-    assert sorted(p.name for p in side.parent.iterdir()) == ["f.pdf.json"]
-
-
-def test_recovery_replaces_a_sidecar_cut_by_a_crash(tmp_path: Path) -> None:
-    # A worker killed while an older release wrote the sidecar left it empty; recovery, which
-    # knows the reason from the file's row, must not keep it because it exists.
-    work = tmp_path / "work" / "f.dcm"
-    work.parent.mkdir()
-    work.write_bytes(b"junk")
-    dest = tmp_path / "q" / "not_dxa_result" / "f.dcm"
-    dest.parent.mkdir(parents=True)
-    sidecar_path(dest).write_text("", encoding="utf-8")
-    assert not readable_sidecar(dest)
-    _finish_move(work, dest, {"reason": "no BMD", "reason_code": "not_dxa_result"})
-    assert dest.read_bytes() == b"junk" and not work.exists()
-    assert json.loads(sidecar_path(dest).read_text(encoding="utf-8"))["reason"] == "no BMD"
-    # A whole sidecar already there is kept as it is.
-    sidecar_path(dest).write_text('{"reason": "first"}', encoding="utf-8")
-    work.write_bytes(b"junk")
-    _finish_move(work, dest, {"reason": "second"})
-    assert json.loads(sidecar_path(dest).read_text(encoding="utf-8"))["reason"] == "first"
