@@ -25,7 +25,8 @@ from services.ingestion import ClaimedFile, ParsedFile, parse_batch, start_inges
 from services.intake import intake_many
 from services.outcomes import ClaimedJob, JobResult, worker_name
 from services.parsing import warm_parsers
-from services.runner import _run_or_release, run_batch, run_jobs
+from services.runner import run_batch, run_jobs
+from services.stages import release, run_or_release
 
 FINAL = ("ingested", "duplicate", "quarantined", "held")  # held: a scan waiting for a person (issue 14)
 CHUNK = 64  # files registered, claimed and stored together
@@ -121,10 +122,10 @@ def _store_chunk(ctx: Context, chunk: _Chunk) -> Iterator[Loaded]:
 
     results = list(chunk.done)
     if fresh:
-        results += _run_or_release(ctx, ids, store)
+        results += run_or_release(ctx, ids, store)
     retried = [one for one in chunk.files if one.job.attempts > 1]
     for one in retried:
-        results += _run_or_release(ctx, [one.job.id], partial(_alone, ctx, one))
+        results += run_or_release(ctx, [one.job.id], partial(_alone, ctx, one))
     yield from _settle(ctx, chunk.paths, results)
 
 
@@ -154,11 +155,9 @@ def _settle(ctx: Context, paths: dict[int, Path], results: Sequence[JobResult]) 
 def _release(ctx: Context, chunk: _Chunk) -> None:
     """A chunk claimed but not stored (the run stopped): its jobs back in the queue, for the next
     run (or a worker) to take."""
-    from services.runner import _release as release_job
-
     for one in chunk.files:
         try:
-            release_job(ctx, one.job.id)
+            release(ctx, one.job.id)
         except Exception:  # the sweeper's age rule remains
             continue
 

@@ -151,11 +151,6 @@ class Pipeline:
             self._parser.shutdown(wait=True)
 
 
-# Kept under their former names for the back-load (`services.backload`).
-_run_or_release = run_or_release
-_release = release
-
-
 def _execute_or_release(ctx: Context, started: ClaimedJob | ClaimedFile | JobResult) -> JobResult:
     """A job that fails by a fault (the database went away, the disk filled) goes back to `queued`
     at once, its file to `pending`, so neither stays `running`/`processing` until the sweeper's
