@@ -128,6 +128,25 @@ def quarantine_code(code: str) -> str:
     return _SAFE_CODE.sub("_", code.lower()).strip("_") or "unknown"
 
 
+def sidecar_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".json")
+
+
+def write_sidecar(dest: Path, sidecar: dict[str, Any]) -> None:
+    """The reason beside a quarantined file. Written before the file is moved, so a process killed
+    mid-write leaves the file in work/, where recovery finds it and rewrites a cut sidecar
+    (`readable_sidecar`). No temporary name: one left by a kill would itself be litter."""
+    sidecar_path(dest).write_text(json.dumps(sidecar, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+
+
+def readable_sidecar(dest: Path) -> bool:
+    """A sidecar is there and holds a whole JSON object, not one cut by a killed process."""
+    try:
+        return isinstance(json.loads(sidecar_path(dest).read_text(encoding="utf-8")), dict)
+    except (OSError, ValueError):
+        return False
+
+
 def quarantine_file(
     work_path: Path, quarantine_dir: Path, code: str, sidecar: dict[str, Any], moves: Moves | None = None
 ) -> Path:
@@ -137,6 +156,5 @@ def quarantine_file(
     folder = quarantine_dir / quarantine_code(code)
     folder.mkdir(parents=True, exist_ok=True)
     dest = folder / f"{sidecar.get('sha256') or uuid.uuid4().hex}{work_path.suffix}"
-    side = dest.with_name(dest.name + ".json")
-    side.write_text(json.dumps(sidecar, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    write_sidecar(dest, sidecar)
     return moves.move(work_path, dest) if moves is not None else move_durably(work_path, dest)

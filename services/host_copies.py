@@ -14,7 +14,6 @@ the same path again (same bytes, same name), so nothing is lost or doubled.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -25,7 +24,7 @@ from db.blobs import get_blob
 from db.models import SourceFile, utcnow
 from services.bytestore import IN_DATABASE
 from services.context import Context
-from services.files import archive_path, quarantine_code, safe_extension
+from services.files import archive_path, quarantine_code, safe_extension, write_sidecar
 from services.ingestion import sidecar
 
 log = logging.getLogger(__name__)
@@ -88,9 +87,7 @@ def write_host_copies(ctx: Context, limit: int = BATCH) -> int:
             dest = ctx.settings.quarantine_dir / quarantine_code(row.reason_code or "unknown") / f"{row.sha256}{ext}"
             side = sidecar(row, row.reason_code or "", row.reason_text or "")
             dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.with_name(dest.name + ".json").write_text(
-                json.dumps(side, indent=2, ensure_ascii=False, default=str), encoding="utf-8"
-            )
+            write_sidecar(dest, side)
             _write_durably(dest, data)
         with ctx.sessions.begin() as session:
             session.execute(

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +24,7 @@ from db.models import Job
 from db.operations import STALE_AFTER
 from services.bytestore import in_database
 from services.context import Context
-from services.files import move_durably, sha256_of
+from services.files import move_durably, readable_sidecar, sha256_of, write_sidecar
 from services.ingestion import sidecar
 from services.intake import register_claimed
 
@@ -105,11 +104,9 @@ def recover_files(ctx: Context, *, settled_for: timedelta | None = None) -> dict
 def _finish_move(path: Path, dest: Path, sidecar: dict[str, Any] | None) -> None:
     """Put a committed file where its row says; a quarantined one gets its sidecar too (the crash
     may have come before it was written)."""
-    if sidecar is not None:
-        side = dest.with_name(dest.name + ".json")
-        if not side.exists():
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            side.write_text(json.dumps(sidecar, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    if sidecar is not None and not readable_sidecar(dest):  # missing, or cut by a kill mid-write
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        write_sidecar(dest, sidecar)
     if dest.exists():
         path.unlink()
     else:

@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import select
 
 import services.evaluation
+import services.files
 import services.ingestion
 import services.intake
 import services.recovery
@@ -87,6 +88,37 @@ def test_files_committed_but_not_moved_are_finished_by_recovery(
     sidecar = state.quarantined[bad.sha256][2]
     assert any(w in sidecar["reason"].lower() for w in bad.truth["reason_contains"]), sidecar
     assert json.loads(json.dumps(sidecar))["reason_code"] == state.quarantined[bad.sha256][0]
+    ctx.engine.dispose()
+
+
+def test_a_sidecar_cut_by_a_killed_worker_is_rewritten_by_recovery(
+    tmp_path: Path, samples: list[Sample], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed while writing a quarantine sidecar leaves it empty or cut, with the file
+    still in work/ (the sidecar is written before the move): recovery must not keep it."""
+    ctx = _context(tmp_path)
+    bad = next(s for s in samples if s.expect == "reject" and s.path.stat().st_size > 0)
+    services.intake.intake(ctx, bad.path, copy=True)
+
+    def cut(dest: Path, sidecar: dict[str, Any]) -> None:
+        text = json.dumps(sidecar, indent=2)
+        services.files.sidecar_path(dest).write_text(text[: len(text) // 2], encoding="utf-8")
+        raise Crash
+
+    monkeypatch.setattr(services.files, "write_sidecar", cut)
+    with pytest.raises(Crash):
+        services.runner.run_next(ctx, kinds=("ingest_file",))
+    monkeypatch.undo()
+    cut_sidecars = [p for p in files_below(ctx.settings.quarantine_dir) if p.name.endswith(".json")]
+    assert len(cut_sidecars) == 1 and not services.files.readable_sidecar(cut_sidecars[0].with_suffix(""))
+
+    assert services.recovery.recover_files(ctx) == {"moved": 1, "registered": 0}
+    _drain(ctx)
+    state = check_accounting(
+        ctx.settings.data_dir, ctx.settings.inbox_dir, [BatchFile(bad.rel, bad.data, "original", bad)], ctx.sessions
+    )
+    sidecar = state.quarantined[bad.sha256][2]
+    assert any(w in sidecar["reason"].lower() for w in bad.truth["reason_contains"]), sidecar
     ctx.engine.dispose()
 
 
