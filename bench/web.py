@@ -4,6 +4,7 @@
     .venv/bin/python bench/web.py --database-url postgresql://postgres@127.0.0.1:5432/dxa_bench_web --rounds 3
     .venv/bin/python bench/web.py --database-url ... --skip-load      # time an already loaded database again
     .venv/bin/python bench/web.py --database-url ... --skip-load --profile /tmp/page.txt   # where a page's time goes
+    .venv/bin/python bench/web.py --database-url ... --skip-load --page-only --compare /work/main-before
     dropdb -h 127.0.0.1 -U postgres dxa_bench_web
     .venv/bin/python bench/web.py --sqlite --patients 2000              # a quick look, no server needed
 
@@ -26,14 +27,21 @@ alerts are computed by the real monitoring core (`monitor.evaluate`) from that h
 are what the service would have stored. Not loaded: source files, audit events and jobs, which
 the timed pages do not read (they only append audit events).
 
-Prints p50/p95 of the patient page beside its SQL floor (the same data read by hand-written SQL
-through the driver's cursor, `FLOOR_SQL`; PostgreSQL only) and the SQL statements a page runs, the
-trend API and the patients list with each filter against
-the issue's targets (patient page p95 < 50 ms, patients list p95 < 150 ms), each `--rounds`
-times to show the spread, then the peak RSS of this process and of the largest load worker.
-Requests go through the ASGI app in process (TestClient), so the figures are the app and the
-database, not the network. Patients are picked uniformly, so the page mix follows the
-exam-count mix above.
+Prints p50/p95 of the patient page, measured three ways side by side on the same patients (the
+order turned each patient, so none always reads a patient first from disk): in process through
+the TestClient; over real HTTP, keep-alive, from a server process started from this checkout as
+`dxa web` serves the app (uvicorn, `SERVER_CODE`), signed in like a browser, so the ratio is what a
+browser sees; and its SQL floor (the same data read by hand-written SQL through the driver's
+cursor, `FLOOR_SQL`; PostgreSQL only), with a second floor adding the page's own sign-in check
+and durably committed audit event. Then the CPU per page (this process for the TestClient, the
+server process over HTTP), the ratios to the floor, the SQL statements a page runs, the trend API
+and the patients list with each filter (TestClient and HTTP alternated) against the issue's
+targets (patient page p95 < 50 ms, lists p95 < 150 ms), each `--rounds` times to show the spread,
+then the peak RSS of this process and of the largest load worker. `--compare TREE` times a
+second server started from another checkout (e.g. of main before a change) beside this one's,
+and first checks that both serve byte-identical pages (CSRF tokens masked) for 300 patients in
+English and Chinese. `--profile FILE` samples the HTTP server with py-spy. Patients are picked
+uniformly, so the page mix follows the exam-count mix above.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ import json
 import multiprocessing
 import os
 import random
+import re
 import resource
 import shutil
 import statistics
@@ -54,7 +63,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 # Run as a script, this file's folder comes first on sys.path and this module, named `web`, would
@@ -94,6 +103,7 @@ TODAY = date(2024, 6, 1)
 SEED = 1
 CHUNK = 5000  # patients generated, evaluated and written per round
 STAMP = datetime(2024, 6, 1, 8, 0, tzinfo=UTC)
+T = TypeVar("T")
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -622,6 +632,209 @@ def timed(client: TestClient, paths: Iterator[str] | list[str]) -> list[float]:
     return out
 
 
+# --------------------------------------------------------------------------- real HTTP
+
+# The app as `dxa web` serves it (dxa.embedded.run_web: uvicorn, one process, keep-alive 75 s, no
+# access log), built from the tree given as argv[1] (PYTHONPATH), over the bench's database, with
+# the bench's fixed "today" so the pages are the TestClient's pages.
+SERVER_CODE = """
+import sys
+from datetime import date
+from pathlib import Path
+
+import uvicorn
+
+from dxa.embedded import WEB_KEEP_ALIVE_S
+from services.context import build_context
+from settings import Settings
+from web.app import create_app
+
+url, data_dir, port = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+ctx = build_context(Settings(data_dir=data_dir, database_url=url, secret_key="bench"))
+app = create_app(ctx, today=lambda: date.fromisoformat(sys.argv[4]))
+uvicorn.run(
+    app, host="127.0.0.1", port=port, log_level="warning", access_log=False, timeout_keep_alive=WEB_KEEP_ALIVE_S
+)
+"""
+
+
+class Server:
+    """A web server process started from `tree` (this checkout, or another one to compare with),
+    and one keep-alive HTTP/1.1 connection to it signed in as the bench user, as a browser holds.
+    `cpu_ms()` is the server process's CPU time so far (user + system, from /proc)."""
+
+    def __init__(self, label: str, tree: Path, url: str, data_dir: Path) -> None:
+        import socket
+        import subprocess
+
+        self.label = label
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        data_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", SERVER_CODE, url, str(data_dir), str(self.port), TODAY.isoformat()],
+            cwd=tree,
+            env=env,
+        )
+        self.cookie = ""
+        self._connect()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if self.get("/healthz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"server from {tree} did not start")
+            time.sleep(0.2)
+            self._connect()
+        login = self.get("/login")[1].decode()
+        token = login.split('name="csrf_token" value="')[1].split('"')[0]
+        form = urlencode({"username": "bench", "password": "bench-password", "csrf_token": token})
+        status, _ = self.request("POST", "/login", form.encode(), {"Content-Type": "application/x-www-form-urlencoded"})
+        if status != 303:
+            raise SystemExit(f"server from {tree}: sign-in answered {status}")
+
+    def _connect(self) -> None:
+        import http.client
+
+        self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        import http.client
+
+        sent = {**(headers or {}), **({"Cookie": self.cookie} if self.cookie else {})}
+        try:
+            self.connection.request(method, path, body=body, headers=sent)
+            response = self.connection.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            if method != "GET":
+                raise
+            # the server closed the connection after it sat idle (keep-alive timeout, while the
+            # other server was timed): open another and ask again, as a browser does
+            self.connection.close()
+            self._connect()
+            self.connection.request(method, path, body=body, headers=sent)
+            response = self.connection.getresponse()
+        data = response.read()
+        for value in response.headers.get_all("set-cookie") or ():
+            if value.startswith("dxa_session="):
+                self.cookie = value.split(";")[0]
+        return response.status, data
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        return self.request("GET", path, headers=headers)
+
+    def timed_get(self, path: str) -> float:
+        t0 = time.perf_counter()
+        status, _ = self.get(path)
+        ms = (time.perf_counter() - t0) * 1000
+        if status != 200:
+            raise SystemExit(f"{self.label}: {path}: HTTP {status}")
+        return ms
+
+    def cpu_ms(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        self.connection.close()
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+class Floor:
+    """FLOOR_SQL for one patient at a time on one psycopg connection (PostgreSQL only)."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        from db.engine import normalise_url
+
+        conninfo = normalise_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self.connection = psycopg.connect(conninfo, autocommit=True)
+        self.cursor = self.connection.cursor()
+
+    def timed(self, bench_patient: BenchPatient) -> float:
+        cur = self.cursor
+        t0 = time.perf_counter()
+        cur.execute(FLOOR_SQL[0], {"identifier": bench_patient.identifier, "issuer": bench_patient.issuer})
+        row = cur.fetchone()
+        if row is None:
+            raise SystemExit(f"floor: patient {bench_patient.path} not found")
+        for sql in FLOOR_SQL[1:]:
+            cur.execute(sql, {"pk": row[0]})
+            cur.fetchall()
+        return (time.perf_counter() - t0) * 1000
+
+    def timed_with_writes(self, bench_patient: BenchPatient) -> float:
+        """FLOOR_SQL plus what a page must also do in SQL: its sign-in check (`FLOOR_SIGN_IN`, a
+        session looked up by the hash of its secret) and its audit event, an INSERT committed
+        (durably: the COMMIT waits for the disk)."""
+        cur = self.cursor
+        t0 = time.perf_counter()
+        cur.execute(FLOOR_SIGN_IN, {"token_hash": "0" * 64})
+        cur.fetchall()
+        cur.execute(FLOOR_SQL[0], {"identifier": bench_patient.identifier, "issuer": bench_patient.issuer})
+        row = cur.fetchone()
+        if row is None:
+            raise SystemExit(f"floor: patient {bench_patient.path} not found")
+        for sql in FLOOR_SQL[1:]:
+            cur.execute(sql, {"pk": row[0]})
+            cur.fetchall()
+        cur.execute(FLOOR_AUDIT, {"pk": row[0]})
+        return (time.perf_counter() - t0) * 1000
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+CSRF_VALUE = re.compile(rb'name="csrf_token" value="[^"]*"')
+
+
+def same_pages(servers: list[Server], paths: list[str]) -> None:
+    """Whether the compared tree's server answers every path with the very same page as this
+    tree's (each session's CSRF token masked), in English and in Chinese: a change made for speed
+    must not change a byte of what is shown."""
+    first, other = servers
+    differ = []
+    for language in ("en", "zh-CN,zh;q=0.9"):
+        for path in paths:
+            answers = [s.get(path, {"Accept-Language": language}) for s in (first, other)]
+            bodies = [CSRF_VALUE.sub(b'name="csrf_token" value="-"', body) for _, body in answers]
+            if answers[0][0] != answers[1][0] or bodies[0] != bodies[1]:
+                differ.append((language, path))
+    print(
+        f"pages of {first.label} and {other.label}: {2 * len(paths) - len(differ)} of {2 * len(paths)} identical"
+        f" ({len(paths)} paths, en and zh-CN, CSRF tokens masked)",
+        flush=True,
+    )
+    for language, path in differ[:5]:
+        print(f"  DIFFERENT: {path} ({language})")
+
+
+def _page_getter(server: Server, page: Callable[[BenchPatient], str]) -> Callable[[BenchPatient], float]:
+    return lambda p: server.timed_get(page(p))
+
+
+def side_by_side(items: list[T], ways: dict[str, Callable[[T], float]]) -> dict[str, list[float]]:
+    """Each patient read every way, the order turned by one each patient: no way always reads a
+    patient first (from disk) or always second (from cache), and a disturbance on the shared
+    machine falls on all of them alike."""
+    names = list(ways)
+    out: dict[str, list[float]] = {name: [] for name in names}
+    for i, item in enumerate(items):
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
+            out[name].append(ways[name](item))
+    return out
+
+
 def report(name: str, ms: list[float], target: float | None) -> None:
     ordered = sorted(ms)
     p50 = statistics.median(ordered)
@@ -653,26 +866,14 @@ FLOOR_SQL = (
 )
 
 
-def sql_floor(url: str, patients: list[BenchPatient]) -> list[float]:
-    """Milliseconds per patient for FLOOR_SQL (PostgreSQL, psycopg cursor, one connection)."""
-    import psycopg
-
-    from db.engine import normalise_url
-
-    conninfo = normalise_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    out = []
-    with psycopg.connect(conninfo, autocommit=True) as conn, conn.cursor() as cur:
-        for bench_patient in patients:
-            t0 = time.perf_counter()
-            cur.execute(FLOOR_SQL[0], {"identifier": bench_patient.identifier, "issuer": bench_patient.issuer})
-            row = cur.fetchone()
-            if row is None:
-                raise SystemExit(f"floor: patient {bench_patient.path} not found")
-            for sql in FLOOR_SQL[1:]:
-                cur.execute(sql, {"pk": row[0]})
-                cur.fetchall()
-            out.append((time.perf_counter() - t0) * 1000)
-    return out
+FLOOR_SIGN_IN = (
+    "SELECT s.revoked_at, s.last_seen_at, s.created_at, u.id, u.username, u.role, u.locale, u.active"
+    " FROM web_sessions s LEFT JOIN users u ON u.id = s.user_id WHERE s.token_hash = %(token_hash)s"
+)
+FLOOR_AUDIT = (
+    "INSERT INTO audit_events (occurred_at, actor, user_id, action, patient_id, detail)"
+    " VALUES (now(), 'bench-floor', NULL, 'bench_floor', %(pk)s, '{}')"
+)
 
 
 def _p(ms: list[float], q: float) -> float:
@@ -693,39 +894,54 @@ def _sample_patients(url: str, count: int, rng: random.Random) -> list[BenchPati
     return [by_id[pk] for pk in picked if pk in by_id]
 
 
-def _profile(client: TestClient, paths: list[str], out: Path) -> None:
-    """Where the patient page's time goes: py-spy samples this process (every thread: the app
-    runs in the TestClient's worker threads) while `paths` are requested, idle time included
-    (waiting for the database is a page's time too). Writes py-spy's collapsed stacks to `out`
-    and prints the functions that take the largest share of the pages' samples."""
+def _profile(server: Server, paths: list[str], out: Path) -> None:
+    """Where the patient page's CPU goes in the server as it is really served: py-spy samples the
+    server process (every thread: uvicorn's event loop and the worker threads of the routes)
+    while it holds the GIL, so a sample is Python at work, not waiting for the database or the
+    network. Writes py-spy's collapsed stacks to `out` and prints each thread's share and the
+    functions that take the largest share of all samples (inclusive)."""
     import signal
     import subprocess
 
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    command = [spy, "record", "--pid", str(os.getpid()), "--rate", "1000", "--idle", "--format", "raw"]
-    recorder = subprocess.Popen([*command, "--output", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    time.sleep(1.0)  # py-spy attaches
-    ms = timed(client, paths)
+    command = [spy, "record", "--pid", str(server.process.pid), "--rate", "1000", "--gil", "--threads"]
+    recorder = subprocess.Popen(
+        [*command, "--format", "raw", "--output", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    time.sleep(1.5)  # py-spy attaches
+    cpu = server.cpu_ms()
+    ms = [server.timed_get(path) for path in paths]
+    cpu = (server.cpu_ms() - cpu) / len(paths)
     recorder.send_signal(signal.SIGINT)
     recorder.wait(timeout=60)
-    print(f"profile of {len(paths)} patient pages (p50 {statistics.median(ms):.1f} ms while sampled) in {out}:")
+    print(
+        f"profile of {len(paths)} patient pages over HTTP (p50 {statistics.median(ms):.1f} ms, server CPU"
+        f" {cpu:.1f} ms a page, both inflated by the sampling) in {out}:"
+    )
     inclusive: dict[str, int] = {}
+    threads: dict[str, int] = {}
     total = 0
     for line in out.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        if "patient_page (" not in stack:
-            continue  # other threads, the bench's own loop
         frames = stack.split(";")
-        start = next(i for i, f in enumerate(frames) if f.startswith("patient_page ("))
         total += int(count)
-        for name in {f.split(" (")[0] + " " + f.split(" (")[-1].split(":")[0] for f in frames[start:]}:
+        thread = "event loop" if "MainThread" in frames[0] else "worker threads"
+        threads[thread] = threads.get(thread, 0) + int(count)
+        for name in {f.split(" (")[0] + " " + f.split(" (")[-1].split(":")[0] for f in frames[1:]}:
             inclusive[name] = inclusive.get(name, 0) + int(count)
-    for name, samples in sorted(inclusive.items(), key=lambda kv: -kv[1])[:45]:
+    print("  " + ", ".join(f"{name} {100 * n / max(total, 1):.0f} %" for name, n in sorted(threads.items())))
+    for name, samples in sorted(inclusive.items(), key=lambda kv: -kv[1])[:60]:
         print(f"  {100 * samples / max(total, 1):5.1f} %  {name}")
 
 
 def run_requests(
-    url: str, tmp: Path, n: int, rounds: int, profile: Path | None = None, page_only: bool = False
+    url: str,
+    tmp: Path,
+    n: int,
+    rounds: int,
+    profile: Path | None = None,
+    page_only: bool = False,
+    compare: Path | None = None,
 ) -> None:
     factory = session_factory(make_engine(url))
     with factory() as session:
@@ -740,57 +956,106 @@ def run_requests(
     rng = random.Random(2)
     sample = _sample_patients(url, 2000, rng)
     names = [f.lower()[:4] for f in FAMILY]
-    with TestClient(app) as client:
-        login = client.get("/login").text
-        token = login.split('name="csrf_token" value="')[1].split('"')[0]
-        client.post("/login", data={"username": "bench", "password": "bench-password", "csrf_token": token})
+    postgres = url.startswith("postgresql")
+    servers = [Server("HTTP", Path(__file__).resolve().parents[1], url, tmp / "server")]
+    if compare is not None:
+        servers.append(Server(f"HTTP {compare.name}", compare.resolve(), url, tmp / "compare"))
+    floor = Floor(url) if postgres else None
+    try:
+        with TestClient(app) as client:
+            login = client.get("/login").text
+            token = login.split('name="csrf_token" value="')[1].split('"')[0]
+            client.post("/login", data={"username": "bench", "password": "bench-password", "csrf_token": token})
 
-        def patients(k: int) -> list[BenchPatient]:
-            return [rng.choice(sample) for _ in range(k)]
+            def patients(k: int) -> list[BenchPatient]:
+                return [rng.choice(sample) for _ in range(k)]
 
-        timed(client, [f"/patients/{p.path}{p.query}" for p in patients(10)])  # warm-up
-        timed(client, ["/patients", "/patients?q=123"])
-        if profile is not None:
-            _profile(client, [f"/patients/{p.path}{p.query}" for p in patients(n)], profile)
-        for r in range(rounds):
-            if rounds > 1:
-                print(f"round {r + 1}/{rounds}")
-            picked = patients(n)
-            before = statements[0]
-            cpu = time.process_time()
-            page = timed(client, [f"/patients/{p.path}{p.query}" for p in picked])
-            cpu_ms = (time.process_time() - cpu) * 1000 / len(picked)
-            per_page = (statements[0] - before) / len(picked)
-            report("patient page", page, 50)
-            print(
-                f"  CPU of this process per page {cpu_ms:.1f} ms (the app and the test client; loadavg"
-                f" {os.getloadavg()[0]:.2f})",
-                flush=True,
-            )
-            if url.startswith("postgresql"):
-                floor = sql_floor(url, picked)
-                report("  its SQL floor (same patients)", floor, None)
-                ratios = f"p50 {_p(page, 0.5) / _p(floor, 0.5):.1f}x, p95 {_p(page, 0.95) / _p(floor, 0.95):.1f}x"
-                print(
-                    f"  page / floor: {ratios}"
-                    f" (target ≤3x); {per_page:.1f} SQL statements per page (floor: {len(FLOOR_SQL)})",
-                    flush=True,
-                )
-            if page_only:
-                continue
-            report("trend API", timed(client, [f"/api/patients/{p.path}/trend{p.query}" for p in patients(n)]), None)
-            lists: list[tuple[str, Callable[[], str]]] = [
-                ("patients list", lambda: f"/patients?page={rng.randint(1, 50)}"),
-                ("patients list, deep pages", lambda: f"/patients?page={rng.randint(51, 2000)}"),
-                ("patients list ?overdue", lambda: f"/patients?overdue=true&page={rng.randint(1, 20)}"),
-                ("patients list ?alerts", lambda: f"/patients?alerts=true&page={rng.randint(1, 5)}"),
-                ("patients list ?overdue&alerts", lambda: "/patients?overdue=true&alerts=true"),
-                ("patients list ?q=<3 digits>", lambda: f"/patients?q={rng.randint(100, 999)}"),
-                ("patients list ?q=<MRN prefix>", lambda: f"/patients?q={rng.choice(sample).identifier[:5]}"),
-                ("patients list ?q=<name part>", lambda: f"/patients?q={quote(rng.choice(names))}"),
-            ]
-            for name, make_path in lists:
-                report(name, timed(client, [make_path() for _ in range(n)]), 150)
+            def page(p: BenchPatient) -> str:
+                return f"/patients/{p.path}{p.query}"
+
+            for p in patients(10):  # warm-up: each process's first pages build its caches
+                timed(client, [page(p)])
+                for server in servers:
+                    server.timed_get(page(p))
+            timed(client, ["/patients", "/patients?q=123"])
+            if compare is not None:
+                same_pages(servers, [page(p) for p in sample[:300]] + ["/patients", "/patients?q=mart", "/worklist"])
+            if profile is not None:
+                _profile(servers[0], [page(p) for p in patients(n)], profile)
+            cpu = {"TestClient": 0.0}
+            statement_count = [0]
+
+            def in_process(p: BenchPatient) -> float:
+                before, started = statements[0], time.process_time()
+                ms = timed(client, [page(p)])[0]
+                cpu["TestClient"] += (time.process_time() - started) * 1000
+                statement_count[0] += statements[0] - before
+                return ms
+
+            ways: dict[str, Callable[[BenchPatient], float]] = {"TestClient": in_process}
+            for server in servers:
+                ways[server.label] = _page_getter(server, page)
+            if floor is not None:
+                ways["SQL floor"] = floor.timed
+                ways["SQL floor + sign-in + audit"] = floor.timed_with_writes
+            for r in range(rounds):
+                if rounds > 1:
+                    print(f"round {r + 1}/{rounds}")
+                picked = patients(n)
+                for server in servers:
+                    server.get("/healthz")  # not timed: a connection the server closed while idle is replaced
+                load_before = os.getloadavg()[0]
+                cpu["TestClient"], statement_count[0] = 0.0, 0
+                server_cpu = {s.label: s.cpu_ms() for s in servers}
+                found = side_by_side(picked, ways)
+                for server in servers:
+                    cpu[server.label] = server.cpu_ms() - server_cpu[server.label]
+                print(f"  patient page, {n} patients each way, loadavg {load_before:.2f} -> {os.getloadavg()[0]:.2f}")
+                for name, ms in found.items():
+                    if name.startswith("SQL floor"):
+                        report(f"  {name}", ms, None)
+                        continue
+                    report(f"  {name}", ms, 50)
+                    where = "the app and the test client" if name == "TestClient" else "the server process"
+                    print(f"      CPU per page {cpu[name] / len(picked):.1f} ms ({where})", flush=True)
+                if floor is not None:
+                    base, writes = found["SQL floor"], found["SQL floor + sign-in + audit"]
+                    for name, ms in found.items():
+                        if not name.startswith("SQL floor"):
+                            ratios = f"p50 {_p(ms, 0.5) / _p(base, 0.5):.1f}x, p95 {_p(ms, 0.95) / _p(base, 0.95):.1f}x"
+                            also = f"p50 {_p(ms, 0.5) / _p(writes, 0.5):.1f}x"
+                            print(f"  {name} / floor: {ratios} (target ≤3x); / floor with its writes: {also}")
+                    per_page = statement_count[0] / len(picked)
+                    print(f"  {per_page:.1f} SQL statements per page (floor: {len(FLOOR_SQL)})", flush=True)
+                if page_only:
+                    continue
+                trend = [f"/api/patients/{p.path}/trend{p.query}" for p in patients(n)]
+                report("trend API", timed(client, trend), None)
+                lists: list[tuple[str, Callable[[], str]]] = [
+                    ("patients list", lambda: f"/patients?page={rng.randint(1, 50)}"),
+                    ("patients list, deep pages", lambda: f"/patients?page={rng.randint(51, 2000)}"),
+                    ("patients list ?overdue", lambda: f"/patients?overdue=true&page={rng.randint(1, 20)}"),
+                    ("patients list ?alerts", lambda: f"/patients?alerts=true&page={rng.randint(1, 5)}"),
+                    ("patients list ?overdue&alerts", lambda: "/patients?overdue=true&alerts=true"),
+                    ("patients list ?q=<3 digits>", lambda: f"/patients?q={rng.randint(100, 999)}"),
+                    ("patients list ?q=<MRN prefix>", lambda: f"/patients?q={rng.choice(sample).identifier[:5]}"),
+                    ("patients list ?q=<name part>", lambda: f"/patients?q={quote(rng.choice(names))}"),
+                ]
+                http = servers[0]
+                for name, make_path in lists:
+                    paths = [make_path() for _ in range(n)]
+                    # the same paths through the test client and over HTTP, alternated
+                    both = side_by_side(
+                        paths,
+                        {"TestClient": lambda path: timed(client, [path])[0], "HTTP": http.timed_get},
+                    )
+                    report(f"{name} (TestClient)", both["TestClient"], 150)
+                    report(f"{name} (HTTP)", both["HTTP"], 150)
+    finally:
+        for server in servers:
+            server.stop()
+        if floor is not None:
+            floor.close()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -806,6 +1071,11 @@ def main(argv: list[str] | None = None) -> None:
         "--profile", type=Path, help="profile --requests patient pages first (py-spy), collapsed stacks to this file"
     )
     parser.add_argument("--page-only", action="store_true", help="time the patient page and its floor, no lists")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        help="another checkout (e.g. of main before a change): its server is timed beside this one's",
+    )
     args = parser.parse_args(argv)
     if args.skip_load and not args.database_url:
         parser.error("--skip-load needs --database-url (a SQLite bench file is temporary)")
@@ -816,7 +1086,7 @@ def main(argv: list[str] | None = None) -> None:
             t0 = time.perf_counter()
             counts = load(url, args.patients, args.jobs)
             print(f"load: {time.perf_counter() - t0:.1f} s; rows: {counts}", flush=True)
-        run_requests(url, Path(tmp), args.requests, args.rounds, args.profile, args.page_only)
+        run_requests(url, Path(tmp), args.requests, args.rounds, args.profile, args.page_only, args.compare)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"peak RSS: bench process (app and requests) {peak:.0f} MiB, largest load worker {workers:.0f} MiB")

@@ -228,6 +228,7 @@ def create_app(
         qa_scans,
         operations,
     )
+    app.router.routes.append(patients.PAGE_ROUTE)  # a Starlette route: see its docstring
     for module in routers:
         app.include_router(module.router)
     _install_error_handlers(app)

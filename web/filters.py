@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import MutableMapping
 from datetime import date, datetime
 from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from jinja2 import Environment, pass_context
-from jinja2.runtime import Context
-from markupsafe import Markup
+from jinja2 import Environment, Template, pass_eval_context
+from jinja2.nodes import EvalContext
+from markupsafe import Markup, escape
 
 from web import i18n, phrases
 from web.phrases import localized_site
@@ -70,18 +72,29 @@ def site_title(site: str, side: str | None = None) -> str:
     return localized_site(site, side)
 
 
-@pass_context
-def template_gettext(context: Context, message: str, **variables: Any) -> str:
+@pass_eval_context
+def template_gettext(eval_ctx: EvalContext, message: str, **variables: Any) -> str:
     """`_()` in the templates: what Jinja's new-style gettext returns (the translation, as Markup
     when autoescaping, always %-formatted with the variables so "%%" reads "%"), with the text
     of a call without variables kept per language. A patient page makes several hundred such
     calls (every table cell carries its column's label), and Jinja's own alias goes through
-    three context calls and a Markup format for each: a sixth of the page's time (issue 13)."""
-    autoescape = bool(context.eval_ctx.autoescape)
+    three context calls and a Markup format for each: a sixth of the page's time (issue 13).
+    It takes the evaluation context, not the template context: Jinja hands a function that
+    asks for the latter, called inside a block or a loop, a copy of the context made for the
+    call (a new context per `_()`, several hundred per patient page)."""
+    if eval_ctx.autoescape:
+        return template_text(message, **variables)
     if not variables:
-        return _constant_text(i18n.current(), message, autoescape)
-    text = i18n.gettext(message)
-    return (Markup(text) if autoescape else text) % variables
+        return _constant_text(i18n.current(), message, False)
+    return i18n.gettext(message) % variables
+
+
+def template_text(message: str, **variables: Any) -> Markup:
+    """What `_()` gives an HTML template, for HTML written in Python (web.cells): the translation
+    as Markup, %-formatted with the variables (escaped)."""
+    if not variables:
+        return _constant_text(i18n.current(), message, True)  # type: ignore[return-value]
+    return Markup(i18n.gettext(message)) % variables
 
 
 @lru_cache(maxsize=4096)
@@ -91,7 +104,38 @@ def _constant_text(locale: str, message: str, autoescape: bool) -> str:
     return (Markup(text) if autoescape else text) % {}
 
 
+_HTML_SPECIAL = re.compile("[&<>'\"]")
+
+
+def output_escape(value: object) -> str:
+    """What a template writes for `{{ value }}` when autoescaping: markupsafe's escaping (same
+    entities), without making a Markup of each value. The compiled templates use it only where
+    they write a value out (the page is the concatenation of those pieces; a block or macro
+    output is still wrapped in Markup), and a patient page writes several hundred values: the
+    Markup made for each was a tenth of its rendering (issue 13)."""
+    if type(value) is not str:
+        html = getattr(value, "__html__", None)
+        if html is not None:
+            return str(html())
+        value = str(value)
+    if _HTML_SPECIAL.search(value) is None:
+        return value
+    return str(escape(value))
+
+
+class OutputTemplate(Template):
+    """A template whose compiled code writes values with `output_escape`."""
+
+    @classmethod
+    def _from_namespace(
+        cls, environment: Environment, namespace: MutableMapping[str, Any], globals: MutableMapping[str, Any]
+    ) -> Template:
+        namespace["escape"] = output_escape
+        return super()._from_namespace(environment, namespace, globals)
+
+
 def install(env: Environment) -> None:
+    env.template_class = OutputTemplate
     env.add_extension("jinja2.ext.i18n")
     env.install_gettext_callables(i18n.gettext, i18n.ngettext, newstyle=True)  # type: ignore[attr-defined]
     env.globals["_"] = template_gettext

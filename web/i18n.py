@@ -127,6 +127,13 @@ def number(value: float | int | None, digits: int = 3, signed: bool = False) -> 
         return "—"
     locale = current_formats()
     if _plain_symbols(locale):
+        if type(value) is float and -1e9 < value < 1e9:
+            # A float whose shortest form has no more decimals than asked is written exactly by
+            # float formatting (no rounding, no Decimal): most stored values (BMD, T-scores).
+            text = repr(value)
+            dot = text.find(".")
+            if dot > 0 and "e" not in text and len(text) - dot - 1 <= digits:
+                return format(value, f"{'+' if signed else ''},.{digits}f")
         exact = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
         rounded = exact.quantize(_STEPS[digits], rounding=ROUND_HALF_EVEN)
         return format(rounded, f"{'+' if signed else ''},.{digits}f")

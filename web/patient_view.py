@@ -125,6 +125,11 @@ class SiteTable:
         return self.rows[-1] if self.rows else None
 
     @property
+    def refusal_reason(self) -> ComparisonView | None:
+        """The first refused comparison of the table's rows, whose notes say why."""
+        return next((r.refusal_reason for r in self.rows if r.refusal_reason), None)
+
+    @property
     def lsc_sources(self) -> tuple[str, ...]:
         found = {r.lsc.lsc_source for r in self.rows if r.lsc is not None and r.lsc.lsc_source}
         return tuple(s for s in LSC_SOURCE_TEXT if s in found)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from functools import cache
 from html import escape
 
 
@@ -12,14 +14,34 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
+_NEEDS_ESCAPE = re.compile("[&<>\"']")
+
+
+@cache
+def _name(key: str) -> str:
+    return key.rstrip("_").replace("_", "-")
+
+
+def _attribute(value: object) -> str:
+    """An attribute value as written: a number needs no escaping (a chart has hundreds)."""
+    kind = type(value)
+    if kind is float:
+        return f"{value:.2f}".rstrip("0").rstrip(".")
+    if kind is int:
+        return str(value)
+    text = str(value)
+    return escape(text, quote=True) if _NEEDS_ESCAPE.search(text) else text
+
+
 def element(tag: str, attrs: dict[str, object] | None = None, children: Iterable[str] = (), text: str = "") -> str:
     """One element; attribute values and text are escaped, children are trusted SVG strings."""
     parts = [tag]
-    for key, value in (attrs or {}).items():
-        if value is None or value is False:
-            continue
-        parts.append(f'{key.rstrip("_").replace("_", "-")}="{escape(_fmt(value), quote=True)}"')
-    inner = escape(text, quote=False) + "".join(children)
+    if attrs:
+        for key, value in attrs.items():
+            if value is None or value is False:
+                continue
+            parts.append(f'{_name(key)}="{_attribute(value)}"')
+    inner = (escape(text, quote=False) if text else "") + "".join(children)
     if not inner:
         return f"<{' '.join(parts)}/>"
     return f"<{' '.join(parts)}>{inner}</{tag}>"

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import sessionmaker
+from starlette.routing import Route
 
 from db.models import AuditEvent
 from tests.web.conftest import csrf_of
@@ -31,8 +31,8 @@ def _concrete(path: str) -> str:
 def _routes(app: FastAPI) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     routes = [*app.routes, *(r for m in (auth_routes, patients, qa, qa_devices, worklist) for r in m.router.routes)]
-    for route in routes:
-        if isinstance(route, APIRoute) and route.path not in OPEN:
+    for route in routes:  # FastAPI's routes and the patient page's plain Starlette one
+        if isinstance(route, Route) and route.path not in OPEN:
             found.extend((method, _concrete(route.path)) for method in sorted(route.methods or ()))
     return found
 
@@ -53,6 +53,7 @@ def test_healthz_is_503_when_the_database_does_not_answer(seeded: Seeded) -> Non
 def test_every_route_but_healthz_and_login_needs_a_login(app: FastAPI, anon: TestClient) -> None:
     routes = _routes(app)
     assert len(routes) >= 25
+    assert ("GET", f"/patients/{REPLACED}") in routes  # the patient page, a Starlette route
     for method, path in routes:
         response = anon.request(method, path)
         if path.startswith("/api/"):

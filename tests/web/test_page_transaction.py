@@ -1,5 +1,6 @@
-"""Issue 13: on PostgreSQL a patient page is one connection and one transaction: the sign-in
-check, the page's reads and its audit event, committed before the page is answered."""
+"""Issue 13: on PostgreSQL a patient page is one connection and three statements: the sign-in
+check, the page's reads and its audit event, each committed as it runs (autocommit: no BEGIN and
+no COMMIT round trips), so the event is durable before the page is answered."""
 
 from __future__ import annotations
 
@@ -43,6 +44,11 @@ class Watch:
 
     def __init__(self) -> None:
         self.counts = {"checkout": 0, "begin": 0, "commit": 0, "statement": 0}
+        self.autocommit: list[bool] = []
+
+    def _statement(self, *args: Any, **_: Any) -> None:
+        self.counts["statement"] += 1
+        self.autocommit.append(bool(args[1].connection.autocommit))  # the DBAPI cursor's connection
 
     def _add(self, key: str) -> Any:
         def listener(*_: Any, **__: Any) -> None:
@@ -55,7 +61,7 @@ class Watch:
             (Pool, "checkout", self._add("checkout")),
             (Engine, "begin", self._add("begin")),
             (Engine, "commit", self._add("commit")),
-            (Engine, "before_cursor_execute", self._add("statement")),
+            (Engine, "before_cursor_execute", self._statement),
         ]
         for target, name, fn in self.listeners:
             event.listen(target, name, fn)
@@ -71,7 +77,7 @@ def _views(seeded: Seeded) -> int:
         return int(session.scalar(select(func.count()).where(AuditEvent.action == "patient_viewed")) or 0)
 
 
-def test_patient_page_is_one_connection_and_one_committed_transaction(pg_seeded: Seeded) -> None:
+def test_patient_page_is_one_connection_and_three_autocommitted_statements(pg_seeded: Seeded) -> None:
     app = create_app(pg_seeded.ctx, today=lambda: TODAY)
     with TestClient(app, follow_redirects=False) as client:
         sign_in(client, "clin")
@@ -83,6 +89,7 @@ def test_patient_page_is_one_connection_and_one_committed_transaction(pg_seeded:
         assert _views(pg_seeded) == before + 1, "the view is audited and committed"
         assert watch.counts["checkout"] == 1 and watch.counts["begin"] == 1 and watch.counts["commit"] == 1
         assert watch.counts["statement"] <= 3  # sign-in, the patient with its five tables, the audit insert
+        assert watch.autocommit and all(watch.autocommit), "no BEGIN or COMMIT round trip"
 
 
 def test_a_page_read_survives_its_pooled_connection_ending(

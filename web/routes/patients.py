@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import date
 from typing import Annotated, Any, Literal
@@ -13,7 +14,8 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
-from starlette.routing import Match
+from starlette.concurrency import run_in_threadpool
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Scope
 
 from db.export import export_patient
@@ -24,9 +26,21 @@ from services import therapies
 from services.audit import record_read
 from services.exports import export_one
 from web import alerts as web_alerts
-from web import charts, i18n, patient_view, report
+from web import cells, charts, i18n, patient_view, report
 from web.auth import check_csrf
-from web.deps import App, DbSession, Services, User, activate_request_locale, actor, render
+from web.deps import (
+    App,
+    DbSession,
+    Services,
+    User,
+    activate_request_locale,
+    actor,
+    clinical_user,
+    close_read_session,
+    open_read_session,
+    render,
+    services,
+)
 from web.filters import patient_url
 from web.forms import FilterErrors, Sentence
 from web.i18n import N_
@@ -34,6 +48,19 @@ from web.queries import patient as patient_q
 from web.queries import patient_list as patient_list_q
 
 log = logging.getLogger(__name__)
+
+
+def _match_raw(route: BaseRoute, matches: Callable[[Scope], tuple[Match, Scope]], scope: Scope) -> tuple[Match, Scope]:
+    """`matches` against the raw path (see `PatientRoute`)."""
+    raw = scope.get("raw_path") if scope["type"] == "http" else None
+    if not raw or "patient_id" not in getattr(route, "param_convertors", {}):
+        return matches(scope)
+    match, child = matches({**scope, "path": raw.decode("latin-1")})
+    if match is not Match.NONE:
+        params = dict(child["path_params"])
+        params["patient_id"] = unquote_to_bytes(params["patient_id"]).decode("utf-8", "replace")
+        child["path_params"] = params
+    return match, child
 
 
 class PatientRoute(APIRoute):
@@ -47,15 +74,25 @@ class PatientRoute(APIRoute):
     """
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        raw = scope.get("raw_path") if scope["type"] == "http" else None
-        if not raw or "patient_id" not in self.param_convertors:
-            return super().matches(scope)
-        match, child = super().matches({**scope, "path": raw.decode("latin-1")})
-        if match is not Match.NONE:
-            params = dict(child["path_params"])
-            params["patient_id"] = unquote_to_bytes(params["patient_id"]).decode("utf-8", "replace")
-            child["path_params"] = params
-        return match, child
+        return _match_raw(self, super().matches, scope)
+
+
+class PatientPageRoute(Route):
+    """The patient page's route: a plain Starlette route, matched as `PatientRoute` matches.
+
+    The page clinicians open most skips FastAPI's per-request machinery (dependency solving,
+    parameter validation, exit stacks, a worker thread per dependency), which cost it more than
+    its queries (issue 13). It does by hand what the dependencies did: the read session
+    (`DbSession`), the sign-in and role check (`User`: `clinical_user`, same check, same
+    redirects and 403) and its two query parameters, all in one worker thread. GET only: a HEAD
+    would record a view nobody saw (Starlette adds HEAD to a GET route; FastAPI's did not)."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any]) -> None:
+        super().__init__(path, endpoint, methods=["GET"], include_in_schema=False)
+        self.methods = {"GET"}
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        return _match_raw(self, super().matches, scope)
 
 
 router = APIRouter(route_class=PatientRoute)
@@ -176,10 +213,16 @@ def _patient_context(app: Services, detail: patient_q.PatientDetail) -> dict[str
         "extra_spine": extra_spine,
         "legend": charts.legend(detail),
         "lsc_text": patient_view.LSC_SOURCE_TEXT,
-        "timeline": charts.render_timeline(detail.therapies, detail.exams, app.today(), span=span),
+        # drawn only when the page shows it (a patient with therapies)
+        "timeline": charts.render_timeline(detail.therapies, detail.exams, app.today(), span=span)
+        if detail.therapies
+        else "",
         "comparisons": comparisons,
         "refused": [c for c in comparisons if c.refused],
         "ocr_exams": {e.exam_id for e in detail.exams if e.source == "ocr"},
+        "change": cells.change,
+        "lsc": cells.lsc,
+        "drug": cells.drug,
     }
 
 
@@ -189,16 +232,33 @@ def _site_rank(site: str) -> int:
     return {"total_hip": 1, "femoral_neck": 2, "radius_33": 3}.get(site, 4)
 
 
-@router.get("/patients/{patient_id}", include_in_schema=False)
-def patient_page(
-    request: Request,
-    session: DbSession,
-    app: App,
-    user: User,
-    patient_id: str,
-    issuer: str | None = None,
-    notice: str | None = None,
+async def patient_page(request: Request) -> Response:
+    """One patient's page. Everything it does that waits or computes (the sign-in check, the
+    read, the audit event, the rendering) runs in one worker thread (`PatientPageRoute`)."""
+    app = services(request)
+    session = open_read_session(request)
+    try:
+        query = request.query_params
+        patient_id = request.path_params["patient_id"]
+        return await run_in_threadpool(
+            _patient_page, request, session, app, patient_id, query.get("issuer"), query.get("notice")
+        )
+    finally:
+        await close_read_session(request, session)
+
+
+PAGE_ROUTE = PatientPageRoute("/patients/{patient_id}", patient_page)
+
+
+def _patient_page(
+    request: Request, session: Session, app: Services, patient_id: str, issuer: str | None, notice: str | None
 ) -> Response:
+    if session.get_bind().dialect.name == "postgresql":
+        # Statements commit as they run: no BEGIN and no COMMIT round trips, the audit event
+        # durable when its INSERT returns (each read is one statement, under READ COMMITTED a
+        # transaction would have given them no more consistent a view).
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    user = clinical_user(request, session)
     activate_request_locale(request)  # the charts and tables are worded before the template renders
     detail = load_detail(session, patient_id, issuer)
     context = _patient_context(app, detail)
