@@ -16,7 +16,6 @@ from sqlalchemy import select
 import services.intake
 import services.parsing
 import services.runner
-import services.stages
 from db.migrate import upgrade
 from db.models import Measurement, SourceFile
 from ingest.parse import ParseLimits, parse_file_or_scan
@@ -113,12 +112,12 @@ def test_a_batch_whose_parse_fails_by_a_fault_goes_back_to_the_queue(
     def broken(*_: Any) -> Any:
         raise RuntimeError("the parser thread failed")
 
-    monkeypatch.setattr(services.stages, "parse_batch", broken)
+    monkeypatch.setattr(services.runner, "parse_batch_ahead", broken)
     pipeline = services.runner.Pipeline(ctx)
     try:
-        pipeline.step()  # claimed; its parse fails in the parser thread
-        with pytest.raises(RuntimeError):
-            pipeline.step()  # storing it finds the fault: the batch is put back
+        with pytest.raises(RuntimeError):  # claimed, its parse failed in the parser thread: storing it finds the fault
+            for _ in range(3):
+                pipeline.step()
         assert not pipeline.busy
     finally:
         pipeline.close()
