@@ -122,7 +122,8 @@ EVALUATE_EVERY_S = 1.0  # the longest a queued evaluation waits while files keep
 EVALUATE_WAITING_S = 0.25  # evaluations run while the writer would wait for a parse, at most this often
 FIRST_CLAIM = 8  # files of the first claim after a quiet spell: its parse overlaps nothing, so it is short
 MAX_CLAIM = 64  # the claim doubles up to this while the queue stays full
-PART = 16  # files parsed, then stored, together: the last part's parse and store are the burst's tail
+PART = 32  # files parsed, then stored, together (one transaction's statements and commit for them all)
+LAST_PART = 8  # the same once the queue is drained: the last part's parse and store are a burst's tail
 AHEAD_FILES = 128  # files claimed and not stored yet, beyond which the writer claims no more
 EVALUATION_BATCH = 64  # evaluation jobs run together by the writer
 
@@ -203,8 +204,9 @@ class Pipeline:
             results += [one for one in started if isinstance(one, JobResult)]
             files = [one for one in started if isinstance(one, ClaimedFile)]
             fresh = [one for one in files if one.job.attempts <= 1]
-            for start in range(0, len(fresh), PART):
-                self._hand_over(fresh[start : start + PART])
+            part = LAST_PART if drained else PART
+            for start in range(0, len(fresh), part):
+                self._hand_over(fresh[start : start + part])
             for one in files:  # tried before: alone (its own parse child), so it takes no other file with it
                 if one.job.attempts > 1:
                     results += run_or_release(ctx, [one.job.id], partial(ingest_batch, ctx, [one]))
