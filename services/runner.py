@@ -11,10 +11,12 @@ A job that has already been tried (its worker died with it, or it was requeued) 
 the rest of its batch: a file that kills its worker then takes no other file with it a second time.
 
 On SQLite, whose writers queue on one lock, the embedded runner is one writer (`Pipeline`): it
-claims a batch of files and hands it to a parser thread (which drives the parse child), stores the
-batch parsed before meanwhile, and runs the evaluations that store queued; runner threads queueing
-on `BEGIN IMMEDIATE` for each other's stores cost more than they parallelised. The overlap of parse
-and store is `services.stages.Overlap`, the same that a Celery task's chunk goes through.
+registers the files the watcher claimed (handed to it, `Pipeline.hand`), claims them in batches
+and hands them in parts to a parser thread (which drives the parse child, its requests written
+ahead), stores the parts parsed meanwhile, and runs the evaluations the stores queued; threads
+queueing on `BEGIN IMMEDIATE` for each other cost more than they parallelised (SQLite's busy wait
+sleeps, and the thread that just committed takes the lock again first). A Celery task's chunk goes
+through `services.stages.Overlap` instead.
 """
 
 from __future__ import annotations
