@@ -20,8 +20,8 @@ import services.runner
 from db.migrate import upgrade
 from db.models import Job, Measurement, SourceFile
 from dxa.embedded import watch_once
-from ingest.watcher import ReadinessTracker
 from ingest.parse import ParseLimits, parse_file_or_scan
+from ingest.watcher import ReadinessTracker
 from services.context import Context, build_context
 from services.outcomes import JobResult
 from settings import Settings
@@ -133,9 +133,7 @@ def test_a_batch_whose_parse_fails_by_a_fault_goes_back_to_the_queue(
     ctx.engine.dispose()
 
 
-def test_the_watcher_hands_its_claims_to_the_writer_which_registers_them(
-    tmp_path: Path, samples: list[Sample]
-) -> None:
+def test_the_watcher_hands_its_claims_to_the_writer_which_registers_them(tmp_path: Path, samples: list[Sample]) -> None:
     """With the writer running, the watcher only renames files into work/ (it takes no turn on the
     database's write lock); the writer registers and stores them. Once the writer has stopped, the
     watcher registers what it claims itself."""
