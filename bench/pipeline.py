@@ -779,7 +779,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=1, help="rounds of the alternated modes")
     ap.add_argument("--backload", type=int, default=1000, help="files of the back-load mode")
     ap.add_argument("--backload-via", default="ingest,watcher", help="back-load through: ingest, watcher")
-    ap.add_argument("--compare", type=Path, help="back-load: also run `dxa ingest` with the code of this source tree")
+    ap.add_argument(
+        "--compare", type=Path, help="also run `dxa ingest` and the Celery modes with the code of this source tree"
+    )
     ap.add_argument("--modes", default="parse,embedded,celery1,celery2")
     ap.add_argument("--logs", type=Path, help="copy the Celery modes' service logs to this folder")
     ap.add_argument("--profile", type=Path, help="py-spy each mode's burst; collapsed stacks go to this folder")

@@ -51,8 +51,9 @@ app = make_celery(load_settings())
 @worker_init.connect
 def _warm_parsers_before_fork(**_: Any) -> None:
     """Load what the parsers load lazily once, in the worker's main process before it forks its
-    pool: each pool process starts with it in shared memory, and the first chunk of a burst does
-    not pay for the imports (a cold first chunk took three times as long, bench/pipeline.py)."""
+    pool: each pool process starts with it in shared memory, and the first chunk of a burst, which
+    already meets the watcher's intake of the rest, does not pay for the imports as well (a few
+    tenths of a second per pool process under load, bench/pipeline.py)."""
     from services.parsing import warm_parsers
 
     warm_parsers()
