@@ -54,6 +54,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def flush_folder(path: Path) -> None:
+    """Make the names created in a folder durable, once for many files (a back-load's chunk of
+    copies, `services.backload`)."""
+    _fsync_dir(path)
+
+
 def move_durably(src: Path, dest: Path) -> Path:
     """Rename src to dest; across volumes copy, fsync, then unlink the source."""
     _move(src, dest)

@@ -81,6 +81,27 @@ def intake_many(ctx: Context, paths: Sequence[Path], *, copy: bool) -> list[Inta
     return [results[path] for path in paths]
 
 
+def register_copies(ctx: Context, copies: Sequence[tuple[Path, Path]]) -> list[IntakeResult | Exception]:
+    """The registration half of `intake_many(copy=True)`, for files a back-load copied into work/
+    itself (`services.backload`: in threads of its own, so that their flushes to disk overlap the
+    store): (original path, its copy) registered in one transaction or, should that fail, one at a
+    time, a copy that cannot be registered removed. Each copy gets its result or its exception."""
+    if len(copies) > 1:
+        try:
+            registered = register_claimed_many(ctx, [(work, display_name(path.name)) for path, work in copies])
+            return list(registered)
+        except Exception as exc:
+            log.info("%d copies could not be registered together (%s); one at a time", len(copies), describe(exc))
+    results: list[IntakeResult | Exception] = []
+    for path, work in copies:
+        try:
+            results.append(register_claimed(ctx, work, display_name(path.name)))
+        except Exception as exc:
+            _undo_claim(path, work, copy=True)
+            results.append(exc)
+    return results
+
+
 def _undo_claim(path: Path, work_path: Path, *, copy: bool) -> None:
     if copy:
         work_path.unlink(missing_ok=True)
