@@ -78,9 +78,13 @@ def register_new_source_files(
     dialect = session.get_bind().dialect.name
     if not rows or dialect not in ("postgresql", "sqlite"):
         return {}
-    stmt = (postgresql.insert(SourceFile) if dialect == "postgresql" else sqlite.insert(SourceFile)).values(rows)
-    returning = stmt.on_conflict_do_nothing(index_elements=["sha256"]).returning(SourceFile.sha256, SourceFile.id)
-    return {str(sha): int(pk) for sha, pk in session.execute(returning)}
+    # The rows as parameters of one cached statement (written as multi-row INSERTs by the driver
+    # layer), not as a VALUES clause compiled anew for every batch: the compile cost more than the
+    # insert (py-spy of `dxa ingest`).
+    table = cast(Table, SourceFile.__table__)
+    stmt = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    returning = stmt.on_conflict_do_nothing(index_elements=["sha256"]).returning(table.c.sha256, table.c.id)
+    return {str(sha): int(pk) for sha, pk in session.connection().execute(returning, rows)}
 
 
 def _new_file(

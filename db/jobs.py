@@ -18,9 +18,9 @@ import os
 import socket
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, cast
 
-from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy import Select, Table, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
@@ -96,9 +96,12 @@ def enqueue_ingests(session: Session, source_file_ids: Sequence[int]) -> dict[in
         }
         for i in ids
     ]
-    stmt = (postgresql.insert(Job) if dialect == "postgresql" else sqlite.insert(Job)).values(rows)
-    returning = stmt.on_conflict_do_nothing(index_elements=["dedup_key"]).returning(Job.source_file_id, Job.id)
-    queued = {int(file_id or 0): int(job_id) for file_id, job_id in session.execute(returning)}
+    # One cached statement with the rows as parameters, not a VALUES clause compiled per batch
+    # (`db.files.register_new_source_files`).
+    table = cast(Table, Job.__table__)
+    stmt = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    returning = stmt.on_conflict_do_nothing(index_elements=["dedup_key"]).returning(table.c.source_file_id, table.c.id)
+    queued = {int(file_id or 0): int(job_id) for file_id, job_id in session.connection().execute(returning, rows)}
     for i in ids:
         if i not in queued:
             queued[i] = enqueue_ingest(session, i).id

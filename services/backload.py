@@ -8,10 +8,12 @@ by `PARSERS` threads, each driving a parse child of its own, while this thread, 
 stores the chunk parsed before in one transaction (`services.ingestion.store_batch`). The
 patients' evaluations run at the end, each patient once (`run_queued_evaluations`).
 
-A run killed half-way loses nothing: its copies are registered with their jobs before anything
-else is done with them, and running it again takes over the jobs the killed run held (by the same
-bytes: `_claim_chunk`) rather than counting their files as duplicates, finishes the moves a kill
-interrupted (`services.recovery.recover_files`) and runs the evaluations left queued.
+A run killed half-way loses nothing (the user's archive is only read), and running it again
+finishes the job: the jobs the killed run held are taken over (by the same bytes, `_claim_chunk`)
+rather than their files counted as duplicates, the moves after its commits are finished, the
+copies it was writing removed (`_clear_after_kill`), and the evaluations it queued run. Complete
+copies it had not registered yet are known bytes once the second run registered them: recovery
+drops them (at a service's start, or the next back-load's once settled).
 
 Nothing of a chunk is kept in memory beyond the next one, so a run of 100 000 files stays flat.
 (The RSS of the process tree counts each parse child's pages shared with this process again: two
@@ -21,7 +23,7 @@ children forked from a ~130 MB process show ~390 MB of RSS for ~210 MB of PSS.)
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -32,10 +34,10 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.jobs import claim_jobs
+from db.jobs import claim_jobs, worker_gone
 from db.models import Job
 from services.context import Context
-from services.files import claim_by_copy, flush_folder
+from services.files import claim_by_copy, cut_copies, flush_folder
 from services.ingestion import ClaimedFile, ParsedFile, parse_batch, start_ingests, store_batch
 from services.intake import IntakeResult, register_copies
 from services.outcomes import ClaimedJob, JobResult, worker_name
@@ -48,7 +50,7 @@ FINAL = ("ingested", "duplicate", "quarantined", "held")  # held: a scan waiting
 CHUNK = 64  # files registered, claimed and stored together
 PARSERS = max(1, min(2, os.cpu_count() or 1))  # parse children at once (a store runs beside them)
 EVALUATIONS = 64  # evaluations run together at the end
-COPIERS = 4  # files copied into work/ at once: their flushes to disk overlap (and share journal commits)
+COPIERS = 2  # files copied into work/ at once: their flushes to disk overlap (and share journal commits)
 SETTLED = timedelta(seconds=30)  # a move left undone this long ago is a killed run's, not a live job's
 
 
@@ -75,7 +77,8 @@ class _Copies:
 
     def __init__(self, ctx: Context, copiers: ThreadPoolExecutor, paths: list[Path]) -> None:
         self.paths = paths
-        self.copying = [copiers.submit(claim_by_copy, path, ctx.settings.work_dir) for path in paths]
+        work_dir, owner = ctx.settings.work_dir, worker_name()
+        self.copying = [copiers.submit(claim_by_copy, path, work_dir, owner) for path in paths]
 
     def result(self) -> list[Path]:
         """Each file's copy in work/ (flushed). A file that could not be copied (unreadable) stops
@@ -98,39 +101,50 @@ class _Copies:
                 future.result().unlink(missing_ok=True)
 
 
-def ingest_paths(ctx: Context, paths: Iterable[Path], chunk: int = CHUNK) -> Iterator[Loaded]:
+def _clear_after_kill(ctx: Context) -> None:
+    """What a back-load killed before left in work/, besides the files it registered (their jobs are
+    taken over by `_claim_chunk`): the moves after its commits finished, the copies it was writing
+    removed. What a live process is doing is left alone."""
+    recover_files(ctx, settled_for=SETTLED)
+    for path, owner in cut_copies(ctx.settings.work_dir):
+        if worker_gone(owner):
+            path.unlink(missing_ok=True)
+
+
+def ingest_paths(ctx: Context, paths: Iterable[Path], chunk: int = CHUNK) -> Generator[Loaded, None, None]:
     """Each path's outcome, chunk by chunk, while the next chunk is parsed and the one after it
     copied. A file whose parse child died is tried again at once (a back-load has nobody waiting
     for the backoff) until its attempts are used up."""
     warm_parsers()  # before the parse children fork: they share the loaded parsers
     favour_parser_thread()  # the parser threads' replies wait for this thread's store otherwise
-    recover_files(ctx, settled_for=SETTLED)  # a killed run's moves, finished (the live ones left alone)
+    _clear_after_kill(ctx)
     it = iter(paths)
     with (
         ThreadPoolExecutor(max_workers=PARSERS, thread_name_prefix="backload-parser") as parsers,
         ThreadPoolExecutor(max_workers=COPIERS, thread_name_prefix="backload-copier") as copiers,
     ):
-        pending: _Chunk | None = None
         copying = _Copies(ctx, copiers, list(islice(it, chunk)))
+        unstored: list[_Chunk] = []  # claimed, not stored yet: given back if the run stops
         try:
             while copying.paths:
                 following = _Copies(ctx, copiers, list(islice(it, chunk)))
                 copied, copying = copying, following
                 claimed, loaded = _claim_chunk(ctx, copied)
+                unstored.append(claimed)
                 yield from loaded
                 _parse_chunk(ctx, parsers, claimed)
-                if pending is not None:
-                    yield from _store_chunk(ctx, pending)
-                pending = claimed
-            if pending is not None:
-                yield from _store_chunk(ctx, pending)
-            pending = None
+                if len(unstored) > 1:
+                    yield from _store_chunk(ctx, unstored[0])
+                    unstored.pop(0)
+            while unstored:
+                yield from _store_chunk(ctx, unstored[0])
+                unstored.pop(0)
         finally:
             copying.abandon()
-            if pending is not None:  # stopped early (an error, or the caller stopped reading)
-                for future in pending.parsing:
+            for left in unstored:  # stopped early (an error, or the caller stopped reading)
+                for future in left.parsing:
                     future.cancel()
-                _release(ctx, pending)
+                _release(ctx, left)  # a job stored already is not this worker's `running` one any more
 
 
 def _claim_chunk(ctx: Context, copies: _Copies) -> tuple[_Chunk, list[Loaded]]:
