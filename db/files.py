@@ -84,6 +84,7 @@ def register_new_source_files(
     table = cast(Table, SourceFile.__table__)
     stmt = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
     returning = stmt.on_conflict_do_nothing(index_elements=["sha256"]).returning(table.c.sha256, table.c.id)
+    session.flush()  # what the ORM holds back goes first, as the session's own execute would do
     return {str(sha): int(pk) for sha, pk in session.connection().execute(returning, rows)}
 
 

@@ -101,6 +101,7 @@ def enqueue_ingests(session: Session, source_file_ids: Sequence[int]) -> dict[in
     table = cast(Table, Job.__table__)
     stmt = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
     returning = stmt.on_conflict_do_nothing(index_elements=["dedup_key"]).returning(table.c.source_file_id, table.c.id)
+    session.flush()  # what the ORM holds back goes first, as the session's own execute would do
     queued = {int(file_id or 0): int(job_id) for file_id, job_id in session.connection().execute(returning, rows)}
     for i in ids:
         if i not in queued:
