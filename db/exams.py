@@ -5,7 +5,7 @@ Nothing here commits; the patient is locked while its exams are assembled (`db.p
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import Any
 
@@ -18,6 +18,7 @@ from db.inserts import insert_unless_exists
 from db.measurements import as_site, flush_measurements, record_conflict
 from db.models import ComparisonRow, Device, Exam, MeasurementConflict, Patient, SourceFile
 from db.patients import lock_patient
+from db.transaction_cache import transaction_cache
 from monitor.assembly import DayExam, FileMachine, Strength, assemble, bmd_agree
 
 
@@ -34,6 +35,40 @@ _SAME_DAY = (
     .options(joinedload(Exam.measurements))
     .order_by(Exam.id)
 )  # built once: its cache key is computed once too
+
+_DAYS = "dxa_same_day_exams"
+
+
+def _prefetched(session: Session) -> dict[tuple[int, date], list[Exam]]:
+    """(patient id, exam date) -> that day's exams, oldest first, for the pairs a batch
+    prefetched in the current transaction, kept up to date by `find_or_create_exam`."""
+    days: dict[tuple[int, date], list[Exam]] = transaction_cache(session, _DAYS)
+    return days
+
+
+def prefetch_same_day_exams(session: Session, days: Iterable[tuple[int, date]], new_patients: Iterable[int]) -> None:
+    """Before a batch's files are assembled into exams (their patients locked, `db.patients.
+    lock_batch_patients`): the exams of every (patient, date) of the batch read in one query, not
+    one per file. `new_patients`, created by this transaction, have no exam to read. Only for a
+    transaction without savepoints: a savepoint rolled back would leave exams here that are gone."""
+    cache = _prefetched(session)
+    new = set(new_patients)
+    wanted = {key for key in days if key not in cache}
+    for key in wanted:
+        cache[key] = []
+    old = {key for key in wanted if key[0] not in new}
+    if not old:
+        return
+    stmt = (
+        select(Exam)
+        .where(Exam.patient_id.in_({p for p, _ in old}), Exam.exam_date.in_({d for _, d in old}))
+        .options(joinedload(Exam.measurements))
+        .order_by(Exam.id)
+    )
+    for exam in session.scalars(stmt).unique():
+        held = cache.get((exam.patient_id, exam.exam_date))
+        if held is not None and (exam.patient_id, exam.exam_date) in old:
+            held.append(exam)
 
 
 def find_or_create_exam(
@@ -53,7 +88,11 @@ def find_or_create_exam(
     this transaction, so it has no exam to look for.
     """
     lock_patient(session, patient.id)
-    same_day = [] if patient_is_new else _same_day_exams(session, patient.id, exam_date)
+    day = _prefetched(session).get((patient.id, exam_date))
+    if day is not None:
+        same_day = list(day)
+    else:
+        same_day = [] if patient_is_new else _same_day_exams(session, patient.id, exam_date)
     by_id = {e.id: e for e in same_day}
     placed = assemble(
         FileMachine(device.id, device.model_key, _strength(device)),
@@ -69,6 +108,10 @@ def find_or_create_exam(
         session.flush()
     for other in placed.absorb:
         merge_exams(session, source=by_id[other], target=exam)
+    if day is not None:  # what a query would read now
+        day[:] = [e for e in same_day if e.id not in placed.absorb]
+        if all(e.id != exam.id for e in day):
+            day.append(exam)
     return exam
 
 

@@ -8,6 +8,7 @@ the first file that claims it; another file with the same UID but other bytes is
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -78,14 +79,19 @@ def register_new_source_files(
     dialect = session.get_bind().dialect.name
     if not rows or dialect not in ("postgresql", "sqlite"):
         return {}
-    # The rows as parameters of one cached statement (written as multi-row INSERTs by the driver
-    # layer), not as a VALUES clause compiled anew for every batch: the compile cost more than the
-    # insert (py-spy of `dxa ingest`).
+    if session.autoflush:
+        session.flush()  # as session.execute would: pending rows first
+    return {str(sha): int(pk) for sha, pk in session.connection().execute(_insert_new_files(dialect), rows)}
+
+
+@functools.cache
+def _insert_new_files(dialect: str) -> Any:
+    """`register_new_source_files`' statement, built once and executed with the rows (one
+    multi-row INSERT from the statement compiled once: `.values(rows)` was compiled per call)."""
+    module = postgresql if dialect == "postgresql" else sqlite
     table = cast(Table, SourceFile.__table__)
-    stmt = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-    returning = stmt.on_conflict_do_nothing(index_elements=["sha256"]).returning(table.c.sha256, table.c.id)
-    session.flush()  # what the ORM holds back goes first, as the session's own execute would do
-    return {str(sha): int(pk) for sha, pk in session.connection().execute(returning, rows)}
+    stmt = module.insert(table).on_conflict_do_nothing(index_elements=["sha256"])
+    return stmt.returning(table.c.sha256, table.c.id)
 
 
 def _new_file(

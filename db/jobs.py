@@ -14,11 +14,12 @@ broker right after the commit) and again each time the sweeper re-sends it (`sta
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from sqlalchemy import Select, Table, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -96,17 +97,25 @@ def enqueue_ingests(session: Session, source_file_ids: Sequence[int]) -> dict[in
         }
         for i in ids
     ]
-    # One cached statement with the rows as parameters, not a VALUES clause compiled per batch
-    # (`db.files.register_new_source_files`).
-    table = cast(Table, Job.__table__)
-    stmt = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-    returning = stmt.on_conflict_do_nothing(index_elements=["dedup_key"]).returning(table.c.source_file_id, table.c.id)
-    session.flush()  # what the ORM holds back goes first, as the session's own execute would do
-    queued = {int(file_id or 0): int(job_id) for file_id, job_id in session.connection().execute(returning, rows)}
+    if session.autoflush:
+        session.flush()  # as session.execute would: pending rows first
+    queued = {
+        int(file_id or 0): int(job_id)
+        for file_id, job_id in session.connection().execute(_insert_ingests(dialect), rows)
+    }
     for i in ids:
         if i not in queued:
             queued[i] = enqueue_ingest(session, i).id
     return queued
+
+
+@functools.cache
+def _insert_ingests(dialect: str) -> Any:
+    """`enqueue_ingests`' statement, built once and executed with the rows (compiled once)."""
+    module = postgresql if dialect == "postgresql" else sqlite
+    table = cast(Table, Job.__table__)
+    stmt = module.insert(table).on_conflict_do_nothing(index_elements=["dedup_key"])
+    return stmt.returning(table.c.source_file_id, table.c.id)
 
 
 def enqueue_evaluation(session: Session, patient_id: int) -> Job:
@@ -149,8 +158,17 @@ def queue_evaluations_once(session: Session, patient_ids: Sequence[int]) -> list
     dialect = session.get_bind().dialect.name
     if dialect not in ("postgresql", "sqlite"):
         return [i for i in (queue_evaluation_once(session, p) for p in ids) if i is not None]
-    stmt = (postgresql.insert(Job) if dialect == "postgresql" else sqlite.insert(Job)).values(rows)
-    return list(session.scalars(stmt.on_conflict_do_nothing(index_elements=["dedup_key"]).returning(Job.id)))
+    if session.autoflush:
+        session.flush()  # as session.execute would: pending rows first
+    # One multi-row INSERT, its rows in the order given, from a statement compiled once.
+    return [int(job_id) for (job_id,) in session.connection().execute(_insert_evaluations(dialect), rows)]
+
+
+@functools.cache
+def _insert_evaluations(dialect: str) -> Any:
+    module = postgresql if dialect == "postgresql" else sqlite
+    table = cast(Table, Job.__table__)
+    return module.insert(table).on_conflict_do_nothing(index_elements=["dedup_key"]).returning(table.c.id)
 
 
 def _evaluation_key(patient_id: int) -> str:

@@ -194,6 +194,12 @@ def lock_batch_patients(session: Session, infos: Iterable[PatientInfo]) -> None:
         locked[patient.id] = patient
 
 
+def batch_patient_ids(session: Session) -> dict[tuple[str, str], tuple[int, bool]]:
+    """(identifier, issuer) -> (patient id, created by this transaction) of the patients
+    `lock_batch_patients` locked or created in the current transaction."""
+    return {key: (patient.id, created) for key, (patient, created) in _batch_patients(session).items()}
+
+
 _DEMOGRAPHICS = ("name", "birth_date", "sex")
 
 

@@ -15,10 +15,10 @@ from sqlalchemy.orm import Session
 
 from db.converters import device_values, patient_values
 from db.devices import ensure_devices, find_or_create_device, record_software_version
-from db.exams import find_or_create_exam, merge_exam_details
+from db.exams import find_or_create_exam, merge_exam_details, prefetch_same_day_exams
 from db.measurements import MeasurementMerge, merge_measurements
 from db.models import Device, Exam, Patient, SourceFile
-from db.patients import upsert_patient_locked
+from db.patients import batch_patient_ids, upsert_patient_locked
 from db.vendor_lsc import record_printed_lscs
 from ingest.report import ParsedReport
 from monitor.assembly import bmd_agree
@@ -111,6 +111,19 @@ class SharedWrites:
 def prepare_shared_rows(session: Session, reports: Iterable[ParsedReport]) -> None:
     """Before a batch stores its files: the machines new to the database created, in key order."""
     ensure_devices(session, [report.device for report in reports])
+
+
+def prefetch_exams(session: Session, reports: Iterable[ParsedReport]) -> None:
+    """After `db.patients.lock_batch_patients`, in a batch stored without savepoints: the same-day
+    exams of every report's patient read in one query (`db.exams.prefetch_same_day_exams`)."""
+    patients = batch_patient_ids(session)
+    days: list[tuple[int, date]] = []
+    for report in reports:
+        values = patient_values(report.patient)
+        held = patients.get((values["identifier"], values["issuer"]))
+        if held is not None:
+            days.append((held[0], report.exam_date))
+    prefetch_same_day_exams(session, days, [pid for pid, created in patients.values() if created])
 
 
 def write_shared(session: Session, shared: SharedWrites) -> set[int]:

@@ -21,7 +21,7 @@ from ingest.watcher import OddEntries, ReadinessTracker, scan_inbox
 from services import evaluation, inbox_entries, recovery, runner
 from services.bytestore import uses_database
 from services.context import Context
-from services.intake import intake_many
+from services.intake import IntakeResult, claim_many, intake_many, register_claims
 from services.logsafe import describe
 from settings import Settings
 
@@ -38,7 +38,12 @@ _work_arrived = threading.Event()
 
 def watch_once(ctx: Context, tracker: ReadinessTracker, odd: OddEntries | None = None) -> int:
     """One scan of the inbox: claim every file that is ready, and refuse (log, count, and once they
-    persist record and move aside) entries that are not regular files. Returns how many were claimed."""
+    persist record and move aside) entries that are not regular files. Returns how many were claimed.
+
+    With the embedded writer of this process running (SQLite: `services.runner.Pipeline`), the
+    claims are handed to it to register: the watcher then writes nothing to the database, whose one
+    write lock it would otherwise take turns for with the writer (and lose: SQLite's busy wait
+    sleeps while the writer's transactions follow each other)."""
     inbox = ctx.settings.inbox_dir
     inbox.mkdir(parents=True, exist_ok=True)
     claimed = 0
@@ -47,12 +52,24 @@ def watch_once(ctx: Context, tracker: ReadinessTracker, odd: OddEntries | None =
         inbox_entries.refuse(ctx, inbox, *odd.observe(others, time.time()))
     ready = list(tracker.observe(files, time.time()))
     for start in range(0, len(ready), INTAKE_BATCH):  # one flush of work/ and one commit per chunk
-        chunk = ready[start : start + INTAKE_BATCH]
-        for path, result in zip(chunk, intake_many(ctx, [Path(p) for p in chunk], copy=False), strict=True):
+        chunk = [Path(p) for p in ready[start : start + INTAKE_BATCH]]
+        writer = runner.writer_for(ctx)
+        outcomes: dict[Path, IntakeResult | Exception | None]
+        if writer is None:
+            outcomes = dict(zip(chunk, intake_many(ctx, chunk, copy=False), strict=True))
+        else:
+            claims, failed = claim_many(ctx, chunk, copy=False)
+            outcomes = {**failed}
+            if writer.hand(claims):
+                outcomes.update((path, None) for path, _ in claims)
+            else:
+                outcomes.update(register_claims(ctx, claims, copy=False))
+        for path in chunk:
+            result = outcomes[path]
             if not isinstance(result, Exception):
                 claimed += 1
             elif isinstance(result, FileNotFoundError):
-                tracker.forget(path)  # taken by another watcher, or removed by the sender
+                tracker.forget(str(path))  # taken by another watcher, or removed by the sender
             else:
                 # A path, or a driver's message quoting the row, can hold a patient's name: the type only.
                 log.warning("could not claim a file from the inbox (%s); it is tried again", describe(result))

@@ -12,6 +12,10 @@ again, cost several times the parse itself (bench/pipeline.py). The same limits 
 replaced after a failure, after `REUSE_CALLS` calls, or once it has grown by a quarter of its cap.
 A reused child's failure may come from what it parsed before, so the caller decides what it
 means by running the call again in a fresh child (`ChildFailed.reused`).
+
+`ReusableChild.run_many` writes a few requests ahead (issue 13): the child starts its next call as
+soon as it has answered one, instead of idling until this process's thread, which queues for the
+interpreter lock behind a busy one, has read the answer and written the next request.
 """
 
 from __future__ import annotations
@@ -25,11 +29,12 @@ import select
 import signal
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 REUSE_CALLS = 250
+WINDOW = 4  # requests `run_many` keeps written ahead: small, so neither pipe can fill up
 _GROWTH_RETIRES = 0.25  # of the memory cap
 _ALARM_GRACE_S = 5  # a child whose parent died stops by itself this long after the time limit
 _FRAME = struct.Struct("!Q")
@@ -237,6 +242,7 @@ class ReusableChild:
         self._request_w = -1
         self._reply_r = -1
         self._owner = 0  # the process that forked the child (a process forked since has no child)
+        self._rest = b""  # read beyond the answer being received: the start of the next one
 
     def _spawn(self, limits: ChildLimits) -> None:
         request_r, request_w = os.pipe()
@@ -255,6 +261,7 @@ class ReusableChild:
         os.close(reply_w)
         self.pid, self.calls, self._memory_mb, self._owner = pid, 0, limits.memory_mb, os.getpid()
         self._request_w, self._reply_r = request_w, reply_r
+        self._rest = b""
         _PIPES[pid] = (request_w, reply_r)
 
     def __del__(self) -> None:  # its thread ended: the child sees end-of-file and exits
@@ -266,6 +273,7 @@ class ReusableChild:
         if self.pid is None:
             return None
         pid, self.pid = self.pid, None
+        self._rest = b""
         if self._owner != os.getpid():  # copied into a forked process: not its child, not its pipes
             return None
         _PIPES.pop(pid, None)
@@ -303,10 +311,58 @@ class ReusableChild:
             self.close()
         return _outcome(reply, limits, reused=reused)
 
+    def run_many(
+        self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], limits: ChildLimits, window: int = WINDOW
+    ) -> list[Outcome]:
+        """fn(*args) for each of `calls`, one after the other in the child with the limits of `run`,
+        up to `window` requests written ahead. Each call's outcome, in order: its value or the
+        exception it raised (a failure of the child: `ChildFailed`), and whether the child had
+        answered other calls before it (`Outcome.reused`). A child that fails costs the call it was
+        running only: the calls written after it go to a fresh child."""
+        out: list[Outcome] = []
+        sent = 0  # calls written to the live child (those from len(out) on are not answered yet)
+        while len(out) < len(calls):
+            if self.pid is not None and (self._memory_mb != limits.memory_mb or self._owner != os.getpid()):
+                self.close()
+            if self.pid is None:
+                self._spawn(limits)
+                sent = len(out)
+            try:
+                while sent < len(calls) and sent - len(out) < window:
+                    _write_frame(self._request_w, pickle.dumps((fn, calls[sent], limits.timeout_s)))
+                    sent += 1
+            except BrokenPipeError:
+                if sent == len(out):  # it had stopped while idle: nothing of these calls reached it
+                    self.close(kill=True)
+                    continue
+                # It stopped while running a call written before: that call's answer tells how.
+            reused = self.calls > 0
+            # The child started this call at the earliest when it answered the one before: its time
+            # is counted from now, which is never before.
+            deadline = time.monotonic() + limits.timeout_s
+            try:
+                reply = self._receive(limits, reused, deadline)
+            except ChildFailed as exc:
+                out.append(Outcome(None, exc, reused))
+                continue
+            self.calls += 1
+            if reply[-1]:  # it retires after this answer: the calls written after it are sent again
+                self.close()
+            try:
+                out.append(Outcome(_outcome(reply, limits, reused=reused), None, reused))
+            except Exception as exc:
+                out.append(Outcome(None, exc, reused))
+        return out
+
     def _receive(self, limits: ChildLimits, reused: bool, deadline: float) -> tuple[Any, ...]:
-        buffer = b""
-        need: int | None = None
-        while need is None or len(buffer) < need:
+        buffer, self._rest = self._rest, b""
+        while True:
+            if len(buffer) >= _FRAME.size:
+                need = _FRAME.size + _FRAME.unpack(buffer[: _FRAME.size])[0]
+                if len(buffer) >= need:
+                    self._rest = buffer[need:]  # the next answer's start (`run_many`)
+                    reply: tuple[Any, ...] = pickle.loads(buffer[_FRAME.size : need])
+                    return reply
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.close(kill=True)
@@ -324,7 +380,12 @@ class ReusableChild:
                     raise ChildFailed("crash", f"the parser process died ({sig})", reused=reused)
                 raise ChildFailed("crash", "the parser process ended without a result", reused=reused)
             buffer += chunk
-            if need is None and len(buffer) >= _FRAME.size:
-                need = _FRAME.size + _FRAME.unpack(buffer[: _FRAME.size])[0]
-        reply: tuple[Any, ...] = pickle.loads(buffer[_FRAME.size :])
-        return reply
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One call of `ReusableChild.run_many`: its value, or the exception it raised."""
+
+    value: Any
+    error: Exception | None
+    reused: bool  # the child had answered other calls before this one

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import pickle
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,6 +41,7 @@ from db.patients import lock_batch_patients
 from db.reports import (
     SharedWrites,
     is_lock_conflict,
+    prefetch_exams,
     prepare_shared_rows,
     same_stored_results,
     store_report,
@@ -55,7 +57,7 @@ from services.child import ChildFailed, ChildLimits
 from services.context import Context
 from services.files import Moves, archive_path, quarantine_code, quarantine_file
 from services.outcomes import PARSER_VERSION, STORE_REFUSED, WORKER_CRASH, ClaimedJob, JobResult
-from services.parsing import parse_in_child, parse_limits, warm_parsers
+from services.parsing import parse_in_child, parse_limits, parse_many_in_child, warm_parsers
 from services.queue import unit_of_work
 from services.scans import hold_scan
 
@@ -171,6 +173,47 @@ def parse_batch(ctx: Context, works: Sequence[ClaimedFile]) -> list[ParsedFile]:
     return [(work, _parse(ctx, work, limits, child_limits)) for work in works]
 
 
+def parse_batch_ahead(ctx: Context, works: Sequence[ClaimedFile]) -> list[ParsedFile]:
+    """`parse_batch` with the child's requests written ahead (`services.parsing.parse_many_in_child`):
+    the child goes from one file to the next without waiting for this process, whose interpreter
+    lock a storing thread holds most of the time (the embedded writer, `services.runner.Pipeline`).
+    The same per-file limits and verdicts as `parse_batch`."""
+    limits, child_limits = parse_limits(ctx.settings, _now().date())
+    warm_parsers()
+    verdicts: dict[int, _Parsed] = {}
+    with ExitStack() as copies:
+        paths: list[tuple[int, str, str]] = []
+        for n, work in enumerate(works):
+            try:
+                paths.append(
+                    (n, copies.enter_context(parse_copy(ctx, work.sha256, work.work_path, work.name)), work.name)
+                )
+            except (OSError, EOFError, pickle.UnpicklingError) as exc:
+                verdicts[n] = _parse_fault(work, exc)
+        parses = parse_many_in_child([(path, name) for _, path, name in paths], limits, child_limits)
+        for (n, _, _), parse in zip(paths, parses, strict=True):
+            verdicts[n] = _verdict(works[n], parse)
+    return [(work, verdicts[n]) for n, work in enumerate(works)]
+
+
+def _verdict(work: ClaimedFile, parse: tuple[ParsedReport, ...] | ScanReading | Exception) -> _Parsed:
+    """What a parse gave, as `_parse` tells it: a file's verdict, or a fault to retry."""
+    if isinstance(parse, ParseError):
+        return parse
+    if isinstance(parse, ChildFailed):
+        return _Fault(parse.code, parse.message)
+    if isinstance(parse, OSError | EOFError | pickle.UnpicklingError):
+        return _parse_fault(work, parse)
+    if isinstance(parse, Exception):
+        raise parse
+    return parse
+
+
+def _parse_fault(work: ClaimedFile, exc: Exception) -> _Fault:
+    log.warning("job %s: parsing could not run (%s); retried", work.job.id, type(exc).__name__)
+    return _Fault("parse_fault", f"parsing could not run ({type(exc).__name__})")
+
+
 def store_batch(ctx: Context, parsed: Sequence[ParsedFile]) -> list[JobResult]:
     """The store half of `ingest_batch`: all files in one transaction, each isolated from the
     others: a file the database refuses, or whose UID another file owns, gets its own typed
@@ -232,6 +275,7 @@ def _store_batch(ctx: Context, parsed: Sequence[ParsedFile], batch: _Batch | Non
             batch.taken = _uids_taken(uow.session, parsed)
             stored = [one for work, one in parsed if isinstance(one, tuple) and work.source_file_id not in batch.taken]
             lock_batch_patients(uow.session, [r.patient for one in stored for r in one])
+            prefetch_exams(uow.session, [r for one in stored for r in one])
         for work, result in parsed:
             outcomes.append(_store_one(ctx, uow.session, work, result, batch))
         flush_finished(uow.session)

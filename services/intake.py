@@ -55,37 +55,58 @@ def intake_many(ctx: Context, paths: Sequence[Path], *, copy: bool) -> list[Inta
     registers them. Each path gets its result, or the exception that stopped it (a file taken by
     another watcher: FileNotFoundError); a claim that could not be registered is undone, so the
     file is seen again at the next scan rather than waiting in work/ for the next start-up."""
+    claimed, failed = claim_many(ctx, paths, copy=copy)
+    results: dict[Path, IntakeResult | Exception] = {**failed, **register_claims(ctx, claimed, copy=copy)}
+    return [results[path] for path in paths]
+
+
+Claim = tuple[Path, Path]  # where a file was (the inbox, the archive being back-loaded), its copy in work/
+
+
+def claim_many(ctx: Context, paths: Sequence[Path], *, copy: bool) -> tuple[list[Claim], dict[Path, Exception]]:
+    """The first half of `intake_many`, no database work: the files renamed (or copied) into
+    work/, which is flushed once; the claims, and the exception of each path that could not be
+    claimed. The embedded watcher on SQLite hands the claims to the one writer, which registers
+    them (`register_claims`): a second writer would only queue on the database's lock."""
     work_dir = ctx.settings.work_dir
     moves = Moves()
-    claimed: list[tuple[Path, Path]] = []
-    results: dict[Path, IntakeResult | Exception] = {}
+    claimed: list[Claim] = []
+    failed: dict[Path, Exception] = {}
     for path in paths:
         try:
             claimed.append((path, claim_by_copy(path, work_dir) if copy else claim_by_rename(path, work_dir, moves)))
         except Exception as exc:
-            results[path] = exc
+            failed[path] = exc
     moves.sync()
-    if len(claimed) > 1:
+    return claimed, failed
+
+
+def register_claims(ctx: Context, claimed: Sequence[Claim], *, copy: bool) -> dict[Path, IntakeResult | Exception]:
+    """The second half of `intake_many`: the claims registered in one transaction or, should that
+    fail, one at a time, a claim that cannot be registered undone (by its original path)."""
+    results: dict[Path, IntakeResult | Exception] = {}
+    rest = list(claimed)
+    if len(rest) > 1:
         try:
-            registered = register_claimed_many(ctx, [(work, display_name(path.name)) for path, work in claimed])
-            results.update(zip((path for path, _ in claimed), registered, strict=True))
-            claimed = []
+            registered = register_claimed_many(ctx, [(work, display_name(path.name)) for path, work in rest])
+            results.update(zip((path for path, _ in rest), registered, strict=True))
+            rest = []
         except Exception as exc:
-            log.info("%d claims could not be registered together (%s); one at a time", len(claimed), describe(exc))
-    for path, work in claimed:  # one at a time: a file the database refuses sinks only itself
+            log.info("%d claims could not be registered together (%s); one at a time", len(rest), describe(exc))
+    for path, work in rest:  # one at a time: a file the database refuses sinks only itself
         try:
             results[path] = register_claimed(ctx, work, display_name(path.name))
         except Exception as exc:
             _undo_claim(path, work, copy=copy)
             results[path] = exc
-    return [results[path] for path in paths]
+    return results
 
 
 def register_copies(ctx: Context, copies: Sequence[tuple[Path, Path]]) -> list[IntakeResult | Exception]:
-    """The registration half of `intake_many(copy=True)`, for files a back-load copied into work/
-    itself (`services.backload`: in threads of its own, so that their flushes to disk overlap the
-    store): (original path, its copy) registered in one transaction or, should that fail, one at a
-    time, a copy that cannot be registered removed. Each copy gets its result or its exception."""
+    """`register_claims` for files a back-load copied into work/ itself (`services.backload`: in
+    threads of its own, so that their flushes to disk overlap the store), with a result per copy
+    in order rather than per original path: the same file given twice in one chunk (`dxa ingest a
+    a`) has two copies, each with its outcome (by path, the first one's job would be lost)."""
     if len(copies) > 1:
         try:
             registered = register_claimed_many(ctx, [(work, display_name(path.name)) for path, work in copies])

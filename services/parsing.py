@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
@@ -63,15 +64,20 @@ def _parse_path(path: str, name: str, limits: ParseLimits) -> tuple[ParsedReport
 _children = threading.local()  # a parse child per runner thread (per Celery pool process)
 
 
+def _child() -> ReusableChild:
+    child = getattr(_children, "child", None)
+    if child is None:
+        child = _children.child = ReusableChild()
+    return child
+
+
 def parse_in_child(
     path: str, name: str, parse_limits: ParseLimits, child_limits: ChildLimits
 ) -> tuple[ParsedReport, ...] | ScanReading:
     """Parse in this thread's reusable child. When a child that had parsed other files before fails
     (crash, time-out, memory), the file is parsed again in a fresh child and that verdict counts:
     what a child did before must never get a file quarantined."""
-    child = getattr(_children, "child", None)
-    if child is None:
-        child = _children.child = ReusableChild()
+    child = _child()
     reused = child.calls > 0 and child.pid is not None
     try:
         reports: tuple[ParsedReport, ...] | ScanReading = child.run(
@@ -89,3 +95,31 @@ def parse_in_child(
         log.info("a reused parse child ran out of memory; parsing the file again in a fresh one")
         reports = run_in_child(_parse_path, (path, name, parse_limits), child_limits)
     return reports
+
+
+Parse = tuple[ParsedReport, ...] | ScanReading | Exception  # a file's reports, or why there are none
+
+
+def parse_many_in_child(
+    files: Sequence[tuple[str, str]], parse_limits: ParseLimits, child_limits: ChildLimits
+) -> list[Parse]:
+    """`parse_in_child` for several (path, name) files, their requests written ahead to this
+    thread's child (`ReusableChild.run_many`): it parses one after the other without waiting for
+    this process between them. Each file gets its reports or the exception its parse raised; a
+    reused child's failure is judged again in a fresh child, as `parse_in_child` does."""
+    calls = [(path, name, parse_limits) for path, name in files]
+    out: list[Parse] = []
+    for call, outcome in zip(calls, _child().run_many(_parse_path, calls, child_limits), strict=True):
+        error = outcome.error
+        if error is None:
+            out.append(outcome.value)
+            continue
+        if not outcome.reused or not isinstance(error, ChildFailed | TooComplex):
+            out.append(error)
+            continue
+        log.info("a reused parse child failed (%s); parsing the file again in a fresh one", type(error).__name__)
+        try:
+            out.append(run_in_child(_parse_path, call, child_limits))
+        except Exception as again:
+            out.append(again)
+    return out

@@ -11,29 +11,46 @@ A job that has already been tried (its worker died with it, or it was requeued) 
 the rest of its batch: a file that kills its worker then takes no other file with it a second time.
 
 On SQLite, whose writers queue on one lock, the embedded runner is one writer (`Pipeline`): it
-claims a batch of files and hands it to a parser thread (which drives the parse child), stores the
-batch parsed before meanwhile, and runs the evaluations that store queued; runner threads queueing
-on `BEGIN IMMEDIATE` for each other's stores cost more than they parallelised. The overlap of parse
-and store is `services.stages.Overlap`, the same that a Celery task's chunk goes through.
+registers the files the watcher claimed (handed to it, `Pipeline.hand`), claims them in batches
+and hands them in parts to a parser thread (which drives the parse child, its requests written
+ahead), stores the parts parsed meanwhile, and runs the evaluations the stores queued; threads
+queueing on `BEGIN IMMEDIATE` for each other cost more than they parallelised (SQLite's busy wait
+sleeps, and the thread that just committed takes the lock again first). A Celery task's chunk goes
+through `services.stages.Overlap` instead.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from db.jobs import JobKindName, claim_job, claim_jobs, claim_next_job, claim_next_jobs
+from db.jobs import JobKindName, claim_job, claim_jobs, claim_next_job, claim_next_jobs, touch_running
+from db.operations import HEARTBEAT_S
 from services.context import Context
 from services.evaluation import evaluate_job, evaluate_jobs
-from services.ingestion import ClaimedFile, ingest_batch, ingest_claimed, start_ingest, start_ingests
+from services.ingestion import (
+    ClaimedFile,
+    ParsedFile,
+    ingest_batch,
+    ingest_claimed,
+    parse_batch_ahead,
+    start_ingest,
+    start_ingests,
+    store_batch,
+)
+from services.intake import Claim, register_claims
 from services.liveness import heartbeat
+from services.logsafe import describe
 from services.outcomes import ClaimedJob, JobResult, worker_name
-from services.stages import Overlap, ingest_overlapped, release, run_or_release
+from services.stages import ingest_overlapped, release, release_all, run_or_release
 
 log = logging.getLogger(__name__)
 
@@ -104,51 +121,214 @@ def _execute_batch(
 
 
 EVALUATE_EVERY_S = 1.0  # the longest a queued evaluation waits while files keep coming
+EVALUATE_WAITING_S = 0.25  # evaluations run while the writer would wait for a parse, at most this often
+FIRST_CLAIM = 8  # files of the first claim after a quiet spell: its parse overlaps nothing, so it is short
+MAX_CLAIM = 64  # the claim doubles up to this while the queue stays full
+PART = 32  # files parsed, then stored, together (one transaction's statements and commit for them all)
+LAST_PART = 8  # the same once the queue is drained: the last part's parse and store are a burst's tail
+AHEAD_FILES = 128  # files claimed and not stored yet, beyond which the writer claims no more
+EVALUATION_BATCH = 64  # evaluation jobs run together by the writer
+
+
+@dataclass
+class _Parsing:
+    """A part of claimed files handed to the parser thread."""
+
+    job_ids: list[int]
+    parsed: Future[list[ParsedFile]]
 
 
 class Pipeline:
-    """The one writer of the embedded runner on SQLite. Each `step` claims the next batch of files
-    and feeds it to the `Overlap` (`services.stages`): its parse starts in the parser thread (the
-    parse child does the work, outside this process's interpreter lock) while this thread stores
-    the batch claimed in the previous step; then it runs a batch of the evaluations queued. Not
-    thread-safe: one per runner thread."""
+    """The one writer of the embedded runner on SQLite. Each `step` registers the files the watcher
+    handed it (`hand`), claims the next files (while fewer than `AHEAD_FILES` wait to be stored)
+    and hands them in parts to the parser thread, which drives the parse child with its requests
+    written ahead (`services.ingestion.parse_batch_ahead`): the child parses outside this process's
+    interpreter lock, from one file to the next, while this thread stores the oldest part parsed
+    (one transaction each). Evaluations queued by the stores run every `EVALUATE_EVERY_S` while
+    files keep coming (a patient's evaluation then covers more of its files), when the writer
+    would otherwise wait for a parse, and as soon as the queue is drained. Claims start small after
+    a quiet spell (the first part's parse overlaps nothing) and double while the queue stays full.
+    One heartbeat thread beats for every job the pipeline holds. Not thread-safe: one per runner
+    thread."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self._parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parser")
-        self._overlap = Overlap(ctx, self._parser)
+        self._ahead: deque[_Parsing] = deque()
+        self._beat = Heartbeat(ctx.sessions, worker_name())
+        self._size = FIRST_CLAIM
         self._evaluated = time.monotonic()
+        self._evaluations = True  # evaluations may be queued (by this writer's stores, or before)
+        self._claims: deque[Claim] = deque()  # handed by the watcher, to register
+        self._claims_lock = threading.Lock()
+        self._open = True
+        with _writers_lock:
+            _writers.setdefault(id(ctx), self)
 
     @property
     def busy(self) -> bool:
-        """A batch is being parsed: call `step` again without waiting for new work."""
-        return self._overlap.busy
+        """Batches are being parsed (or wait to be stored), or claims to be registered: call
+        `step` again without waiting."""
+        return bool(self._ahead or self._claims)
+
+    def hand(self, claims: Sequence[Claim]) -> bool:
+        """The watcher's claims (files renamed into work/), for this writer to register in its
+        next step; False once it has stopped (the watcher then registers them itself). Until they
+        are registered a crash leaves them in work/, where recovery finds them."""
+        with self._claims_lock:
+            if not self._open:
+                return False
+            self._claims.extend(claims)
+            return True
+
+    def _register_handed(self, limit: int | None) -> None:
+        with self._claims_lock:
+            count = len(self._claims) if limit is None else min(limit, len(self._claims))
+            claims = [self._claims.popleft() for _ in range(count)]
+        if not claims:
+            return
+        for result in register_claims(self.ctx, claims, copy=False).values():
+            if isinstance(result, Exception):  # undone: the file is back in the inbox, claimed again
+                log.warning("could not register a file from the inbox (%s); it is tried again", describe(result))
 
     def step(self) -> list[JobResult]:
         ctx = self.ctx
-        with ctx.sessions.begin() as session:
-            jobs = claim_next_jobs(session, limit=BATCH, kind="ingest_file", worker=worker_name())
-            started = _start_all(ctx, session, [ClaimedJob.of(job) for job in jobs])
-        results = [one for one in started if isinstance(one, JobResult)]
-        files = [one for one in started if isinstance(one, ClaimedFile)]
-        results += self._overlap.feed([one for one in files if one.job.attempts <= 1])
-        for one in files:  # tried before: alone (its own parse child), so it takes no other file with it
-            if one.job.attempts > 1:
-                results += run_or_release(ctx, [one.job.id], partial(ingest_batch, ctx, [one]))
-        # Evaluations wait while files keep coming (a patient's queued evaluation then covers more
-        # of its files), but never longer than EVALUATE_EVERY_S: the inbox's quiet single file is
-        # evaluated at once.
-        if len(jobs) < BATCH or time.monotonic() - self._evaluated >= EVALUATE_EVERY_S:
-            results += run_batch(ctx, kind="evaluate_patient")
-            self._evaluated = time.monotonic()
+        results: list[JobResult] = []
+        drained = False  # the queue held fewer files than this step asked for
+        if sum(len(part.job_ids) for part in self._ahead) < AHEAD_FILES:
+            self._register_handed(2 * MAX_CLAIM)
+            wanted = self._size
+            with ctx.sessions.begin() as session:
+                jobs = claim_next_jobs(session, limit=wanted, kind="ingest_file", worker=worker_name())
+                started = _start_all(ctx, session, [ClaimedJob.of(job) for job in jobs])
+            drained = len(jobs) < wanted
+            self._size = FIRST_CLAIM if not jobs else min(MAX_CLAIM, wanted if drained else 2 * wanted)
+            results += [one for one in started if isinstance(one, JobResult)]
+            files = [one for one in started if isinstance(one, ClaimedFile)]
+            fresh = [one for one in files if one.job.attempts <= 1]
+            part = LAST_PART if drained else PART
+            for start in range(0, len(fresh), part):
+                self._hand_over(fresh[start : start + part])
+            for one in files:  # tried before: alone (its own parse child), so it takes no other file with it
+                if one.job.attempts > 1:
+                    results += run_or_release(ctx, [one.job.id], partial(ingest_batch, ctx, [one]))
+                    self._evaluations = True
+        oldest = self._ahead[0] if self._ahead else None
+        full = sum(len(part.job_ids) for part in self._ahead) >= AHEAD_FILES
+        if oldest is not None and (drained or full or oldest.parsed.done()):
+            if not oldest.parsed.done() and time.monotonic() - self._evaluated >= EVALUATE_WAITING_S:
+                results += self._evaluate(if_stored=True)  # while the part is parsed, rather than wait
+            results += self._store_oldest()
+        if (drained and not self._ahead) or time.monotonic() - self._evaluated >= EVALUATE_EVERY_S:
+            results += self._evaluate()
+        return results
+
+    def _evaluate(self, *, if_stored: bool = False) -> list[JobResult]:
+        """A batch of the queued evaluations; `if_stored`: only when this writer's stores may have
+        queued some since the last batch left none (others' jobs, a page's, wait for the next look)."""
+        self._evaluated = time.monotonic()
+        if if_stored and not self._evaluations:
+            return []
+        results = run_batch(self.ctx, limit=EVALUATION_BATCH, kind="evaluate_patient")
+        self._evaluations = len(results) == EVALUATION_BATCH
         return results
 
     def close(self) -> None:
-        """Store what is being parsed (or put it back in the queue), and stop the parser thread."""
+        """Store what is being parsed (a batch that cannot be is put back in the queue), and stop
+        the parser and heartbeat threads."""
+        with _writers_lock:
+            if _writers.get(id(self.ctx)) is self:
+                del _writers[id(self.ctx)]
+        with self._claims_lock:
+            self._open = False
         try:
-            self._overlap.drain()
+            try:
+                self._register_handed(None)
+            except Exception as exc:  # left in work/: recovery registers them at the next start
+                log.warning("claimed files could not be registered at stop (%s)", describe(exc))
+            while self._ahead:
+                try:
+                    self._store_oldest()
+                except Exception as exc:
+                    log.warning("a batch could not be stored at stop (%s); it is queued again", describe(exc))
         finally:
             self._parser.shutdown(wait=True)
+            self._beat.close()
+
+    def _hand_over(self, files: list[ClaimedFile]) -> None:
+        ids = [one.job.id for one in files]
+        self._beat.hold(ids)
+        self._ahead.append(_Parsing(ids, self._parser.submit(parse_batch_ahead, self.ctx, files)))
+
+    def _store_oldest(self) -> list[JobResult]:
+        """Store the oldest batch once parsed. A fault (of its parse or of the database) puts its
+        jobs back in the queue at once, and raises."""
+        batch = self._ahead.popleft()
+        try:
+            results = store_batch(self.ctx, batch.parsed.result())
+            self._evaluations = True  # its patients' evaluations queued (a quarantine queues none: rare)
+            return results
+        except Exception as exc:
+            log.warning(
+                "a batch of %d jobs failed by a fault (%s); put back in the queue", len(batch.job_ids), describe(exc)
+            )
+            release_all(self.ctx, batch.job_ids)
+            raise
+        finally:
+            self._beat.drop(batch.job_ids)
+
+
+_writers: dict[int, Pipeline] = {}  # the running writer of each context (by id), for its watcher
+_writers_lock = threading.Lock()
+
+
+def writer_for(ctx: Context) -> Pipeline | None:
+    """The embedded writer of `ctx` running in this process, if any (`Pipeline.hand`)."""
+    with _writers_lock:
+        return _writers.get(id(ctx))
+
+
+class Heartbeat:
+    """One heartbeat thread for a changing set of jobs (`services.liveness.heartbeat` beats for a
+    fixed set, with a thread each time): the pipeline holds batches from their claim until they are
+    stored, several at a time. Started with the first job held."""
+
+    def __init__(self, sessions: sessionmaker[Session], worker: str, every_s: float = HEARTBEAT_S) -> None:
+        self._sessions = sessions
+        self._worker = worker
+        self._every_s = every_s
+        self._held: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, job_ids: Sequence[int]) -> None:
+        with self._lock:
+            self._held.update(job_ids)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="heartbeat-pipeline", daemon=True)
+                self._thread.start()
+
+    def drop(self, job_ids: Sequence[int]) -> None:
+        with self._lock:
+            self._held.difference_update(job_ids)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every_s):
+            with self._lock:
+                ids = sorted(self._held)
+            if not ids:
+                continue
+            try:
+                with self._sessions.begin() as session:
+                    touch_running(session, ids, self._worker)
+            except Exception as exc:  # the database restarting: try again next beat
+                log.warning("heartbeat of %d jobs not recorded: %s", len(ids), type(exc).__name__)
 
 
 def _execute_or_release(ctx: Context, started: ClaimedJob | ClaimedFile | JobResult) -> JobResult:

@@ -1,5 +1,6 @@
 """The embedded runner on SQLite as one writer (issue 13): a batch is parsed in the parser thread
-while the batch before it is stored (`services.runner.Pipeline`). A file that kills the parse
+while the batch before it is stored (`services.runner.Pipeline`), and the watcher hands it the
+files it claims instead of registering them itself. A file that kills the parse
 child still sinks only itself, with a typed reason, and the others of its batch are stored whole
 (their measurements written by one executemany INSERT)."""
 
@@ -16,10 +17,11 @@ from sqlalchemy import select
 import services.intake
 import services.parsing
 import services.runner
-import services.stages
 from db.migrate import upgrade
-from db.models import Measurement, SourceFile
+from db.models import Job, Measurement, SourceFile
+from dxa.embedded import watch_once
 from ingest.parse import ParseLimits, parse_file_or_scan
+from ingest.watcher import ReadinessTracker
 from services.context import Context, build_context
 from services.outcomes import JobResult
 from settings import Settings
@@ -113,12 +115,12 @@ def test_a_batch_whose_parse_fails_by_a_fault_goes_back_to_the_queue(
     def broken(*_: Any) -> Any:
         raise RuntimeError("the parser thread failed")
 
-    monkeypatch.setattr(services.stages, "parse_batch", broken)
+    monkeypatch.setattr(services.runner, "parse_batch_ahead", broken)
     pipeline = services.runner.Pipeline(ctx)
     try:
-        pipeline.step()  # claimed; its parse fails in the parser thread
-        with pytest.raises(RuntimeError):
-            pipeline.step()  # storing it finds the fault: the batch is put back
+        with pytest.raises(RuntimeError):  # claimed, its parse failed in the parser thread: storing it finds the fault
+            for _ in range(3):
+                pipeline.step()
         assert not pipeline.busy
     finally:
         pipeline.close()
@@ -128,4 +130,60 @@ def test_a_batch_whose_parse_fails_by_a_fault_goes_back_to_the_queue(
     results = _run_until_idle(ctx)
     assert sorted(r.outcome for r in results if r.kind == "ingest_file") == ["ingested"] * 3
     check_accounting(ctx.settings.data_dir, drops, files, ctx.sessions)
+    ctx.engine.dispose()
+
+
+def test_the_watcher_hands_its_claims_to_the_writer_which_registers_them(tmp_path: Path, samples: list[Sample]) -> None:
+    """With the writer running, the watcher only renames files into work/ (it takes no turn on the
+    database's write lock); the writer registers and stores them. Once the writer has stopped, the
+    watcher registers what it claims itself."""
+    ctx = _context(tmp_path, min_file_age_s=0)
+    files = make_batch(samples, len(samples) + 13)
+    inbox = ctx.settings.inbox_dir
+    drop(files, inbox)
+    tracker = ReadinessTracker(0)
+    pipeline = services.runner.Pipeline(ctx)
+    try:
+        assert services.runner.writer_for(ctx) is pipeline
+        watch_once(ctx, tracker)  # seen
+        assert watch_once(ctx, tracker) == len(files)  # unchanged since: claimed
+        with ctx.sessions() as session:
+            assert session.scalars(select(SourceFile)).first() is None, "the watcher wrote nothing"
+        assert pipeline.busy
+        results: list[JobResult] = []
+        while True:
+            step = pipeline.step()
+            results += step
+            if not step and not pipeline.busy:
+                break
+    finally:
+        pipeline.close()
+    assert services.runner.writer_for(ctx) is None
+    with ctx.sessions() as session:
+        assert session.scalars(select(Job).where(Job.state.in_(("queued", "running")))).first() is None
+    check_accounting(ctx.settings.data_dir, inbox, files, ctx.sessions)
+
+    late = [f for f in make_batch(samples, len(samples) + 20) if f.role == "variant"][-2:]
+    drop(late, inbox)
+    watch_once(ctx, tracker)
+    assert watch_once(ctx, tracker) == 2
+    with ctx.sessions() as session:  # no writer: registered by the watcher at once
+        known = {f.sha256 for f in session.scalars(select(SourceFile))}
+    assert {f.sha256 for f in late} <= known
+    ctx.engine.dispose()
+
+
+def test_a_writer_that_stops_registers_the_claims_it_was_handed(tmp_path: Path, samples: list[Sample]) -> None:
+    ctx = _context(tmp_path, min_file_age_s=0)
+    files = [BatchFile(s.rel, s.data, "original", s) for s in samples[:4]]
+    drop(files, ctx.settings.inbox_dir)
+    tracker = ReadinessTracker(0)
+    pipeline = services.runner.Pipeline(ctx)
+    watch_once(ctx, tracker)
+    assert watch_once(ctx, tracker) == len(files)
+    pipeline.close()  # before any step
+    with ctx.sessions() as session:
+        jobs = list(session.scalars(select(Job).where(Job.kind == "ingest_file")))
+    assert len(jobs) == len({f.sha256 for f in files}) and {j.state for j in jobs} == {"queued"}
+    assert not any(ctx.settings.inbox_dir.rglob("*.*")), "nothing went back to the inbox"
     ctx.engine.dispose()

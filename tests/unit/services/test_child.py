@@ -195,3 +195,68 @@ def _tainting_parse(path: str, name: str, limits: ParseLimits) -> str:
 def _dying_parse(path: str, name: str, limits: ParseLimits) -> str:
     os.kill(os.getpid(), 9)
     return name
+
+
+def die_on(n: int, fatal: int) -> int:
+    if n == fatal:
+        os.kill(os.getpid(), 9)
+    return os.getpid()
+
+
+def sleep_on(n: int, slow: int) -> int:
+    if n == slow:
+        time.sleep(60)
+    return n
+
+
+def test_run_many_answers_in_order_from_one_child(child: ReusableChild) -> None:
+    outcomes = child.run_many(add, [(i, 1) for i in range(10)], LIMITS)
+    assert [o.value for o in outcomes] == list(range(1, 11))
+    assert [o.reused for o in outcomes] == [False] + [True] * 9
+    assert child.run(add, (2, 2), LIMITS) == 4, "the child serves plain calls after the written-ahead ones"
+    outcomes = child.run_many(raise_parse_error, [(), ()], LIMITS)
+    assert all(isinstance(o.error, NotDxaResult) and o.value is None for o in outcomes)
+
+
+def test_run_many_a_dying_call_costs_that_call_only(child: ReusableChild) -> None:
+    """The calls written after it were never run: a fresh child answers them."""
+    outcomes = child.run_many(die_on, [(i, 3) for i in range(8)], LIMITS)
+    errors = [(o.error.code, o.error.reused) if isinstance(o.error, ChildFailed) else None for o in outcomes]
+    assert errors == [None, None, None, ("crash", True), None, None, None, None]
+    pids = [o.value for o in outcomes]
+    assert len(set(pids[:3])) == 1 and len(set(pids[4:])) == 1 and pids[0] != pids[4]
+    assert [o.reused for o in outcomes[4:]] == [False, True, True, True]
+
+
+def test_run_many_a_hanging_call_is_stopped_at_its_own_limit(child: ReusableChild) -> None:
+    started = time.monotonic()
+    outcomes = child.run_many(sleep_on, [(i, 1) for i in range(4)], ChildLimits(timeout_s=0.5, memory_mb=512))
+    assert time.monotonic() - started < 5
+    assert [o.value for o in outcomes] == [0, None, 2, 3]
+    assert isinstance(outcomes[1].error, ChildFailed) and outcomes[1].error.code == "timeout"
+
+
+def test_run_many_carries_on_past_a_retiring_child() -> None:
+    child = ReusableChild(max_calls=3)
+    try:
+        outcomes = child.run_many(pid, [()] * 7, LIMITS)
+    finally:
+        child.close()
+    pids = [o.value for o in outcomes]
+    assert all(o.error is None for o in outcomes)
+    assert pids[0] == pids[2] != pids[3] == pids[5] != pids[6]
+
+
+def test_parse_many_judges_a_reused_childs_failure_afresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DXA_TEST_TAINTED", raising=False)
+    monkeypatch.setattr(parsing, "_parse_path", _tainting_parse)
+    monkeypatch.setattr(parsing, "_children", type(parsing._children)())
+    parse = ParseLimits(max_bytes=1000, max_pdf_pages=1)
+    got = parsing.parse_many_in_child([("a", "first.dcm"), ("b", "second.dcm"), ("c", "third.dcm")], parse, LIMITS)
+    # The second dies in the child the first tainted: parsed again in a fresh one; the third goes to a
+    # fresh reusable child (the calls written after a failed one are sent again).
+    assert got == ["parsed first.dcm", "parsed second.dcm", "parsed third.dcm"]
+    monkeypatch.setattr(parsing, "_children", type(parsing._children)())
+    monkeypatch.setattr(parsing, "_parse_path", _dying_parse)
+    (alone,) = parsing.parse_many_in_child([("d", "fourth.dcm")], parse, LIMITS)
+    assert isinstance(alone, ChildFailed) and (alone.code, alone.reused) == ("crash", False)
