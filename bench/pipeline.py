@@ -20,8 +20,13 @@ files/s: latency when the service keeps up). Files are the shared samples plus r
 conflicts and distinct variants (`tests.integration.pipeline.support.make_batch`).
 
 Latency: drop -> the file's patient's first evaluation finished after the file's rows were
-committed. SQL statements and commits per file: SQLAlchemy engine events (in-process for
-embedded; `bench/sql_counter.py` wraps the Celery worker and `dxa watch`). CPU ms per file: user +
+committed. SQL statements per file: SQLAlchemy engine events (in-process for embedded;
+`bench/sql_counter.py` wraps the Celery worker and `dxa watch`, each pool process counted).
+Commits per file, Celery: PostgreSQL's own count for the bench database (`pg_stat_database`,
+read once the backends published it), which also counts each connection pre-ping; the engine
+events' count is printed beside it. During a Celery burst, `pg_stat_activity` is sampled (lock
+waits between workers, transactions held open while Python runs) and the worker's log gives the
+task timeline (how busy each pool process was, what the tasks carried). CPU ms per file: user +
 system of the processes (children included; PostgreSQL backends of the bench database for Celery).
 Peak RSS: the largest sum of RSS over the mode's process tree, sampled every 0.5 s.
 """
@@ -81,12 +86,16 @@ class Result:
     seconds: float
     latencies: list[float] = field(default_factory=list)
     steady: list[float] = field(default_factory=list)  # latencies of the steady stream
+    started: float = 0.0  # epoch seconds: the burst's drop
     statements: int | None = None
     commits: int | None = None
     cpu: dict[str, float] | None = None  # seconds by component, burst phase
     evaluations: int = 0
     peak_rss: int = 0  # bytes
     peak_pss: int = 0  # bytes: pages shared by forked processes counted once, split between them
+    server_commits: int | None = None  # PostgreSQL's own count (pg_stat_database), every process included
+    activity: dict[str, float] | None = None  # shares of pg_stat_activity samples (Celery modes)
+    tasks: str = ""  # the worker log's task timeline, summarised (Celery modes)
 
     def per_file(self, count: int | None) -> str:
         return f"{count / self.files:.1f}" if count is not None and self.files else "-"
@@ -190,6 +199,115 @@ def _epoch(moment: datetime | None) -> float:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
+STATS_FLUSH_S = 10.5  # an idle PostgreSQL backend publishes its counters up to 10 s late (PGSTAT_IDLE_INTERVAL)
+
+
+def _server_commits(database: str) -> int:
+    """Transactions committed in `database`, as PostgreSQL counts them: every backend of every
+    process. Besides the services' own transactions (what `bench/sql_counter.py` counts, pool
+    processes included), each pre-ping of a pooled connection at checkout (`pool_pre_ping`: an
+    autocommit SELECT 1, a round trip per transaction) counts as one; the engine events never see
+    those. The bench's own reads end in a rollback and are not counted."""
+    import psycopg
+
+    from tests.conftest import _admin_conninfo
+
+    with psycopg.connect(_admin_conninfo(), autocommit=True, connect_timeout=5) as conn:
+        row = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (database,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+@contextlib.contextmanager
+def pg_activity(database: str) -> Iterator[dict[str, float]]:
+    """What the services' backends of `database` are doing, sampled every 20 ms until the block
+    ends: shares of samples per state (active, idle in transaction, waiting for a lock and on
+    which kind, client reads) and the mean number of backends active at once. Serialisation on
+    row locks between workers shows as `Lock` waits; a worker waiting for its own client (Python
+    between two statements of a transaction) as `idle in transaction`."""
+    import psycopg
+
+    from tests.conftest import _admin_conninfo
+
+    counts: dict[str, float] = {}
+    stop = threading.Event()
+
+    def sample() -> None:
+        with psycopg.connect(_admin_conninfo(), autocommit=True, connect_timeout=5) as conn:
+            me = conn.info.backend_pid
+            n = 0
+            busy = 0
+            while not stop.wait(0.02):
+                rows = conn.execute(
+                    "SELECT state, wait_event_type, wait_event, left(query, 200) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> %s AND backend_type = 'client backend'",
+                    (database, me),
+                ).fetchall()
+                n += 1
+                for state, wtype, wevent, query in rows:
+                    if state == "active":
+                        busy += 1
+                        key = f"active: waits {wtype}:{wevent}" if wtype and wtype != "Client" else "active"
+                        if wtype == "Lock":  # which statement waits (SQL text with placeholders, no values)
+                            key += f" in {_statement_head(query or '')}"
+                    elif state == "idle in transaction":
+                        key = "idle in transaction"
+                    else:
+                        continue
+                    counts[key] = counts.get(key, 0) + 1
+            counts["_samples"] = n
+            counts["_busy"] = busy
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield counts
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _statement_head(query: str) -> str:
+    """The kind and first table of a statement: 'INSERT INTO patients', 'SELECT ... FROM jobs'."""
+    import re
+
+    words = query.split()
+    verb = words[0].upper() if words else "?"
+    table = re.search(r"\b(?:INTO|FROM|UPDATE)\s+(\w+)", query, re.IGNORECASE)
+    return f"{verb} {table.group(1) if table else '?'}"
+
+
+def task_timeline(log_text: str, since: float = 0.0, until: float = float("inf")) -> str:
+    """From a Celery worker log (INFO): per kind of task, how many ran, their files or jobs, and the
+    seconds the pool processes spent in them; how busy each pool process was between the first
+    task's start and the last one's end (a process idle while work waits points at dispatch)."""
+    import re
+
+    rx = re.compile(r"\[(\S+ \S+): INFO/(\S+)\] Task dxa\.(\w+)\[\S+\] succeeded in ([\d.]+)s: (.*)")
+    rows = []
+    for line in log_text.splitlines():
+        m = rx.search(line)
+        if m:
+            end = datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()  # the worker logs local time
+            if since <= end - float(m[4]) <= until:
+                rows.append((end - float(m[4]), end, m[3], m[2], max(1, m[5].count("'") // 2)))
+    if not rows:
+        return ""
+    t0, t1 = min(r[0] for r in rows), max(r[1] for r in rows)
+    late = f"first task started {t0 - since:.2f} s after the drop; " if since else ""
+    kinds: dict[str, list[float]] = {}
+    for start, end, name, _, jobs in rows:
+        k = kinds.setdefault(name, [0, 0, 0.0])
+        k[0] += 1
+        k[1] += jobs
+        k[2] += end - start
+    procs: dict[str, float] = {}
+    for start, end, _, proc, _ in rows:
+        procs[proc] = procs.get(proc, 0.0) + end - start
+    parts = "; ".join(f"{name} {int(n)} tasks, {int(j)} jobs, {t:.1f} s" for name, (n, j, t) in kinds.items())
+    busy = ", ".join(f"{p} {100 * t / (t1 - t0):.0f}%" for p, t in sorted(procs.items()))
+    return f"{late}tasks over {t1 - t0:.1f} s: {parts}; busy {busy}"
+
+
 def parse_only(batch: list[BatchFile]) -> Result:
     from ingest.errors import ParseError
     from ingest.parse import ParseLimits, parse_file
@@ -251,6 +369,7 @@ class Service:
     pids: Callable[[], list[int]]
     cpu: Callable[[], dict[str, float]]
     counts: Callable[[], dict[str, int]]
+    database: str | None = None  # PostgreSQL: sampled (pg_stat_activity) during the burst
 
 
 PROFILE: list[Path] = []  # --profile: where py-spy writes the burst's collapsed stacks
@@ -269,7 +388,7 @@ def profiled(pids: list[int], mode: str) -> Iterator[None]:
     procs = []
     for pid in pids:
         out = PROFILE[0] / f"{slug}-{pid}.txt"
-        argv = [str(VENV_BIN / "py-spy"), "record", "--pid", str(pid), "--subprocesses"]
+        argv = [str(VENV_BIN / "py-spy"), "record", "--pid", str(pid), "--subprocesses", "--idle", "--threads"]
         argv += ["--rate", "100", "--format", "raw", "--output", str(out), "--nonblocking"]
         procs.append((subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out))
     time.sleep(1.0)  # py-spy attaches
@@ -323,8 +442,11 @@ def run_phases(svc: Service, burst: list[BatchFile], steady: list[BatchFile], ra
     dropped: dict[str, float] = {}
     counts0 = svc.counts()
     cpu0 = svc.cpu()
+    activity_of: contextlib.AbstractContextManager[dict[str, float]] = (
+        pg_activity(svc.database) if svc.database else contextlib.nullcontext({})
+    )
     with rss_peak(svc.pids) as peak:
-        with profiled(svc.pids(), mode):
+        with profiled(svc.pids(), mode), activity_of as activity:
             t0 = time.time()
             drop(burst, svc.inbox, dropped)
             seen += len(burst)
@@ -339,10 +461,15 @@ def run_phases(svc: Service, burst: list[BatchFile], steady: list[BatchFile], ra
         cpu1 = svc.cpu()
         counts1 = svc.counts()
         seconds, latencies, evaluations = _measure(svc.sessions, dropped, t0)
-        result = Result(mode, len(burst), seconds, latencies)
+        result = Result(mode, len(burst), seconds, latencies, started=t0)
         result.cpu = {k: cpu1[k] - cpu0[k] for k in cpu0}
         result.statements = counts1["statements"] - counts0["statements"]
         result.commits = counts1["commits"] - counts0["commits"]
+        if "server_commits" in counts0:
+            result.server_commits = counts1["server_commits"] - counts0["server_commits"]
+        samples = activity.pop("_samples", 0)
+        if samples:
+            result.activity = {k: v / samples for k, v in activity.items()}
         result.evaluations = evaluations
         if steady:
             stream: dict[str, float] = {}
@@ -427,10 +554,16 @@ def scaled(burst: list[BatchFile], steady: list[BatchFile], rate: float, process
             )  # fmt: skip
             worker = celery_worker(env, base / "worker.log", concurrency=processes)
             worker.argv = _counted(counters, worker.argv, root)
+            # Run in `root`: Celery puts its working directory first on the path to import `-A`'s
+            # module, so a worker started elsewhere ran that tree's `workers` with `root`'s others.
+            worker.cwd = root
             worker.start()
-            watch = Proc(_counted(counters, [str(VENV_BIN / "dxa"), "watch"], root), env, base / "watch.log").start()
+            watch_argv = _counted(counters, [str(VENV_BIN / "dxa"), "watch"], root)
+            watch = Proc(watch_argv, env, base / "watch.log", cwd=root).start()
             (base / "inbox").mkdir(parents=True, exist_ok=True)
-            engine = make_engine(url)
+            # No pre-ping (an autocommit SELECT 1 on each checkout): the bench's own polling then
+            # ends each read in a rollback, and PostgreSQL's commit count is the services' alone.
+            engine = make_engine(url, ping_idle_after_s=3600.0)
             sessions = session_factory(engine)
             database = str(make_url(url).database)
             try:
@@ -446,22 +579,27 @@ def scaled(burst: list[BatchFile], steady: list[BatchFile], rate: float, process
                     }
 
                 def counts() -> dict[str, int]:
-                    time.sleep(0.7)  # each process writes its counts twice a second
-                    return sql_totals(counters)
+                    time.sleep(STATS_FLUSH_S)  # the services' backends publish their counts (idle: 10 s)
+                    return {**sql_totals(counters), "server_commits": _server_commits(database)}
 
-                svc = Service(base / "inbox", sessions, lambda: [worker.pid, watch.pid], cpu, counts)
+                svc = Service(base / "inbox", sessions, lambda: [worker.pid, watch.pid], cpu, counts, database)
                 name = f"celery, {processes} worker process{'es' if processes > 1 else ''} (PostgreSQL)"
                 if root != ROOT:
                     name = f"{name[:-12]}(code of {root.name})"
                 result = run_phases(svc, burst, steady, rate, name)
+                # The burst's tasks only (the steady stream's single files come after it).
+                result.tasks = task_timeline(
+                    worker.log()[worker.offset :], result.started, result.started + result.seconds
+                )
             finally:
                 watch.stop()
                 worker.stop()
                 engine.dispose()
                 if LOGS:  # --logs: the services' logs outlive the run
                     LOGS[0].mkdir(parents=True, exist_ok=True)
+                    tree = "" if root == ROOT else f"{root.name}-"
                     for log in base.glob("*.log"):
-                        shutil.copy(log, LOGS[0] / f"celery{processes}-{log.name}")
+                        shutil.copy(log, LOGS[0] / f"celery{processes}-{tree}{log.name}")
         finally:
             drop_postgres_database(url)
             redis.stop()
@@ -592,13 +730,25 @@ def print_round(results: list[Result], parse: Result) -> None:
         rss = f"{r.peak_rss / 2**20:.0f} MB" if r.peak_rss else "-"
         print(
             f"{r.mode:<42} {r.rate:>8.1f} {ratio:>10} {pct(r.latencies, 0.5):>10} {pct(r.latencies, 0.95):>10}"
-            f" {pct(r.steady, 0.95):>11} {cpu:>9} {r.per_file(r.statements):>6} {r.per_file(r.commits):>10} {rss:>9}"
+            f" {pct(r.steady, 0.95):>11} {cpu:>9} {r.per_file(r.statements):>6}"
+            f" {r.per_file(r.server_commits if r.server_commits is not None else r.commits):>10} {rss:>9}"
         )
     for r in results:
         if r.cpu and len(r.cpu) > 1:
             parts = ", ".join(f"{k} {v / r.files * 1000:.1f}" for k, v in r.cpu.items())
             pss = f"; peak PSS {r.peak_pss / 2**20:.0f} MB" if r.peak_pss else ""
             print(f"  {r.mode}: CPU ms/file {parts}; {r.evaluations} patient evaluations{pss}")
+        if r.server_commits is not None:
+            print(
+                f"    commits/file counted by PostgreSQL {r.per_file(r.server_commits)}"
+                f" (engine events {r.per_file(r.commits)}; the rest are connection pre-pings)"
+            )
+        if r.activity:
+            busy = r.activity.pop("_busy", 0.0)
+            shares = ", ".join(f"{k} {v:.2f}" for k, v in sorted(r.activity.items(), key=lambda kv: -kv[1]))
+            print(f"    PostgreSQL backends per sample (burst): {shares}; active {busy:.2f}")
+        if r.tasks:
+            print(f"    {r.tasks}")
     emb = next((r for r in results if r.mode.startswith("embedded")), None)
     one = next((r for r in results if "1 worker process " in r.mode and "(code of " not in r.mode), None)
     two = next((r for r in results if "2 worker processes" in r.mode and "(code of " not in r.mode), None)
@@ -629,7 +779,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=1, help="rounds of the alternated modes")
     ap.add_argument("--backload", type=int, default=1000, help="files of the back-load mode")
     ap.add_argument("--backload-via", default="ingest,watcher", help="back-load through: ingest, watcher")
-    ap.add_argument("--compare", type=Path, help="back-load: also run `dxa ingest` with the code of this source tree")
+    ap.add_argument(
+        "--compare", type=Path, help="also run `dxa ingest` and the Celery modes with the code of this source tree"
+    )
     ap.add_argument("--modes", default="parse,embedded,celery1,celery2")
     ap.add_argument("--logs", type=Path, help="copy the Celery modes' service logs to this folder")
     ap.add_argument("--profile", type=Path, help="py-spy each mode's burst; collapsed stacks go to this folder")

@@ -34,7 +34,8 @@ from services.outcomes import JobResult, worker_name
 
 log = logging.getLogger(__name__)
 
-PART = 8  # files parsed (and stored) together in a Celery chunk: small enough to overlap, large enough to batch
+PART = 8  # the first part of a Celery chunk: its parse is the one nothing overlaps
+LATER_PART = 24  # the parts after it: parsed while the part before is stored (a store takes ~3x a parse)
 SWITCH_S = 0.0005  # the interpreter's thread switch interval in a process that overlaps parse and store
 
 
@@ -121,19 +122,40 @@ def _parser() -> ThreadPoolExecutor:
         return pool
 
 
-def ingest_overlapped(ctx: Context, files: Sequence[ClaimedFile], part: int = PART) -> list[JobResult]:
-    """`ingest_batch` for a chunk (a Celery task's), in parts of `part` files: part k+1 is parsed
-    while part k is stored. A fault raises once the parse under way has ended; the parts stored
-    before it stay stored, the others go back to the queue."""
+def ingest_overlapped(
+    ctx: Context, files: Sequence[ClaimedFile], part: int = PART, later: int = LATER_PART
+) -> list[JobResult]:
+    """`ingest_batch` for a chunk (a Celery task's), in parts: part k+1 is parsed while part k is
+    stored. The first part (`part` files) is small, since the task waits for its parse; the
+    others (up to `later` files) are larger, since each store is a transaction whose fixed cost
+    (locks, flushes, commit, the moves' flush) is paid per part, and storing a file takes about
+    three times its parse (bench/store.py, bench/pipeline.py's profile of a pool process: its
+    task thread is the critical path, the parse child waits for it). A fault raises once the
+    parse under way has ended; the parts stored before it stay stored, the others go back to
+    the queue."""
     overlap = Overlap(ctx, _parser())
     results: list[JobResult] = []
     try:
-        for start in range(0, len(files), part):
-            results += overlap.feed(files[start : start + part])
+        for start, end in _parts(len(files), part, later):
+            results += overlap.feed(files[start:end])
         return results + overlap.drain()
     except BaseException:
         overlap.abandon()
         raise
+
+
+def _parts(count: int, first: int, later: int) -> list[tuple[int, int]]:
+    """(start, end) of the parts of a chunk of `count` files: `first` files, then the rest in
+    parts of at most `later`, as even as can be (no small part left at the end)."""
+    bounds = [(0, min(first, count))] if count else []
+    rest = count - bounds[0][1] if bounds else 0
+    pieces = -(-rest // later) if rest else 0
+    start = bounds[0][1] if bounds else 0
+    for k in range(pieces):
+        size = rest // pieces + (1 if k < rest % pieces else 0)
+        bounds.append((start, start + size))
+        start += size
+    return bounds
 
 
 def run_or_release(ctx: Context, job_ids: list[int], run: Callable[[], list[JobResult]]) -> list[JobResult]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from celery import Celery
 from celery.beat import PersistentScheduler
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 
 from settings import Settings, load_settings
 from workers.broker_transport import transport_for
@@ -46,6 +46,17 @@ def make_celery(settings: Settings) -> Celery:
 
 
 app = make_celery(load_settings())
+
+
+@worker_init.connect
+def _warm_parsers_before_fork(**_: Any) -> None:
+    """Load what the parsers load lazily once, in the worker's main process before it forks its
+    pool: each pool process starts with it in shared memory, and the first chunk of a burst, which
+    already meets the watcher's intake of the rest, does not pay for the imports as well (a few
+    tenths of a second per pool process under load, bench/pipeline.py)."""
+    from services.parsing import warm_parsers
+
+    warm_parsers()
 
 
 @worker_process_init.connect

@@ -1,6 +1,15 @@
 """Celery tasks: each translates a message (a job id, or a chunk of ids run as one batch) into one
 call of a use case of `services`.
 
+The evaluations that a task's stores queue are run by the same task once its files are stored
+(`_evaluating_here`), all of them in one batch, instead of each store's being sent to the broker:
+sent, they waited behind every ingest message of a burst and then ran as dozens of tasks of two
+or three patients, a broker round trip, a claim and a transaction each (bench/pipeline.py, 300
+files, one worker: 35 such tasks, over a quarter of the burst's time, after the last file was
+stored). Their job rows are
+committed with the stores as before; should the task die before it evaluates them, the sweeper
+sends them (`services.recovery.resend_lost_jobs`), and should it fail, they are sent at once.
+
 Transient failures (the database restarting, a lost connection) are retried with backoff;
 a second delivery of a message whose job already ran finds it claimed and does nothing.
 
@@ -12,7 +21,8 @@ default app's amqp://localhost, where `delay()` would hang the watcher.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 
 from celery import Celery
@@ -36,28 +46,57 @@ class TransientFault(Exception):
 
 
 def _run_many(job_ids: list[int]) -> list[str]:
-    try:
-        results = runner.run_jobs(_ctx(), job_ids)
-    except TRANSIENT as exc:
-        raise TransientFault(describe(exc)) from None
-    return [result.outcome for result in results]
+    with _evaluating_here() as outcomes:
+        try:
+            results = runner.run_jobs(_ctx(), job_ids)
+        except TRANSIENT as exc:
+            raise TransientFault(describe(exc)) from None
+    return [result.outcome for result in results] + outcomes
 
 
 def _run(job_id: int) -> str | None:
-    try:
-        result = runner.run_job(_ctx(), job_id)
-    except TRANSIENT as exc:
-        raise TransientFault(describe(exc)) from None
+    with _evaluating_here():
+        try:
+            result = runner.run_job(_ctx(), job_id)
+        except TRANSIENT as exc:
+            raise TransientFault(describe(exc)) from None
     return result.outcome if result else None
+
+
+_deferred: list[int] | None = None  # evaluation jobs queued by the task running in this process
+
+
+@contextmanager
+def _evaluating_here() -> Iterator[list[str]]:
+    """Keep the evaluation jobs the block's transactions queue (and committed) instead of sending
+    them; when the block ends, run them here as one batch (their outcomes are added to the list
+    yielded), or send them to the broker if the block or their run failed. A pool process runs
+    one task at a time, and a task's stores all run in its calling thread."""
+    global _deferred
+    outer, _deferred = _deferred, []
+    outcomes: list[str] = []
+    ok = False
+    try:
+        yield outcomes
+        ok = True
+    finally:
+        evaluations, _deferred = _deferred, outer
+        if evaluations and ok:
+            try:
+                outcomes += [one.outcome for one in runner.run_jobs(_ctx(), evaluations)]
+            except Exception as exc:  # put back in the queue by the runner; the broker takes them
+                log.warning("%d evaluations failed here (%s); sent to the queue", len(evaluations), describe(exc))
+                ok = False
+        if evaluations and not ok:
+            _send([(job_id, "evaluate_patient") for job_id in evaluations])
 
 
 def submit(job_id: int, kind: str) -> None:
     """Hand a committed job to the broker. If the broker is down, the sweeper re-sends it."""
-    task = ingest_file if kind == "ingest_file" else evaluate_patient
-    try:
-        task.delay(job_id)
-    except Exception as exc:  # the job row stays queued; sweep_jobs sends it again
-        log.warning("broker unavailable, job %s stays queued for the sweeper: %s", job_id, type(exc).__name__)
+    if kind == "evaluate_patient" and _deferred is not None:
+        _deferred.append(job_id)  # run by this task once its files are stored (`_evaluating_here`)
+        return
+    _send([(job_id, kind)])
 
 
 CHUNK = 32  # job ids per `dxa.run_jobs` message: parsed and stored in parts (`services.stages`)
@@ -66,7 +105,23 @@ CHUNK = 32  # job ids per `dxa.run_jobs` message: parsed and stored in parts (`s
 def submit_batch(jobs: Sequence[tuple[int, str]]) -> None:
     """Hand a transaction's committed jobs to the broker in chunks of `CHUNK` ids, each a
     `dxa.run_jobs` task run as a batch (`services.runner.run_jobs`). A chunk the broker does not
-    take stays queued in the database; the sweeper re-sends its jobs one by one."""
+    take stays queued in the database; the sweeper re-sends its jobs one by one. Evaluations
+    queued by a task's stores are kept for that task (`_evaluating_here`)."""
+    if _deferred is not None:
+        _deferred.extend(job_id for job_id, kind in jobs if kind == "evaluate_patient")
+        jobs = [(job_id, kind) for job_id, kind in jobs if kind != "evaluate_patient"]
+    _send(jobs)
+
+
+def _send(jobs: Sequence[tuple[int, str]]) -> None:
+    if len(jobs) == 1:
+        job_id, kind = jobs[0]
+        task = ingest_file if kind == "ingest_file" else evaluate_patient
+        try:
+            task.delay(job_id)
+        except Exception as exc:  # the job row stays queued; sweep_jobs sends it again
+            log.warning("broker unavailable, job %s stays queued for the sweeper: %s", job_id, type(exc).__name__)
+        return
     ids = [job_id for job_id, _ in jobs]
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]

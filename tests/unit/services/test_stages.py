@@ -51,9 +51,9 @@ def test_the_next_part_is_parsed_while_the_part_before_is_stored(ctx: Any, monke
 
     monkeypatch.setattr(stages, "parse_batch", parse_batch)
     monkeypatch.setattr(stages, "store_batch", store_batch)
-    results = stages.ingest_overlapped(ctx, _files(20), part=8)
+    results = stages.ingest_overlapped(ctx, _files(20), part=8, later=8)
     assert [r.job_id for r in results] == list(range(20))
-    assert parsed_parts == [list(range(8)), list(range(8, 16)), list(range(16, 20))]
+    assert parsed_parts == [list(range(8)), list(range(8, 14)), list(range(14, 20))]
     assert set(parsing_threads) == {"parser_0"}
 
 
@@ -67,8 +67,8 @@ def test_a_chunk_of_one_part_is_parsed_in_the_same_parser_thread(ctx: Any, monke
 
     monkeypatch.setattr(stages, "parse_batch", parse_batch)
     monkeypatch.setattr(stages, "store_batch", lambda _, parsed: [_result(f) for f, _ in parsed])
-    stages.ingest_overlapped(ctx, _files(20), part=8)
-    assert [r.job_id for r in stages.ingest_overlapped(ctx, _files(3), part=8)] == [0, 1, 2]
+    stages.ingest_overlapped(ctx, _files(20), part=8, later=8)
+    assert [r.job_id for r in stages.ingest_overlapped(ctx, _files(3), part=8, later=8)] == [0, 1, 2]
     assert len(set(threads)) == 1 and threading.get_ident() not in threads
 
 
@@ -84,6 +84,17 @@ def test_a_store_fault_puts_back_the_part_parsed_meanwhile(ctx: Any, monkeypatch
     monkeypatch.setattr(stages, "store_batch", store_batch)
     monkeypatch.setattr(stages, "release", lambda _, job_id: released.append(job_id))
     with pytest.raises(ConnectionError):
-        stages.ingest_overlapped(ctx, _files(20), part=8)
+        stages.ingest_overlapped(ctx, _files(20), part=8, later=8)
     # The failed part and the one parsed during its store go back; the first part stays stored.
     assert sorted(released) == list(range(8, 20))
+
+
+def test_a_chunk_starts_with_a_small_part_then_larger_even_ones() -> None:
+    """The task waits for the first part's parse only; the later parts are larger (a store pays a
+    transaction's fixed cost per part) and even, none left small at the end."""
+    sizes = {n: [end - start for start, end in stages._parts(n, 8, 24)] for n in (0, 3, 8, 20, 32, 33, 64)}
+    assert sizes == {0: [], 3: [3], 8: [8], 20: [8, 12], 32: [8, 24], 33: [8, 13, 12], 64: [8, 19, 19, 18]}
+    for n in range(0, 200):
+        bounds = stages._parts(n, 8, 24)
+        assert [i for start, end in bounds for i in range(start, end)] == list(range(n)), n
+        assert all(end - start <= 24 for start, end in bounds[1:]), n
