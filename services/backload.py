@@ -1,30 +1,48 @@
 """Back-loading (`dxa ingest PATH…`): a hospital's archive copied in and ingested synchronously by
 this process, whatever the deployment, in chunks of `CHUNK` files, as a pipeline over the
-machine's cores: each chunk's files are copied into work/ and registered in one commit
-(`services.intake.intake_many`, new bytes in two statements), claimed in one more, then parsed by
-`PARSERS` threads, each driving a parse child of its own, while this thread stores the chunk
-parsed before in one transaction (`services.ingestion.store_batch`). The patients' evaluations
-run at the end, each patient once (`run_queued_evaluations`).
+machine's cores. Each chunk's files are copied into work/ by `COPIERS` threads a chunk ahead (each
+copy is flushed to disk, a wait rather than work, which several copies share, and which kept this
+thread idle for ~4 ms a file when it copied them itself), registered in one commit
+(`services.intake.register_copies`, new bytes in two statements), claimed in one more, then parsed
+by `PARSERS` threads, each driving a parse child of its own, while this thread, the one writer,
+stores the chunk parsed before in one transaction (`services.ingestion.store_batch`). The
+patients' evaluations run at the end, each patient once (`run_queued_evaluations`).
+
+A run killed half-way loses nothing (the user's archive is only read), and running it again
+finishes the job: the jobs the killed run held are taken over (by the same bytes, `_claim_chunk`)
+rather than their files counted as duplicates, the moves after its commits are finished, the
+copies it was writing removed (`_clear_after_kill`), and the evaluations it queued run. Complete
+copies it had not registered yet are known bytes once the second run registered them: recovery
+drops them (at a service's start, or the next back-load's once settled).
 
 Nothing of a chunk is kept in memory beyond the next one, so a run of 100 000 files stays flat.
+(The RSS of the process tree counts each parse child's pages shared with this process again: two
+children forked from a ~130 MB process show ~390 MB of RSS for ~210 MB of PSS.)
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Generator, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
 from itertools import islice
 from pathlib import Path
 
-from db.jobs import claim_jobs
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.jobs import claim_jobs, worker_gone
+from db.models import Job
 from services.context import Context
+from services.files import claim_by_copy, cut_copies, flush_folder
 from services.ingestion import ClaimedFile, ParsedFile, parse_batch, start_ingests, store_batch
-from services.intake import intake_many
+from services.intake import IntakeResult, register_copies
 from services.outcomes import ClaimedJob, JobResult, worker_name
 from services.parsing import warm_parsers
+from services.recovery import recover_files
 from services.runner import run_batch, run_jobs
 from services.stages import release, run_or_release
 
@@ -32,6 +50,8 @@ FINAL = ("ingested", "duplicate", "quarantined", "held")  # held: a scan waiting
 CHUNK = 64  # files registered, claimed and stored together
 PARSERS = max(1, min(2, os.cpu_count() or 1))  # parse children at once (a store runs beside them)
 EVALUATIONS = 64  # evaluations run together at the end
+COPIERS = 2  # files copied into work/ at once: their flushes to disk overlap (and share journal commits)
+SETTLED = timedelta(seconds=30)  # a move left undone this long ago is a killed run's, not a live job's
 
 
 @dataclass(frozen=True)
@@ -51,55 +71,134 @@ class _Chunk:
     done: list[JobResult] = field(default_factory=list)  # settled when claimed (a file row gone)
 
 
-def ingest_paths(ctx: Context, paths: Iterable[Path], chunk: int = CHUNK) -> Iterator[Loaded]:
-    """Each path's outcome, chunk by chunk, while the next chunk is parsed. A file whose parse
-    child died is tried again at once (a back-load has nobody waiting for the backoff) until its
-    attempts are used up."""
-    warm_parsers()  # before the parse children fork: they share the loaded parsers
-    it = iter(paths)
-    with ThreadPoolExecutor(max_workers=PARSERS, thread_name_prefix="backload-parser") as parsers:
-        pending: _Chunk | None = None
+class _Copies:
+    """A chunk's files being copied into work/ by the copier threads, while this thread registers,
+    stores and settles the chunks before it."""
+
+    def __init__(self, ctx: Context, copiers: ThreadPoolExecutor, paths: list[Path]) -> None:
+        self.paths = paths
+        work_dir, owner = ctx.settings.work_dir, worker_name()
+        self.copying = [copiers.submit(claim_by_copy, path, work_dir, owner) for path in paths]
+
+    def result(self) -> list[Path]:
+        """Each file's copy in work/ (flushed). A file that could not be copied (unreadable) stops
+        the run, as it always did, the chunk's other copies removed."""
+        wait(self.copying)
         try:
-            while batch := list(islice(it, chunk)):
-                claimed, loaded = _claim_chunk(ctx, batch)
+            return [future.result() for future in self.copying]
+        except BaseException:
+            self.abandon()
+            raise
+
+    def abandon(self) -> None:
+        """The run stopped before these copies were registered: none is left in work/ (where the next
+        service start-up would register it, a copy nobody asked for any more)."""
+        for future in self.copying:
+            future.cancel()
+        wait(self.copying)
+        for future in self.copying:
+            if not future.cancelled() and future.exception() is None:
+                future.result().unlink(missing_ok=True)
+
+
+def _clear_after_kill(ctx: Context) -> None:
+    """What a back-load killed before left in work/, besides the files it registered (their jobs are
+    taken over by `_claim_chunk`): the moves after its commits finished, the copies it was writing
+    removed. What a live process is doing is left alone."""
+    recover_files(ctx, settled_for=SETTLED)
+    for path, owner in cut_copies(ctx.settings.work_dir):
+        if worker_gone(owner):
+            path.unlink(missing_ok=True)
+
+
+def ingest_paths(ctx: Context, paths: Iterable[Path], chunk: int = CHUNK) -> Generator[Loaded, None, None]:
+    """Each path's outcome, chunk by chunk, while the next chunk is parsed and the one after it
+    copied. A file whose parse child died is tried again at once (a back-load has nobody waiting
+    for the backoff) until its attempts are used up."""
+    warm_parsers()  # before the parse children fork: they share the loaded parsers
+    # The interpreter's switch interval is left at its default (`services.stages.favour_parser_thread`
+    # is not for here): beside the copier threads, a 0.5 ms one cost more system time in switches
+    # than the parse children gained (5 000 files alternated, loadavg 5-8: ~104-198 files/s
+    # without it against 92-111 with it).
+    _clear_after_kill(ctx)
+    it = iter(paths)
+    with (
+        ThreadPoolExecutor(max_workers=PARSERS, thread_name_prefix="backload-parser") as parsers,
+        ThreadPoolExecutor(max_workers=COPIERS, thread_name_prefix="backload-copier") as copiers,
+    ):
+        copying = _Copies(ctx, copiers, list(islice(it, chunk)))
+        unstored: list[_Chunk] = []  # claimed, not stored yet: given back if the run stops
+        try:
+            while copying.paths:
+                following = _Copies(ctx, copiers, list(islice(it, chunk)))
+                copied, copying = copying, following
+                claimed, loaded = _claim_chunk(ctx, copied)
+                unstored.append(claimed)
                 yield from loaded
                 _parse_chunk(ctx, parsers, claimed)
-                if pending is not None:
-                    yield from _store_chunk(ctx, pending)
-                pending = claimed
-            if pending is not None:
-                yield from _store_chunk(ctx, pending)
-            pending = None
+                if len(unstored) > 1:
+                    yield from _store_chunk(ctx, unstored[0])
+                    unstored.pop(0)
+            while unstored:
+                yield from _store_chunk(ctx, unstored[0])
+                unstored.pop(0)
         finally:
-            if pending is not None:  # stopped early (an error, or the caller stopped reading)
-                for future in pending.parsing:
+            copying.abandon()
+            for left in unstored:  # stopped early (an error, or the caller stopped reading)
+                for future in left.parsing:
                     future.cancel()
-                _release(ctx, pending)
+                _release(ctx, left)  # a job stored already is not this worker's `running` one any more
 
 
-def _claim_chunk(ctx: Context, paths: list[Path]) -> tuple[_Chunk, list[Loaded]]:
-    """Copy, register (one commit) and claim (one more) a chunk of files."""
-    received = intake_many(ctx, paths, copy=True)
-    loaded: list[Loaded] = []
+def _claim_chunk(ctx: Context, copies: _Copies) -> tuple[_Chunk, list[Loaded]]:
+    """Register (one commit) and claim (one more) a chunk of copied files. Bytes already received
+    whose job is still to run, queued or held by a run that was killed, are claimed with the chunk
+    and counted by their outcome, not as duplicates: running the back-load again finishes them."""
+    copied = copies.result()
+    flush_folder(ctx.settings.work_dir)  # the copies' names, before the rows that point at them
+    received = register_copies(ctx, list(zip(copies.paths, copied, strict=True)))
     by_job: dict[int, Path] = {}
-    for path, intake in zip(paths, received, strict=True):
+    again: dict[int, int] = {}  # source file id -> the first duplicate of it whose job may be taken over
+    for k, (path, intake) in enumerate(zip(copies.paths, received, strict=True)):
         if isinstance(intake, Exception):
             raise intake
-        if intake.outcome == "duplicate":
-            loaded.append(
-                Loaded(path, "duplicate", f"same bytes as a file already received, now {intake.prior_status}")
-            )
-        else:
+        if intake.outcome != "duplicate":
             assert intake.job_id is not None
             by_job[intake.job_id] = path
+        elif intake.prior_status in ("pending", "processing"):
+            again.setdefault(intake.source_file_id, k)
     chunk = _Chunk(by_job)
-    if by_job:
-        with ctx.sessions.begin() as session:
-            jobs = [ClaimedJob.of(job) for job in claim_jobs(session, list(by_job), worker=worker_name())]
-            started = start_ingests(ctx, session, jobs)
-        chunk.files = [one for one in started if isinstance(one, ClaimedFile)]
-        chunk.done = [one for one in started if isinstance(one, JobResult)]
+    taken: set[int] = set()  # the indexes of the duplicates whose job this chunk claimed
+    with ctx.sessions.begin() as session:
+        unfinished = _unfinished_jobs(session, list(again), set(by_job))
+        jobs = [ClaimedJob.of(job) for job in claim_jobs(session, [*by_job, *unfinished], worker=worker_name())]
+        for job in jobs:
+            if job.id in unfinished:
+                k = again[unfinished[job.id]]
+                chunk.paths[job.id] = copies.paths[k]
+                taken.add(k)
+        started = start_ingests(ctx, session, jobs) if jobs else []
+    chunk.files = [one for one in started if isinstance(one, ClaimedFile)]
+    chunk.done = [one for one in started if isinstance(one, JobResult)]
+    loaded = [
+        Loaded(path, "duplicate", f"same bytes as a file already received, now {intake.prior_status}")
+        for k, (path, intake) in enumerate(zip(copies.paths, received, strict=True))
+        if isinstance(intake, IntakeResult) and intake.outcome == "duplicate" and k not in taken
+    ]
     return chunk, loaded
+
+
+def _unfinished_jobs(session: Session, files: list[int], mine: set[int]) -> dict[int, int]:
+    """job id -> source file id: the ingest jobs of `files` still to run (queued, or running; the
+    claim takes over only those whose process is gone), other than the chunk's own."""
+    if not files:
+        return {}
+    rows = session.execute(
+        select(Job.id, Job.source_file_id).where(
+            Job.source_file_id.in_(files), Job.kind == "ingest_file", Job.state.in_(("queued", "running"))
+        )
+    ).all()
+    return {job_id: file_id for job_id, file_id in rows if job_id not in mine and file_id is not None}
 
 
 def _parse_chunk(ctx: Context, parsers: ThreadPoolExecutor, chunk: _Chunk) -> None:

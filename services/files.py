@@ -54,6 +54,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def flush_folder(path: Path) -> None:
+    """Make the names created in a folder durable, once for many files (a back-load's chunk of
+    copies, `services.backload`)."""
+    _fsync_dir(path)
+
+
 def move_durably(src: Path, dest: Path) -> Path:
     """Rename src to dest; across volumes copy, fsync, then unlink the source."""
     _move(src, dest)
@@ -108,16 +114,35 @@ def claim_by_rename(src: Path, work_dir: Path, moves: Moves | None = None) -> Pa
     return moves.move(src, dest) if moves is not None else move_durably(src, dest)
 
 
-def claim_by_copy(src: Path, work_dir: Path) -> Path:
-    """Back-loading (`dxa ingest`) leaves the user's archive untouched: copy, then flush."""
+def claim_by_copy(src: Path, work_dir: Path, owner: str = "") -> Path:
+    """Back-loading (`dxa ingest`) leaves the user's archive untouched: copy, then flush. With
+    `owner` ("host:pid", `services.outcomes.worker_name`), the copy under way names its process,
+    so that one a kill cut short can be told from one still being written (`cut_copies`)."""
     dest = new_work_path(work_dir, src.name)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".partial")
+    tmp = dest.with_name(dest.name + (f"{_OWNER}{owner}" if owner else "") + ".partial")
     shutil.copyfile(src, tmp)
     with tmp.open("rb+") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, dest)
     return dest
+
+
+_OWNER = "~"  # between a copy's name and its owner's: in neither a work name nor a host name
+
+
+def cut_copies(work_dir: Path) -> list[tuple[Path, str]]:
+    """The copies under way in work/ that name their owner (`claim_by_copy`): (path, owner). The
+    caller removes those whose owner is gone: never registered, their original is still where it
+    was copied from."""
+    if not work_dir.is_dir():
+        return []
+    out = []
+    for path in work_dir.iterdir():
+        name, sep, owner = path.name.removesuffix(".partial").rpartition(_OWNER)
+        if path.name.endswith(".partial") and sep and name and owner:
+            out.append((path, owner))
+    return out
 
 
 def archive_path(archive_dir: Path, sha256: str, original_name: str, when: date) -> Path:

@@ -102,6 +102,27 @@ def register_claims(ctx: Context, claimed: Sequence[Claim], *, copy: bool) -> di
     return results
 
 
+def register_copies(ctx: Context, copies: Sequence[tuple[Path, Path]]) -> list[IntakeResult | Exception]:
+    """`register_claims` for files a back-load copied into work/ itself (`services.backload`: in
+    threads of its own, so that their flushes to disk overlap the store), with a result per copy
+    in order rather than per original path: the same file given twice in one chunk (`dxa ingest a
+    a`) has two copies, each with its outcome (by path, the first one's job would be lost)."""
+    if len(copies) > 1:
+        try:
+            registered = register_claimed_many(ctx, [(work, display_name(path.name)) for path, work in copies])
+            return list(registered)
+        except Exception as exc:
+            log.info("%d copies could not be registered together (%s); one at a time", len(copies), describe(exc))
+    results: list[IntakeResult | Exception] = []
+    for path, work in copies:
+        try:
+            results.append(register_claimed(ctx, work, display_name(path.name)))
+        except Exception as exc:
+            _undo_claim(path, work, copy=True)
+            results.append(exc)
+    return results
+
+
 def _undo_claim(path: Path, work_path: Path, *, copy: bool) -> None:
     if copy:
         work_path.unlink(missing_ok=True)
