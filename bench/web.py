@@ -760,9 +760,9 @@ class Floor:
         self.connection = psycopg.connect(conninfo, autocommit=True)
         self.cursor = self.connection.cursor()
 
-    def timed(self, bench_patient: BenchPatient) -> float:
+    def _read(self, bench_patient: BenchPatient) -> Any:
+        """FLOOR_SQL for one patient; its primary key."""
         cur = self.cursor
-        t0 = time.perf_counter()
         cur.execute(FLOOR_SQL[0], {"identifier": bench_patient.identifier, "issuer": bench_patient.issuer})
         row = cur.fetchone()
         if row is None:
@@ -770,6 +770,11 @@ class Floor:
         for sql in FLOOR_SQL[1:]:
             cur.execute(sql, {"pk": row[0]})
             cur.fetchall()
+        return row[0]
+
+    def timed(self, bench_patient: BenchPatient) -> float:
+        t0 = time.perf_counter()
+        self._read(bench_patient)
         return (time.perf_counter() - t0) * 1000
 
     def timed_with_writes(self, bench_patient: BenchPatient) -> float:
@@ -780,14 +785,7 @@ class Floor:
         t0 = time.perf_counter()
         cur.execute(FLOOR_SIGN_IN, {"token_hash": "0" * 64})
         cur.fetchall()
-        cur.execute(FLOOR_SQL[0], {"identifier": bench_patient.identifier, "issuer": bench_patient.issuer})
-        row = cur.fetchone()
-        if row is None:
-            raise SystemExit(f"floor: patient {bench_patient.path} not found")
-        for sql in FLOOR_SQL[1:]:
-            cur.execute(sql, {"pk": row[0]})
-            cur.fetchall()
-        cur.execute(FLOOR_AUDIT, {"pk": row[0]})
+        cur.execute(FLOOR_AUDIT, {"pk": self._read(bench_patient)})
         return (time.perf_counter() - t0) * 1000
 
     def close(self) -> None:
