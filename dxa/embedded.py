@@ -63,7 +63,9 @@ def watch_once(ctx: Context, tracker: ReadinessTracker, odd: OddEntries | None =
             if writer.hand(claims):
                 outcomes.update((path, None) for path, _ in claims)
             else:
-                outcomes.update(register_claims(ctx, claims, copy=False))
+                outcomes.update(
+                    zip((path for path, _ in claims), register_claims(ctx, claims, copy=False), strict=True)
+                )
         for path in chunk:
             result = outcomes[path]
             if not isinstance(result, Exception):

@@ -3,7 +3,7 @@ this process, whatever the deployment, in chunks of `CHUNK` files, as a pipeline
 machine's cores. Each chunk's files are copied into work/ by `COPIERS` threads a chunk ahead (each
 copy is flushed to disk, a wait rather than work, which several copies share, and which kept this
 thread idle for ~4 ms a file when it copied them itself), registered in one commit
-(`services.intake.register_copies`, new bytes in two statements), claimed in one more, then parsed
+(`services.intake.register_claims`, new bytes in two statements), claimed in one more, then parsed
 by `PARSERS` threads, each driving a parse child of its own, while this thread, the one writer,
 stores the chunk parsed before in one transaction (`services.ingestion.store_batch`). The
 patients' evaluations run at the end, each patient once (`run_queued_evaluations`).
@@ -39,7 +39,7 @@ from db.models import Job
 from services.context import Context
 from services.files import claim_by_copy, cut_copies, flush_folder
 from services.ingestion import ClaimedFile, ParsedFile, parse_batch, start_ingests, store_batch
-from services.intake import IntakeResult, register_copies
+from services.intake import IntakeResult, register_claims
 from services.outcomes import ClaimedJob, JobResult, worker_name
 from services.parsing import warm_parsers
 from services.recovery import recover_files
@@ -156,7 +156,7 @@ def _claim_chunk(ctx: Context, copies: _Copies) -> tuple[_Chunk, list[Loaded]]:
     and counted by their outcome, not as duplicates: running the back-load again finishes them."""
     copied = copies.result()
     flush_folder(ctx.settings.work_dir)  # the copies' names, before the rows that point at them
-    received = register_copies(ctx, list(zip(copies.paths, copied, strict=True)))
+    received = register_claims(ctx, list(zip(copies.paths, copied, strict=True)), copy=True)
     by_job: dict[int, Path] = {}
     again: dict[int, int] = {}  # source file id -> the first duplicate of it whose job may be taken over
     for k, (path, intake) in enumerate(zip(copies.paths, received, strict=True)):

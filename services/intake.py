@@ -56,8 +56,8 @@ def intake_many(ctx: Context, paths: Sequence[Path], *, copy: bool) -> list[Inta
     another watcher: FileNotFoundError); a claim that could not be registered is undone, so the
     file is seen again at the next scan rather than waiting in work/ for the next start-up."""
     claimed, failed = claim_many(ctx, paths, copy=copy)
-    results: dict[Path, IntakeResult | Exception] = {**failed, **register_claims(ctx, claimed, copy=copy)}
-    return [results[path] for path in paths]
+    registered = iter(register_claims(ctx, claimed, copy=copy))  # in the order of `paths`, less the failed
+    return [failed[path] if path in failed else next(registered) for path in paths]
 
 
 Claim = tuple[Path, Path]  # where a file was (the inbox, the archive being back-loaded), its copy in work/
@@ -81,44 +81,22 @@ def claim_many(ctx: Context, paths: Sequence[Path], *, copy: bool) -> tuple[list
     return claimed, failed
 
 
-def register_claims(ctx: Context, claimed: Sequence[Claim], *, copy: bool) -> dict[Path, IntakeResult | Exception]:
-    """The second half of `intake_many`: the claims registered in one transaction or, should that
-    fail, one at a time, a claim that cannot be registered undone (by its original path)."""
-    results: dict[Path, IntakeResult | Exception] = {}
-    rest = list(claimed)
-    if len(rest) > 1:
+def register_claims(ctx: Context, claimed: Sequence[Claim], *, copy: bool) -> list[IntakeResult | Exception]:
+    """The second half of `intake_many` (and the back-load's, whose copier threads claim by copy):
+    the claims registered in one transaction or, should that fail, one at a time, a claim that
+    cannot be registered undone (by its original path). A result per claim, in order: the same
+    file given twice (`dxa ingest a a`) has two claims, each with its outcome."""
+    if len(claimed) > 1:
         try:
-            registered = register_claimed_many(ctx, [(work, display_name(path.name)) for path, work in rest])
-            results.update(zip((path for path, _ in rest), registered, strict=True))
-            rest = []
+            return list(register_claimed_many(ctx, [(work, display_name(path.name)) for path, work in claimed]))
         except Exception as exc:
-            log.info("%d claims could not be registered together (%s); one at a time", len(rest), describe(exc))
-    for path, work in rest:  # one at a time: a file the database refuses sinks only itself
-        try:
-            results[path] = register_claimed(ctx, work, display_name(path.name))
-        except Exception as exc:
-            _undo_claim(path, work, copy=copy)
-            results[path] = exc
-    return results
-
-
-def register_copies(ctx: Context, copies: Sequence[tuple[Path, Path]]) -> list[IntakeResult | Exception]:
-    """`register_claims` for files a back-load copied into work/ itself (`services.backload`: in
-    threads of its own, so that their flushes to disk overlap the store), with a result per copy
-    in order rather than per original path: the same file given twice in one chunk (`dxa ingest a
-    a`) has two copies, each with its outcome (by path, the first one's job would be lost)."""
-    if len(copies) > 1:
-        try:
-            registered = register_claimed_many(ctx, [(work, display_name(path.name)) for path, work in copies])
-            return list(registered)
-        except Exception as exc:
-            log.info("%d copies could not be registered together (%s); one at a time", len(copies), describe(exc))
+            log.info("%d claims could not be registered together (%s); one at a time", len(claimed), describe(exc))
     results: list[IntakeResult | Exception] = []
-    for path, work in copies:
+    for path, work in claimed:  # one at a time: a file the database refuses sinks only itself
         try:
             results.append(register_claimed(ctx, work, display_name(path.name)))
         except Exception as exc:
-            _undo_claim(path, work, copy=True)
+            _undo_claim(path, work, copy=copy)
             results.append(exc)
     return results
 

@@ -187,7 +187,7 @@ class Pipeline:
             claims = [self._claims.popleft() for _ in range(count)]
         if not claims:
             return
-        for result in register_claims(self.ctx, claims, copy=False).values():
+        for result in register_claims(self.ctx, claims, copy=False):
             if isinstance(result, Exception):  # undone: the file is back in the inbox, claimed again
                 log.warning("could not register a file from the inbox (%s); it is tried again", describe(result))
 

@@ -188,6 +188,23 @@ def test_a_chunk_the_database_refuses_as_a_whole_is_registered_file_by_file(
     ctx.engine.dispose()
 
 
+def test_the_same_file_given_twice_in_one_chunk_gets_a_result_for_each(tmp_path: Path, samples: list[Sample]) -> None:
+    """`dxa ingest a a`: two copies of one file in one chunk. Each copy has its own result, in
+    order (keyed by path, the first copy's job would be lost to the caller)."""
+    ctx = _context(tmp_path)
+    files = [BatchFile(s.rel, s.data, "original", s) for s in samples if s.expect == "accept"][:2]
+    drops = tmp_path / "drops"
+    drop(files, drops)
+    first, other = (drops / f.rel for f in files)
+    results = services.intake.intake_many(ctx, [first, other, first], copy=True)
+    assert not any(isinstance(r, Exception) for r in results), results
+    outcomes = [r.outcome for r in results if not isinstance(r, Exception)]
+    assert outcomes == ["queued", "queued", "duplicate"], outcomes
+    jobs = [r.job_id for r in results if not isinstance(r, Exception)]
+    assert jobs[0] is not None and jobs[1] is not None and jobs[0] != jobs[1]
+    ctx.engine.dispose()
+
+
 def test_the_true_copy_stored_after_a_conflicting_one_is_not_taken_for_its_re_encoding(
     tmp_path: Path, samples: list[Sample]
 ) -> None:
