@@ -54,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import event, select  # noqa: E402
 
 from bench.sql_counter import totals as sql_totals  # noqa: E402
+from bench.store import postgres_cpu  # noqa: E402
 from db.models import Job, SourceFile  # noqa: E402
 from tests.integration.pipeline.support import (  # noqa: E402
     VENV_BIN,
@@ -164,33 +165,27 @@ def _tree_pss(pids: list[int]) -> int:
 def rss_peak(pids: Callable[[], list[int]]) -> Iterator[list[int]]:
     """[peak RSS, peak PSS] of the summed memory of the process trees, sampled until the block ends."""
     peak = [0, 0]
-    stop = threading.Event()
 
-    def sample() -> None:
+    def sample(stop: threading.Event) -> None:
         while not stop.wait(0.5):
             peak[0] = max(peak[0], _tree_rss(pids()))
             peak[1] = max(peak[1], _tree_pss(pids()))
 
-    thread = threading.Thread(target=sample, daemon=True)
+    with _in_background(sample):
+        yield peak
+
+
+@contextlib.contextmanager
+def _in_background(sample: Callable[[threading.Event], None]) -> Iterator[None]:
+    """`sample` run in a thread of its own until the block ends (it returns once the event is set)."""
+    stop = threading.Event()
+    thread = threading.Thread(target=sample, args=(stop,), daemon=True)
     thread.start()
     try:
-        yield peak
+        yield
     finally:
         stop.set()
         thread.join()
-
-
-def _postgres_cpu(database: str) -> float:
-    """CPU seconds of the live PostgreSQL backends connected to `database`."""
-    import psutil
-
-    total = 0.0
-    for proc in psutil.process_iter(["cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            if any(database in part for part in proc.info["cmdline"] or []):
-                t = proc.cpu_times()
-                total += t.user + t.system
-    return total
 
 
 def _epoch(moment: datetime | None) -> float:
@@ -229,9 +224,8 @@ def pg_activity(database: str) -> Iterator[dict[str, float]]:
     from tests.conftest import _admin_conninfo
 
     counts: dict[str, float] = {}
-    stop = threading.Event()
 
-    def sample() -> None:
+    def sample(stop: threading.Event) -> None:
         with psycopg.connect(_admin_conninfo(), autocommit=True, connect_timeout=5) as conn:
             me = conn.info.backend_pid
             n = 0
@@ -257,13 +251,8 @@ def pg_activity(database: str) -> Iterator[dict[str, float]]:
             counts["_samples"] = n
             counts["_busy"] = busy
 
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
+    with _in_background(sample):
         yield counts
-    finally:
-        stop.set()
-        thread.join()
 
 
 def _statement_head(query: str) -> str:
@@ -575,7 +564,7 @@ def scaled(burst: list[BatchFile], steady: list[BatchFile], rate: float, process
                     return {
                         "worker": _tree_cpu([worker.pid]),
                         "watcher": _tree_cpu([watch.pid]),
-                        "postgres": _postgres_cpu(database),
+                        "postgres": postgres_cpu(database),
                     }
 
                 def counts() -> dict[str, int]:

@@ -49,8 +49,10 @@ def loadavg() -> str:
     return "?"
 
 
-def _postgres_cpu(database: str) -> float:
-    """CPU seconds of the live PostgreSQL backends connected to `database`."""
+def postgres_cpu(database: str) -> float:
+    """CPU seconds of the live PostgreSQL backends connected to `database` (bench/pipeline.py's
+    too: it lives here because a `--compare` run of this file puts the other checkout first on the
+    path, where a shared bench module may not exist)."""
     import psutil
 
     total: float = 0.0
@@ -198,7 +200,7 @@ def worker(batch_path: Path, database: str, profile: bool) -> int:
             db_name = str(make_url(url).database) if url else ""
 
             def pg() -> float:
-                return _postgres_cpu(db_name) if db_name else 0.0
+                return postgres_cpu(db_name) if db_name else 0.0
 
             paths = []
             for rel, data in files:
