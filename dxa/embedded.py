@@ -21,7 +21,8 @@ from ingest.watcher import OddEntries, ReadinessTracker, scan_inbox
 from services import evaluation, inbox_entries, recovery, runner
 from services.bytestore import uses_database
 from services.context import Context
-from services.intake import IntakeResult, claim_many, intake_many, register_claims
+from services.files import read_error_words
+from services.intake import IntakeResult, UnreadableClaim, claim_many, intake_many, register_claims
 from services.logsafe import describe
 from settings import Settings
 
@@ -72,6 +73,15 @@ def watch_once(ctx: Context, tracker: ReadinessTracker, odd: OddEntries | None =
                 claimed += 1
             elif isinstance(result, FileNotFoundError):
                 tracker.forget(str(path))  # taken by another watcher, or removed by the sender
+            elif isinstance(result, UnreadableClaim):
+                continue  # set aside for QA, and logged, by the intake (`services.inbox_entries`)
+            elif isinstance(result, OSError):  # could not be read or moved: it waits, rather than fail every scan
+                count, wait = tracker.failed(str(path), time.time())
+                words = read_error_words(result)
+                ident = inbox_entries.entry_id(inbox, str(path))
+                log.warning("inbox: entry %s could not be claimed (%s); tried again in %.0f s", ident, words, wait)
+                if count == inbox_entries.RECORD_AFTER:
+                    inbox_entries.record_unclaimable(ctx, path, words)
             else:
                 # A path, or a driver's message quoting the row, can hold a patient's name: the type only.
                 log.warning("could not claim a file from the inbox (%s); it is tried again", describe(result))

@@ -46,7 +46,7 @@ from services.ingestion import (
     start_ingests,
     store_batch,
 )
-from services.intake import Claim, register_claims
+from services.intake import Claim, UnreadableClaim, register_claims
 from services.liveness import heartbeat
 from services.logsafe import describe
 from services.outcomes import ClaimedJob, JobResult, worker_name
@@ -188,7 +188,7 @@ class Pipeline:
         if not claims:
             return
         for result in register_claims(self.ctx, claims, copy=False):
-            if isinstance(result, Exception):  # undone: the file is back in the inbox, claimed again
+            if isinstance(result, Exception) and not isinstance(result, UnreadableClaim):  # undone: back in the inbox
                 log.warning("could not register a file from the inbox (%s); it is tried again", describe(result))
 
     def step(self) -> list[JobResult]:

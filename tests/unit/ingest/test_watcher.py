@@ -40,3 +40,24 @@ def test_scan_is_recursive_and_skips_ignored(tmp_path: Path) -> None:
     (tmp_path / ".hidden").write_bytes(b"3")
     found = scan_folder(tmp_path)
     assert list(found) == [str(tmp_path / "sub" / "deeper" / "a.dcm")]
+
+
+def test_a_file_whose_claim_failed_waits_doubling_unless_it_changes() -> None:
+    tracker = ReadinessTracker(min_age_s=0, retry_s=10, retry_max_s=25)
+    a = FileState(10, 100.0)
+    tracker.observe({"a": a}, now=110)
+    assert tracker.observe({"a": a}, now=111) == ["a"]
+    assert tracker.failed("a", now=111) == (1, 10)
+    assert tracker.observe({"a": a}, now=115) == []  # waits
+    assert tracker.observe({"a": a}, now=121) == ["a"]  # tried again
+    assert tracker.failed("a", now=121) == (2, 20)
+    assert tracker.observe({"a": a}, now=140) == []
+    assert tracker.observe({"a": a}, now=141) == ["a"]
+    assert tracker.failed("a", now=141) == (3, 25)  # no longer than retry_max_s
+    changed = FileState(10, 150.0)  # written again (or its permissions fixed by a copy): fresh
+    assert tracker.observe({"a": changed}, now=151) == []
+    assert tracker.observe({"a": changed}, now=152) == ["a"]
+    assert tracker.failed("a", now=152) == (1, 10)
+    assert tracker.observe({}, now=153) == []  # gone: forgotten
+    assert tracker.observe({"a": a}, now=154) == []
+    assert tracker.observe({"a": a}, now=155) == ["a"]
