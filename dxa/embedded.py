@@ -8,6 +8,7 @@ one code path for both deployments.
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
@@ -31,6 +32,9 @@ log = logging.getLogger("dxa")
 DEMO_PASSWORD = "dxa-demo-2024"
 RUNNER_IDLE_S = 0.5
 SWEEP_EVERY_S = 60.0
+# Claim failures that are this host's, not the file's: every file would fail alike, and each is
+# tried again at the next scan once the fault is fixed.
+_OUR_SIDE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 INTAKE_BATCH = 64  # files claimed and registered together by one scan's transaction
 # Set by the watcher when it registered files: idle runners of this process start at once instead
 # of at their next poll (the job table stays the queue; this only shortens the wait).
@@ -75,7 +79,7 @@ def watch_once(ctx: Context, tracker: ReadinessTracker, odd: OddEntries | None =
                 tracker.forget(str(path))  # taken by another watcher, or removed by the sender
             elif isinstance(result, UnreadableClaim):
                 continue  # set aside for QA, and logged, by the intake (`services.inbox_entries`)
-            elif isinstance(result, OSError):  # could not be read or moved: it waits, rather than fail every scan
+            elif isinstance(result, OSError) and result.errno not in _OUR_SIDE:  # waits, rather than fail each scan
                 count, wait = tracker.failed(str(path), time.time())
                 words = read_error_words(result)
                 ident = inbox_entries.entry_id(inbox, str(path))

@@ -39,7 +39,7 @@ from db.jobs import claim_jobs, worker_gone
 from db.models import Job
 from ingest.watcher import is_ignored
 from services.context import Context
-from services.files import claim_by_copy, cut_copies, flush_folder, read_error_words
+from services.files import UnreadableSource, claim_by_copy, cut_copies, flush_folder, read_error_words
 from services.ingestion import ClaimedFile, ParsedFile, parse_batch, start_ingests, store_batch
 from services.intake import IntakeResult, UnreadableClaim, register_claims
 from services.outcomes import ClaimedJob, JobResult, worker_name
@@ -85,14 +85,15 @@ class _Copies:
     def result(self) -> list[Path | OSError]:
         """Each file's copy in work/ (flushed), or why it could not be read (permission, gone since
         it was listed, an input/output error, not a regular file): that file is reported, the
-        others go on. Any other fault stops the run, the chunk's other copies removed."""
+        others go on. Any other fault (work/ refusing the copy: a full disk) stops the run, the
+        chunk's other copies removed."""
         wait(self.copying)
         out: list[Path | OSError] = []
         for future in self.copying:
             exc = future.exception()
             if exc is None:
                 out.append(future.result())
-            elif isinstance(exc, OSError):
+            elif isinstance(exc, UnreadableSource):
                 out.append(exc)
             else:
                 self.abandon()

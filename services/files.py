@@ -26,7 +26,13 @@ _SAFE_EXT = re.compile(r"^[a-z0-9]{1,8}$")
 _SAFE_CODE = re.compile(r"[^a-z0-9_]+")
 
 
-class NotARegularFile(OSError):
+class UnreadableSource(OSError):
+    """The file to be copied could not be read (its errno says why: EACCES, ENOENT, EIO…), as
+    opposed to work/ refusing the copy (a full disk: not the file's fault, which stops a back-load).
+    The message holds no path."""
+
+
+class NotARegularFile(UnreadableSource):
     """What was to be read is a named pipe, socket, device or folder (swapped in after a scan, or
     named on the command line): never opened for reading, where a pipe would block for ever. The
     message names the kind only, never the path."""
@@ -146,8 +152,21 @@ def _copy_flushed(src: Path, tmp: Path) -> None:
     be read: EIO, permission, gone, not a regular file) leaves no `tmp` behind: the source is where
     it was, and a cut copy in work/ would be litter nobody registers."""
     try:
-        with open_regular(src) as fin, tmp.open("wb") as fout:
-            shutil.copyfileobj(fin, fout, 1 << 16)
+        fin = open_regular(src)
+    except UnreadableSource:
+        raise
+    except OSError as exc:
+        raise UnreadableSource(exc.errno, exc.strerror) from exc
+    try:
+        with fin, tmp.open("wb") as fout:
+            while True:
+                try:
+                    block = fin.read(1 << 16)
+                except OSError as exc:
+                    raise UnreadableSource(exc.errno, exc.strerror) from exc
+                if not block:
+                    break
+                fout.write(block)
             fout.flush()
             os.fsync(fout.fileno())
     except BaseException:

@@ -6,6 +6,7 @@ We run as root, so no chmod 000: files vanish, turn into folders, fail with EIO 
 from __future__ import annotations
 
 import errno
+import io
 import os
 import shutil
 import threading
@@ -16,6 +17,7 @@ import pytest
 from sqlalchemy import select
 
 import services.backload
+import services.files
 import services.intake
 from db.migrate import upgrade
 from db.models import AuditEvent, Job, SourceFile
@@ -30,7 +32,8 @@ from settings import Settings
 from tests.integration.pipeline.support import Sample, files_below
 
 SECRET = "DOE_JANE_19500101"  # a name a sender might give a file: never in a detail, log or quarantine name
-_real_copy = services.backload.claim_by_copy
+_real_copy = services.files.claim_by_copy
+_real_open = services.files.open_regular
 
 
 def _context(tmp_path: Path) -> Context:
@@ -71,11 +74,15 @@ def failing_copies(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
         elif what == "folder":
             src.unlink()
             src.mkdir()
-        elif what == "eio":
-            raise OSError(errno.EIO, "Input/output error", str(src))
         return _real_copy(src, work_dir, owner)
 
+    def open_regular(path: Path) -> io.BufferedReader:
+        if plan.get(path.name) == "eio":
+            raise OSError(errno.EIO, "Input/output error", str(path))
+        return _real_open(path)
+
     monkeypatch.setattr(services.backload, "claim_by_copy", copy)
+    monkeypatch.setattr(services.files, "open_regular", open_regular)
     yield plan
 
 
@@ -150,7 +157,7 @@ def test_dxa_ingest_prints_a_line_for_every_unreadable_path_and_exits_1(
 
 def _unreadable(monkeypatch: pytest.MonkeyPatch, marked: str) -> None:
     """The watcher's claim of `marked` renames fine, then its bytes cannot be read (EIO)."""
-    real = services.intake.sha256_of
+    real = services.files.sha256_of
 
     def sha(path: Path) -> str:
         if path.read_bytes().startswith(marked.encode()):
@@ -255,4 +262,22 @@ def test_a_file_the_watcher_cannot_claim_waits_and_is_recorded_for_qa_once(
     assert [e.detail["kind"] for e in events] == ["unreadable"]
     assert (inbox / f"{SECRET}.pdf").exists()  # nothing lost
     assert SECRET not in caplog.text
+    ctx.engine.dispose()
+
+
+def test_work_refusing_the_copies_stops_the_back_load_rather_than_calling_files_unreadable(
+    tmp_path: Path, samples: list[Sample], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk under work/ is this host's fault, the same for every file: stop, say so, keep nothing."""
+    ctx = _context(tmp_path)
+    _, good = _archive(tmp_path, samples)
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as raised:
+        list(ingest_paths(ctx, good, chunk=2))
+    assert raised.value.errno == errno.ENOSPC and not isinstance(raised.value, services.files.UnreadableSource)
+    assert files_below(ctx.settings.work_dir) == [] and all(path.is_file() for path in good)
     ctx.engine.dispose()
