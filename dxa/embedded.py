@@ -36,6 +36,12 @@ SWEEP_EVERY_S = 60.0
 # tried again at the next scan once the fault is fixed.
 _OUR_SIDE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 INTAKE_BATCH = 64  # files claimed and registered together by one scan's transaction
+# Files claimed and handed to this process's writer (SQLite) and not registered yet, beyond which
+# the watcher claims no more, and below half of which it scans again. A hospital's archive dropped
+# at once (100 000 files) waits in the inbox rather than in this process's memory, and the inbox
+# is not listed every scan while the writer has enough to do: each listing of a big inbox took the
+# interpreter from the writer (issue 13: the watcher spent more than half its time listing).
+HANDED_AHEAD = 1024
 # Set by the watcher when it registered files: idle runners of this process start at once instead
 # of at their next poll (the job table stays the queue; this only shortens the wait).
 _work_arrived = threading.Event()
@@ -48,14 +54,22 @@ def watch_once(ctx: Context, tracker: ReadinessTracker, odd: OddEntries | None =
     With the embedded writer of this process running (SQLite: `services.runner.Pipeline`), the
     claims are handed to it to register: the watcher then writes nothing to the database, whose one
     write lock it would otherwise take turns for with the writer (and lose: SQLite's busy wait
-    sleeps while the writer's transactions follow each other)."""
+    sleeps while the writer's transactions follow each other). It hands at most `HANDED_AHEAD`
+    files ahead of the writer's registering, and does not scan while more than half that wait."""
     inbox = ctx.settings.inbox_dir
     inbox.mkdir(parents=True, exist_ok=True)
     claimed = 0
+    writer = runner.writer_for(ctx)
+    if writer is not None and writer.handed >= HANDED_AHEAD // 2:
+        return 0  # the writer has enough to register: the inbox is listed once it has less
     files, others = scan_inbox(inbox)
     if odd is not None:
         inbox_entries.refuse(ctx, inbox, *odd.observe(others, time.time()))
     ready = list(tracker.observe(files, time.time()))
+    if writer is not None and len(ready) > HANDED_AHEAD - writer.handed:
+        room = max(0, HANDED_AHEAD - writer.handed)
+        tracker.defer(ready[room:])  # ready again at the next scan
+        ready = ready[:room]
     for start in range(0, len(ready), INTAKE_BATCH):  # one flush of work/ and one commit per chunk
         chunk = [Path(p) for p in ready[start : start + INTAKE_BATCH]]
         writer = runner.writer_for(ctx)

@@ -70,6 +70,14 @@ class ReadinessTracker:
         self._last.pop(path, None)
         self._failed.pop(path, None)
 
+    def defer(self, paths: list[str]) -> None:
+        """Files `observe` returned that are not claimed this time (the writer has enough): ready
+        again at the next scan if they have not changed."""
+        for path in paths:
+            state = self._given.get(path)
+            if state is not None:
+                self._last[path] = state
+
     def failed(self, path: str, now: float) -> tuple[int, float]:
         """The claim of a file `observe` just returned failed: (failures so far, seconds until the
         next try unless it changes)."""

@@ -171,6 +171,12 @@ class Pipeline:
         `step` again without waiting."""
         return bool(self._ahead or self._claims)
 
+    @property
+    def handed(self) -> int:
+        """Claims handed by the watcher and not registered yet (the watcher claims no more beyond a
+        bound: `dxa.embedded.HANDED_AHEAD`)."""
+        return len(self._claims)
+
     def hand(self, claims: Sequence[Claim]) -> bool:
         """The watcher's claims (files renamed into work/), for this writer to register in its
         next step; False once it has stopped (the watcher then registers them itself). Until they
