@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import ARRAY, ColumnElement, Text, cast, func, literal, literal_column, or_, select
+from sqlalchemy import ARRAY, ColumnElement, Text, cast, func, literal, or_, select
 from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -19,7 +19,7 @@ PAGE_SIZE = 50
 TRIGRAM = 3  # a search this long can use the trigram indexes (migration 0002)
 BIGRAM = 2  # a search this long can use the two-letter pieces' index (migration page_0007)
 # the expression that index is built on, as the migration writes it (the planner matches it as written)
-_BIGRAMS = literal_column("dxa_bigrams(lower(patients.identifier || ' ' || coalesce(patients.name, '')))", ARRAY(Text))
+_BIGRAMS = func.dxa_bigrams(Patient.identifier, Patient.name, type_=ARRAY(Text))
 FEW_MATCHES = 2000  # up to this many, a search's matches are read first and then sorted
 
 
