@@ -86,8 +86,10 @@ class PatientPageRoute(Route):
     parameter validation, exit stacks, a worker thread per dependency), which cost it more than
     its queries (issue 13). It does by hand what the dependencies did: the read session
     (`DbSession`), the sign-in and role check (`User`: `clinical_user`, same check, same
-    redirects and 403) and its two query parameters, all in one worker thread. GET only: a HEAD
-    would record a view nobody saw (Starlette adds HEAD to a GET route; FastAPI's did not)."""
+    redirects and 403) and its two query parameters, in one worker thread (the drawing in a
+    second, beside the audit write: `_patient_page`); `web.app.Dashboard` serves it without
+    FastAPI's middleware stack. GET only: a HEAD would record a view nobody saw (Starlette adds
+    HEAD to a GET route; FastAPI's did not)."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any]) -> None:
         super().__init__(path, endpoint, methods=["GET"], include_in_schema=False)
@@ -236,7 +238,7 @@ def _site_rank(site: str) -> int:
 
 async def patient_page(request: Request) -> Response:
     """One patient's page. Everything it does that waits or computes (the sign-in check, the
-    read, the audit event, the rendering) runs in one worker thread (`PatientPageRoute`)."""
+    read, the audit event) runs in one worker thread, the drawing in a second (`_patient_page`)."""
     app = services(request)
     session = open_read_session(request)
     try:
