@@ -182,6 +182,7 @@ def flush_measurements(session: Session) -> None:
     exams' rows load again when read."""
     held = _pending(session)
     if held.rows:
+        session.flush()  # their exams first, when the batch's new exams wait too (`db.exams.deferred_exams`)
         session.execute(insert(_TABLE), [_values(row) for row in held.rows])
     for exam, _ in held.exams.values():
         session.expire(exam, ["measurements"])
