@@ -19,7 +19,7 @@ from db.exams import deferred_exams, find_or_create_exam, merge_exam_details, pr
 from db.measurements import MeasurementMerge, merge_measurements
 from db.models import Device, Exam, Patient, SourceFile
 from db.patients import batch_patient_ids, upsert_patient_locked
-from db.vendor_lsc import record_printed_lscs
+from db.vendor_lsc import lock_printed_lscs, record_printed_lscs
 from ingest.report import ParsedReport
 from monitor.assembly import bmd_agree
 
@@ -149,9 +149,10 @@ def write_shared(session: Session, shared: SharedWrites) -> set[int]:
             for site, lsc in items:
                 if d.id == device_id and lsc > 0:
                     latest[site] = max(latest.get(site, (on, -1, lsc, file_id)), (on, file_id or 0, lsc, file_id))
+        locked = lock_printed_lscs(session, device_id, latest) if latest else {}  # one statement, site order
         for site in sorted(latest):
             on, _, lsc, file_id = latest[site]
-            if record_printed_lscs(session, device, [(site, lsc)], on, file_id):
+            if record_printed_lscs(session, device, [(site, lsc)], on, file_id, locked=locked):
                 changed.add(device_id)
     return changed
 

@@ -53,7 +53,7 @@ _MASK = (
     | _IN_DONT_FOLLOW
 )
 _HEADER = struct.Struct("iIII")  # wd, mask, cookie, len (struct inotify_event)
-MIN_GAP_S = 0.02  # between two scans woken by events: a burst's files are claimed in a few scans, not one each
+MIN_GAP_S = 0.05  # between two scans woken by events: a burst's files are claimed in a few scans, not one each
 
 
 def _libc() -> ctypes.CDLL | None:
