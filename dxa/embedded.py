@@ -18,6 +18,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from dxa.wiring import make_app
+from ingest.file_events import ClosedFiles
 from ingest.watcher import OddEntries, ReadinessTracker, scan_inbox
 from services import evaluation, inbox_entries, recovery, runner
 from services.bytestore import uses_database
@@ -47,7 +48,9 @@ HANDED_AHEAD = 1024
 _work_arrived = threading.Event()
 
 
-def watch_once(ctx: Context, tracker: ReadinessTracker, odd: OddEntries | None = None) -> int:
+def watch_once(
+    ctx: Context, tracker: ReadinessTracker, odd: OddEntries | None = None, events: ClosedFiles | None = None
+) -> int:
     """One scan of the inbox: claim every file that is ready, and refuse (log, count, and once they
     persist record and move aside) entries that are not regular files. Returns how many were claimed.
 
@@ -55,17 +58,27 @@ def watch_once(ctx: Context, tracker: ReadinessTracker, odd: OddEntries | None =
     claims are handed to it to register: the watcher then writes nothing to the database, whose one
     write lock it would otherwise take turns for with the writer (and lose: SQLite's busy wait
     sleeps while the writer's transactions follow each other). It hands at most `HANDED_AHEAD`
-    files ahead of the writer's registering, and does not scan while more than half that wait."""
+    files ahead of the writer's registering, and does not list the inbox while more than half that
+    wait.
+
+    `events` (inotify, `watch_forever`): files their writer closed are ready at this scan, without
+    waiting for the next one; read again after the scan, so a file written again meanwhile waits."""
     inbox = ctx.settings.inbox_dir
     inbox.mkdir(parents=True, exist_ok=True)
     claimed = 0
+    if events is not None:
+        events.drain()
     writer = runner.writer_for(ctx)
     if writer is not None and writer.handed >= HANDED_AHEAD // 2:
         return 0  # the writer has enough to register: the inbox is listed once it has less
     files, others = scan_inbox(inbox)
     if odd is not None:
         inbox_entries.refuse(ctx, inbox, *odd.observe(others, time.time()))
-    ready = list(tracker.observe(files, time.time()))
+    closed: set[str] = set()
+    if events is not None:  # marks of files gone (or never listed: temporary names) dropped
+        events.closed.intersection_update(files.keys() | events.drain())
+        closed = events.closed & files.keys()
+    ready = list(tracker.observe(files, time.time(), closed))
     if writer is not None and len(ready) > HANDED_AHEAD - writer.handed:
         room = max(0, HANDED_AHEAD - writer.handed)
         tracker.defer(ready[room:])  # ready again at the next scan
@@ -125,15 +138,25 @@ def watch_forever(ctx: Context, stop: threading.Event | None = None) -> None:
     log.info("watching the inbox every %.1f s", ctx.settings.scan_interval_s)
     from workers.heartbeat import touch_heartbeat
 
-    while not stop.is_set():
-        try:
-            watch_once(ctx, tracker, odd)
-            if uses_database(ctx):
-                _write_host_copies(ctx)
-        except Exception as exc:  # the database restarting, say: the next scan tries again
-            log.warning("inbox scan failed (%s); retrying", describe(exc))
-        touch_heartbeat(ctx.settings, "watch")
-        stop.wait(ctx.settings.scan_interval_s)
+    ctx.settings.inbox_dir.mkdir(parents=True, exist_ok=True)
+    events = ClosedFiles.open(ctx.settings.inbox_dir)  # None: scans alone (no inotify)
+    try:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                watch_once(ctx, tracker, odd, events)
+                if uses_database(ctx):
+                    _write_host_copies(ctx)
+            except Exception as exc:  # the database restarting, say: the next scan tries again
+                log.warning("inbox scan failed (%s); retrying", describe(exc))
+            touch_heartbeat(ctx.settings, "watch")
+            if events is None:
+                stop.wait(ctx.settings.scan_interval_s)
+            else:  # the next scan at once when a file is closed (the scans go on meanwhile)
+                events.wait(stop, ctx.settings.scan_interval_s, started)
+    finally:
+        if events is not None:
+            events.close()
 
 
 def run_jobs_forever(ctx: Context, stop: threading.Event, *, refresh_daily: bool = True) -> None:

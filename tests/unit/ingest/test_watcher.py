@@ -61,3 +61,10 @@ def test_a_file_whose_claim_failed_waits_doubling_unless_it_changes() -> None:
     assert tracker.observe({}, now=153) == []  # gone: forgotten
     assert tracker.observe({"a": a}, now=154) == []
     assert tracker.observe({"a": a}, now=155) == ["a"]
+
+
+def test_a_closed_file_is_ready_at_its_first_scan_but_not_before_its_minimum_age() -> None:
+    tracker = ReadinessTracker(min_age_s=2)
+    assert tracker.observe({"a": FileState(10, 100.0)}, now=101, closed={"a"}) == []
+    assert tracker.observe({"a": FileState(10, 100.0), "b": FileState(5, 100.0)}, now=103, closed={"a"}) == ["a"]
+    assert tracker.observe({"b": FileState(5, 100.0)}, now=104) == ["b"]  # b: by the two scans
