@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 
-from sqlalchemy import Select, Table, func, or_, select, update
+from sqlalchemy import Select, Table, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
@@ -256,13 +256,17 @@ def claim_next_jobs(
     kind: JobKindName | None = None,
     worker: str | None = None,
     now: datetime | None = None,
+    first_tries: bool = False,
 ) -> list[Job]:
     """Up to `limit` of the oldest runnable queued jobs (of the oldest job's kind, or of `kind`),
     now `running` and owned by this caller; empty when idle. The candidates are locked `FOR UPDATE
     SKIP LOCKED` (PostgreSQL), so two claimers take disjoint batches and never wait for each
-    other; the `UPDATE … WHERE state = 'queued'` then keeps only what is still queued."""
+    other; the `UPDATE … WHERE state = 'queued'` then keeps only what is still queued.
+    `first_tries`: only jobs never claimed before (one tried before runs alone)."""
     moment = now or utcnow()
     runnable = or_(Job.run_after.is_(None), Job.run_after <= moment)
+    if first_tries:
+        runnable = and_(runnable, Job.attempts == 0)
     wanted: str | None = kind
     if wanted is None:
         wanted = session.scalars(
