@@ -53,15 +53,17 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from sqlalchemy.orm import Session
+
 from db.converters import device_values
 from db.devices import ensure_devices, find_or_create_device, record_software_version
-from db.jobs import claim_next_jobs
+from db.jobs import ClaimedFileRow, claim_next_files, claim_next_jobs, finish_job_id
 from db.models import Job
 from ingest.report import DeviceIdentity
 from services.context import Context
 from services.ingestion import ClaimedFile, ParsedFile, parse_batch, start_ingests, store_batch
 from services.liveness import heartbeat
-from services.outcomes import ClaimedJob, JobResult, worker_name
+from services.outcomes import PARSER_VERSION, ClaimedJob, JobResult, worker_name
 
 log = logging.getLogger(__name__)
 
@@ -238,10 +240,22 @@ def _take_queued(ctx: Context, limit: int) -> tuple[list[ClaimedFile], list[JobR
     """Claim up to `limit` of the oldest queued first tries of files (their files marked
     `processing` in the same commit): (the files to parse, the jobs already settled)."""
     with ctx.sessions.begin() as session:
-        jobs = claim_next_jobs(session, limit=limit, kind="ingest_file", worker=worker_name(), first_tries=True)
-        started = start_ingests(ctx, session, [ClaimedJob.of(job) for job in jobs]) if jobs else []
+        rows = claim_next_files(session, limit=limit, worker=worker_name(), parser_version=PARSER_VERSION)
+        if rows is None:  # not PostgreSQL
+            jobs = claim_next_jobs(session, limit=limit, kind="ingest_file", worker=worker_name(), first_tries=True)
+            started = start_ingests(ctx, session, [ClaimedJob.of(job) for job in jobs]) if jobs else []
+        else:
+            started = [_claimed_file(session, row) for row in rows]
     files = [one for one in started if isinstance(one, ClaimedFile)]
     return files, [one for one in started if isinstance(one, JobResult)]
+
+
+def _claimed_file(session: Session, row: ClaimedFileRow) -> ClaimedFile | JobResult:
+    if row.source_file_id is None:  # as `start_ingests` settles it
+        finish_job_id(session, row.job_id)
+        return JobResult(row.job_id, "ingest_file", "skipped", "source file row is gone")
+    job = ClaimedJob(row.job_id, "ingest_file", row.attempts, row.source_file_id, None)
+    return ClaimedFile(job, row.source_file_id, row.stored_path, row.original_name, row.sha256)
 
 
 # database -> (identity key, software version) of the machines committed there (none is deleted)
