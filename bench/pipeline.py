@@ -8,7 +8,8 @@ their patient evaluated. Prints figures; not a test.
 
 Modes, alternated in each round (`--rounds`), so the ratios compare runs under the same load:
 - parse: `parse_file` on every file's bytes, in this process, one after the other;
-- embedded: the `dxa serve` loops in-process (watcher + runner threads, SQLite, no broker);
+- embedded: the `dxa serve` loops (watcher + runner threads, SQLite, no broker) in a process of
+  their own, which the bench drops files into, polls and samples from outside;
 - celery1 / celery2: `dxa watch` + a real Celery worker with 1 or 2 prefork processes on a
   private redis-server and a throwaway PostgreSQL database (as the tests make them);
 - backload: N distinct files through `dxa ingest FOLDER` (a subprocess) and through the embedded
@@ -20,7 +21,7 @@ files/s: latency when the service keeps up). Files are the shared samples plus r
 conflicts and distinct variants (`tests.integration.pipeline.support.make_batch`).
 
 Latency: drop -> the file's patient's first evaluation finished after the file's rows were
-committed. SQL statements per file: SQLAlchemy engine events (in-process for embedded;
+committed. SQL statements per file: SQLAlchemy engine events (in the embedded service's process;
 `bench/sql_counter.py` wraps the Celery worker and `dxa watch`, each pool process counted).
 Commits per file, Celery: PostgreSQL's own count for the bench database (`pg_stat_database`,
 read once the backends published it), which also counts each connection pre-ping; the engine
@@ -28,7 +29,8 @@ events' count is printed beside it. During a Celery burst, `pg_stat_activity` is
 waits between workers, transactions held open while Python runs) and the worker's log gives the
 task timeline (how busy each pool process was, what the tasks carried). CPU ms per file: user +
 system of the processes (children included; PostgreSQL backends of the bench database for Celery).
-Peak RSS: the largest sum of RSS over the mode's process tree, sampled every 0.5 s.
+Peak RSS: the largest sum of RSS over the mode's process tree, sampled every 0.5 s (from the bench's
+process: the sampler takes none of the services' CPU).
 """
 
 from __future__ import annotations
@@ -472,46 +474,107 @@ def run_phases(svc: Service, burst: list[BatchFile], steady: list[BatchFile], ra
     return result
 
 
-def embedded(burst: list[BatchFile], steady: list[BatchFile], rate: float, runners: int = 2) -> Result:
+def _embedded_settings(tmp: str) -> Any:
+    from settings import Settings
+
+    return Settings(
+        data_dir=Path(tmp) / "data", inbox=Path(tmp) / "inbox", database_url=None, broker_url=None,
+        min_file_age_s=0, scan_interval_s=0.2,
+    )  # fmt: skip
+
+
+def _serve_embedded(tmp: str, runners: int, conn: Any) -> None:
+    """The embedded service's process (`dxa serve`'s watcher and runner threads): what the bench
+    does besides (dropping files, polling the database, sampling memory) runs in another process,
+    as a sender and a monitor would, and takes neither this process's interpreter lock nor its
+    CPU. Answers `counts` (SQL statements and commits, from the engine's events) until `stop`."""
     from db.migrate import upgrade
     from dxa.embedded import runner_threads, watch_forever
     from services.context import build_context
-    from settings import Settings
+
+    settings = _embedded_settings(tmp)
+    ctx = build_context(settings)
+    upgrade(ctx.engine)
+    counts = {"statements": 0, "commits": 0}
+
+    def count(key: str) -> Any:
+        def listener(*_: Any, **__: Any) -> None:
+            counts[key] += 1
+
+        return listener
+
+    event.listen(ctx.engine, "before_cursor_execute", count("statements"))
+    event.listen(ctx.engine, "commit", count("commits"))
+    stop = threading.Event()
+    threads = [threading.Thread(target=watch_forever, args=(ctx, stop), daemon=True)]
+    threads += runner_threads(ctx, stop, runners)  # as `dxa serve` starts them
+    for t in threads:
+        t.start()
+    settings.inbox_dir.mkdir(parents=True, exist_ok=True)
+    wait_until(lambda: counts["commits"] > 0, 30, "the runners' start-up refresh")
+    conn.send(len(threads) - 1)
+    try:
+        while (request := conn.recv()) != "stop":
+            conn.send(dict(counts) if request == "counts" else None)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        ctx.engine.dispose()
+        conn.send("stopped")
+
+
+def embedded(
+    burst: list[BatchFile], steady: list[BatchFile], rate: float, runners: int = 2, rss: list[int] | None = None
+) -> Result:
+    """The embedded service in a process of its own (`_serve_embedded`); CPU and memory are that
+    process tree's, read from here (`rss`: its RSS every 0.5 s, for the back-load)."""
+    import multiprocessing
+
+    from db.engine import make_engine, session_factory
 
     with tempfile.TemporaryDirectory(prefix="dxa-bench-") as tmp:
-        settings = Settings(
-            data_dir=Path(tmp) / "data", inbox=Path(tmp) / "inbox", database_url=None, broker_url=None,
-            min_file_age_s=0, scan_interval_s=0.2,
-        )  # fmt: skip
-        ctx = build_context(settings)
-        upgrade(ctx.engine)
-        counts = {"statements": 0, "commits": 0}
-
-        def count(key: str) -> Any:
-            def listener(*_: Any, **__: Any) -> None:
-                counts[key] += 1
-
-            return listener
-
-        event.listen(ctx.engine, "before_cursor_execute", count("statements"))
-        event.listen(ctx.engine, "commit", count("commits"))
-        stop = threading.Event()
-        threads = [threading.Thread(target=watch_forever, args=(ctx, stop), daemon=True)]
-        threads += runner_threads(ctx, stop, runners)  # as `dxa serve` starts them
-        for t in threads:
-            t.start()
-        settings.inbox_dir.mkdir(parents=True, exist_ok=True)
-        wait_until(lambda: counts["commits"] > 0, 30, "the runners' start-up refresh")
-        me = os.getpid()
-        svc = Service(settings.inbox_dir, ctx.sessions, lambda: [me], lambda: {"process": _tree_cpu([me])}, dict)
-        svc.counts = lambda: dict(counts)
+        settings = _embedded_settings(tmp)
+        mine, theirs = multiprocessing.Pipe()
+        proc = multiprocessing.get_context("spawn").Process(target=_serve_embedded, args=(tmp, runners, theirs))
+        proc.start()
+        engine = None
         try:
-            result = run_phases(svc, burst, steady, rate, f"embedded (SQLite, {len(threads) - 1} runner)")
+            if not mine.poll(120):
+                raise RuntimeError("the embedded service did not start")
+            threads = int(mine.recv())
+            pid = int(proc.pid or 0)
+            engine = make_engine(settings.db_url)
+
+            def counts() -> dict[str, int]:
+                mine.send("counts")
+                answer: dict[str, int] = mine.recv()
+                return answer
+
+            svc = Service(
+                settings.inbox_dir,
+                session_factory(engine),
+                lambda: [pid],
+                lambda: {"process": _tree_cpu([pid])},
+                counts,
+            )
+
+            def sample(stop: threading.Event) -> None:
+                while rss is not None and not stop.wait(0.5):
+                    rss.append(_tree_rss([pid]))
+
+            with _in_background(sample):
+                result = run_phases(svc, burst, steady, rate, f"embedded (SQLite, {threads} runner)")
         finally:
-            stop.set()
-            for t in threads:
-                t.join(timeout=30)
-            ctx.engine.dispose()
+            if proc.is_alive():
+                mine.send("stop")
+                if mine.poll(60):
+                    mine.recv()
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+            if engine is not None:
+                engine.dispose()
     return result
 
 
@@ -686,25 +749,13 @@ def backload_ingest(folder: Path, files: int, root: Path = ROOT) -> Backload:
 
 
 def backload_watcher(folder: Path, files: int) -> Backload:
-    """The embedded watcher + runners take the N files dropped at once (read back from `folder`)."""
-    import psutil
-
+    """The embedded watcher + runners take the N files dropped at once (read back from `folder`);
+    the RSS is the service process tree's (`embedded`)."""
     batch = [
         BatchFile(p.relative_to(folder).as_posix(), p.read_bytes(), "variant") for p in sorted(files_below(folder))
     ]
     samples: list[int] = []
-    me = psutil.Process(os.getpid())
-
-    def sampler(stop: threading.Event) -> None:
-        while not stop.wait(0.5):
-            samples.append(int(me.memory_info().rss))
-
-    stop = threading.Event()
-    thread = threading.Thread(target=sampler, args=(stop,), daemon=True)
-    thread.start()
-    r = embedded(batch, [], 1.0)
-    stop.set()
-    thread.join()
+    r = embedded(batch, [], 1.0, rss=samples)
     return Backload("back-load: watcher (embedded, SQLite)", r.seconds, samples)
 
 

@@ -673,8 +673,19 @@ class Server:
             self.port = probe.getsockname()[1]
         data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONPATH": str(tree)}
+        # the tree's own environment when it has one: its server runs with the packages that tree
+        # installs (an event loop or HTTP parser added since is then part of what is compared)
+        python = tree / ".venv" / "bin" / "python"
         self.process = subprocess.Popen(
-            [sys.executable, "-c", SERVER_CODE, url, str(data_dir), str(self.port), TODAY.isoformat()],
+            [
+                str(python) if python.exists() else sys.executable,
+                "-c",
+                SERVER_CODE,
+                url,
+                str(data_dir),
+                str(self.port),
+                TODAY.isoformat(),
+            ],
             cwd=tree,
             env=env,
         )

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import date
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, delete, select, update
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy import Table, bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy.orm import Session, joinedload, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from db.files import flush_finished
@@ -61,14 +61,12 @@ def prefetch_same_day_exams(session: Session, days: Iterable[tuple[int, date]], 
         return
     stmt = (
         select(Exam)
-        .where(Exam.patient_id.in_({p for p, _ in old}), Exam.exam_date.in_({d for _, d in old}))
+        .where(tuple_(Exam.patient_id, Exam.exam_date).in_(sorted(old)))  # those pairs only, not their cross product
         .options(joinedload(Exam.measurements))
         .order_by(Exam.id)
     )
     for exam in session.scalars(stmt).unique():
-        held = cache.get((exam.patient_id, exam.exam_date))
-        if held is not None and (exam.patient_id, exam.exam_date) in old:
-            held.append(exam)
+        cache[(exam.patient_id, exam.exam_date)].append(exam)
 
 
 def find_or_create_exam(
@@ -79,13 +77,15 @@ def find_or_create_exam(
     *,
     details: Mapping[str, Any] | None = None,
     patient_is_new: bool = False,
+    defer: bool = False,
 ) -> Exam:
     """The one exam of `patient` on `exam_date` on `device`; files of one visit never make two
     (`monitor.assembly.assemble` decides which, from the same-day exams' machines).
 
     `details` (the `merge_exam_details` keywords) go straight into a new exam's row; an existing
     exam is left for the caller to merge them into. `patient_is_new`: the patient was created in
-    this transaction, so it has no exam to look for.
+    this transaction, so it has no exam to look for. `defer` (a batch stored without savepoints,
+    `deferred_exams`): a new exam is written at the session's next flush, with the others.
     """
     lock_patient(session, patient.id)
     day = _prefetched(session).get((patient.id, exam_date))
@@ -99,7 +99,7 @@ def find_or_create_exam(
         [DayExam(e.id, e.device_id, e.device.model_key, _strength(e.device)) for e in same_day],
     )
     if placed.exam_id is None:
-        exam = _create_exam(session, patient.id, exam_date, device, details)
+        exam = _create_exam(session, patient.id, exam_date, device, details, defer=defer)
     else:
         exam = by_id[placed.exam_id]
     if placed.adopt:
@@ -128,10 +128,72 @@ def _exam_columns(details: Mapping[str, Any] | None) -> dict[str, Any]:
     return columns
 
 
+def deferred_exams(session: Session) -> bool:
+    """Whether a batch's new exams may wait for the session's next flush (`find_or_create_exam`'s
+    `defer`): on SQLite, whose one writer holds the database's write lock for the whole
+    transaction, so the ids it gives them (`_next_exam_id`) are the ones the database would, and
+    no other transaction can take them. Their INSERTs then go together, and the rows the files
+    change (exams, measurements kept) are flushed once for the batch rather than once per file
+    (issue 13: an INSERT … RETURNING and a flush per file were a fifth of the embedded store)."""
+    return session.get_bind().dialect.name == "sqlite"
+
+
+_NEXT_ID = "dxa_next_exam_id"
+
+
+def _next_exam_id(session: Session) -> int:
+    """The id SQLite would give the next exam of this transaction (no AUTOINCREMENT: the largest
+    rowid + 1), counting the exams given one already and not flushed yet."""
+    cache = transaction_cache(session, _NEXT_ID)
+    given = cache.get("next")
+    if given is None:
+        given = int(session.scalar(select(func.max(Exam.id))) or 0) + 1
+    cache["next"] = given + 1
+    return int(given)
+
+
+_NEW = "dxa_new_exams"
+_TABLE = cast(Table, Exam.__table__)
+_WRITTEN = [c.key for c in _TABLE.c if c.key not in ("created_at", "updated_at")]  # those: the columns' defaults
+
+
+def flush_new_exams(session: Session) -> None:
+    """The exams `find_or_create_exam(defer=True)` made in this transaction and no flush wrote yet,
+    written by one executemany INSERT (the unit of work wrote each with an INSERT … RETURNING of
+    its own), then persistent in the session as if read back. Called before the session's flush
+    at a batch's end; any earlier flush writes them its own way."""
+    made: list[Exam] = transaction_cache(session, _NEW).pop("exams", [])
+    pending = [exam for exam in made if exam in session.new]
+    if not pending:
+        return
+    session.connection().execute(insert(_TABLE), [{name: getattr(exam, name) for name in _WRITTEN} for exam in pending])
+    for exam in pending:
+        device = exam.device
+        session.expunge(exam)
+        make_transient_to_detached(exam)  # its values are the row's now; the timestamps load if read
+        session.add(exam)
+        set_committed_value(exam, "device", device)
+
+
 def _create_exam(
-    session: Session, patient_id: int, exam_date: date, device: Device, details: Mapping[str, Any] | None = None
+    session: Session,
+    patient_id: int,
+    exam_date: date,
+    device: Device,
+    details: Mapping[str, Any] | None = None,
+    *,
+    defer: bool = False,
 ) -> Exam:
     key = {"patient_id": patient_id, "exam_date": exam_date, "device_id": device.id}
+    if defer and deferred_exams(session):
+        # The patient is locked (and on SQLite the whole database): nobody else makes this exam.
+        pending = Exam(id=_next_exam_id(session), **key, **_exam_columns(details), source="file")
+        set_committed_value(pending, "measurements", [])  # a new row: nothing to load
+        pending.device = device
+        session.add(pending)
+        transaction_cache(session, _NEW).setdefault("exams", []).append(pending)
+        return pending
+    transaction_cache(session, _NEXT_ID).pop("next", None)  # this INSERT takes the next id itself
     exam = insert_unless_exists(session, Exam, {**key, **_exam_columns(details)}, list(key))
     if exam is None:  # made meanwhile (the patient lock normally rules this out); the caller merges
         return session.scalars(select(Exam).filter_by(**key)).one()
@@ -171,6 +233,8 @@ def merge_exams(session: Session, *, source: Exam, target: Exam) -> None:
     conflicts follow, comparisons that named `source` are dropped for re-evaluation."""
     if source.id == target.id or source.patient_id != target.patient_id:
         raise ValueError("can only merge two different exams of one patient")
+    flush_new_exams(session)  # exams of the batch not written yet (`deferred_exams`): the files' rows name them
+    session.flush()
     flush_finished(session)  # files of the batch linked to `source` and not written yet follow it too
     flush_measurements(session)  # and rows held back (`merge_measurements`)
     merge_exam_details(

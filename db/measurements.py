@@ -33,12 +33,34 @@ def as_site(row: Measurement) -> SiteMeasurement:
     )
 
 
+@dataclass(slots=True)
+class NewMeasurement:
+    """A new measurement row written by an executemany INSERT (`merge_measurements(bulk=True)`),
+    as plain values with `Measurement`'s column names: an ORM object per row (built, then read
+    back column by column for the INSERT) cost more than the row's share of the statement."""
+
+    exam_id: int
+    site: str
+    side: str | None
+    bmd: float
+    bmc_g: float | None
+    area_cm2: float | None
+    t_score: float | None
+    z_score: float | None
+    provenance: dict[str, Any]
+    source_file_id: int | None
+    id: None = None  # not written yet
+
+
+Row = Measurement | NewMeasurement
+
+
 @dataclass
 class MeasurementMerge:
     """What adding one file's measurements to an exam did."""
 
-    added: list[Measurement] = field(default_factory=list)
-    confirmed: list[Measurement] = field(default_factory=list)
+    added: list[Row] = field(default_factory=list)
+    confirmed: list[Row] = field(default_factory=list)
     conflicts: list[MeasurementConflict] = field(default_factory=list)
 
 
@@ -120,16 +142,20 @@ def merge_measurements(
     defer = defer and bulk
     pending = _pending(session)
     held = pending.exams.setdefault(exam.id, (exam, {}))[1] if defer else {}
-    current = {(m.site, m.side): m for m in exam.measurements}
+    current: dict[tuple[str, str | None], Row] = {(m.site, m.side): m for m in exam.measurements}
     current.update(held)
     for key, value in zip(keys, values, strict=True):
         kept = current.get(key)
         if kept is None:
-            row = measurement_row(value, exam_id=exam.id, source_file_id=source_file_id)
+            row: Row = (
+                _new_row(value, exam.id, source_file_id)
+                if bulk
+                else measurement_row(value, exam_id=exam.id, source_file_id=source_file_id)
+            )
             extra = (vendor or {}).get(key)
             if extra:
                 row.provenance = {**(row.provenance or {}), **extra}
-            if not bulk:
+            if isinstance(row, Measurement):
                 exam.measurements.append(row)
             elif defer:
                 held[key] = row
@@ -150,6 +176,7 @@ def merge_measurements(
                 kept = current[key]
             elif kept.id is None:
                 session.flush()  # the kept row needs its id
+            assert isinstance(kept, Measurement)  # a row of this call is never kept: `bulk` wants keys once
             result.conflicts.append(record_conflict(session, kept, value, source_file_id))
     if bulk and not defer and result.added:
         session.execute(insert(_TABLE), [_values(row) for row in result.added])
@@ -162,8 +189,8 @@ class _Held:
     """The new rows `merge_measurements(defer=True)` held back in this transaction: in the order
     they came (written so: the ids come as the files one by one would give them), and by exam."""
 
-    rows: list[Measurement] = field(default_factory=list)
-    exams: dict[int, tuple[Exam, dict[tuple[str, str | None], Measurement]]] = field(default_factory=dict)
+    rows: list[Row] = field(default_factory=list)
+    exams: dict[int, tuple[Exam, dict[tuple[str, str | None], Row]]] = field(default_factory=dict)
 
 
 def _pending(session: Session) -> _Held:
@@ -182,6 +209,7 @@ def flush_measurements(session: Session) -> None:
     exams' rows load again when read."""
     held = _pending(session)
     if held.rows:
+        session.flush()  # their exams first, when the batch's new exams wait too (`db.exams.deferred_exams`)
         session.execute(insert(_TABLE), [_values(row) for row in held.rows])
     for exam, _ in held.exams.values():
         session.expire(exam, ["measurements"])
@@ -189,15 +217,31 @@ def flush_measurements(session: Session) -> None:
     held.exams.clear()
 
 
-def _values(row: Measurement) -> dict[str, Any]:
+def _values(row: Row) -> dict[str, Any]:
     return {name: getattr(row, name) for name in _COLUMNS}
+
+
+def _new_row(site: SiteMeasurement, exam_id: int, source_file_id: int | None) -> NewMeasurement:
+    """`db.converters.measurement_row`'s values, without the ORM object."""
+    return NewMeasurement(
+        exam_id=exam_id,
+        site=site.site,
+        side=site.side,
+        bmd=site.bmd,
+        bmc_g=site.bmc_g,
+        area_cm2=site.area_cm2,
+        t_score=site.t_score,
+        z_score=site.z_score,
+        provenance=measurement_provenance(site, source_file_id),
+        source_file_id=source_file_id,
+    )
 
 
 _TABLE = cast(Table, Measurement.__table__)
 _COLUMNS = [column.key for column in _TABLE.c if column.key not in ("id", "created_at")]
 
 
-def _fill_gaps(kept: Measurement, value: SiteMeasurement, source_file_id: int | None) -> None:
+def _fill_gaps(kept: Row, value: SiteMeasurement, source_file_id: int | None) -> None:
     origin = measurement_provenance(value, source_file_id)
     provenance = dict(kept.provenance or {})
     for name in ("t_score", "z_score", "bmc_g", "area_cm2"):

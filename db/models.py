@@ -155,6 +155,13 @@ for _column in (Patient.identifier, Patient.name):
         postgresql_using="gin",
         postgresql_ops={f"lower_{_column.key}": "gin_trgm_ops"},
     ).ddl_if(dialect="postgresql")
+# A two-letter search has no trigram: the two-letter pieces of both (migration page_0007, which
+# also creates the function; web/queries/patient_list.py).
+Index(
+    "ix_patients_search_bigrams",
+    func.dxa_bigrams(Patient.identifier, Patient.name),
+    postgresql_using="gin",
+).ddl_if(dialect="postgresql")
 
 
 class Device(Timestamped, Base):

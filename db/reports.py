@@ -15,11 +15,11 @@ from sqlalchemy.orm import Session
 
 from db.converters import device_values, patient_values
 from db.devices import ensure_devices, find_or_create_device, record_software_version
-from db.exams import find_or_create_exam, merge_exam_details, prefetch_same_day_exams
+from db.exams import deferred_exams, find_or_create_exam, merge_exam_details, prefetch_same_day_exams
 from db.measurements import MeasurementMerge, merge_measurements
 from db.models import Device, Exam, Patient, SourceFile
 from db.patients import batch_patient_ids, upsert_patient_locked
-from db.vendor_lsc import record_printed_lscs
+from db.vendor_lsc import lock_printed_lscs, record_printed_lscs
 from ingest.report import ParsedReport
 from monitor.assembly import bmd_agree
 
@@ -149,9 +149,10 @@ def write_shared(session: Session, shared: SharedWrites) -> set[int]:
             for site, lsc in items:
                 if d.id == device_id and lsc > 0:
                     latest[site] = max(latest.get(site, (on, -1, lsc, file_id)), (on, file_id or 0, lsc, file_id))
+        locked = lock_printed_lscs(session, device_id, latest) if latest else {}  # one statement, site order
         for site in sorted(latest):
             on, _, lsc, file_id = latest[site]
-            if record_printed_lscs(session, device, [(site, lsc)], on, file_id):
+            if record_printed_lscs(session, device, [(site, lsc)], on, file_id, locked=locked):
                 changed.add(device_id)
     return changed
 
@@ -225,7 +226,8 @@ def store_report(
     With `shared`, what the file writes to the machine's rows is added to it instead, for the
     batch to write at its end (`SharedWrites`); `lsc_changed` is then told by `write_shared`.
     `defer`: the new measurement rows wait for `db.measurements.flush_measurements` (a batch's in
-    one INSERT)."""
+    one INSERT), and on SQLite the new exams and the rows changed wait for the session's next flush
+    (`db.exams.deferred_exams`)."""
     file_id = source_file.id if source_file is not None else source_file_id
     patient, created = upsert_patient_locked(session, report.patient)
     device = find_or_create_device(session, report.device, record_version=shared is None)
@@ -237,7 +239,9 @@ def store_report(
         "reference_database": report.extras.reference_database,
         "software_version": report.device.software_version,
     }
-    exam = find_or_create_exam(session, patient, report.exam_date, device, details=details, patient_is_new=created)
+    exam = find_or_create_exam(
+        session, patient, report.exam_date, device, details=details, patient_is_new=created, defer=defer
+    )
     merge_exam_details(exam, **details)  # a new exam has them already: nothing changes
     merged = merge_measurements(
         session,
@@ -261,5 +265,6 @@ def store_report(
         printed = tuple(_printed_lscs(report).items())
         if printed:
             shared.lscs.append((device, printed, report.exam_date, file_id))
-    session.flush()
+    if not (defer and deferred_exams(session)):  # else flushed once for the batch (`deferred_exams`)
+        session.flush()
     return StoredReport(patient=patient, device=device, exam=exam, measurements=merged, lsc_changed=lsc_changed)

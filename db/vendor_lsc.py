@@ -9,7 +9,7 @@ a new or changed value asks for the re-evaluation of the machine's patients. Not
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from datetime import date
 
 from sqlalchemy import select
@@ -21,18 +21,40 @@ from db.models import Device, DeviceLsc, Exam
 from monitor.model import VendorLsc
 
 
+def lock_printed_lscs(session: Session, device_id: int, sites: Collection[str]) -> dict[str, DeviceLsc]:
+    """The machine's rows of these sites, locked in site order by one statement (a batch's
+    `db.reports.write_shared`, rather than a statement per site): `record_printed_lscs`'s `locked`."""
+    stmt = (
+        select(DeviceLsc)
+        .where(DeviceLsc.device_id == device_id, DeviceLsc.site.in_(sorted(sites)))
+        .order_by(DeviceLsc.site)
+        .with_for_update()
+    )
+    return {row.site: row for row in session.scalars(stmt)}
+
+
 def record_printed_lscs(
-    session: Session, device: Device, printed: Iterable[tuple[str, float]], exam_date: date, source_file_id: int | None
+    session: Session,
+    device: Device,
+    printed: Iterable[tuple[str, float]],
+    exam_date: date,
+    source_file_id: int | None,
+    *,
+    locked: Mapping[str, DeviceLsc] | None = None,
 ) -> bool:
     """Keep what this file printed; True when a machine's LSC is new or changed (its patients'
-    comparisons may change)."""
+    comparisons may change). `locked`: the device's rows of these sites, read and locked already
+    (`lock_printed_lscs`); a site missing there has no row yet."""
     changed = False
     for site, lsc in printed:
         if lsc <= 0:
             continue
-        row = session.scalars(
-            select(DeviceLsc).where(DeviceLsc.device_id == device.id, DeviceLsc.site == site).with_for_update()
-        ).one_or_none()
+        if locked is not None:
+            row = locked.get(site)
+        else:
+            row = session.scalars(
+                select(DeviceLsc).where(DeviceLsc.device_id == device.id, DeviceLsc.site == site).with_for_update()
+            ).one_or_none()
         if row is None:
             values = {
                 "device_id": device.id,

@@ -17,6 +17,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from dxa.wiring import make_app
+from ingest.file_events import ClosedFiles
 from ingest.watcher import OddEntries, ReadinessTracker, scan_inbox
 from services import evaluation, inbox_entries, recovery, runner
 from services.bytestore import uses_database
@@ -36,21 +37,32 @@ INTAKE_BATCH = 64  # files claimed and registered together by one scan's transac
 _work_arrived = threading.Event()
 
 
-def watch_once(ctx: Context, tracker: ReadinessTracker, odd: OddEntries | None = None) -> int:
+def watch_once(
+    ctx: Context, tracker: ReadinessTracker, odd: OddEntries | None = None, events: ClosedFiles | None = None
+) -> int:
     """One scan of the inbox: claim every file that is ready, and refuse (log, count, and once they
     persist record and move aside) entries that are not regular files. Returns how many were claimed.
 
     With the embedded writer of this process running (SQLite: `services.runner.Pipeline`), the
     claims are handed to it to register: the watcher then writes nothing to the database, whose one
     write lock it would otherwise take turns for with the writer (and lose: SQLite's busy wait
-    sleeps while the writer's transactions follow each other)."""
+    sleeps while the writer's transactions follow each other).
+
+    `events` (inotify, `watch_forever`): files their writer closed are ready at this scan, without
+    waiting for the next one; read again after the scan, so a file written again meanwhile waits."""
     inbox = ctx.settings.inbox_dir
     inbox.mkdir(parents=True, exist_ok=True)
     claimed = 0
+    if events is not None:
+        events.drain()
     files, others = scan_inbox(inbox)
     if odd is not None:
         inbox_entries.refuse(ctx, inbox, *odd.observe(others, time.time()))
-    ready = list(tracker.observe(files, time.time()))
+    closed: set[str] = set()
+    if events is not None:  # marks of files gone (or never listed: temporary names) dropped
+        events.closed.intersection_update(files.keys() | events.drain())
+        closed = events.closed & files.keys()
+    ready = list(tracker.observe(files, time.time(), closed))
     for start in range(0, len(ready), INTAKE_BATCH):  # one flush of work/ and one commit per chunk
         chunk = [Path(p) for p in ready[start : start + INTAKE_BATCH]]
         writer = runner.writer_for(ctx)
@@ -97,15 +109,25 @@ def watch_forever(ctx: Context, stop: threading.Event | None = None) -> None:
     log.info("watching the inbox every %.1f s", ctx.settings.scan_interval_s)
     from workers.heartbeat import touch_heartbeat
 
-    while not stop.is_set():
-        try:
-            watch_once(ctx, tracker, odd)
-            if uses_database(ctx):
-                _write_host_copies(ctx)
-        except Exception as exc:  # the database restarting, say: the next scan tries again
-            log.warning("inbox scan failed (%s); retrying", describe(exc))
-        touch_heartbeat(ctx.settings, "watch")
-        stop.wait(ctx.settings.scan_interval_s)
+    ctx.settings.inbox_dir.mkdir(parents=True, exist_ok=True)
+    events = ClosedFiles.open(ctx.settings.inbox_dir)  # None: scans alone (no inotify)
+    try:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                watch_once(ctx, tracker, odd, events)
+                if uses_database(ctx):
+                    _write_host_copies(ctx)
+            except Exception as exc:  # the database restarting, say: the next scan tries again
+                log.warning("inbox scan failed (%s); retrying", describe(exc))
+            touch_heartbeat(ctx.settings, "watch")
+            if events is None:
+                stop.wait(ctx.settings.scan_interval_s)
+            else:  # the next scan at once when a file is closed (the scans go on meanwhile)
+                events.wait(stop, ctx.settings.scan_interval_s, started)
+    finally:
+        if events is not None:
+            events.close()
 
 
 def run_jobs_forever(ctx: Context, stop: threading.Event, *, refresh_daily: bool = True) -> None:

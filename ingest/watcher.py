@@ -2,8 +2,11 @@
 
 Network shares (SMB, NFS) send no file events, so a periodic scan is the source of truth:
 a file is ready when its size and mtime are unchanged over two scans and it is older than a
-minimum age. Temporary names that scanners and copy tools use while writing (`*.part`,
-`*.tmp`, hidden dotfiles such as rsync's `.name.XXXX`) are never claimed.
+minimum age. Where the folder gives events (Linux inotify, `ingest.file_events`), a file its
+writer has closed, or that was moved in whole, is ready at the first scan after that event (still
+only once older than the minimum age): a burst need not wait a scan interval for its second scan.
+Temporary names that scanners and copy tools use while writing (`*.part`, `*.tmp`, hidden
+dotfiles such as rsync's `.name.XXXX`) are never claimed.
 
 `ReadinessTracker` holds only that rule (no I/O, no clock: `now` is passed in);
 `scan_folder` is the small I/O half that lists candidate files.
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,12 +43,14 @@ class ReadinessTracker:
         self._min_age_s = min_age_s
         self._last: dict[str, FileState] = {}
 
-    def observe(self, snapshot: dict[str, FileState], now: float) -> list[str]:
-        """Feed one scan; return the paths that are ready (stable since the previous scan)."""
+    def observe(self, snapshot: dict[str, FileState], now: float, closed: Collection[str] = frozenset()) -> list[str]:
+        """Feed one scan; return the paths that are ready: stable since the previous scan, or
+        `closed` (their writer closed them, or they were moved in whole, and no event since says
+        they are written again: `ingest.file_events.ClosedFiles`)."""
         ready = [
             path
             for path, state in snapshot.items()
-            if self._last.get(path) == state and now - state.mtime >= self._min_age_s
+            if (path in closed or self._last.get(path) == state) and now - state.mtime >= self._min_age_s
         ]
         self._last = {p: s for p, s in snapshot.items() if p not in ready}
         return sorted(ready)

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from db.exams import flush_new_exams
 from db.files import (
     UID_CONFLICT,
     UID_CONFLICT_TEXT,
@@ -278,6 +279,10 @@ def _store_batch(ctx: Context, parsed: Sequence[ParsedFile], batch: _Batch | Non
             prefetch_exams(uow.session, [r for one in stored for r in one])
         for work, result in parsed:
             outcomes.append(_store_one(ctx, uow.session, work, result, batch))
+        flush_new_exams(
+            uow.session
+        )  # the batch's new exams first (`db.exams.deferred_exams`): the files' rows name them
+        uow.session.flush()
         flush_finished(uow.session)
         flush_measurements(uow.session)
         shared = SharedWrites()
@@ -348,6 +353,8 @@ def _store_one(
         # No savepoint: a refusal fails the batch, stored again carefully (`_store_isolated`).
         taken = work.source_file_id in batch.taken
         if taken:  # the rare path reads the batch's files: their rows written first
+            flush_new_exams(session)
+            session.flush()
             flush_finished(session)
             flush_measurements(session)
         return _store(ctx, session, work, parsed, check_uid=taken, defer=True)

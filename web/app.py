@@ -8,21 +8,31 @@ page queues (a precision study's re-evaluations, a file to re-process) starts at
 
 from __future__ import annotations
 
+import inspect
+import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from base64 import b64decode, b64encode
+from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from itsdangerous import BadSignature
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import Session as CookieSession
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import cookie_parser
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from db.engine import make_engine, session_factory, transient_fault
@@ -135,6 +145,77 @@ def _replay(messages: list[Message], then: Receive) -> Receive:
     return receive
 
 
+class SignedSessions(SessionMiddleware):
+    """Starlette's signed-cookie session (the same cookie, signature, expiry and Set-Cookie), with
+    each cookie value's verification remembered: a browser sends the same cookie with every page
+    until the session changes, and checking its signature and decoding it each time cost a page
+    more than its sign-in query (issue 13). What is remembered is the outcome of verifying that
+    exact string under this process's key, so a forged or altered cookie never reaches it; the
+    expiry (`max_age`, from the cookie's signed timestamp) is checked on every request as before.
+    The server's session row still decides, on every request, whether a session is live
+    (`web.auth.authenticate`)."""
+
+    MAX_REMEMBERED = 4096  # cookie values remembered at once (then all forgotten)
+
+    def __init__(self, app: ASGIApp, /, **options: Any) -> None:
+        super().__init__(app, **options)
+        self.verified: dict[str, tuple[dict[str, Any], int]] = {}
+
+    def _load(self, value: str) -> dict[str, Any] | None:
+        """The session data a cookie value carries; None when forged, altered or expired."""
+        found = self.verified.get(value)
+        if found is None:
+            try:
+                data, signed = self.signer.unsign(value.encode("utf-8"), max_age=self.max_age, return_timestamp=True)
+                content = json.loads(b64decode(data))
+            except (BadSignature, ValueError):
+                return None
+            if not isinstance(content, dict):
+                return None
+            if len(self.verified) >= self.MAX_REMEMBERED:
+                self.verified.clear()
+            found = self.verified[value] = (content, int(signed.timestamp()))
+        content, signed_at = found
+        if self.max_age is not None and not 0 <= int(time.time()) - signed_at <= self.max_age:
+            return None  # as `TimestampSigner.unsign` says: older than max_age, or from the future
+        return content
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        cookie = None
+        for name, value in scope["headers"]:
+            if name == b"cookie":  # as `Request.cookies`: every Cookie header, the last one wins
+                cookie = cookie_parser(value.decode("latin-1")).get(self.session_cookie, cookie)
+        content = self._load(cookie) if cookie is not None else None
+        initial_session_was_empty = content is None
+        scope["session"] = CookieSession(content or {})  # a copy: the remembered data stays as signed
+
+        async def send_wrapper(message: Message) -> None:
+            # Starlette's SessionMiddleware.send_wrapper, unchanged
+            if message["type"] == "http.response.start":
+                session: CookieSession = scope["session"]
+                message.setdefault("headers", [])
+                headers = MutableHeaders(scope=message)
+                if session.accessed:
+                    headers.add_vary_header("Cookie")
+                if session.modified and session:
+                    data = b64encode(json.dumps(session).encode("utf-8"))
+                    data = self.signer.sign(data)
+                    max_age = f"Max-Age={self.max_age}; " if self.max_age is not None else ""
+                    value = f"{self.session_cookie}={data.decode('utf-8')}; path={self.path}; {max_age}"
+                    headers.append("Set-Cookie", value + self.security_flags)
+                elif session.modified and not initial_session_was_empty:
+                    expires = "expires=Thu, 01 Jan 1970 00:00:00 GMT; "
+                    headers.append(
+                        "Set-Cookie", f"{self.session_cookie}=null; path={self.path}; {expires}{self.security_flags}"
+                    )
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+
 class SecurityHeaders:
     """Security headers on every answer; patient data is never cached; the session cookie is
     marked Secure whenever the request came over https (directly or via a trusted proxy)."""
@@ -165,6 +246,62 @@ class SecurityHeaders:
         await self.app(scope, receive, wrapped)
 
 
+class Dashboard(FastAPI):
+    """The FastAPI app, with the patient page answered through a shorter stack of its own.
+
+    The page clinicians open most is a plain Starlette route (`patients.PAGE_ROUTE`); served by
+    the app it also went through FastAPI's and Starlette's layers (error and exception
+    middlewares, exit stack, telemetry and body-limit checks, the router) and their wrappers
+    around every message sent, which cost it more CPU than its queries (issue 13). A GET that
+    this route matches goes straight to `page_stack`: the same three middlewares of ours in the
+    same order (`QuietErrors`, `SecurityHeaders`, the signed session), then the route, whose
+    exceptions go to the app's own handlers as the exception middleware would send them. Every
+    other request (a HEAD or POST of that path included) is served by the full app."""
+
+    page_stack: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.page_stack is not None and scope["type"] == "http":
+            match, child = patients.PAGE_ROUTE.matches(scope)
+            if match is Match.FULL:
+                scope.update(child)
+                scope["app"] = self
+                scope["router"] = self.router
+                await self.page_stack(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+    def handled(self, endpoint: Callable[[Request], Awaitable[Response]]) -> ASGIApp:
+        """`endpoint` as an ASGI app whose exceptions go to this app's exception handlers (looked
+        up as Starlette's exception middleware does: by status code, then along the class's MRO);
+        one without a handler is raised to `QuietErrors`."""
+
+        async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+            request = Request(scope, receive, send)
+            try:
+                response = await endpoint(request)
+            except Exception as exc:
+                handler = self._handler_for(exc)
+                if handler is None:
+                    raise
+                if inspect.iscoroutinefunction(handler):
+                    response = await handler(request, exc)
+                else:
+                    response = await run_in_threadpool(handler, request, exc)
+            await response(scope, receive, send)
+
+        return asgi
+
+    def _handler_for(self, exc: Exception) -> Callable[..., Any] | None:
+        handlers = self.exception_handlers
+        if isinstance(exc, StarletteHTTPException) and exc.status_code in handlers:
+            return handlers[exc.status_code]
+        for cls in type(exc).__mro__:
+            if cls in handlers:
+                return handlers[cls]
+        return None
+
+
 READ_PING_IDLE_S = 10.0  # a page's pooled PostgreSQL connection is pinged only after this long unused
 
 
@@ -190,7 +327,7 @@ def create_app(
     """The web application over `ctx` (`today` is injectable for tests). `broker_depth()` counts
     the messages waiting in the broker (scaled mode) for the operations page and /metrics."""
     settings = ctx.settings
-    app = FastAPI(
+    app = Dashboard(
         title="DXA monitor",
         version="0.1.0",
         docs_url=None,  # Swagger UI loads from a CDN; the schema is at /api/openapi.json (login required)
@@ -202,14 +339,14 @@ def create_app(
     read_sessions = _read_sessions(ctx)
     app.state.services = Services(ctx=ctx, read_sessions=read_sessions, templates=templates, today=today)
     app.state.signin_slots = threading.BoundedSemaphore(settings.signin_concurrency)
-    app.add_middleware(
-        SessionMiddleware,
-        secret_key=load_secret_key(settings.secret_key, settings.data_dir),
-        session_cookie=SESSION_COOKIE,
-        max_age=int(settings.session_max_hours * 3600),  # the server's row decides; this only tidies
-        same_site="lax",
-        https_only=False,  # SecurityHeaders adds Secure per request when served over https
-    )
+    session_options: dict[str, Any] = {
+        "secret_key": load_secret_key(settings.secret_key, settings.data_dir),
+        "session_cookie": SESSION_COOKIE,
+        "max_age": int(settings.session_max_hours * 3600),  # the server's row decides; this only tidies
+        "same_site": "lax",
+        "https_only": False,  # SecurityHeaders adds Secure per request when served over https
+    }
+    app.add_middleware(SignedSessions, **session_options)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(QuietErrors)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
@@ -232,6 +369,8 @@ def create_app(
     for module in routers:
         app.include_router(module.router)
     _install_error_handlers(app)
+    # the patient page's own stack: the middlewares above, in the same order, around the route
+    app.page_stack = QuietErrors(SecurityHeaders(SignedSessions(app.handled(patients.patient_page), **session_options)))
 
     @app.get("/api/openapi.json", include_in_schema=False)
     def openapi(_: User) -> JSONResponse:

@@ -15,7 +15,7 @@ from sqlalchemy import event, func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import Pool
 
-from db.models import AuditEvent
+from db.models import AuditEvent, Patient
 from db.patients import AmbiguousPatient, find_patient
 from tests.conftest import create_postgres_database, drop_postgres_database, skip_or_fail
 from tests.web.conftest import sign_in
@@ -23,6 +23,7 @@ from tests.web.seed import REPLACED, TODAY, Seeded, build
 from web import app as web_app
 from web.app import create_app
 from web.queries import patient as patient_q
+from web.queries import patient_list as patient_list_q
 
 
 @pytest.fixture(scope="module")
@@ -160,4 +161,34 @@ def test_the_one_statement_read_refuses_an_identifier_of_several_issuers(pg_seed
             patient_q.read_patient(session, REPLACED, None)
         assert refused.value.issuers == sorted(["", "OTHER-ISSUER"])
         assert patient_q.read_patient(session, REPLACED, "OTHER-ISSUER") is not None
+        session.rollback()
+
+
+def test_a_two_letter_search_reads_the_index_and_finds_what_the_scan_finds(
+    pg_seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13: "li", "wu" (common family names) were a scan of every patient; the list asks
+    the two-letter pieces' index of migration page_0007, whose expression it must write exactly
+    as the index does, and answers as the scan does."""
+    with pg_seeded.factory() as session:
+        names = [name for (name,) in session.execute(select(Patient.name))]
+        searches = {n.lower()[i : i + 2] for n in names if n for i in range(0, len(n) - 1, 3)}
+        searches |= {i[1:3] for i in pg_seeded.patients} | {"zz", "Zz", "x^", "^a"}
+        answers = {q: patient_list_q.list_patients(session, today=TODAY, q=q) for q in sorted(searches)}
+        assert any(total for _, total in answers.values()), "some searches find patients"
+        monkeypatch.setattr(patient_list_q, "BIGRAM", 99)  # the same searches without the index
+        for q, answer in answers.items():
+            assert patient_list_q.list_patients(session, today=TODAY, q=q) == answer, q
+        monkeypatch.undo()
+        count = (
+            select(func.count())
+            .select_from(Patient)
+            .where(*patient_list_q._conditions("li", False, False, TODAY, True))
+        )
+        session.execute(text("SET LOCAL enable_seqscan = off"))
+        compiled = count.compile(session.get_bind())
+        plan = "\n".join(
+            row[0] for row in session.connection().exec_driver_sql("EXPLAIN " + str(compiled), compiled.params)
+        )
+        assert "ix_patients_search_bigrams" in plan
         session.rollback()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 from collections.abc import Callable
+from concurrent import futures
 from dataclasses import asdict
 from datetime import date
 from typing import Annotated, Any, Literal
@@ -14,7 +17,6 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Scope
 
@@ -84,8 +86,10 @@ class PatientPageRoute(Route):
     parameter validation, exit stacks, a worker thread per dependency), which cost it more than
     its queries (issue 13). It does by hand what the dependencies did: the read session
     (`DbSession`), the sign-in and role check (`User`: `clinical_user`, same check, same
-    redirects and 403) and its two query parameters, all in one worker thread. GET only: a HEAD
-    would record a view nobody saw (Starlette adds HEAD to a GET route; FastAPI's did not)."""
+    redirects and 403) and its two query parameters, in one worker thread (the drawing in a
+    second, beside the audit write: `_patient_page`); `web.app.Dashboard` serves it without
+    FastAPI's middleware stack. GET only: a HEAD would record a view nobody saw (Starlette adds
+    HEAD to a GET route; FastAPI's did not)."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any]) -> None:
         super().__init__(path, endpoint, methods=["GET"], include_in_schema=False)
@@ -234,14 +238,15 @@ def _site_rank(site: str) -> int:
 
 async def patient_page(request: Request) -> Response:
     """One patient's page. Everything it does that waits or computes (the sign-in check, the
-    read, the audit event, the rendering) runs in one worker thread (`PatientPageRoute`)."""
+    read, the audit event) runs in one worker thread, the drawing in a second (`_patient_page`)."""
     app = services(request)
     session = open_read_session(request)
     try:
         query = request.query_params
         patient_id = request.path_params["patient_id"]
-        return await run_in_threadpool(
-            _patient_page, request, session, app, patient_id, query.get("issuer"), query.get("notice")
+        run = contextvars.copy_context().run  # as run_in_threadpool: the request's context goes along
+        return await asyncio.get_running_loop().run_in_executor(
+            _PAGES, run, _patient_page, request, session, app, patient_id, query.get("issuer"), query.get("notice")
         )
     finally:
         await close_read_session(request, session)
@@ -259,11 +264,36 @@ def _patient_page(
         # transaction would have given them no more consistent a view).
         session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
     user = clinical_user(request, session)
-    activate_request_locale(request)  # the charts and tables are worded before the template renders
     detail = load_detail(session, patient_id, issuer)
+    # The page is drawn in another thread while this one writes the audit event: the event's
+    # commit waits for the disk (a large share of a page's time, issue 13) and the drawing needs
+    # nothing from it. This thread starts the INSERT (it holds the GIL only until the statement
+    # is sent, then the drawing has it); the page is answered only once both are done, so a
+    # view is durably recorded before anything of it is sent, and a failed write shows nothing.
+    drawing = _DRAWING.submit(contextvars.copy_context().run, _draw_page, request, app, detail, notice)
+    try:
+        record_read(app.ctx, session, actor(user), "patient_viewed", detail.pk, via="page")
+    except BaseException:
+        futures.wait([drawing])  # the page is thrown away; the request's objects stay with this thread
+        raise
+    return drawing.result()
+
+
+def _draw_page(request: Request, app: Services, detail: patient_q.PatientDetail, notice: str | None) -> Response:
+    activate_request_locale(request)  # the charts and tables are worded before the template renders
     context = _patient_context(app, detail)
-    record_read(app.ctx, session, actor(user), "patient_viewed", detail.pk, via="page")
     return render(request, "patient.html", {**context, "notice": notice, "error": None})
+
+
+# The threads that serve patient pages (`patient_page`), handed each page straight through the
+# event loop's executor call: anyio's worker-thread call (`run_in_threadpool`, for every other
+# route) costs a page several times as much on the event loop (its task lookups, capacity limiter
+# and cancel scope). As many as anyio's default limit of threads.
+_PAGES = futures.ThreadPoolExecutor(max_workers=40, thread_name_prefix="page")
+
+# Threads that draw patient pages (`_patient_page`); as many as the pages the server's worker
+# threads can have open at once would be many more than two cores draw at a time.
+_DRAWING = futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="page-drawing")
 
 
 @router.get("/api/patients/{patient_id}", tags=["patients"])

@@ -187,3 +187,44 @@ def test_a_writer_that_stops_registers_the_claims_it_was_handed(tmp_path: Path, 
     assert len(jobs) == len({f.sha256 for f in files}) and {j.state for j in jobs} == {"queued"}
     assert not any(ctx.settings.inbox_dir.rglob("*.*")), "nothing went back to the inbox"
     ctx.engine.dispose()
+
+
+def test_a_file_its_writer_closed_is_claimed_without_a_second_scan_and_one_still_open_is_not(
+    tmp_path: Path, samples: list[Sample]
+) -> None:
+    """With inotify (`ingest.file_events`, as `watch_forever` uses it): a file written in place is
+    claimed at the first scan after its writer closed it; while its writer holds it open, not even
+    a second scan claims it if it was written meanwhile, and a file moved in whole is claimed at
+    once. Without events, two scans (the test above)."""
+    from ingest.file_events import ClosedFiles
+
+    ctx = _context(tmp_path, min_file_age_s=0)
+    inbox = ctx.settings.inbox_dir
+    inbox.mkdir(parents=True)
+    events = ClosedFiles.open(inbox)
+    if events is None:
+        pytest.skip("no inotify here")
+    first, second = samples[0], samples[1]
+    tracker = ReadinessTracker(0)
+    try:
+        target = inbox / "sub" / Path(first.rel).name
+        target.parent.mkdir()
+        events.drain()  # the new folder watched
+        with target.open("wb") as out:
+            out.write(first.data[: len(first.data) // 2])
+            out.flush()
+            assert watch_once(ctx, tracker, events=events) == 0  # open, half written
+            out.write(first.data[len(first.data) // 2 :])
+            out.flush()
+            assert watch_once(ctx, tracker, events=events) == 0  # grew since the scan before
+        assert watch_once(ctx, tracker, events=events) == 1  # closed: claimed at once
+        # `.part`, then renamed, in a watched folder (a folder made with the file in it has no watch
+        # yet when the file is written: that file waits for the two scans)
+        drop([BatchFile(Path(second.rel).name, second.data, "original", second)], inbox)
+        assert watch_once(ctx, ReadinessTracker(0), events=events) == 1  # a fresh tracker: one scan
+    finally:
+        events.close()
+    assert not [p for p in inbox.rglob("*") if p.is_file()]
+    with ctx.sessions() as session:
+        assert {f.sha256 for f in session.scalars(select(SourceFile))} == {first.sha256, second.sha256}
+    ctx.engine.dispose()

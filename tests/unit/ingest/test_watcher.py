@@ -40,3 +40,10 @@ def test_scan_is_recursive_and_skips_ignored(tmp_path: Path) -> None:
     (tmp_path / ".hidden").write_bytes(b"3")
     found = scan_folder(tmp_path)
     assert list(found) == [str(tmp_path / "sub" / "deeper" / "a.dcm")]
+
+
+def test_a_closed_file_is_ready_at_its_first_scan_but_not_before_its_minimum_age() -> None:
+    tracker = ReadinessTracker(min_age_s=2)
+    assert tracker.observe({"a": FileState(10, 100.0)}, now=101, closed={"a"}) == []
+    assert tracker.observe({"a": FileState(10, 100.0), "b": FileState(5, 100.0)}, now=103, closed={"a"}) == ["a"]
+    assert tracker.observe({"b": FileState(5, 100.0)}, now=104) == ["b"]  # b: by the two scans
