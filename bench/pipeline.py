@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
@@ -429,7 +430,18 @@ def summarise_profile(path: Path, mode: str) -> None:
         print(f"  profile of {mode} ({path.name}, {samples} CPU samples, all threads and children): {parts}")
 
 
-def run_phases(svc: Service, burst: list[BatchFile], steady: list[BatchFile], rate: float, mode: str) -> Result:
+def run_phases(
+    svc: Service,
+    burst: list[BatchFile],
+    steady: list[BatchFile],
+    rate: float,
+    mode: str,
+    poll_inbox: bool = True,
+) -> Result:
+    """The burst, then the steady stream. `poll_inbox=False` (the back-load through the watcher):
+    the end is read from the database only, every dropped file registered (so out of the inbox) and
+    no job left; listing an inbox of thousands of folders every 0.5 s costs the cores the service
+    runs on."""
     seen = 0
     dropped: dict[str, float] = {}
     counts0 = svc.counts()
@@ -445,7 +457,7 @@ def run_phases(svc: Service, burst: list[BatchFile], steady: list[BatchFile], ra
             wait_until(
                 # The end is read from the rows' timestamps (`_measure`): polling more often only
                 # takes the embedded mode's interpreter from it.
-                lambda: not files_below(svc.inbox) and pipeline_idle(svc.sessions, seen),
+                lambda: (not poll_inbox or not files_below(svc.inbox)) and pipeline_idle(svc.sessions, seen),
                 3600,
                 "burst",
                 every=0.5,
@@ -525,10 +537,16 @@ def _serve_embedded(tmp: str, runners: int, conn: Any) -> None:
 
 
 def embedded(
-    burst: list[BatchFile], steady: list[BatchFile], rate: float, runners: int = 2, rss: list[int] | None = None
+    burst: list[BatchFile],
+    steady: list[BatchFile],
+    rate: float,
+    runners: int = 2,
+    rss: list[int] | None = None,
+    poll_inbox: bool = True,
 ) -> Result:
     """The embedded service in a process of its own (`_serve_embedded`); CPU and memory are that
-    process tree's, read from here (`rss`: its RSS every 0.5 s, for the back-load)."""
+    process tree's, read from here (`rss`: its RSS every 0.5 s, for the back-load). `poll_inbox`:
+    see `run_phases`."""
     import multiprocessing
 
     from db.engine import make_engine, session_factory
@@ -564,7 +582,8 @@ def embedded(
                     rss.append(_tree_rss([pid]))
 
             with _in_background(sample):
-                result = run_phases(svc, burst, steady, rate, f"embedded (SQLite, {threads} runner)")
+                mode = f"embedded (SQLite, {threads} runner)"
+                result = run_phases(svc, burst, steady, rate, mode, poll_inbox=poll_inbox)
         finally:
             if proc.is_alive():
                 mine.send("stop")
@@ -748,15 +767,37 @@ def backload_ingest(folder: Path, files: int, root: Path = ROOT) -> Backload:
     return Backload(name, seconds, samples, summary, cpu)
 
 
+class _OnDisk:
+    """A back-load file for `drop`, read from the archive folder when it is dropped: 100 000 files
+    are not held in the bench's memory (which is the service's: its RSS is what the bench samples)."""
+
+    def __init__(self, rel: str, path: Path) -> None:
+        self.rel, self.path = rel, path
+        self._sha: str | None = None
+
+    @property
+    def data(self) -> bytes:
+        data = self.path.read_bytes()
+        self._sha = hashlib.sha256(data).hexdigest()
+        return data
+
+    @property
+    def sha256(self) -> str:
+        if self._sha is None:
+            self._sha = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        return self._sha
+
+
 def backload_watcher(folder: Path, files: int) -> Backload:
-    """The embedded watcher + runners take the N files dropped at once (read back from `folder`);
-    the RSS is the service process tree's (`embedded`)."""
-    batch = [
-        BatchFile(p.relative_to(folder).as_posix(), p.read_bytes(), "variant") for p in sorted(files_below(folder))
-    ]
+    """The embedded watcher + runners take the N files dropped at once (copied from `folder` as they
+    are dropped, each written as `<name>.part` then renamed, as a careful sender does: none held in
+    memory); the RSS is the service process tree's (`embedded`)."""
+    batch: list[Any] = [_OnDisk(p.relative_to(folder).as_posix(), p) for p in sorted(files_below(folder))]
     samples: list[int] = []
-    r = embedded(batch, [], 1.0, rss=samples)
-    return Backload("back-load: watcher (embedded, SQLite)", r.seconds, samples)
+    r = embedded(batch, [], 1.0, rss=samples, poll_inbox=False)
+    cpu = sum(r.cpu.values()) if r.cpu else None
+    summary = f"{r.evaluations} patient evaluations"
+    return Backload("back-load: watcher (embedded, SQLite)", r.seconds, samples, summary, cpu)
 
 
 # --------------------------------------------------------------------------- report
@@ -821,6 +862,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backload", type=int, default=1000, help="files of the back-load mode")
     ap.add_argument("--backload-via", default="ingest,watcher", help="back-load through: ingest, watcher")
     ap.add_argument(
+        "--backload-folder",
+        type=Path,
+        help="back-load this folder (e.g. one written by an earlier run: 100 000 files take 5-12 min to write)",
+    )
+    ap.add_argument(
         "--compare", type=Path, help="also run `dxa ingest` and the Celery modes with the code of this source tree"
     )
     ap.add_argument("--modes", default="parse,embedded,celery1,celery2")
@@ -862,12 +908,17 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="dxa-backload-") as tmp:
             folder = Path(tmp) / "archive-to-load"
             t0 = time.perf_counter()
-            size = write_backload(samples, args.backload, folder)
-            print(
-                f"back-load: {args.backload} files written ({size / 2**20:.0f} MB, "
-                f"{time.perf_counter() - t0:.0f} s; loadavg {loadavg()})",
-                flush=True,
-            )
+            if args.backload_folder:
+                folder = args.backload_folder
+                args.backload = len(files_below(folder))
+                print(f"back-load: {args.backload} files in {folder}", flush=True)
+            else:
+                size = write_backload(samples, args.backload, folder)
+                print(
+                    f"back-load: {args.backload} files written ({size / 2**20:.0f} MB, "
+                    f"{time.perf_counter() - t0:.0f} s; loadavg {loadavg()})",
+                    flush=True,
+                )
             head = f"{'mode':<42} {'files':>7} {'wall s':>8} {'files/s':>8}"
             print(f"{head} {'CPU ms/f':>9} {'RSS start':>10} {'RSS mid':>8} {'RSS end':>8} {'RSS max':>8}")
             runs: list[Callable[[Path, int], Backload]] = []

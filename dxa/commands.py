@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -38,40 +38,38 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- ingest
 
 
-def _expand(paths: list[Path]) -> Iterator[Path]:
-    from ingest.watcher import iter_files
-
-    for path in paths:
-        if path.is_dir():
-            yield from sorted(iter_files(path))
-        elif path.is_file():
-            yield path
-        else:
-            raise UserError(f"{path}: no such file or folder")
-
-
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from services.backload import ingest_paths
+    """Back-load files and folders. Every file gets one line: ingested, duplicate, quarantined (with
+    the reason), held for verification, NOT finished, or unreadable (with why: permission denied,
+    gone, an input/output error, not a regular file, a link inside a folder, a path that does not
+    exist). An unreadable file cannot be quarantined (there are no bytes to keep): it is reported
+    and the run goes on with the others. The exit status is 0 only when every file ended
+    ingested, duplicate, quarantined or held; 1 when any is unreadable or not finished (running
+    the same command again, once fixed, loads what is missing and counts the rest as duplicates)."""
+    from services.backload import Loaded, ingest_paths, list_sources
 
     ctx = context(dispatch=False)  # back-loading runs its own jobs, whatever the deployment
-    files = list(_expand(args.paths))
-    counts = {"ingested": 0, "duplicate": 0, "quarantined": 0, "held": 0, "unfinished": 0}
-    for one in ingest_paths(ctx, files):
+    listed = list_sources(args.paths)
+    files = [one for one in listed if isinstance(one, Path)]
+    counts = {"ingested": 0, "duplicate": 0, "quarantined": 0, "held": 0, "unfinished": 0, "unreadable": 0}
+    skipped = [one for one in listed if isinstance(one, Loaded)]
+    for one in chain(skipped, ingest_paths(ctx, files)):  # each line as its file is finished
         counts[one.outcome] += 1
         print(
-            f"{one.path}: {one.outcome} ({one.detail})"
-            if one.outcome != "quarantined"
-            else f"{one.path}: quarantined: {one.detail}"
+            f"{one.path}: {one.outcome}: {one.detail}"
+            if one.outcome in ("quarantined", "unreadable")
+            else f"{one.path}: {one.outcome} ({one.detail})"
         )
     evaluated = run_queued_evaluations(ctx)
     print(
-        f"{len(files)} files: {counts['ingested']} ingested, {counts['duplicate']} duplicate, "
+        f"{len(files) + len(skipped)} files: {counts['ingested']} ingested, {counts['duplicate']} duplicate, "
         f"{counts['quarantined']} quarantined"
         + (f", {counts['held']} held for verification (QA: scans)" if counts["held"] else "")
         + (f", {counts['unfinished']} NOT finished (run again)" if counts["unfinished"] else "")
+        + (f", {counts['unreadable']} NOT READ (unreadable: see above)" if counts["unreadable"] else "")
         + f"; {evaluated} patients re-evaluated"
     )
-    return 0 if counts["unfinished"] == 0 else 1
+    return 0 if counts["unfinished"] == 0 and counts["unreadable"] == 0 else 1
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ one code path for both deployments.
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
@@ -22,7 +23,8 @@ from ingest.watcher import OddEntries, ReadinessTracker, scan_inbox
 from services import evaluation, inbox_entries, recovery, runner
 from services.bytestore import uses_database
 from services.context import Context
-from services.intake import IntakeResult, claim_many, intake_many, register_claims
+from services.files import read_error_words
+from services.intake import IntakeResult, UnreadableClaim, claim_many, intake_many, register_claims
 from services.logsafe import describe
 from settings import Settings
 
@@ -31,7 +33,16 @@ log = logging.getLogger("dxa")
 DEMO_PASSWORD = "dxa-demo-2024"
 RUNNER_IDLE_S = 0.5
 SWEEP_EVERY_S = 60.0
+# Claim failures that are this host's, not the file's: every file would fail alike, and each is
+# tried again at the next scan once the fault is fixed.
+_OUR_SIDE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 INTAKE_BATCH = 64  # files claimed and registered together by one scan's transaction
+# Files claimed and handed to this process's writer (SQLite) and not registered yet, beyond which
+# the watcher claims no more, and below half of which it scans again. A hospital's archive dropped
+# at once (100 000 files) waits in the inbox rather than in this process's memory, and the inbox
+# is not listed every scan while the writer has enough to do: each listing of a big inbox took the
+# interpreter from the writer (issue 13: the watcher spent more than half its time listing).
+HANDED_AHEAD = 1024
 # Set by the watcher when it registered files: idle runners of this process start at once instead
 # of at their next poll (the job table stays the queue; this only shortens the wait).
 _work_arrived = threading.Event()
@@ -46,7 +57,9 @@ def watch_once(
     With the embedded writer of this process running (SQLite: `services.runner.Pipeline`), the
     claims are handed to it to register: the watcher then writes nothing to the database, whose one
     write lock it would otherwise take turns for with the writer (and lose: SQLite's busy wait
-    sleeps while the writer's transactions follow each other).
+    sleeps while the writer's transactions follow each other). It hands at most `HANDED_AHEAD`
+    files ahead of the writer's registering, and does not list the inbox while more than half that
+    wait.
 
     `events` (inotify, `watch_forever`): files their writer closed are ready at this scan, without
     waiting for the next one; read again after the scan, so a file written again meanwhile waits."""
@@ -55,6 +68,9 @@ def watch_once(
     claimed = 0
     if events is not None:
         events.drain()
+    writer = runner.writer_for(ctx)
+    if writer is not None and writer.handed >= HANDED_AHEAD // 2:
+        return 0  # the writer has enough to register: the inbox is listed once it has less
     files, others = scan_inbox(inbox)
     if odd is not None:
         inbox_entries.refuse(ctx, inbox, *odd.observe(others, time.time()))
@@ -63,6 +79,10 @@ def watch_once(
         events.closed.intersection_update(files.keys() | events.drain())
         closed = events.closed & files.keys()
     ready = list(tracker.observe(files, time.time(), closed))
+    if writer is not None and len(ready) > HANDED_AHEAD - writer.handed:
+        room = max(0, HANDED_AHEAD - writer.handed)
+        tracker.defer(ready[room:])  # ready again at the next scan
+        ready = ready[:room]
     for start in range(0, len(ready), INTAKE_BATCH):  # one flush of work/ and one commit per chunk
         chunk = [Path(p) for p in ready[start : start + INTAKE_BATCH]]
         writer = runner.writer_for(ctx)
@@ -84,6 +104,15 @@ def watch_once(
                 claimed += 1
             elif isinstance(result, FileNotFoundError):
                 tracker.forget(str(path))  # taken by another watcher, or removed by the sender
+            elif isinstance(result, UnreadableClaim):
+                continue  # set aside for QA, and logged, by the intake (`services.inbox_entries`)
+            elif isinstance(result, OSError) and result.errno not in _OUR_SIDE:  # waits, rather than fail each scan
+                count, wait = tracker.failed(str(path), time.time())
+                words = read_error_words(result)
+                ident = inbox_entries.entry_id(inbox, str(path))
+                log.warning("inbox: entry %s could not be claimed (%s); tried again in %.0f s", ident, words, wait)
+                if count == inbox_entries.RECORD_AFTER:
+                    inbox_entries.record_unclaimable(ctx, path, words)
             else:
                 # A path, or a driver's message quoting the row, can hold a patient's name: the type only.
                 log.warning("could not claim a file from the inbox (%s); it is tried again", describe(result))

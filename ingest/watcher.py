@@ -38,25 +38,63 @@ class FileState:
     mtime: float
 
 
+RETRY_S = 30.0  # a file that could not be claimed waits this long before the next try, doubling
+RETRY_MAX_S = 900.0  # up to this: a file that stays unreadable is tried four times an hour
+
+
 class ReadinessTracker:
-    def __init__(self, min_age_s: float) -> None:
+    """Which files are ready (stable over two scans and old enough), and which wait after a claim
+    that failed (`failed`): a file that cannot be read would otherwise be tried, and logged, at every
+    scan for ever. It waits `RETRY_S`, doubling up to `RETRY_MAX_S`, or until it changes (a sender
+    writing it again, its permissions fixed by a copy) and then is ready at once."""
+
+    def __init__(self, min_age_s: float, retry_s: float = RETRY_S, retry_max_s: float = RETRY_MAX_S) -> None:
         self._min_age_s = min_age_s
+        self._retry_s = retry_s
+        self._retry_max_s = retry_max_s
         self._last: dict[str, FileState] = {}
+        self._given: dict[str, FileState] = {}  # the files the last `observe` returned as ready
+        self._failed: dict[str, tuple[FileState, float, int]] = {}  # path -> (its state, retry at, failures)
 
     def observe(self, snapshot: dict[str, FileState], now: float, closed: Collection[str] = frozenset()) -> list[str]:
         """Feed one scan; return the paths that are ready: stable since the previous scan, or
         `closed` (their writer closed them, or they were moved in whole, and no event since says
-        they are written again: `ingest.file_events.ClosedFiles`)."""
-        ready = [
+        they are written again: `ingest.file_events.ClosedFiles`), and not waiting after a failed
+        claim (`failed`)."""
+        stable = [
             path
             for path, state in snapshot.items()
             if (path in closed or self._last.get(path) == state) and now - state.mtime >= self._min_age_s
         ]
+        self._failed = {p: f for p, f in self._failed.items() if snapshot.get(p) == f[0]}  # changed: fresh
+        ready = [path for path in stable if path not in self._failed or now >= self._failed[path][1]]
         self._last = {p: s for p, s in snapshot.items() if p not in ready}
+        self._given = {p: snapshot[p] for p in ready}
         return sorted(ready)
 
     def forget(self, path: str) -> None:
         self._last.pop(path, None)
+        self._failed.pop(path, None)
+
+    def defer(self, paths: list[str]) -> None:
+        """Files `observe` returned that are not claimed this time (the writer has enough): ready
+        again at the next scan if they have not changed."""
+        for path in paths:
+            state = self._given.get(path)
+            if state is not None:
+                self._last[path] = state
+
+    def failed(self, path: str, now: float) -> tuple[int, float]:
+        """The claim of a file `observe` just returned failed: (failures so far, seconds until the
+        next try unless it changes)."""
+        state = self._given.get(path)
+        if state is None:
+            return 0, 0.0
+        count = self._failed[path][2] + 1 if path in self._failed else 1
+        wait = min(self._retry_max_s, self._retry_s * 2 ** (count - 1))
+        self._failed[path] = (state, now + wait, count)
+        self._last[path] = state  # still stable: ready again once the wait is over
+        return count, wait
 
 
 class OddEntries:

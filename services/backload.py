@@ -23,6 +23,7 @@ children forked from a ~130 MB process show ~390 MB of RSS for ~210 MB of PSS.)
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -36,10 +37,11 @@ from sqlalchemy.orm import Session
 
 from db.jobs import claim_jobs, worker_gone
 from db.models import Job
+from ingest.watcher import is_ignored
 from services.context import Context
-from services.files import claim_by_copy, cut_copies, flush_folder
+from services.files import UnreadableSource, claim_by_copy, cut_copies, flush_folder, read_error_words
 from services.ingestion import ClaimedFile, ParsedFile, parse_batch, start_ingests, store_batch
-from services.intake import IntakeResult, register_claims
+from services.intake import IntakeResult, UnreadableClaim, register_claims
 from services.outcomes import ClaimedJob, JobResult, worker_name
 from services.parsing import warm_parsers
 from services.recovery import recover_files
@@ -57,7 +59,7 @@ SETTLED = timedelta(seconds=30)  # a move left undone this long ago is a killed 
 @dataclass(frozen=True)
 class Loaded:
     path: Path
-    outcome: str  # ingested | duplicate | quarantined | held | unfinished
+    outcome: str  # ingested | duplicate | quarantined | held | unfinished | unreadable
     detail: str
 
 
@@ -80,15 +82,23 @@ class _Copies:
         work_dir, owner = ctx.settings.work_dir, worker_name()
         self.copying = [copiers.submit(claim_by_copy, path, work_dir, owner) for path in paths]
 
-    def result(self) -> list[Path]:
-        """Each file's copy in work/ (flushed). A file that could not be copied (unreadable) stops
-        the run, as it always did, the chunk's other copies removed."""
+    def result(self) -> list[Path | OSError]:
+        """Each file's copy in work/ (flushed), or why it could not be read (permission, gone since
+        it was listed, an input/output error, not a regular file): that file is reported, the
+        others go on. Any other fault (work/ refusing the copy: a full disk) stops the run, the
+        chunk's other copies removed."""
         wait(self.copying)
-        try:
-            return [future.result() for future in self.copying]
-        except BaseException:
-            self.abandon()
-            raise
+        out: list[Path | OSError] = []
+        for future in self.copying:
+            exc = future.exception()
+            if exc is None:
+                out.append(future.result())
+            elif isinstance(exc, UnreadableSource):
+                out.append(exc)
+            else:
+                self.abandon()
+                raise exc
+        return out
 
     def abandon(self) -> None:
         """The run stopped before these copies were registered: none is left in work/ (where the next
@@ -99,6 +109,65 @@ class _Copies:
         for future in self.copying:
             if not future.cancelled() and future.exception() is None:
                 future.result().unlink(missing_ok=True)
+
+
+_ENTRY_KINDS = {
+    stat.S_IFLNK: "a symbolic link inside a folder (not followed: name its target on the command line)",
+    stat.S_IFIFO: "not a regular file: a named pipe",
+    stat.S_IFSOCK: "not a regular file: a socket",
+    stat.S_IFCHR: "not a regular file: a device",
+    stat.S_IFBLK: "not a regular file: a device",
+}
+
+
+def list_sources(paths: Iterable[Path]) -> list[Path | Loaded]:
+    """The files to back-load below `paths`, sorted, and in their place an `unreadable` outcome for
+    each entry that will not be read, so that nothing is left out silently: a path given that does
+    not exist (or a link given that points nowhere), a folder that cannot be listed, and inside
+    folders the entries that are not regular files (symbolic links, which are not followed, as in
+    the inbox; named pipes, sockets, devices). A path given on the command line is followed if it
+    is a link. Hidden and temporary names (`ingest.watcher.is_ignored`) are left out, as the
+    watcher leaves them."""
+    found: list[Path | Loaded] = []
+    for path in paths:
+        try:
+            mode = path.stat().st_mode
+        except OSError as exc:
+            what = "no such file or folder" if isinstance(exc, FileNotFoundError) else read_error_words(exc)
+            found.append(Loaded(path, "unreadable", what))
+            continue
+        if stat.S_ISDIR(mode):
+            _walk(path, found)
+        elif stat.S_ISREG(mode):
+            found.append(path)
+        else:
+            found.append(Loaded(path, "unreadable", _ENTRY_KINDS.get(stat.S_IFMT(mode), "not a regular file")))
+    return sorted(found, key=lambda one: one.path if isinstance(one, Loaded) else one)
+
+
+def _walk(folder: Path, found: list[Path | Loaded]) -> None:
+    try:
+        with os.scandir(folder) as listing:
+            entries = list(listing)
+    except OSError as exc:
+        found.append(Loaded(folder, "unreadable", f"folder could not be listed: {read_error_words(exc)}"))
+        return
+    for entry in entries:
+        path = Path(entry.path)
+        try:
+            mode = entry.stat(follow_symlinks=False).st_mode
+        except OSError as exc:  # gone since the folder was listed
+            found.append(Loaded(path, "unreadable", read_error_words(exc)))
+            continue
+        if stat.S_ISDIR(mode):
+            if not entry.name.startswith("."):
+                _walk(path, found)
+        elif is_ignored(entry.name):
+            continue
+        elif stat.S_ISREG(mode):
+            found.append(path)
+        else:
+            found.append(Loaded(path, "unreadable", _ENTRY_KINDS.get(stat.S_IFMT(mode), "not a regular file")))
 
 
 def _clear_after_kill(ctx: Context) -> None:
@@ -156,11 +225,21 @@ def _claim_chunk(ctx: Context, copies: _Copies) -> tuple[_Chunk, list[Loaded]]:
     and counted by their outcome, not as duplicates: running the back-load again finishes them."""
     copied = copies.result()
     flush_folder(ctx.settings.work_dir)  # the copies' names, before the rows that point at them
-    received = register_claims(ctx, list(zip(copies.paths, copied, strict=True)), copy=True)
+    claims = [(path, work) for path, work in zip(copies.paths, copied, strict=True) if isinstance(work, Path)]
+    unread = [
+        Loaded(path, "unreadable", read_error_words(exc))
+        for path, exc in zip(copies.paths, copied, strict=True)
+        if isinstance(exc, OSError)
+    ]
+    sources = [path for path, _ in claims]
+    received = register_claims(ctx, claims, copy=True) if claims else []
     by_job: dict[int, Path] = {}
     again: dict[int, int] = {}  # source file id -> the first duplicate of it whose job may be taken over
-    for k, (path, intake) in enumerate(zip(copies.paths, received, strict=True)):
-        if isinstance(intake, Exception):
+    for k, (path, intake) in enumerate(zip(sources, received, strict=True)):
+        if isinstance(intake, UnreadableClaim):  # its copy could not be read back: reported, removed
+            unread.append(Loaded(path, "unreadable", intake.words))
+            continue
+        if isinstance(intake, Exception):  # the database refused to register it: not the file's fault
             raise intake
         if intake.outcome != "duplicate":
             assert intake.job_id is not None
@@ -175,14 +254,14 @@ def _claim_chunk(ctx: Context, copies: _Copies) -> tuple[_Chunk, list[Loaded]]:
         for job in jobs:
             if job.id in unfinished:
                 k = again[unfinished[job.id]]
-                chunk.paths[job.id] = copies.paths[k]
+                chunk.paths[job.id] = sources[k]
                 taken.add(k)
         started = start_ingests(ctx, session, jobs) if jobs else []
     chunk.files = [one for one in started if isinstance(one, ClaimedFile)]
     chunk.done = [one for one in started if isinstance(one, JobResult)]
-    loaded = [
+    loaded = unread + [
         Loaded(path, "duplicate", f"same bytes as a file already received, now {intake.prior_status}")
-        for k, (path, intake) in enumerate(zip(copies.paths, received, strict=True))
+        for k, (path, intake) in enumerate(zip(sources, received, strict=True))
         if isinstance(intake, IntakeResult) and intake.outcome == "duplicate" and k not in taken
     ]
     return chunk, loaded

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import os
 import re
 import shutil
+import stat
 import unicodedata
 import uuid
 from datetime import date
@@ -24,9 +26,74 @@ _SAFE_EXT = re.compile(r"^[a-z0-9]{1,8}$")
 _SAFE_CODE = re.compile(r"[^a-z0-9_]+")
 
 
+class UnreadableSource(OSError):
+    """The file to be copied could not be read (its errno says why: EACCES, ENOENT, EIO…), as
+    opposed to work/ refusing the copy (a full disk: not the file's fault, which stops a back-load).
+    The message holds no path."""
+
+
+class NotARegularFile(UnreadableSource):
+    """What was to be read is a named pipe, socket, device or folder (swapped in after a scan, or
+    named on the command line): never opened for reading, where a pipe would block for ever. The
+    message names the kind only, never the path."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"not a regular file ({kind})")
+        self.kind = kind
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if stat.S_ISFIFO(mode):
+        return "named pipe"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "not a file"
+
+
+def read_error_words(exc: OSError) -> str:
+    """Why a file could not be read, in plain words for an operator, never its path (an OSError's
+    text quotes the file name, which often carries the patient's name)."""
+    if isinstance(exc, NotARegularFile):
+        return f"not a regular file: a {exc.kind}" if exc.kind != "not a file" else "not a regular file"
+    if isinstance(exc, shutil.SpecialFileError):
+        return "not a regular file"
+    if exc.errno is None:
+        return type(exc).__name__
+    words = {
+        errno.ENOENT: "no such file (moved or deleted before it could be read)",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+        errno.EIO: "input/output error (the disk or network share failed to read it)",
+        errno.EISDIR: "a folder, not a file",
+        errno.ELOOP: "a symbolic link that points to itself",
+        errno.ENAMETOOLONG: "the name is too long",
+        errno.ESTALE: "stale network file handle (the share was remounted)",
+    }
+    name = errno.errorcode.get(exc.errno, str(exc.errno))
+    return f"{words.get(exc.errno) or os.strerror(exc.errno).lower()} ({name})"
+
+
+def open_regular(path: Path) -> io.BufferedReader:
+    """Open a regular file for reading, in bounded time: opened without blocking (a named pipe would
+    otherwise wait for a writer), then refused unless it is a regular file (`NotARegularFile`)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotARegularFile(_kind(mode))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    with open_regular(path) as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -75,11 +142,36 @@ def _move(src: Path, dest: Path) -> None:
         if exc.errno != errno.EXDEV:
             raise
         tmp = dest.with_name(dest.name + ".partial")
-        shutil.copyfile(src, tmp)
-        with tmp.open("rb+") as fh:
-            os.fsync(fh.fileno())
+        _copy_flushed(src, tmp)
         os.replace(tmp, dest)
         src.unlink()
+
+
+def _copy_flushed(src: Path, tmp: Path) -> None:
+    """Copy a regular file's bytes to `tmp`, flushed to disk. A copy that fails (the source cannot
+    be read: EIO, permission, gone, not a regular file) leaves no `tmp` behind: the source is where
+    it was, and a cut copy in work/ would be litter nobody registers."""
+    try:
+        fin = open_regular(src)
+    except UnreadableSource:
+        raise
+    except OSError as exc:
+        raise UnreadableSource(exc.errno, exc.strerror) from exc
+    try:
+        with fin, tmp.open("wb") as fout:
+            while True:
+                try:
+                    block = fin.read(1 << 16)
+                except OSError as exc:
+                    raise UnreadableSource(exc.errno, exc.strerror) from exc
+                if not block:
+                    break
+                fout.write(block)
+            fout.flush()
+            os.fsync(fout.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class Moves:
@@ -121,9 +213,7 @@ def claim_by_copy(src: Path, work_dir: Path, owner: str = "") -> Path:
     dest = new_work_path(work_dir, src.name)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + (f"{_OWNER}{owner}" if owner else "") + ".partial")
-    shutil.copyfile(src, tmp)
-    with tmp.open("rb+") as fh:
-        os.fsync(fh.fileno())
+    _copy_flushed(src, tmp)
     os.replace(tmp, dest)
     return dest
 

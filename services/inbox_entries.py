@@ -8,6 +8,15 @@ Entry names are never logged or stored: a sender's file name often carries the p
 An entry is named by the first 12 hex digits of the SHA-256 of its path below the inbox, which
 lets QA match repeated reports of one entry without saying what it was called. A symlink is moved
 as a link (rename), so its target is never read; a FIFO is never opened.
+
+A regular file the watcher claimed but could not read (an input/output error, a permission; a pipe
+swapped in after the scan) gets the same kind of outcome at once (`set_aside_unreadable`): given
+back to the inbox it would be claimed and fail again at every scan, for ever. It is moved from
+work/ to `quarantine/read_error/` with a sidecar, logged and recorded for QA, who can drop it
+again once it reads. One that cannot even be claimed (an inbox on another volume is copied, and
+the copy cannot read it) stays in the inbox: the watcher tries it again after a wait that doubles
+(`ingest.watcher.ReadinessTracker.failed`), and records it for QA at its `RECORD_AFTER`th failure
+(`record_unclaimable`).
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import json
 import logging
 import os
 import threading
+import uuid
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +47,9 @@ REASON = {
     "other": "an entry that is not a regular file",
     "empty_folder": "an empty folder (left in place, counted only: senders may keep folders ready)",
 }
+
+RECORD_AFTER = 3  # failed claims of one file before it is recorded for QA (once)
+READ_ERROR = "read_error"  # quarantine/<this>/: files claimed from the inbox that could not be read
 
 _lock = threading.Lock()
 refused_total: Counter[str] = Counter()  # per kind, since the process started (tests, the soak)
@@ -110,3 +123,62 @@ def _move_aside(quarantine_dir: Path, path: str, kind: str, ident: str) -> str |
     sidecar = {"reason_code": FOLDER, "reason": REASON.get(kind, REASON["other"]), "entry": ident, "kind": kind}
     dest.with_name(dest.name + ".json").write_text(json.dumps(sidecar, indent=2), encoding="utf-8")
     return str(dest.relative_to(quarantine_dir))
+
+
+def set_aside_unreadable(ctx: Context, inbox_path: Path, work_path: Path, words: str) -> str | None:
+    """A file claimed from the inbox into work/ whose bytes could not be read (`words`: why, no
+    path): moved to `quarantine/read_error/<random>.<ext>` with a sidecar, counted, logged by its
+    entry id and recorded for QA. Where it is now (below quarantine/), or None when it could not
+    be moved (it then stays in work/, where the next start-up's recovery looks at it again)."""
+    from services.files import move_durably, safe_extension
+
+    ident = entry_id(ctx.settings.inbox_dir, str(inbox_path))
+    folder = ctx.settings.quarantine_dir / READ_ERROR
+    reason = f"the file could not be read: {words}. Check the file and drop it into the inbox again"
+    moved: str | None = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        dest = folder / f"{uuid.uuid4().hex}{safe_extension(inbox_path.name)}"
+        sidecar = {
+            "reason_code": READ_ERROR,
+            "reason": reason,
+            "entry": ident,
+            "quarantined_at": datetime.now(UTC).isoformat(),
+        }
+        dest.with_name(dest.name + ".json").write_text(json.dumps(sidecar, indent=2), encoding="utf-8")
+        move_durably(work_path, dest)
+        moved = str(dest.relative_to(ctx.settings.quarantine_dir))
+    except OSError as exc:
+        log.warning("inbox: entry %s could not be moved aside (%s)", ident, type(exc).__name__)
+    with _lock:
+        refused_total.update(["unreadable"])
+    try:
+        with ctx.sessions.begin() as session:
+            session.add(
+                AuditEvent(
+                    actor="system",
+                    action="inbox_entry_refused",
+                    detail={"kind": "unreadable", "entry": ident, "reason": reason, "moved": moved},
+                )
+            )
+    except Exception as exc:  # the file is set aside all the same; the log line below says so
+        log.warning("inbox: the QA record of entry %s could not be written (%s)", ident, type(exc).__name__)
+    log.warning("inbox: entry %s could not be read (%s); %s", ident, words, "set aside for QA" if moved else "left")
+    return moved
+
+
+def record_unclaimable(ctx: Context, inbox_path: Path, words: str) -> None:
+    """A file of the inbox whose claim failed `RECORD_AFTER` times (`words`: why, no path): a QA
+    record; the file stays where it is, and is tried again (`ingest.watcher.ReadinessTracker`)."""
+    ident = entry_id(ctx.settings.inbox_dir, str(inbox_path))
+    reason = f"the file could not be taken from the inbox: {words}. It stays there and is tried again"
+    with _lock:
+        refused_total.update(["unreadable"])
+    with ctx.sessions.begin() as session:
+        session.add(
+            AuditEvent(
+                actor="system",
+                action="inbox_entry_refused",
+                detail={"kind": "unreadable", "entry": ident, "reason": reason, "moved": None},
+            )
+        )

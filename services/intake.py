@@ -25,12 +25,34 @@ from db.jobs import enqueue_ingests
 from db.models import Job, SourceFile
 from services.bytestore import database_path, uses_database
 from services.context import Context
-from services.files import Moves, claim_by_copy, claim_by_rename, display_name, move_durably, sha256_of
+from services.files import (
+    Moves,
+    claim_by_copy,
+    claim_by_rename,
+    display_name,
+    move_durably,
+    open_regular,
+    read_error_words,
+    sha256_of,
+)
+from services.inbox_entries import set_aside_unreadable
 from services.logsafe import describe
 from services.outcomes import PARSER_VERSION, STORE_REFUSED, WORKER_CRASH
 from services.queue import Work, unit_of_work
 
 log = logging.getLogger(__name__)
+
+
+class UnreadableClaim(Exception):
+    """A claimed file whose bytes could not be read (an input/output error, a permission, a pipe
+    swapped in after the scan): no hash, so no row. Tried again it would fail again, so it is not
+    given back to the inbox: the watcher's is set aside for QA (`services.inbox_entries.
+    set_aside_unreadable`), a back-load's copy removed. The message says why in plain words, never
+    the path."""
+
+    def __init__(self, cause: OSError) -> None:
+        self.words = read_error_words(cause)
+        super().__init__(f"the file could not be read: {self.words}")
 
 
 @dataclass(frozen=True)
@@ -95,6 +117,12 @@ def register_claims(ctx: Context, claimed: Sequence[Claim], *, copy: bool) -> li
     for path, work in claimed:  # one at a time: a file the database refuses sinks only itself
         try:
             results.append(register_claimed(ctx, work, display_name(path.name)))
+        except UnreadableClaim as exc:
+            if copy:  # the original stays where it was: the back-load reports it
+                work.unlink(missing_ok=True)
+            else:
+                set_aside_unreadable(ctx, path, work, exc.words)
+            results.append(exc)
         except Exception as exc:
             _undo_claim(path, work, copy=copy)
             results.append(exc)
@@ -135,9 +163,20 @@ def register_claimed_many(ctx: Context, claimed: Sequence[tuple[Path, str]]) -> 
 _Registered = tuple[IntakeResult, str | None, Path, bool]  # result, where the bytes are kept, the claim, bytes in db
 
 
+def _read_claim(work_path: Path, *, in_db: bool) -> tuple[str, int, bytes | None]:
+    """(SHA-256, size, the bytes in the database mode) of a claimed file, or `UnreadableClaim`."""
+    try:
+        if in_db:
+            with open_regular(work_path) as fh:
+                data = fh.read()
+            return hashlib.sha256(data).hexdigest(), len(data), data
+        return sha256_of(work_path), work_path.stat().st_size, None
+    except OSError as exc:
+        raise UnreadableClaim(exc) from exc
+
+
 def _register(work: Work, work_path: Path, original_name: str, *, in_db: bool) -> _Registered:
-    data = work_path.read_bytes() if in_db else None
-    sha = hashlib.sha256(data).hexdigest() if data is not None else sha256_of(work_path)
+    sha, size, data = _read_claim(work_path, in_db=in_db)
     stored_at = database_path(sha) if data is not None else str(work_path)
     if data is not None:
         put_blob(work.session, sha, data)
@@ -145,7 +184,7 @@ def _register(work: Work, work_path: Path, original_name: str, *, in_db: bool) -
         work.session,
         sha256=sha,
         original_name=original_name,
-        size_bytes=work_path.stat().st_size,
+        size_bytes=size,
         stored_path=stored_at,
     )
     kept_at = reg.file.stored_path
@@ -165,11 +204,11 @@ def _register(work: Work, work_path: Path, original_name: str, *, in_db: bool) -
 def _register_new(work: Work, claimed: Sequence[tuple[Path, str]]) -> dict[Path, _Registered]:
     """The claims whose bytes are new to the database, registered with their jobs in two
     statements (a back-load chunk, a busy inbox's scan); the others are left to `_register`."""
-    hashed = [(work_path, original_name, sha256_of(work_path)) for work_path, original_name in claimed]
-    first: dict[str, tuple[Path, str]] = {}
-    for work_path, original_name, sha in hashed:
-        first.setdefault(sha, (work_path, original_name))  # the same bytes twice in one chunk: once
-    files = [(sha, name, path.stat().st_size, str(path)) for sha, (path, name) in first.items()]
+    first: dict[str, tuple[Path, str, int]] = {}
+    for work_path, original_name in claimed:
+        sha, size, _ = _read_claim(work_path, in_db=False)
+        first.setdefault(sha, (work_path, original_name, size))  # the same bytes twice in one chunk: once
+    files = [(sha, name, size, str(path)) for sha, (path, name, size) in first.items()]
     ids = register_new_source_files(work.session, files)
     jobs = enqueue_ingests(work.session, list(ids.values()))
     out: dict[Path, _Registered] = {}

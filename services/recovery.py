@@ -24,7 +24,7 @@ from db.models import Job
 from db.operations import STALE_AFTER
 from services.bytestore import in_database
 from services.context import Context
-from services.files import move_durably, readable_sidecar, sha256_of, write_sidecar
+from services.files import move_durably, read_error_words, readable_sidecar, sha256_of, write_sidecar
 from services.ingestion import sidecar
 from services.intake import register_claimed
 
@@ -80,8 +80,13 @@ def recover_files(ctx: Context, *, settled_for: timedelta | None = None) -> dict
         for path in sorted(work_dir.iterdir()):
             if not path.is_file() or path.name.endswith(".partial"):
                 continue
+            try:
+                sha = sha256_of(path)
+            except OSError as exc:  # one file that cannot be read stops no start-up and no back-load
+                log.warning("a file in work/ could not be read (%s); left there", read_error_words(exc))
+                continue
             with ctx.sessions() as session:
-                row = get_source_file(session, sha256_of(path))
+                row = get_source_file(session, sha)
                 known = row is not None
                 target = row.stored_path if row is not None else None
                 status = row.status if row is not None else None

@@ -46,7 +46,7 @@ from services.ingestion import (
     start_ingests,
     store_batch,
 )
-from services.intake import Claim, register_claims
+from services.intake import Claim, UnreadableClaim, register_claims
 from services.liveness import heartbeat
 from services.logsafe import describe
 from services.outcomes import ClaimedJob, JobResult, worker_name
@@ -171,6 +171,12 @@ class Pipeline:
         `step` again without waiting."""
         return bool(self._ahead or self._claims)
 
+    @property
+    def handed(self) -> int:
+        """Claims handed by the watcher and not registered yet (the watcher claims no more beyond a
+        bound: `dxa.embedded.HANDED_AHEAD`)."""
+        return len(self._claims)
+
     def hand(self, claims: Sequence[Claim]) -> bool:
         """The watcher's claims (files renamed into work/), for this writer to register in its
         next step; False once it has stopped (the watcher then registers them itself). Until they
@@ -188,7 +194,7 @@ class Pipeline:
         if not claims:
             return
         for result in register_claims(self.ctx, claims, copy=False):
-            if isinstance(result, Exception):  # undone: the file is back in the inbox, claimed again
+            if isinstance(result, Exception) and not isinstance(result, UnreadableClaim):  # undone: back in the inbox
                 log.warning("could not register a file from the inbox (%s); it is tried again", describe(result))
 
     def step(self) -> list[JobResult]:

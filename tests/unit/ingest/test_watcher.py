@@ -42,6 +42,27 @@ def test_scan_is_recursive_and_skips_ignored(tmp_path: Path) -> None:
     assert list(found) == [str(tmp_path / "sub" / "deeper" / "a.dcm")]
 
 
+def test_a_file_whose_claim_failed_waits_doubling_unless_it_changes() -> None:
+    tracker = ReadinessTracker(min_age_s=0, retry_s=10, retry_max_s=25)
+    a = FileState(10, 100.0)
+    tracker.observe({"a": a}, now=110)
+    assert tracker.observe({"a": a}, now=111) == ["a"]
+    assert tracker.failed("a", now=111) == (1, 10)
+    assert tracker.observe({"a": a}, now=115) == []  # waits
+    assert tracker.observe({"a": a}, now=121) == ["a"]  # tried again
+    assert tracker.failed("a", now=121) == (2, 20)
+    assert tracker.observe({"a": a}, now=140) == []
+    assert tracker.observe({"a": a}, now=141) == ["a"]
+    assert tracker.failed("a", now=141) == (3, 25)  # no longer than retry_max_s
+    changed = FileState(10, 150.0)  # written again (or its permissions fixed by a copy): fresh
+    assert tracker.observe({"a": changed}, now=151) == []
+    assert tracker.observe({"a": changed}, now=152) == ["a"]
+    assert tracker.failed("a", now=152) == (1, 10)
+    assert tracker.observe({}, now=153) == []  # gone: forgotten
+    assert tracker.observe({"a": a}, now=154) == []
+    assert tracker.observe({"a": a}, now=155) == ["a"]
+
+
 def test_a_closed_file_is_ready_at_its_first_scan_but_not_before_its_minimum_age() -> None:
     tracker = ReadinessTracker(min_age_s=2)
     assert tracker.observe({"a": FileState(10, 100.0)}, now=101, closed={"a"}) == []
