@@ -235,7 +235,7 @@ def pg_activity(database: str) -> Iterator[dict[str, float]]:
             busy = 0
             while not stop.wait(0.02):
                 rows = conn.execute(
-                    "SELECT state, wait_event_type, wait_event, left(query, 200) FROM pg_stat_activity "
+                    "SELECT state, wait_event_type, wait_event, left(query, 8000) FROM pg_stat_activity "
                     "WHERE datname = %s AND pid <> %s AND backend_type = 'client backend'",
                     (database, me),
                 ).fetchall()
@@ -259,13 +259,14 @@ def pg_activity(database: str) -> Iterator[dict[str, float]]:
 
 
 def _statement_head(query: str) -> str:
-    """The kind and first table of a statement: 'INSERT INTO patients', 'SELECT ... FROM jobs'."""
+    """The kind and first table of a statement: 'INSERT patients', 'SELECT jobs FOR UPDATE'."""
     import re
 
     words = query.split()
     verb = words[0].upper() if words else "?"
     table = re.search(r"\b(?:INTO|FROM|UPDATE)\s+(\w+)", query, re.IGNORECASE)
-    return f"{verb} {table.group(1) if table else '?'}"
+    locking = " FOR UPDATE" if verb == "SELECT" and re.search(r"\bFOR UPDATE\b", query, re.IGNORECASE) else ""
+    return f"{verb} {table.group(1) if table else '?'}{locking}"
 
 
 def task_timeline(log_text: str, since: float = 0.0, until: float = float("inf")) -> str:

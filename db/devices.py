@@ -33,10 +33,20 @@ def find_or_create_device(session: Session, identity: DeviceIdentity, *, record_
 
 def record_software_version(session: Session, device: Device, software_version: str | None) -> None:
     """Add a software version to the machine's list (a read-modify-write under the row's lock,
-    taken only when the version is new to the list)."""
+    taken only when the version is new to the list).
+
+    The lock is `FOR NO KEY UPDATE`, not `FOR UPDATE`: every transaction that stores an exam of the
+    machine holds a `FOR KEY SHARE` lock on its row (the exam's foreign key) until it commits, which
+    `FOR UPDATE` waits for. Two batches of two workers, each having stored exams of the machine
+    and each meeting a version new to it, then waited on each other (a deadlock, bench/pipeline.py
+    with two workers); the list is not a key, and the weaker lock waits only for another writer of
+    the list."""
     version = (software_version or "").strip()
     if version and version not in device.software_versions:
-        session.refresh(device, with_for_update=True)  # the list is read-modify-write
+        if session.is_modified(device):
+            # A version this transaction added and not written yet: the refresh would drop it.
+            session.flush()
+        session.refresh(device, with_for_update={"key_share": True})  # the list is read-modify-write
         if version not in device.software_versions:
             device.software_versions = sorted({*device.software_versions, version})
 

@@ -29,7 +29,7 @@ from celery import Celery
 from sqlalchemy.exc import OperationalError
 
 from db.engine import dispose_after_fork
-from services import evaluation, recovery, runner
+from services import evaluation, recovery, runner, stages
 from services.context import Context, build_context
 from services.logsafe import describe
 from workers.celery_app import app
@@ -46,9 +46,16 @@ class TransientFault(Exception):
 
 
 def _run_many(job_ids: list[int]) -> list[str]:
-    with _evaluating_here() as outcomes:
+    """A chunk, and then the oldest queued files while any wait (`services.stages.taking_more`):
+    the parse child goes on from one chunk's files to the next ones without a pause, and two pool
+    processes share a burst evenly. The evaluations the stores queue run between parts, every few
+    seconds (`services.stages.EVALUATE_EVERY_S`), and at the end."""
+    with _evaluating_here() as outcomes, stages.taking_more(evaluate=lambda: _evaluate_deferred(outcomes)):
         try:
             results = runner.run_jobs(_ctx(), job_ids)
+            # A chunk another process took meanwhile (it was taking queued files): take the queue's
+            # files here too, or this process would idle while the other one stores the burst.
+            results += stages.take_queued_files(_ctx())
         except TRANSIENT as exc:
             raise TransientFault(describe(exc)) from None
     return [result.outcome for result in results] + outcomes
@@ -82,13 +89,27 @@ def _evaluating_here() -> Iterator[list[str]]:
     finally:
         evaluations, _deferred = _deferred, outer
         if evaluations and ok:
-            try:
-                outcomes += [one.outcome for one in runner.run_jobs(_ctx(), evaluations)]
-            except Exception as exc:  # put back in the queue by the runner; the broker takes them
-                log.warning("%d evaluations failed here (%s); sent to the queue", len(evaluations), describe(exc))
-                ok = False
-        if evaluations and not ok:
+            _run_evaluations(evaluations, outcomes)
+        elif evaluations:
             _send([(job_id, "evaluate_patient") for job_id in evaluations])
+
+
+def _evaluate_deferred(outcomes: list[str]) -> None:
+    """Run the evaluations the task's stores queued so far (between the parts of a long task)."""
+    if _deferred:
+        evaluations = list(_deferred)
+        _deferred.clear()
+        _run_evaluations(evaluations, outcomes)
+
+
+def _run_evaluations(evaluations: list[int], outcomes: list[str]) -> None:
+    """Run deferred evaluation jobs as one batch here; if that fails, they are put back in the
+    queue by the runner and sent to the broker."""
+    try:
+        outcomes += [one.outcome for one in runner.run_jobs(_ctx(), evaluations)]
+    except Exception as exc:
+        log.warning("%d evaluations failed here (%s); sent to the queue", len(evaluations), describe(exc))
+        _send([(job_id, "evaluate_patient") for job_id in evaluations])
 
 
 def submit(job_id: int, kind: str) -> None:

@@ -230,3 +230,45 @@ def test_the_sweeper_resends_stale_dispatches_only(session: Session) -> None:
     stamp_dispatched(session, [long_ago, minute], now=now)
     session.commit()
     assert lost_dispatches(session, now=now + timedelta(seconds=1), broker_idle=True) == []
+
+
+@pytest.mark.postgres
+def test_claim_next_files_takes_the_oldest_first_tries_with_their_files_and_skips_locked_ones(
+    postgres_url: str,
+) -> None:
+    """A Celery task taking the queue's files (`services.stages`): one statement claims the oldest
+    runnable first tries and marks their files `processing`; a job tried before, one waiting for
+    its retry time and one another open transaction holds are left."""
+    from db.jobs import claim_next_files
+    from db.models import SourceFile
+
+    engine = make_engine(postgres_url)
+    clear_tables(engine)
+    make = session_factory(engine)
+    with make() as s:
+        files = _files(s, 6)
+        jobs = [enqueue_ingest(s, f).id for f in files]
+        s.execute(update(Job).where(Job.id == jobs[1]).values(attempts=1))  # tried before: runs alone
+        s.execute(update(Job).where(Job.id == jobs[2]).values(run_after=utcnow() + timedelta(minutes=5)))
+        s.commit()
+    with make() as a, make() as b:
+        b.connection().exec_driver_sql("SET lock_timeout = '2s'")
+        held = claim_next_files(a, limit=1, worker="a", parser_version="p1")  # transaction open: row locked
+        rows = claim_next_files(b, limit=10, worker="b", parser_version="p1")
+        b.commit()
+        a.commit()
+    assert held is not None and [r.job_id for r in held] == [jobs[0]]
+    assert rows is not None and [(r.job_id, r.source_file_id, r.attempts) for r in rows] == [
+        (jobs[3], files[3], 1),
+        (jobs[4], files[4], 1),
+        (jobs[5], files[5], 1),
+    ]
+    assert [r.original_name for r in rows] == ["3.dcm", "4.dcm", "5.dcm"] and rows[0].sha256 == sha("f3")
+    with make() as s:
+        states = {j.id: (j.state, j.worker, j.attempts) for j in s.scalars(select(Job))}
+        statuses = {f.id: (f.status, f.attempts, f.parser_version) for f in s.scalars(select(SourceFile))}
+    assert states[jobs[1]] == ("queued", None, 1) and states[jobs[2]][0] == "queued"
+    assert all(states[j] == ("running", "b", 1) for j in jobs[3:])
+    assert all(statuses[f] == ("processing", 1, "p1") for f in [files[0], *files[3:]])
+    assert statuses[files[1]][0] == "pending"
+    engine.dispose()

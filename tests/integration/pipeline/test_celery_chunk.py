@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
 import services.evaluation
@@ -132,3 +132,27 @@ def test_a_file_sent_alone_is_evaluated_by_its_own_task(sent: list[tuple[int, st
 
     assert [state for state, _ in _jobs(ctx, "evaluate_patient")] == ["done"]
     assert sent == [], "no evaluation message"
+
+
+def test_a_task_takes_the_queued_files_beyond_its_chunk_and_their_messages_do_nothing(
+    sent: list[tuple[int, str]],
+) -> None:
+    """A task goes on with the files still queued (`services.stages.taking_more`): the parse child
+    does not stop between chunks. Their own message, delivered later, finds them claimed. A file
+    tried before is left to its own message (it runs alone)."""
+    ctx = tasks._ctx()
+    ids = _chunk(ctx)
+    sent.clear()
+    with ctx.sessions.begin() as session:  # the last file's job was tried once before (its worker died)
+        session.execute(update(Job).where(Job.id == ids[-1]).values(attempts=1))
+
+    outcomes = tasks._run_many(ids[:1])
+
+    assert outcomes[:3] == ["ingested"] * 3, "its own file, then the queued first tries"
+    with ctx.sessions() as session:
+        states = {int(i): str(s) for i, s in session.execute(select(Job.id, Job.state).where(Job.id.in_(ids)))}
+    assert [states[i] for i in ids] == ["done", "done", "done", "queued"]
+    assert tasks._run_many(ids[1:3]) == [], "their message finds them done"
+    assert {state for state, _ in _jobs(ctx, "evaluate_patient")} == {"done"}, "evaluated in the task"
+    assert sent == []
+    assert tasks._run_many(ids[3:])[:1] == ["ingested"]

@@ -98,3 +98,70 @@ def test_a_chunk_starts_with_a_small_part_then_larger_even_ones() -> None:
         bounds = stages._parts(n, 8, 24)
         assert [i for start, end in bounds for i in range(start, end)] == list(range(n)), n
         assert all(end - start <= 24 for start, end in bounds[1:]), n
+
+
+def _taking(monkeypatch: pytest.MonkeyPatch, queue: list[list[ClaimedFile]]) -> list[list[int]]:
+    """Parts parsed (their job ids), with `queue` as the job table's queued files, part by part."""
+    parsed: list[list[int]] = []
+
+    def parse_batch(_: Any, files: Sequence[ClaimedFile]) -> list[ParsedFile]:
+        parsed.append([f.job.id for f in files])
+        return [(f, ()) for f in files]
+
+    monkeypatch.setattr(stages, "parse_batch", parse_batch)
+    monkeypatch.setattr(stages, "store_batch", lambda _, parsed: [_result(f) for f, _ in parsed])
+    monkeypatch.setattr(stages, "_take_queued", lambda _, limit: (queue.pop(0) if queue else [], []))
+    return parsed
+
+
+def _claimed(ids: range, attempts: int = 1) -> list[ClaimedFile]:
+    return [
+        ClaimedFile(ClaimedJob(i, "ingest_file", attempts, i, None), i, f"/w/{i}", f"{i}.dcm", "0" * 64) for i in ids
+    ]
+
+
+def test_a_task_goes_on_with_the_queued_files_after_its_chunk(ctx: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Within `taking_more`: the queue's files, part after part, each parsed while the one before
+    is stored, until the queue has none; the evaluations are called between parts once due, or
+    once the queue held fewer files than a part (a steady stream, not a backlog)."""
+    queue = [_claimed(range(20, 44)), _claimed(range(44, 68)), _claimed(range(68, 73))]
+    queue_copy = list(queue)
+    parsed = _taking(monkeypatch, queue)
+    evaluations: list[int] = []
+    with stages.taking_more(evaluate=lambda: evaluations.append(len(queue)), every_s=3600.0):
+        results = stages.ingest_overlapped(ctx, _files(20), part=8, later=12)
+    assert [r.job_id for r in results] == list(range(73))
+    assert parsed == [list(range(8)), list(range(8, 20)), *[[f.job.id for f in part] for part in queue_copy]]
+    assert evaluations == [0], "none while the queue was full (every_s not reached); once it came up short"
+
+
+def test_outside_taking_more_or_with_a_file_tried_before_a_task_takes_nothing_more(
+    ctx: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = [_claimed(range(20, 30))]
+    _taking(monkeypatch, queue)
+    assert [r.job_id for r in stages.ingest_overlapped(ctx, _files(3))] == [0, 1, 2]
+    assert stages.take_queued_files(ctx) == []
+    retried = _claimed(range(3), attempts=2)  # a file tried before runs alone
+    with stages.taking_more():
+        assert [r.job_id for r in stages.ingest_overlapped(ctx, retried)] == [0, 1, 2]
+    assert len(queue) == 1, "nothing was taken from the queue"
+    with stages.taking_more():
+        assert [r.job_id for r in stages.take_queued_files(ctx)] == list(range(20, 30))
+
+
+def test_a_backlogs_evaluations_run_every_every_s(ctx: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    queue = [_claimed(range(20, 44)), _claimed(range(44, 68))]
+    _taking(monkeypatch, queue)
+    evaluations: list[int] = []
+    with stages.taking_more(evaluate=lambda: evaluations.append(1), every_s=0.0):
+        stages.ingest_overlapped(ctx, _files(3))
+    assert len(evaluations) == 2
+
+
+def test_a_task_stops_taking_more_once_its_time_is_up(ctx: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    queue = [_claimed(range(20, 30)), _claimed(range(30, 35))]
+    _taking(monkeypatch, queue)
+    with stages.taking_more(for_s=0.0):
+        assert [r.job_id for r in stages.ingest_overlapped(ctx, _files(3))] == [0, 1, 2]
+    assert len(queue) == 2
