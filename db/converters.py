@@ -104,19 +104,25 @@ def device_values(identity: DeviceIdentity) -> dict[str, Any]:
     }
 
 
+def measurement_values(site: SiteMeasurement, *, exam_id: int, source_file_id: int | None) -> dict[str, Any]:
+    """A measurement row's column values: the ORM row's (`measurement_row`) and the bulk INSERT's
+    (`db.measurements.NewMeasurement`) are both made from this one list."""
+    return {
+        "exam_id": exam_id,
+        "site": site.site,
+        "side": site.side,
+        "bmd": site.bmd,
+        "bmc_g": site.bmc_g,
+        "area_cm2": site.area_cm2,
+        "t_score": site.t_score,
+        "z_score": site.z_score,
+        "provenance": measurement_provenance(site, source_file_id),
+        "source_file_id": source_file_id,
+    }
+
+
 def measurement_row(site: SiteMeasurement, *, exam_id: int, source_file_id: int | None) -> MeasurementRow:
-    return MeasurementRow(
-        exam_id=exam_id,
-        site=site.site,
-        side=site.side,
-        bmd=site.bmd,
-        bmc_g=site.bmc_g,
-        area_cm2=site.area_cm2,
-        t_score=site.t_score,
-        z_score=site.z_score,
-        provenance=measurement_provenance(site, source_file_id),
-        source_file_id=source_file_id,
-    )
+    return MeasurementRow(**measurement_values(site, exam_id=exam_id, source_file_id=source_file_id))
 
 
 def measurement_provenance(site: SiteMeasurement, source_file_id: int | None) -> dict[str, Any]:

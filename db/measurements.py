@@ -11,7 +11,7 @@ from typing import Any, cast
 from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
-from db.converters import measurement_provenance, measurement_row
+from db.converters import measurement_provenance, measurement_row, measurement_values
 from db.models import Exam, Measurement, MeasurementConflict
 from db.patients import lock_patient
 from db.transaction_cache import transaction_cache
@@ -223,18 +223,7 @@ def _values(row: Row) -> dict[str, Any]:
 
 def _new_row(site: SiteMeasurement, exam_id: int, source_file_id: int | None) -> NewMeasurement:
     """`db.converters.measurement_row`'s values, without the ORM object."""
-    return NewMeasurement(
-        exam_id=exam_id,
-        site=site.site,
-        side=site.side,
-        bmd=site.bmd,
-        bmc_g=site.bmc_g,
-        area_cm2=site.area_cm2,
-        t_score=site.t_score,
-        z_score=site.z_score,
-        provenance=measurement_provenance(site, source_file_id),
-        source_file_id=source_file_id,
-    )
+    return NewMeasurement(**measurement_values(site, exam_id=exam_id, source_file_id=source_file_id))
 
 
 _TABLE = cast(Table, Measurement.__table__)

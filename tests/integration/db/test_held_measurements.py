@@ -59,9 +59,10 @@ def test_a_batchs_new_exams_wait_for_one_flush_with_the_ids_the_database_would_g
     from db.exams import deferred_exams, flush_new_exams
     from db.models import Exam
 
-    if not deferred_exams(session):
-        pytest.skip("new exams are written at once on this database")
-    statements: list[str] = []
+    if session.get_bind().dialect.name != "sqlite":  # PostgreSQL gives ids from a sequence: written at once
+        assert not deferred_exams(session)
+        return
+    assert deferred_exams(session)
     statements: list[str] = []
     event.listen(session.get_bind(), "before_cursor_execute", lambda *a: statements.append(a[2]))
     session.connection()  # the batch's transaction begun (its caches are the transaction's)
