@@ -70,8 +70,7 @@ def run_in_child(fn: Callable[..., Any], args: tuple[Any, ...], limits: ChildLim
         os.close(read_fd)
         status = 0
         try:
-            cap = limits.memory_mb * 1024 * 1024
-            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+            _cap_growth(limits.memory_mb)
             try:
                 payload = pickle.dumps(("ok", fn(*args)))
             except MemoryError:
@@ -188,14 +187,25 @@ def _vm_bytes() -> int:
         return 0
 
 
+def _cap_growth(memory_mb: int) -> tuple[int, int]:
+    """Cap the child's address space at what it was forked with plus `memory_mb`; return both.
+    The cap is on what the parse adds: a forked child inherits its parent's whole virtual size
+    (libraries, every thread's stack and malloc arena), which in a long-running worker or the test
+    process can come near an absolute cap by itself, so that a file needing a few megabytes more
+    ended as a "crash" (a library failing to map) rather than a parse or a "memory" refusal."""
+    start_vm = _vm_bytes()
+    cap = memory_mb * 1024 * 1024
+    limit = start_vm + cap
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    return start_vm, cap
+
+
 def _serve(request_r: int, reply_w: int, limits: ChildLimits, max_calls: int) -> None:
     """The child's loop: one call per request frame, until end-of-file or retirement."""
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGALRM):
         signal.signal(sig, signal.SIG_DFL)  # not the worker's handlers
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # the parent is gone: just stop
-    cap = limits.memory_mb * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    start_vm = _vm_bytes()
+    start_vm, cap = _cap_growth(limits.memory_mb)
     calls = 0
     while True:
         header = _read_exact(request_r, _FRAME.size)

@@ -4,6 +4,7 @@ when its parent goes away, and a failure it may owe to an earlier call is judged
 
 from __future__ import annotations
 
+import mmap
 import os
 import time
 from collections.abc import Iterator
@@ -60,6 +61,28 @@ def test_memory_cap_stops_a_hog() -> None:
     with pytest.raises(ChildFailed) as info:
         run_in_child(hog_memory, (), ChildLimits(timeout_s=10, memory_mb=256))
     assert info.value.code == "memory"
+
+
+def take_64_mb() -> int:
+    return len(bytearray(64 * 1024 * 1024))
+
+
+def test_the_memory_cap_is_on_what_the_parse_adds_not_on_what_the_parent_had_mapped() -> None:
+    """A long-running parent (a worker's threads and arenas, the test process) can map more than
+    the cap before any parse: the child's cap counts from its forked size, so a parse needing a
+    little memory runs, and a hog is still stopped."""
+    limits = ChildLimits(timeout_s=20, memory_mb=256)
+    reserved = mmap.mmap(-1, 512 * 1024 * 1024)  # virtual only: never touched
+    child = ReusableChild()
+    try:
+        assert run_in_child(take_64_mb, (), limits) == 64 * 1024 * 1024
+        assert child.run(take_64_mb, (), limits) == 64 * 1024 * 1024
+        with pytest.raises(ChildFailed) as info:
+            run_in_child(hog_memory, (), limits)
+        assert info.value.code == "memory"
+    finally:
+        child.close(kill=True)
+        reserved.close()
 
 
 def test_killed_child_is_reported_as_crash() -> None:
