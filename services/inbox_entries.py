@@ -150,17 +150,8 @@ def set_aside_unreadable(ctx: Context, inbox_path: Path, work_path: Path, words:
         moved = str(dest.relative_to(ctx.settings.quarantine_dir))
     except OSError as exc:
         log.warning("inbox: entry %s could not be moved aside (%s)", ident, type(exc).__name__)
-    with _lock:
-        refused_total.update(["unreadable"])
     try:
-        with ctx.sessions.begin() as session:
-            session.add(
-                AuditEvent(
-                    actor="system",
-                    action="inbox_entry_refused",
-                    detail={"kind": "unreadable", "entry": ident, "reason": reason, "moved": moved},
-                )
-            )
+        _record_unreadable(ctx, ident, reason, moved)
     except Exception as exc:  # the file is set aside all the same; the log line below says so
         log.warning("inbox: the QA record of entry %s could not be written (%s)", ident, type(exc).__name__)
     log.warning("inbox: entry %s could not be read (%s); %s", ident, words, "set aside for QA" if moved else "left")
@@ -172,6 +163,11 @@ def record_unclaimable(ctx: Context, inbox_path: Path, words: str) -> None:
     record; the file stays where it is, and is tried again (`ingest.watcher.ReadinessTracker`)."""
     ident = entry_id(ctx.settings.inbox_dir, str(inbox_path))
     reason = f"the file could not be taken from the inbox: {words}. It stays there and is tried again"
+    _record_unreadable(ctx, ident, reason, None)
+
+
+def _record_unreadable(ctx: Context, ident: str, reason: str, moved: str | None) -> None:
+    """Count an unreadable inbox entry and write its QA record (`moved`: where it was set aside)."""
     with _lock:
         refused_total.update(["unreadable"])
     with ctx.sessions.begin() as session:
@@ -179,6 +175,6 @@ def record_unclaimable(ctx: Context, inbox_path: Path, words: str) -> None:
             AuditEvent(
                 actor="system",
                 action="inbox_entry_refused",
-                detail={"kind": "unreadable", "entry": ident, "reason": reason, "moved": None},
+                detail={"kind": "unreadable", "entry": ident, "reason": reason, "moved": moved},
             )
         )
