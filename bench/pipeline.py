@@ -495,11 +495,24 @@ def _embedded_settings(tmp: str) -> Any:
     )  # fmt: skip
 
 
-def _serve_embedded(tmp: str, runners: int, conn: Any) -> None:
+PROJECT_PACKAGES = ("db", "dxa", "ingest", "monitor", "services", "settings", "web", "workers")
+
+
+def _use_tree(root: Path) -> None:
+    """Make this (fresh, spawned) process import the project's packages from `root`'s source tree:
+    `--compare` runs another checkout's embedded service beside this one's."""
+    for name in [m for m in sys.modules if m.split(".")[0] in PROJECT_PACKAGES]:
+        del sys.modules[name]
+    sys.path.insert(0, str(root))
+
+
+def _serve_embedded(tmp: str, runners: int, conn: Any, root: Path = ROOT) -> None:
     """The embedded service's process (`dxa serve`'s watcher and runner threads): what the bench
     does besides (dropping files, polling the database, sampling memory) runs in another process,
     as a sender and a monitor would, and takes neither this process's interpreter lock nor its
     CPU. Answers `counts` (SQL statements and commits, from the engine's events) until `stop`."""
+    if root != ROOT:
+        _use_tree(root)
     from db.migrate import upgrade
     from dxa.embedded import runner_threads, watch_forever
     from services.context import build_context
@@ -543,10 +556,11 @@ def embedded(
     runners: int = 2,
     rss: list[int] | None = None,
     poll_inbox: bool = True,
+    root: Path = ROOT,
 ) -> Result:
     """The embedded service in a process of its own (`_serve_embedded`); CPU and memory are that
     process tree's, read from here (`rss`: its RSS every 0.5 s, for the back-load). `poll_inbox`:
-    see `run_phases`."""
+    see `run_phases`. `root`: the source tree whose code the service runs (`--compare`)."""
     import multiprocessing
 
     from db.engine import make_engine, session_factory
@@ -554,7 +568,7 @@ def embedded(
     with tempfile.TemporaryDirectory(prefix="dxa-bench-") as tmp:
         settings = _embedded_settings(tmp)
         mine, theirs = multiprocessing.Pipe()
-        proc = multiprocessing.get_context("spawn").Process(target=_serve_embedded, args=(tmp, runners, theirs))
+        proc = multiprocessing.get_context("spawn").Process(target=_serve_embedded, args=(tmp, runners, theirs, root))
         proc.start()
         engine = None
         try:
@@ -583,6 +597,8 @@ def embedded(
 
             with _in_background(sample):
                 mode = f"embedded (SQLite, {threads} runner)"
+                if root != ROOT:
+                    mode = f"embedded (code of {root.name})"
                 result = run_phases(svc, burst, steady, rate, mode, poll_inbox=poll_inbox)
         finally:
             if proc.is_alive():
@@ -618,7 +634,13 @@ def scaled(burst: list[BatchFile], steady: list[BatchFile], rate: float, process
         url = create_postgres_database("dxa_bench")
         counters = base / "sql-counts"
         try:
-            upgrade(url)
+            if root == ROOT:
+                upgrade(url)
+            else:  # that tree's own migrations: this one's head may be a revision it does not know
+                subprocess.run(
+                    [sys.executable, "-c", "import sys; from db.migrate import upgrade; upgrade(sys.argv[1])", url],
+                    cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, check=True,
+                )  # fmt: skip
             env = service_env(
                 DXA_BROKER_URL=redis.url, DXA_DATABASE_URL=url, DXA_DATA_DIR=str(base / "data"),
                 DXA_INBOX=str(base / "inbox"), DXA_MIN_FILE_AGE_S="0", DXA_SCAN_INTERVAL_S="0.2",
@@ -831,7 +853,7 @@ def print_round(results: list[Result], parse: Result) -> None:
             print(f"    PostgreSQL backends per sample (burst): {shares}; active {busy:.2f}")
         if r.tasks:
             print(f"    {r.tasks}")
-    emb = next((r for r in results if r.mode.startswith("embedded")), None)
+    emb = next((r for r in results if r.mode.startswith("embedded") and "(code of " not in r.mode), None)
     one = next((r for r in results if "1 worker process " in r.mode and "(code of " not in r.mode), None)
     two = next((r for r in results if "2 worker processes" in r.mode and "(code of " not in r.mode), None)
     for label, r, target in (("embedded", emb, 1.5), ("celery 1 worker", one, 2.0)):
@@ -845,6 +867,9 @@ def print_round(results: list[Result], parse: Result) -> None:
     other = [r for r in results if "(code of " in r.mode]  # --compare
     one_c = next((r for r in other if "1 worker process " in r.mode), None)
     two_c = next((r for r in other if "2 worker processes" in r.mode), None)
+    emb_c = next((r for r in other if r.mode.startswith("embedded")), None)
+    if emb_c is not None and emb_c.rate:
+        print(f"  {emb_c.mode}: end-to-end is {parse.rate / emb_c.rate:.2f}x parse-only")
     if one_c is not None and one_c.rate:
         print(f"  {one_c.mode}: end-to-end is {parse.rate / one_c.rate:.2f}x parse-only")
         if two_c is not None:
@@ -867,7 +892,9 @@ def main(argv: list[str] | None = None) -> int:
         help="back-load this folder (e.g. one written by an earlier run: 100 000 files take 5-12 min to write)",
     )
     ap.add_argument(
-        "--compare", type=Path, help="also run `dxa ingest` and the Celery modes with the code of this source tree"
+        "--compare",
+        type=Path,
+        help="also run the embedded, `dxa ingest` and Celery modes with the code of this source tree",
     )
     ap.add_argument("--modes", default="parse,embedded,celery1,celery2")
     ap.add_argument("--logs", type=Path, help="copy the Celery modes' service logs to this folder")
@@ -892,6 +919,9 @@ def main(argv: list[str] | None = None) -> int:
             for mode in modes:
                 if mode == "embedded":
                     results.append(embedded(burst, steady, args.rate))
+                    if args.compare:
+                        print(f"  ... round {round_}: {results[-1].mode}: {results[-1].rate:.1f} files/s", flush=True)
+                        results.append(embedded(burst, steady, args.rate, root=args.compare))
                 elif mode.startswith("celery"):
                     processes = int(mode.removeprefix("celery") or 1)
                     results.append(scaled(burst, steady, args.rate, processes))
