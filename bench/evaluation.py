@@ -8,8 +8,10 @@ worker run) and as the daily refresh does (`evaluate_all`), on SQLite and Postgr
 
 The database comes from bench/web.py's generator (`load`): hospital-shaped histories (1 to 12
 exams, machines replaced, patients moving between campuses, outside reports from machines without
-a serial, therapies) with the comparisons, next scans and alerts the monitor would have stored, so
-an evaluation here is the daily refresh's steady state. The real ingest of the shared samples'
+a serial, therapies) with the comparisons, next scans and alerts the monitor would have stored
+(evaluated once more by this checkout's code after the load, so that they are exactly what it
+stores), so an evaluation here is the daily refresh's steady state; `fresh64` deletes them first,
+so every verdict is written anew, as in a back-load. The real ingest of the shared samples'
 variants would give a few distinct histories only, and take minutes per thousand patients.
 
 It is loaded once per backend into a template; every timed run starts from a fresh copy of it (a
@@ -38,7 +40,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = ("jobs32", "jobs64", "all")
+# jobsN: evaluation jobs in batches of N (the runners); all: the daily refresh; freshN: jobsN with the
+# stored verdicts (comparisons, next scans, alerts) deleted first, so every one is written anew, as
+# a back-load's first evaluation of a patient is (the other modes are the steady state: the same verdicts)
+MODES = ("jobs32", "jobs64", "all", "fresh64")
 
 
 # --------------------------------------------------------------------------- the timed child
@@ -46,7 +51,7 @@ MODES = ("jobs32", "jobs64", "all")
 
 def _child(url: str, mode: str) -> None:
     """One timed run in this process, with the code first on sys.path (PYTHONPATH); one JSON line out."""
-    from sqlalchemy import event, select, text
+    from sqlalchemy import delete, event, select, text
     from sqlalchemy.engine import Engine
 
     import services.evaluation as evaluation
@@ -57,6 +62,7 @@ def _child(url: str, mode: str) -> None:
     from settings import Settings
 
     counts = {"statements": 0, "commits": 0}
+    stages = _time_stages(evaluation)
     event.listen(
         Engine, "before_cursor_execute", lambda *_, **__: counts.__setitem__("statements", counts["statements"] + 1)
     )
@@ -70,6 +76,11 @@ def _child(url: str, mode: str) -> None:
         with ctx.sessions() as session:
             ids = list(session.scalars(select(Patient.id).order_by(Patient.id)))
         jobs: list[Any] = []
+        if mode.startswith("fresh"):
+            with ctx.sessions.begin() as session:
+                for entity in (ComparisonRow, NextScanRow, AlertRow):
+                    session.execute(delete(entity))
+            mode = f"jobs{mode[5:]}"
         if mode != "all":
             queue_evaluations(ctx, ids)
             with ctx.sessions() as session:
@@ -113,11 +124,50 @@ def _child(url: str, mode: str) -> None:
                 "server_cpu_s": server if postgres else None,
                 "wall_s": wall,
                 **spent,
+                **{f"{stage}_cpu_s": spent_s for stage, spent_s in stages.items()},
                 "digest": digest.hexdigest()[:12],
                 "code": str(Path(evaluation.__file__).resolve().parents[1]),
             }
         )
     )
+
+
+# CPU of the evaluating process split by stage: the names `services.evaluation` calls, wrapped in
+# that module (old and new code alike); what runs outside them (transaction, claims, jobs) is "other".
+STAGES = {
+    "lock_patients": "load",
+    "load_histories": "load",
+    "evaluate_patient": "evaluate",
+    "save_evaluations": "store",
+    "finish_job_ids": "store",
+    "finish_job_id": "store",
+}
+
+
+def _time_stages(module: Any) -> dict[str, float]:
+    """Wrap the stage functions `module` calls with CPU timers (not nested: a stage called inside
+    another one is counted once, by the outer one); the returned dict fills as they run."""
+    spent = dict.fromkeys(("load", "evaluate", "store"), 0.0)
+    depth = [0]
+
+    def timed(name: str, stage: str, fn: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if depth[0]:
+                return fn(*args, **kwargs)
+            depth[0] += 1
+            start = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[stage] += time.process_time() - start
+                depth[0] -= 1
+
+        return wrapper
+
+    for name, stage in STAGES.items():
+        if hasattr(module, name):
+            setattr(module, name, timed(name, stage, getattr(module, name)))
+    return spent
 
 
 def _backend_pid(conn: Any) -> int:
@@ -162,6 +212,18 @@ class Backend:
         t0 = time.perf_counter()
         counts = load(self.template, patients, 2 if name == "postgres" else 1)
         print(f"{name}: loaded in {time.perf_counter() - t0:.0f} s: {counts}", flush=True)
+        # The generator stores verdicts without their phrases (`comparisons.notes`), as rows from
+        # before them: evaluated once here, they are what the service stores, so that a timed run
+        # re-evaluates a steady state (nothing changed since the last evaluation: the daily refresh)
+        from services.context import build_context
+        from services.evaluation import evaluate_all
+        from settings import Settings
+
+        t0 = time.perf_counter()
+        ctx = build_context(Settings(database_url=self.template, data_dir=tmp / "template-data"))
+        evaluate_all(ctx)
+        ctx.engine.dispose()
+        print(f"{name}: evaluated once in {time.perf_counter() - t0:.0f} s", flush=True)
 
     def copy(self) -> str:
         if self.name == "sqlite":
@@ -258,9 +320,11 @@ def _median(runs: list[dict[str, Any]], key: str) -> Any:
 def _line(name: str, mode: str, label: str, r: dict[str, Any], runs: list[dict[str, Any]] | None = None) -> None:
     n = r["patients"]
     server = f", postgres {1000 * r['server_cpu_s'] / n:5.2f}" if r.get("server_cpu_s") is not None else ""
+    split = "/".join(f"{1000 * (r.get(f'{stage}_cpu_s') or 0.0) / n:4.2f}" for stage in ("load", "evaluate", "store"))
     digests = {x["digest"] for x in runs} if runs else {r["digest"]}
     print(
-        f"{name:8} {mode:7} {label:11} CPU {1000 * r['cpu_s'] / n:5.2f} ms/patient{server}; "
+        f"{name:8} {mode:7} {label:11} CPU {1000 * r['cpu_s'] / n:5.2f} ms/patient (load/evaluate/store {split})"
+        f"{server}; "
         f"SQL {r['statements'] / n:5.2f}/patient, commits {r['commits'] / n:5.3f}/patient; "
         f"wall {r['wall_s']:6.2f} s ({n / r['wall_s']:5.0f} patients/s); rows {','.join(sorted(digests))}",
         flush=True,

@@ -7,6 +7,7 @@ monitor agree on what "the same machine" means, and alerts are stored as {"code"
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
@@ -168,6 +169,18 @@ def measurement_from_columns(
         vendor_lsc_file=str(printed["file"]) if printed.get("file") is not None else None,
         vendor_significant=tuple(sorted((str(k), bool(v)) for k, v in verdicts.items())),
     )
+
+
+def provenance_printed(text: str | None) -> Mapping[str, Any] | None:
+    """A measurement's provenance read as its JSON text (`db.history` reads it so), decoded only
+    when it may hold what `measurement_from_columns` takes from it: what the machine printed
+    (`vendor_lsc`, `vendor_significant`). Most hold only where each value came from, and decoding
+    every row's cost a good part of loading a history. None (nothing printed) for the others, which
+    `measurement_from_columns` reads as it reads their decoded value."""
+    if text is None or ("vendor_" not in text and "\\u" not in text):
+        return None
+    decoded = json.loads(text)
+    return decoded if isinstance(decoded, Mapping) else None
 
 
 def sorted_measurements(row: ExamRow) -> list[MeasurementRow]:

@@ -14,24 +14,28 @@ batch of one, so both paths save the same rows.
 from __future__ import annotations
 
 import functools
+import itertools
+import json
+import weakref
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, insert, select
+from sqlalchemy import Connection, Dialect, Table, Text, bindparam, delete, insert, select
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
 from db.calibration import PrecisionCalculator, load_cross_calibrations, load_site_lscs
 from db.converters import (
-    PlainRow,
     alerts_to_json,
     comparison_to_domain,
     comparison_values,
     exam_id_str,
     exam_to_domain,
     measurement_from_columns,
+    provenance_printed,
 )
 from db.models import AlertRow, AuditEvent, ComparisonRow, Device, NextScanRow, Patient, utcnow
 from db.models import Exam as ExamRow
@@ -99,79 +103,66 @@ def load_patient_history(
 
 
 def load_histories(
-    session: Session, patient_ids: Sequence[int], *, precision_calculator: PrecisionCalculator | None = None
+    session: Session,
+    patient_ids: Sequence[int],
+    *,
+    precision_calculator: PrecisionCalculator | None = None,
+    patients: Sequence[Patient] | None = None,
 ) -> dict[int, PatientHistory]:
     """The history of each patient found (a batch of evaluations), in a handful of queries for
-    the whole batch: the patients, their exams, the exams' measurements, their therapies, and the
-    calibration data of all their machines, read once and given to each patient for its own
-    machines only (what reading them per patient would give). Read as plain rows: building ORM
-    objects cost more than the evaluation itself."""
+    the whole batch: the patients, their exams with their measurements (one query), their
+    therapies, and the calibration data of all their machines, read once and given to each
+    patient for its own machines only (what reading them per patient would give). Read as plain
+    rows: building ORM objects cost more than the evaluation itself; and a measurement's
+    provenance (JSON) is decoded only when it holds what the monitor reads from it (what the
+    machine printed), which few do. `patients`: the patients' rows, read already (locked by
+    the caller: `lock_patients`), so they are not read again."""
     ids = list(dict.fromkeys(patient_ids))
     if not ids:
         return {}
-    patients = session.execute(
-        select(Patient.id, Patient.identifier, Patient.birth_date, Patient.sex).where(Patient.id.in_(ids))
-    ).all()
-    found = [row.id for row in patients]
-    exams = session.execute(
-        select(
-            ExamRow.id,
-            ExamRow.patient_id,
-            ExamRow.exam_date,
-            ExamRow.scan_mode,
-            ExamRow.analysis_protocol,
-            ExamRow.device_id,
-            Device.manufacturer,
-            Device.model,
-            Device.serial,
-        )
-        .join(Device, Device.id == ExamRow.device_id)
-        .where(ExamRow.patient_id.in_(found))
-        .order_by(ExamRow.patient_id, ExamRow.exam_date, ExamRow.id)
-    ).all()
-    measurements: dict[int, list[PlainRow]] = {row.id: [] for row in exams}
-    if exams:
-        for m in session.execute(
-            select(
-                MeasurementRow.exam_id,
-                MeasurementRow.site,
-                MeasurementRow.side,
-                MeasurementRow.bmd,
-                MeasurementRow.t_score,
-                MeasurementRow.z_score,
-                MeasurementRow.area_cm2,
-                MeasurementRow.provenance,
-            )
-            .join(ExamRow, ExamRow.id == MeasurementRow.exam_id)
-            .where(ExamRow.patient_id.in_(found))
-        ):
-            measurements[m.exam_id].append(m)
+    people: list[Any]
+    if patients is not None:
+        wanted = set(ids)
+        people = [p for p in patients if p.id in wanted]
+        missing = wanted - {p.id for p in people}
+        if missing:
+            people += _patient_rows(session, sorted(missing))
+    else:
+        people = _patient_rows(session, ids)
+    found = [p.id for p in people]
+    rows = session.execute(_history_query(), {"ids": found}).all() if found else []
     machines: dict[int, Machine] = {}
     by_patient: dict[int, list[Exam]] = {i: [] for i in found}
-    for row in exams:
-        machine = machines.get(row.device_id)
+    for exam_id, group in itertools.groupby(rows, key=lambda row: row[0]):
+        own = list(group)
+        first = own[0]
+        machine = machines.get(first.device_id)
         if machine is None:
-            machine = machines[row.device_id] = Machine(
-                manufacturer=row.manufacturer, model=row.model, serial=row.serial
+            machine = machines[first.device_id] = Machine(
+                manufacturer=first.manufacturer, model=first.model, serial=first.serial
             )
-        own = sorted(measurements[row.id], key=lambda m: (m.site, m.side or ""))  # as `sorted_measurements`
-        by_patient[row.patient_id].append(
+        if first.site is None:  # an exam without measurements (the outer join's one row)
+            own = []
+        own.sort(key=lambda m: (m.site, m.side or ""))  # as `sorted_measurements`
+        by_patient[first.patient_id].append(
             Exam(
-                exam_id=exam_id_str(row.id),
-                date=row.exam_date,
+                exam_id=exam_id_str(exam_id),
+                date=first.exam_date,
                 machine=machine,
                 measurements=tuple(
-                    measurement_from_columns(m.site, m.side, m.bmd, m.t_score, m.z_score, m.area_cm2, m.provenance)
+                    measurement_from_columns(
+                        m.site, m.side, m.bmd, m.t_score, m.z_score, m.area_cm2, provenance_printed(m.provenance)
+                    )
                     for m in own
                 ),
-                scan_mode=row.scan_mode,
-                analysis_protocol=row.analysis_protocol,
+                scan_mode=first.scan_mode,
+                analysis_protocol=first.analysis_protocol,
             )
         )
     therapies = load_therapies_of(session, found)
     calibration = _calibration_of(session, list(machines), precision_calculator)
     out: dict[int, PatientHistory] = {}
-    for patient in patients:
+    for patient in people:
         history = tuple(by_patient[patient.id])
         lscs, cross_calibrations, vendor_lscs = calibration({e.machine for e in history})
         out[patient.id] = PatientHistory(
@@ -186,6 +177,46 @@ def load_histories(
             vendor_lscs=vendor_lscs,
         )
     return out
+
+
+def _patient_rows(session: Session, ids: Sequence[int]) -> list[Any]:
+    return list(
+        session.execute(
+            select(Patient.id, Patient.identifier, Patient.birth_date, Patient.sex).where(Patient.id.in_(ids))
+        ).all()
+    )
+
+
+@functools.cache
+def _history_query() -> Any:
+    """The exams of a batch's patients with their machines and measurements, one row per
+    measurement (one row with no site for an exam without any), an exam's rows together, oldest
+    exam first; the provenance as its JSON text (`provenance_printed` decodes the few that
+    matter). Built once, the patients' ids bound at execution."""
+    return (
+        select(
+            ExamRow.id,
+            ExamRow.patient_id,
+            ExamRow.exam_date,
+            ExamRow.scan_mode,
+            ExamRow.analysis_protocol,
+            ExamRow.device_id,
+            Device.manufacturer,
+            Device.model,
+            Device.serial,
+            MeasurementRow.site,
+            MeasurementRow.side,
+            MeasurementRow.bmd,
+            MeasurementRow.t_score,
+            MeasurementRow.z_score,
+            MeasurementRow.area_cm2,
+            sql_cast(MeasurementRow.provenance, Text).label("provenance"),
+        )
+        .join(Device, Device.id == ExamRow.device_id)
+        .outerjoin(MeasurementRow, MeasurementRow.exam_id == ExamRow.id)
+        .where(ExamRow.patient_id.in_(bindparam("ids", expanding=True)))
+        .order_by(ExamRow.patient_id, ExamRow.exam_date, ExamRow.id, MeasurementRow.id)
+    )
 
 
 def _calibration_of(
@@ -231,9 +262,16 @@ def _refusal_key(c: Comparison) -> tuple[Any, ...]:
     return (c.site, c.side, c.from_exam, c.to_exam, c.reference, c.status)
 
 
-def _stored_refusal_key(row: ComparisonRow | PlainRow) -> tuple[Any, ...]:
-    """`_refusal_key` of a stored comparison (an ORM row or a plain row of its columns)."""
-    return (row.site, row.side, exam_id_str(row.from_exam_id), exam_id_str(row.to_exam_id), row.reference, row.status)
+def _stored_refusal_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """`_refusal_key` of a stored comparison (its columns by name)."""
+    return (
+        row["site"],
+        row["side"],
+        exam_id_str(row["from_exam_id"]),
+        exam_id_str(row["to_exam_id"]),
+        row["reference"],
+        row["status"],
+    )
 
 
 def _all_alerts(evaluation: PatientEvaluation) -> list[Alert]:
@@ -270,14 +308,21 @@ class Verdict:
 
 def save_evaluations(
     session: Session, verdicts: Sequence[Verdict], *, actor: str = "system", now: datetime | None = None
-) -> None:
+) -> int:
     """`save_evaluation` for a batch of patients, with the same rows as saving them one by one,
-    in a fixed number of statements for the whole batch: the refused comparisons read once (a
-    refusal is audited the first time only), one DELETE of the comparisons, one insert of many
-    for the new ones, one upsert of many for the next scans, the live alerts read once (their
-    changes flushed together). One verdict per patient."""
+    in a fixed number of statements for the whole batch: the stored comparisons and next scans
+    read once, one DELETE of the comparisons that changed, one insert of many for their new ones,
+    one upsert of many for the next scans that changed, the live alerts read once (their changes
+    flushed together, the new ones inserted by one statement). One verdict per patient.
+
+    A patient whose comparisons come out as stored (every column but the row's id and time) keeps
+    its rows, and a next scan that comes out as stored is not written again: re-evaluating most
+    patients changes nothing (the daily refresh, a second file of an exam already stored), and
+    writing them anew was most of an evaluation's cost, and of the database's. Their `computed_at`
+    then says since when the verdict has been the same. A refusal is audited the first time only,
+    as before. Returns how many patients' comparisons were written."""
     if not verdicts:
-        return
+        return 0
     moment = now or utcnow()
     ids = [v.patient_id for v in verdicts]
     if len(set(ids)) != len(ids):
@@ -297,67 +342,136 @@ def save_evaluations(
             if c.from_exam not in own or c.to_exam not in own:
                 raise ValueError("comparison names an exam that is not this patient's")
 
+    stored: dict[int, list[tuple[Any, ...]]] = {i: [] for i in ids}
+    for row in session.execute(_stored_comparisons(), {"ids": ids}):
+        stored[row[0]].append(tuple(row[1:]))
+    scans_before = {row[0]: tuple(row[1:]) for row in session.execute(_stored_next_scans(), {"ids": ids})}
     refused_before = {
-        (row.patient_id, _stored_refusal_key(row))
-        for row in session.execute(
-            select(
-                ComparisonRow.patient_id,
-                ComparisonRow.site,
-                ComparisonRow.side,
-                ComparisonRow.from_exam_id,
-                ComparisonRow.to_exam_id,
-                ComparisonRow.reference,
-                ComparisonRow.status,
-            ).where(ComparisonRow.patient_id.in_(ids), ComparisonRow.status.in_(_REJECTED))
-        )
+        (pid, _stored_refusal_key(dict(zip(_COMPARISON_COLUMNS, row, strict=True))))
+        for pid, rows in stored.items()
+        for row in rows
+        if row[_STATUS] in _REJECTED
     }
-    session.execute(delete(ComparisonRow).where(ComparisonRow.patient_id.in_(ids)))
-    comparisons: list[dict[str, Any]] = []
+    changed: list[int] = []
+    comparisons: list[tuple[Any, ...]] = []  # rows of `_COMPARISON_ROW`
     refusals: list[dict[str, Any]] = []  # audit events, one INSERT for all
     next_scans: list[dict[str, Any]] = []
     alerts: dict[int, list[Alert]] = {}
     for v in verdicts:
         pid, evaluation = v.patient_id, v.evaluation
-        for position, c in enumerate(evaluation.comparisons):
-            comparisons.append({**comparison_values(c, patient_id=pid, position=position), "computed_at": moment})
+        rows = [
+            _compared(comparison_values(c, patient_id=pid, position=n)) for n, c in enumerate(evaluation.comparisons)
+        ]
+        if rows != stored[pid]:
+            changed.append(pid)
+            comparisons += ((pid, *row, moment) for row in rows)
+        for c in evaluation.comparisons:
             if c.status in _REJECTED and (pid, _refusal_key(c)) not in refused_before:
                 refusals.append(_refusal_event(pid, c, actor, moment))
         alerts[pid] = _all_alerts(evaluation)
-        next_scans.append(
-            {
-                "patient_id": pid,
-                "due": evaluation.next_scan.due,
-                "rule_id": evaluation.next_scan.rule_id,
-                "reason": evaluation.next_scan.reason,
-                "alerts": alerts_to_json(alerts[pid]),
-                "who_category": evaluation.who_category,
-                "z_below_expected": evaluation.z_below_expected,
-                "computed_at": moment,
-            }
-        )
+        scan = {
+            "patient_id": pid,
+            "due": evaluation.next_scan.due,
+            "rule_id": evaluation.next_scan.rule_id,
+            "reason": evaluation.next_scan.reason,
+            "alerts": alerts_to_json(alerts[pid]),
+            "who_category": evaluation.who_category,
+            "z_below_expected": evaluation.z_below_expected,
+            "computed_at": moment,
+        }
+        if scans_before.get(pid) != _compared_scan(scan):
+            next_scans.append(scan)
     session.flush()  # what the ORM wrote so far goes first: the next statements bypass it
     connection = session.connection()
     dialect = connection.dialect.name
+    if changed:
+        connection.execute(delete(ComparisonRow).where(ComparisonRow.patient_id.in_(changed)))
     if comparisons:
-        connection.execute(_insert_comparisons(), comparisons)
+        insert_many(connection, cast(Table, ComparisonRow.__table__), _COMPARISON_ROW, comparisons, as_text=("notes",))
     if refusals:
         connection.execute(_insert_audit_events(), refusals)
-    connection.execute(_upsert_next_scans(dialect), next_scans)
-    for pid in ids:  # a next scan the session holds is stale now
-        held = session.identity_map.get(session.identity_key(NextScanRow, (pid,)))
+    if next_scans:
+        connection.execute(_upsert_next_scans(dialect), next_scans)
+    for scan in next_scans:  # a next scan the session holds is stale now
+        held = session.identity_map.get(session.identity_key(NextScanRow, (scan["patient_id"],)))
         if held is not None:
             session.expire(held)
 
     live: dict[int, list[AlertRow]] = {i: [] for i in ids}
-    for row in session.scalars(
+    for alert_row in session.scalars(
         select(AlertRow)
         .where(AlertRow.patient_id.in_(ids), AlertRow.state.in_(("open", "acknowledged")))
         .order_by(AlertRow.id)
     ):
-        live[row.patient_id].append(row)
+        live[alert_row.patient_id].append(alert_row)
+    raised: list[dict[str, Any]] = []
     for pid in ids:
-        _sync_alerts(session, pid, alerts[pid], live[pid], moment)
-    session.flush()
+        raised += _sync_alerts(pid, alerts[pid], live[pid], moment)
+    session.flush()  # the alerts resolved first, then the ones raised anew
+    if raised:
+        connection.execute(_insert_alerts(), raised)
+    return len(changed)
+
+
+# The columns of a stored comparison that an evaluation decides (all but its id, patient and time),
+# in the order `_stored_comparisons` reads them; the phrases (`notes`) as their JSON text.
+_COMPARISON_COLUMNS = (
+    "position",
+    "site",
+    "side",
+    "from_exam_id",
+    "to_exam_id",
+    "reference",
+    "status",
+    "delta_g_cm2",
+    "percent_change",
+    "lsc_g_cm2",
+    "lsc_source",
+    "significance",
+    "dissimilar",
+    "reason",
+    "notes",
+)
+_STATUS = _COMPARISON_COLUMNS.index("status")
+_NEXT_SCAN_COLUMNS = ("due", "rule_id", "reason", "alerts", "who_category", "z_below_expected")
+
+
+def _as_stored_json(value: Any) -> str:
+    """A JSON column's value as the JSON type writes it (`json.dumps`, None as JSON's null: the
+    columns keep `none_as_null` off), to compare with the stored text."""
+    return json.dumps(value)
+
+
+def _compared(values: dict[str, Any]) -> tuple[Any, ...]:
+    """A comparison's values (`comparison_values`) as `_stored_comparisons` reads a stored row."""
+    return (*(values[name] for name in _COMPARISON_COLUMNS[:-1]), _as_stored_json(values["notes"]))
+
+
+def _compared_scan(values: dict[str, Any]) -> tuple[Any, ...]:
+    """A next scan's values as `_stored_next_scans` reads the stored row."""
+    return tuple(_as_stored_json(values[name]) if name == "alerts" else values[name] for name in _NEXT_SCAN_COLUMNS)
+
+
+@functools.cache
+def _stored_comparisons() -> Any:
+    """The batch's stored comparisons, each patient's in position order, JSON read as its text:
+    compared whole with what the evaluation gives (a text that differs only by its spelling
+    counts as a change: the rows are written again, as they always were before)."""
+    columns = [getattr(ComparisonRow, name) for name in _COMPARISON_COLUMNS[:-1]]
+    return (
+        select(ComparisonRow.patient_id, *columns, sql_cast(ComparisonRow.notes, Text))
+        .where(ComparisonRow.patient_id.in_(bindparam("ids", expanding=True)))
+        .order_by(ComparisonRow.patient_id, ComparisonRow.position, ComparisonRow.id)
+    )
+
+
+@functools.cache
+def _stored_next_scans() -> Any:
+    columns = [
+        sql_cast(NextScanRow.alerts, Text) if name == "alerts" else getattr(NextScanRow, name)
+        for name in _NEXT_SCAN_COLUMNS
+    ]
+    return select(NextScanRow.patient_id, *columns).where(NextScanRow.patient_id.in_(bindparam("ids", expanding=True)))
 
 
 def _refusal_event(patient_id: int, c: Comparison, actor: str, moment: datetime) -> dict[str, Any]:
@@ -385,11 +499,59 @@ def _insert_audit_events() -> Any:
     return insert(cast(Table, AuditEvent.__table__))
 
 
-@functools.cache
-def _insert_comparisons() -> Any:
-    """Built once (values bound at execution, many rows per execution): through the ORM each row
-    was an object to build and flush."""
-    return insert(cast(Table, ComparisonRow.__table__))
+_COMPARISON_ROW = ("patient_id", *_COMPARISON_COLUMNS, "computed_at")  # a new row's columns, in this order
+
+
+def insert_many(
+    connection: Connection,
+    table: Table,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    as_text: Collection[str] = (),
+) -> None:
+    """INSERT rows (values of `columns`, in that order) by one executemany of the driver, each
+    value bound as SQLAlchemy binds it (the columns' types' bind processors); `as_text`: JSON
+    columns given as their JSON text already (as the type writes it: `_as_stored_json`). A Core
+    insert of many spent more in building each row's parameters than the driver and the database
+    in writing them (bench/evaluation.py)."""
+    sql, processors = _driver_insert(connection.dialect, table, tuple(columns), frozenset(as_text))
+    if processors:
+        values: list[Sequence[Any]] = []
+        for row in rows:
+            one = list(row)
+            for n, process in processors:
+                one[n] = process(one[n])
+            values.append(one)
+        rows = values
+    connection.exec_driver_sql(sql, [tuple(row) for row in rows])
+
+
+_driver_inserts: weakref.WeakKeyDictionary[Dialect, dict[Any, Any]] = weakref.WeakKeyDictionary()
+
+
+def _driver_insert(
+    dialect: Dialect, table: Table, columns: tuple[str, ...], as_text: frozenset[str]
+) -> tuple[str, list[tuple[int, Callable[[Any], Any]]]]:
+    """The INSERT's text in the driver's parameter style and the bind processors to apply, by
+    column position; built once per dialect (its processors are its own)."""
+    built = _driver_inserts.setdefault(dialect, {})
+    key = (table.name, columns, as_text)
+    found = built.get(key)
+    if found is None:
+        quote = dialect.identifier_preparer.quote
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        sql = (
+            f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
+            f"VALUES ({', '.join(mark for _ in columns)})"
+        )
+        processors = []
+        for n, name in enumerate(columns):
+            process = None if name in as_text else table.c[name].type._cached_bind_processor(dialect)
+            if process is not None:
+                processors.append((n, process))
+        found = built[key] = (sql, processors)
+    return cast(tuple[str, list[tuple[int, Callable[[Any], Any]]]], found)
 
 
 @functools.cache
@@ -403,34 +565,35 @@ def _upsert_next_scans(dialect: str) -> Any:
     )
 
 
-def _sync_alerts(
-    session: Session, patient_id: int, alerts: list[Alert], rows: list[AlertRow], moment: datetime
-) -> None:
+def _sync_alerts(patient_id: int, alerts: list[Alert], rows: list[AlertRow], moment: datetime) -> list[dict[str, Any]]:
     """Keep one live (open or acknowledged) row per raised alert code; `rows`: the live rows (by id).
+    Returns the rows to insert (one statement for a batch's: through the ORM each was a statement).
 
     A code no longer raised is resolved. An acknowledged row stays acknowledged while the alert
     is raised on the same basis (re-evaluating changes nothing); raised on another basis,
     something new happened: the acknowledged row is resolved and a new open one raised."""
     live = {r.code: r for r in rows}
     raised = {a.code: a for a in alerts}
+    new: list[dict[str, Any]] = []
     for code, row in live.items():
         alert = raised.get(code)
         if alert is None or (row.state == "acknowledged" and row.basis != alert.basis):
             row.state = "resolved"
             row.resolved_at = moment
             if alert is not None:
-                live[code] = _new_alert(session, patient_id, alert, moment)
+                new.append(_new_alert(patient_id, alert, moment))
             continue
         row.message = alert.message
         row.basis = alert.basis
         row.phrase = to_data(alert.phrase) if alert.phrase else None
     for code, alert in raised.items():
         if code not in live:
-            _new_alert(session, patient_id, alert, moment)
+            new.append(_new_alert(patient_id, alert, moment))
+    return new
 
 
-def _new_alert(session: Session, patient_id: int, alert: Alert, moment: datetime) -> AlertRow:
-    row = AlertRow(
+def _new_alert(patient_id: int, alert: Alert, moment: datetime) -> dict[str, Any]:
+    return dict(
         patient_id=patient_id,
         code=alert.code,
         message=alert.message,
@@ -439,8 +602,11 @@ def _new_alert(session: Session, patient_id: int, alert: Alert, moment: datetime
         state="open",
         raised_at=moment,
     )
-    session.add(row)
-    return row
+
+
+@functools.cache
+def _insert_alerts() -> Any:
+    return insert(cast(Table, AlertRow.__table__))
 
 
 def acknowledge_alert(

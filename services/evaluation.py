@@ -66,7 +66,7 @@ def _evaluate_in_batch(ctx: Context, session: Session, patient_ids: Sequence[int
     if len(patients) != len(ids):
         raise LookupError("no such patient")
     ordered = [p.id for p in patients]
-    histories = load_histories(session, ordered, precision_calculator=_precision)
+    histories = load_histories(session, ordered, precision_calculator=_precision, patients=patients)
     verdicts: list[Verdict] = []
     for pid in ordered:
         history = histories[pid]
