@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from db.converters import cross_calibration_to_domain, machine_from_device
+from db.converters import cross_calibration_to_domain
 from db.models import CrossCalibrationRow, Device, PrecisionMeasurement, PrecisionStudy
-from monitor.model import CrossCalibration, SiteLsc
+from monitor.model import CrossCalibration, Machine, SiteLsc
 
 
 @dataclass(frozen=True)
@@ -100,19 +100,61 @@ def load_site_lscs(
     """Per machine and site LSCs for the monitor. With a calculator they are recomputed from the
     raw repeats; otherwise, or for a study stored with its figures only, the stored figures are
     used, and studies without them are skipped (the monitor then falls back to its default LSC,
-    saying so)."""
+    saying so). The study in force as `latest_studies` picks it, read as plain rows, and only its
+    repeats (each batch of evaluations asks: ORM objects of every study and repeat cost more
+    than the rest of loading the batch's histories)."""
+    stmt = select(
+        PrecisionStudy.id,
+        PrecisionStudy.device_id,
+        PrecisionStudy.site,
+        PrecisionStudy.performed_on,
+        PrecisionStudy.rms_sd_g_cm2,
+        PrecisionStudy.lsc_g_cm2,
+        Device.manufacturer,
+        Device.model,
+        Device.serial,
+    ).join(Device, Device.id == PrecisionStudy.device_id)
+    if device_ids is not None:
+        stmt = stmt.where(PrecisionStudy.device_id.in_(list(device_ids)))
+    chosen: dict[tuple[int, str], Any] = {}
+    for study in session.execute(stmt):
+        key = (study.device_id, study.site)
+        best = chosen.get(key)
+        if best is None or (study.performed_on or date.min, study.id) > (best.performed_on or date.min, best.id):
+            chosen[key] = study
+    repeats: dict[int, list[PrecisionRepeat]] = {}
+    if calculator is not None and chosen:
+        for r in session.execute(
+            select(
+                PrecisionMeasurement.study_id,
+                PrecisionMeasurement.technologist,
+                PrecisionMeasurement.patient_code,
+                PrecisionMeasurement.scan_index,
+                PrecisionMeasurement.bmd,
+            )
+            .where(PrecisionMeasurement.study_id.in_([study.id for study in chosen.values()]))
+            .order_by(  # the order of `PrecisionStudy.measurements`
+                PrecisionMeasurement.study_id,
+                PrecisionMeasurement.technologist,
+                PrecisionMeasurement.patient_code,
+                PrecisionMeasurement.scan_index,
+            )
+        ):
+            repeats.setdefault(r.study_id, []).append(
+                PrecisionRepeat(r.technologist, r.patient_code, r.scan_index, r.bmd)
+            )
     out: list[SiteLsc] = []
-    for study in latest_studies(session, device_ids=device_ids):
-        repeats = study_repeats(study) if calculator is not None else []
-        if calculator is not None and repeats:
-            rms_sd, lsc = calculator(repeats)
+    for key in sorted(chosen):
+        study = chosen[key]
+        own = tuple(repeats.get(study.id, ()))
+        if calculator is not None and own:
+            rms_sd, lsc = calculator(own)
         elif study.rms_sd_g_cm2 is not None and study.lsc_g_cm2 is not None:
             rms_sd, lsc = study.rms_sd_g_cm2, study.lsc_g_cm2
         else:
             continue
-        out.append(
-            SiteLsc(machine=machine_from_device(study.device), site=study.site, lsc_g_cm2=lsc, rms_sd_g_cm2=rms_sd)
-        )
+        machine = Machine(manufacturer=study.manufacturer, model=study.model, serial=study.serial)
+        out.append(SiteLsc(machine=machine, site=study.site, lsc_g_cm2=lsc, rms_sd_g_cm2=rms_sd))
     return tuple(out)
 
 

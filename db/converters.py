@@ -155,6 +155,8 @@ def measurement_from_columns(
 ) -> Measurement:
     """A measurement from its columns, whether read as an ORM row or as a plain result row (a
     batch's history is read as plain rows: building ORM objects cost more than evaluating)."""
+    if not provenance:  # nothing printed (most rows: `provenance_printed`)
+        return Measurement(site=site, side=side, bmd=bmd, t_score=t_score, z_score=z_score, area_cm2=area_cm2)
     printed = (provenance or {}).get("vendor_lsc") or {}
     lsc = printed.get("g_cm2")
     verdicts = (provenance or {}).get("vendor_significant") or {}

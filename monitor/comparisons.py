@@ -11,6 +11,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TypeVar
 
 from monitor.config import MonitoringConfig, is_lumbar_range
@@ -29,6 +30,7 @@ from monitor.model import (
     CrossCalibration,
     Exam,
     LscSource,
+    Machine,
     Measurement,
     Phrase,
     Reference,
@@ -99,11 +101,12 @@ def _measurement(exam: Exam, site: str, side: str | None) -> Measurement | None:
     return None
 
 
-def _tracks(exams: Sequence[Exam]) -> list[tuple[str, str | None]]:
-    """(site family, side) pairs present in any exam, in display order."""
+def _tracks(exams: Sequence[Exam], spines: Sequence[str | None]) -> list[tuple[str, str | None]]:
+    """(site family, side) pairs present in any exam, in display order; `spines`: each exam's
+    `analysed_vertebral_set`."""
     found: set[tuple[str, str | None]] = set()
-    for exam in exams:
-        if analysed_vertebral_set(exam) is not None:
+    for exam, spine in zip(exams, spines, strict=True):
+        if spine is not None:
             found.add((SPINE, None))
         for m in exam.measurements:
             if m.site in MONITORED_SITES and m.side in ("left", "right", "mean"):
@@ -111,11 +114,10 @@ def _tracks(exams: Sequence[Exam]) -> list[tuple[str, str | None]]:
     return sorted(found, key=lambda t: (_TRACK_ORDER[t[0]], _SIDE_ORDER.get(t[1], 9)))
 
 
-def _track_value(exam: Exam, track: tuple[str, str | None]) -> Measurement | None:
+def _track_value(exam: Exam, spine: str | None, track: tuple[str, str | None]) -> Measurement | None:
     family, side = track
     if family == SPINE:
-        site = analysed_vertebral_set(exam)
-        return None if site is None else _measurement(exam, site, None)
+        return None if spine is None else _measurement(exam, spine, None)
     return _measurement(exam, family, side)
 
 
@@ -169,6 +171,7 @@ def _convert_reference(cal: CrossCalibration, ref: Exam, site: str, bmd: float) 
     return (bmd - intercept) / slope
 
 
+@lru_cache(maxsize=1024)  # a scan mode or protocol, asked for each pair of exams; few distinct
 def _norm(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
@@ -348,8 +351,9 @@ def _ordered(exams: Sequence[Exam]) -> list[Exam]:
     return sorted(exams, key=lambda e: (e.date, e.exam_id))
 
 
-def _pairs(exams: Sequence[Exam], track: tuple[str, str | None]) -> list[_Pair]:
-    series = [(e, m) for e in _ordered(exams) if (m := _track_value(e, track)) is not None]
+def _pairs(ordered: Sequence[tuple[Exam, str | None]], track: tuple[str, str | None]) -> list[_Pair]:
+    """`ordered`: the exams (`_ordered`) with their `analysed_vertebral_set`."""
+    series = [(e, m) for e, spine in ordered if (m := _track_value(e, spine, track)) is not None]
     pairs: list[_Pair] = []
     for i in range(1, len(series)):
         new, new_m = series[i]
@@ -376,9 +380,24 @@ def compare_history(
 ) -> tuple[Comparison, ...]:
     """Every baseline and previous comparison of a patient's history, in display order."""
     out: list[Comparison] = []
-    for track in _tracks(exams):
-        for p in _pairs(exams, track):
-            out.append(compare(p.ref, p.ref_m, p.new, p.new_m, p.reference, lscs, crosscals, config, vendor_lscs))
+    # each exam's analysed range worked out once, not again for each track and pair
+    ordered = [(e, analysed_vertebral_set(e)) for e in _ordered(exams)]
+    # `compare` looks up the LSCs of the new exam's machine only: given those alone, it finds the
+    # same ones (the same filter, the same order) without matching every machine's for each pair
+    studies: dict[Machine, list[SiteLsc]] = {}
+    printed: dict[Machine, list[VendorLsc]] = {}
+    for exam, _ in ordered:
+        if exam.machine not in studies:
+            studies[exam.machine] = [s for s in lscs if same_machine(s.machine, exam.machine)]
+            printed[exam.machine] = [v for v in vendor_lscs if same_machine(v.machine, exam.machine)]
+    for track in _tracks([e for e, _ in ordered], [spine for _, spine in ordered]):
+        for p in _pairs(ordered, track):
+            machine = p.new.machine
+            out.append(
+                compare(
+                    p.ref, p.ref_m, p.new, p.new_m, p.reference, studies[machine], crosscals, config, printed[machine]
+                )
+            )
     return tuple(out)
 
 

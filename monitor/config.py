@@ -10,6 +10,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from monitor.model import DRUG_CLASSES
@@ -97,6 +98,7 @@ class MonitoringConfig:
         return _parse(data)
 
 
+@lru_cache(maxsize=1024)  # asked for every measurement of every exam at each evaluation; few distinct sites
 def is_lumbar_range(site: str) -> bool:
     """A contiguous lumbar range such as "L1-L4" (a single vertebra is not a range)."""
     parts = site.split("-")

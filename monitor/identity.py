@@ -115,6 +115,10 @@ def same_model(a: Machine, b: Machine) -> bool:
     ) == normalize_model(b.manufacturer, b.model)
 
 
+# A patient's evaluation asks this for every pair of exams, every site and every LSC it looks up
+# (most of the monitor's calls, bench/evaluation.py): cached by the two machines' values, like the
+# normalisers above (a hospital has a few dozen units).
+@lru_cache(maxsize=4096)
 def why_different(a: Machine, b: Machine) -> str | None:
     """The phrase saying why two machines are not known to be one unit, or None when they are.
 

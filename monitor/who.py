@@ -56,8 +56,10 @@ def category_for_t(t_score: float, config: MonitoringConfig) -> str:
     return LOW_BONE_MASS
 
 
-def lowest_t(exam: Exam) -> tuple[float, str] | None:
-    scored = [(m.t_score, m.site) for m in diagnostic_measurements(exam) if m.t_score is not None]
+def lowest_t(exam: Exam, measurements: Sequence[Measurement] | None = None) -> tuple[float, str] | None:
+    """`measurements`: the exam's `diagnostic_measurements`, when the caller has them already."""
+    diagnostic = diagnostic_measurements(exam) if measurements is None else measurements
+    scored = [(m.t_score, m.site) for m in diagnostic if m.t_score is not None]
     return min(scored) if scored else None
 
 
@@ -71,8 +73,9 @@ def who_applies(exam: Exam, config: MonitoringConfig, birth_date: date | None) -
 
 
 def classify_exam(exam: Exam, config: MonitoringConfig, birth_date: date | None = None) -> WhoResult:
-    found = lowest_t(exam)
-    z_low = any(m.z_score is not None and m.z_score <= config.low_z for m in diagnostic_measurements(exam))
+    diagnostic = diagnostic_measurements(exam)
+    found = lowest_t(exam, diagnostic)
+    z_low = any(m.z_score is not None and m.z_score <= config.low_z for m in diagnostic)
     if not who_applies(exam, config, birth_date):
         return WhoResult(Z_SCORE_ONLY, None, None, z_low)
     if found is None:
