@@ -247,6 +247,19 @@ def comparison_row(comparison: Comparison, *, patient_id: int, position: int) ->
 
 def comparison_values(comparison: Comparison, *, patient_id: int, position: int) -> dict[str, Any]:
     """A comparison's columns but its id and time: for an ORM row, or one of a Core insert's many."""
+    return {
+        **comparison_scalars(comparison, patient_id=patient_id, position=position),
+        "notes": notes_to_json(comparison.notes),
+    }
+
+
+def notes_to_json(notes: Iterable[Phrase]) -> list[dict[str, Any]] | None:
+    """A comparison's phrases as its `notes` column holds them (None when there are none)."""
+    return [to_data(n) for n in notes] or None
+
+
+def comparison_scalars(comparison: Comparison, *, patient_id: int, position: int) -> dict[str, Any]:
+    """`comparison_values` but the phrases (`notes`, JSON): the columns compared or written as they are."""
     return dict(
         patient_id=patient_id,
         position=position,
@@ -263,7 +276,6 @@ def comparison_values(comparison: Comparison, *, patient_id: int, position: int)
         significance=comparison.significance,
         dissimilar=comparison.dissimilar,
         reason=comparison.reason,
-        notes=[to_data(n) for n in comparison.notes] or None,
     )
 
 

@@ -30,11 +30,12 @@ from sqlalchemy.orm import Session, selectinload
 from db.calibration import PrecisionCalculator, load_cross_calibrations, load_site_lscs
 from db.converters import (
     alerts_to_json,
+    comparison_scalars,
     comparison_to_domain,
-    comparison_values,
     exam_id_str,
     exam_to_domain,
     measurement_from_columns,
+    notes_to_json,
     provenance_printed,
 )
 from db.models import AlertRow, AuditEvent, ComparisonRow, Device, NextScanRow, Patient, utcnow
@@ -50,6 +51,7 @@ from monitor.model import (
     Exam,
     Machine,
     PatientEvaluation,
+    Phrase,
     SiteLsc,
     Therapy,
     VendorLsc,
@@ -359,9 +361,7 @@ def save_evaluations(
     alerts: dict[int, list[Alert]] = {}
     for v in verdicts:
         pid, evaluation = v.patient_id, v.evaluation
-        rows = [
-            _compared(comparison_values(c, patient_id=pid, position=n)) for n, c in enumerate(evaluation.comparisons)
-        ]
+        rows = [_compared(c, n) for n, c in enumerate(evaluation.comparisons)]
         if rows != stored[pid]:
             changed.append(pid)
             comparisons += ((pid, *row, moment) for row in rows)
@@ -442,9 +442,20 @@ def _as_stored_json(value: Any) -> str:
     return json.dumps(value)
 
 
-def _compared(values: dict[str, Any]) -> tuple[Any, ...]:
-    """A comparison's values (`comparison_values`) as `_stored_comparisons` reads a stored row."""
-    return (*(values[name] for name in _COMPARISON_COLUMNS[:-1]), _as_stored_json(values["notes"]))
+def _compared(comparison: Comparison, position: int) -> tuple[Any, ...]:
+    """A comparison's values (`comparison_values`, but the patient) as `_stored_comparisons` reads a
+    stored row."""
+    values = comparison_scalars(comparison, patient_id=0, position=position)
+    return (*(values[name] for name in _COMPARISON_COLUMNS[:-1]), _notes_text(comparison.notes))
+
+
+@functools.lru_cache(maxsize=4096)
+def _notes_text(notes: tuple[Phrase, ...]) -> str:
+    """A comparison's phrases as the `notes` column's JSON text. Cached: a refusal names the same
+    two machines for every patient who moved between them, and a comparison without phrases is
+    the commonest; building and encoding the phrases was a good part of saving a verdict. (The
+    phrases' numbers are floats, whose equal ints would share their text: none is given an int.)"""
+    return _as_stored_json(notes_to_json(notes))
 
 
 def _compared_scan(values: dict[str, Any]) -> tuple[Any, ...]:
