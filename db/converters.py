@@ -224,11 +224,15 @@ def therapy_row(therapy: Therapy, *, patient_id: int, source: str | None = None)
     )
 
 
-def cross_calibration_to_domain(row: CrossCalibrationRow) -> CrossCalibration:
+def cross_calibration_to_domain(
+    row: CrossCalibrationRow | PlainRow, machine_a: Machine | None = None, machine_b: Machine | None = None
+) -> CrossCalibration:
+    """From the ORM row (its machines from its devices), or from a plain row of its columns with
+    its two machines given (`db.calibration.load_cross_calibrations`)."""
     kind: Literal["phantom", "in_vivo"] = "phantom" if row.kind == "phantom" else "in_vivo"
     return CrossCalibration(
-        machine_a=machine_from_device(row.device_a),
-        machine_b=machine_from_device(row.device_b),
+        machine_a=machine_a or machine_from_device(row.device_a),
+        machine_b=machine_b or machine_from_device(row.device_b),
         kind=kind,
         sites=frozenset(row.sites),
         lsc_g_cm2=tuple(sorted((str(site), float(lsc)) for site, lsc in row.lsc_g_cm2.items())),

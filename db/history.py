@@ -18,11 +18,11 @@ import itertools
 import json
 import weakref
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Dialect, Table, Text, bindparam, delete, insert, select
+from sqlalchemy import Connection, Dialect, Table, Text, bindparam, delete, insert, select, update
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
@@ -397,19 +397,13 @@ def save_evaluations(
         if held is not None:
             session.expire(held)
 
-    live: dict[int, list[AlertRow]] = {i: [] for i in ids}
-    for alert_row in session.scalars(
-        select(AlertRow)
-        .where(AlertRow.patient_id.in_(ids), AlertRow.state.in_(("open", "acknowledged")))
-        .order_by(AlertRow.id)
-    ):
+    live: dict[int, list[Any]] = {i: [] for i in ids}
+    for alert_row in session.execute(_live_alerts(), {"ids": ids}):
         live[alert_row.patient_id].append(alert_row)
-    raised: list[dict[str, Any]] = []
+    changes = _AlertChanges()
     for pid in ids:
-        raised += _sync_alerts(pid, alerts[pid], live[pid], moment)
-    session.flush()  # the alerts resolved first, then the ones raised anew
-    if raised:
-        connection.execute(_insert_alerts(), raised)
+        _sync_alerts(pid, alerts[pid], live[pid], moment, changes)
+    changes.write(session, connection)
     return len(changed)
 
 
@@ -576,31 +570,84 @@ def _upsert_next_scans(dialect: str) -> Any:
     )
 
 
-def _sync_alerts(patient_id: int, alerts: list[Alert], rows: list[AlertRow], moment: datetime) -> list[dict[str, Any]]:
-    """Keep one live (open or acknowledged) row per raised alert code; `rows`: the live rows (by id).
-    Returns the rows to insert (one statement for a batch's: through the ORM each was a statement).
+@dataclass
+class _AlertChanges:
+    """What `_sync_alerts` decided for a batch's alerts, written by a few executemany statements
+    (as plain rows, not ORM objects: loading and flushing those cost more than the rest of saving
+    an unchanged verdict): the rows resolved, the live rows whose wording changed (by the set of
+    columns that changed, as the ORM wrote only those), the rows raised anew."""
+
+    resolved: list[dict[str, Any]] = field(default_factory=list)
+    edited: dict[tuple[str, ...], list[dict[str, Any]]] = field(default_factory=dict)
+    raised: list[dict[str, Any]] = field(default_factory=list)
+
+    def write(self, session: Session, connection: Connection) -> None:
+        table = cast(Table, AlertRow.__table__)
+        touched = [row["alert_id"] for row in self.resolved]
+        if self.resolved:  # first, then the rows raised anew in their place
+            connection.execute(
+                update(table)
+                .where(table.c.id == bindparam("alert_id"))
+                .values(state="resolved", resolved_at=bindparam("at")),
+                self.resolved,
+            )
+        for columns, rows in self.edited.items():
+            connection.execute(
+                update(table)
+                .where(table.c.id == bindparam("alert_id"))
+                .values({name: bindparam(f"new_{name}") for name in columns}),
+                rows,
+            )
+            touched += [row["alert_id"] for row in rows]
+        for alert_id in touched:  # an alert the session holds is stale now
+            held = session.identity_map.get(session.identity_key(AlertRow, (alert_id,)))
+            if held is not None:
+                session.expire(held)
+        if self.raised:
+            connection.execute(_insert_alerts(), self.raised)
+
+
+@functools.cache
+def _live_alerts() -> Any:
+    return (
+        select(AlertRow.id, AlertRow.patient_id, AlertRow.code, AlertRow.state, AlertRow.message)
+        .add_columns(AlertRow.basis, AlertRow.phrase)
+        .where(AlertRow.patient_id.in_(bindparam("ids", expanding=True)), AlertRow.state.in_(("open", "acknowledged")))
+        .order_by(AlertRow.id)
+    )
+
+
+def _sync_alerts(
+    patient_id: int, alerts: list[Alert], rows: list[Any], moment: datetime, changes: _AlertChanges
+) -> None:
+    """Keep one live (open or acknowledged) row per raised alert code; `rows`: the live rows (by
+    id, plain rows of `_live_alerts`); what to write goes to `changes`.
 
     A code no longer raised is resolved. An acknowledged row stays acknowledged while the alert
     is raised on the same basis (re-evaluating changes nothing); raised on another basis,
     something new happened: the acknowledged row is resolved and a new open one raised."""
     live = {r.code: r for r in rows}
     raised = {a.code: a for a in alerts}
-    new: list[dict[str, Any]] = []
     for code, row in live.items():
         alert = raised.get(code)
         if alert is None or (row.state == "acknowledged" and row.basis != alert.basis):
-            row.state = "resolved"
-            row.resolved_at = moment
+            changes.resolved.append({"alert_id": row.id, "at": moment})
             if alert is not None:
-                new.append(_new_alert(patient_id, alert, moment))
+                changes.raised.append(_new_alert(patient_id, alert, moment))
             continue
-        row.message = alert.message
-        row.basis = alert.basis
-        row.phrase = to_data(alert.phrase) if alert.phrase else None
+        wanted = {
+            "message": alert.message,
+            "basis": alert.basis,
+            "phrase": to_data(alert.phrase) if alert.phrase else None,
+        }
+        edits = {name: value for name, value in wanted.items() if getattr(row, name) != value}
+        if edits:
+            changes.edited.setdefault(tuple(edits), []).append(
+                {"alert_id": row.id, **{f"new_{name}": value for name, value in edits.items()}}
+            )
     for code, alert in raised.items():
         if code not in live:
-            new.append(_new_alert(patient_id, alert, moment))
-    return new
+            changes.raised.append(_new_alert(patient_id, alert, moment))
 
 
 def _new_alert(patient_id: int, alert: Alert, moment: datetime) -> dict[str, Any]:

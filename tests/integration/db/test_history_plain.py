@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -33,16 +34,16 @@ from db.calibration import (
 )
 from db.converters import exam_to_domain
 from db.devices import find_or_create_device
-from db.history import exam_rows, insert_many, load_histories
+from db.history import acknowledge_alert, exam_rows, insert_many, load_histories, save_evaluation
 from db.models import AlertRow, AuditEvent, ComparisonRow, Measurement, NextScanRow, Patient
 from db.reports import store_report
 from db.therapies import add_therapy, load_therapies
 from monitor.evaluate import evaluate_patient
-from monitor.model import SiteLsc, Therapy
+from monitor.model import Alert, Phrase, SiteLsc, Therapy
 from services.context import Context, build_context
 from services.outcomes import ClaimedJob
 from settings import Settings
-from tests.integration.db.helpers import GE, HIP, HOLOGIC, HOLOGIC_OTHER, HOLOGIC_WEAK, report, site
+from tests.integration.db.helpers import GE, HIP, HOLOGIC, HOLOGIC_OTHER, HOLOGIC_WEAK, evaluation, report, site
 
 TODAY = date.today()
 REPEATS = [
@@ -274,3 +275,33 @@ def test_the_driver_executemany_writes_what_a_core_insert_writes(ctx: Context) -
         one, other = dict(core._mapping), dict(plain._mapping)
         assert other.pop("position") == one.pop("position") + 1
         assert one == other  # every value, the JSON's text included
+
+
+def test_a_live_alert_is_reworded_in_place_and_a_held_row_reads_it(session: Session) -> None:
+    """The live alerts are written as plain rows: a reworded alert keeps its row (and its state,
+    acknowledged included), only what changed is written, and a row the session holds shows it."""
+    stored = store_report(session, _spine_and_hip("ALERTS", date(2019, 1, 1), 0.8))
+    pid = stored.patient.id
+    session.commit()
+    loss = Alert("loss_on_treatment", "Loss.", basis="exam 1", phrase=Phrase.of("alert_loss"))
+    early = Alert("scan_too_early", "Early.", basis="exam 1")
+    save_evaluation(session, pid, evaluation(alerts=(loss, early)))
+    session.commit()
+    rows = {r.code: r for r in session.scalars(select(AlertRow).where(AlertRow.patient_id == pid))}
+    acknowledge_alert(session, pid, rows["scan_too_early"].id, actor="clin", user_id=None, comment="seen")
+    session.commit()
+    held = {code: (row.id, row) for code, row in rows.items()}
+
+    reworded = (replace(loss, message="Loss again."), replace(early, message="Early again.", phrase=Phrase.of("x")))
+    save_evaluation(session, pid, evaluation(alerts=reworded))
+    after = {r.code: r for r in session.scalars(select(AlertRow).where(AlertRow.patient_id == pid))}
+    assert {code: (r.id, r.state, r.message) for code, r in after.items()} == {
+        "loss_on_treatment": (held["loss_on_treatment"][0], "open", "Loss again."),
+        "scan_too_early": (held["scan_too_early"][0], "acknowledged", "Early again."),
+    }
+    assert after["scan_too_early"].phrase == {"code": "x", "args": {}}
+    assert after["loss_on_treatment"] is held["loss_on_treatment"][1]  # the object held, read afresh
+
+    save_evaluation(session, pid, evaluation(alerts=(replace(reworded[0], basis="exam 2"),)))  # early: no more
+    states = sorted((r.code, r.state) for r in session.scalars(select(AlertRow).where(AlertRow.patient_id == pid)))
+    assert states == [("loss_on_treatment", "open"), ("scan_too_early", "resolved")]
