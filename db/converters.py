@@ -264,22 +264,47 @@ def notes_to_json(notes: Iterable[Phrase]) -> list[dict[str, Any]] | None:
 
 def comparison_scalars(comparison: Comparison, *, patient_id: int, position: int) -> dict[str, Any]:
     """`comparison_values` but the phrases (`notes`, JSON): the columns compared or written as they are."""
-    return dict(
-        patient_id=patient_id,
-        position=position,
-        site=comparison.site,
-        side=comparison.side,
-        from_exam_id=exam_id_int(comparison.from_exam),
-        to_exam_id=exam_id_int(comparison.to_exam),
-        reference=comparison.reference,
-        status=comparison.status,
-        delta_g_cm2=comparison.delta_g_cm2,
-        percent_change=comparison.percent_change,
-        lsc_g_cm2=comparison.lsc_g_cm2,
-        lsc_source=comparison.lsc_source,
-        significance=comparison.significance,
-        dissimilar=comparison.dissimilar,
-        reason=comparison.reason,
+    values = zip(COMPARISON_COLUMNS, comparison_columns(comparison, position), strict=True)
+    return {"patient_id": patient_id, **dict(values)}
+
+
+# A comparison's columns but its id, patient, phrases (`notes`) and time, in `comparison_columns`' order.
+COMPARISON_COLUMNS = (
+    "position",
+    "site",
+    "side",
+    "from_exam_id",
+    "to_exam_id",
+    "reference",
+    "status",
+    "delta_g_cm2",
+    "percent_change",
+    "lsc_g_cm2",
+    "lsc_source",
+    "significance",
+    "dissimilar",
+    "reason",
+)
+
+
+def comparison_columns(comparison: Comparison, position: int) -> tuple[Any, ...]:
+    """The values of `COMPARISON_COLUMNS` (a batch's verdicts are compared with their stored rows
+    and written as tuples: a dict per comparison cost more than the comparing)."""
+    return (
+        position,
+        comparison.site,
+        comparison.side,
+        exam_id_int(comparison.from_exam),
+        exam_id_int(comparison.to_exam),
+        comparison.reference,
+        comparison.status,
+        comparison.delta_g_cm2,
+        comparison.percent_change,
+        comparison.lsc_g_cm2,
+        comparison.lsc_source,
+        comparison.significance,
+        comparison.dissimilar,
+        comparison.reason,
     )
 
 

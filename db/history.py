@@ -29,8 +29,9 @@ from sqlalchemy.orm import Session, selectinload
 
 from db.calibration import PrecisionCalculator, load_cross_calibrations, load_site_lscs
 from db.converters import (
+    COMPARISON_COLUMNS,
     alerts_to_json,
-    comparison_scalars,
+    comparison_columns,
     comparison_to_domain,
     exam_id_str,
     exam_to_domain,
@@ -409,23 +410,7 @@ def save_evaluations(
 
 # The columns of a stored comparison that an evaluation decides (all but its id, patient and time),
 # in the order `_stored_comparisons` reads them; the phrases (`notes`) as their JSON text.
-_COMPARISON_COLUMNS = (
-    "position",
-    "site",
-    "side",
-    "from_exam_id",
-    "to_exam_id",
-    "reference",
-    "status",
-    "delta_g_cm2",
-    "percent_change",
-    "lsc_g_cm2",
-    "lsc_source",
-    "significance",
-    "dissimilar",
-    "reason",
-    "notes",
-)
+_COMPARISON_COLUMNS = (*COMPARISON_COLUMNS, "notes")
 _STATUS = _COMPARISON_COLUMNS.index("status")
 _NEXT_SCAN_COLUMNS = ("due", "rule_id", "reason", "alerts", "who_category", "z_below_expected")
 
@@ -439,8 +424,7 @@ def _as_stored_json(value: Any) -> str:
 def _compared(comparison: Comparison, position: int) -> tuple[Any, ...]:
     """A comparison's values (`comparison_values`, but the patient) as `_stored_comparisons` reads a
     stored row."""
-    values = comparison_scalars(comparison, patient_id=0, position=position)
-    return (*(values[name] for name in _COMPARISON_COLUMNS[:-1]), _notes_text(comparison.notes))
+    return (*comparison_columns(comparison, position), _notes_text(comparison.notes))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -523,10 +507,17 @@ def insert_many(
     sql, processors = _driver_insert(connection.dialect, table, tuple(columns), frozenset(as_text))
     if processors:
         values: list[Sequence[Any]] = []
+        last: dict[int, tuple[Any, Any]] = {}  # by column: the value given last, and as bound
         for row in rows:
             one = list(row)
             for n, process in processors:
-                one[n] = process(one[n])
+                given = one[n]
+                seen = last.get(n)
+                if seen is not None and seen[0] is given:  # the same object (a batch's time): bound once
+                    one[n] = seen[1]
+                else:
+                    one[n] = process(given)
+                    last[n] = (given, one[n])
             values.append(one)
         rows = values
     connection.exec_driver_sql(sql, [tuple(row) for row in rows])
