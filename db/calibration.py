@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased, selectinload
@@ -79,16 +79,24 @@ def latest_studies(session: Session, *, device_ids: Iterable[int] | None = None)
     )
     if device_ids is not None:
         stmt = stmt.where(PrecisionStudy.device_id.in_(list(device_ids)))
-    chosen: dict[tuple[int, str], PrecisionStudy] = {}
-    for study in session.scalars(stmt):
-        key = (study.device_id, study.site)
-        best = chosen.get(key)
-        if best is None or (study.performed_on or date.min, study.id) > (
-            best.performed_on or date.min,
-            best.id,
-        ):
-            chosen[key] = study
+    chosen = _in_force(session.scalars(stmt))
     return [chosen[k] for k in sorted(chosen)]
+
+
+_S = TypeVar("_S")
+
+
+def _in_force(studies: Iterable[_S]) -> dict[tuple[int, str], _S]:
+    """By (device, site), the study in force among these (ORM rows or plain rows of their columns):
+    the latest performed (undated ones count as oldest), the last entered among equals."""
+    chosen: dict[tuple[int, str], _S] = {}
+    for one in studies:
+        study: Any = one  # a PrecisionStudy or a Row of its columns
+        key = (study.device_id, study.site)
+        best: Any = chosen.get(key)
+        if best is None or (study.performed_on or date.min, study.id) > (best.performed_on or date.min, best.id):
+            chosen[key] = one
+    return chosen
 
 
 def load_site_lscs(
@@ -116,12 +124,7 @@ def load_site_lscs(
     ).join(Device, Device.id == PrecisionStudy.device_id)
     if device_ids is not None:
         stmt = stmt.where(PrecisionStudy.device_id.in_(list(device_ids)))
-    chosen: dict[tuple[int, str], Any] = {}
-    for study in session.execute(stmt):
-        key = (study.device_id, study.site)
-        best = chosen.get(key)
-        if best is None or (study.performed_on or date.min, study.id) > (best.performed_on or date.min, best.id):
-            chosen[key] = study
+    chosen = _in_force(session.execute(stmt))
     repeats: dict[int, list[PrecisionRepeat]] = {}
     if calculator is not None and chosen:
         for r in session.execute(
