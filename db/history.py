@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Dialect, Table, Text, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Dialect, Table, Text, bindparam, delete, exists, insert, select, update
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
@@ -405,6 +405,7 @@ def save_evaluations(
     for pid in ids:
         _sync_alerts(pid, alerts[pid], live[pid], moment, changes)
     changes.write(session, connection)
+    flag_open_alerts(session, ids)
     return len(changed)
 
 
@@ -608,6 +609,25 @@ def _live_alerts() -> Any:
     )
 
 
+def flag_open_alerts(session: Session, patient_ids: list[int]) -> None:
+    """Set `next_scans.open_alert` of these patients from their alert rows (flushed): the patients
+    list counts and filters "open alerts" by that flag (issue 13). Only rows whose flag changes
+    are written."""
+    session.connection().execute(_FLAG_OPEN_ALERTS, {"patient_ids": patient_ids})
+
+
+_HAS_OPEN_ALERT = exists().where(AlertRow.patient_id == NextScanRow.patient_id, AlertRow.state == "open")
+_FLAG_OPEN_ALERTS = (
+    update(NextScanRow)
+    .where(
+        NextScanRow.patient_id.in_(bindparam("patient_ids", expanding=True)),
+        NextScanRow.open_alert.is_distinct_from(_HAS_OPEN_ALERT),
+    )
+    .values(open_alert=_HAS_OPEN_ALERT)
+    .execution_options(synchronize_session=False)
+)
+
+
 def _sync_alerts(
     patient_id: int, alerts: list[Alert], rows: list[Any], moment: datetime, changes: _AlertChanges
 ) -> None:
@@ -666,6 +686,9 @@ def acknowledge_alert(
     text = comment.strip()
     if not text:
         raise ValueError("say why in a comment to acknowledge an alert")
+    # the patient's next scan row (its `open_alert` flag changes below) is locked before the alert,
+    # in the order an evaluation takes them: the two never wait for each other in a circle
+    session.execute(select(NextScanRow.patient_id).where(NextScanRow.patient_id == patient_id).with_for_update())
     row = session.get(AlertRow, alert_id)
     if row is None or row.patient_id != patient_id or row.state != "open":
         raise LookupError("no such open alert")
@@ -685,6 +708,7 @@ def acknowledge_alert(
         )
     )
     session.flush()
+    flag_open_alerts(session, [patient_id])
     return row
 
 
