@@ -405,7 +405,8 @@ def save_evaluations(
     for pid in ids:
         _sync_alerts(pid, alerts[pid], live[pid], moment, changes)
     changes.write(session, connection)
-    flag_open_alerts(session, ids)
+    if changes or next_scans:  # the flag follows the alert rows (a new next scan row starts unflagged)
+        flag_open_alerts(session, ids)
     return len(changed)
 
 
@@ -572,6 +573,9 @@ class _AlertChanges:
     resolved: list[dict[str, Any]] = field(default_factory=list)
     edited: dict[tuple[str, ...], list[dict[str, Any]]] = field(default_factory=dict)
     raised: list[dict[str, Any]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.resolved or self.edited or self.raised)
 
     def write(self, session: Session, connection: Connection) -> None:
         table = cast(Table, AlertRow.__table__)
