@@ -889,7 +889,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--backload-folder",
         type=Path,
-        help="back-load this folder (e.g. one written by an earlier run: 100 000 files take 5-12 min to write)",
+        help="back-load this folder (e.g. one written by an earlier run: 100 000 files take 5-12 min to write);"
+        " with --write-backload, write --backload files to it first and keep it",
+    )
+    ap.add_argument(
+        "--write-backload",
+        action="store_true",
+        help="write the back-load's files to --backload-folder (which must not hold files) and keep them there",
     )
     ap.add_argument(
         "--compare",
@@ -938,7 +944,17 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="dxa-backload-") as tmp:
             folder = Path(tmp) / "archive-to-load"
             t0 = time.perf_counter()
-            if args.backload_folder:
+            if args.write_backload:
+                if not args.backload_folder or files_below(args.backload_folder):
+                    ap.error("--write-backload needs a --backload-folder without files")
+                folder = args.backload_folder
+                size = write_backload(samples, args.backload, folder)
+                print(
+                    f"back-load: {args.backload} files written to {folder}, kept ({size / 2**20:.0f} MB, "
+                    f"{time.perf_counter() - t0:.0f} s; loadavg {loadavg()})",
+                    flush=True,
+                )
+            elif args.backload_folder:
                 folder = args.backload_folder
                 args.backload = len(files_below(folder))
                 print(f"back-load: {args.backload} files in {folder}", flush=True)
