@@ -95,6 +95,7 @@ class Result:
     commits: int | None = None
     cpu: dict[str, float] | None = None  # seconds by component, burst phase
     evaluations: int = 0
+    patients: int = 0  # distinct patients evaluated
     peak_rss: int = 0  # bytes
     peak_pss: int = 0  # bytes: pages shared by forked processes counted once, split between them
     server_commits: int | None = None  # PostgreSQL's own count (pg_stat_database), every process included
@@ -344,6 +345,16 @@ def _measure(sessions: Any, dropped_at: dict[str, float], t0: float) -> tuple[fl
     return done_at - t0, latencies, sum(len(v) for v in evaluations.values())
 
 
+def _evaluated_patients(sessions: Any) -> int:
+    from sqlalchemy import distinct, func
+
+    with sessions() as session:
+        count = session.scalar(
+            select(func.count(distinct(Job.patient_id))).where(Job.kind == "evaluate_patient", Job.state == "done")
+        )
+    return int(count or 0)
+
+
 def drop_steadily(files: list[BatchFile], inbox: Path, rate: float, stamp: dict[str, float]) -> None:
     start = time.monotonic()
     for i, f in enumerate(files):
@@ -475,6 +486,7 @@ def run_phases(
         if samples:
             result.activity = {k: v / samples for k, v in activity.items()}
         result.evaluations = evaluations
+        result.patients = _evaluated_patients(svc.sessions)
         if steady:
             stream: dict[str, float] = {}
             t1 = time.time()
@@ -810,16 +822,18 @@ class _OnDisk:
         return self._sha
 
 
-def backload_watcher(folder: Path, files: int) -> Backload:
+def backload_watcher(folder: Path, files: int, root: Path = ROOT) -> Backload:
     """The embedded watcher + runners take the N files dropped at once (copied from `folder` as they
     are dropped, each written as `<name>.part` then renamed, as a careful sender does: none held in
-    memory); the RSS is the service process tree's (`embedded`)."""
+    memory); the RSS is the service process tree's (`embedded`). `root`: the source tree whose code
+    the service runs (`--compare`)."""
     batch: list[Any] = [_OnDisk(p.relative_to(folder).as_posix(), p) for p in sorted(files_below(folder))]
     samples: list[int] = []
-    r = embedded(batch, [], 1.0, rss=samples, poll_inbox=False)
+    r = embedded(batch, [], 1.0, rss=samples, poll_inbox=False, root=root)
     cpu = sum(r.cpu.values()) if r.cpu else None
-    summary = f"{r.evaluations} patient evaluations"
-    return Backload("back-load: watcher (embedded, SQLite)", r.seconds, samples, summary, cpu)
+    summary = f"{r.evaluations} patient evaluations for {r.patients} patients"
+    name = "back-load: watcher (embedded, SQLite)" if root == ROOT else f"watcher, code of {root.name}"
+    return Backload(name, r.seconds, samples, summary, cpu)
 
 
 # --------------------------------------------------------------------------- report
@@ -972,6 +986,8 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(backload_watcher if via == "watcher" else backload_ingest)
                 if via == "ingest" and args.compare:  # alternated with another checkout's code
                     runs.append(lambda f, n: backload_ingest(f, n, args.compare))
+                elif via == "watcher" and args.compare:
+                    runs.append(lambda f, n: backload_watcher(f, n, args.compare))
             for run in runs:
                 r = run(folder, args.backload)
                 rate = args.backload / r.seconds if r.seconds else 0.0
