@@ -10,10 +10,11 @@ is locked at most once per transaction: the lock holds until the commit.
 from __future__ import annotations
 
 import functools
+import zlib
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, literal, literal_column, or_, select
+from sqlalchemy import ColumnElement, and_, case, func, literal, literal_column, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -221,3 +222,39 @@ def _upsert(dialect: str) -> Any:
     )
     inserted = literal_column("xmax = 0") if dialect == "postgresql" else literal(False)
     return stmt.returning(Patient, inserted)
+
+
+# --------------------------------------------------------------------------- batches of two workers
+
+PATIENT_LOCKS = 0x0D7A_0002  # the advisory lock space of patients' keys (the migrations' lock is a one-key lock)
+_TRY_KEYS = text("SELECT k FROM unnest(CAST(:keys AS integer[])) AS k WHERE NOT pg_try_advisory_xact_lock(:space, k)")
+_WAIT_KEYS = text("SELECT count(pg_advisory_xact_lock(:space, k)) FROM unnest(CAST(:keys AS integer[])) AS k")
+
+
+def patient_key(info: PatientInfo) -> int:
+    """A patient's (identifier, issuer) as the 32-bit key of its advisory lock (two patients that
+    share one only wait for each other now and then)."""
+    values = patient_values(info)
+    digest = zlib.crc32(f"{values['identifier']}\x1f{values['issuer']}".encode())
+    return digest - (1 << 32) if digest >= 1 << 31 else digest
+
+
+def claim_patients(session: Session, keys: Iterable[int], *, wait: bool) -> set[int]:
+    """PostgreSQL, first thing in a batch's transaction: the batch's patients claimed for it until
+    its commit (transaction-scoped advisory locks on `patient_key`), so that two workers' batches
+    rarely meet on a patient's row. With `wait` False, a patient another batch holds is not waited
+    for: its key is returned (busy) and the caller stores its files later, in a transaction of its
+    own, rather than waiting with every other patient of the batch locked (and its own Python work
+    to do meanwhile). With `wait`, each key is waited for in key order (two waiting batches never
+    wait in a circle; a try never waits). Nothing on other databases (SQLite serialises writers).
+
+    A batch that meets a patient its rows are locked by another transaction all the same (an
+    evaluation, or a store that did not claim) waits for that row as before: the claim only spares
+    the waits between batches that claim."""
+    wanted = sorted(set(keys))
+    if not wanted or session.get_bind().dialect.name != "postgresql":
+        return set()
+    if wait:
+        session.execute(_WAIT_KEYS, {"space": PATIENT_LOCKS, "keys": wanted})
+        return set()
+    return {int(k) for k in session.scalars(_TRY_KEYS, {"space": PATIENT_LOCKS, "keys": wanted})}
