@@ -321,10 +321,12 @@ def _store_batch(ctx: Context, parsed: Sequence[ParsedFile], batch: _Batch | Non
 def _claim_patients(session: Session, parsed: Sequence[ParsedFile], batch: _Batch) -> Sequence[ParsedFile]:
     """First in the batch's transaction (before it holds any lock another batch could wait for):
     its patients claimed (`db.patients.claim_patients`). With `batch.skip_busy`, the files of a
-    patient another batch holds go to `batch.aside` and the others are returned; otherwise every
-    patient is waited for. Each file's every report counts (a file of several patients)."""
+    patient another transaction holds (a batch's claim, an evaluation's row lock) go to
+    `batch.aside` and the others are returned; otherwise every patient is waited for. Each file's
+    every report counts (a file of several patients)."""
     keys = {work.job.id: [patient_key(r.patient) for r in one] for work, one in parsed if isinstance(one, tuple)}
-    busy = claim_patients(session, (k for ks in keys.values() for k in ks), wait=not batch.skip_busy)
+    patients = [r.patient for _, one in parsed if isinstance(one, tuple) for r in one]
+    busy = claim_patients(session, patients, wait=not batch.skip_busy)
     if not busy:
         return parsed
     batch.aside = [item for item in parsed if busy.intersection(keys.get(item[0].job.id, ()))]

@@ -119,16 +119,18 @@ def test_two_workers_store_overlapping_batches_without_deadlock_and_exactly_once
     ctx.engine.dispose()
 
 
-def test_a_batch_sets_aside_the_files_of_a_patient_another_batch_holds_and_stores_the_others_at_once(
-    tmp_path: Path, pg_url: str
+@pytest.mark.parametrize("holder", ["batch", "evaluation"])
+def test_a_batch_sets_aside_the_files_of_a_patient_another_transaction_holds_and_stores_the_others_at_once(
+    tmp_path: Path, pg_url: str, holder: str
 ) -> None:
-    """`db.patients.claim_patients`: while another batch's transaction holds patient V1 (claimed and
-    its row locked, as a batch storing its files does), a batch of a V1 file and a V2 file commits
-    the V2 file without waiting for it; the V1 file is stored once the other batch commits, in a
-    transaction of its own. Without the claim, the V2 file waited with the V1 file's lock."""
+    """`db.patients.claim_patients`: while another transaction holds patient V1 (a batch storing
+    its files: claimed and its row locked; an evaluation: the existing row locked), a batch of a V1
+    file and a V2 file commits the V2 file without waiting for it; the V1 file is stored once the
+    other transaction commits, in a transaction of its own. Without the claim, the V2 file waited
+    with the V1 file's lock."""
     if not FOLDER.is_dir():
         pytest.skip("shared samples not present")
-    from db.patients import claim_patients, lock_batch_patients, patient_key
+    from db.patients import claim_patients, lock_batch_patients, lock_patients, upsert_patient
     from ingest.parse import ParseLimits, parse_file
     from services.runner import run_jobs as run_chunk
     from tests.integration.pipeline.support import wait_until
@@ -149,9 +151,16 @@ def test_a_batch_sets_aside_the_files_of_a_patient_another_batch_holds_and_store
     v1 = parse_file(paths[0].read_bytes(), paths[0].name, ParseLimits()).patient
     assert v1.patient_id == "4555466V1"
     results: list[str] = []
-    with ctx.sessions.begin() as other:  # the other batch: V1 claimed and its row locked, not committed
-        assert claim_patients(other, [patient_key(v1)], wait=False) == set()
-        lock_batch_patients(other, [v1])
+    if holder == "evaluation":
+        with ctx.sessions.begin() as session:
+            upsert_patient(session, v1)
+    with ctx.sessions.begin() as other:  # not committed while the batch runs
+        if holder == "batch":  # V1 claimed and its row locked (created), as a batch storing its files
+            assert claim_patients(other, [v1], wait=False) == set()
+            lock_batch_patients(other, [v1])
+        else:  # its row locked, as `services.evaluation` does
+            locked = lock_patients(other, [_patient_id(ctx, "4555466V1")])
+            assert [p.identifier for p in locked] == ["4555466V1"]
         thread = threading.Thread(target=lambda: results.extend(r.outcome for r in run_chunk(ctx, jobs)))
         thread.start()
         wait_until(lambda: status("v2.dcm") == "ingested", 60, "the V2 file stored while V1 is held")
@@ -164,3 +173,8 @@ def test_a_batch_sets_aside_the_files_of_a_patient_another_batch_holds_and_store
         assert sorted(session.scalars(select(Patient.identifier))) == ["4555466V1", "4555466V2"]
         assert {state for state in session.scalars(select(Job.state).where(Job.kind == "ingest_file"))} == {"done"}
     ctx.engine.dispose()
+
+
+def _patient_id(ctx: Context, identifier: str) -> int:
+    with ctx.sessions() as session:
+        return int(session.scalars(select(Patient.id).where(Patient.identifier == identifier)).one())
