@@ -255,6 +255,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "who_category",
         "z_below_expected",
         "computed_at",
+        "open_alert",
     ),
     "alerts": ("id", "patient_id", "code", "message", "state", "raised_at"),
 }
@@ -474,6 +475,7 @@ def generate(first_pk: int, last_pk: int, seed: int, config: MonitoringConfig) -
                 evaluation.who_category,
                 evaluation.z_below_expected,
                 STAMP,
+                bool(alerts),  # every alert of the bench is open (db.history keeps this flag live)
                 evaluated,
             )
         )

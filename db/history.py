@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, insert, select
+from sqlalchemy import Table, bindparam, delete, exists, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
@@ -358,6 +358,7 @@ def save_evaluations(
     for pid in ids:
         _sync_alerts(session, pid, alerts[pid], live[pid], moment)
     session.flush()
+    flag_open_alerts(session, ids)
 
 
 def _refusal_event(patient_id: int, c: Comparison, actor: str, moment: datetime) -> dict[str, Any]:
@@ -401,6 +402,25 @@ def _upsert_next_scans(dialect: str) -> Any:
     return stmt.on_conflict_do_update(
         index_elements=["patient_id"], set_={name: stmt.excluded[name] for name in columns}
     )
+
+
+def flag_open_alerts(session: Session, patient_ids: list[int]) -> None:
+    """Set `next_scans.open_alert` of these patients from their alert rows (flushed): the patients
+    list counts and filters "open alerts" by that flag (issue 13). Only rows whose flag changes
+    are written."""
+    session.connection().execute(_FLAG_OPEN_ALERTS, {"patient_ids": patient_ids})
+
+
+_HAS_OPEN_ALERT = exists().where(AlertRow.patient_id == NextScanRow.patient_id, AlertRow.state == "open")
+_FLAG_OPEN_ALERTS = (
+    update(NextScanRow)
+    .where(
+        NextScanRow.patient_id.in_(bindparam("patient_ids", expanding=True)),
+        NextScanRow.open_alert.is_distinct_from(_HAS_OPEN_ALERT),
+    )
+    .values(open_alert=_HAS_OPEN_ALERT)
+    .execution_options(synchronize_session=False)
+)
 
 
 def _sync_alerts(
@@ -451,6 +471,9 @@ def acknowledge_alert(
     text = comment.strip()
     if not text:
         raise ValueError("say why in a comment to acknowledge an alert")
+    # the patient's next scan row (its `open_alert` flag changes below) is locked before the alert,
+    # in the order an evaluation takes them: the two never wait for each other in a circle
+    session.execute(select(NextScanRow.patient_id).where(NextScanRow.patient_id == patient_id).with_for_update())
     row = session.get(AlertRow, alert_id)
     if row is None or row.patient_id != patient_id or row.state != "open":
         raise LookupError("no such open alert")
@@ -470,6 +493,7 @@ def acknowledge_alert(
         )
     )
     session.flush()
+    flag_open_alerts(session, [patient_id])
     return row
 
 

@@ -500,8 +500,18 @@ class NextScanRow(Base):
     """The patient's current next-scan decision (one row per patient) and display flags."""
 
     __tablename__ = "next_scans"
-    # due ranges (worklist, overdue filter); with the patient id, counts join from the index alone
-    __table_args__ = (Index("ix_next_scans_due_patient_id", "due", "patient_id"),)
+    __table_args__ = (
+        # due ranges (worklist, overdue filter); with the patient id, counts join from the index alone
+        Index("ix_next_scans_due_patient_id", "due", "patient_id"),
+        # the patients list's "open alerts" filters count and pick from this alone (migration page_0008)
+        Index(
+            "ix_next_scans_open_alert_due",
+            "due",
+            "patient_id",
+            postgresql_where=text("open_alert"),
+            sqlite_where=text("open_alert"),
+        ),
+    )
 
     patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), primary_key=True)
     due: Mapped[date | None]
@@ -511,6 +521,10 @@ class NextScanRow(Base):
     who_category: Mapped[str | None] = mapped_column(String(32))
     z_below_expected: Mapped[bool] = mapped_column(Boolean, default=False)
     computed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # whether the patient has an open alert: kept with the alerts by `db.history` (evaluation,
+    # acknowledgement), so the list's "overdue and open alerts" count reads one index, not a join
+    # of every overdue patient with every open alert (issue 13)
+    open_alert: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
 
 class AlertRow(Base):

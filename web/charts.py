@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
+from html import escape
 
 from web import i18n, phrases, svg
 from web.queries.patient import ComparisonView, ExamView, PatientDetail, TherapyView, site_label
@@ -136,21 +138,39 @@ def build_charts(
     return charts
 
 
-def _marker(
-    shape: str, x: float, y: float, colour: str, hollow: bool, children: list[str], attrs: dict[str, object]
-) -> str:
+def _marker(shape: str, x: float, y: float, colour: str, hollow: bool, title: str, attrs: str) -> str:
+    """A point's marker with its hover title: what `svg.element` writes for it (`attrs`: the
+    marker's own attributes, already written), spelt out since a chart has one per exam."""
     fill = "#ffffff" if hollow else colour
-    common = {"fill": fill, "stroke": colour, "stroke-width": 2, **attrs}
+    common = f'fill="{fill}" stroke="{colour}" stroke-width="2" {attrs}'
     r = 5.5
     if shape == "square":
-        return svg.element("rect", {"x": x - r, "y": y - r, "width": 2 * r, "height": 2 * r, **common}, children)
+        return f'<rect x="{_n(x - r)}" y="{_n(y - r)}" width="11" height="11" {common}>{title}</rect>'
     if shape == "diamond":
         pts = f"{x:.1f},{y - r - 1:.1f} {x + r + 1:.1f},{y:.1f} {x:.1f},{y + r + 1:.1f} {x - r - 1:.1f},{y:.1f}"
-        return svg.element("polygon", {"points": pts, **common}, children)
+        return f'<polygon points="{pts}" {common}>{title}</polygon>'
     if shape == "triangle":
         pts = f"{x:.1f},{y - r - 1:.1f} {x + r + 1:.1f},{y + r:.1f} {x - r - 1:.1f},{y + r:.1f}"
-        return svg.element("polygon", {"points": pts, **common}, children)
-    return svg.element("circle", {"cx": x, "cy": y, "r": r, **common}, children)
+        return f'<polygon points="{pts}" {common}>{title}</polygon>'
+    return f'<circle cx="{_n(x)}" cy="{_n(y)}" r="5.5" {common}>{title}</circle>'
+
+
+def _n(value: float) -> str:
+    """A float attribute as `svg.element` writes it (two decimals, trailing zeros dropped)."""
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def _title(text: str) -> str:
+    """`svg.title(text)`."""
+    return f"<title>{escape(text, quote=False)}</title>" if text else "<title/>"
+
+
+def _attr(text: str) -> str:
+    """A text attribute value as `svg.element` writes it."""
+    return escape(text, quote=True) if _NEEDS_ESCAPE.search(text) else text
+
+
+_NEEDS_ESCAPE = re.compile("[&<>\"']")
 
 
 def _hover(point: ChartPoint) -> str:
@@ -194,6 +214,11 @@ def _time_scale(span: tuple[date, date], width: int) -> svg.LinearScale:
 def render_chart(
     title: str, points: list[ChartPoint], width: int, height: int, span: tuple[date, date] | None = None
 ) -> str:
+    """One site's chart. Written as f-strings rather than through `svg.element` (the same
+    markup, byte for byte: tests/web/test_chart_markup.py): a patient page draws several charts
+    of dozens of elements each, and the generic writer was most of the page's drawing (issue 13).
+    The grid of years is the same for every chart of a patient (one time axis) and is written
+    once."""
     left, right, top, bottom = LEFT, RIGHT, 16, 40
     if not points:
         return svg.svg(width, height, [], i18n.gettext("%(site)s: no measurements", site=title))
@@ -201,67 +226,36 @@ def render_chart(
     values = [p.bmd for p in points] + [b for _, _, lo, hi in bands for b in (lo, hi)]
     pad = max((max(values) - min(values)) * 0.15, 0.02)
     y = svg.LinearScale((min(values) - pad, max(values) + pad), (height - bottom, top))
-    x = _time_scale(span or (min(p.date for p in points), max(p.date for p in points)), width)
+    span = span or (min(p.date for p in points), max(p.date for p in points))
+    x = _time_scale(span, width)
     parts: list[str] = []
+    grid_x2 = width - right
     for tick in y.ticks(5):
-        ty = y(tick)
-        parts.append(svg.element("line", {"x1": left, "x2": width - right, "y1": ty, "y2": ty, "class": "grid"}))
-        parts.append(
-            svg.element(
-                "text",
-                {"x": left - 6, "y": ty + 4, "text-anchor": "end", "class": "tick"},
-                text=i18n.number(tick),
-            )
-        )
-    for year in range(date.fromordinal(int(x.lo)).year + 1, date.fromordinal(int(x.hi)).year + 1):
-        tx = x(date(year, 1, 1).toordinal())
-        parts.append(svg.element("line", {"x1": tx, "x2": tx, "y1": top, "y2": height - bottom, "class": "grid"}))
-        parts.append(
-            svg.element(
-                "text",
-                {"x": tx, "y": height - bottom + 16, "text-anchor": "middle", "class": "tick"},
-                text=str(year),
-            )
-        )
+        ty = _n(y(tick))
+        parts.append(f'<line x1="{left}" x2="{grid_x2}" y1="{ty}" y2="{ty}" class="grid"/>')
+        label = escape(i18n.number(tick), quote=False)
+        parts.append(f'<text x="{left - 6}" y="{_n(y(tick) + 4)}" text-anchor="end" class="tick">{label}</text>')
+    parts.append(_year_grid(span, width, top, height - bottom))
+    middle = (top + height - bottom) / 2
+    axis = escape(i18n.gettext("BMD g/cm²"), quote=False)
     parts.append(
-        svg.element(
-            "text",
-            {
-                "x": 14,
-                "y": (top + height - bottom) / 2,
-                "class": "axis-label",
-                "text-anchor": "middle",
-                "transform": f"rotate(-90 14 {(top + height - bottom) / 2:.1f})",
-            },
-            text=i18n.gettext("BMD g/cm²"),
-        )
+        f'<text x="14" y="{_n(middle)}" class="axis-label" text-anchor="middle"'
+        f' transform="rotate(-90 14 {middle:.1f})">{axis}</text>'
     )
     for seg, base, lo, hi in bands:
         seg_days = [p.date.toordinal() for p in points if p.segment == seg]
         x0, x1 = x(min(seg_days)) - 8, x(max(seg_days)) + 8
-        parts.append(
-            svg.element(
-                "rect",
-                {
-                    "x": x0,
-                    "y": y(hi),
-                    "width": x1 - x0,
-                    "height": y(lo) - y(hi),
-                    "class": "lsc-band",
-                    "data-segment": seg,
-                },
-                [
-                    svg.title(
-                        i18n.gettext(
-                            "LSC band: baseline %(base)s ± %(lsc)s g/cm²",
-                            base=i18n.number(base),
-                            lsc=i18n.number(hi - base),
-                        )
-                    )
-                ],
+        band = _title(
+            i18n.gettext(
+                "LSC band: baseline %(base)s ± %(lsc)s g/cm²", base=i18n.number(base), lsc=i18n.number(hi - base)
             )
         )
-        parts.append(svg.element("line", {"x1": x0, "x2": x1, "y1": y(base), "y2": y(base), "class": "baseline"}))
+        parts.append(
+            f'<rect x="{_n(x0)}" y="{_n(y(hi))}" width="{_n(x1 - x0)}" height="{_n(y(lo) - y(hi))}"'
+            f' class="lsc-band" data-segment="{seg}">{band}</rect>'
+        )
+        yb = _n(y(base))
+        parts.append(f'<line x1="{_n(x0)}" x2="{_n(x1)}" y1="{yb}" y2="{yb}" class="baseline"/>')
     for seg in sorted({p.segment for p in points}):
         members = [p for p in points if p.segment == seg]
         if len(members) < 2:
@@ -282,40 +276,36 @@ def render_chart(
         shape = MACHINE_SHAPES[p.machine_index % len(MACHINE_SHAPES)]
         px, py = x(p.date.toordinal()), y(p.bmd)
         refused = bool(p.baseline and p.baseline.refused)
-        parts.append(
-            _marker(
-                shape,
-                px,
-                py,
-                colour,
-                refused,
-                [svg.title(_hover(p))],
-                {
-                    "class": "point refused" if refused else "point",
-                    "data-exam": p.exam_id,
-                    "data-machine": p.machine_key,
-                    "data-segment": p.segment,
-                    "data-bmd": f"{p.bmd:.3f}",
-                },
-            )
+        attrs = (
+            f'class="{"point refused" if refused else "point"}" data-exam="{_attr(p.exam_id)}"'
+            f' data-machine="{_attr(p.machine_key)}" data-segment="{p.segment}" data-bmd="{p.bmd:.3f}"'
         )
+        parts.append(_marker(shape, px, py, colour, refused, _title(_hover(p)), attrs))
         if p.significance in ("gain", "loss"):
             glyph, dy = ("▲", -11) if p.significance == "gain" else ("▼", 19)
+            hover = _title(
+                i18n.gettext("Significant gain vs baseline (beyond the LSC)")
+                if p.significance == "gain"
+                else i18n.gettext("Significant loss vs baseline (beyond the LSC)")
+            )
             parts.append(
-                svg.element(
-                    "text",
-                    {"x": px, "y": py + dy, "text-anchor": "middle", "class": f"sig sig-{p.significance}"},
-                    [
-                        svg.title(
-                            i18n.gettext("Significant gain vs baseline (beyond the LSC)")
-                            if p.significance == "gain"
-                            else i18n.gettext("Significant loss vs baseline (beyond the LSC)")
-                        )
-                    ],
-                    text=glyph,
-                )
+                f'<text x="{_n(px)}" y="{_n(py + dy)}" text-anchor="middle" class="sig sig-{p.significance}">'
+                f"{glyph}{hover}</text>"
             )
     return svg.svg(width, height, parts, i18n.gettext("%(site)s: BMD over time", site=title), class_="chart")
+
+
+@lru_cache(maxsize=256)
+def _year_grid(span: tuple[date, date], width: int, top: int, axis_y: int) -> str:
+    """A chart's vertical line and label for each new year of the time axis: one string for all
+    the charts of a patient (and of every patient seen over the same years)."""
+    x = _time_scale(span, width)
+    parts = []
+    for year in range(date.fromordinal(int(x.lo)).year + 1, date.fromordinal(int(x.hi)).year + 1):
+        tx = _n(x(date(year, 1, 1).toordinal()))
+        parts.append(f'<line x1="{tx}" x2="{tx}" y1="{top}" y2="{axis_y}" class="grid"/>')
+        parts.append(f'<text x="{tx}" y="{axis_y + 16}" text-anchor="middle" class="tick">{year}</text>')
+    return "".join(parts)
 
 
 def _lsc_bands(points: list[ChartPoint]) -> list[tuple[int, float, float, float]]:

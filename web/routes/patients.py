@@ -227,6 +227,8 @@ def _patient_context(app: Services, detail: patient_q.PatientDetail) -> dict[str
         "change": cells.change,
         "lsc": cells.lsc,
         "drug": cells.drug,
+        "exam_rows": cells.exam_rows,
+        "comparison_rows": cells.comparison_rows,
     }
 
 
