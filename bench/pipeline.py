@@ -101,6 +101,13 @@ class Result:
     server_commits: int | None = None  # PostgreSQL's own count (pg_stat_database), every process included
     activity: dict[str, float] | None = None  # shares of pg_stat_activity samples (Celery modes)
     tasks: str = ""  # the worker log's task timeline, summarised (Celery modes)
+    machine_cpu: float | None = None  # busy CPU seconds of the whole machine (every core) over the CPU window
+    cpu_window: float = 0.0  # seconds between the two CPU readings of the burst (`cpu`, `machine_cpu`)
+
+    @property
+    def cores(self) -> float | None:
+        """Cores the mode's processes kept busy during the burst: files/s x CPU seconds per file."""
+        return sum(self.cpu.values()) / self.seconds if self.cpu and self.seconds else None
 
     def per_file(self, count: int | None) -> str:
         return f"{count / self.files:.1f}" if count is not None and self.files else "-"
@@ -456,7 +463,7 @@ def run_phases(
     seen = 0
     dropped: dict[str, float] = {}
     counts0 = svc.counts()
-    cpu0 = svc.cpu()
+    cpu0, machine0, clock0 = svc.cpu(), _machine_busy(), time.monotonic()
     activity_of: contextlib.AbstractContextManager[dict[str, float]] = (
         pg_activity(svc.database) if svc.database else contextlib.nullcontext({})
     )
@@ -473,11 +480,12 @@ def run_phases(
                 "burst",
                 every=0.5,
             )
-        cpu1 = svc.cpu()
+        cpu1, machine1, clock1 = svc.cpu(), _machine_busy(), time.monotonic()
         counts1 = svc.counts()
         seconds, latencies, evaluations = _measure(svc.sessions, dropped, t0)
         result = Result(mode, len(burst), seconds, latencies, started=t0)
         result.cpu = {k: cpu1[k] - cpu0[k] for k in cpu0}
+        result.machine_cpu, result.cpu_window = machine1 - machine0, clock1 - clock0
         result.statements = counts1["statements"] - counts0["statements"]
         result.commits = counts1["commits"] - counts0["commits"]
         if "server_commits" in counts0:
@@ -496,6 +504,15 @@ def run_phases(
             _, result.steady, _ = _measure(svc.sessions, stream, t1)
     result.peak_rss, result.peak_pss = peak[0], peak[1]
     return result
+
+
+def _machine_busy() -> float:
+    """Busy CPU seconds of the whole machine so far, every core (/proc/stat: all but idle and iowait):
+    what the mode's processes took plus everyone else's, to tell the cores a mode could have had."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0))
 
 
 def _embedded_settings(tmp: str) -> Any:
@@ -890,6 +907,38 @@ def print_round(results: list[Result], parse: Result) -> None:
             print(
                 f"  celery 2 workers / 1 worker, {one_c.mode.rpartition('(')[2][:-1]}: {two_c.rate / one_c.rate:.2f}x"
             )
+    for pair in ((one, two), (one_c, two_c)):
+        print_cpu_bound(*pair)
+
+
+def print_cpu_bound(one: Result | None, two: Result | None) -> None:
+    """Whether two worker processes are held back by the CPU or by waiting. Cores used: files/s x
+    CPU seconds per file (workers with their parse children, the watcher, the PostgreSQL backends;
+    not Redis nor PostgreSQL's background writers). The CPU-bound ceiling of the 2-worker run:
+    the machine's cores / its CPU per file, the rate it would reach with every core its own and no
+    wait; and the 2/1 ratio that ceiling allows. The machine's busy cores over the burst (every
+    process, from /proc/stat) tell what the rest of the machine took meanwhile."""
+    cores = os.cpu_count() or 1
+    for r in (one, two):
+        if r is None or not r.cpu or not r.rate or r.cores is None:
+            continue
+        per_file = sum(r.cpu.values()) / r.files
+        line = f"  {r.mode}: used {r.cores:.2f} cores ({r.rate:.1f} files/s x {per_file * 1000:.2f} CPU ms/file)"
+        others = 0.0
+        if r.machine_cpu is not None and r.cpu_window:
+            busy = r.machine_cpu / r.cpu_window
+            others = max(0.0, busy - sum(r.cpu.values()) / r.cpu_window)
+            line += f"; machine busy {busy:.2f} of {cores} cores, others (the bench, other users) {others:.2f}"
+        if r is two:
+            ceiling = cores / per_file
+            line += f"\n    CPU-bound ceiling {ceiling:.1f} files/s ({cores} cores / {per_file * 1000:.2f} ms/file)"
+            line += f": achieved {100 * r.rate / ceiling:.0f}% of it"
+            if one is not None and one.rate:
+                line += f"; the 2/1 ratio it allows {ceiling / one.rate:.2f}x (achieved {r.rate / one.rate:.2f}x)"
+            if others >= 0.05:
+                left = (cores - others) / per_file
+                line += f"; with the {cores - others:.2f} cores the others left: {left:.1f} files/s"
+        print(line)
 
 
 def main(argv: list[str] | None = None) -> int:
