@@ -95,11 +95,19 @@ class Result:
     commits: int | None = None
     cpu: dict[str, float] | None = None  # seconds by component, burst phase
     evaluations: int = 0
+    patients: int = 0  # distinct patients evaluated
     peak_rss: int = 0  # bytes
     peak_pss: int = 0  # bytes: pages shared by forked processes counted once, split between them
     server_commits: int | None = None  # PostgreSQL's own count (pg_stat_database), every process included
     activity: dict[str, float] | None = None  # shares of pg_stat_activity samples (Celery modes)
     tasks: str = ""  # the worker log's task timeline, summarised (Celery modes)
+    machine_cpu: float | None = None  # busy CPU seconds of the whole machine (every core) over the CPU window
+    cpu_window: float = 0.0  # seconds between the two CPU readings of the burst (`cpu`, `machine_cpu`)
+
+    @property
+    def cores(self) -> float | None:
+        """Cores the mode's processes kept busy during the burst: files/s x CPU seconds per file."""
+        return sum(self.cpu.values()) / self.seconds if self.cpu and self.seconds else None
 
     def per_file(self, count: int | None) -> str:
         return f"{count / self.files:.1f}" if count is not None and self.files else "-"
@@ -344,6 +352,16 @@ def _measure(sessions: Any, dropped_at: dict[str, float], t0: float) -> tuple[fl
     return done_at - t0, latencies, sum(len(v) for v in evaluations.values())
 
 
+def _evaluated_patients(sessions: Any) -> int:
+    from sqlalchemy import distinct, func
+
+    with sessions() as session:
+        count = session.scalar(
+            select(func.count(distinct(Job.patient_id))).where(Job.kind == "evaluate_patient", Job.state == "done")
+        )
+    return int(count or 0)
+
+
 def drop_steadily(files: list[BatchFile], inbox: Path, rate: float, stamp: dict[str, float]) -> None:
     start = time.monotonic()
     for i, f in enumerate(files):
@@ -445,7 +463,7 @@ def run_phases(
     seen = 0
     dropped: dict[str, float] = {}
     counts0 = svc.counts()
-    cpu0 = svc.cpu()
+    cpu0, machine0, clock0 = svc.cpu(), _machine_busy(), time.monotonic()
     activity_of: contextlib.AbstractContextManager[dict[str, float]] = (
         pg_activity(svc.database) if svc.database else contextlib.nullcontext({})
     )
@@ -462,11 +480,12 @@ def run_phases(
                 "burst",
                 every=0.5,
             )
-        cpu1 = svc.cpu()
+        cpu1, machine1, clock1 = svc.cpu(), _machine_busy(), time.monotonic()
         counts1 = svc.counts()
         seconds, latencies, evaluations = _measure(svc.sessions, dropped, t0)
         result = Result(mode, len(burst), seconds, latencies, started=t0)
         result.cpu = {k: cpu1[k] - cpu0[k] for k in cpu0}
+        result.machine_cpu, result.cpu_window = machine1 - machine0, clock1 - clock0
         result.statements = counts1["statements"] - counts0["statements"]
         result.commits = counts1["commits"] - counts0["commits"]
         if "server_commits" in counts0:
@@ -475,6 +494,7 @@ def run_phases(
         if samples:
             result.activity = {k: v / samples for k, v in activity.items()}
         result.evaluations = evaluations
+        result.patients = _evaluated_patients(svc.sessions)
         if steady:
             stream: dict[str, float] = {}
             t1 = time.time()
@@ -484,6 +504,15 @@ def run_phases(
             _, result.steady, _ = _measure(svc.sessions, stream, t1)
     result.peak_rss, result.peak_pss = peak[0], peak[1]
     return result
+
+
+def _machine_busy() -> float:
+    """Busy CPU seconds of the whole machine so far, every core (/proc/stat: all but idle and iowait):
+    what the mode's processes took plus everyone else's, to tell the cores a mode could have had."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0))
 
 
 def _embedded_settings(tmp: str) -> Any:
@@ -810,16 +839,18 @@ class _OnDisk:
         return self._sha
 
 
-def backload_watcher(folder: Path, files: int) -> Backload:
+def backload_watcher(folder: Path, files: int, root: Path = ROOT) -> Backload:
     """The embedded watcher + runners take the N files dropped at once (copied from `folder` as they
     are dropped, each written as `<name>.part` then renamed, as a careful sender does: none held in
-    memory); the RSS is the service process tree's (`embedded`)."""
+    memory); the RSS is the service process tree's (`embedded`). `root`: the source tree whose code
+    the service runs (`--compare`)."""
     batch: list[Any] = [_OnDisk(p.relative_to(folder).as_posix(), p) for p in sorted(files_below(folder))]
     samples: list[int] = []
-    r = embedded(batch, [], 1.0, rss=samples, poll_inbox=False)
+    r = embedded(batch, [], 1.0, rss=samples, poll_inbox=False, root=root)
     cpu = sum(r.cpu.values()) if r.cpu else None
-    summary = f"{r.evaluations} patient evaluations"
-    return Backload("back-load: watcher (embedded, SQLite)", r.seconds, samples, summary, cpu)
+    summary = f"{r.evaluations} patient evaluations for {r.patients} patients"
+    name = "back-load: watcher (embedded, SQLite)" if root == ROOT else f"watcher, code of {root.name}"
+    return Backload(name, r.seconds, samples, summary, cpu)
 
 
 # --------------------------------------------------------------------------- report
@@ -876,6 +907,38 @@ def print_round(results: list[Result], parse: Result) -> None:
             print(
                 f"  celery 2 workers / 1 worker, {one_c.mode.rpartition('(')[2][:-1]}: {two_c.rate / one_c.rate:.2f}x"
             )
+    for pair in ((one, two), (one_c, two_c)):
+        print_cpu_bound(*pair)
+
+
+def print_cpu_bound(one: Result | None, two: Result | None) -> None:
+    """Whether two worker processes are held back by the CPU or by waiting. Cores used: files/s x
+    CPU seconds per file (workers with their parse children, the watcher, the PostgreSQL backends;
+    not Redis nor PostgreSQL's background writers). The CPU-bound ceiling of the 2-worker run:
+    the machine's cores / its CPU per file, the rate it would reach with every core its own and no
+    wait; and the 2/1 ratio that ceiling allows. The machine's busy cores over the burst (every
+    process, from /proc/stat) tell what the rest of the machine took meanwhile."""
+    cores = os.cpu_count() or 1
+    for r in (one, two):
+        if r is None or not r.cpu or not r.rate or r.cores is None:
+            continue
+        per_file = sum(r.cpu.values()) / r.files
+        line = f"  {r.mode}: used {r.cores:.2f} cores ({r.rate:.1f} files/s x {per_file * 1000:.2f} CPU ms/file)"
+        others = 0.0
+        if r.machine_cpu is not None and r.cpu_window:
+            busy = r.machine_cpu / r.cpu_window
+            others = max(0.0, busy - sum(r.cpu.values()) / r.cpu_window)
+            line += f"; machine busy {busy:.2f} of {cores} cores, others (the bench, other users) {others:.2f}"
+        if r is two:
+            ceiling = cores / per_file
+            line += f"\n    CPU-bound ceiling {ceiling:.1f} files/s ({cores} cores / {per_file * 1000:.2f} ms/file)"
+            line += f": achieved {100 * r.rate / ceiling:.0f}% of it"
+            if one is not None and one.rate:
+                line += f"; the 2/1 ratio it allows {ceiling / one.rate:.2f}x (achieved {r.rate / one.rate:.2f}x)"
+            if others >= 0.05:
+                left = (cores - others) / per_file
+                line += f"; with the {cores - others:.2f} cores the others left: {left:.1f} files/s"
+        print(line)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -889,7 +952,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--backload-folder",
         type=Path,
-        help="back-load this folder (e.g. one written by an earlier run: 100 000 files take 5-12 min to write)",
+        help="back-load this folder (e.g. one written by an earlier run: 100 000 files take 5-12 min to write);"
+        " with --write-backload, write --backload files to it first and keep it",
+    )
+    ap.add_argument(
+        "--write-backload",
+        action="store_true",
+        help="write the back-load's files to --backload-folder (which must not hold files) and keep them there",
     )
     ap.add_argument(
         "--compare",
@@ -938,7 +1007,17 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="dxa-backload-") as tmp:
             folder = Path(tmp) / "archive-to-load"
             t0 = time.perf_counter()
-            if args.backload_folder:
+            if args.write_backload:
+                if not args.backload_folder or files_below(args.backload_folder):
+                    ap.error("--write-backload needs a --backload-folder without files")
+                folder = args.backload_folder
+                size = write_backload(samples, args.backload, folder)
+                print(
+                    f"back-load: {args.backload} files written to {folder}, kept ({size / 2**20:.0f} MB, "
+                    f"{time.perf_counter() - t0:.0f} s; loadavg {loadavg()})",
+                    flush=True,
+                )
+            elif args.backload_folder:
                 folder = args.backload_folder
                 args.backload = len(files_below(folder))
                 print(f"back-load: {args.backload} files in {folder}", flush=True)
@@ -956,6 +1035,8 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(backload_watcher if via == "watcher" else backload_ingest)
                 if via == "ingest" and args.compare:  # alternated with another checkout's code
                     runs.append(lambda f, n: backload_ingest(f, n, args.compare))
+                elif via == "watcher" and args.compare:
+                    runs.append(lambda f, n: backload_watcher(f, n, args.compare))
             for run in runs:
                 r = run(folder, args.backload)
                 rate = args.backload / r.seconds if r.seconds else 0.0

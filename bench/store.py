@@ -313,14 +313,25 @@ def _digest(session: Any, data_dir: str) -> str:
             select(patients_table.c.id, patients_table.c.identifier, patients_table.c.issuer)
         )
     }
+    # Exams by their key too: PostgreSQL reserves a batch's exam ids from the sequence at once
+    # (`db.exams._next_exam_id`), and an id it reserved and did not use leaves a gap.
+    exams_table = Base.metadata.tables["exams"]
+    exam_key = {
+        pk: f"{key[patient]}|{on}|{device}"
+        for pk, patient, on, device in session.execute(
+            select(exams_table.c.id, exams_table.c.patient_id, exams_table.c.exam_date, exams_table.c.device_id)
+        )
+    }
     for name in _TABLES:
         table = Base.metadata.tables[name]
         columns = [c for c in table.c if c.name not in _MOMENTS and c.name != "worker"]
         rows = []
         for row in session.execute(select(*columns)):
             values = dict(zip([c.name for c in columns], row, strict=True))
-            if name == "patients":
+            if name in ("patients", "exams"):
                 values.pop("id")
+            if values.get("exam_id") is not None:
+                values["exam_id"] = exam_key[values["exam_id"]]
             if values.get("patient_id") is not None:
                 values["patient_id"] = key[values["patient_id"]]
             if name == "jobs":

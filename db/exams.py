@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, text, tuple_, update
 from sqlalchemy.orm import Session, joinedload, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -57,16 +57,14 @@ def prefetch_same_day_exams(session: Session, days: Iterable[tuple[int, date]], 
     for key in wanted:
         cache[key] = []
     old = {key for key in wanted if key[0] not in new}
-    if not old:
-        return
-    stmt = (
-        select(Exam)
-        .where(tuple_(Exam.patient_id, Exam.exam_date).in_(sorted(old)))  # those pairs only, not their cross product
-        .options(joinedload(Exam.measurements))
-        .order_by(Exam.id)
-    )
-    for exam in session.scalars(stmt).unique():
-        cache[(exam.patient_id, exam.exam_date)].append(exam)
+    if old:
+        pairs = tuple_(Exam.patient_id, Exam.exam_date).in_(sorted(old))  # those pairs only, not their cross product
+        stmt = select(Exam).where(pairs).options(joinedload(Exam.measurements)).order_by(Exam.id)
+        for exam in session.scalars(stmt).unique():
+            cache[(exam.patient_id, exam.exam_date)].append(exam)
+    # The days with no exam yet: the new exams the batch will most likely make (`_next_exam_id`).
+    ids = transaction_cache(session, _NEXT_ID)
+    ids["expected"] = ids.get("expected", 0) + sum(1 for key in wanted if not cache[key])
 
 
 def find_or_create_exam(
@@ -130,21 +128,36 @@ def _exam_columns(details: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def deferred_exams(session: Session) -> bool:
     """Whether a batch's new exams may wait for the session's next flush (`find_or_create_exam`'s
-    `defer`): on SQLite, whose one writer holds the database's write lock for the whole
-    transaction, so the ids it gives them (`_next_exam_id`) are the ones the database would, and
-    no other transaction can take them. Their INSERTs then go together, and the rows the files
-    change (exams, measurements kept) are flushed once for the batch rather than once per file
-    (issue 13: an INSERT … RETURNING and a flush per file were a fifth of the embedded store)."""
-    return session.get_bind().dialect.name == "sqlite"
+    `defer`), with ids given now (`_next_exam_id`): on SQLite, whose one writer holds the
+    database's write lock for the whole transaction, the ids the database would give them; on
+    PostgreSQL, ids taken from the exams' sequence, which no other transaction is given. Nobody
+    else makes these exams meanwhile: their patients are locked. Their INSERTs then go together,
+    and the rows the files change (exams, measurements kept) are flushed once for the batch rather
+    than once per file (issue 13: an INSERT … RETURNING and a flush per file were a fifth of the
+    embedded store, and a sixth of a Celery pool process's time on PostgreSQL, bench/pipeline.py
+    --profile)."""
+    return session.get_bind().dialect.name in ("sqlite", "postgresql")
 
 
 _NEXT_ID = "dxa_next_exam_id"
+# As many ids as asked for, from the exams' own sequence (the one a plain INSERT draws from).
+_RESERVE_IDS = text("SELECT nextval(pg_get_serial_sequence('exams', 'id')) FROM generate_series(1, :n)")
 
 
 def _next_exam_id(session: Session) -> int:
-    """The id SQLite would give the next exam of this transaction (no AUTOINCREMENT: the largest
-    rowid + 1), counting the exams given one already and not flushed yet."""
+    """The id of the next exam of this transaction. SQLite: the one it would give (no
+    AUTOINCREMENT: the largest rowid + 1), counting the exams given one already and not flushed
+    yet. PostgreSQL: the next of the ids reserved from the sequence for this transaction, as many
+    at once as the batch's days without an exam (`prefetch_same_day_exams`); an id left unused is
+    a gap in the sequence, as a rolled-back INSERT leaves one."""
     cache = transaction_cache(session, _NEXT_ID)
+    if session.get_bind().dialect.name == "postgresql":
+        free: list[int] = cache.setdefault("free", [])
+        if not free:
+            wanted = max(1, cache.get("expected", 0) - cache.get("given", 0))
+            free += sorted(int(i) for i in session.scalars(_RESERVE_IDS, {"n": wanted}))
+            cache["given"] = cache.get("given", 0) + len(free)
+        return free.pop(0)
     given = cache.get("next")
     if given is None:
         given = int(session.scalar(select(func.max(Exam.id))) or 0) + 1

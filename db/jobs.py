@@ -258,16 +258,21 @@ def claim_next_jobs(
     worker: str | None = None,
     now: datetime | None = None,
     first_tries: bool = False,
+    queued_before: datetime | None = None,
 ) -> list[Job]:
     """Up to `limit` of the oldest runnable queued jobs (of the oldest job's kind, or of `kind`),
     now `running` and owned by this caller; empty when idle. The candidates are locked `FOR UPDATE
     SKIP LOCKED` (PostgreSQL), so two claimers take disjoint batches and never wait for each
     other; the `UPDATE … WHERE state = 'queued'` then keeps only what is still queued.
-    `first_tries`: only jobs never claimed before (one tried before runs alone)."""
+    `first_tries`: only jobs never claimed before (one tried before runs alone). `queued_before`:
+    only jobs queued by then (the embedded writer's evaluations during a back-load, whose patients'
+    files stop arriving a while after the first: `services.runner.SETTLE_S`)."""
     moment = now or utcnow()
     runnable = or_(Job.run_after.is_(None), Job.run_after <= moment)
     if first_tries:
         runnable = and_(runnable, Job.attempts == 0)
+    if queued_before is not None:
+        runnable = and_(runnable, Job.created_at <= queued_before)
     wanted: str | None = kind
     if wanted is None:
         wanted = session.scalars(

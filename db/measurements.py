@@ -4,15 +4,16 @@ Nothing here commits."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, insert, select, text
 from sqlalchemy.orm import Session
 
 from db.converters import measurement_provenance, measurement_row, measurement_values
-from db.models import Exam, Measurement, MeasurementConflict
+from db.models import Exam, Measurement, MeasurementConflict, utcnow
 from db.patients import lock_patient
 from db.transaction_cache import transaction_cache
 from ingest.report import SiteMeasurement
@@ -179,7 +180,7 @@ def merge_measurements(
             assert isinstance(kept, Measurement)  # a row of this call is never kept: `bulk` wants keys once
             result.conflicts.append(record_conflict(session, kept, value, source_file_id))
     if bulk and not defer and result.added:
-        session.execute(insert(_TABLE), [_values(row) for row in result.added])
+        _insert(session, result.added)
         session.expire(exam, ["measurements"])
     return result
 
@@ -210,7 +211,7 @@ def flush_measurements(session: Session) -> None:
     held = _pending(session)
     if held.rows:
         session.flush()  # their exams first, when the batch's new exams wait too (`db.exams.deferred_exams`)
-        session.execute(insert(_TABLE), [_values(row) for row in held.rows])
+        _insert(session, held.rows)
     for exam, _ in held.exams.values():
         session.expire(exam, ["measurements"])
     held.rows.clear()
@@ -221,6 +222,45 @@ def _values(row: Row) -> dict[str, Any]:
     return {name: getattr(row, name) for name in _COLUMNS}
 
 
+# PostgreSQL: a batch's new rows as one INSERT of arrays, a column each, in the rows' order (their ids
+# come in that order, as from an executemany).
+_UNNEST = text(
+    """
+    INSERT INTO measurements
+        (exam_id, site, side, bmd, bmc_g, area_cm2, t_score, z_score, provenance, source_file_id, created_at)
+    SELECT u.exam_id, u.site, u.side, u.bmd, u.bmc_g, u.area_cm2, u.t_score, u.z_score,
+           CAST(u.provenance AS json), u.source_file_id, CAST(:created_at AS timestamptz)
+    FROM unnest(
+        CAST(:exam_id AS integer[]), CAST(:site AS text[]), CAST(:side AS text[]), CAST(:bmd AS float8[]),
+        CAST(:bmc_g AS float8[]), CAST(:area_cm2 AS float8[]), CAST(:t_score AS float8[]),
+        CAST(:z_score AS float8[]), CAST(:provenance AS text[]), CAST(:source_file_id AS integer[])
+    ) AS u(exam_id, site, side, bmd, bmc_g, area_cm2, t_score, z_score, provenance, source_file_id)
+    """
+)
+_FLOATS = ("bmd", "bmc_g", "area_cm2", "t_score", "z_score")
+
+
+def _insert(session: Session, rows: Sequence[Row]) -> None:
+    """New measurement rows written by one statement. PostgreSQL: one INSERT of a column array each
+    (`_UNNEST`): an executemany sent a statement per row (pipelined), each parsed, planned and run by
+    the server, and each row's parameters dumped one by one here (a Celery pool process's store,
+    bench/pipeline.py --profile). Elsewhere an executemany."""
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(insert(_TABLE), [_values(row) for row in rows])
+        return
+    params: dict[str, Any] = {
+        "exam_id": [int(row.exam_id) for row in rows],
+        "site": [str(row.site) for row in rows],
+        "side": [None if row.side is None else str(row.side) for row in rows],
+        "provenance": [json.dumps(row.provenance) for row in rows],
+        "source_file_id": [None if row.source_file_id is None else int(row.source_file_id) for row in rows],
+        "created_at": utcnow(),
+    }
+    for name in _FLOATS:
+        params[name] = [None if (v := getattr(row, name)) is None else float(v) for row in rows]
+    session.execute(_UNNEST, params)
+
+
 def _new_row(site: SiteMeasurement, exam_id: int, source_file_id: int | None) -> NewMeasurement:
     """`db.converters.measurement_row`'s values, without the ORM object."""
     return NewMeasurement(**measurement_values(site, exam_id=exam_id, source_file_id=source_file_id))
@@ -228,6 +268,10 @@ def _new_row(site: SiteMeasurement, exam_id: int, source_file_id: int | None) ->
 
 _TABLE = cast(Table, Measurement.__table__)
 _COLUMNS = [column.key for column in _TABLE.c if column.key not in ("id", "created_at")]
+_UNNESTED = ["exam_id", "site", "side", "bmd", "bmc_g", "area_cm2", "t_score", "z_score", "provenance"]
+_UNNESTED.append("source_file_id")
+if _UNNESTED != _COLUMNS:
+    raise RuntimeError("measurements' columns changed: update `_UNNEST` and `_insert`")
 
 
 def _fill_gaps(kept: Row, value: SiteMeasurement, source_file_id: int | None) -> None:

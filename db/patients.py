@@ -10,10 +10,11 @@ is locked at most once per transaction: the lock holds until the commit.
 from __future__ import annotations
 
 import functools
+import zlib
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, literal, literal_column, or_, select
+from sqlalchemy import ColumnElement, and_, case, func, literal, literal_column, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -221,3 +222,68 @@ def _upsert(dialect: str) -> Any:
     )
     inserted = literal_column("xmax = 0") if dialect == "postgresql" else literal(False)
     return stmt.returning(Patient, inserted)
+
+
+# --------------------------------------------------------------------------- batches of two workers
+
+PATIENT_LOCKS = 0x0D7A_0002  # the advisory lock space of patients' keys (the migrations' lock is a one-key lock)
+# With `wait` False: the keys another batch holds (its advisory lock), and those of existing patients
+# whose row another transaction holds (an evaluation's lock); the others' rows locked now. Never waits.
+_TRY = text(
+    """
+    WITH wanted AS (
+        SELECT * FROM unnest(CAST(:keys AS integer[]), CAST(:ids AS text[]), CAST(:issuers AS text[])) AS w(k, i, s)
+    ),
+    held AS (SELECT k FROM wanted WHERE NOT pg_try_advisory_xact_lock(:space, k)),
+    mine AS (
+        SELECT p.id FROM patients p JOIN wanted w ON p.identifier = w.i AND p.issuer = w.s
+        WHERE w.k NOT IN (SELECT k FROM held) FOR UPDATE OF p SKIP LOCKED
+    )
+    SELECT k FROM held
+    UNION
+    SELECT w.k FROM wanted w JOIN patients p ON p.identifier = w.i AND p.issuer = w.s
+    WHERE w.k NOT IN (SELECT k FROM held) AND p.id NOT IN (SELECT id FROM mine)
+    """
+)
+_WAIT = text("SELECT count(pg_advisory_xact_lock(:space, k)) FROM unnest(CAST(:keys AS integer[])) AS k")
+
+
+def patient_key(info: PatientInfo) -> int:
+    """A patient's (identifier, issuer) as the 32-bit key of its advisory lock (two patients that
+    share one only wait for each other now and then)."""
+    values = patient_values(info)
+    digest = zlib.crc32(f"{values['identifier']}\x1f{values['issuer']}".encode())
+    return digest - (1 << 32) if digest >= 1 << 31 else digest
+
+
+def claim_patients(session: Session, infos: Iterable[PatientInfo], *, wait: bool) -> set[int]:
+    """PostgreSQL, first thing in a batch's transaction: the batch's patients claimed for it until
+    its commit (transaction-scoped advisory locks on `patient_key`), so that two workers' batches
+    rarely meet on a patient's row. With `wait` False, nothing is waited for: the keys of the
+    patients another batch holds, or whose row another transaction has locked (an evaluation),
+    are returned (busy), and the rows of the others that exist are locked now; the caller stores
+    the busy patients' files later, in a transaction of its own, rather than waiting with every
+    other patient of the batch locked (and its own Python work to do meanwhile). With `wait`, each
+    key is waited for in key order (two waiting batches never wait in a circle; a try never waits),
+    and the rows are locked afterwards in patient order (`lock_batch_patients`). Nothing on other
+    databases (SQLite serialises writers)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return set()
+    wanted: dict[int, tuple[str, str]] = {}
+    for info in infos:
+        values = patient_values(info)
+        if values["identifier"]:
+            wanted[patient_key(info)] = (values["identifier"], values["issuer"])
+    if not wanted:
+        return set()
+    keys = sorted(wanted)
+    if wait:
+        session.execute(_WAIT, {"space": PATIENT_LOCKS, "keys": keys})
+        return set()
+    params = {
+        "space": PATIENT_LOCKS,
+        "keys": keys,
+        "ids": [wanted[k][0] for k in keys],
+        "issuers": [wanted[k][1] for k in keys],
+    }
+    return {int(k) for k in session.scalars(_TRY, params)}

@@ -90,7 +90,8 @@ def vendor_provenance(report: ParsedReport, source_file_id: int | None) -> dict[
 @dataclass
 class SharedWrites:
     """What a batch's files write to rows that other batches share (a machine's software versions
-    and its printed LSCs), held back to the end of the batch's transaction (`write_shared`).
+    and its printed LSCs), held back to the end of the batch's transaction (`write_shared`: the
+    machines' rows in machine order, then their LSC rows in (machine, site) order).
 
     Why: a batch locks its patients one after the other (in the one patient order); a shared row
     written between two of them would be held while the batch waits for the next patient, and a
@@ -138,21 +139,22 @@ def write_shared(session: Session, shared: SharedWrites) -> set[int]:
     for device, _, _, _ in shared.lscs:
         by_device[device.id] = device
     for device_id in sorted(by_device):
-        device = by_device[device_id]
         for version in sorted(versions.get(device_id, ())):
-            record_software_version(session, device, version)
-        # The machine's LSC rows in site order; files in exam date order (the latest value wins).
-        # Per site, the file of the latest exam (the last of one day): what the files one after
-        # the other would leave, in one locked read and write of the row.
-        latest: dict[str, tuple[date, int, float, int | None]] = {}
-        for d, items, on, file_id in shared.lscs:
-            for site, lsc in items:
-                if d.id == device_id and lsc > 0:
-                    latest[site] = max(latest.get(site, (on, -1, lsc, file_id)), (on, file_id or 0, lsc, file_id))
-        locked = lock_printed_lscs(session, device_id, latest) if latest else {}  # one statement, site order
-        for site in sorted(latest):
-            on, _, lsc, file_id = latest[site]
-            if record_printed_lscs(session, device, [(site, lsc)], on, file_id, locked=locked):
+            record_software_version(session, by_device[device_id], version)
+    # The machines' LSC rows in (machine, site) order, after every machine row; files in exam
+    # date order (the latest value wins). Per site, the file of the latest exam (the last of one
+    # day): what the files one after the other would leave, in one locked read and write of the row.
+    latest: dict[int, dict[str, tuple[date, int, float, int | None]]] = {}
+    for d, items, on, file_id in shared.lscs:
+        for site, lsc in items:
+            if lsc > 0:
+                mine = latest.setdefault(d.id, {})
+                mine[site] = max(mine.get(site, (on, -1, lsc, file_id)), (on, file_id or 0, lsc, file_id))
+    locked = lock_printed_lscs(session, latest)  # one statement for the batch's machines
+    for device_id in sorted(latest):
+        for site in sorted(latest[device_id]):
+            on, _, lsc, file_id = latest[device_id][site]
+            if record_printed_lscs(session, by_device[device_id], [(site, lsc)], on, file_id, locked=locked[device_id]):
                 changed.add(device_id)
     return changed
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from datetime import date
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from db.converters import machine_from_device
@@ -21,16 +21,24 @@ from db.models import Device, DeviceLsc, Exam
 from monitor.model import VendorLsc
 
 
-def lock_printed_lscs(session: Session, device_id: int, sites: Collection[str]) -> dict[str, DeviceLsc]:
-    """The machine's rows of these sites, locked in site order by one statement (a batch's
-    `db.reports.write_shared`, rather than a statement per site): `record_printed_lscs`'s `locked`."""
+def lock_printed_lscs(session: Session, sites: Mapping[int, Collection[str]]) -> dict[int, dict[str, DeviceLsc]]:
+    """The rows of these machines (id -> sites), locked in (machine, site) order by one statement
+    (a batch's `db.reports.write_shared`, rather than a statement per machine or per site: each
+    was a round trip of a Celery pool process's store, bench/pipeline.py --profile): machine id ->
+    `record_printed_lscs`'s `locked`."""
+    pairs = sorted((device_id, site) for device_id, names in sites.items() for site in names)
+    out: dict[int, dict[str, DeviceLsc]] = {device_id: {} for device_id in sites}
+    if not pairs:
+        return out
     stmt = (
         select(DeviceLsc)
-        .where(DeviceLsc.device_id == device_id, DeviceLsc.site.in_(sorted(sites)))
-        .order_by(DeviceLsc.site)
+        .where(tuple_(DeviceLsc.device_id, DeviceLsc.site).in_(pairs))
+        .order_by(DeviceLsc.device_id, DeviceLsc.site)
         .with_for_update()
     )
-    return {row.site: row for row in session.scalars(stmt)}
+    for row in session.scalars(stmt):
+        out[row.device_id][row.site] = row
+    return out
 
 
 def record_printed_lscs(

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import stat
 import threading
 import time
 from datetime import date
@@ -19,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dxa.wiring import make_app
 from ingest.file_events import ClosedFiles
-from ingest.watcher import OddEntries, ReadinessTracker, scan_inbox
+from ingest.watcher import FileState, InboxListing, OddEntries, ReadinessTracker, scan_inbox
 from services import evaluation, inbox_entries, recovery, runner
 from services.bytestore import uses_database
 from services.context import Context
@@ -49,7 +51,11 @@ _work_arrived = threading.Event()
 
 
 def watch_once(
-    ctx: Context, tracker: ReadinessTracker, odd: OddEntries | None = None, events: ClosedFiles | None = None
+    ctx: Context,
+    tracker: ReadinessTracker,
+    odd: OddEntries | None = None,
+    events: ClosedFiles | None = None,
+    listing: InboxListing | None = None,
 ) -> int:
     """One scan of the inbox: claim every file that is ready, and refuse (log, count, and once they
     persist record and move aside) entries that are not regular files. Returns how many were claimed.
@@ -59,10 +65,13 @@ def watch_once(
     write lock it would otherwise take turns for with the writer (and lose: SQLite's busy wait
     sleeps while the writer's transactions follow each other). It hands at most `HANDED_AHEAD`
     files ahead of the writer's registering, and does not list the inbox while more than half that
-    wait.
+    wait; the files a listing found ready beyond that bound are handed at the next calls without
+    listing the inbox again (`ReadinessTracker.take_deferred`), each checked unchanged.
 
     `events` (inotify, `watch_forever`): files their writer closed are ready at this scan, without
-    waiting for the next one; read again after the scan, so a file written again meanwhile waits."""
+    waiting for the next one; read again after the scan, so a file written again meanwhile waits.
+    `listing` (`watch_forever`): the inbox's folders are listed again only where they may have
+    changed (inotify's events, or their mtime), not every folder at every scan."""
     inbox = ctx.settings.inbox_dir
     inbox.mkdir(parents=True, exist_ok=True)
     claimed = 0
@@ -71,17 +80,13 @@ def watch_once(
     writer = runner.writer_for(ctx)
     if writer is not None and writer.handed >= HANDED_AHEAD // 2:
         return 0  # the writer has enough to register: the inbox is listed once it has less
-    files, others = scan_inbox(inbox)
-    if odd is not None:
-        inbox_entries.refuse(ctx, inbox, *odd.observe(others, time.time()))
-    closed: set[str] = set()
-    if events is not None:  # marks of files gone (or never listed: temporary names) dropped
-        events.closed.intersection_update(files.keys() | events.drain())
-        closed = events.closed & files.keys()
-    ready = list(tracker.observe(files, time.time(), closed))
+    if writer is not None and tracker.deferred:  # ready at the last listing, not claimed yet: no listing
+        ready = _unchanged(tracker, tracker.take_deferred(HANDED_AHEAD - writer.handed))
+    else:
+        ready = _scan(ctx, tracker, odd, events, listing)
     if writer is not None and len(ready) > HANDED_AHEAD - writer.handed:
         room = max(0, HANDED_AHEAD - writer.handed)
-        tracker.defer(ready[room:])  # ready again at the next scan
+        tracker.defer(ready[room:])  # handed at the next calls, each still as it was (`_unchanged`)
         ready = ready[:room]
     for start in range(0, len(ready), INTAKE_BATCH):  # one flush of work/ and one commit per chunk
         chunk = [Path(p) for p in ready[start : start + INTAKE_BATCH]]
@@ -121,6 +126,45 @@ def watch_once(
     return claimed
 
 
+def _scan(
+    ctx: Context,
+    tracker: ReadinessTracker,
+    odd: OddEntries | None,
+    events: ClosedFiles | None,
+    listing: InboxListing | None,
+) -> list[str]:
+    """List the inbox: the files ready, the odd entries refused."""
+    inbox = ctx.settings.inbox_dir
+    if listing is not None:
+        files, others = listing.scan(time.time(), events.unchanged_folders() if events is not None else None)
+    else:
+        files, others = scan_inbox(inbox)
+    if odd is not None:
+        inbox_entries.refuse(ctx, inbox, *odd.observe(others, time.time()))
+    closed: set[str] = set()
+    if events is not None:  # marks of files gone (or never listed: temporary names) dropped
+        events.closed.intersection_update(files.keys() | events.drain())
+        closed = events.closed & files.keys()
+    return list(tracker.observe(files, time.time(), closed))
+
+
+def _unchanged(tracker: ReadinessTracker, deferred: list[tuple[str, FileState]]) -> list[str]:
+    """The deferred files still as they were when found ready (`lstat`, links not followed): one
+    written again, replaced by something else or gone meanwhile waits for a scan to find it again."""
+    ready = []
+    for path, state in deferred:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            tracker.forget(path)
+            continue
+        if stat.S_ISREG(st.st_mode) and FileState(st.st_size, st.st_mtime) == state:
+            ready.append(path)
+        else:
+            tracker.forget(path)
+    return ready
+
+
 def _write_host_copies(ctx: Context) -> None:
     """The database mode: archive and quarantine copies of what workers on any host finished."""
     from services.host_copies import write_host_copies
@@ -140,11 +184,12 @@ def watch_forever(ctx: Context, stop: threading.Event | None = None) -> None:
 
     ctx.settings.inbox_dir.mkdir(parents=True, exist_ok=True)
     events = ClosedFiles.open(ctx.settings.inbox_dir)  # None: scans alone (no inotify)
+    listing = InboxListing(ctx.settings.inbox_dir)
     try:
         while not stop.is_set():
             started = time.monotonic()
             try:
-                watch_once(ctx, tracker, odd, events)
+                watch_once(ctx, tracker, odd, events, listing)
                 if uses_database(ctx):
                     _write_host_copies(ctx)
             except Exception as exc:  # the database restarting, say: the next scan tries again

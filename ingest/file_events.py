@@ -21,6 +21,7 @@ import select
 import struct
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ingest.watcher import is_ignored
@@ -76,6 +77,9 @@ class ClosedFiles:
         self._libc = libc
         self._fd = fd
         self._dirs: dict[int, str] = {}  # watch descriptor -> folder
+        self._watched: set[str] = set()  # the folders of `_dirs`
+        self._dirty: set[str] = set()  # folders with an event (or a new watch) since `unchanged_folders`
+        self._all_dirty = True  # events were lost (or none taken yet): any folder may have changed
         self.closed: set[str] = set()
         self._add_tree(str(root))
 
@@ -105,6 +109,8 @@ class ClosedFiles:
         if wd < 0:
             return
         self._dirs[wd] = folder
+        self._watched.add(folder)
+        self._dirty.add(folder)  # what it held before its watch made no events: listed once more
         try:
             with os.scandir(folder) as listing:
                 entries = list(listing)
@@ -140,11 +146,16 @@ class ClosedFiles:
         if mask & _IN_Q_OVERFLOW:  # events were lost: none of the marks can be trusted
             self.closed.clear()
             became.clear()
+            self._all_dirty = True
             return
         if mask & _IN_IGNORED:
-            self._dirs.pop(wd, None)
+            gone = self._dirs.pop(wd, None)
+            if gone is not None:
+                self._watched.discard(gone)
             return
         folder = self._dirs.get(wd)
+        if folder is not None:
+            self._dirty.add(folder)
         if folder is None or not name:
             return
         path = os.path.join(folder, name)
@@ -160,6 +171,17 @@ class ClosedFiles:
         elif mask & (_IN_MODIFY | _IN_MOVED_FROM | _IN_DELETE):
             self.closed.discard(path)
             became.discard(path)
+
+    def unchanged_folders(self) -> Callable[[str], bool]:
+        """Whether a folder had no event since the last call (its listing then still holds), for
+        `ingest.watcher.InboxListing.scan`: a folder watched with no event in it, while no event was
+        lost. A folder is watched before it is listed, or listed again once it is (`_add_tree`)."""
+        self.drain()
+        dirty, everything = self._dirty, self._all_dirty
+        self._dirty, self._all_dirty = set(), False
+        if everything:
+            return lambda folder: False
+        return lambda folder: folder in self._watched and folder not in dirty
 
     def wait(self, stop: threading.Event, timeout: float, since: float) -> None:
         """Until a file is closed (at least `MIN_GAP_S` after `since`, the last scan's start, a

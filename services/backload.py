@@ -6,7 +6,8 @@ thread idle for ~4 ms a file when it copied them itself), registered in one comm
 (`services.intake.register_claims`, new bytes in two statements), claimed in one more, then parsed
 by `PARSERS` threads, each driving a parse child of its own, while this thread, the one writer,
 stores the chunk parsed before in one transaction (`services.ingestion.store_batch`). The
-patients' evaluations run at the end, each patient once (`run_queued_evaluations`).
+patients' evaluations run while this thread would wait for a parse, those queued a while ago
+(`_evaluate_while_parsing`), and the rest at the end (`run_queued_evaluations`).
 
 A run killed half-way loses nothing (the user's archive is only read), and running it again
 finishes the job: the jobs the killed run held are taken over (by the same bytes, `_claim_chunk`)
@@ -22,12 +23,13 @@ children forked from a ~130 MB process show ~390 MB of RSS for ~210 MB of PSS.)
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from itertools import islice
 from pathlib import Path
@@ -42,11 +44,14 @@ from services.context import Context
 from services.files import UnreadableSource, claim_by_copy, cut_copies, flush_folder, read_error_words
 from services.ingestion import ClaimedFile, ParsedFile, parse_batch, start_ingests, store_batch
 from services.intake import IntakeResult, UnreadableClaim, register_claims
+from services.logsafe import describe
 from services.outcomes import ClaimedJob, JobResult, worker_name
 from services.parsing import warm_parsers
 from services.recovery import recover_files
-from services.runner import run_batch, run_jobs
+from services.runner import SETTLE_S, run_batch, run_jobs
 from services.stages import release, run_or_release
+
+log = logging.getLogger(__name__)
 
 FINAL = ("ingested", "duplicate", "quarantined", "held")  # held: a scan waiting for a person (issue 14)
 CHUNK = 64  # files registered, claimed and stored together
@@ -206,6 +211,7 @@ def ingest_paths(ctx: Context, paths: Iterable[Path], chunk: int = CHUNK) -> Gen
                 yield from loaded
                 _parse_chunk(ctx, parsers, claimed)
                 if len(unstored) > 1:
+                    _evaluate_while_parsing(ctx, unstored[0])
                     yield from _store_chunk(ctx, unstored[0])
                     unstored.pop(0)
             while unstored:
@@ -286,6 +292,21 @@ def _parse_chunk(ctx: Context, parsers: ThreadPoolExecutor, chunk: _Chunk) -> No
     fresh = [one for one in chunk.files if one.job.attempts <= 1]
     parts = [fresh[i::PARSERS] for i in range(PARSERS)]
     chunk.parsing = [parsers.submit(parse_batch, ctx, part) for part in parts if part]
+
+
+def _evaluate_while_parsing(ctx: Context, chunk: _Chunk) -> None:
+    """While the chunk to store next is still being parsed, a batch of the evaluations queued
+    `services.runner.SETTLE_S` ago (patients whose files stopped coming a while ago): this thread
+    would otherwise wait for the parse children (a quarter of its time, py-spy over 20 000 files),
+    and every evaluation run at the end, with the parse children idle (a seventh of it). One that
+    fails stays queued for the end."""
+    if all(future.done() for future in chunk.parsing):
+        return
+    settled = datetime.now(UTC) - timedelta(seconds=SETTLE_S)
+    try:
+        run_batch(ctx, limit=EVALUATIONS, kind="evaluate_patient", queued_before=settled)
+    except Exception as exc:
+        log.warning("a batch of evaluations failed during the back-load (%s); run again at its end", describe(exc))
 
 
 def _store_chunk(ctx: Context, chunk: _Chunk) -> Iterator[Loaded]:

@@ -50,10 +50,15 @@ class Context:
 
 
 def build_context(
-    settings: Settings | None = None, submit: Submit | None = None, submit_batch: SubmitBatch | None = None
+    settings: Settings | None = None,
+    submit: Submit | None = None,
+    submit_batch: SubmitBatch | None = None,
+    ping_idle_after_s: float | None = None,
 ) -> Context:
+    """`ping_idle_after_s`: see `db.engine.make_engine` (a PostgreSQL connection pinged on checkout
+    only after sitting idle that long, not on every checkout)."""
     settings = settings or load_settings()
-    engine = make_engine(settings.db_url)
+    engine = make_engine(settings.db_url, ping_idle_after_s=ping_idle_after_s)
     return Context(
         settings=settings,
         engine=engine,

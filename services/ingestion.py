@@ -38,7 +38,7 @@ from db.files import (
 from db.jobs import fail_job, finish_job_id, finish_job_ids
 from db.measurements import flush_measurements
 from db.models import Job, SourceFile
-from db.patients import lock_batch_patients
+from db.patients import claim_patients, lock_batch_patients, patient_key
 from db.reports import (
     SharedWrites,
     is_lock_conflict,
@@ -224,32 +224,46 @@ def store_batch(ctx: Context, parsed: Sequence[ParsedFile]) -> list[JobResult]:
     runner (`services.runner`)."""
     # Stored in patient order, the order evaluations lock patients in too (`evaluate_jobs`).
     ordered = sorted(parsed, key=_patient_order)
+    outcomes: list[_Stored] = []
     try:
-        outcomes = _store_isolated(ctx, ordered)
+        # The files of patients another batch is storing right now are set aside (`claim_patients`)
+        # and stored after the others' commit, in a second transaction that waits for them.
+        aside = _store_isolated(ctx, ordered, outcomes, skip_busy=True)
+        if aside:
+            _store_isolated(ctx, aside, outcomes, skip_busy=False)
     except OperationalError as exc:
         if not is_lock_conflict(exc):
             raise
         # A safety net: the lock order (`db.reports.SharedWrites`) should leave no circle, but a
-        # deadlock must not cost the batch's parse. Nothing was kept; stored again at once.
-        log.warning("a batch of %d files met a lock conflict; stored again", len(ordered))
-        outcomes = _store_isolated(ctx, ordered)
+        # deadlock must not cost the batch's parse. Nothing of that transaction was kept; its files
+        # are stored again at once (those of a first transaction that committed are not).
+        done = {one.result.job_id for one in outcomes}
+        left = [item for item in ordered if item[0].job.id not in done]
+        log.warning("a batch of %d files met a lock conflict; stored again", len(left))
+        _store_isolated(ctx, left, outcomes, skip_busy=False)
     _finish_moves(ctx, outcomes)
     return [one.result for one in outcomes]
 
 
-def _store_isolated(ctx: Context, ordered: Sequence[ParsedFile]) -> list[_Stored]:
+def _store_isolated(
+    ctx: Context, ordered: Sequence[ParsedFile], outcomes: list[_Stored], *, skip_busy: bool
+) -> list[ParsedFile]:
     """The batch stored without a savepoint per file (two statements each, and the ORM's work
     around them), the UIDs owned by other files looked up for the whole batch first; should the
     database refuse anything all the same (a value out of range, a UID another batch took
     meanwhile), nothing was kept and the batch is stored again with a savepoint per file, which
-    gives the file at fault its own outcome."""
+    gives the file at fault its own outcome. The outcomes are added to `outcomes` once committed;
+    with `skip_busy`, the files whose patients another batch holds are returned, not stored."""
+    batch = _Batch(careful=False, skip_busy=skip_busy)
     try:
-        return _store_batch(ctx, ordered, _Batch(careful=False))
+        outcomes += _store_batch(ctx, ordered, batch)
     except (IntegrityError, DataError) as exc:
         log.info(
             "a batch of %d files was refused a row (%s); stored again file by file", len(ordered), type(exc).__name__
         )
-        return _store_batch(ctx, ordered, _Batch(careful=True))
+        outcomes += _store_batch(ctx, ordered, _Batch(careful=True))
+        return []
+    return batch.aside
 
 
 @dataclass
@@ -261,6 +275,8 @@ class _Batch:
 
     careful: bool
     taken: set[int] = field(default_factory=set)  # source file ids
+    skip_busy: bool = False  # set aside the files of patients another batch holds (`claim_patients`)
+    aside: list[ParsedFile] = field(default_factory=list)  # those files, not stored by this transaction
 
 
 def _store_batch(ctx: Context, parsed: Sequence[ParsedFile], batch: _Batch | None = None) -> list[_Stored]:
@@ -270,6 +286,7 @@ def _store_batch(ctx: Context, parsed: Sequence[ParsedFile], batch: _Batch | Non
     batch = batch or _Batch(careful=True)
     outcomes: list[_Stored] = []
     with unit_of_work(ctx) as uow:
+        parsed = _claim_patients(uow.session, parsed, batch)
         reports = [r for _, one in parsed if isinstance(one, tuple) for r in one]
         prepare_shared_rows(uow.session, reports)
         if not batch.careful:
@@ -299,6 +316,21 @@ def _store_batch(ctx: Context, parsed: Sequence[ParsedFile], batch: _Batch | Non
             if one.resubmit:
                 uow.outbox.append((one.result.job_id, one.result.kind))
     return outcomes
+
+
+def _claim_patients(session: Session, parsed: Sequence[ParsedFile], batch: _Batch) -> Sequence[ParsedFile]:
+    """First in the batch's transaction (before it holds any lock another batch could wait for):
+    its patients claimed (`db.patients.claim_patients`). With `batch.skip_busy`, the files of a
+    patient another transaction holds (a batch's claim, an evaluation's row lock) go to
+    `batch.aside` and the others are returned; otherwise every patient is waited for. Each file's
+    every report counts (a file of several patients)."""
+    keys = {work.job.id: [patient_key(r.patient) for r in one] for work, one in parsed if isinstance(one, tuple)}
+    patients = [r.patient for _, one in parsed if isinstance(one, tuple) for r in one]
+    busy = claim_patients(session, patients, wait=not batch.skip_busy)
+    if not busy:
+        return parsed
+    batch.aside = [item for item in parsed if busy.intersection(keys.get(item[0].job.id, ()))]
+    return [item for item in parsed if not busy.intersection(keys.get(item[0].job.id, ()))]
 
 
 def _uids_taken(session: Session, parsed: Sequence[ParsedFile]) -> set[int]:

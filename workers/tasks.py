@@ -153,14 +153,21 @@ def _send(jobs: Sequence[tuple[int, str]]) -> None:
 
 
 _current: Context | None = None
+PING_IDLE_S = 10.0  # a pool process's PostgreSQL connection is pinged on checkout only after this long unused
 
 
 def _ctx() -> Context:
     """The worker process's context (Celery tasks have no other place to keep it); its jobs are
-    sent on through `submit`, like the web app's and the command line's."""
+    sent on through `submit`, like the web app's and the command line's.
+
+    Its pooled connections are pinged only after sitting idle (`db.engine.ping_when_idle`): a
+    ping on every checkout was a round trip more for each of a task's transactions (a part's
+    claim, its store, the evaluations, the heartbeats; ~3 % of a pool process's time in a burst,
+    bench/pipeline.py --profile). A connection the server ended a moment ago fails its statement
+    instead: the task is retried as for any transient fault (`TransientFault`), its jobs put back."""
     global _current
     if _current is None:
-        _current = build_context(submit=submit, submit_batch=submit_batch)
+        _current = build_context(submit=submit, submit_batch=submit_batch, ping_idle_after_s=PING_IDLE_S)
     return _current
 
 

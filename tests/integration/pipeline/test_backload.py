@@ -61,3 +61,57 @@ def test_a_back_load_gives_every_file_one_outcome_and_a_crashing_file_sinks_alon
     assert states == {"done"}
     assert crashed.status == "quarantined" and crashed.attempts == 2
     ctx.engine.dispose()
+
+
+class _StillParsing:
+    """A chunk's parse as the storing thread finds it when the parse children are behind: not done
+    when looked at, its result there once asked for."""
+
+    def __init__(self, future: Any) -> None:
+        self._future = future
+
+    def done(self) -> bool:
+        return False
+
+    def result(self) -> Any:
+        return self._future.result()
+
+    def cancel(self) -> bool:
+        return bool(self._future.cancel())
+
+
+@pytest.mark.parametrize("settle_s", [0.0, 3600.0])
+def test_a_back_load_evaluates_settled_patients_while_it_waits_for_a_parse_and_the_rest_at_its_end(
+    tmp_path: Path, samples: list[Sample], monkeypatch: pytest.MonkeyPatch, settle_s: float
+) -> None:
+    import services.backload
+
+    real = services.backload._parse_chunk
+
+    def behind(ctx: Any, parsers: Any, chunk: Any) -> None:
+        real(ctx, parsers, chunk)
+        chunk.parsing = [_StillParsing(future) for future in chunk.parsing]
+
+    monkeypatch.setattr(services.backload, "_parse_chunk", behind)
+    monkeypatch.setattr(services.backload, "SETTLE_S", settle_s)
+    accepted = [s for s in samples if s.expect == "accept"]
+    settings = Settings(data_dir=tmp_path / "data", inbox=tmp_path / "inbox", database_url=None, broker_url=None)
+    ctx = build_context(settings)
+    upgrade(ctx.engine)
+
+    def evaluated() -> list[int | None]:
+        with ctx.sessions() as session:
+            return list(
+                session.scalars(select(Job.patient_id).where(Job.kind == "evaluate_patient", Job.state == "done"))
+            )
+
+    loaded = list(ingest_paths(ctx, [s.path for s in accepted], chunk=3))
+    assert {one.outcome for one in loaded} == {"ingested"}
+    during = evaluated()
+    assert bool(during) == (settle_s == 0.0), "settled evaluations run while a parse is awaited, only those"
+    run_queued_evaluations(ctx)
+    with ctx.sessions() as session:
+        patients = set(session.scalars(select(SourceFile.patient_id).where(SourceFile.patient_id.is_not(None))))
+        left = session.scalars(select(Job).where(Job.kind == "evaluate_patient", Job.state != "done")).first()
+    assert left is None and set(evaluated()) == patients, "every patient evaluated in the end"
+    ctx.engine.dispose()

@@ -117,3 +117,64 @@ def test_two_workers_store_overlapping_batches_without_deadlock_and_exactly_once
         evaluated = set(session.scalars(select(Job.patient_id).where(Job.kind == "evaluate_patient")))
         assert evaluated == set(patients.values())
     ctx.engine.dispose()
+
+
+@pytest.mark.parametrize("holder", ["batch", "evaluation"])
+def test_a_batch_sets_aside_the_files_of_a_patient_another_transaction_holds_and_stores_the_others_at_once(
+    tmp_path: Path, pg_url: str, holder: str
+) -> None:
+    """`db.patients.claim_patients`: while another transaction holds patient V1 (a batch storing
+    its files: claimed and its row locked; an evaluation: the existing row locked), a batch of a V1
+    file and a V2 file commits the V2 file without waiting for it; the V1 file is stored once the
+    other transaction commits, in a transaction of its own. Without the claim, the V2 file waited
+    with the V1 file's lock."""
+    if not FOLDER.is_dir():
+        pytest.skip("shared samples not present")
+    from db.patients import claim_patients, lock_batch_patients, lock_patients, upsert_patient
+    from ingest.parse import ParseLimits, parse_file
+    from services.runner import run_jobs as run_chunk
+    from tests.integration.pipeline.support import wait_until
+
+    settings = Settings(data_dir=tmp_path / "data", inbox=tmp_path / "inbox", database_url=pg_url, broker_url=None)
+    ctx: Context = build_context(settings)
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    paths = [_file(sources, "v1.dcm", "20130416_SP_DICOM.dcm", 1), _file(sources, "v2.dcm", "20130416_SP_DICOM.dcm", 2)]
+    received = [r for r in intake_many(ctx, paths, copy=True) if not isinstance(r, Exception)]
+    jobs = [r.job_id for r in received if r.job_id is not None]
+    assert len(jobs) == 2
+
+    def status(name: str) -> str:
+        with ctx.sessions() as session:
+            return str(session.scalars(select(SourceFile.status).where(SourceFile.original_name == name)).one())
+
+    v1 = parse_file(paths[0].read_bytes(), paths[0].name, ParseLimits()).patient
+    assert v1.patient_id == "4555466V1"
+    results: list[str] = []
+    if holder == "evaluation":
+        with ctx.sessions.begin() as session:
+            upsert_patient(session, v1)
+    with ctx.sessions.begin() as other:  # not committed while the batch runs
+        if holder == "batch":  # V1 claimed and its row locked (created), as a batch storing its files
+            assert claim_patients(other, [v1], wait=False) == set()
+            lock_batch_patients(other, [v1])
+        else:  # its row locked, as `services.evaluation` does
+            locked = lock_patients(other, [_patient_id(ctx, "4555466V1")])
+            assert [p.identifier for p in locked] == ["4555466V1"]
+        thread = threading.Thread(target=lambda: results.extend(r.outcome for r in run_chunk(ctx, jobs)))
+        thread.start()
+        wait_until(lambda: status("v2.dcm") == "ingested", 60, "the V2 file stored while V1 is held")
+        assert status("v1.dcm") == "processing"  # waits for the other batch
+        assert thread.is_alive()
+    thread.join(timeout=60)
+    assert sorted(results) == ["ingested", "ingested"]
+    assert status("v1.dcm") == "ingested"
+    with ctx.sessions() as session:
+        assert sorted(session.scalars(select(Patient.identifier))) == ["4555466V1", "4555466V2"]
+        assert {state for state in session.scalars(select(Job.state).where(Job.kind == "ingest_file"))} == {"done"}
+    ctx.engine.dispose()
+
+
+def _patient_id(ctx: Context, identifier: str) -> int:
+    with ctx.sessions() as session:
+        return int(session.scalars(select(Patient.id).where(Patient.identifier == identifier)).one())

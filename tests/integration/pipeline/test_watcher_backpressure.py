@@ -47,6 +47,8 @@ def test_the_watcher_hands_a_bounded_number_of_claims_ahead_of_the_writer(
         for _ in range(200):
             pipeline.step()
             claimed += watch_once(ctx, tracker)  # the deferred files are ready at once, not after two scans
+            if claimed < len(files):
+                assert len(scans) == listed, "deferred files are handed without another listing"
             assert pipeline.handed <= 8
             if claimed == len(files) and not pipeline.busy:
                 break
@@ -59,4 +61,36 @@ def test_the_watcher_hands_a_bounded_number_of_claims_ahead_of_the_writer(
     with ctx.sessions() as session:
         assert session.scalars(select(Job).where(Job.state.in_(("queued", "running")))).first() is None
     check_accounting(ctx.settings.data_dir, inbox, files, ctx.sessions)
+    ctx.engine.dispose()
+
+
+def test_a_deferred_file_written_again_meanwhile_waits_for_a_scan(
+    tmp_path: Path, samples: list[Sample], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dxa.embedded, "HANDED_AHEAD", 4)
+    settings = Settings(
+        data_dir=tmp_path / "data", inbox=tmp_path / "inbox", database_url=None, broker_url=None, min_file_age_s=0
+    )
+    ctx = build_context(settings)
+    upgrade(ctx.engine)
+    files = make_batch(samples, 8)
+    inbox = ctx.settings.inbox_dir
+    drop(files, inbox)
+    tracker = ReadinessTracker(0)
+    pipeline = services.runner.Pipeline(ctx)
+    try:
+        watch_once(ctx, tracker)  # seen
+        assert watch_once(ctx, tracker) == 4 and tracker.deferred == len(files) - 4
+        rewritten = sorted(files_below(inbox))[0]
+        rewritten.write_bytes(rewritten.read_bytes() + b"\n")  # written again after it was found ready
+        while pipeline.handed:
+            pipeline.step()
+        assert watch_once(ctx, tracker) == len(files) - 5  # the others, without a listing
+        assert files_below(inbox) == [rewritten]
+        while pipeline.handed:
+            pipeline.step()
+        watch_once(ctx, tracker)  # seen again, changed
+        assert watch_once(ctx, tracker) == 1  # then stable: claimed
+    finally:
+        pipeline.close()
     ctx.engine.dispose()

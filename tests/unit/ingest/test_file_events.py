@@ -64,3 +64,25 @@ def test_wait_returns_when_a_file_is_closed_and_not_before(tmp_path: Path, event
     assert time.monotonic() - start < 10.0
     assert str(tmp_path / "c.dcm") in events.closed
     events.close()
+
+
+def test_a_folder_is_unchanged_until_an_event_in_it_and_a_new_folder_is_listed_once_watched(
+    tmp_path: Path, events: ClosedFiles
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    events.close()
+    events = ClosedFiles.open(tmp_path) or pytest.fail("inotify went away")
+    assert not events.unchanged_folders()(str(tmp_path / "a")), "nothing is vouched for before a first look"
+    unchanged = events.unchanged_folders()
+    assert unchanged(str(tmp_path / "a")) and unchanged(str(tmp_path / "b")) and unchanged(str(tmp_path))
+    (tmp_path / "b" / "x.dcm").write_bytes(b"1")
+    (tmp_path / "c").mkdir()
+    unchanged = events.unchanged_folders()
+    assert unchanged(str(tmp_path / "a"))
+    assert not unchanged(str(tmp_path / "b")) and not unchanged(str(tmp_path))  # events in them
+    assert not unchanged(str(tmp_path / "c")), "a folder watched since the last look is listed once more"
+    unchanged = events.unchanged_folders()
+    assert unchanged(str(tmp_path / "b")) and unchanged(str(tmp_path / "c"))
+    assert not unchanged(str(tmp_path / "elsewhere")), "an unwatched folder is never vouched for"
+    events.close()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
-from ingest.watcher import FileState, ReadinessTracker, is_ignored, scan_folder
+from ingest.watcher import FileState, InboxListing, ReadinessTracker, is_ignored, scan_folder
 
 
 def test_a_file_is_ready_only_after_two_identical_scans() -> None:
@@ -83,3 +85,87 @@ def test_observing_a_big_inbox_takes_linear_time() -> None:
     assert len(ready) == 200_000 and time.monotonic() - started < 20
     tracker.defer(ready[10:])
     assert tracker.observe(snapshot, now=112) == ready[10:]  # deferred: ready again at once
+
+
+def _settled(*folders: Path) -> None:
+    """Folder mtimes well in the past, as an archive's folders are (a listing trusts an mtime only
+    once it is older than `SETTLED_S`)."""
+    for folder in folders:
+        os.utime(folder, (time.time() - 600, time.time() - 600))
+
+
+def test_a_listing_lists_again_only_the_folders_whose_mtime_changed(tmp_path: Path) -> None:
+    empty = [tmp_path / f"v{i}" / "patient" for i in range(5)]
+    for folder in empty:
+        folder.mkdir(parents=True)
+    (tmp_path / "v0" / "a.dcm").write_bytes(b"1")
+    _settled(tmp_path, *empty, *(f.parent for f in empty))
+    listing = InboxListing(tmp_path)
+    files, odd = listing.scan(time.time())
+    assert listing.listed == 11 and set(files) == {str(tmp_path / "v0" / "a.dcm")}
+    assert {p for p, kind in odd.items() if kind == "empty_folder"} == {str(f) for f in empty}
+    again, odd_again = listing.scan(time.time())
+    assert listing.listed == 0, "unchanged folders are not listed again"
+    assert again == files and odd_again == odd
+    (empty[3] / "b.pdf").write_bytes(b"2")  # the folder's mtime moves
+    files, odd = listing.scan(time.time())
+    assert listing.listed == 1
+    assert set(files) == {str(tmp_path / "v0" / "a.dcm"), str(empty[3] / "b.pdf")}
+    assert str(empty[3]) not in odd
+    (tmp_path / "v0" / "a.dcm").write_bytes(b"longer")  # a file written again: its state read again
+    files, _ = listing.scan(time.time())
+    assert listing.listed == 1 and files[str(tmp_path / "v0" / "a.dcm")].size == 6
+
+
+def test_a_listing_lists_a_folder_changed_in_the_tick_of_its_listing_again(tmp_path: Path) -> None:
+    """A folder modified just now may change again within the same tick of its mtime: its listing
+    is not trusted until the mtime is old enough."""
+    (tmp_path / "new").mkdir()
+    listing = InboxListing(tmp_path)
+    listing.scan(time.time())
+    listing.scan(time.time())
+    assert listing.listed == 2, "recent mtimes: listed again"
+
+
+def test_a_listing_takes_unchanged_folders_from_inotify_without_a_system_call(tmp_path: Path) -> None:
+    (tmp_path / "v0" / "p").mkdir(parents=True)
+    (tmp_path / "v1" / "p").mkdir(parents=True)
+    (tmp_path / "v1" / "p" / "a.dcm").write_bytes(b"1")
+    listing = InboxListing(tmp_path)
+    listing.scan(time.time())
+    dirty = {str(tmp_path / "v1" / "p")}
+    files, _ = listing.scan(time.time(), lambda folder: folder not in dirty)
+    assert listing.listed == 1 and set(files) == {str(tmp_path / "v1" / "p" / "a.dcm")}
+    (tmp_path / "v0" / "p" / "b.dcm").write_bytes(b"2")
+    files, _ = listing.scan(time.time(), lambda folder: True)
+    assert listing.listed == 0 and str(tmp_path / "v0" / "p" / "b.dcm") not in files  # vouched for
+    files, _ = listing.scan(time.time(), lambda folder: folder != str(tmp_path / "v0" / "p"))
+    assert str(tmp_path / "v0" / "p" / "b.dcm") in files
+
+
+def test_a_listing_lists_every_folder_again_after_its_full_listing_time(tmp_path: Path) -> None:
+    (tmp_path / "v0").mkdir()
+    _settled(tmp_path, tmp_path / "v0")
+    listing = InboxListing(tmp_path, full_list_s=60)
+    now = time.time()
+    listing.scan(now)
+    listing.scan(now + 30, lambda folder: True)
+    assert listing.listed == 0
+    listing.scan(now + 61, lambda folder: True)
+    assert listing.listed == 2
+
+
+def test_deferred_files_are_taken_in_order_without_a_scan_and_a_scan_supersedes_them() -> None:
+    tracker = ReadinessTracker(min_age_s=0)
+    snapshot = {p: FileState(1, 1.0) for p in ("a", "b", "c", "d")}
+    tracker.observe(snapshot, now=10)
+    ready = tracker.observe(snapshot, now=11)
+    tracker.defer(ready[1:])
+    assert tracker.deferred == 3
+    assert tracker.take_deferred(2) == [("b", FileState(1, 1.0)), ("c", FileState(1, 1.0))]
+    assert tracker.failed("c", now=12)[0] == 1  # taken files count as given
+    assert tracker.deferred == 1
+    # A scan: d (deferred, unchanged) is ready; a and b were given (claimed: seen again, they are new),
+    # c waits after its failed claim.
+    assert tracker.observe(snapshot, now=13) == ["d"]
+    assert tracker.deferred == 0
